@@ -1,0 +1,1 @@
+"""tlskit: a TLS 1.3 stack for Python."""

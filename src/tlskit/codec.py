@@ -1,0 +1,133 @@
+"""Wire codec: strict readers and back-patching writers for the TLS presentation language (RFC 8446 §3).
+
+A ``Reader`` raises ``DecodeError`` on short input, and ``finish()`` raises it on trailing bytes; every
+``decode()`` in ``messages/`` ends with ``finish()``. A ``Writer`` back-patches length prefixes, so
+encoders never compute lengths by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import DecodeError
+
+__all__ = ["Reader", "Writer"]
+
+
+class Reader:
+    """Reads big-endian integers and length-prefixed vectors from ``data[start:end]``."""
+
+    __slots__ = ("_data", "_end", "_pos")
+
+    def __init__(self, data: bytes, start: int = 0, end: int | None = None) -> None:
+        self._data = data
+        self._pos = start
+        self._end = len(data) if end is None else end
+
+    @property
+    def remaining(self) -> int:
+        return self._end - self._pos
+
+    def _take(self, n: int) -> int:
+        pos = self._pos
+        if n > self._end - pos:
+            raise DecodeError(f"need {n} bytes, have {self._end - pos}")
+        self._pos = pos + n
+        return pos
+
+    def u8(self) -> int:
+        return self._data[self._take(1)]
+
+    def u16(self) -> int:
+        p = self._take(2)
+        d = self._data
+        return (d[p] << 8) | d[p + 1]
+
+    def u24(self) -> int:
+        p = self._take(3)
+        d = self._data
+        return (d[p] << 16) | (d[p + 1] << 8) | d[p + 2]
+
+    def u32(self) -> int:
+        p = self._take(4)
+        return int.from_bytes(self._data[p : p + 4], "big")
+
+    def raw(self, n: int) -> bytes:
+        p = self._take(n)
+        return bytes(self._data[p : p + n])
+
+    def rest(self) -> bytes:
+        return self.raw(self.remaining)
+
+    def _vector_length(self, width: int, minimum: int, maximum: int) -> int:
+        match width:
+            case 1:
+                n = self.u8()
+            case 2:
+                n = self.u16()
+            case 3:
+                n = self.u24()
+            case _:
+                raise ValueError(f"bad length width {width}")
+        if n < minimum or n > maximum:
+            raise DecodeError(f"vector length {n} outside [{minimum}, {maximum}]")
+        return n
+
+    def vector(self, width: int, minimum: int = 0, maximum: int = 1 << 24) -> bytes:
+        """An opaque vector ``<minimum..maximum>`` with a ``width``-byte length prefix."""
+        return self.raw(self._vector_length(width, minimum, maximum))
+
+    def sub(self, width: int, minimum: int = 0, maximum: int = 1 << 24) -> Reader:
+        """A reader over a length-prefixed vector; the caller must ``finish()`` it."""
+        n = self._vector_length(width, minimum, maximum)
+        p = self._take(n)
+        return Reader(self._data, p, p + n)
+
+    def finish(self) -> None:
+        if self._pos != self._end:
+            raise DecodeError(f"{self._end - self._pos} trailing bytes")
+
+
+class Writer:
+    """Appends big-endian integers and vectors; ``prefixed(width)`` back-patches the length."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def u8(self, v: int) -> None:
+        self.buf.append(v)
+
+    def u16(self, v: int) -> None:
+        self.buf += v.to_bytes(2, "big")
+
+    def u24(self, v: int) -> None:
+        self.buf += v.to_bytes(3, "big")
+
+    def u32(self, v: int) -> None:
+        self.buf += v.to_bytes(4, "big")
+
+    def raw(self, b: bytes) -> None:
+        self.buf += b
+
+    def vector(self, width: int, b: bytes) -> None:
+        if len(b) >= 1 << (8 * width):
+            raise ValueError(f"vector of {len(b)} bytes does not fit a {width}-byte length")
+        self.buf += len(b).to_bytes(width, "big")
+        self.buf += b
+
+    @contextmanager
+    def prefixed(self, width: int) -> Iterator[None]:
+        """Everything written inside the block gets a ``width``-byte length prefix."""
+        at = len(self.buf)
+        self.buf += bytes(width)
+        yield
+        n = len(self.buf) - at - width
+        if n >= 1 << (8 * width):
+            raise ValueError(f"vector of {n} bytes does not fit a {width}-byte length")
+        self.buf[at : at + width] = n.to_bytes(width, "big")
+
+    def getvalue(self) -> bytes:
+        return bytes(self.buf)

@@ -1,0 +1,178 @@
+"""Frozen client and server configurations (DESIGN §2). Time, randomness and keys are injected here, which is
+what lets the engine replay RFC 8448 byte for byte and run under any I/O model."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from .crypto import signatures
+from .crypto.groups import SUPPORTED_GROUPS
+from .crypto.suites import SUITES
+from .enums import CipherSuite, NamedGroup, SignatureScheme
+from .errors import ConfigError
+from .pki.verify import TrustStore
+
+DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
+    CipherSuite.TLS_AES_128_GCM_SHA256,
+    CipherSuite.TLS_AES_256_GCM_SHA384,
+    CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+)
+DEFAULT_GROUPS: tuple[NamedGroup, ...] = (
+    NamedGroup.x25519,
+    NamedGroup.X25519MLKEM768,
+    NamedGroup.secp256r1,
+    NamedGroup.secp384r1,
+)
+# §5.5: AES-GCM may protect at most 2^24.5 full-size records per key; we update well before.
+DEFAULT_KEY_UPDATE_RECORDS = 1 << 24
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CertifiedKey:
+    """A certificate chain (DER, leaf first) with the private key that signs for it."""
+
+    chain: tuple[bytes, ...]
+    private_key: PrivateKeyTypes
+    ocsp_response: bytes | None = None
+    schemes: tuple[SignatureScheme, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            raise ConfigError("CertifiedKey needs at least the leaf certificate")
+        if not self.schemes:
+            object.__setattr__(self, "schemes", signatures.schemes_for_key(self.private_key))
+        leaf_key = x509.load_der_x509_certificate(self.chain[0]).public_key()
+        pub = self.private_key.public_key()
+        fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+        enc = serialization.Encoding.DER
+        if leaf_key.public_bytes(enc, fmt) != pub.public_bytes(enc, fmt):
+            raise ConfigError("the private key does not match the leaf certificate's public key")
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.chain[0])
+
+    def sign(self, scheme: SignatureScheme, data: bytes) -> bytes:
+        return signatures.sign(self.private_key, scheme, data)
+
+    @classmethod
+    def from_pem_files(
+        cls, cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str], password: bytes | None = None
+    ) -> CertifiedKey:
+        """Load a PEM chain (leaf first) and a PEM private key; errors name the file and the fix."""
+        try:
+            pem = Path(cert_file).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{cert_file}: cannot read certificate file ({e.strerror})") from None
+        try:
+            certs = x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            raise ConfigError(
+                f"{cert_file}: no PEM certificate found (expected '-----BEGIN CERTIFICATE-----')"
+            ) from None
+        try:
+            key_pem = Path(key_file).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{key_file}: cannot read private key file ({e.strerror})") from None
+        try:
+            key = serialization.load_pem_private_key(key_pem, password)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{key_file}: not a usable PEM private key ({e})") from None
+        chain = tuple(c.public_bytes(serialization.Encoding.DER) for c in certs)
+        try:
+            return cls(chain=chain, private_key=key)
+        except ConfigError as e:
+            raise ConfigError(f"{cert_file} / {key_file}: {e}") from None
+
+
+def _check_common(
+    cipher_suites: Sequence[CipherSuite], groups: Sequence[NamedGroup], alpn: Sequence[str]
+) -> None:
+    if not cipher_suites:
+        raise ConfigError("cipher_suites is empty: name at least one TLS 1.3 suite")
+    for s in cipher_suites:
+        if s not in SUITES:
+            raise ConfigError(f"cipher suite {s.name} is not supported; use one of {[x.name for x in SUITES]}")
+    if not groups:
+        raise ConfigError("groups is empty: name at least one key exchange group")
+    for g in groups:
+        if g not in SUPPORTED_GROUPS:
+            raise ConfigError(
+                f"group {g.name} is not supported; use some of {[x.name for x in SUPPORTED_GROUPS]}"
+            )
+    for p in alpn:
+        if not 0 < len(p.encode()) < 256:
+            raise ConfigError(f"ALPN protocol name {p!r} must be 1..255 bytes")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientConfig:
+    """Everything a client connection needs; ``trust=None`` means the system trust store."""
+
+    server_name: str | None = None
+    trust: TrustStore | None = None
+    verify_peer: bool = True
+    alpn: tuple[str, ...] = ()
+    cipher_suites: tuple[CipherSuite, ...] = DEFAULT_CIPHER_SUITES
+    groups: tuple[NamedGroup, ...] = DEFAULT_GROUPS
+    key_share_groups: tuple[NamedGroup, ...] = (NamedGroup.x25519,)
+    signature_algorithms: tuple[SignatureScheme, ...] = signatures.TLS13_SIGNATURE_SCHEMES
+    middlebox_compat: bool = True
+    record_size_limit: int | None = None
+    pad_to: int = 0
+    request_ocsp: bool = False
+    certificate: CertifiedKey | None = None
+    key_update_after_records: int = DEFAULT_KEY_UPDATE_RECORDS
+    max_handshake_message: int = 1 << 17
+    clock: Callable[[], float] = time.time
+    random: Callable[[int], bytes] = os.urandom
+    key_log: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        _check_common(self.cipher_suites, self.groups, self.alpn)
+        for g in self.key_share_groups:
+            if g not in self.groups:
+                raise ConfigError(f"key share group {g.name} must also be listed in groups")
+        if self.record_size_limit is not None and not 64 <= self.record_size_limit <= (1 << 14) + 1:
+            raise ConfigError("record_size_limit must be between 64 and 16385 (RFC 8449)")
+        if self.verify_peer and self.trust is None:
+            object.__setattr__(self, "trust", TrustStore.system())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerConfig:
+    """A server's certificates, policy and injected dependencies; see DESIGN §2 for the hooks."""
+
+    certificates: tuple[CertifiedKey, ...] = ()
+    cert_resolver: Callable[[str | None, Sequence[SignatureScheme]], CertifiedKey | None] | None = None
+    alpn: tuple[str, ...] = ()
+    cipher_suites: tuple[CipherSuite, ...] = DEFAULT_CIPHER_SUITES
+    groups: tuple[NamedGroup, ...] = DEFAULT_GROUPS
+    prefer_server_order: bool = False
+    signature_algorithms: tuple[SignatureScheme, ...] = signatures.TLS13_SIGNATURE_SCHEMES
+    middlebox_compat: bool = True
+    record_size_limit: int | None = None
+    pad_to: int = 0
+    send_supported_groups: bool = False
+    hello_retry_cookie: bool = True
+    ocsp_staple: Callable[[CertifiedKey], bytes | None] | None = None
+    key_update_after_records: int = DEFAULT_KEY_UPDATE_RECORDS
+    max_handshake_message: int = 1 << 17
+    clock: Callable[[], float] = time.time
+    random: Callable[[int], bytes] = os.urandom
+    key_log: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        _check_common(self.cipher_suites, self.groups, self.alpn)
+        if not self.certificates and self.cert_resolver is None:
+            raise ConfigError("a server needs certificates=... or a cert_resolver")
+        if self.record_size_limit is not None and not 64 <= self.record_size_limit <= (1 << 14) + 1:
+            raise ConfigError("record_size_limit must be between 64 and 16385 (RFC 8449)")

@@ -1,0 +1,458 @@
+"""The sans-IO TLS 1.3 connection (DESIGN §2): bytes in, bytes and events out; no sockets, clocks or entropy.
+
+``Connection`` owns the record layer (RFC 8446 §5) and the post-handshake messages (§4.6); the handshake
+itself is a chain of state objects in ``handshake/`` that drive it through a narrow ``Context``. Every
+``AlertError`` raised anywhere below ends here: the alert record is queued, the connection refuses further
+use, and the error is re-raised to the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .config import ClientConfig, ServerConfig
+from .crypto import keyschedule
+from .crypto.suites import SuiteParams
+from .enums import AlertDescription, CipherSuite, ContentType, HandshakeType, KeyUpdateRequest
+from .errors import AlertError, ConfigError, ConnectionClosedError, RemoteAlert, TLSError, UnexpectedEOF
+from .events import (
+    AlertReceived,
+    ApplicationData,
+    ConnectionClosed,
+    Event,
+    HandshakeComplete,
+    KeyUpdated,
+    SessionTicketReceived,
+)
+from .handshake.client import ClientStart
+from .handshake.common import Session
+from .handshake.server import ExpectClientHello
+from .messages.handshake import (
+    HandshakeBuffer,
+    HandshakeMessage,
+    KeyUpdate,
+    NewSessionTicket,
+    alert_bytes,
+    decode_handshake,
+)
+from .record import (
+    MAX_PLAINTEXT,
+    RecordDecryptor,
+    RecordEncryptor,
+    RecordReader,
+    check_change_cipher_spec,
+    plaintext_records,
+)
+
+__all__ = ["Connection", "TrafficSecrets"]
+
+_CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
+
+
+class _State(Protocol):
+    def handle(self, ctx: _HandshakeContext, msg: HandshakeMessage, raw: bytes) -> object: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrafficSecrets:
+    """Current application traffic secrets and the next record sequence numbers (for kTLS and QUIC)."""
+
+    cipher_suite: CipherSuite
+    read_secret: bytes
+    read_seq: int
+    write_secret: bytes
+    write_seq: int
+
+
+class Connection:
+    """One TLS 1.3 connection, client or server by the config it is given.
+
+    >>> conn = Connection(ClientConfig(server_name="example.com"))
+    >>> conn.start(); wire = conn.data_to_send()
+    """
+
+    __slots__ = (
+        "_ccs_ok",
+        "_client_random",
+        "_complete",
+        "_ctx",
+        "_error",
+        "_events",
+        "_hs_buf",
+        "_max_fragment",
+        "_out",
+        "_peer_closed",
+        "_pending_hs",
+        "_read",
+        "_reader",
+        "_sent_close",
+        "_session",
+        "_state",
+        "_write",
+        "config",
+        "is_client",
+    )
+
+    def __init__(self, config: ClientConfig | ServerConfig, *, initial_state: object | None = None) -> None:
+        """``initial_state`` replaces the first handshake state (e.g. a ``ClientStart`` with an injected
+        ClientHello to replay RFC 8448); leave it None otherwise."""
+        self.config = config
+        self.is_client = isinstance(config, ClientConfig)
+        self._reader = RecordReader()
+        self._hs_buf = HandshakeBuffer(config.max_handshake_message)
+        self._out = bytearray()
+        self._pending_hs = bytearray()
+        self._events: list[Event] = []
+        self._read: RecordDecryptor | None = None
+        self._write: RecordEncryptor | None = None
+        self._state: object = initial_state or (ClientStart() if self.is_client else ExpectClientHello())
+        self._error: TLSError | None = None
+        self._complete: HandshakeComplete | None = None
+        self._session: Session | None = None
+        self._peer_closed = False
+        self._sent_close = False
+        self._ccs_ok = False
+        self._client_random = b""
+        self._max_fragment = MAX_PLAINTEXT
+        self._ctx = _HandshakeContext(self)
+
+    # --- the user's API ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Client: queue the ClientHello. Server: nothing to do (it waits for one)."""
+        if not self.is_client:
+            return
+        if not isinstance(self._state, ClientStart):
+            raise ConfigError("start() was already called")
+        self._guard(lambda: self._advance_start())
+
+    def _advance_start(self) -> None:
+        assert isinstance(self._state, ClientStart)
+        self._state = self._state.start(self._ctx)
+        self._ccs_ok = True
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._complete is not None
+
+    @property
+    def negotiated(self) -> HandshakeComplete | None:
+        """What the handshake settled (the same value as the ``HandshakeComplete`` event)."""
+        return self._complete
+
+    @property
+    def closed(self) -> bool:
+        return self._error is not None or (self._peer_closed and self._sent_close)
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the transport; ``b""`` means the transport reached EOF."""
+        if self._error is not None:
+            raise ConnectionClosedError(f"connection already failed: {self._error}")
+        if not data:
+            self._eof()
+            return
+        self._guard(lambda: self._receive(data))
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the transport (including a final alert after a failure)."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def events(self) -> list[Event]:
+        """Events since the last call, oldest first."""
+        events = self._events
+        self._events = []
+        return events
+
+    def send_data(self, data: bytes) -> None:
+        """Queue application data (§5.2); records are split at the negotiated size limit."""
+        self._check_sendable()
+        if not data:
+            return
+        write = self._write
+        assert write is not None
+        if write.seq + len(data) // self._max_fragment + 1 >= self.config.key_update_after_records:
+            self._update_write_key(request_peer=False)
+            write = self._write
+            assert write is not None
+        self._out += write.seal(ContentType.application_data, data)
+
+    def key_update(self, request_peer: bool = False) -> None:
+        """Send KeyUpdate (§4.6.3) and switch our sending key; ``request_peer`` asks the peer to do the same."""
+        self._check_sendable()
+        self._update_write_key(request_peer)
+
+    def close(self) -> None:
+        """Send close_notify (§6.1) and stop sending; the peer may still send until it closes too."""
+        if self._sent_close or self._error is not None:
+            return
+        self._send_alert(AlertDescription.close_notify)
+        self._sent_close = True
+
+    def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
+        """RFC 8446 §7.5 exporter (as RFC 5705 with TLS 1.3's rules)."""
+        if self._session is None:
+            raise ConfigError("keying material can be exported only after the handshake")
+        return keyschedule.export_keying_material(
+            self._session.params, self._session.exporter_master_secret, label, context, length
+        )
+
+    def traffic_secrets(self) -> TrafficSecrets:
+        """Application secrets and next sequence numbers, for handing the record layer to kTLS or QUIC."""
+        if self._session is None or self._read is None or self._write is None:
+            raise ConfigError("traffic secrets exist only after the handshake")
+        return TrafficSecrets(
+            cipher_suite=self._session.params.suite,
+            read_secret=self._read.secret,
+            read_seq=self._read.seq,
+            write_secret=self._write.secret,
+            write_seq=self._write.seq,
+        )
+
+    @property
+    def buffered_input(self) -> int:
+        """Received bytes not yet processed (a partial record)."""
+        return self._reader.buffered
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    def _check_sendable(self) -> None:
+        if self._error is not None:
+            raise ConnectionClosedError(f"connection failed: {self._error}")
+        if self._sent_close:
+            raise ConnectionClosedError("close() was called; no more data can be sent")
+        if self._complete is None:
+            raise ConfigError("the handshake is not complete yet")
+
+    def _guard(self, step: object) -> None:
+        """Run ``step``; turn an AlertError into the alert on the wire and a dead connection."""
+        assert callable(step)
+        try:
+            step()
+            self._flush_handshake()
+        except AlertError as e:
+            self._pending_hs.clear()
+            self._fail(e)
+            raise
+        except RemoteAlert as e:
+            self._error = e
+            raise
+
+    def _fail(self, error: AlertError) -> None:
+        self._error = error
+        self._send_alert(error.description)
+        self._events.append(ConnectionClosed(by_peer=False, alert=error.description, error=error))
+
+    def _send_alert(self, description: AlertDescription) -> None:
+        body = alert_bytes(description, fatal=description is not AlertDescription.close_notify)
+        if self._write is None:
+            self._out += plaintext_records(ContentType.alert, body)
+        else:
+            self._flush_handshake()
+            self._out += self._write.seal(ContentType.alert, body)
+
+    def _eof(self) -> None:
+        if self._peer_closed:
+            return
+        self._peer_closed = True
+        error = UnexpectedEOF("the peer closed the transport without close_notify")
+        if self._complete is None:
+            self._error = error
+            self._events.append(ConnectionClosed(by_peer=True, alert=None, error=error))
+            raise error
+        self._events.append(ConnectionClosed(by_peer=True, alert=None, error=error))
+
+    def _receive(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        while (record := reader.next_record()) is not None:
+            if self._peer_closed:
+                return  # §6.1: data after close_notify is ignored
+            content_type, header, fragment = record
+            if content_type is ContentType.change_cipher_spec:
+                if not self._ccs_ok or self._complete is not None:
+                    raise AlertError(AlertDescription.unexpected_message, "unexpected change_cipher_spec")
+                check_change_cipher_spec(fragment)
+                continue
+            if self._read is None:
+                if content_type is ContentType.application_data:
+                    raise AlertError(AlertDescription.unexpected_message, "protected record before keys exist")
+                payload = fragment
+            else:
+                if content_type is not ContentType.application_data:
+                    raise AlertError(
+                        AlertDescription.unexpected_message, f"plaintext {content_type.name} record after keys"
+                    )
+                content_type, payload = self._read.open(header, fragment)
+            match content_type:
+                case ContentType.handshake:
+                    self._receive_handshake(payload)
+                case ContentType.alert:
+                    self._receive_alert(payload)
+                case ContentType.application_data:
+                    if self._complete is None or self._hs_buf:
+                        raise AlertError(AlertDescription.unexpected_message, "application data during handshake")
+                    self._events.append(ApplicationData(data=payload))
+                case _:
+                    raise AlertError(AlertDescription.unexpected_message, f"{content_type.name} record")
+
+    def _receive_handshake(self, payload: bytes) -> None:
+        buf = self._hs_buf
+        buf.feed(payload)
+        while (message := buf.next_message()) is not None:
+            msg_type, body, raw = message
+            msg = decode_handshake(msg_type, body)
+            if msg_type == HandshakeType.client_hello and not self._client_random:
+                self._client_random = raw[6:38]
+                self._ccs_ok = True
+            if self._complete is None:
+                state = self._state
+                self._state = state.handle(self._ctx, msg, raw)  # type: ignore[attr-defined]
+            else:
+                self._post_handshake(msg)
+
+    def _post_handshake(self, msg: HandshakeMessage) -> None:
+        """§4.6: tickets (client) and key updates (both)."""
+        match msg:
+            case NewSessionTicket() if self.is_client:
+                self._ticket(msg)
+            case KeyUpdate():
+                if self._hs_buf:
+                    raise AlertError(AlertDescription.unexpected_message, "KeyUpdate not at a record boundary")
+                assert self._read is not None and self._session is not None
+                params = self._session.params
+                self._read = RecordDecryptor(params, keyschedule.next_traffic_secret(params, self._read.secret))
+                requested = msg.request_update is KeyUpdateRequest.update_requested
+                if requested and not self._sent_close:
+                    self._update_write_key(request_peer=False)
+                self._events.append(KeyUpdated(received=True, update_requested=requested))
+            case _:
+                raise AlertError(
+                    AlertDescription.unexpected_message,
+                    f"{HandshakeType(msg.TYPE).name} after the handshake",
+                )
+
+    def _ticket(self, msg: NewSessionTicket) -> None:
+        session = self._session
+        assert session is not None
+        max_early = 0
+        for e in msg.extensions:
+            if e.type == 42:  # early_data (§4.2.10)
+                max_early = int.from_bytes(e.data, "big")
+        self._events.append(
+            SessionTicketReceived(
+                ticket=msg,
+                psk=keyschedule.resumption_psk(session.params, session.resumption_master_secret, msg.nonce),
+                cipher_suite=session.params.suite,
+                server_name=session.server_name,
+                alpn=session.alpn,
+                received_at=self.config.clock(),
+                max_early_data_size=max_early,
+            )
+        )
+
+    def _update_write_key(self, request_peer: bool) -> None:
+        write, session = self._write, self._session
+        assert write is not None and session is not None
+        request = KeyUpdateRequest.update_requested if request_peer else KeyUpdateRequest.update_not_requested
+        self._out += write.seal(ContentType.handshake, KeyUpdate(request_update=request).encode())
+        params = session.params
+        self._write = self._encryptor(params, keyschedule.next_traffic_secret(params, write.secret))
+        self._events.append(KeyUpdated(received=False, update_requested=request_peer))
+
+    def _receive_alert(self, payload: bytes) -> None:
+        if len(payload) != 2 or self._hs_buf:
+            raise AlertError(AlertDescription.decode_error, "malformed alert record")
+        description = AlertDescription(payload[1])
+        if description is AlertDescription.close_notify:
+            self._peer_closed = True
+            self._events.append(ConnectionClosed(by_peer=True, alert=description))
+            return
+        if description is AlertDescription.user_canceled:
+            self._events.append(AlertReceived(description=description))
+            return
+        error = RemoteAlert(description)
+        self._events.append(AlertReceived(description=description))
+        self._events.append(ConnectionClosed(by_peer=True, alert=description, error=error))
+        raise error
+
+    def _encryptor(self, params: SuiteParams, secret: bytes) -> RecordEncryptor:
+        return RecordEncryptor(params, secret, pad_to=self.config.pad_to, max_fragment=self._max_fragment)
+
+    def _flush_handshake(self) -> None:
+        pending = self._pending_hs
+        if not pending:
+            return
+        data = bytes(pending)
+        pending.clear()
+        if self._write is None:
+            first = data[0] == HandshakeType.client_hello and not self._client_random
+            self._out += plaintext_records(ContentType.handshake, data, first_client_hello=first)
+            if first:
+                self._client_random = data[6:38]
+        else:
+            self._out += self._write.seal(ContentType.handshake, data)
+
+
+class _HandshakeContext:
+    """The ``handshake.common.Context`` the states drive; it only touches the connection's record layer."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    @property
+    def config(self) -> ClientConfig | ServerConfig:
+        return self._conn.config
+
+    def random(self, n: int) -> bytes:
+        return self._conn.config.random(n)
+
+    def now(self) -> float:
+        return self._conn.config.clock()
+
+    def send_handshake(self, message: bytes) -> None:
+        self._conn._pending_hs += message
+
+    def send_change_cipher_spec(self) -> None:
+        conn = self._conn
+        conn._flush_handshake()
+        conn._out += _CCS_RECORD
+
+    def set_read_secret(self, params: SuiteParams, secret: bytes) -> None:
+        conn = self._conn
+        if conn._hs_buf:
+            raise AlertError(AlertDescription.unexpected_message, "handshake message spans a key change")
+        conn._read = RecordDecryptor(params, secret)
+
+    def set_write_secret(self, params: SuiteParams, secret: bytes) -> None:
+        conn = self._conn
+        conn._flush_handshake()
+        conn._write = conn._encryptor(params, secret)
+
+    def set_send_record_limit(self, limit: int) -> None:
+        """RFC 8449 §4: the peer's limit counts the inner content type, so we send at most limit - 1."""
+        conn = self._conn
+        conn._max_fragment = min(MAX_PLAINTEXT, limit - 1)
+        if conn._write is not None:
+            conn._write.max_fragment = conn._max_fragment
+
+    def key_log(self, label: str, secret: bytes) -> None:
+        conn = self._conn
+        sink = conn.config.key_log
+        if sink is not None:
+            if not conn._client_random:
+                conn._flush_handshake()
+            sink(f"{label} {conn._client_random.hex()} {secret.hex()}")
+
+    def emit(self, event: Event) -> None:
+        conn = self._conn
+        if isinstance(event, HandshakeComplete):
+            conn._complete = event
+        conn._events.append(event)
+
+    def established(self, session: Session) -> None:
+        self._conn._session = session

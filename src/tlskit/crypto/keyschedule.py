@@ -1,0 +1,189 @@
+"""The TLS 1.3 key schedule (RFC 8446 §7.1), one object per stage.
+
+``EarlySecret`` -> ``HandshakeSecret`` -> ``MasterSecret``: each stage only offers the secrets RFC 8446
+derives from it, so a secret cannot be used at the wrong stage. HKDF is computed with ``hmac.digest``
+(RFC 5869) because a KDF object per call costs more than the hashing itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from .suites import SuiteParams
+
+__all__ = [
+    "EarlySecret",
+    "HandshakeSecret",
+    "MasterSecret",
+    "derive_secret",
+    "export_keying_material",
+    "finished_verify_data",
+    "hkdf_expand",
+    "hkdf_expand_label",
+    "hkdf_extract",
+    "next_traffic_secret",
+    "resumption_psk",
+    "traffic_key_iv",
+]
+
+_digest = hmac.digest
+
+
+def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869 §2.2); an empty salt means zeros of hash length."""
+    return _digest(salt, ikm, hash_name)
+
+
+def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869 §2.3)."""
+    block = _digest(prk, info + b"\x01", hash_name)
+    if length <= len(block):
+        return block[:length]
+    if length > 255 * len(block):
+        raise ValueError(f"HKDF-Expand length {length} too large")
+    out = [block]
+    total = len(block)
+    counter = 1
+    while total < length:
+        counter += 1
+        block = _digest(prk, block + info + bytes((counter,)), hash_name)
+        out.append(block)
+        total += len(block)
+    return b"".join(out)[:length]
+
+
+def hkdf_expand_label(hash_name: str, secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
+    """HKDF-Expand-Label (§7.1); ``label`` is given without the ``"tls13 "`` prefix."""
+    full_label = b"tls13 " + label
+    info = (
+        length.to_bytes(2, "big")
+        + bytes((len(full_label),))
+        + full_label
+        + bytes((len(context),))
+        + context
+    )
+    return hkdf_expand(hash_name, secret, info, length)
+
+
+def derive_secret(params: SuiteParams, secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:
+    """Derive-Secret (§7.1) with the transcript hash already computed."""
+    return hkdf_expand_label(params.hash_name, secret, label, transcript_hash, params.hash_len)
+
+
+class EarlySecret:
+    """Early Secret = HKDF-Extract(0, PSK) and what is derived from it (§7.1)."""
+
+    __slots__ = ("params", "secret")
+
+    def __init__(self, params: SuiteParams, psk: bytes | None = None) -> None:
+        self.params = params
+        zeros = bytes(params.hash_len)
+        self.secret = hkdf_extract(params.hash_name, zeros, zeros if psk is None else psk)
+
+    def _derive(self, label: bytes, transcript_hash: bytes) -> bytes:
+        return derive_secret(self.params, self.secret, label, transcript_hash)
+
+    def binder_key(self, external: bool = False) -> bytes:
+        """``ext binder`` (external PSK) or ``res binder`` (resumption PSK) key (§4.2.11.2)."""
+        return self._derive(b"ext binder" if external else b"res binder", self.params.empty_hash)
+
+    def client_early_traffic_secret(self, ch_hash: bytes) -> bytes:
+        """``c e traffic`` over Hash(ClientHello)."""
+        return self._derive(b"c e traffic", ch_hash)
+
+    def early_exporter_master_secret(self, ch_hash: bytes) -> bytes:
+        """``e exp master`` over Hash(ClientHello)."""
+        return self._derive(b"e exp master", ch_hash)
+
+    def handshake_secret(self, shared_secret: bytes | None) -> HandshakeSecret:
+        """Next stage; ``shared_secret=None`` for psk_ke (no (EC)DHE, §7.1 uses zeros)."""
+        salt = self._derive(b"derived", self.params.empty_hash)
+        ikm = bytes(self.params.hash_len) if shared_secret is None else shared_secret
+        return HandshakeSecret(self.params, hkdf_extract(self.params.hash_name, salt, ikm))
+
+
+class HandshakeSecret:
+    """Handshake Secret and the handshake traffic secrets (§7.1)."""
+
+    __slots__ = ("params", "secret")
+
+    def __init__(self, params: SuiteParams, secret: bytes) -> None:
+        self.params = params
+        self.secret = secret
+
+    def client_traffic_secret(self, transcript_hash: bytes) -> bytes:
+        """``c hs traffic`` over Hash(ClientHello..ServerHello)."""
+        return derive_secret(self.params, self.secret, b"c hs traffic", transcript_hash)
+
+    def server_traffic_secret(self, transcript_hash: bytes) -> bytes:
+        """``s hs traffic`` over Hash(ClientHello..ServerHello)."""
+        return derive_secret(self.params, self.secret, b"s hs traffic", transcript_hash)
+
+    def master_secret(self) -> MasterSecret:
+        """Next stage: Master Secret = HKDF-Extract(Derive-Secret(., "derived", ""), 0)."""
+        params = self.params
+        salt = derive_secret(params, self.secret, b"derived", params.empty_hash)
+        return MasterSecret(params, hkdf_extract(params.hash_name, salt, bytes(params.hash_len)))
+
+
+class MasterSecret:
+    """Master Secret and the application, exporter and resumption secrets (§7.1)."""
+
+    __slots__ = ("params", "secret")
+
+    def __init__(self, params: SuiteParams, secret: bytes) -> None:
+        self.params = params
+        self.secret = secret
+
+    def client_traffic_secret(self, transcript_hash: bytes) -> bytes:
+        """``c ap traffic`` over Hash(ClientHello..server Finished)."""
+        return derive_secret(self.params, self.secret, b"c ap traffic", transcript_hash)
+
+    def server_traffic_secret(self, transcript_hash: bytes) -> bytes:
+        """``s ap traffic`` over Hash(ClientHello..server Finished)."""
+        return derive_secret(self.params, self.secret, b"s ap traffic", transcript_hash)
+
+    def exporter_master_secret(self, transcript_hash: bytes) -> bytes:
+        """``exp master`` over Hash(ClientHello..server Finished)."""
+        return derive_secret(self.params, self.secret, b"exp master", transcript_hash)
+
+    def resumption_master_secret(self, transcript_hash: bytes) -> bytes:
+        """``res master`` over Hash(ClientHello..client Finished)."""
+        return derive_secret(self.params, self.secret, b"res master", transcript_hash)
+
+
+def finished_verify_data(params: SuiteParams, base_key: bytes, transcript_hash: bytes) -> bytes:
+    """Finished.verify_data = HMAC(finished_key, transcript hash) (§4.4.4)."""
+    finished_key = hkdf_expand_label(params.hash_name, base_key, b"finished", b"", params.hash_len)
+    return _digest(finished_key, transcript_hash, params.hash_name)
+
+
+def next_traffic_secret(params: SuiteParams, secret: bytes) -> bytes:
+    """application_traffic_secret_N+1 after a KeyUpdate (§7.2)."""
+    return hkdf_expand_label(params.hash_name, secret, b"traffic upd", b"", params.hash_len)
+
+
+def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
+    """The record protection write key and IV of a traffic secret (§7.3)."""
+    name = params.hash_name
+    return (
+        hkdf_expand_label(name, secret, b"key", b"", params.key_len),
+        hkdf_expand_label(name, secret, b"iv", b"", params.iv_len),
+    )
+
+
+def resumption_psk(params: SuiteParams, resumption_master_secret: bytes, ticket_nonce: bytes) -> bytes:
+    """The PSK a NewSessionTicket stands for (§4.6.1)."""
+    return hkdf_expand_label(
+        params.hash_name, resumption_master_secret, b"resumption", ticket_nonce, params.hash_len
+    )
+
+
+def export_keying_material(
+    params: SuiteParams, exporter_master_secret: bytes, label: bytes, context: bytes, length: int
+) -> bytes:
+    """TLS-Exporter(label, context, length) (§7.5)."""
+    name = params.hash_name
+    secret = derive_secret(params, exporter_master_secret, label, params.empty_hash)
+    return hkdf_expand_label(name, secret, b"exporter", hashlib.new(name, context).digest(), length)

@@ -1,0 +1,61 @@
+"""The handshake transcript hash (RFC 8446 §4.4.1)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..enums import HandshakeType
+
+__all__ = ["PendingTranscript", "Transcript"]
+
+
+class Transcript:
+    """Running hash over full handshake messages (4-byte header included), §4.4.1."""
+
+    __slots__ = ("_hash", "hash_name")
+
+    def __init__(self, hash_name: str) -> None:
+        self.hash_name = hash_name
+        self._hash: Any = hashlib.new(hash_name)
+
+    def add(self, message: bytes) -> None:
+        """Append one full handshake message."""
+        self._hash.update(message)
+
+    def digest(self) -> bytes:
+        """Hash of everything added so far; the transcript stays usable."""
+        return bytes(self._hash.digest())
+
+    def copy(self) -> Transcript:
+        """An independent copy (e.g. for the PSK binder's partial ClientHello, §4.2.11.2)."""
+        clone = Transcript.__new__(Transcript)
+        clone.hash_name = self.hash_name
+        clone._hash = self._hash.copy()
+        return clone
+
+    def replace_with_message_hash(self) -> None:
+        """After HelloRetryRequest: replace Hash(ClientHello1) by the message_hash message (§4.4.1)."""
+        ch1_hash = self.digest()
+        self._hash = hashlib.new(self.hash_name)
+        self._hash.update(bytes((HandshakeType.message_hash, 0, 0, len(ch1_hash))) + ch1_hash)
+
+
+class PendingTranscript:
+    """Buffers messages until ServerHello fixes the hash; ``resolve`` replays them."""
+
+    __slots__ = ("_messages",)
+
+    def __init__(self) -> None:
+        self._messages: list[bytes] = []
+
+    def add(self, message: bytes) -> None:
+        """Buffer one full handshake message."""
+        self._messages.append(message)
+
+    def resolve(self, hash_name: str) -> Transcript:
+        """A ``Transcript`` over the buffered messages using ``hash_name``."""
+        transcript = Transcript(hash_name)
+        for message in self._messages:
+            transcript.add(message)
+        return transcript

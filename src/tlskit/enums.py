@@ -1,0 +1,205 @@
+"""Protocol vocabulary: the code points of RFC 8446 §4 and the registries it refers to.
+
+Every enum here keeps values it does not know (``NamedGroup(0x1234)`` is representable and named
+``unknown_0x1234``) so that parsing never crashes on a peer's new code point; policy ignores it instead.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+
+class _OpenEnum(IntEnum):
+    """An IntEnum that represents unknown values as pseudo-members instead of raising."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, int):
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = f"unknown_{value:#06x}"
+        member._value_ = value
+        return member
+
+
+class ProtocolVersion(_OpenEnum):
+    """§4.2.1 and the legacy versions seen on the wire."""
+
+    SSL3 = 0x0300
+    TLS1_0 = 0x0301
+    TLS1_1 = 0x0302
+    TLS1_2 = 0x0303
+    TLS1_3 = 0x0304
+
+
+class ContentType(_OpenEnum):
+    """§5.1 record content types."""
+
+    invalid = 0
+    change_cipher_spec = 20
+    alert = 21
+    handshake = 22
+    application_data = 23
+
+
+class HandshakeType(_OpenEnum):
+    """§4 handshake message types."""
+
+    client_hello = 1
+    server_hello = 2
+    new_session_ticket = 4
+    end_of_early_data = 5
+    encrypted_extensions = 8
+    certificate = 11
+    certificate_request = 13
+    certificate_verify = 15
+    finished = 20
+    key_update = 24
+    message_hash = 254
+
+
+class AlertLevel(_OpenEnum):
+    """§6 alert levels (ignored in TLS 1.3 except to print)."""
+
+    warning = 1
+    fatal = 2
+
+
+class AlertDescription(_OpenEnum):
+    """§6 alert descriptions."""
+
+    close_notify = 0
+    unexpected_message = 10
+    bad_record_mac = 20
+    record_overflow = 22
+    handshake_failure = 40
+    bad_certificate = 42
+    unsupported_certificate = 43
+    certificate_revoked = 44
+    certificate_expired = 45
+    certificate_unknown = 46
+    illegal_parameter = 47
+    unknown_ca = 48
+    access_denied = 49
+    decode_error = 50
+    decrypt_error = 51
+    protocol_version = 70
+    insufficient_security = 71
+    internal_error = 80
+    inappropriate_fallback = 86
+    user_canceled = 90
+    missing_extension = 109
+    unsupported_extension = 110
+    unrecognized_name = 112
+    bad_certificate_status_response = 113
+    unknown_psk_identity = 115
+    certificate_required = 116
+    no_application_protocol = 120
+
+
+class ExtensionType(_OpenEnum):
+    """§4.2 extension types (plus RFC 8449 record_size_limit)."""
+
+    server_name = 0
+    max_fragment_length = 1
+    status_request = 5
+    supported_groups = 10
+    ec_point_formats = 11
+    signature_algorithms = 13
+    use_srtp = 14
+    heartbeat = 15
+    application_layer_protocol_negotiation = 16
+    signed_certificate_timestamp = 18
+    client_certificate_type = 19
+    server_certificate_type = 20
+    padding = 21
+    encrypt_then_mac = 22
+    extended_master_secret = 23
+    record_size_limit = 28
+    session_ticket = 35
+    pre_shared_key = 41
+    early_data = 42
+    supported_versions = 43
+    cookie = 44
+    psk_key_exchange_modes = 45
+    certificate_authorities = 47
+    oid_filters = 48
+    post_handshake_auth = 49
+    signature_algorithms_cert = 50
+    key_share = 51
+    renegotiation_info = 0xFF01
+
+
+class NamedGroup(_OpenEnum):
+    """§4.2.7 supported groups, plus the X25519MLKEM768 hybrid (draft-ietf-tls-ecdhe-mlkem)."""
+
+    secp256r1 = 0x0017
+    secp384r1 = 0x0018
+    secp521r1 = 0x0019
+    x25519 = 0x001D
+    x448 = 0x001E
+    ffdhe2048 = 0x0100
+    ffdhe3072 = 0x0101
+    ffdhe4096 = 0x0102
+    ffdhe6144 = 0x0103
+    ffdhe8192 = 0x0104
+    X25519MLKEM768 = 0x11EC
+
+
+class SignatureScheme(_OpenEnum):
+    """§4.2.3 signature schemes."""
+
+    rsa_pkcs1_sha256 = 0x0401
+    rsa_pkcs1_sha384 = 0x0501
+    rsa_pkcs1_sha512 = 0x0601
+    ecdsa_secp256r1_sha256 = 0x0403
+    ecdsa_secp384r1_sha384 = 0x0503
+    ecdsa_secp521r1_sha512 = 0x0603
+    rsa_pss_rsae_sha256 = 0x0804
+    rsa_pss_rsae_sha384 = 0x0805
+    rsa_pss_rsae_sha512 = 0x0806
+    ed25519 = 0x0807
+    ed448 = 0x0808
+    rsa_pss_pss_sha256 = 0x0809
+    rsa_pss_pss_sha384 = 0x080A
+    rsa_pss_pss_sha512 = 0x080B
+    rsa_pkcs1_sha1 = 0x0201
+    ecdsa_sha1 = 0x0203
+
+
+class CipherSuite(_OpenEnum):
+    """§B.4 TLS 1.3 cipher suites."""
+
+    TLS_AES_128_GCM_SHA256 = 0x1301
+    TLS_AES_256_GCM_SHA384 = 0x1302
+    TLS_CHACHA20_POLY1305_SHA256 = 0x1303
+    TLS_AES_128_CCM_SHA256 = 0x1304
+    TLS_AES_128_CCM_8_SHA256 = 0x1305
+    TLS_EMPTY_RENEGOTIATION_INFO_SCSV = 0x00FF
+
+
+class PskKeyExchangeMode(_OpenEnum):
+    """§4.2.9 PSK key exchange modes."""
+
+    psk_ke = 0
+    psk_dhe_ke = 1
+
+
+class CertificateStatusType(_OpenEnum):
+    """RFC 6066 §8 certificate status types."""
+
+    ocsp = 1
+
+
+class KeyUpdateRequest(_OpenEnum):
+    """§4.6.3 KeyUpdate request_update values."""
+
+    update_not_requested = 0
+    update_requested = 1
+
+
+class NameType(_OpenEnum):
+    """RFC 6066 §3 server_name name types."""
+
+    host_name = 0

@@ -1,0 +1,58 @@
+"""The one error hierarchy of tlskit (DESIGN §2).
+
+``AlertError`` is raised deep inside the engine; the connection turns it into the alert record that goes on
+the wire and re-raises it to the user. ``RemoteAlert`` is what the peer told us. ``ConfigError`` is our
+user's misuse and never reaches the wire.
+"""
+
+from __future__ import annotations
+
+from .enums import AlertDescription
+
+
+class TLSError(Exception):
+    """Base class of every error tlskit raises."""
+
+
+class ConfigError(TLSError, ValueError):
+    """A configuration, key file or certificate the user gave us is unusable; the message says the fix."""
+
+
+class AlertError(TLSError):
+    """A protocol failure that we answer with a fatal alert (RFC 8446 §6.2)."""
+
+    def __init__(self, description: AlertDescription, message: str) -> None:
+        super().__init__(f"{description.name}: {message}")
+        self.description = description
+        self.message = message
+
+
+class DecodeError(AlertError):
+    """Malformed, truncated or trailing bytes: always ``decode_error`` (§6.2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(AlertDescription.decode_error, message)
+
+
+class CertificateError(AlertError):
+    """The peer's certificate chain was rejected (unknown_ca, bad_certificate, certificate_expired, ...)."""
+
+
+class RemoteAlert(TLSError):
+    """The peer sent a fatal alert (or close_notify, which ends the connection cleanly)."""
+
+    def __init__(self, description: AlertDescription) -> None:
+        super().__init__(f"peer sent alert {description.name} ({int(description)})")
+        self.description = description
+
+
+class ConnectionClosedError(TLSError):
+    """The connection is closed (after close_notify or a fatal error) and cannot be used."""
+
+
+class HandshakeTimeout(TLSError, TimeoutError):
+    """The handshake did not complete within the front end's timeout."""
+
+
+class UnexpectedEOF(TLSError, EOFError):
+    """The transport closed without a close_notify alert (a truncation, or a peer that just hung up)."""

@@ -1,0 +1,480 @@
+"""The client handshake (RFC 8446 §2, §4): one class per state, ``handle(ctx, msg, raw) -> next state``."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, replace
+
+from cryptography import x509
+
+from ..config import ClientConfig
+from ..crypto import groups, keyschedule, signatures
+from ..crypto.suites import SuiteParams, suite_params
+from ..crypto.transcript import PendingTranscript, Transcript
+from ..enums import (
+    AlertDescription,
+    ExtensionType,
+    HandshakeType,
+    NamedGroup,
+    ProtocolVersion,
+    PskKeyExchangeMode,
+    SignatureScheme,
+)
+from ..errors import AlertError
+from ..events import HandshakeComplete
+from ..messages import extensions as ext
+from ..messages.extensions import Extension, KeyShareEntry
+from ..messages.handshake import (
+    DOWNGRADE_TLS11,
+    DOWNGRADE_TLS12,
+    Certificate,
+    CertificateEntry,
+    CertificateRequest,
+    CertificateVerify,
+    ClientHello,
+    EncryptedExtensions,
+    Finished,
+    HandshakeMessage,
+    ServerHello,
+)
+from ..pki.verify import verify_server_chain
+from .common import Context, Session, check_finished, choose_scheme, make_finished, unexpected
+
+__all__ = ["ClientStart", "build_client_hello"]
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def build_client_hello(
+    config: ClientConfig, random: bytes, session_id: bytes, shares: list[groups.ClientKeyShare]
+) -> ClientHello:
+    """§4.1.2 from the config; extension order is fixed so the bytes are reproducible."""
+    exts: list[Extension] = []
+    # RFC 6066 §3: literal IP addresses are not permitted in server_name.
+    if config.server_name and not _is_ip(config.server_name):
+        exts.append(Extension(ExtensionType.server_name, ext.server_name_body(config.server_name)))
+    exts.append(Extension(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
+    exts.append(
+        Extension(ExtensionType.signature_algorithms, ext.signature_algorithms_body(config.signature_algorithms))
+    )
+    if config.alpn:
+        exts.append(Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body(config.alpn)))
+    if config.request_ocsp:
+        exts.append(Extension(ExtensionType.status_request, ext.status_request_body()))
+    if config.record_size_limit is not None:
+        exts.append(
+            Extension(ExtensionType.record_size_limit, ext.record_size_limit_body(config.record_size_limit))
+        )
+    exts.append(
+        Extension(
+            ExtensionType.key_share,
+            ext.key_share_client_body(KeyShareEntry(s.group, s.public) for s in shares),
+        )
+    )
+    exts.append(
+        Extension(ExtensionType.supported_versions, ext.supported_versions_client_body([ProtocolVersion.TLS1_3]))
+    )
+    exts.append(
+        Extension(ExtensionType.psk_key_exchange_modes, ext.psk_modes_body([PskKeyExchangeMode.psk_dhe_ke]))
+    )
+    return ClientHello(
+        random=random,
+        legacy_session_id=session_id,
+        cipher_suites=config.cipher_suites,
+        extensions=tuple(exts),
+    )
+
+
+def offered_extensions(ch: ClientHello) -> frozenset[ExtensionType]:
+    return frozenset(e.type for e in ch.extensions)
+
+
+@dataclass(slots=True)
+class ClientStart:
+    """Before ``start()``: build and send the first ClientHello."""
+
+    client_hello: ClientHello | None = None
+    shares: list[groups.ClientKeyShare] | None = None
+
+    def start(self, ctx: Context) -> ExpectServerHello:
+        config = ctx.config
+        assert isinstance(config, ClientConfig)
+        if self.client_hello is None or self.shares is None:
+            shares = [groups.client_key_share(g, ctx.random) for g in config.key_share_groups]
+            session_id = ctx.random(32) if config.middlebox_compat else b""
+            ch = build_client_hello(config, ctx.random(32), session_id, shares)
+        else:  # injected (RFC 8448 replay): the ClientHello and its key shares are given
+            ch, shares = self.client_hello, self.shares
+        raw = ch.encode()
+        ctx.send_handshake(raw)
+        transcript = PendingTranscript()
+        transcript.add(raw)
+        return ExpectServerHello(config=config, client_hello=ch, shares=shares, transcript=transcript)
+
+
+@dataclass(slots=True)
+class ExpectServerHello:
+    """§4.1.3/§4.1.4: a ServerHello or (once) a HelloRetryRequest."""
+
+    config: ClientConfig
+    client_hello: ClientHello
+    shares: list[groups.ClientKeyShare]
+    transcript: PendingTranscript | Transcript
+    hrr: ServerHello | None = None
+    sent_ccs: bool = False
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        if not isinstance(msg, ServerHello):
+            raise unexpected("ServerHello", msg)
+        self._check_common(msg)
+        if msg.is_hello_retry_request:
+            return self._retry(ctx, msg, raw)
+        exts = ext.extension_map(msg.extensions)
+        if ExtensionType.pre_shared_key in exts:
+            raise AlertError(AlertDescription.illegal_parameter, "server selected a PSK we did not offer")
+        if ExtensionType.key_share not in exts:
+            raise AlertError(AlertDescription.missing_extension, "ServerHello has no key_share")
+        entry = ext.parse_key_share_server(exts[ExtensionType.key_share])
+        share = next((s for s in self.shares if s.group == entry.group), None)
+        if share is None:
+            raise AlertError(
+                AlertDescription.illegal_parameter, f"server chose {entry.group.name}, for which we sent no share"
+            )
+        if self.hrr is not None and msg.cipher_suite != self.hrr.cipher_suite:
+            raise AlertError(AlertDescription.illegal_parameter, "ServerHello suite differs from HelloRetryRequest")
+        shared = share.finish(entry.key_exchange)
+        params = suite_params(msg.cipher_suite)
+        transcript = self.transcript.resolve(params.hash_name) if isinstance(
+            self.transcript, PendingTranscript
+        ) else self.transcript
+        if transcript.hash_name != params.hash_name:
+            raise AlertError(AlertDescription.illegal_parameter, "ServerHello suite hash differs from HRR's")
+        transcript.add(raw)
+        hs = keyschedule.EarlySecret(params).handshake_secret(shared)
+        th = transcript.digest()
+        c_hs, s_hs = hs.client_traffic_secret(th), hs.server_traffic_secret(th)
+        ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
+        ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
+        ctx.set_read_secret(params, s_hs)
+        return ExpectEncryptedExtensions(
+            core=_Core(
+                config=self.config,
+                client_hello=self.client_hello,
+                params=params,
+                transcript=transcript,
+                hs=hs,
+                c_hs=c_hs,
+                s_hs=s_hs,
+                group=entry.group,
+                sent_ccs=self.sent_ccs,
+                hello_retry=self.hrr is not None,
+            )
+        )
+
+    def _check_common(self, msg: ServerHello) -> None:
+        """Checks a ServerHello and a HelloRetryRequest share (§4.1.3)."""
+        exts = ext.extension_map(msg.extensions)
+        sv = exts.get(ExtensionType.supported_versions)
+        if sv is None:
+            if msg.random[-8:] in (DOWNGRADE_TLS12, DOWNGRADE_TLS11):
+                raise AlertError(AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello.random")
+            raise AlertError(
+                AlertDescription.protocol_version, f"server chose legacy version {msg.legacy_version:#06x}"
+            )
+        if ext.parse_supported_versions_server(sv) != ProtocolVersion.TLS1_3:
+            raise AlertError(AlertDescription.illegal_parameter, "server selected a version we did not offer")
+        if msg.legacy_version != ProtocolVersion.TLS1_2:
+            raise AlertError(AlertDescription.protocol_version, "ServerHello.legacy_version is not 0x0303")
+        if msg.legacy_session_id != self.client_hello.legacy_session_id:
+            raise AlertError(AlertDescription.illegal_parameter, "ServerHello does not echo our session id")
+        if msg.cipher_suite not in self.client_hello.cipher_suites:
+            raise AlertError(AlertDescription.illegal_parameter, f"server chose suite {msg.cipher_suite.name}")
+        if msg.legacy_compression_method != 0:
+            raise AlertError(AlertDescription.illegal_parameter, "ServerHello compression method is not null")
+        ext.check_server_extensions(
+            HandshakeType.server_hello,
+            msg.extensions,
+            offered_extensions(self.client_hello),
+            hrr=msg.is_hello_retry_request,
+        )
+
+    def _retry(self, ctx: Context, msg: ServerHello, raw: bytes) -> ExpectServerHello:
+        """§4.1.4: answer a HelloRetryRequest with a second ClientHello."""
+        if self.hrr is not None:
+            raise AlertError(AlertDescription.unexpected_message, "second HelloRetryRequest")
+        exts = ext.extension_map(msg.extensions)
+        group: NamedGroup | None = None
+        if ExtensionType.key_share in exts:
+            group = ext.parse_key_share_hrr(exts[ExtensionType.key_share])
+            if group not in self.config.groups or any(s.group == group for s in self.shares):
+                raise AlertError(AlertDescription.illegal_parameter, f"HelloRetryRequest asks for {group.name}")
+        cookie = exts.get(ExtensionType.cookie)
+        if cookie is not None:
+            ext.parse_cookie(cookie)
+        if group is None and cookie is None:
+            raise AlertError(AlertDescription.illegal_parameter, "HelloRetryRequest would not change anything")
+        params = suite_params(msg.cipher_suite)
+        assert isinstance(self.transcript, PendingTranscript)
+        transcript = self.transcript.resolve(params.hash_name)
+        transcript.replace_with_message_hash()
+        transcript.add(raw)
+        shares = [groups.client_key_share(group, ctx.random)] if group is not None else self.shares
+        new_exts: list[Extension] = []
+        for e in self.client_hello.extensions:
+            if e.type is ExtensionType.early_data:
+                continue
+            if e.type is ExtensionType.key_share:
+                e = Extension(
+                    ExtensionType.key_share,
+                    ext.key_share_client_body(KeyShareEntry(s.group, s.public) for s in shares),
+                )
+            new_exts.append(e)
+            if e.type is ExtensionType.key_share and cookie is not None:
+                new_exts.append(Extension(ExtensionType.cookie, cookie))
+        ch2 = replace(self.client_hello, extensions=tuple(new_exts))
+        sent_ccs = self.sent_ccs
+        if self.config.middlebox_compat and not sent_ccs:
+            ctx.send_change_cipher_spec()
+            sent_ccs = True
+        raw2 = ch2.encode()
+        ctx.send_handshake(raw2)
+        transcript.add(raw2)
+        return ExpectServerHello(
+            config=self.config,
+            client_hello=ch2,
+            shares=shares,
+            transcript=transcript,
+            hrr=msg,
+            sent_ccs=sent_ccs,
+        )
+
+
+@dataclass(slots=True)
+class _Core:
+    """What every state after ServerHello carries."""
+
+    config: ClientConfig
+    client_hello: ClientHello
+    params: SuiteParams
+    transcript: Transcript
+    hs: keyschedule.HandshakeSecret
+    c_hs: bytes
+    s_hs: bytes
+    group: NamedGroup
+    sent_ccs: bool
+    hello_retry: bool
+    alpn: str | None = None
+    peer_chain: tuple[bytes, ...] = ()
+    ocsp_response: bytes | None = None
+    scheme: SignatureScheme | None = None
+    certificate_request: CertificateRequest | None = None
+
+
+@dataclass(slots=True)
+class ExpectEncryptedExtensions:
+    core: _Core
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        if not isinstance(msg, EncryptedExtensions):
+            raise unexpected("EncryptedExtensions", msg)
+        core = self.core
+        ext.check_server_extensions(
+            HandshakeType.encrypted_extensions, msg.extensions, offered_extensions(core.client_hello)
+        )
+        exts = ext.extension_map(msg.extensions)
+        if ExtensionType.server_name in exts:
+            ext.parse_empty(exts[ExtensionType.server_name], "server_name")
+        if ExtensionType.application_layer_protocol_negotiation in exts:
+            chosen = ext.parse_alpn(exts[ExtensionType.application_layer_protocol_negotiation])
+            if len(chosen) != 1 or chosen[0] not in core.config.alpn:
+                raise AlertError(AlertDescription.illegal_parameter, f"server selected ALPN {chosen!r}")
+            core.alpn = chosen[0]
+        if ExtensionType.record_size_limit in exts:
+            limit = ext.parse_record_size_limit(exts[ExtensionType.record_size_limit])
+            _set_send_limit(ctx, limit)
+        if ExtensionType.supported_groups in exts:
+            ext.parse_supported_groups(exts[ExtensionType.supported_groups])
+        core.transcript.add(raw)
+        return ExpectCertificateOrRequest(core)
+
+
+def _set_send_limit(ctx: Context, limit: int) -> None:
+    setter = getattr(ctx, "set_send_record_limit", None)
+    if setter is not None:
+        setter(limit)
+
+
+@dataclass(slots=True)
+class ExpectCertificateOrRequest:
+    core: _Core
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        match msg:
+            case CertificateRequest():
+                if msg.context:
+                    raise AlertError(AlertDescription.illegal_parameter, "handshake CertificateRequest context")
+                ext.check_server_extensions(
+                    HandshakeType.certificate_request,
+                    msg.extensions,
+                    frozenset(ext.ALLOWED[HandshakeType.certificate_request]),
+                )
+                if ExtensionType.signature_algorithms not in ext.extension_map(msg.extensions):
+                    raise AlertError(AlertDescription.missing_extension, "CertificateRequest lacks signature_algorithms")
+                self.core.certificate_request = msg
+                self.core.transcript.add(raw)
+                return ExpectCertificate(self.core)
+            case Certificate():
+                return ExpectCertificate(self.core).handle(ctx, msg, raw)
+            case _:
+                raise unexpected("Certificate or CertificateRequest", msg)
+
+
+@dataclass(slots=True)
+class ExpectCertificate:
+    core: _Core
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        if not isinstance(msg, Certificate):
+            raise unexpected("Certificate", msg)
+        core = self.core
+        if msg.context:
+            raise AlertError(AlertDescription.illegal_parameter, "server Certificate has a request context")
+        if not msg.entries:
+            raise AlertError(AlertDescription.decode_error, "server sent an empty Certificate")
+        offered = offered_extensions(core.client_hello)
+        for i, entry in enumerate(msg.entries):
+            ext.check_server_extensions(HandshakeType.certificate, entry.extensions, offered)
+            for e in entry.extensions:
+                if e.type is ExtensionType.status_request:
+                    if i != 0:
+                        raise AlertError(AlertDescription.illegal_parameter, "OCSP status for a non-leaf certificate")
+                    core.ocsp_response = ext.parse_certificate_status(e.data)
+        chain = tuple(e.cert_data for e in msg.entries)
+        config = core.config
+        if config.verify_peer:
+            assert config.trust is not None
+            now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
+            leaf = verify_server_chain(chain, server_name=config.server_name, trust=config.trust, now=now)
+        else:
+            try:
+                leaf = x509.load_der_x509_certificate(chain[0])
+            except ValueError:
+                raise AlertError(AlertDescription.bad_certificate, "server leaf certificate is not DER") from None
+        core.peer_chain = chain
+        core.transcript.add(raw)
+        return ExpectCertificateVerify(core, leaf)
+
+
+@dataclass(slots=True)
+class ExpectCertificateVerify:
+    core: _Core
+    leaf: x509.Certificate
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        if not isinstance(msg, CertificateVerify):
+            raise unexpected("CertificateVerify", msg)
+        core = self.core
+        if msg.algorithm not in core.config.signature_algorithms:
+            raise AlertError(AlertDescription.illegal_parameter, f"server signed with {msg.algorithm.name}")
+        try:
+            public_key = self.leaf.public_key()
+        except ValueError:
+            raise AlertError(AlertDescription.bad_certificate, "unsupported public key in certificate") from None
+        data = signatures.certificate_verify_input(True, core.transcript.digest())
+        signatures.verify(public_key, msg.algorithm, data, msg.signature)  # type: ignore[arg-type]
+        core.scheme = msg.algorithm
+        core.transcript.add(raw)
+        return ExpectFinished(core)
+
+
+@dataclass(slots=True)
+class ExpectFinished:
+    core: _Core
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        if not isinstance(msg, Finished):
+            raise unexpected("Finished", msg)
+        core = self.core
+        params, transcript = core.params, core.transcript
+        check_finished(params, core.s_hs, transcript, msg)
+        transcript.add(raw)
+        master = core.hs.master_secret()
+        th = transcript.digest()
+        c_ap, s_ap = master.client_traffic_secret(th), master.server_traffic_secret(th)
+        exporter = master.exporter_master_secret(th)
+        ctx.key_log("CLIENT_TRAFFIC_SECRET_0", c_ap)
+        ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
+        ctx.key_log("EXPORTER_SECRET", exporter)
+        ctx.set_read_secret(params, s_ap)
+        if core.config.middlebox_compat and not core.sent_ccs:
+            ctx.send_change_cipher_spec()
+        ctx.set_write_secret(params, core.c_hs)
+        if core.certificate_request is not None:
+            self._send_client_certificate(ctx, core.certificate_request)
+        fin = make_finished(params, core.c_hs, transcript)
+        ctx.send_handshake(fin)
+        transcript.add(fin)
+        ctx.set_write_secret(params, c_ap)
+        session = Session(
+            params=params,
+            exporter_master_secret=exporter,
+            resumption_master_secret=master.resumption_master_secret(transcript.digest()),
+            server_name=core.config.server_name,
+            alpn=core.alpn,
+            group=core.group,
+        )
+        ctx.established(session)
+        ctx.emit(
+            HandshakeComplete(
+                version=ProtocolVersion.TLS1_3,
+                cipher_suite=params.suite,
+                group=core.group,
+                signature_scheme=core.scheme,
+                alpn=core.alpn,
+                server_name=core.config.server_name,
+                peer_certificates=core.peer_chain,
+                hello_retry=core.hello_retry,
+                ocsp_response=core.ocsp_response,
+            )
+        )
+        return ClientConnected(session)
+
+    def _send_client_certificate(self, ctx: Context, request: CertificateRequest) -> None:
+        """§4.4.2: our chain (or an empty one) and, with a key, a CertificateVerify."""
+        core = self.core
+        exts = ext.extension_map(request.extensions)
+        wanted = ext.parse_signature_algorithms(exts[ExtensionType.signature_algorithms])
+        cert = core.config.certificate
+        scheme = choose_scheme(cert.schemes, wanted) if cert is not None else None
+        if cert is None or scheme is None:
+            empty = Certificate(context=request.context, entries=()).encode()
+            ctx.send_handshake(empty)
+            core.transcript.add(empty)
+            return
+        cm = Certificate(
+            context=request.context, entries=tuple(CertificateEntry(cert_data=c) for c in cert.chain)
+        ).encode()
+        ctx.send_handshake(cm)
+        core.transcript.add(cm)
+        signature = cert.sign(scheme, signatures.certificate_verify_input(False, core.transcript.digest()))
+        cv = CertificateVerify(algorithm=scheme, signature=signature).encode()
+        ctx.send_handshake(cv)
+        core.transcript.add(cv)
+
+
+@dataclass(slots=True)
+class ClientConnected:
+    """Post-handshake (§4.6): tickets and key updates are handled by the connection."""
+
+    session: Session
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        raise unexpected("NewSessionTicket or KeyUpdate", msg)

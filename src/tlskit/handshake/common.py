@@ -1,0 +1,101 @@
+"""What client and server handshake states share: the ``Context`` they drive, the negotiated ``Session``, and
+the checks both sides make (RFC 8446 §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config import ClientConfig, ServerConfig
+from ..crypto import keyschedule
+from ..crypto.suites import SuiteParams
+from ..crypto.transcript import Transcript
+from ..enums import AlertDescription, CipherSuite, HandshakeType, NamedGroup, SignatureScheme
+from ..errors import AlertError
+from ..events import Event
+from ..messages.handshake import Finished, HandshakeMessage
+
+
+class Context(Protocol):
+    """The narrow view of the connection a handshake state may use: no sockets, clocks or entropy of its own."""
+
+    @property
+    def config(self) -> ClientConfig | ServerConfig: ...
+
+    def random(self, n: int) -> bytes: ...
+
+    def now(self) -> float: ...
+
+    def send_handshake(self, message: bytes) -> None:
+        """Queue one encoded handshake message under the current write protection."""
+
+    def send_change_cipher_spec(self) -> None:
+        """Queue the middlebox-compatibility ChangeCipherSpec record (§D.4)."""
+
+    def set_read_secret(self, params: SuiteParams, secret: bytes) -> None: ...
+
+    def set_write_secret(self, params: SuiteParams, secret: bytes) -> None: ...
+
+    def key_log(self, label: str, secret: bytes) -> None:
+        """Emit one NSS key log line (keyed by the client random) if the config asks for it."""
+
+    def emit(self, event: Event) -> None: ...
+
+    def established(self, session: Session) -> None:
+        """The handshake is complete: application secrets are installed; keep what exporters need."""
+
+
+@dataclass(slots=True)
+class Session:
+    """Secrets and parameters that outlive the handshake (exporters §7.5, resumption §4.6.1)."""
+
+    params: SuiteParams
+    exporter_master_secret: bytes
+    resumption_master_secret: bytes
+    server_name: str | None
+    alpn: str | None
+    group: NamedGroup | None
+
+
+def unexpected(expected: str, msg: HandshakeMessage) -> AlertError:
+    """The one error for a message that arrives in the wrong state (§6.2 ``unexpected_message``)."""
+    return AlertError(
+        AlertDescription.unexpected_message, f"expected {expected}, got {HandshakeType(msg.TYPE).name}"
+    )
+
+
+def check_finished(params: SuiteParams, base_key: bytes, transcript: Transcript, msg: Finished) -> None:
+    """§4.4.4: a wrong verify_data is ``decrypt_error``."""
+    expected = keyschedule.finished_verify_data(params, base_key, transcript.digest())
+    if len(msg.verify_data) != params.hash_len:
+        raise AlertError(AlertDescription.decode_error, "Finished has the wrong length for the suite")
+    if not _constant_time_eq(expected, msg.verify_data):
+        raise AlertError(AlertDescription.decrypt_error, "Finished verify_data does not match the transcript")
+
+
+def make_finished(params: SuiteParams, base_key: bytes, transcript: Transcript) -> bytes:
+    return Finished(verify_data=keyschedule.finished_verify_data(params, base_key, transcript.digest())).encode()
+
+
+def _constant_time_eq(a: bytes, b: bytes) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a, b)
+
+
+def choose_suite(
+    offered: tuple[CipherSuite, ...], ours: tuple[CipherSuite, ...], server_order: bool
+) -> CipherSuite | None:
+    """§4.1.1: the client's preference by default, ours when configured."""
+    if server_order:
+        offered_set = set(offered)
+        return next((s for s in ours if s in offered_set), None)
+    ours_set = set(ours)
+    return next((s for s in offered if s in ours_set), None)
+
+
+def choose_scheme(
+    ours: tuple[SignatureScheme, ...], offered: list[SignatureScheme] | tuple[SignatureScheme, ...]
+) -> SignatureScheme | None:
+    offered_set = set(offered)
+    return next((s for s in ours if s in offered_set), None)

@@ -1,0 +1,484 @@
+"""Extension blocks and the bodies of the extensions tlskit understands (RFC 8446 §4.2, RFC 6066, RFC 7301,
+RFC 8449).
+
+An extension block decodes to a tuple of raw ``Extension`` values in wire order, so unknown extensions are
+kept (and ignored by policy) and re-encoding is byte-exact. The ``*_body`` functions encode one extension's
+``extension_data``; the ``parse_*`` functions decode it strictly (``DecodeError`` on any slack).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..codec import Reader, Writer
+from ..enums import (
+    AlertDescription,
+    CertificateStatusType,
+    ExtensionType,
+    HandshakeType,
+    NamedGroup,
+    NameType,
+    ProtocolVersion,
+    PskKeyExchangeMode,
+    SignatureScheme,
+)
+from ..errors import AlertError, DecodeError
+
+__all__ = [
+    "Extension",
+    "KeyShareEntry",
+    "OfferedPsks",
+    "PskIdentity",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """One raw extension: its type and its undecoded ``extension_data``."""
+
+    type: ExtensionType
+    data: bytes
+
+
+def decode_extensions(r: Reader) -> tuple[Extension, ...]:
+    """``Extension extensions<0..2^16-1>``; a repeated type is ``illegal_parameter`` (§4.2)."""
+    block = r.sub(2)
+    out: list[Extension] = []
+    seen: set[int] = set()
+    while block.remaining:
+        ext_type = block.u16()
+        if ext_type in seen:
+            raise AlertError(AlertDescription.illegal_parameter, f"duplicate extension {ext_type:#06x}")
+        seen.add(ext_type)
+        out.append(Extension(ExtensionType(ext_type), block.vector(2)))
+    return tuple(out)
+
+
+def encode_extensions(w: Writer, extensions: Iterable[Extension]) -> None:
+    with w.prefixed(2):
+        for ext in extensions:
+            w.u16(ext.type)
+            w.vector(2, ext.data)
+
+
+def extension_map(extensions: Sequence[Extension]) -> dict[ExtensionType, bytes]:
+    return {e.type: e.data for e in extensions}
+
+
+# §4.2 table: which extensions each message may carry. Anything recognised but not listed is illegal there.
+ALLOWED: dict[HandshakeType, frozenset[ExtensionType]] = {
+    HandshakeType.server_hello: frozenset(
+        {ExtensionType.key_share, ExtensionType.pre_shared_key, ExtensionType.supported_versions}
+    ),
+    HandshakeType.encrypted_extensions: frozenset(
+        {
+            ExtensionType.server_name,
+            ExtensionType.max_fragment_length,
+            ExtensionType.supported_groups,
+            ExtensionType.use_srtp,
+            ExtensionType.heartbeat,
+            ExtensionType.application_layer_protocol_negotiation,
+            ExtensionType.client_certificate_type,
+            ExtensionType.server_certificate_type,
+            ExtensionType.early_data,
+            ExtensionType.record_size_limit,
+        }
+    ),
+    HandshakeType.certificate: frozenset(
+        {ExtensionType.status_request, ExtensionType.signed_certificate_timestamp}
+    ),
+    HandshakeType.certificate_request: frozenset(
+        {
+            ExtensionType.status_request,
+            ExtensionType.signature_algorithms,
+            ExtensionType.signed_certificate_timestamp,
+            ExtensionType.certificate_authorities,
+            ExtensionType.oid_filters,
+            ExtensionType.signature_algorithms_cert,
+        }
+    ),
+    HandshakeType.new_session_ticket: frozenset({ExtensionType.early_data}),
+}
+HRR_ALLOWED = frozenset({ExtensionType.key_share, ExtensionType.cookie, ExtensionType.supported_versions})
+
+
+def check_server_extensions(
+    message: HandshakeType,
+    extensions: Sequence[Extension],
+    offered: frozenset[ExtensionType],
+    *,
+    hrr: bool = False,
+) -> None:
+    """Client-side check (§4.2): a response we did not ask for is ``unsupported_extension``; a known
+    extension in the wrong message is ``illegal_parameter``."""
+    allowed = HRR_ALLOWED if hrr else ALLOWED[message]
+    for ext in extensions:
+        if ext.type not in offered and ext.type is not ExtensionType.cookie:
+            raise AlertError(
+                AlertDescription.unsupported_extension,
+                f"{message.name} carries {ext.type.name}, which we did not offer",
+            )
+        if ext.type not in allowed:
+            raise AlertError(
+                AlertDescription.illegal_parameter, f"{ext.type.name} is not allowed in {message.name}"
+            )
+
+
+# --- server_name (RFC 6066 §3) -------------------------------------------------------------------------
+
+
+def server_name_body(host: str) -> bytes:
+    w = Writer()
+    with w.prefixed(2):
+        w.u8(NameType.host_name)
+        w.vector(2, host.encode("ascii"))
+    return w.getvalue()
+
+
+def parse_server_name(data: bytes) -> str | None:
+    """The host_name in a ClientHello's server_name; an empty body (a server's ack) gives None."""
+    if not data:
+        return None
+    r = Reader(data)
+    names = r.sub(2, 1)
+    r.finish()
+    host: str | None = None
+    while names.remaining:
+        name_type = names.u8()
+        name = names.vector(2, 1)
+        if name_type == NameType.host_name:
+            if host is not None:
+                raise AlertError(AlertDescription.illegal_parameter, "two host_name entries in server_name")
+            try:
+                host = name.decode("ascii")
+            except UnicodeDecodeError:
+                raise AlertError(AlertDescription.illegal_parameter, "server_name is not ASCII") from None
+            if host.endswith(".") or "\x00" in host:
+                raise AlertError(AlertDescription.illegal_parameter, f"bad server_name {host!r}")
+    return host
+
+
+# --- lists of u16 code points ----------------------------------------------------------------------------
+
+
+def _u16_list_body(values: Iterable[int], width: int = 2) -> bytes:
+    w = Writer()
+    with w.prefixed(width):
+        for v in values:
+            w.u16(v)
+    return w.getvalue()
+
+
+def _parse_u16_list(data: bytes, width: int = 2) -> list[int]:
+    r = Reader(data)
+    sub = r.sub(width, 2)
+    r.finish()
+    if sub.remaining % 2:
+        raise DecodeError("odd length in a list of 16-bit values")
+    return [sub.u16() for _ in range(sub.remaining // 2)]
+
+
+def supported_groups_body(groups: Iterable[NamedGroup]) -> bytes:
+    return _u16_list_body(groups)
+
+
+def parse_supported_groups(data: bytes) -> list[NamedGroup]:
+    return [NamedGroup(v) for v in _parse_u16_list(data)]
+
+
+def signature_algorithms_body(schemes: Iterable[SignatureScheme]) -> bytes:
+    return _u16_list_body(schemes)
+
+
+def parse_signature_algorithms(data: bytes) -> list[SignatureScheme]:
+    return [SignatureScheme(v) for v in _parse_u16_list(data)]
+
+
+def supported_versions_client_body(versions: Iterable[ProtocolVersion]) -> bytes:
+    w = Writer()
+    with w.prefixed(1):
+        for v in versions:
+            w.u16(v)
+    return w.getvalue()
+
+
+def parse_supported_versions_client(data: bytes) -> list[int]:
+    return _parse_u16_list(data, 1)
+
+
+def supported_versions_server_body(version: ProtocolVersion) -> bytes:
+    return int(version).to_bytes(2, "big")
+
+
+def parse_supported_versions_server(data: bytes) -> int:
+    r = Reader(data)
+    v = r.u16()
+    r.finish()
+    return v
+
+
+# --- key_share (§4.2.8) ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyShareEntry:
+    group: NamedGroup
+    key_exchange: bytes
+
+
+def key_share_client_body(entries: Iterable[KeyShareEntry]) -> bytes:
+    w = Writer()
+    with w.prefixed(2):
+        for e in entries:
+            w.u16(e.group)
+            w.vector(2, e.key_exchange)
+    return w.getvalue()
+
+
+def parse_key_share_client(data: bytes) -> list[KeyShareEntry]:
+    """Client shares; a group offered twice is ``illegal_parameter`` (§4.2.8)."""
+    r = Reader(data)
+    sub = r.sub(2)
+    r.finish()
+    out: list[KeyShareEntry] = []
+    seen: set[int] = set()
+    while sub.remaining:
+        group = sub.u16()
+        key = sub.vector(2, 1)
+        if group in seen:
+            raise AlertError(AlertDescription.illegal_parameter, f"two key shares for group {group:#06x}")
+        seen.add(group)
+        out.append(KeyShareEntry(NamedGroup(group), key))
+    return out
+
+
+def key_share_server_body(entry: KeyShareEntry) -> bytes:
+    w = Writer()
+    w.u16(entry.group)
+    w.vector(2, entry.key_exchange)
+    return w.getvalue()
+
+
+def parse_key_share_server(data: bytes) -> KeyShareEntry:
+    r = Reader(data)
+    group = NamedGroup(r.u16())
+    key = r.vector(2, 1)
+    r.finish()
+    return KeyShareEntry(group, key)
+
+
+def key_share_hrr_body(group: NamedGroup) -> bytes:
+    return int(group).to_bytes(2, "big")
+
+
+def parse_key_share_hrr(data: bytes) -> NamedGroup:
+    r = Reader(data)
+    group = NamedGroup(r.u16())
+    r.finish()
+    return group
+
+
+# --- ALPN (RFC 7301) -------------------------------------------------------------------------------------
+
+
+def alpn_body(protocols: Iterable[str]) -> bytes:
+    w = Writer()
+    with w.prefixed(2):
+        for p in protocols:
+            w.vector(1, p.encode("ascii"))
+    return w.getvalue()
+
+
+def parse_alpn(data: bytes) -> list[str]:
+    r = Reader(data)
+    sub = r.sub(2, 2)
+    r.finish()
+    out: list[str] = []
+    while sub.remaining:
+        name = sub.vector(1, 1)
+        out.append(name.decode("latin-1"))
+    return out
+
+
+# --- small fixed bodies ---------------------------------------------------------------------------------
+
+
+def record_size_limit_body(limit: int) -> bytes:
+    return limit.to_bytes(2, "big")
+
+
+def parse_record_size_limit(data: bytes) -> int:
+    """RFC 8449 §4: values below 64 are ``illegal_parameter``."""
+    r = Reader(data)
+    limit = r.u16()
+    r.finish()
+    if limit < 64:
+        raise AlertError(AlertDescription.illegal_parameter, f"record_size_limit {limit} < 64")
+    return limit
+
+
+def cookie_body(cookie: bytes) -> bytes:
+    w = Writer()
+    w.vector(2, cookie)
+    return w.getvalue()
+
+
+def parse_cookie(data: bytes) -> bytes:
+    r = Reader(data)
+    cookie = r.vector(2, 1)
+    r.finish()
+    return cookie
+
+
+def psk_modes_body(modes: Iterable[PskKeyExchangeMode]) -> bytes:
+    w = Writer()
+    with w.prefixed(1):
+        for m in modes:
+            w.u8(m)
+    return w.getvalue()
+
+
+def parse_psk_modes(data: bytes) -> list[PskKeyExchangeMode]:
+    r = Reader(data)
+    sub = r.sub(1, 1)
+    r.finish()
+    return [PskKeyExchangeMode(sub.u8()) for _ in range(sub.remaining)]
+
+
+def parse_padding(data: bytes) -> None:
+    """RFC 7685: the padding must be zeros."""
+    if data.count(0) != len(data):
+        raise AlertError(AlertDescription.illegal_parameter, "padding extension is not all zeros")
+
+
+def certificate_authorities_body(names: Iterable[bytes]) -> bytes:
+    """§4.2.4: DER-encoded distinguished names."""
+    w = Writer()
+    with w.prefixed(2):
+        for n in names:
+            w.vector(2, n)
+    return w.getvalue()
+
+
+def parse_certificate_authorities(data: bytes) -> list[bytes]:
+    r = Reader(data)
+    sub = r.sub(2, 3)
+    r.finish()
+    out: list[bytes] = []
+    while sub.remaining:
+        out.append(sub.vector(2, 1))
+    return out
+
+
+def early_data_nst_body(max_early_data_size: int) -> bytes:
+    return max_early_data_size.to_bytes(4, "big")
+
+
+def parse_early_data_nst(data: bytes) -> int:
+    r = Reader(data)
+    size = r.u32()
+    r.finish()
+    return size
+
+
+def parse_empty(data: bytes, name: str) -> None:
+    if data:
+        raise DecodeError(f"{name} extension must be empty here")
+
+
+# --- status_request (RFC 6066 §8, RFC 8446 §4.4.2.1) ---------------------------------------------------
+
+
+def status_request_body() -> bytes:
+    """An OCSP request with no responder ids and no request extensions."""
+    return bytes([CertificateStatusType.ocsp, 0, 0, 0, 0])
+
+
+def parse_status_request(data: bytes) -> CertificateStatusType:
+    r = Reader(data)
+    kind = CertificateStatusType(r.u8())
+    if kind == CertificateStatusType.ocsp:
+        r.vector(2)  # responder_id_list
+        r.vector(2)  # request_extensions
+    else:
+        r.rest()
+    r.finish()
+    return kind
+
+
+def certificate_status_body(ocsp_response: bytes) -> bytes:
+    w = Writer()
+    w.u8(CertificateStatusType.ocsp)
+    w.vector(3, ocsp_response)
+    return w.getvalue()
+
+
+def parse_certificate_status(data: bytes) -> bytes:
+    """The DER OCSPResponse carried in a CertificateEntry's status_request extension."""
+    r = Reader(data)
+    if r.u8() != CertificateStatusType.ocsp:
+        raise AlertError(AlertDescription.illegal_parameter, "certificate status is not OCSP")
+    response = r.vector(3, 1)
+    r.finish()
+    return response
+
+
+# --- pre_shared_key (§4.2.11) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PskIdentity:
+    identity: bytes
+    obfuscated_ticket_age: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedPsks:
+    identities: tuple[PskIdentity, ...]
+    binders: tuple[bytes, ...]
+
+
+def offered_psks_body(identities: Sequence[PskIdentity], binder_lengths: Sequence[int]) -> bytes:
+    """Body with zeroed binders of the given lengths; the binders are patched in after hashing."""
+    w = Writer()
+    with w.prefixed(2):
+        for ident in identities:
+            w.vector(2, ident.identity)
+            w.u32(ident.obfuscated_ticket_age)
+    with w.prefixed(2):
+        for n in binder_lengths:
+            w.vector(1, bytes(n))
+    return w.getvalue()
+
+
+def binders_length(binder_lengths: Sequence[int]) -> int:
+    """Bytes the binders list occupies at the end of a ClientHello, length prefix included."""
+    return 2 + sum(1 + n for n in binder_lengths)
+
+
+def parse_offered_psks(data: bytes) -> OfferedPsks:
+    r = Reader(data)
+    ids = r.sub(2, 7)
+    identities: list[PskIdentity] = []
+    while ids.remaining:
+        identities.append(PskIdentity(ids.vector(2, 1), ids.u32()))
+    bs = r.sub(2, 33)
+    binders: list[bytes] = []
+    while bs.remaining:
+        binders.append(bs.vector(1, 32))
+    r.finish()
+    if len(binders) != len(identities):
+        raise AlertError(AlertDescription.illegal_parameter, "PSK identities and binders differ in number")
+    return OfferedPsks(tuple(identities), tuple(binders))
+
+
+def selected_psk_body(index: int) -> bytes:
+    return index.to_bytes(2, "big")
+
+
+def parse_selected_psk(data: bytes) -> int:
+    r = Reader(data)
+    index = r.u16()
+    r.finish()
+    return index

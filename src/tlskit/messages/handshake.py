@@ -1,0 +1,408 @@
+"""Handshake messages (RFC 8446 §4) as frozen values with ``encode()`` and strict ``decode()``.
+
+``encode()`` returns the whole handshake message, 4-byte header included, because that is what goes into
+the transcript. ``decode(body)`` takes the body without the header. ``HandshakeBuffer`` reassembles
+messages that arrive fragmented across records or coalesced into one (§5.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..codec import Reader, Writer
+from ..enums import (
+    AlertDescription,
+    CipherSuite,
+    ExtensionType,
+    HandshakeType,
+    KeyUpdateRequest,
+    ProtocolVersion,
+    SignatureScheme,
+)
+from ..errors import AlertError, DecodeError
+from .extensions import Extension, decode_extensions, encode_extensions
+
+# §4.1.3: the ServerHello.random of a HelloRetryRequest is SHA-256("HelloRetryRequest").
+HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+# §4.1.3: downgrade sentinels at the end of ServerHello.random.
+DOWNGRADE_TLS12 = bytes.fromhex("444f574e47524401")
+DOWNGRADE_TLS11 = bytes.fromhex("444f574e47524400")
+
+
+def _framed(msg_type: HandshakeType, w: Writer) -> bytes:
+    body = w.buf
+    return bytes((msg_type, len(body) >> 16, (len(body) >> 8) & 0xFF, len(body) & 0xFF)) + body
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientHello:
+    """§4.1.2."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.client_hello
+    random: bytes
+    legacy_session_id: bytes
+    cipher_suites: tuple[CipherSuite, ...]
+    legacy_compression_methods: bytes = b"\x00"
+    extensions: tuple[Extension, ...]
+    legacy_version: int = ProtocolVersion.TLS1_2
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u16(self.legacy_version)
+        w.raw(self.random)
+        w.vector(1, self.legacy_session_id)
+        with w.prefixed(2):
+            for s in self.cipher_suites:
+                w.u16(s)
+        w.vector(1, self.legacy_compression_methods)
+        encode_extensions(w, self.extensions)
+        return _framed(self.TYPE, w)
+
+    @classmethod
+    def decode(cls, body: bytes) -> ClientHello:
+        r = Reader(body)
+        legacy_version = r.u16()
+        random = r.raw(32)
+        session_id = r.vector(1, 0, 32)
+        suites = r.sub(2, 2)
+        if suites.remaining % 2:
+            raise DecodeError("odd cipher_suites length")
+        cipher_suites = tuple(CipherSuite(suites.u16()) for _ in range(suites.remaining // 2))
+        compression = r.vector(1, 1)
+        # A ClientHello from TLS <= 1.2 may omit extensions entirely (§4.1.2).
+        extensions = decode_extensions(r) if r.remaining else ()
+        r.finish()
+        return cls(
+            legacy_version=legacy_version,
+            random=random,
+            legacy_session_id=session_id,
+            cipher_suites=cipher_suites,
+            legacy_compression_methods=compression,
+            extensions=extensions,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerHello:
+    """§4.1.3; a HelloRetryRequest is a ServerHello whose random is ``HRR_RANDOM``."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.server_hello
+    random: bytes
+    legacy_session_id: bytes
+    cipher_suite: CipherSuite
+    legacy_compression_method: int = 0
+    extensions: tuple[Extension, ...]
+    legacy_version: int = ProtocolVersion.TLS1_2
+
+    @property
+    def is_hello_retry_request(self) -> bool:
+        return self.random == HRR_RANDOM
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u16(self.legacy_version)
+        w.raw(self.random)
+        w.vector(1, self.legacy_session_id)
+        w.u16(self.cipher_suite)
+        w.u8(self.legacy_compression_method)
+        encode_extensions(w, self.extensions)
+        return _framed(self.TYPE, w)
+
+    @classmethod
+    def decode(cls, body: bytes) -> ServerHello:
+        r = Reader(body)
+        legacy_version = r.u16()
+        random = r.raw(32)
+        session_id = r.vector(1, 0, 32)
+        suite = CipherSuite(r.u16())
+        compression = r.u8()
+        extensions = decode_extensions(r) if r.remaining else ()
+        r.finish()
+        return cls(
+            legacy_version=legacy_version,
+            random=random,
+            legacy_session_id=session_id,
+            cipher_suite=suite,
+            legacy_compression_method=compression,
+            extensions=extensions,
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EncryptedExtensions:
+    """§4.3.1."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.encrypted_extensions
+    extensions: tuple[Extension, ...] = ()
+
+    def encode(self) -> bytes:
+        w = Writer()
+        encode_extensions(w, self.extensions)
+        return _framed(self.TYPE, w)
+
+    @classmethod
+    def decode(cls, body: bytes) -> EncryptedExtensions:
+        r = Reader(body)
+        extensions = decode_extensions(r)
+        r.finish()
+        return cls(extensions=extensions)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CertificateRequest:
+    """§4.3.2."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate_request
+    context: bytes = b""
+    extensions: tuple[Extension, ...]
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.vector(1, self.context)
+        encode_extensions(w, self.extensions)
+        return _framed(self.TYPE, w)
+
+    @classmethod
+    def decode(cls, body: bytes) -> CertificateRequest:
+        r = Reader(body)
+        context = r.vector(1)
+        extensions = decode_extensions(r)
+        r.finish()
+        return cls(context=context, extensions=extensions)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CertificateEntry:
+    """§4.4.2: one X.509 certificate (DER) and its per-certificate extensions."""
+
+    cert_data: bytes
+    extensions: tuple[Extension, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Certificate:
+    """§4.4.2."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate
+    context: bytes = b""
+    entries: tuple[CertificateEntry, ...]
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.vector(1, self.context)
+        with w.prefixed(3):
+            for e in self.entries:
+                w.vector(3, e.cert_data)
+                encode_extensions(w, e.extensions)
+        return _framed(self.TYPE, w)
+
+    @classmethod
+    def decode(cls, body: bytes) -> Certificate:
+        r = Reader(body)
+        context = r.vector(1)
+        lst = r.sub(3)
+        entries: list[CertificateEntry] = []
+        while lst.remaining:
+            data = lst.vector(3, 1)
+            entries.append(CertificateEntry(cert_data=data, extensions=decode_extensions(lst)))
+        r.finish()
+        return cls(context=context, entries=tuple(entries))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CertificateVerify:
+    """§4.4.3."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate_verify
+    algorithm: SignatureScheme
+    signature: bytes
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u16(self.algorithm)
+        w.vector(2, self.signature)
+        return _framed(self.TYPE, w)
+
+    @classmethod
+    def decode(cls, body: bytes) -> CertificateVerify:
+        r = Reader(body)
+        algorithm = SignatureScheme(r.u16())
+        signature = r.vector(2, 1)
+        r.finish()
+        return cls(algorithm=algorithm, signature=signature)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Finished:
+    """§4.4.4; the length of verify_data is checked against the suite's hash by the handshake."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.finished
+    verify_data: bytes
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.raw(self.verify_data)
+        return _framed(self.TYPE, w)
+
+    @classmethod
+    def decode(cls, body: bytes) -> Finished:
+        if len(body) not in (32, 48):
+            raise DecodeError(f"Finished of {len(body)} bytes")
+        return cls(verify_data=bytes(body))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EndOfEarlyData:
+    """§4.5."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.end_of_early_data
+
+    def encode(self) -> bytes:
+        return bytes((self.TYPE, 0, 0, 0))
+
+    @classmethod
+    def decode(cls, body: bytes) -> EndOfEarlyData:
+        if body:
+            raise DecodeError("EndOfEarlyData has a body")
+        return cls()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewSessionTicket:
+    """§4.6.1."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.new_session_ticket
+    lifetime: int
+    age_add: int
+    nonce: bytes
+    ticket: bytes
+    extensions: tuple[Extension, ...] = ()
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u32(self.lifetime)
+        w.u32(self.age_add)
+        w.vector(1, self.nonce)
+        w.vector(2, self.ticket)
+        encode_extensions(w, self.extensions)
+        return _framed(self.TYPE, w)
+
+    @classmethod
+    def decode(cls, body: bytes) -> NewSessionTicket:
+        r = Reader(body)
+        lifetime = r.u32()
+        age_add = r.u32()
+        nonce = r.vector(1)
+        ticket = r.vector(2, 1)
+        extensions = decode_extensions(r)
+        r.finish()
+        if lifetime > 604800:
+            raise AlertError(AlertDescription.illegal_parameter, f"ticket lifetime {lifetime}s > 7 days")
+        for ext in extensions:
+            if ext.type is ExtensionType.early_data and len(ext.data) != 4:
+                raise DecodeError("early_data in NewSessionTicket must hold max_early_data_size")
+        return cls(lifetime=lifetime, age_add=age_add, nonce=nonce, ticket=ticket, extensions=extensions)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KeyUpdate:
+    """§4.6.3."""
+
+    TYPE: ClassVar[HandshakeType] = HandshakeType.key_update
+    request_update: KeyUpdateRequest
+
+    def encode(self) -> bytes:
+        return bytes((self.TYPE, 0, 0, 1, self.request_update))
+
+    @classmethod
+    def decode(cls, body: bytes) -> KeyUpdate:
+        r = Reader(body)
+        value = r.u8()
+        r.finish()
+        if value > 1:
+            raise AlertError(AlertDescription.illegal_parameter, f"KeyUpdate request_update {value}")
+        return cls(request_update=KeyUpdateRequest(value))
+
+
+HandshakeMessage = (
+    ClientHello
+    | ServerHello
+    | EncryptedExtensions
+    | CertificateRequest
+    | Certificate
+    | CertificateVerify
+    | Finished
+    | EndOfEarlyData
+    | NewSessionTicket
+    | KeyUpdate
+)
+
+_DECODERS: dict[int, type[HandshakeMessage]] = {
+    cls.TYPE: cls
+    for cls in (
+        ClientHello,
+        ServerHello,
+        EncryptedExtensions,
+        CertificateRequest,
+        Certificate,
+        CertificateVerify,
+        Finished,
+        EndOfEarlyData,
+        NewSessionTicket,
+        KeyUpdate,
+    )
+}
+
+
+def decode_handshake(msg_type: int, body: bytes) -> HandshakeMessage:
+    """Decode one message body; an unknown type is ``unexpected_message`` (§6.2)."""
+    cls = _DECODERS.get(msg_type)
+    if cls is None:
+        raise AlertError(AlertDescription.unexpected_message, f"unknown handshake message type {msg_type}")
+    return cls.decode(body)
+
+
+class HandshakeBuffer:
+    """Reassembles handshake messages from record payloads (§5.1), with a cap on one message's size."""
+
+    __slots__ = ("_buf", "max_message_size")
+
+    def __init__(self, max_message_size: int = 1 << 17) -> None:
+        self._buf = bytearray()
+        self.max_message_size = max_message_size
+
+    def __bool__(self) -> bool:
+        return bool(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_message(self) -> tuple[int, bytes, bytes] | None:
+        """``(type, body, whole message bytes)`` or None while incomplete."""
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        n = (buf[1] << 16) | (buf[2] << 8) | buf[3]
+        if n > self.max_message_size:
+            raise AlertError(
+                AlertDescription.unexpected_message
+                if buf[0] not in _DECODERS
+                else AlertDescription.decode_error,
+                f"handshake message of {n} bytes exceeds the {self.max_message_size}-byte limit",
+            )
+        if len(buf) < 4 + n:
+            return None
+        whole = bytes(buf[: 4 + n])
+        del buf[: 4 + n]
+        return whole[0], whole[4:], whole
+
+
+def encode_all(messages: Sequence[HandshakeMessage]) -> bytes:
+    return b"".join(m.encode() for m in messages)
+
+
+def alert_bytes(description: AlertDescription, fatal: bool = True) -> bytes:
+    """§6: an Alert body; TLS 1.3 treats every alert but close_notify/user_canceled as fatal."""
+    return bytes((2 if fatal else 1, description))

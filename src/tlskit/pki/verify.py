@@ -1,0 +1,395 @@
+"""Certificate chain verification for the handshake (RFC 8446 §4.4.2.4, RFC 5280 §6, RFC 6125 §6).
+
+Path building, signatures, CA constraints and EKU are left to ``cryptography.x509.verification``; this
+module adds what its single ``VerificationError`` cannot say: the precise alert of RFC 8446 §6.2
+(``unknown_ca``, ``certificate_expired``, ``bad_certificate``) and a message naming the fix. When the
+verifier refuses a chain we diagnose it ourselves (validity windows, a name-less re-verification, a walk of
+the issuer links) instead of parsing its error text.
+
+Successful verdicts are cached (LRU, :data:`CACHE_SIZE` entries) as "valid from S until T", where the
+window is the intersection of the verified path's validity periods; a hit re-checks ``now`` against it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+import ssl
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    ServerVerifier,
+    Store,
+    Subject,
+    VerificationError,
+)
+
+from ..enums import AlertDescription
+from ..errors import CertificateError, ConfigError
+
+__all__ = ["CACHE_SIZE", "TrustStore", "clear_cache", "verify_client_chain", "verify_server_chain"]
+
+CACHE_SIZE = 1024
+_SHA256 = SHA256()
+_PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
+_SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine, Arch
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # macOS, BSDs
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrustStore:
+    """The trust anchors a peer's chain must lead to (RFC 5280 §6.1.1 (d))."""
+
+    roots: tuple[x509.Certificate, ...]
+    fingerprint: bytes = field(init=False, repr=False, compare=False)  # SHA-256 over the roots' DER
+    store: Store = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.roots:
+            raise ConfigError("TrustStore needs at least one root certificate")
+        digest = hashlib.sha256()
+        for root in self.roots:
+            digest.update(root.fingerprint(_SHA256))
+        object.__setattr__(self, "fingerprint", digest.digest())
+        object.__setattr__(self, "store", Store(list(self.roots)))
+
+    @classmethod
+    def from_pem(cls, data: bytes, *, source: str = "PEM data") -> TrustStore:
+        """Trust every certificate in a PEM bundle (other PEM blocks, e.g. keys, are skipped)."""
+        if _PEM_MARKER not in data:
+            hint = " (looks like DER: convert with `openssl x509 -inform der`)" if data[:1] == b"\x30" else ""
+            raise ConfigError(f"{source} contains no '{_PEM_MARKER.decode()}' block{hint}; "
+                              "give a PEM bundle of CA certificates")
+        try:
+            roots = x509.load_pem_x509_certificates(data)
+        except ValueError as exc:
+            raise ConfigError(f"{source} is not a valid PEM certificate bundle ({exc}); "
+                              "check it with `openssl crl2pkcs7 -nocrl -certfile FILE`") from None
+        return cls(roots=tuple(roots))
+
+    @classmethod
+    def from_pem_file(cls, path: str | os.PathLike[str]) -> TrustStore:
+        """Trust every certificate in the PEM file at ``path``; ConfigError names the file and the fix."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read trust file {os.fspath(path)!r}: {exc.strerror or exc}; "
+                              "give the path of a PEM bundle of CA certificates") from None
+        return cls.from_pem(data, source=f"trust file {os.fspath(path)!r}")
+
+    @classmethod
+    def system(cls) -> TrustStore:
+        """The platform's roots: certifi if installed, else the OS bundle (loaded once per process)."""
+        return _system_store()
+
+
+@cache
+def _system_store() -> TrustStore:
+    candidates: list[str] = []
+    try:
+        import certifi
+
+        candidates.append(certifi.where())
+    except ImportError:
+        pass
+    paths = ssl.get_default_verify_paths()
+    env = os.environ.get(paths.openssl_cafile_env)
+    candidates += [*([env] if env else []), *_SYSTEM_BUNDLES, paths.cafile or "", paths.openssl_cafile]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate):
+            with warnings.catch_warnings():  # some OS bundles carry roots with negative serials
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                return TrustStore.from_pem_file(candidate)
+    raise ConfigError("no system CA bundle found (tried certifi and " + ", ".join(_SYSTEM_BUNDLES) +
+                      "); install ca-certificates or certifi, or use TrustStore.from_pem_file()")
+
+
+# --- verification -------------------------------------------------------------------------------------
+
+
+def verify_server_chain(
+    chain: Sequence[bytes],
+    *,
+    server_name: str | None,
+    trust: TrustStore,
+    now: dt.datetime,
+    max_chain_depth: int = 8,
+) -> x509.Certificate:
+    """Verify the server's Certificate (leaf DER first, RFC 8446 §4.4.2) and return the leaf.
+
+    ``server_name`` is a DNS name or an IP literal (matched against dNSName / iPAddress SANs, RFC 6125
+    §6.4). ``None`` skips only the identity check: path, validity, CA constraints and the serverAuth EKU
+    are still enforced (for callers that authenticate the peer otherwise, e.g. by pinning).
+    Raises :class:`CertificateError` with the RFC 8446 §6.2 alert; ConfigError for an invalid name.
+    """
+    if not chain:  # §4.4.2.4: an empty server Certificate message is a decode_error
+        raise CertificateError(AlertDescription.decode_error, "server sent an empty certificate chain")
+    subject, name = _subject(server_name)
+    now = _utc(now)
+    key = ("server", tuple(chain), name, trust.fingerprint, max_chain_depth)
+    if (leaf := _cache_get(key, now)) is not None:
+        return leaf
+    certs = _parse(chain, max_chain_depth)
+    _check_window(certs[0], now)
+    builder = _builder(trust, now, max_chain_depth)
+    try:
+        if subject is None:
+            path = _nameless_server_verify(builder, certs)
+        else:
+            path = _server_verifier(builder, subject, server_name).verify(certs[0], certs[1:])
+    except VerificationError as exc:
+        if subject is not None:
+            try:
+                _nameless_server_verify(builder, certs)
+            except VerificationError:
+                pass
+            else:
+                wanted = f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
+                raise CertificateError(AlertDescription.bad_certificate, wanted) from None
+        raise _diagnose(certs, trust, now, exc) from None
+    _cache_put(key, path)
+    return certs[0]
+
+
+def verify_client_chain(
+    chain: Sequence[bytes],
+    *,
+    trust: TrustStore,
+    now: dt.datetime,
+    max_chain_depth: int = 8,
+) -> x509.Certificate:
+    """Verify a client's Certificate for mutual TLS (RFC 8446 §4.4.2.4) and return the leaf.
+
+    The leaf needs a subjectAltName and, if it has an EKU, clientAuth (WebPKI client profile). An empty
+    chain is ``certificate_required``; callers with optional client auth should not call this for it.
+    """
+    if not chain:
+        raise CertificateError(AlertDescription.certificate_required, "client sent no certificate")
+    now = _utc(now)
+    key = ("client", tuple(chain), None, trust.fingerprint, max_chain_depth)
+    if (leaf := _cache_get(key, now)) is not None:
+        return leaf
+    certs = _parse(chain, max_chain_depth)
+    _check_window(certs[0], now)
+    try:
+        verified = _builder(trust, now, max_chain_depth).build_client_verifier().verify(certs[0], certs[1:])
+    except VerificationError as exc:
+        raise _diagnose(certs, trust, now, exc) from None
+    _cache_put(key, verified.chain)
+    return certs[0]
+
+
+def _subject(server_name: str | None) -> tuple[Subject | None, str | None]:
+    """The verifier subject for ``server_name`` and its normalised text (A-label, lower case)."""
+    if server_name is None:
+        return None, None
+    literal = server_name.strip("[]")
+    try:
+        ip = ipaddress.ip_address(literal)
+    except ValueError:
+        pass
+    else:
+        return x509.IPAddress(ip), str(ip)
+    try:
+        name = server_name.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ConfigError(f"server_name {server_name!r} is not a valid host name") from None
+    return x509.DNSName(name), name
+
+
+def _server_verifier(builder: PolicyBuilder, subject: Subject, server_name: str | None) -> ServerVerifier:
+    try:
+        return builder.build_server_verifier(subject)
+    except ValueError:
+        raise ConfigError(f"server_name {server_name!r} is not a valid DNS name or IP address") from None
+
+
+def _utc(now: dt.datetime) -> dt.datetime:
+    return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+
+
+def _parse(chain: Sequence[bytes], max_chain_depth: int) -> list[x509.Certificate]:
+    # leaf + up to max_chain_depth intermediates + an optional (ignored) root
+    if len(chain) > max_chain_depth + 2:
+        limit = max_chain_depth + 2
+        raise CertificateError(AlertDescription.bad_certificate,
+                               f"chain has {len(chain)} certificates, more than the limit of {limit}")
+    certs = []
+    for index, der in enumerate(chain):
+        try:
+            certs.append(x509.load_der_x509_certificate(bytes(der)))
+        except ValueError as exc:
+            which = "leaf certificate" if index == 0 else f"certificate #{index} of the chain"
+            raise CertificateError(AlertDescription.bad_certificate,
+                                   f"{which} is not valid DER: {exc}") from None
+    return certs
+
+
+def _builder(trust: TrustStore, now: dt.datetime, max_chain_depth: int) -> PolicyBuilder:
+    return PolicyBuilder().store(trust.store).time(now).max_chain_depth(max_chain_depth)
+
+
+def _require_server_auth(policy: Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
+    if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH not in eku and \
+            ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
+        raise ValueError("leaf EKU lacks serverAuth")
+
+
+_SERVER_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+    x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_server_auth
+)
+
+
+def _nameless_server_verify(builder: PolicyBuilder, certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    """Server-profile path validation with no identity: the client verifier with a serverAuth EE policy."""
+    builder = builder.extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                                         ee_policy=_SERVER_EE_POLICY)
+    return builder.build_client_verifier().verify(certs[0], certs[1:]).chain
+
+
+# --- diagnosis: turn a refusal into the right alert ----------------------------------------------------
+
+
+def _label(cert: x509.Certificate) -> str:
+    return repr(cert.subject.rfc4514_string() or "<empty subject>")
+
+
+def _check_window(cert: x509.Certificate, now: dt.datetime, role: str = "certificate") -> None:
+    """certificate_expired (§6.2) if ``now`` is outside the validity period (RFC 5280 §4.1.2.5)."""
+    before, after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < before:
+        seconds = int((before - now).total_seconds())
+        raise CertificateError(AlertDescription.certificate_expired,
+                               f"{role} {_label(cert)} is not yet valid (clock skew?) by {seconds} seconds: "
+                               f"valid from {before:%Y-%m-%d %H:%M:%S}Z")
+    if now > after:
+        seconds = int((now - after).total_seconds())
+        raise CertificateError(AlertDescription.certificate_expired,
+                               f"{role} {_label(cert)} expired at {after:%Y-%m-%d %H:%M:%S}Z, "
+                               f"{seconds} seconds ago")
+
+
+def _describe_sans(cert: x509.Certificate) -> str:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return f"{_label(cert)} with no subjectAltName"
+    names = [f"DNS:{n}" for n in san.get_values_for_type(x509.DNSName)]
+    names += [f"IP:{n}" for n in san.get_values_for_type(x509.IPAddress)]
+    return ", ".join(names) or f"{_label(cert)} with no DNS or IP subjectAltName"
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime,
+              exc: VerificationError) -> CertificateError:
+    """Walk issuer links from the leaf to say why the verifier refused (RFC 8446 §6.2 alert)."""
+    roots = {root.fingerprint(_SHA256): root for root in trust.roots}
+    pool = certs[1:] + list(trust.roots)
+    cert, seen = certs[0], {certs[0].fingerprint(_SHA256)}
+    while cert.fingerprint(_SHA256) not in roots:
+        named = [c for c in pool if c.subject == cert.issuer and c.fingerprint(_SHA256) not in seen]
+        if not named:
+            if cert.issuer == cert.subject:
+                reason = f"{_label(cert)} is self-signed and not in the trust store"
+            else:
+                reason = (f"issuer {cert.issuer.rfc4514_string()!r} of {_label(cert)} is neither in the "
+                          "chain nor in the trust store (unknown CA, or a missing intermediate)")
+            return CertificateError(AlertDescription.unknown_ca, reason)
+        signed = [c for c in named if _issued_by(cert, c)]
+        if not signed:
+            return CertificateError(AlertDescription.bad_certificate,
+                                    f"signature on {_label(cert)} does not verify with the key of its issuer "
+                                    f"{cert.issuer.rfc4514_string()!r}")
+        cert = next((c for c in signed if _in_window(c, now)), signed[0])
+        seen.add(cert.fingerprint(_SHA256))
+        try:
+            role = "trusted root" if cert.fingerprint(_SHA256) in roots else "CA certificate"
+            _check_window(cert, now, role)
+        except CertificateError as expired:
+            return expired
+    for cert in certs:
+        if reason := _unsupported_key(cert):
+            return CertificateError(AlertDescription.unsupported_certificate,
+                                    f"{_label(cert)} has {reason}, which the WebPKI profile does not allow")
+    return CertificateError(AlertDescription.bad_certificate, f"chain rejected: {exc}")
+
+
+def _unsupported_key(cert: x509.Certificate) -> str | None:
+    """Keys ``cryptography``'s WebPKI policy forbids (CA/B Forum BR §6.1.5): EdDSA, DSA, RSA < 2048."""
+    key = cert.public_key()
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "an Ed25519 key"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "an Ed448 key"
+    if isinstance(key, dsa.DSAPublicKey):
+        return "a DSA key"
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+        return f"a {key.key_size}-bit RSA key"
+    return None
+
+
+def _in_window(cert: x509.Certificate, now: dt.datetime) -> bool:
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+# --- verdict cache -------------------------------------------------------------------------------------
+
+_cache: OrderedDict[Hashable, tuple[x509.Certificate, dt.datetime, dt.datetime]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cache_get(key: Hashable, now: dt.datetime) -> x509.Certificate | None:
+    with _cache_lock:
+        entry = _cache.get(key)
+        if entry is None:
+            return None
+        leaf, valid_from, valid_until = entry
+        if not valid_from <= now <= valid_until:
+            del _cache[key]  # re-verify so the caller gets the precise certificate_expired message
+            return None
+        _cache.move_to_end(key)
+        return leaf
+
+
+def _cache_put(key: Hashable, path: Sequence[x509.Certificate]) -> None:
+    valid_from = max(c.not_valid_before_utc for c in path)
+    valid_until = min(c.not_valid_after_utc for c in path)
+    with _cache_lock:
+        _cache[key] = (path[0], valid_from, valid_until)
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def clear_cache() -> None:
+    """Forget every cached verdict (tests; after replacing a TrustStore's files)."""
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,206 @@
+"""The TLS 1.3 record layer, sans-IO (RFC 8446 §5).
+
+``RecordReader`` frames a byte stream into records; ``RecordEncryptor`` / ``RecordDecryptor`` protect and
+unprotect records under one traffic secret each (a KeyUpdate makes new ones). The AEAD object is built
+once per key and nonces are ``iv XOR seq`` computed on ints (§5.3).
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidTag
+
+from .crypto.keyschedule import traffic_key_iv
+from .crypto.suites import SuiteParams
+from .enums import AlertDescription, ContentType
+from .errors import AlertError, DecodeError
+
+__all__ = [
+    "MAX_CIPHERTEXT",
+    "MAX_PLAINTEXT",
+    "RecordDecryptor",
+    "RecordEncryptor",
+    "RecordReader",
+    "check_change_cipher_spec",
+    "plaintext_records",
+]
+
+MAX_PLAINTEXT = 2**14
+MAX_CIPHERTEXT = 2**14 + 256
+HEADER_LEN = 5
+_TAG_LEN = 16  # every suite we implement (§B.4) has a 16-byte tag
+_KNOWN_TYPES = frozenset(
+    {ContentType.change_cipher_spec, ContentType.alert, ContentType.handshake, ContentType.application_data}
+)
+_TYPES = {int(t): t for t in _KNOWN_TYPES}
+_APPLICATION_DATA = ContentType.application_data
+_OPAQUE_HEADER = b"\x17\x03\x03"  # opaque_type application_data, legacy_record_version 0x0303
+
+
+class RecordReader:
+    """Splits a byte stream into records (§5.1).
+
+    ``feed`` takes any amount; the header of the next record is checked as soon as its 5 bytes arrive, so
+    an incomplete record never makes the reader hold more than one maximal record plus header beyond the
+    complete records the caller has not yet taken with ``next_record``.
+    """
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as records."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes from the transport."""
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_record(self) -> tuple[ContentType, bytes, bytes] | None:
+        """(content type, 5-byte header, fragment) of the next complete record, or None."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < HEADER_LEN:
+            return None
+        content_type = _TYPES.get(buf[pos])
+        if content_type is None:
+            raise AlertError(AlertDescription.unexpected_message, f"unknown record content type {buf[pos]}")
+        if buf[pos + 1] != 3:
+            raise DecodeError(f"record version {buf[pos + 1]:#04x}{buf[pos + 2]:02x} is not TLS")
+        length = (buf[pos + 3] << 8) | buf[pos + 4]
+        if length > MAX_CIPHERTEXT or (length > MAX_PLAINTEXT and content_type is not _APPLICATION_DATA):
+            raise AlertError(AlertDescription.record_overflow, f"{content_type.name} record of {length} B")
+        if length == 0 and content_type is not _APPLICATION_DATA:
+            raise DecodeError(f"zero-length {content_type.name} record")
+        end = pos + HEADER_LEN + length
+        if len(buf) < end:
+            return None
+        self._pos = end
+        return content_type, bytes(buf[pos : pos + HEADER_LEN]), bytes(buf[pos + HEADER_LEN : end])
+
+
+def check_change_cipher_spec(fragment: bytes) -> None:
+    """A compatibility ChangeCipherSpec must be the single byte 0x01 (§5)."""
+    if fragment != b"\x01":
+        raise AlertError(AlertDescription.unexpected_message, "malformed change_cipher_spec record")
+
+
+def plaintext_records(
+    content_type: ContentType,
+    data: bytes,
+    max_fragment: int = MAX_PLAINTEXT,
+    *,
+    first_client_hello: bool = False,
+) -> bytes:
+    """Unprotected TLSPlaintext records carrying ``data`` (§5.1).
+
+    legacy_record_version is 0x0303, or 0x0301 for the first ClientHello (§5.1, §D.1).
+    """
+    if not data:
+        raise ValueError(f"cannot send a zero-length {content_type.name} record")
+    prefix = bytes((content_type, 3, 1 if first_client_hello else 3))
+    parts = []
+    for start in range(0, len(data), max_fragment):
+        chunk = data[start : start + max_fragment]
+        parts.append(prefix + len(chunk).to_bytes(2, "big"))
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class RecordEncryptor:
+    """Protects records under one traffic secret (§5.2, §5.3).
+
+    ``pad_to`` pads each TLSInnerPlaintext up to a multiple of it (never past ``max_fragment + 1``);
+    ``max_fragment`` is the content limit per record (RFC 8449 record_size_limit minus one).
+    """
+
+    __slots__ = ("_aead", "_iv", "max_fragment", "pad_to", "params", "secret", "seq")
+
+    def __init__(
+        self, params: SuiteParams, secret: bytes, *, pad_to: int = 0, max_fragment: int = MAX_PLAINTEXT
+    ) -> None:
+        if not 0 < max_fragment <= MAX_PLAINTEXT:
+            raise ValueError(f"max_fragment must be in 1..{MAX_PLAINTEXT}")
+        key, iv = traffic_key_iv(params, secret)
+        self.params = params
+        self.secret = secret
+        self.pad_to = pad_to
+        self.max_fragment = max_fragment
+        self.seq = 0
+        self._aead = params.aead_factory(key)
+        self._iv = int.from_bytes(iv, "big")
+
+    @property
+    def records(self) -> int:
+        """Records sealed under this key, to compare with the AEAD limit (§5.5)."""
+        return self.seq
+
+    def seal(self, content_type: ContentType, data: bytes) -> bytes:
+        """One or more protected records carrying ``data``, concatenated."""
+        if len(data) <= self.max_fragment:
+            if not data and content_type is not _APPLICATION_DATA:
+                raise ValueError(f"cannot send a zero-length {content_type.name} record")
+            return self._seal_one(content_type, data)
+        step = self.max_fragment
+        return b"".join(
+            [self._seal_one(content_type, data[start : start + step]) for start in range(0, len(data), step)]
+        )
+
+    def _seal_one(self, content_type: ContentType, chunk: bytes) -> bytes:
+        tail = bytes((content_type,))
+        if self.pad_to > 1:
+            inner_len = len(chunk) + 1
+            padded = min(-(-inner_len // self.pad_to) * self.pad_to, self.max_fragment + 1)
+            tail += bytes(padded - inner_len)
+        inner = chunk + tail
+        header = _OPAQUE_HEADER + (len(inner) + _TAG_LEN).to_bytes(2, "big")
+        seq = self.seq
+        self.seq = seq + 1
+        return header + self._aead.encrypt((self._iv ^ seq).to_bytes(12, "big"), inner, header)
+
+
+class RecordDecryptor:
+    """Unprotects records under one traffic secret (§5.2, §5.4)."""
+
+    __slots__ = ("_aead", "_iv", "params", "secret", "seq")
+
+    def __init__(self, params: SuiteParams, secret: bytes) -> None:
+        key, iv = traffic_key_iv(params, secret)
+        self.params = params
+        self.secret = secret
+        self.seq = 0
+        self._aead = params.aead_factory(key)
+        self._iv = int.from_bytes(iv, "big")
+
+    def open(self, header: bytes, fragment: bytes) -> tuple[ContentType, bytes]:
+        """(inner content type, content) of a protected record; the header is the AEAD's additional data.
+
+        bad_record_mac if authentication fails, record_overflow if the TLSInnerPlaintext exceeds
+        2^14 + 1 bytes, unexpected_message if it is all zeros or carries a ChangeCipherSpec.
+        """
+        seq = self.seq
+        try:
+            inner = self._aead.decrypt((self._iv ^ seq).to_bytes(12, "big"), fragment, header)
+        except InvalidTag:
+            raise AlertError(AlertDescription.bad_record_mac, f"record {seq} failed authentication") from None
+        self.seq = seq + 1
+        if len(inner) > MAX_PLAINTEXT + 1:
+            raise AlertError(AlertDescription.record_overflow, f"inner plaintext of {len(inner)} bytes")
+        stripped = inner.rstrip(b"\x00")
+        if not stripped:
+            raise AlertError(AlertDescription.unexpected_message, "record has no non-zero content type")
+        content_type = _TYPES.get(stripped[-1])
+        if content_type is None or content_type is ContentType.change_cipher_spec:
+            raise AlertError(
+                AlertDescription.unexpected_message, f"protected record of content type {stripped[-1]}"
+            )
+        content = stripped[:-1]
+        if not content and content_type is not _APPLICATION_DATA:
+            raise DecodeError(f"zero-length protected {content_type.name} record")
+        return content_type, content

@@ -1,0 +1,1 @@
+"""Tests against real third-party TLS implementations; ``peers.py`` is the harness."""

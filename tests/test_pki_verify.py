@@ -1,0 +1,308 @@
+"""Certificate chain verification (tlskit.pki.verify): RFC 8446 §4.4.2.4 alerts, RFC 6125 name matching."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.certs import Issued, KeyType, make_ca, make_leaf, write_pem
+from tlskit.enums import AlertDescription
+from tlskit.errors import CertificateError, ConfigError
+from tlskit.pki import TrustStore, clear_cache, verify_client_chain, verify_server_chain
+from tlskit.pki import verify as verify_module
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+DAY = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Pki:
+    root: Issued
+    inter: Issued
+    leaf: Issued
+    trust: TrustStore
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    root = make_ca("tlskit test root")
+    inter = make_ca("tlskit test intermediate", issuer=root)
+    leaf = make_leaf(inter, ["example.com", "*.wild.example.com", "192.0.2.7", "2001:db8::7"])
+    return Pki(root, inter, leaf, TrustStore(roots=(root.cert,)))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    clear_cache()
+
+
+def server_alert(chain: list[bytes], trust: TrustStore, name: str | None = "example.com",
+                 now: dt.datetime = NOW) -> CertificateError:
+    with pytest.raises(CertificateError) as info:
+        verify_server_chain(chain, server_name=name, trust=trust, now=now)
+    return info.value
+
+
+# --- accepted chains -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["example.com", "EXAMPLE.com.", "a.wild.example.com", "192.0.2.7",
+                                  "2001:db8::7", "[2001:db8::7]"])
+def test_good_chain_matches_dns_wildcard_and_ip_sans(pki: Pki, name: str) -> None:
+    leaf = verify_server_chain([pki.leaf.der, pki.inter.der], server_name=name, trust=pki.trust, now=NOW)
+    assert leaf == pki.leaf.cert
+
+
+@pytest.mark.parametrize("key_type", ["ec384", "rsa2048", "rsapss"])
+def test_good_chain_with_other_key_types(key_type: KeyType) -> None:
+    root = make_ca(key_type=key_type)
+    inter = make_ca("inter", issuer=root, key_type=key_type)
+    leaf = make_leaf(inter, ["example.com"], key_type=key_type)
+    trust = TrustStore(roots=(root.cert,))
+    assert verify_server_chain([leaf.der, inter.der], server_name="example.com", trust=trust, now=NOW)
+
+
+def test_chain_that_also_carries_the_root_is_accepted(pki: Pki) -> None:
+    chain = [pki.leaf.der, pki.inter.der, pki.root.der]
+    assert verify_server_chain(chain, server_name="example.com", trust=pki.trust, now=NOW) == pki.leaf.cert
+
+
+def test_no_server_name_still_validates_path_and_server_eku(pki: Pki) -> None:
+    assert verify_server_chain([pki.leaf.der, pki.inter.der], server_name=None, trust=pki.trust, now=NOW)
+    client_only = make_leaf(pki.inter, ["example.com"], client_auth=True, server_auth=False)
+    assert server_alert([client_only.der, pki.inter.der], pki.trust, None).description == (
+        AlertDescription.bad_certificate
+    )
+    assert server_alert([pki.leaf.der], pki.trust, None).description == AlertDescription.unknown_ca
+
+
+def test_naive_datetime_is_taken_as_utc(pki: Pki) -> None:
+    naive = NOW.replace(tzinfo=None)
+    assert verify_server_chain([pki.leaf.der, pki.inter.der], server_name="example.com", trust=pki.trust,
+                               now=naive)
+
+
+# --- refused chains: one alert each (RFC 8446 §6.2) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["other.example", "example.com.evil", "b.a.wild.example.com", "192.0.2.8"])
+def test_name_mismatch_is_bad_certificate_naming_both_sides(pki: Pki, name: str) -> None:
+    error = server_alert([pki.leaf.der, pki.inter.der], pki.trust, name)
+    assert error.description == AlertDescription.bad_certificate
+    assert repr(name) in error.message
+    assert "DNS:example.com" in error.message and "IP:192.0.2.7" in error.message
+
+
+def test_unknown_root_is_unknown_ca(pki: Pki) -> None:
+    other = TrustStore(roots=(make_ca("some other root").cert,))
+    error = server_alert([pki.leaf.der, pki.inter.der], other)
+    assert error.description == AlertDescription.unknown_ca
+    assert "tlskit test root" in error.message
+
+
+def test_missing_intermediate_is_unknown_ca(pki: Pki) -> None:
+    error = server_alert([pki.leaf.der], pki.trust)
+    assert error.description == AlertDescription.unknown_ca
+    assert "tlskit test intermediate" in error.message and "missing intermediate" in error.message
+
+
+def test_self_signed_leaf_is_unknown_ca(pki: Pki) -> None:
+    lone = make_ca("example.com")
+    assert server_alert([lone.der], pki.trust).description == AlertDescription.unknown_ca
+
+
+def test_forged_signature_is_bad_certificate(pki: Pki) -> None:
+    impostor = make_ca("tlskit test intermediate", issuer=pki.root)  # same name, different key
+    error = server_alert([make_leaf(impostor, ["example.com"]).der, pki.inter.der], pki.trust)
+    assert error.description == AlertDescription.bad_certificate
+    assert "signature" in error.message
+
+
+def test_expired_leaf_is_certificate_expired(pki: Pki) -> None:
+    old = make_leaf(pki.inter, ["example.com"], not_before=NOW - 40 * DAY, not_after=NOW - DAY)
+    error = server_alert([old.der, pki.inter.der], pki.trust)
+    assert error.description == AlertDescription.certificate_expired
+    assert "expired at" in error.message and "86400 seconds ago" in error.message
+
+
+def test_not_yet_valid_leaf_is_certificate_expired_with_clock_skew_hint(pki: Pki) -> None:
+    early = make_leaf(pki.inter, ["example.com"], not_before=NOW + dt.timedelta(seconds=90))
+    error = server_alert([early.der, pki.inter.der], pki.trust)
+    assert error.description == AlertDescription.certificate_expired
+    assert "not yet valid (clock skew?) by 90 seconds" in error.message
+
+
+def test_expired_intermediate_is_certificate_expired_naming_it() -> None:
+    root = make_ca()
+    inter = make_ca("stale intermediate", issuer=root, not_before=NOW - 40 * DAY, not_after=NOW - DAY)
+    leaf = make_leaf(inter, ["example.com"], not_before=NOW - 2 * DAY, not_after=NOW + DAY)
+    error = server_alert([leaf.der, inter.der], TrustStore(roots=(root.cert,)))
+    assert error.description == AlertDescription.certificate_expired
+    assert "stale intermediate" in error.message
+
+
+def test_expired_root_is_certificate_expired() -> None:
+    root = make_ca("old root", not_before=NOW - 40 * DAY, not_after=NOW - DAY)
+    leaf = make_leaf(root, ["example.com"], not_before=NOW - 2 * DAY, not_after=NOW + DAY)
+    error = server_alert([leaf.der], TrustStore(roots=(root.cert,)))
+    assert error.description == AlertDescription.certificate_expired
+    assert "trusted root 'CN=old root'" in error.message
+
+
+def test_ed25519_chain_is_unsupported_certificate() -> None:
+    # cryptography's WebPKI profile forbids EdDSA keys in certificates (CA/B Forum BR §6.1.5).
+    root = make_ca(key_type="ed25519")
+    leaf = make_leaf(root, ["example.com"], key_type="ed25519")
+    error = server_alert([leaf.der], TrustStore(roots=(root.cert,)))
+    assert error.description == AlertDescription.unsupported_certificate
+    assert "Ed25519" in error.message
+
+
+@pytest.mark.parametrize("position", [0, 1])
+def test_garbage_der_is_bad_certificate(pki: Pki, position: int) -> None:
+    chain = [pki.leaf.der, pki.inter.der]
+    chain[position] = b"\x30\x03\x02\x01\x00"
+    error = server_alert(chain, pki.trust)
+    assert error.description == AlertDescription.bad_certificate
+    assert ("leaf certificate" if position == 0 else "certificate #1") in error.message
+
+
+def test_empty_chains(pki: Pki) -> None:
+    assert server_alert([], pki.trust).description == AlertDescription.decode_error
+    with pytest.raises(CertificateError) as info:
+        verify_client_chain([], trust=pki.trust, now=NOW)
+    assert info.value.description == AlertDescription.certificate_required
+
+
+def test_overlong_chain_is_refused_before_parsing(pki: Pki) -> None:
+    error = server_alert([pki.leaf.der] + [pki.inter.der] * 20, pki.trust)
+    assert error.description == AlertDescription.bad_certificate and "limit" in error.message
+
+
+@pytest.mark.parametrize("name", ["bad name", "exa_mple..com", ""])
+def test_invalid_server_name_is_config_error(pki: Pki, name: str) -> None:
+    with pytest.raises(ConfigError, match="server_name"):
+        verify_server_chain([pki.leaf.der, pki.inter.der], server_name=name, trust=pki.trust, now=NOW)
+
+
+# --- client certificates (mTLS) --------------------------------------------------------------------------
+
+
+def test_client_chain(pki: Pki) -> None:
+    client = make_leaf(pki.inter, ["client.example"], client_auth=True, server_auth=False)
+    assert verify_client_chain([client.der, pki.inter.der], trust=pki.trust, now=NOW) == client.cert
+    with pytest.raises(CertificateError) as info:
+        verify_client_chain([pki.leaf.der, pki.inter.der], trust=pki.trust, now=NOW)  # serverAuth only
+    assert info.value.description == AlertDescription.bad_certificate
+    with pytest.raises(CertificateError) as info:
+        verify_client_chain([client.der], trust=pki.trust, now=NOW)
+    assert info.value.description == AlertDescription.unknown_ca
+
+
+# --- verdict cache ---------------------------------------------------------------------------------------
+
+
+def test_cache_hit_rechecks_the_validity_window(pki: Pki) -> None:
+    leaf = make_leaf(pki.inter, ["example.com"], not_before=NOW - DAY, not_after=NOW + DAY)
+    chain = [leaf.der, pki.inter.der]
+    assert verify_server_chain(chain, server_name="example.com", trust=pki.trust, now=NOW)
+    assert len(verify_module._cache) == 1
+    later = NOW + dt.timedelta(hours=1)
+    assert verify_server_chain(chain, server_name="example.com", trust=pki.trust, now=later)
+    error = server_alert(chain, pki.trust, now=NOW + 2 * DAY)
+    assert error.description == AlertDescription.certificate_expired
+    assert len(verify_module._cache) == 0
+    # The cache is keyed by name and trust store too: a cached success is not reused for either.
+    assert verify_server_chain(chain, server_name="example.com", trust=pki.trust, now=NOW)
+    assert server_alert(chain, pki.trust, "other.example").description == AlertDescription.bad_certificate
+    other = TrustStore(roots=(make_ca("some other root").cert,))
+    assert server_alert(chain, other).description == AlertDescription.unknown_ca
+
+
+def test_cache_is_bounded(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify_module, "CACHE_SIZE", 2)
+    for name in ["example.com", "a.wild.example.com", "b.wild.example.com"]:
+        verify_server_chain([pki.leaf.der, pki.inter.der], server_name=name, trust=pki.trust, now=NOW)
+    assert len(verify_module._cache) == 2
+
+
+# --- TrustStore ------------------------------------------------------------------------------------------
+
+
+def test_trust_store_from_pem_file(pki: Pki, tmp_path: Path) -> None:
+    bundle = write_pem(tmp_path / "ca.pem", [pki.root, make_ca("second root")])
+    store = TrustStore.from_pem_file(bundle)
+    assert len(store.roots) == 2 and store.roots[0] == pki.root.cert
+    assert store.fingerprint == TrustStore.from_pem(bundle.read_bytes()).fingerprint
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read trust file"),
+        (b"", "contains no"),
+        (b"0\x82\x01\x00 not pem", "looks like DER"),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "not a valid PEM"),
+    ],
+)
+def test_trust_store_file_errors_name_the_file(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    path = tmp_path / "roots.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=expected) as info:
+        TrustStore.from_pem_file(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_trust_store_needs_a_root() -> None:
+    with pytest.raises(ConfigError):
+        TrustStore(roots=())
+
+
+def test_system_trust_store_loads() -> None:
+    store = TrustStore.system()
+    assert len(store.roots) > 10 and TrustStore.system() is store
+
+
+# --- cross-check with OpenSSL ----------------------------------------------------------------------------
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl binary not installed")
+def test_verdicts_agree_with_openssl_verify(pki: Pki, tmp_path: Path) -> None:
+    """OpenSSL 3 `openssl verify` reaches the same verdicts on the same files."""
+    expired = make_leaf(pki.inter, ["example.com"], not_before=NOW - 40 * DAY, not_after=NOW - DAY)
+    stranger = TrustStore(roots=(make_ca("stranger root").cert,))
+    root_pem = write_pem(tmp_path / "root.pem", [pki.root])
+    inter_pem = write_pem(tmp_path / "inter.pem", [pki.inter])
+    stranger_pem = write_pem(tmp_path / "stranger.pem", stranger.roots)
+    # (leaf, intermediates, name, trust, CA file, our alert, OpenSSL X509_V_ERR_* codes)
+    alert = AlertDescription
+    cases: list[tuple[Issued, list[Issued], str, TrustStore, Path, AlertDescription | None, set[int]]] = [
+        (pki.leaf, [pki.inter], "example.com", pki.trust, root_pem, None, set()),
+        (pki.leaf, [], "example.com", pki.trust, root_pem, alert.unknown_ca, {20}),  # unable to get local issuer
+        (expired, [pki.inter], "example.com", pki.trust, root_pem, alert.certificate_expired, {10}),  # expired
+        (pki.leaf, [pki.inter], "other.example", pki.trust, root_pem, alert.bad_certificate, {62}),  # hostname
+        (pki.leaf, [pki.inter], "example.com", stranger, stranger_pem, alert.unknown_ca, {20}),
+    ]
+    for index, (leaf, inters, name, trust, ca_file, want, openssl_errors) in enumerate(cases):
+        leaf_pem = write_pem(tmp_path / f"leaf{index}.pem", [leaf])
+        args = ["openssl", "verify", "-CAfile", str(ca_file), "-verify_hostname", name,
+                "-attime", str(int(NOW.timestamp()))]
+        args += ["-untrusted", str(inter_pem)] if inters else []
+        result = subprocess.run([*args, str(leaf_pem)], capture_output=True, text=True, check=False)
+        codes = {int(code) for code in re.findall(r"error (\d+) at \d+ depth", result.stdout + result.stderr)}
+        try:
+            verify_server_chain([leaf.der, *(i.der for i in inters)], server_name=name, trust=trust, now=NOW)
+            ours = None
+        except CertificateError as error:
+            ours = error.description
+        assert ours == want, (index, ours)
+        assert (result.returncode == 0) == (want is None), (index, result.stdout, result.stderr)
+        assert codes == openssl_errors, (index, result.stdout, result.stderr)
