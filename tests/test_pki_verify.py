@@ -164,6 +164,20 @@ def test_ed25519_chain_is_unsupported_certificate() -> None:
     assert "Ed25519" in error.message
 
 
+def test_leaf_without_san_is_bad_certificate_even_if_cn_matches(pki: Pki) -> None:
+    cn_only = make_leaf(pki.inter, [], common_name="example.com")
+    error = server_alert([cn_only.der, pki.inter.der], pki.trust)
+    assert error.description == AlertDescription.bad_certificate
+    assert "no subjectAltName" in error.message
+
+
+def test_leaf_without_server_auth_eku_is_bad_certificate(pki: Pki) -> None:
+    client_only = make_leaf(pki.inter, ["example.com"], client_auth=True, server_auth=False)
+    error = server_alert([client_only.der, pki.inter.der], pki.trust)
+    assert error.description == AlertDescription.bad_certificate
+    assert "not for serverAuth (extendedKeyUsage: clientAuth" in error.message
+
+
 @pytest.mark.parametrize("position", [0, 1])
 def test_garbage_der_is_bad_certificate(pki: Pki, position: int) -> None:
     chain = [pki.leaf.der, pki.inter.der]
@@ -200,6 +214,7 @@ def test_client_chain(pki: Pki) -> None:
     with pytest.raises(CertificateError) as info:
         verify_client_chain([pki.leaf.der, pki.inter.der], trust=pki.trust, now=NOW)  # serverAuth only
     assert info.value.description == AlertDescription.bad_certificate
+    assert "not for clientAuth" in info.value.message
     with pytest.raises(CertificateError) as info:
         verify_client_chain([client.der], trust=pki.trust, now=NOW)
     assert info.value.description == AlertDescription.unknown_ca
@@ -282,13 +297,14 @@ def test_verdicts_agree_with_openssl_verify(pki: Pki, tmp_path: Path) -> None:
     root_pem = write_pem(tmp_path / "root.pem", [pki.root])
     inter_pem = write_pem(tmp_path / "inter.pem", [pki.inter])
     stranger_pem = write_pem(tmp_path / "stranger.pem", stranger.roots)
-    # (leaf, intermediates, name, trust, CA file, our alert, OpenSSL X509_V_ERR_* codes)
+    # (leaf, intermediates, name, trust, CA file, our alert, OpenSSL X509_V_ERR_* codes:
+    #  20 unable to get local issuer, 10 certificate has expired, 62 hostname mismatch)
     alert = AlertDescription
     cases: list[tuple[Issued, list[Issued], str, TrustStore, Path, AlertDescription | None, set[int]]] = [
         (pki.leaf, [pki.inter], "example.com", pki.trust, root_pem, None, set()),
-        (pki.leaf, [], "example.com", pki.trust, root_pem, alert.unknown_ca, {20}),  # unable to get local issuer
-        (expired, [pki.inter], "example.com", pki.trust, root_pem, alert.certificate_expired, {10}),  # expired
-        (pki.leaf, [pki.inter], "other.example", pki.trust, root_pem, alert.bad_certificate, {62}),  # hostname
+        (pki.leaf, [], "example.com", pki.trust, root_pem, alert.unknown_ca, {20}),
+        (expired, [pki.inter], "example.com", pki.trust, root_pem, alert.certificate_expired, {10}),
+        (pki.leaf, [pki.inter], "other.example", pki.trust, root_pem, alert.bad_certificate, {62}),
         (pki.leaf, [pki.inter], "example.com", stranger, stranger_pem, alert.unknown_ca, {20}),
     ]
     for index, (leaf, inters, name, trust, ca_file, want, openssl_errors) in enumerate(cases):

@@ -65,7 +65,10 @@ class CertifiedKey:
 
     @classmethod
     def from_pem_files(
-        cls, cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str], password: bytes | None = None
+        cls,
+        cert_file: str | os.PathLike[str],
+        key_file: str | os.PathLike[str],
+        password: bytes | None = None,
     ) -> CertifiedKey:
         """Load a PEM chain (leaf first) and a PEM private key; errors name the file and the fix."""
         try:
@@ -100,7 +103,9 @@ def _check_common(
         raise ConfigError("cipher_suites is empty: name at least one TLS 1.3 suite")
     for s in cipher_suites:
         if s not in SUITES:
-            raise ConfigError(f"cipher suite {s.name} is not supported; use one of {[x.name for x in SUITES]}")
+            raise ConfigError(
+                f"cipher suite {s.name} is not supported; use one of {[x.name for x in SUITES]}"
+            )
     if not groups:
         raise ConfigError("groups is empty: name at least one key exchange group")
     for g in groups:

@@ -278,12 +278,15 @@ class Connection:
                 continue
             if self._read is None:
                 if content_type is ContentType.application_data:
-                    raise AlertError(AlertDescription.unexpected_message, "protected record before keys exist")
+                    raise AlertError(
+                        AlertDescription.unexpected_message, "protected record before keys exist"
+                    )
                 payload = fragment
             else:
                 if content_type is not ContentType.application_data:
                     raise AlertError(
-                        AlertDescription.unexpected_message, f"plaintext {content_type.name} record after keys"
+                        AlertDescription.unexpected_message,
+                        f"plaintext {content_type.name} record after keys",
                     )
                 content_type, payload = self._read.open(header, fragment)
             match content_type:
@@ -293,7 +296,9 @@ class Connection:
                     self._receive_alert(payload)
                 case ContentType.application_data:
                     if self._complete is None or self._hs_buf:
-                        raise AlertError(AlertDescription.unexpected_message, "application data during handshake")
+                        raise AlertError(
+                            AlertDescription.unexpected_message, "application data during handshake"
+                        )
                     self._events.append(ApplicationData(data=payload))
                 case _:
                     raise AlertError(AlertDescription.unexpected_message, f"{content_type.name} record")
@@ -320,10 +325,14 @@ class Connection:
                 self._ticket(msg)
             case KeyUpdate():
                 if self._hs_buf:
-                    raise AlertError(AlertDescription.unexpected_message, "KeyUpdate not at a record boundary")
+                    raise AlertError(
+                        AlertDescription.unexpected_message, "KeyUpdate not at a record boundary"
+                    )
                 assert self._read is not None and self._session is not None
                 params = self._session.params
-                self._read = RecordDecryptor(params, keyschedule.next_traffic_secret(params, self._read.secret))
+                self._read = RecordDecryptor(
+                    params, keyschedule.next_traffic_secret(params, self._read.secret)
+                )
                 requested = msg.request_update is KeyUpdateRequest.update_requested
                 if requested and not self._sent_close:
                     self._update_write_key(request_peer=False)

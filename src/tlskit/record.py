@@ -32,6 +32,7 @@ _KNOWN_TYPES = frozenset(
     {ContentType.change_cipher_spec, ContentType.alert, ContentType.handshake, ContentType.application_data}
 )
 _TYPES = {int(t): t for t in _KNOWN_TYPES}
+_TYPE_BYTE = {t: bytes((t,)) for t in _KNOWN_TYPES}
 _APPLICATION_DATA = ContentType.application_data
 _OPAQUE_HEADER = b"\x17\x03\x03"  # opaque_type application_data, legacy_record_version 0x0303
 
@@ -143,26 +144,20 @@ class RecordEncryptor:
 
     def seal(self, content_type: ContentType, data: bytes) -> bytes:
         """One or more protected records carrying ``data``, concatenated."""
-        if len(data) <= self.max_fragment:
-            if not data and content_type is not _APPLICATION_DATA:
-                raise ValueError(f"cannot send a zero-length {content_type.name} record")
-            return self._seal_one(content_type, data)
-        step = self.max_fragment
-        return b"".join(
-            [self._seal_one(content_type, data[start : start + step]) for start in range(0, len(data), step)]
-        )
-
-    def _seal_one(self, content_type: ContentType, chunk: bytes) -> bytes:
-        tail = bytes((content_type,))
+        size = len(data)
+        if size > self.max_fragment:
+            step = self.max_fragment
+            return b"".join([self.seal(content_type, data[i : i + step]) for i in range(0, size, step)])
+        if not size and content_type is not _APPLICATION_DATA:
+            raise ValueError(f"cannot send a zero-length {content_type.name} record")
+        tail = _TYPE_BYTE[content_type]
         if self.pad_to > 1:
-            inner_len = len(chunk) + 1
-            padded = min(-(-inner_len // self.pad_to) * self.pad_to, self.max_fragment + 1)
-            tail += bytes(padded - inner_len)
-        inner = chunk + tail
-        header = _OPAQUE_HEADER + (len(inner) + _TAG_LEN).to_bytes(2, "big")
+            padded = min(-(-(size + 1) // self.pad_to) * self.pad_to, self.max_fragment + 1)
+            tail += bytes(padded - size - 1)
+        header = _OPAQUE_HEADER + (size + len(tail) + _TAG_LEN).to_bytes(2, "big")
         seq = self.seq
         self.seq = seq + 1
-        return header + self._aead.encrypt((self._iv ^ seq).to_bytes(12, "big"), inner, header)
+        return header + self._aead.encrypt((self._iv ^ seq).to_bytes(12, "big"), data + tail, header)
 
 
 class RecordDecryptor:

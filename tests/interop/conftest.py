@@ -1,7 +1,9 @@
 """Fixtures for interop tests: a throw-away PKI for localhost, and peers that are always torn down.
 
 Every test collected under tests/interop/ gets the ``interop`` marker, so ``pytest -m "not interop"``
-runs the fast set alone. The versions of the third-party tools appear in pytest's report header.
+runs the fast set alone. The versions of the third-party tools appear in pytest's report header when
+pytest is pointed at this folder (``pytest tests/interop``); .ci/run prints them too, and ``PeerError``
+messages name the version of the peer that failed.
 """
 
 from __future__ import annotations

@@ -49,11 +49,8 @@ def require(tool: str) -> str:
     path = shutil.which(tool)
     if path is not None:
         return path
-    message = (
-        f"{tool} is not installed: `bash .ci/run` installs it "
-        f"(apt-get install {_APT_PACKAGE.get(tool, tool)})"
-    )
-    if os.environ.get("CI"):
+    message = f"{tool} is not installed: `bash .ci/run` installs it (apt-get install {_APT_PACKAGE.get(tool, tool)})"
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
@@ -185,7 +182,8 @@ class PeerServer:
                 if attempt < 2 and not self._fixed_port and self._bind_failure.search(output):
                     self.port = free_port()
                     continue
-                raise PeerError(f"{exc}\n$ {' '.join(self.argv())}\n{output}") from None
+                argv = self.argv()
+                raise PeerError(f"{exc} [{tool_version(Path(argv[0]).name)}]\n$ {' '.join(argv)}\n{output}") from None
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
@@ -292,7 +290,8 @@ class OpenSSLServer(PeerServer):
 class GnuTLSServer(PeerServer):
     """``gnutls-serv`` (listens on every address; GnuTLS has no bind option). ``mode``: echo or http.
 
-    It does not ask for a client certificate unless ``extra_args`` says ``--require-client-cert``.
+    ``client_cert``: ``"none"`` (gnutls-serv asks for one by default; we turn that off), ``"request"``
+    (ask, verify if sent), ``"require"``; give ``extra_args=("--x509cafile=CA",)`` to verify them.
     """
 
     name = "gnutls-serv"
@@ -305,6 +304,7 @@ class GnuTLSServer(PeerServer):
         mode: Literal["echo", "http"] = "echo",
         priority: str = GNUTLS_TLS13,
         alpn: Sequence[str] | None = None,
+        client_cert: Literal["none", "request", "require"] = "none",
         extra_args: Sequence[str] = (),
         port: int | None = None,
         timeout: float = TIMEOUT,
@@ -312,15 +312,18 @@ class GnuTLSServer(PeerServer):
         super().__init__(port=port, timeout=timeout)
         self._serv = require("gnutls-serv")
         self.cert, self.key, self.mode, self.priority = cert, key, mode, priority
-        self.alpn, self.extra_args = alpn, tuple(extra_args)
+        self.alpn, self.client_cert, self.extra_args = alpn, client_cert, tuple(extra_args)
 
     def argv(self) -> list[str]:
         argv = [self._serv, f"--{self.mode}", "-p", str(self.port), f"--priority={self.priority}"]
         argv += [f"--x509certfile={os.fspath(self.cert)}", f"--x509keyfile={os.fspath(self.key)}"]
-        if not any(
-            a.startswith(("--require-client-cert", "-r", "--verify-client-cert")) for a in self.extra_args
-        ):
-            argv.append("--disable-client-cert")
+        argv.append(
+            {
+                "none": "--disable-client-cert",
+                "request": "--verify-client-cert",
+                "require": "--require-client-cert",
+            }[self.client_cert]
+        )
         for protocol in self.alpn or ():
             argv.append(f"--alpn={protocol}")
         return argv + list(self.extra_args)
@@ -387,7 +390,7 @@ def run_client(
         except subprocess.TimeoutExpired:
             _kill_group(proc, signal.SIGKILL)
             raise PeerError(
-                f"client did not finish within {timeout:.0f}s"
+                f"{tool_version(Path(argv[0]).name)}: client did not finish within {timeout:.0f}s"
                 + (f" (waiting for {expect!r})" if expect is not None else "")
                 + f"\n$ {' '.join(argv)}\n--- stdout\n{captured(out)}\n--- stderr\n{captured(err)}"
             ) from None
@@ -517,17 +520,13 @@ def parse_openssl_client(text: str) -> Negotiated:
     cipher = _search(r"^Ciphersuite: (\S+)", text) or _search(r"^New, \S+, Cipher is (\S+)", text)
     group = _search(r"^Negotiated TLS1\.3 group: (\S+)", text)
     if group is None:
-        temp_key = _search(
-            r"^Server Temp Key: (.+)$", text
-        )  # "X25519, 253 bits" / "ECDH, prime256v1, 256 bits"
+        temp_key = _search(r"^Server Temp Key: (.+)$", text)  # "X25519, 253 bits" / "ECDH, prime256v1, 256 bits"
         if temp_key is not None:
             parts = [p.strip() for p in temp_key.split(",")]
             group = parts[1] if parts[0] == "ECDH" and len(parts) > 2 else parts[0]
     signature = _search(r"^Signature type: (\S+)", text) or _search(r"^Peer signature type: (\S+)", text)
     alpn = _search(r"^ALPN protocol: (\S+)", text)
-    verify_error = _search(r"^verify error:num=\d+:(.+)$", text) or _search(
-        r"^Verification error: (.+)$", text
-    )
+    verify_error = _search(r"^verify error:num=\d+:(.+)$", text) or _search(r"^Verification error: (.+)$", text)
     verified = verify_error is None and (
         _search(r"^(Verification: OK)", text) is not None
         or _search(r"^Verify return code: (0) \(ok\)", text) is not None
@@ -581,9 +580,7 @@ def negotiated(result: subprocess.CompletedProcess[str]) -> Negotiated:
 
 
 @contextlib.contextmanager
-def capture(
-    port: int, *, iface: str = "lo", pcap: StrPath | None = None, timeout: float = TIMEOUT
-) -> Iterator[Path]:
+def capture(port: int, *, iface: str = "lo", pcap: StrPath | None = None, timeout: float = TIMEOUT) -> Iterator[Path]:
     """Capture TCP ``port`` on ``iface`` with tcpdump while the block runs; yields the pcap path.
 
     Capture is live when the block starts (tcpdump said ``listening on``); the file is complete when it
@@ -592,9 +589,7 @@ def capture(
     tcpdump = require("tcpdump")
     with contextlib.ExitStack() as stack:
         if pcap is None:
-            pcap = (
-                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlskit-pcap-"))) / "capture.pcap"
-            )
+            pcap = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlskit-pcap-"))) / "capture.pcap"
         path = Path(pcap)
         err = stack.enter_context(tempfile.TemporaryFile())
         # --immediate-mode and -U hand each packet to the file as it comes: without them packets still in

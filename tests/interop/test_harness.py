@@ -109,9 +109,7 @@ def test_openssl_server_plain_mode_exchanges_data(pki: Pki, launch: Launch[OpenS
 def test_gnutls_cli_echo_through_gnutls_serv(pki: Pki, launch: Launch[GnuTLSServer]) -> None:
     server = launch(GnuTLSServer(pki.cert, pki.key, mode="echo"))
     priority = GNUTLS_TLS13 + ":-CIPHER-ALL:+AES-128-GCM:-GROUP-ALL:+GROUP-X25519"
-    result = gnutls_client(
-        server.port, cafile=pki.cafile, priority=priority, data=b"echo me\n", expect=b"echo me"
-    )
+    result = gnutls_client(server.port, cafile=pki.cafile, priority=priority, data=b"echo me\n", expect=b"echo me")
     assert result.returncode == 0, result.stdout + result.stderr
     got = negotiated(result)
     assert (got.protocol, got.cipher, got.group, got.verified) == ("TLS1.3", "AES-128-GCM", "x25519", True)
@@ -185,9 +183,7 @@ def test_capture_and_decrypt_curl_session(pki: Pki, launch: Launch[OpenSSLServer
     request_lines = tshark_decrypt(pcap, keylog, port=server.port)
     assert "GET /index.html HTTP/1.1" in request_lines
     # Control: without the key log nothing decrypts, so the line above came from decryption.
-    undecrypted = tshark(
-        pcap, "-Y", "http", "-T", "fields", "-e", "http.request.uri", tls_port=server.port, app="http"
-    )
+    undecrypted = tshark(pcap, "-Y", "http", "-T", "fields", "-e", "http.request.uri", tls_port=server.port, app="http")
     assert undecrypted.stdout.strip() == ""
     assert "Client Hello" in tshark(pcap, "-Y", "tls.handshake", tls_port=server.port).stdout
 

@@ -63,10 +63,14 @@ def build_client_hello(
         exts.append(Extension(ExtensionType.server_name, ext.server_name_body(config.server_name)))
     exts.append(Extension(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
     exts.append(
-        Extension(ExtensionType.signature_algorithms, ext.signature_algorithms_body(config.signature_algorithms))
+        Extension(
+            ExtensionType.signature_algorithms, ext.signature_algorithms_body(config.signature_algorithms)
+        )
     )
     if config.alpn:
-        exts.append(Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body(config.alpn)))
+        exts.append(
+            Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body(config.alpn))
+        )
     if config.request_ocsp:
         exts.append(Extension(ExtensionType.status_request, ext.status_request_body()))
     if config.record_size_limit is not None:
@@ -80,7 +84,9 @@ def build_client_hello(
         )
     )
     exts.append(
-        Extension(ExtensionType.supported_versions, ext.supported_versions_client_body([ProtocolVersion.TLS1_3]))
+        Extension(
+            ExtensionType.supported_versions, ext.supported_versions_client_body([ProtocolVersion.TLS1_3])
+        )
     )
     exts.append(
         Extension(ExtensionType.psk_key_exchange_modes, ext.psk_modes_body([PskKeyExchangeMode.psk_dhe_ke]))
@@ -146,15 +152,20 @@ class ExpectServerHello:
         share = next((s for s in self.shares if s.group == entry.group), None)
         if share is None:
             raise AlertError(
-                AlertDescription.illegal_parameter, f"server chose {entry.group.name}, for which we sent no share"
+                AlertDescription.illegal_parameter,
+                f"server chose {entry.group.name}, for which we sent no share",
             )
         if self.hrr is not None and msg.cipher_suite != self.hrr.cipher_suite:
-            raise AlertError(AlertDescription.illegal_parameter, "ServerHello suite differs from HelloRetryRequest")
+            raise AlertError(
+                AlertDescription.illegal_parameter, "ServerHello suite differs from HelloRetryRequest"
+            )
         shared = share.finish(entry.key_exchange)
         params = suite_params(msg.cipher_suite)
-        transcript = self.transcript.resolve(params.hash_name) if isinstance(
-            self.transcript, PendingTranscript
-        ) else self.transcript
+        transcript = (
+            self.transcript.resolve(params.hash_name)
+            if isinstance(self.transcript, PendingTranscript)
+            else self.transcript
+        )
         if transcript.hash_name != params.hash_name:
             raise AlertError(AlertDescription.illegal_parameter, "ServerHello suite hash differs from HRR's")
         transcript.add(raw)
@@ -185,7 +196,9 @@ class ExpectServerHello:
         sv = exts.get(ExtensionType.supported_versions)
         if sv is None:
             if msg.random[-8:] in (DOWNGRADE_TLS12, DOWNGRADE_TLS11):
-                raise AlertError(AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello.random")
+                raise AlertError(
+                    AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello.random"
+                )
             raise AlertError(
                 AlertDescription.protocol_version, f"server chose legacy version {msg.legacy_version:#06x}"
             )
@@ -196,7 +209,9 @@ class ExpectServerHello:
         if msg.legacy_session_id != self.client_hello.legacy_session_id:
             raise AlertError(AlertDescription.illegal_parameter, "ServerHello does not echo our session id")
         if msg.cipher_suite not in self.client_hello.cipher_suites:
-            raise AlertError(AlertDescription.illegal_parameter, f"server chose suite {msg.cipher_suite.name}")
+            raise AlertError(
+                AlertDescription.illegal_parameter, f"server chose suite {msg.cipher_suite.name}"
+            )
         if msg.legacy_compression_method != 0:
             raise AlertError(AlertDescription.illegal_parameter, "ServerHello compression method is not null")
         ext.check_server_extensions(
@@ -215,12 +230,16 @@ class ExpectServerHello:
         if ExtensionType.key_share in exts:
             group = ext.parse_key_share_hrr(exts[ExtensionType.key_share])
             if group not in self.config.groups or any(s.group == group for s in self.shares):
-                raise AlertError(AlertDescription.illegal_parameter, f"HelloRetryRequest asks for {group.name}")
+                raise AlertError(
+                    AlertDescription.illegal_parameter, f"HelloRetryRequest asks for {group.name}"
+                )
         cookie = exts.get(ExtensionType.cookie)
         if cookie is not None:
             ext.parse_cookie(cookie)
         if group is None and cookie is None:
-            raise AlertError(AlertDescription.illegal_parameter, "HelloRetryRequest would not change anything")
+            raise AlertError(
+                AlertDescription.illegal_parameter, "HelloRetryRequest would not change anything"
+            )
         params = suite_params(msg.cipher_suite)
         assert isinstance(self.transcript, PendingTranscript)
         transcript = self.transcript.resolve(params.hash_name)
@@ -320,14 +339,18 @@ class ExpectCertificateOrRequest:
         match msg:
             case CertificateRequest():
                 if msg.context:
-                    raise AlertError(AlertDescription.illegal_parameter, "handshake CertificateRequest context")
+                    raise AlertError(
+                        AlertDescription.illegal_parameter, "handshake CertificateRequest context"
+                    )
                 ext.check_server_extensions(
                     HandshakeType.certificate_request,
                     msg.extensions,
                     frozenset(ext.ALLOWED[HandshakeType.certificate_request]),
                 )
                 if ExtensionType.signature_algorithms not in ext.extension_map(msg.extensions):
-                    raise AlertError(AlertDescription.missing_extension, "CertificateRequest lacks signature_algorithms")
+                    raise AlertError(
+                        AlertDescription.missing_extension, "CertificateRequest lacks signature_algorithms"
+                    )
                 self.core.certificate_request = msg
                 self.core.transcript.add(raw)
                 return ExpectCertificate(self.core)
@@ -355,7 +378,9 @@ class ExpectCertificate:
             for e in entry.extensions:
                 if e.type is ExtensionType.status_request:
                     if i != 0:
-                        raise AlertError(AlertDescription.illegal_parameter, "OCSP status for a non-leaf certificate")
+                        raise AlertError(
+                            AlertDescription.illegal_parameter, "OCSP status for a non-leaf certificate"
+                        )
                     core.ocsp_response = ext.parse_certificate_status(e.data)
         chain = tuple(e.cert_data for e in msg.entries)
         config = core.config
@@ -367,7 +392,9 @@ class ExpectCertificate:
             try:
                 leaf = x509.load_der_x509_certificate(chain[0])
             except ValueError:
-                raise AlertError(AlertDescription.bad_certificate, "server leaf certificate is not DER") from None
+                raise AlertError(
+                    AlertDescription.bad_certificate, "server leaf certificate is not DER"
+                ) from None
         core.peer_chain = chain
         core.transcript.add(raw)
         return ExpectCertificateVerify(core, leaf)
@@ -387,9 +414,11 @@ class ExpectCertificateVerify:
         try:
             public_key = self.leaf.public_key()
         except ValueError:
-            raise AlertError(AlertDescription.bad_certificate, "unsupported public key in certificate") from None
+            raise AlertError(
+                AlertDescription.bad_certificate, "unsupported public key in certificate"
+            ) from None
         data = signatures.certificate_verify_input(True, core.transcript.digest())
-        signatures.verify(public_key, msg.algorithm, data, msg.signature)  # type: ignore[arg-type]
+        signatures.verify(public_key, msg.algorithm, data, msg.signature)
         core.scheme = msg.algorithm
         core.transcript.add(raw)
         return ExpectFinished(core)

@@ -3,6 +3,7 @@ the checks both sides make (RFC 8446 §4)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,7 +75,9 @@ def check_finished(params: SuiteParams, base_key: bytes, transcript: Transcript,
 
 
 def make_finished(params: SuiteParams, base_key: bytes, transcript: Transcript) -> bytes:
-    return Finished(verify_data=keyschedule.finished_verify_data(params, base_key, transcript.digest())).encode()
+    return Finished(
+        verify_data=keyschedule.finished_verify_data(params, base_key, transcript.digest())
+    ).encode()
 
 
 def _constant_time_eq(a: bytes, b: bytes) -> bool:
@@ -95,7 +98,7 @@ def choose_suite(
 
 
 def choose_scheme(
-    ours: tuple[SignatureScheme, ...], offered: list[SignatureScheme] | tuple[SignatureScheme, ...]
+    ours: Sequence[SignatureScheme], offered: Sequence[SignatureScheme]
 ) -> SignatureScheme | None:
     offered_set = set(offered)
     return next((s for s in ours if s in offered_set), None)

@@ -57,17 +57,25 @@ def _read_offer(config: ServerConfig, ch: ClientHello) -> _Offer:
     exts = ext.extension_map(ch.extensions)
     sv = exts.get(ExtensionType.supported_versions)
     if sv is None or ProtocolVersion.TLS1_3 not in ext.parse_supported_versions_client(sv):
-        raise AlertError(AlertDescription.protocol_version, "client does not offer TLS 1.3 (TLS 1.2 is not enabled)")
+        raise AlertError(
+            AlertDescription.protocol_version, "client does not offer TLS 1.3 (TLS 1.2 is not enabled)"
+        )
     if ch.legacy_compression_methods != b"\x00":
-        raise AlertError(AlertDescription.illegal_parameter, "TLS 1.3 ClientHello must offer only null compression")
-    if ch.extensions and ch.extensions[-1].type is not ExtensionType.pre_shared_key and (
-        ExtensionType.pre_shared_key in exts
+        raise AlertError(
+            AlertDescription.illegal_parameter, "TLS 1.3 ClientHello must offer only null compression"
+        )
+    if (
+        ch.extensions
+        and ch.extensions[-1].type is not ExtensionType.pre_shared_key
+        and (ExtensionType.pre_shared_key in exts)
     ):
         raise AlertError(AlertDescription.illegal_parameter, "pre_shared_key is not the last extension")
     if ExtensionType.pre_shared_key in exts:
         ext.parse_offered_psks(exts[ExtensionType.pre_shared_key])
         if ExtensionType.psk_key_exchange_modes not in exts:
-            raise AlertError(AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes")
+            raise AlertError(
+                AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes"
+            )
     for kind in (ExtensionType.supported_groups, ExtensionType.key_share, ExtensionType.signature_algorithms):
         if kind not in exts:
             raise AlertError(AlertDescription.missing_extension, f"ClientHello lacks {kind.name}")
@@ -82,7 +90,9 @@ def _read_offer(config: ServerConfig, ch: ClientHello) -> _Offer:
     offered = set(client_groups)
     for share in shares:
         if share.group not in offered:
-            raise AlertError(AlertDescription.illegal_parameter, f"key share for unoffered group {share.group.name}")
+            raise AlertError(
+                AlertDescription.illegal_parameter, f"key share for unoffered group {share.group.name}"
+            )
     schemes = ext.parse_signature_algorithms(exts[ExtensionType.signature_algorithms])
     server_name = None
     if ExtensionType.server_name in exts:
@@ -171,7 +181,10 @@ def _choose_alpn(config: ServerConfig, offered: list[str] | None) -> str | None:
     for proto in config.alpn:
         if proto in offered:
             return proto
-    raise AlertError(AlertDescription.no_application_protocol, f"client offered ALPN {offered}, we serve {list(config.alpn)}")
+    raise AlertError(
+        AlertDescription.no_application_protocol,
+        f"client offered ALPN {offered}, we serve {list(config.alpn)}",
+    )
 
 
 @dataclass(slots=True)
@@ -205,7 +218,9 @@ def _hello_retry(
     transcript.replace_with_message_hash()
     exts = [
         Extension(ExtensionType.key_share, ext.key_share_hrr_body(group)),
-        Extension(ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3)),
+        Extension(
+            ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3)
+        ),
     ]
     cookie = None
     if config.hello_retry_cookie:
@@ -221,7 +236,9 @@ def _hello_retry(
     transcript.add(hrr)
     if config.middlebox_compat and offer.hello.legacy_session_id:
         ctx.send_change_cipher_spec()
-    return ExpectSecondClientHello(first=offer, group=group, params=params, transcript=transcript, cookie=cookie)
+    return ExpectSecondClientHello(
+        first=offer, group=group, params=params, transcript=transcript, cookie=cookie
+    )
 
 
 @dataclass(slots=True)
@@ -241,7 +258,9 @@ class ExpectSecondClientHello:
         assert isinstance(config, ServerConfig)
         offer = _read_offer(config, msg)
         if offer.suite != self.first.suite or msg.legacy_session_id != self.first.hello.legacy_session_id:
-            raise AlertError(AlertDescription.illegal_parameter, "second ClientHello changed suite or session id")
+            raise AlertError(
+                AlertDescription.illegal_parameter, "second ClientHello changed suite or session id"
+            )
         if msg.random != self.first.hello.random:
             raise AlertError(AlertDescription.illegal_parameter, "second ClientHello changed its random")
         if ExtensionType.early_data in offer.exts:
@@ -249,10 +268,13 @@ class ExpectSecondClientHello:
         if self.cookie is not None:
             got = offer.exts.get(ExtensionType.cookie)
             if got is None or not hmac.compare_digest(ext.parse_cookie(got), self.cookie):
-                raise AlertError(AlertDescription.illegal_parameter, "second ClientHello does not echo our cookie")
+                raise AlertError(
+                    AlertDescription.illegal_parameter, "second ClientHello does not echo our cookie"
+                )
         if len(offer.shares) != 1 or offer.shares[0].group != self.group:
             raise AlertError(
-                AlertDescription.illegal_parameter, f"second ClientHello must carry one {self.group.name} share"
+                AlertDescription.illegal_parameter,
+                f"second ClientHello must carry one {self.group.name} share",
             )
         self.transcript.add(raw)
         return _server_flight(
@@ -281,7 +303,9 @@ def _server_flight(
         cipher_suite=offer.suite,
         extensions=(
             Extension(ExtensionType.key_share, ext.key_share_server_body(KeyShareEntry(group, server_share))),
-            Extension(ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3)),
+            Extension(
+                ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3)
+            ),
         ),
     ).encode()
     ctx.send_handshake(sh)

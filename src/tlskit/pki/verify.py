@@ -147,7 +147,7 @@ def verify_server_chain(
         raise CertificateError(AlertDescription.decode_error, "server sent an empty certificate chain")
     subject, name = _subject(server_name)
     now = _utc(now)
-    key = ("server", tuple(chain), name, trust.fingerprint, max_chain_depth)
+    key = ("server", tuple(bytes(der) for der in chain), name, trust.fingerprint, max_chain_depth)
     if (leaf := _cache_get(key, now)) is not None:
         return leaf
     certs = _parse(chain, max_chain_depth)
@@ -165,9 +165,10 @@ def verify_server_chain(
             except VerificationError:
                 pass
             else:
-                wanted = f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
-                raise CertificateError(AlertDescription.bad_certificate, wanted) from None
-        raise _diagnose(certs, trust, now, exc) from None
+                if not _literally_named(certs[0], subject):  # guard: the two verifiers disagree otherwise
+                    wanted = f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
+                    raise CertificateError(AlertDescription.bad_certificate, wanted) from None
+        raise _diagnose(certs, trust, now, exc, ExtendedKeyUsageOID.SERVER_AUTH) from None
     _cache_put(key, path)
     return certs[0]
 
@@ -187,7 +188,7 @@ def verify_client_chain(
     if not chain:
         raise CertificateError(AlertDescription.certificate_required, "client sent no certificate")
     now = _utc(now)
-    key = ("client", tuple(chain), None, trust.fingerprint, max_chain_depth)
+    key = ("client", tuple(bytes(der) for der in chain), None, trust.fingerprint, max_chain_depth)
     if (leaf := _cache_get(key, now)) is not None:
         return leaf
     certs = _parse(chain, max_chain_depth)
@@ -195,7 +196,7 @@ def verify_client_chain(
     try:
         verified = _builder(trust, now, max_chain_depth).build_client_verifier().verify(certs[0], certs[1:])
     except VerificationError as exc:
-        raise _diagnose(certs, trust, now, exc) from None
+        raise _diagnose(certs, trust, now, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
     _cache_put(key, verified.chain)
     return certs[0]
 
@@ -251,8 +252,8 @@ def _builder(trust: TrustStore, now: dt.datetime, max_chain_depth: int) -> Polic
 
 
 def _require_server_auth(policy: Policy, cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH not in eku and \
-            ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
+    # Same rule as build_server_verifier: an EKU must list serverAuth (anyExtendedKeyUsage is not enough).
+    if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH not in eku:
         raise ValueError("leaf EKU lacks serverAuth")
 
 
@@ -300,6 +301,31 @@ def _describe_sans(cert: x509.Certificate) -> str:
     return ", ".join(names) or f"{_label(cert)} with no DNS or IP subjectAltName"
 
 
+_EKU_NAMES = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
+}
+
+
+def _eku_name(oid: x509.ObjectIdentifier) -> str:
+    return _EKU_NAMES.get(oid, oid.dotted_string)
+
+
+def _literally_named(cert: x509.Certificate, subject: Subject) -> bool:
+    """Whether ``subject`` appears verbatim (case-insensitively for DNS) among the SANs."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    if isinstance(subject, x509.IPAddress):
+        return subject.value in san.get_values_for_type(x509.IPAddress)
+    return subject.value.lower() in (n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName))
+
+
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
@@ -309,11 +335,11 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime,
-              exc: VerificationError) -> CertificateError:
+              exc: VerificationError, purpose: x509.ObjectIdentifier) -> CertificateError:
     """Walk issuer links from the leaf to say why the verifier refused (RFC 8446 §6.2 alert)."""
     roots = {root.fingerprint(_SHA256): root for root in trust.roots}
     pool = certs[1:] + list(trust.roots)
-    cert, seen = certs[0], {certs[0].fingerprint(_SHA256)}
+    cert, seen, path = certs[0], {certs[0].fingerprint(_SHA256)}, [certs[0]]
     while cert.fingerprint(_SHA256) not in roots:
         named = [c for c in pool if c.subject == cert.issuer and c.fingerprint(_SHA256) not in seen]
         if not named:
@@ -330,15 +356,31 @@ def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime
                                     f"{cert.issuer.rfc4514_string()!r}")
         cert = next((c for c in signed if _in_window(c, now)), signed[0])
         seen.add(cert.fingerprint(_SHA256))
+        path.append(cert)
         try:
             role = "trusted root" if cert.fingerprint(_SHA256) in roots else "CA certificate"
             _check_window(cert, now, role)
         except CertificateError as expired:
             return expired
-    for cert in certs:
-        if reason := _unsupported_key(cert):
+    try:
+        certs[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return CertificateError(AlertDescription.bad_certificate,
+                                f"{_label(certs[0])} has no subjectAltName; names are matched only against "
+                                "SANs (RFC 6125 §6.4.4)")
+    try:
+        eku = certs[0].extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        if purpose not in eku:
+            return CertificateError(AlertDescription.bad_certificate,
+                                    f"{_label(certs[0])} is not for {_eku_name(purpose)} (extendedKeyUsage: "
+                                    f"{', '.join(map(_eku_name, eku))}; RFC 5280 §4.2.1.12)")
+    for link in path:
+        if unsupported := _unsupported_key(link):
             return CertificateError(AlertDescription.unsupported_certificate,
-                                    f"{_label(cert)} has {reason}, which the WebPKI profile does not allow")
+                                    f"{_label(link)} has {unsupported}, which WebPKI does not allow")
     return CertificateError(AlertDescription.bad_certificate, f"chain rejected: {exc}")
 
 

@@ -1,0 +1,5 @@
+"""``python -m tlskit``: the command line."""
+
+from tlskit.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``tlskit`` command line (``python -m tlskit``)."""

@@ -1,0 +1,349 @@
+"""TLS for asyncio: a ``Protocol`` that drives the engine under a ``Transport`` any protocol can use, so the
+standard ``asyncio.StreamReader``/``StreamWriter`` work unchanged.
+
+    reader, writer = await open_connection("example.com", 443, alpn=["http/1.1"])
+    server = await start_server(handle, "127.0.0.1", 8443, config=ServerConfig(certificates=(ck,)))
+
+The app protocol sees ``connection_made`` only after the handshake. A failed handshake raises from
+``open_connection``; on a server it is logged (logger ``tlskit.io``) with the peer, SNI and reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from ..config import ClientConfig, ServerConfig
+from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF
+from ..pki.verify import TrustStore
+from .common import TLSSession, client_config, with_env_key_log
+
+__all__ = ["TLSProtocol", "TLSTransport", "open_connection", "start_server"]
+
+_log = logging.getLogger("tlskit.io")
+
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
+
+
+class TLSProtocol(asyncio.Protocol):
+    """Sits on the TCP transport: feeds the engine, and serves ``app`` through a ``TLSTransport``.
+
+    ``waiter`` (client side) gets the handshake's outcome; without one, failures are logged.
+    """
+
+    def __init__(
+        self,
+        session: TLSSession,
+        app: asyncio.BaseProtocol,
+        *,
+        handshake_timeout: float | None = 30.0,
+        waiter: asyncio.Future[None] | None = None,
+    ) -> None:
+        self.session = session
+        self.app = app
+        self.transport = TLSTransport(self)
+        self._handshake_timeout = handshake_timeout
+        self._waiter = waiter
+        self._raw: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._app_connected = False
+        self._eof_delivered = False
+        self._keep_open = False
+        self._error: TLSError | None = None
+
+    # --- the TCP side -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._raw = transport
+        if self._handshake_timeout is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._handshake_timeout, self._handshake_timed_out)
+        try:
+            self.session.start()
+        except TLSError as e:
+            self._fail(e)
+            return
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.session.receive(data)
+        except TLSError as e:
+            self._fail(e)
+            return
+        self._deliver()
+
+    def eof_received(self) -> bool:
+        try:
+            self.session.receive(b"")
+        except TLSError as e:
+            self._fail(e)
+            return False
+        self._deliver()
+        return self._keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        if not self._app_connected:
+            if self._error is None:  # not yet reported: the peer went away mid-handshake
+                error = UnexpectedEOF(f"the transport closed during the TLS handshake ({exc or 'EOF'})")
+                self._handshake_failed(error)
+            return
+        self._app_connected = False
+        self.app.connection_lost(self._error or exc)
+
+    def pause_writing(self) -> None:
+        if self._app_connected:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._app_connected:
+            self.app.resume_writing()
+
+    # --- what TLSTransport asks for -------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.session.conn.send_data(bytes(data))
+        self._flush()
+
+    def write_eof(self) -> None:
+        """Send close_notify (RFC 8446 §6.1); the peer may still send until it closes its side."""
+        self.session.conn.close()
+        self._flush()
+
+    def close(self, abort: bool = False) -> None:
+        raw = self._raw
+        if self.session.conn.handshake_complete and not abort:
+            self.session.conn.close()
+            self._flush()
+        if raw is not None:
+            raw.abort() if abort else raw.close()
+
+    def extra_info(self, name: str, default: Any = None) -> Any:
+        session = self.session
+        if name in ("ssl_object", "tls"):
+            return session
+        if session.negotiated is not None:
+            match name:
+                case "peercert":
+                    return session.getpeercert()
+                case "peercert_der":
+                    return session.getpeercert(binary_form=True)
+                case "cipher":
+                    return session.cipher()
+                case "alpn":
+                    return session.selected_alpn_protocol()
+                case "compression":
+                    return None
+        return default if self._raw is None else self._raw.get_extra_info(name, default)
+
+    @property
+    def raw_transport(self) -> asyncio.Transport | None:
+        return self._raw
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        out = self.session.outgoing()
+        if out and self._raw is not None:
+            self._raw.write(out)
+
+    def _deliver(self) -> None:
+        """Send what the engine queued; hand plaintext and EOF to the app once the handshake is done."""
+        self._flush()
+        session = self.session
+        if not self._app_connected:
+            if session.negotiated is None:
+                return
+            self._cancel_timer()
+            self._app_connected = True
+            self.app.connection_made(self.transport)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+        plaintext, app = session.plaintext, self.app
+        assert isinstance(app, asyncio.Protocol)
+        while plaintext and self._app_connected:
+            app.data_received(plaintext.popleft())
+        if session.eof and not self._eof_delivered and self._app_connected:
+            self._eof_delivered = True
+            self._keep_open = bool(app.eof_received())
+            if not self._keep_open:
+                self.transport.close()
+
+    def _fail(self, error: TLSError, *, abort: bool = False) -> None:
+        """A fatal error: send our alert, close the transport, report it once."""
+        self._cancel_timer()
+        self._error = error
+        out = self.session.outgoing()
+        raw = self._raw
+        if raw is not None and not raw.is_closing():
+            if out and not abort:
+                raw.write(out)
+            raw.abort() if abort else raw.close()
+        if not self._app_connected:
+            self._handshake_failed(error)
+
+    def _handshake_failed(self, error: TLSError) -> None:
+        self._error = error
+        if self._waiter is not None:
+            if not self._waiter.done():
+                self._waiter.set_exception(error)
+            return
+        peer = self._raw.get_extra_info("peername") if self._raw is not None else None
+        level = logging.INFO if isinstance(error, UnexpectedEOF) else logging.WARNING
+        _log.log(level, "TLS handshake with %s (SNI %s) failed: %s",
+                 format_address(peer), self.session.client_server_name() or "none", error)
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        self._fail(HandshakeTimeout(f"TLS handshake did not complete within {self._handshake_timeout} s"),
+                   abort=True)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class TLSTransport(asyncio.Transport):
+    """The transport the app protocol writes to: plaintext in, records out through ``TLSProtocol``.
+
+    ``get_extra_info`` adds ``ssl_object``/``tls`` (the session: ``version()``, ``cipher()``,
+    ``getpeercert()``...), ``peercert``, ``peercert_der``, ``cipher`` and ``alpn`` to the TCP ones.
+    """
+
+    def __init__(self, protocol: TLSProtocol) -> None:
+        super().__init__()
+        self._tls = protocol
+        self._closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._tls.extra_info(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            raise RuntimeError("write() on a closing TLS transport")
+        if data:
+            self._tls.write(data)
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        self._tls.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._tls.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._tls.close(abort=True)
+
+    def is_closing(self) -> bool:
+        raw = self._tls.raw_transport
+        return self._closing or raw is None or raw.is_closing()
+
+    def pause_reading(self) -> None:
+        if (raw := self._tls.raw_transport) is not None:
+            raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if (raw := self._tls.raw_transport) is not None:
+            raw.resume_reading()
+
+    def is_reading(self) -> bool:
+        raw = self._tls.raw_transport
+        return raw is not None and raw.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if (raw := self._tls.raw_transport) is not None:
+            raw.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        raw = self._tls.raw_transport
+        return 0 if raw is None else raw.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        raw = self._tls.raw_transport
+        return (0, 0) if raw is None else raw.get_write_buffer_limits()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._tls.app = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._tls.app
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    server_name: str | None = None,
+    cafile: str | os.PathLike[str] | None = None,
+    trust: TrustStore | None = None,
+    alpn: Iterable[str] = (),
+    config: ClientConfig | None = None,
+    handshake_timeout: float | None = 30.0,
+    limit: int = 1 << 16,
+    **overrides: Any,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect, complete the handshake and return streams; arguments as ``tlskit.io.socket.connect``.
+
+    Raises the handshake's ``TLSError`` (``HandshakeTimeout`` after ``handshake_timeout`` seconds).
+    """
+    cfg = client_config(host, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
+                        config=config, overrides=overrides)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    app = asyncio.StreamReaderProtocol(reader, loop=loop)
+    waiter: asyncio.Future[None] = loop.create_future()
+    tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter)
+    await loop.create_connection(lambda: tls, host, port)
+    try:
+        await waiter
+    except BaseException:
+        tls.close(abort=True)
+        raise
+    return reader, asyncio.StreamWriter(tls.transport, app, reader, loop)
+
+
+async def start_server(
+    client_connected_cb: StreamHandler,
+    host: str | Sequence[str] | None = None,
+    port: int = 0,
+    *,
+    config: ServerConfig,
+    handshake_timeout: float | None = 30.0,
+    limit: int = 1 << 16,
+    **kw: Any,
+) -> asyncio.Server:
+    """``asyncio.start_server`` over TLS: ``client_connected_cb`` runs after each successful handshake.
+
+    Extra keywords go to ``loop.create_server`` (``reuse_port``, ``backlog``, ``sock``...).
+    """
+    loop = asyncio.get_running_loop()
+    config = with_env_key_log(config)
+
+    def factory() -> TLSProtocol:
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        app = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+        return TLSProtocol(TLSSession(config), app, handshake_timeout=handshake_timeout)
+
+    return await loop.create_server(factory, host, port, **kw)
+
+
+def format_address(address: Any) -> str:
+    """``host:port`` (``[v6]:port``) for a socket address, for log lines."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) if address else "unknown peer"

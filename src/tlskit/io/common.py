@@ -1,0 +1,309 @@
+"""What the blocking and asyncio front ends share: building configs, driving a ``Connection`` between
+transport reads, and the ``ssl``-style view of a finished handshake (``version()``, ``getpeercert()``...)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+
+from ..config import ClientConfig, ServerConfig
+from ..connection import Connection
+from ..enums import ContentType, ExtensionType, HandshakeType, ProtocolVersion
+from ..errors import ConfigError, TLSError
+from ..events import ApplicationData, ConnectionClosed, EarlyData, HandshakeComplete
+from ..keylog import key_log_from_env
+from ..messages.extensions import extension_map, parse_server_name
+from ..messages.handshake import ClientHello, decode_handshake
+from ..pki.verify import TrustStore
+
+__all__ = ["READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession", "client_config", "peer_cert_dict",
+           "with_env_key_log"]
+
+READ_SIZE = 1 << 16  # bytes per transport read: four full records
+WRITE_SIZE = 1 << 18  # plaintext handed to the engine per call: sixteen full records
+
+_CONFIG = ClientConfig | ServerConfig
+
+
+_C = TypeVar("_C", ClientConfig, ServerConfig)
+
+
+def with_env_key_log(config: _C) -> _C:
+    """``config`` with the ``SSLKEYLOGFILE`` sink when it has no ``key_log`` of its own."""
+    if config.key_log is not None:
+        return config
+    sink = key_log_from_env()
+    return config if sink is None else dataclasses.replace(config, key_log=sink)
+
+
+def client_config(
+    host: str,
+    *,
+    server_name: str | None,
+    cafile: str | os.PathLike[str] | None,
+    trust: TrustStore | None,
+    alpn: Iterable[str],
+    config: ClientConfig | None,
+    overrides: dict[str, Any],
+) -> ClientConfig:
+    """The config ``connect``/``open_connection`` use: ``config`` (or defaults) with the keyword arguments
+    applied; the server name defaults to ``host``, the key log to ``SSLKEYLOGFILE``."""
+    changes = dict(overrides)
+    if server_name is not None or config is None or config.server_name is None:
+        changes["server_name"] = server_name or host
+    if cafile is not None and trust is not None:
+        raise ConfigError("give cafile= or trust=, not both")
+    if cafile is not None:
+        changes["trust"] = TrustStore.from_pem_file(cafile)
+    elif trust is not None:
+        changes["trust"] = trust
+    alpn = tuple(alpn)
+    if alpn:
+        changes["alpn"] = alpn
+    try:
+        cfg = ClientConfig(**changes) if config is None else dataclasses.replace(config, **changes)
+    except TypeError as e:  # an unknown keyword: say which field names exist
+        fields = sorted(f.name for f in dataclasses.fields(ClientConfig))
+        raise ConfigError(f"{e}; ClientConfig fields are {fields}") from None
+    return with_env_key_log(cfg)
+
+
+class ConnectionInfo:
+    """The ``ssl.SSLSocket``-style questions about a connection; mixed into the front-end objects."""
+
+    __slots__ = ()
+    conn: Connection
+
+    @property
+    def negotiated(self) -> HandshakeComplete | None:
+        """The ``HandshakeComplete`` event: suite, group, ALPN, peer chain, resumption."""
+        return self.conn.negotiated
+
+    @property
+    def server_side(self) -> bool:
+        return not self.conn.is_client
+
+    @property
+    def server_hostname(self) -> str | None:
+        config = self.conn.config
+        return config.server_name if isinstance(config, ClientConfig) else None
+
+    def version(self) -> str | None:
+        """``"TLSv1.3"`` once the handshake is done, else None (as ``ssl``)."""
+        done = self.conn.negotiated
+        return None if done is None else _VERSION_NAMES.get(done.version, done.version.name)
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        """(IANA/OpenSSL suite name, protocol version, secret bits), e.g. ``("TLS_AES_128_GCM_SHA256",
+        "TLSv1.3", 128)``."""
+        done = self.conn.negotiated
+        if done is None:
+            return None
+        name = done.cipher_suite.name
+        return name, self.version() or "", 128 if "_128_" in name else 256
+
+    def selected_alpn_protocol(self) -> str | None:
+        done = self.conn.negotiated
+        return None if done is None else done.alpn
+
+    def getpeercert(self, binary_form: bool = False) -> dict[str, Any] | bytes | None:
+        """The peer's leaf: DER with ``binary_form``, else ``ssl``'s dict (empty when it was not verified)."""
+        done = self.conn.negotiated
+        if done is None:
+            raise ConfigError("handshake not done yet")
+        if not done.peer_certificates:
+            return None
+        der = done.peer_certificates[0]
+        if binary_form:
+            return der
+        config = self.conn.config
+        if isinstance(config, ClientConfig) and not config.verify_peer:
+            return {}
+        return peer_cert_dict(der)
+
+    def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
+        """RFC 8446 §7.5 exporter."""
+        return self.conn.export_keying_material(label, context, length)
+
+
+class TLSSession(ConnectionInfo):
+    """A ``Connection`` plus the plaintext it has received and whether the peer is done sending.
+
+    ``receive`` feeds transport bytes (``b""`` for EOF) and raises the engine's ``TLSError``; the caller
+    then sends ``outgoing()`` (the alert) before reporting the error.
+    """
+
+    __slots__ = ("_hello", "_started", "conn", "eof", "plaintext", "ragged_eof")
+
+    def __init__(self, config: _CONFIG) -> None:
+        self.conn = Connection(config)
+        self.plaintext: deque[bytes] = deque()
+        self.eof = False  # the peer will send nothing more
+        self.ragged_eof = False  # ... and said so only by closing the transport
+        self._hello = bytearray()  # server: the start of the ClientHello, to name its SNI on failure
+        self._started = False
+
+    def start(self) -> None:
+        """Queue the ClientHello (client); idempotent."""
+        if not self._started:
+            self._started = True
+            self.conn.start()
+
+    def receive(self, data: bytes) -> None:
+        conn = self.conn
+        if not conn.is_client and conn.negotiated is None and len(self._hello) < _HELLO_KEEP:
+            self._hello += data[: _HELLO_KEEP - len(self._hello)]
+        try:
+            conn.receive_data(data)
+        finally:
+            for event in conn.events():
+                if type(event) is ApplicationData or type(event) is EarlyData:
+                    if event.data:
+                        self.plaintext.append(event.data)
+                elif type(event) is ConnectionClosed and event.by_peer:
+                    self.eof = True
+                    self.ragged_eof = event.alert is None
+                elif type(event) is HandshakeComplete:
+                    self._hello = bytearray()
+
+    def outgoing(self) -> bytes:
+        return self.conn.data_to_send()
+
+    def pending(self) -> int:
+        """Decrypted bytes received and not yet read."""
+        return sum(map(len, self.plaintext))
+
+    def take(self, limit: int) -> bytes:
+        """Up to ``limit`` buffered plaintext bytes (one record's worth at most, without copying it)."""
+        plaintext = self.plaintext
+        if not plaintext:
+            return b""
+        head = plaintext[0]
+        if len(head) <= limit:
+            return plaintext.popleft()
+        plaintext[0] = head[limit:]
+        return head[:limit]
+
+    def take_into(self, buffer: memoryview) -> int:
+        """Copy buffered plaintext into ``buffer``; the number of bytes copied."""
+        filled, size, plaintext = 0, len(buffer), self.plaintext
+        while plaintext and filled < size:
+            head = plaintext[0]
+            n = min(len(head), size - filled)
+            buffer[filled : filled + n] = head[:n] if n < len(head) else head
+            filled += n
+            if n == len(head):
+                plaintext.popleft()
+            else:
+                plaintext[0] = head[n:]
+        return filled
+
+    def client_server_name(self) -> str | None:
+        """Server side: the SNI of the ClientHello received so far (for logging a failed handshake)."""
+        data = bytes(self._hello)
+        if len(data) < 9 or data[0] != ContentType.handshake or data[5] != HandshakeType.client_hello:
+            return None
+        size = int.from_bytes(data[6:9], "big")
+        # A ClientHello spread over several records is rare; name the SNI only when it fits in one.
+        if len(data) < 9 + size or int.from_bytes(data[3:5], "big") < 4 + size:
+            return None
+        try:
+            hello = decode_handshake(HandshakeType.client_hello, data[9 : 9 + size])
+            if not isinstance(hello, ClientHello):
+                return None
+            body = extension_map(hello.extensions).get(ExtensionType.server_name)
+            return None if body is None else parse_server_name(body)
+        except TLSError:
+            return None
+
+
+def peer_cert_dict(der: bytes) -> dict[str, Any]:
+    """A DER certificate as ``ssl.SSLSocket.getpeercert()`` shows it (subject, issuer, validity, SANs)."""
+    cert = x509.load_der_x509_certificate(der)
+    info: dict[str, Any] = {
+        "subject": _name(cert.subject),
+        "issuer": _name(cert.issuer),
+        "version": cert.version.value + 1,
+        "serialNumber": f"{cert.serial_number:X}",
+        "notBefore": _asn1_time(cert.not_valid_before_utc),
+        "notAfter": _asn1_time(cert.not_valid_after_utc),
+    }
+    exts = cert.extensions
+    try:
+        san = exts.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        info["subjectAltName"] = tuple(_general_name(n) for n in san)
+    try:
+        aia = exts.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        for key, oid in (("OCSP", AuthorityInformationAccessOID.OCSP),
+                         ("caIssuers", AuthorityInformationAccessOID.CA_ISSUERS)):
+            uris = tuple(d.access_location.value for d in aia
+                         if d.access_method == oid and isinstance(d.access_location, x509.UniformResourceIdentifier))
+            if uris:
+                info[key] = uris
+    return info
+
+
+_HELLO_KEEP = 5 + (1 << 14)
+_VERSION_NAMES = {ProtocolVersion.TLS1_3: "TLSv1.3", ProtocolVersion.TLS1_2: "TLSv1.2"}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# OpenSSL's long names, which ``ssl`` reports; other attributes appear as dotted OIDs.
+_ATTRIBUTE_NAMES = {
+    NameOID.COMMON_NAME: "commonName",
+    NameOID.COUNTRY_NAME: "countryName",
+    NameOID.LOCALITY_NAME: "localityName",
+    NameOID.STATE_OR_PROVINCE_NAME: "stateOrProvinceName",
+    NameOID.STREET_ADDRESS: "streetAddress",
+    NameOID.ORGANIZATION_NAME: "organizationName",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "organizationalUnitName",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.DOMAIN_COMPONENT: "domainComponent",
+    NameOID.USER_ID: "userId",
+    NameOID.BUSINESS_CATEGORY: "businessCategory",
+    NameOID.JURISDICTION_COUNTRY_NAME: "jurisdictionCountryName",
+}
+
+
+def _name(name: x509.Name) -> tuple[tuple[tuple[str, str], ...], ...]:
+    return tuple(
+        tuple((_ATTRIBUTE_NAMES.get(a.oid, a.oid.dotted_string), _text(a.value)) for a in rdn)
+        for rdn in name.rdns
+    )
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.hex()
+
+
+def _asn1_time(when: Any) -> str:
+    """OpenSSL's ``ASN1_TIME_print`` form, which ``ssl.cert_time_to_seconds`` parses."""
+    return f"{_MONTHS[when.month - 1]} {when.day:2d} {when:%H:%M:%S} {when.year} GMT"
+
+
+def _general_name(name: x509.GeneralName) -> tuple[str, str]:
+    match name:
+        case x509.DNSName():
+            return "DNS", name.value
+        case x509.IPAddress():
+            return "IP Address", str(name.value)
+        case x509.RFC822Name():
+            return "email", name.value
+        case x509.UniformResourceIdentifier():
+            return "URI", name.value
+        case x509.DirectoryName():
+            return "DirName", name.value.rfc4514_string()
+        case x509.RegisteredID():
+            return "Registered ID", name.value.dotted_string
+    return "othername", "<unsupported>"

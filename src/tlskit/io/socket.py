@@ -1,0 +1,428 @@
+"""Blocking TLS over ``socket.socket``, shaped like ``ssl.SSLSocket`` so existing socket code carries over.
+
+    with connect("example.com", 443, alpn=["http/1.1"]) as tls:
+        tls.sendall(b"GET / HTTP/1.1\\r\\nHost: example.com\\r\\nConnection: close\\r\\n\\r\\n")
+        body = tls.makefile("rb").read()
+
+A ``TLSSocket`` may be read by one thread while another writes: engine state is guarded by a lock, and a
+second (re-entrant) lock keeps records on the wire in the order they were sealed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..config import ClientConfig, ServerConfig
+from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF
+from ..pki.verify import TrustStore
+from .common import READ_SIZE, WRITE_SIZE, ConnectionInfo, TLSSession, client_config, with_env_key_log
+
+__all__ = ["TLSListener", "TLSSocket", "connect", "listen", "wrap_server_socket"]
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+
+class TLSSocket(ConnectionInfo):
+    """A connected socket speaking TLS 1.3; the handshake runs on ``do_handshake()`` or the first I/O.
+
+    EOF: ``recv`` returns ``b""`` after the peer's close_notify, and also when the transport closes without
+    one after the handshake (``ssl``'s ``suppress_ragged_eofs``; set it False to get ``UnexpectedEOF``).
+    Failures raise ``TLSError`` subclasses, after our alert has been sent to the peer.
+    """
+
+    __slots__ = ("_closed", "_lock", "_refs", "_send_lock", "_session", "_sock", "conn",
+                 "suppress_ragged_eofs")
+
+    def __init__(self, sock: socket.socket, session: TLSSession, *, suppress_ragged_eofs: bool = True) -> None:
+        self._sock = sock
+        self._session = session
+        self.conn = session.conn
+        self.suppress_ragged_eofs = suppress_ragged_eofs
+        self._lock = threading.Lock()  # engine state
+        self._send_lock = threading.RLock()  # wire order: taking output and sending it are one step
+        self._refs = 0  # open makefile() objects; the socket really closes when they are gone too
+        self._closed = False
+
+    # --- handshake ----------------------------------------------------------------------------------
+
+    def do_handshake(self) -> None:
+        """Run the handshake to completion; the socket's timeout bounds all of it (``HandshakeTimeout``)."""
+        session, sock = self._session, self._sock
+        with self._send_lock:
+            if session.conn.handshake_complete:
+                return
+            timeout = sock.gettimeout()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                with self._lock:
+                    session.start()
+                while not session.conn.handshake_complete:
+                    self._flush()
+                    if deadline is not None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise TimeoutError
+                        sock.settimeout(remaining)
+                    self._receive(sock.recv(READ_SIZE))
+                self._flush()
+            except TimeoutError:
+                raise HandshakeTimeout(f"TLS handshake did not complete within {timeout} s") from None
+            finally:
+                if deadline is not None:
+                    sock.settimeout(timeout)
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def recv(self, bufsize: int = READ_SIZE, flags: int = 0) -> bytes:
+        """Up to ``bufsize`` bytes of application data (at most one record); ``b""`` at EOF."""
+        _no_flags(flags)
+        if bufsize <= 0 or not self._fill():
+            return b""
+        return self._session.take(bufsize)
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        """Fill ``buffer`` (or its first ``nbytes``) with what is available; 0 at EOF."""
+        _no_flags(flags)
+        view = memoryview(buffer).cast("B")
+        if nbytes:
+            view = view[:nbytes]
+        if not view or not self._fill():
+            return 0
+        return self._session.take_into(view)
+
+    def read(self, len: int = 1024, buffer: WriteableBuffer | None = None) -> bytes | int:
+        """``ssl.SSLSocket.read``: bytes, or the count read into ``buffer``."""
+        return self.recv(len) if buffer is None else self.recv_into(buffer, len)
+
+    def pending(self) -> int:
+        """Decrypted bytes ready to be read without touching the socket."""
+        return self._session.pending()
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+        """Send all of ``data`` as full-size records."""
+        _no_flags(flags)
+        if type(data) is bytes and len(data) <= WRITE_SIZE:
+            self._send_chunk(data)
+            return
+        view = _byte_view(data)
+        for start in range(0, len(view), WRITE_SIZE):
+            self._send_chunk(bytes(view[start : start + WRITE_SIZE]))
+
+    def send(self, data: ReadableBuffer, flags: int = 0) -> int:
+        """Send a prefix of ``data`` (up to 256 KiB) and return its length."""
+        _no_flags(flags)
+        view = _byte_view(data)[:WRITE_SIZE]
+        self._send_chunk(bytes(view))
+        return len(view)
+
+    def write(self, data: ReadableBuffer) -> int:
+        """``ssl.SSLSocket.write``: send everything, return the length."""
+        self.sendall(data)
+        return len(memoryview(data).cast("B"))
+
+    def key_update(self, request_peer: bool = False) -> None:
+        """Send KeyUpdate (RFC 8446 §4.6.3); ``request_peer`` asks the peer to update its key too."""
+        self._ensure_handshake()
+        with self._send_lock:
+            with self._lock:
+                self.conn.key_update(request_peer)
+            self._flush()
+
+    # --- closing ------------------------------------------------------------------------------------
+
+    def shutdown(self, how: int) -> None:
+        """Send close_notify when the write side closes (``SHUT_WR``/``SHUT_RDWR``), then shut the socket."""
+        if how in (socket.SHUT_WR, socket.SHUT_RDWR):
+            self._close_notify()
+        self._sock.shutdown(how)
+
+    def unwrap(self) -> socket.socket:
+        """Close TLS both ways (send close_notify, read up to the peer's) and return the plain socket."""
+        self._close_notify()
+        session = self._session
+        while session.conn.handshake_complete and not session.eof:
+            self._receive(self._sock.recv(READ_SIZE))
+        return self._sock
+
+    def close(self) -> None:
+        """Close the socket (after any ``makefile`` objects are closed), sending close_notify if we can."""
+        self._closed = True
+        if self._refs <= 0:
+            self._real_close()
+
+    def _real_close(self) -> None:
+        sock = self._sock
+        if sock.fileno() < 0:
+            return
+        try:
+            if self.conn.handshake_complete:
+                with self._lock:
+                    self.conn.close()
+                    out = self._session.outgoing()
+                sock.setblocking(False)  # a courtesy alert must not hang close()
+                sock.send(out)
+        except (OSError, TLSError):
+            pass
+        finally:
+            sock.close()
+
+    def __enter__(self) -> TLSSocket:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- file objects and socket pass-throughs --------------------------------------------------------
+
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Any:
+        """A file object over the TLS stream, as ``socket.makefile`` (so ``http.client`` works)."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        raw = _RawTLSIO(self, reading, writing)
+        self._refs += 1
+        if buffering is None or buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if "b" not in mode:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        buffer: Any  # typeshed's TextIOWrapper does not accept BufferedRWPair
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if "b" in mode:
+            return buffer
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)
+        text.mode = mode  # type: ignore[misc]
+        return text
+
+    @property
+    def socket(self) -> socket.socket:
+        """The underlying TCP socket (do not read or write it directly)."""
+        return self._sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def gettimeout(self) -> float | None:
+        return self._sock.gettimeout()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def getpeername(self) -> Any:
+        return self._sock.getpeername()
+
+    def getsockname(self) -> Any:
+        return self._sock.getsockname()
+
+    def setsockopt(self, level: int, option: int, value: int | ReadableBuffer) -> None:
+        self._sock.setsockopt(level, option, value)
+
+    def getsockopt(self, level: int, option: int) -> int:
+        return self._sock.getsockopt(level, option)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self.version() or "handshaking"
+        return f"<TLSSocket fd={self._sock.fileno()} {state} server_hostname={self.server_hostname!r}>"
+
+    # --- the I/O loop -------------------------------------------------------------------------------
+
+    def _ensure_handshake(self) -> None:
+        if not self.conn.handshake_complete:
+            self.do_handshake()
+
+    def _fill(self) -> bool:
+        """Read until application data is buffered (True) or the peer is done (False)."""
+        self._ensure_handshake()
+        session = self._session
+        while not session.plaintext:
+            if session.eof:
+                if session.ragged_eof and not self.suppress_ragged_eofs:
+                    raise UnexpectedEOF("the peer closed the transport without close_notify")
+                return False
+            self._receive(self._sock.recv(READ_SIZE))
+            self._flush()  # e.g. the answer to a KeyUpdate that requested one
+        return True
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            with self._lock:
+                self._session.receive(data)
+        except TLSError:
+            with contextlib.suppress(OSError):
+                self._flush()  # the alert tells the peer why
+            raise
+
+    def _flush(self) -> None:
+        with self._send_lock:
+            with self._lock:
+                out = self._session.outgoing()
+            if out:
+                self._sock.sendall(out)
+
+    def _send_chunk(self, data: bytes) -> None:
+        self._ensure_handshake()
+        with self._send_lock:
+            with self._lock:
+                self.conn.send_data(data)
+                out = self._session.outgoing()
+            self._sock.sendall(out)
+
+    def _close_notify(self) -> None:
+        if self.conn.handshake_complete:
+            with self._send_lock:
+                with self._lock:
+                    self.conn.close()
+                self._flush()
+
+    def _decref(self) -> None:
+        self._refs -= 1
+        if self._closed and self._refs <= 0:
+            self._real_close()
+
+
+class _RawTLSIO(io.RawIOBase):
+    """The raw stream under ``makefile``'s buffers (what ``socket.SocketIO`` is to a plain socket)."""
+
+    def __init__(self, tls: TLSSocket, reading: bool, writing: bool) -> None:
+        super().__init__()
+        self._tls = tls
+        self._reading = reading
+        self._writing = writing
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        self._checkClosed()
+        if not self._reading:
+            raise io.UnsupportedOperation("not readable")
+        return self._tls.recv_into(buffer)
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        self._checkClosed()
+        if not self._writing:
+            raise io.UnsupportedOperation("not writable")
+        return self._tls.send(data)
+
+    def readable(self) -> bool:
+        return self._reading
+
+    def writable(self) -> bool:
+        return self._writing
+
+    def fileno(self) -> int:
+        return self._tls.fileno()
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._tls._decref()
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    server_name: str | None = None,
+    cafile: str | os.PathLike[str] | None = None,
+    trust: TrustStore | None = None,
+    alpn: Iterable[str] = (),
+    config: ClientConfig | None = None,
+    timeout: float | None = None,
+    **config_overrides: Any,
+) -> TLSSocket:
+    """Open TCP to ``host``:``port`` (IPv4 or IPv6) and complete the handshake.
+
+    ``server_name`` (SNI and the name verified) defaults to ``host``; ``cafile``/``trust`` replace the
+    system roots; other keywords set ``ClientConfig`` fields. ``timeout`` bounds the connect and the
+    handshake, then stays the socket's timeout.
+    """
+    cfg = client_config(host, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
+                        config=config, overrides=config_overrides)
+    sock = socket.create_connection((host, port), timeout)
+    try:
+        tls = TLSSocket(sock, TLSSession(cfg))
+        tls.do_handshake()
+    except BaseException:
+        sock.close()
+        raise
+    return tls
+
+
+def wrap_server_socket(sock: socket.socket, config: ServerConfig) -> TLSSocket:
+    """Serve TLS on an accepted socket; the handshake runs on ``do_handshake()`` or the first I/O."""
+    return TLSSocket(sock, TLSSession(with_env_key_log(config)))
+
+
+class TLSListener:
+    """A listening socket whose ``accept()`` returns ``TLSSocket``s (handshake deferred to first use, so a
+    slow client cannot stall the accept loop)."""
+
+    def __init__(self, sock: socket.socket, config: ServerConfig) -> None:
+        self.socket = sock
+        self.config = with_env_key_log(config)
+
+    def accept(self) -> tuple[TLSSocket, Any]:
+        sock, address = self.socket.accept()
+        return TLSSocket(sock, TLSSession(self.config)), address
+
+    def getsockname(self) -> Any:
+        return self.socket.getsockname()
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def __enter__(self) -> TLSListener:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def listen(host: str | None, port: int, config: ServerConfig, *, backlog: int = 128) -> TLSListener:
+    """Bind and listen on ``host``:``port`` (``None`` for all interfaces, dual-stack where possible)."""
+    if host is None and socket.has_dualstack_ipv6():
+        sock = socket.create_server(("", port), family=socket.AF_INET6, backlog=backlog, dualstack_ipv6=True)
+    else:
+        sock = socket.create_server((host or "", port), backlog=backlog)
+    return TLSListener(sock, config)
+
+
+def _byte_view(data: ReadableBuffer) -> memoryview:
+    view = memoryview(data)
+    return view if view.itemsize == 1 and view.ndim == 1 else view.cast("B")
+
+
+def _no_flags(flags: int) -> None:
+    if flags:
+        raise ValueError("flags are not supported on a TLS socket")

@@ -1,0 +1,1 @@
+"""HTTPS applications on the asyncio front end: a static file server on h11 (``tlskit serve``)."""
