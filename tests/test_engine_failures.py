@@ -314,9 +314,9 @@ def test_unknown_handshake_message_type_is_unexpected_message() -> None:
 
 
 def test_unknown_handshake_message_in_the_encrypted_flight_is_unexpected_message() -> None:
-    client, _, flight = capture_server_flight()
+    client, server, flight = capture_server_flight()
     wire = fails_with(client, flight.replace(0, b"\x63\x00\x00\x00"), A.unexpected_message)
-    assert plaintext_alert(wire) is A.unexpected_message
+    assert alert_seen_by_peer(wire, server) is A.unexpected_message
 
 
 @pytest.mark.parametrize(
@@ -346,34 +346,36 @@ def test_server_out_of_order_message_is_unexpected_message() -> None:
 # --- the client rejects the server's certificate ------------------------------------------------------
 
 
-def _client_rejects_flight(client_cfg, server_cfg, description: A, error: type = CertificateError) -> bytes:
+def _client_rejects_flight(client_cfg, server_cfg, description: A, error: type = CertificateError) -> A:
+    """The client fails on the server's flight with ``error``; returns the alert the server then reads
+    (protected under the client handshake key, §6)."""
     pair = connect(client_cfg, server_cfg)
     pair.server.receive_data(pair.client.data_to_send())
-    return fails_with(pair.client, pair.server.data_to_send(), description, error)
+    wire = fails_with(pair.client, pair.server.data_to_send(), description, error)
+    return alert_seen_by_peer(wire, pair.server)
 
 
 def test_wrong_hostname_is_bad_certificate() -> None:
-    wire = _client_rejects_flight(client_config(server_name="www.example.com"), server_config(), A.bad_certificate)
-    assert plaintext_alert(wire) is A.bad_certificate
+    alert = _client_rejects_flight(client_config(server_name="www.example.com"), server_config(), A.bad_certificate)
+    assert alert is A.bad_certificate
 
 
 def test_unknown_ca_is_unknown_ca() -> None:
     stranger = make_leaf(other_root(), ["localhost"])
     server = server_config(certificates=(CertifiedKey(chain=(stranger.der,), private_key=stranger.key),))
-    wire = _client_rejects_flight(client_config(), server, A.unknown_ca)
-    assert plaintext_alert(wire) is A.unknown_ca
+    assert _client_rejects_flight(client_config(), server, A.unknown_ca) is A.unknown_ca
 
 
 def test_expired_certificate_is_certificate_expired() -> None:
     after = leaf("ec256").cert.not_valid_after_utc + dt.timedelta(days=1)
-    wire = _client_rejects_flight(client_config(clock=after.timestamp), server_config(), A.certificate_expired)
-    assert plaintext_alert(wire) is A.certificate_expired
+    alert = _client_rejects_flight(client_config(clock=after.timestamp), server_config(), A.certificate_expired)
+    assert alert is A.certificate_expired
 
 
 def test_not_yet_valid_certificate_is_certificate_expired() -> None:
     before = leaf("ec256").cert.not_valid_before_utc - dt.timedelta(days=1)
-    wire = _client_rejects_flight(client_config(clock=before.timestamp), server_config(), A.certificate_expired)
-    assert plaintext_alert(wire) is A.certificate_expired
+    alert = _client_rejects_flight(client_config(clock=before.timestamp), server_config(), A.certificate_expired)
+    assert alert is A.certificate_expired
 
 
 def test_verify_peer_false_accepts_an_untrusted_certificate() -> None:
@@ -383,8 +385,6 @@ def test_verify_peer_false_accepts_an_untrusted_certificate() -> None:
     assert pair.client_complete.peer_certificates == (stranger.der,)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: connection.py _receive refuses the client's unprotected alert once "
-                   "the server has installed the client handshake key; the server sees unexpected_message")
 def test_server_reports_the_clients_certificate_alert() -> None:
     pair = connect(client_config(server_name="www.example.com"), server_config())
     pair.server.receive_data(pair.client.data_to_send())
@@ -395,30 +395,38 @@ def test_server_reports_the_clients_certificate_alert() -> None:
     assert info.value.description is A.bad_certificate
 
 
-# --- certificates that parse lazily: found by tests/test_fuzz.py -------------------------------------
+@pytest.mark.xfail(strict=True, reason="BUG: connection.py _receive (plaintext record after keys) refuses an "
+                   "unprotected alert from a client that has not switched to its handshake key yet (OpenSSL "
+                   "clients send certificate alerts that way); the server reports unexpected_message")
+def test_server_reports_an_unprotected_alert_sent_before_the_clients_handshake_key() -> None:
+    pair = _server_awaiting_client_finished()
+    with pytest.raises(RemoteAlert) as info:
+        pair.server.receive_data(b"\x15\x03\x03\x00\x02\x02\x2a")
+    assert info.value.description is A.bad_certificate
+
+
+# --- certificates that parse lazily (found by tests/test_fuzz.py) -------------------------------------
 
 UNKNOWN_KEY_ALGORITHM = bytes.fromhex("300b06092b0601040182371501")  # 1.3.6.1.4.1.311.21.1, not a key type
 
 
 def _flight_with_leaf_edit(old: bytes, new: bytes, client_cfg=None):
     """The server flight with the first ``old`` in the leaf certificate replaced by ``new`` (same length)."""
-    client, _, flight = capture_server_flight(client_cfg or client_config())
+    client, server, flight = capture_server_flight(client_cfg or client_config())
     certificate = split_messages(flight.messages)[1]
     assert len(old) == len(new) and old in certificate
-    return client, flight.replace(1, certificate.replace(old, new, 1))
+    return client, server, flight.replace(1, certificate.replace(old, new, 1))
 
 
 _ISSUER_CN = b"\x0c\x17tlskit paired-test root"
 
 
 @pytest.mark.parametrize("verify_peer", [True, False], ids=["verify", "no-verify"])
-@pytest.mark.xfail(strict=True, reason="BUG: x509.InvalidVersion (not a ValueError) escapes pki/verify.py _parse "
-                   "and handshake/client.py ExpectCertificate.handle (verify_peer=False)")
 def test_certificate_with_an_invalid_x509_version_is_bad_certificate(verify_peer) -> None:
     cfg = client_config(verify_peer=verify_peer, trust=None if not verify_peer else client_config().trust)
-    client, wire = _flight_with_leaf_edit(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x03", cfg)
+    client, server, wire = _flight_with_leaf_edit(b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x03", cfg)
     out = fails_with(client, wire, A.bad_certificate)
-    assert plaintext_alert(out) is A.bad_certificate
+    assert alert_seen_by_peer(out, server) is A.bad_certificate
 
 
 @pytest.mark.parametrize(
@@ -426,97 +434,92 @@ def test_certificate_with_an_invalid_x509_version_is_bad_certificate(verify_peer
     [b"\x0d" + _ISSUER_CN[1:], _ISSUER_CN[:2] + b"\x80" + _ISSUER_CN[3:]],
     ids=["unknown-string-tag", "invalid-utf8"],
 )
-@pytest.mark.xfail(strict=True, reason="BUG: pki/verify.py _diagnose/_label read cert.issuer/subject, which "
-                   "cryptography parses lazily: KeyError/ValueError escape instead of bad_certificate")
 def test_malformed_issuer_name_in_the_leaf_is_bad_certificate(new) -> None:
-    client, wire = _flight_with_leaf_edit(_ISSUER_CN, new)
+    client, server, wire = _flight_with_leaf_edit(_ISSUER_CN, new)
     out = fails_with(client, wire, A.bad_certificate)
-    assert plaintext_alert(out) is A.bad_certificate
+    assert alert_seen_by_peer(out, server) is A.bad_certificate
 
 
 @pytest.mark.parametrize("verify_peer", [True, False], ids=["verify", "no-verify"])
-@pytest.mark.xfail(strict=True, reason="BUG: handshake/client.py ExpectCertificateVerify.handle catches only "
-                   "ValueError around leaf.public_key(); UnsupportedAlgorithm escapes")
 def test_leaf_with_an_unknown_public_key_algorithm_is_refused_with_an_alert(verify_peer) -> None:
     der = rsa_leaf_with_spki_algorithm(UNKNOWN_KEY_ALGORITHM)
-    client, _, flight = capture_server_flight(
+    client, server, flight = capture_server_flight(
         client_config(verify_peer=verify_peer, trust=None if not verify_peer else client_config().trust),
         server_config(certificates=(certified("rsa2048"),)),
     )
     leaf_only = Certificate(entries=(CertificateEntry(cert_data=der),)).encode()
     with pytest.raises(AlertError) as info:
         client.receive_data(flight.replace(1, leaf_only))
-    # RFC 8446 §6.2: unsupported_certificate fits best; bad_certificate is what the engine uses elsewhere.
-    assert info.value.description in (A.unsupported_certificate, A.bad_certificate)
-    assert plaintext_alert(client.data_to_send()) is info.value.description
+    assert info.value.description is A.unsupported_certificate  # §6.2: "a certificate of an unsupported type"
+    assert alert_seen_by_peer(client.data_to_send(), server) is info.value.description
 
 
 # --- the client rejects a tampered or forged server flight -------------------------------------------
 
 
 def test_tampered_server_finished_is_decrypt_error() -> None:
-    client, _, flight = capture_server_flight()
+    client, server, flight = capture_server_flight()
     finished = split_messages(flight.messages)[3]
     forged = bytearray(finished)
     forged[-1] ^= 0x01
     wire = fails_with(client, flight.replace(3, bytes(forged)), A.decrypt_error)
-    assert plaintext_alert(wire) is A.decrypt_error
+    assert alert_seen_by_peer(wire, server) is A.decrypt_error
 
 
 def test_server_finished_of_the_wrong_length_is_decode_error() -> None:
-    client, _, flight = capture_server_flight(client_config(cipher_suites=(AES256,)))
+    client, server, flight = capture_server_flight(client_config(cipher_suites=(AES256,)))
     short = Finished(verify_data=bytes(32)).encode()  # SHA-384 suite needs 48 bytes
     wire = fails_with(client, flight.replace(3, short), A.decode_error)
-    assert plaintext_alert(wire) is A.decode_error
+    assert alert_seen_by_peer(wire, server) is A.decode_error
 
 
 @pytest.mark.parametrize("key_type", ["ec256", "ed25519", "rsa2048"])
 def test_tampered_certificate_verify_signature_is_decrypt_error(key_type) -> None:
-    client, _, flight = capture_server_flight(server_cfg=server_config(certificates=(certified(key_type),)))
+    client, server, flight = capture_server_flight(server_cfg=server_config(certificates=(certified(key_type),)))
     cv = CertificateVerify.decode(split_messages(flight.messages)[2][4:])
     signature = bytearray(cv.signature)
     signature[len(signature) // 2] ^= 0x04
     forged = CertificateVerify(algorithm=cv.algorithm, signature=bytes(signature)).encode()
     wire = fails_with(client, flight.replace(2, forged), A.decrypt_error)
-    assert plaintext_alert(wire) is A.decrypt_error
+    assert alert_seen_by_peer(wire, server) is A.decrypt_error
 
 
 def test_certificate_verify_with_a_scheme_the_client_did_not_offer_is_illegal_parameter() -> None:
-    client, _, flight = capture_server_flight(client_config(signature_algorithms=(S.ecdsa_secp256r1_sha256,)))
+    client, server, flight = capture_server_flight(client_config(signature_algorithms=(S.ecdsa_secp256r1_sha256,)))
     cv = CertificateVerify.decode(split_messages(flight.messages)[2][4:])
     forged = CertificateVerify(algorithm=S.ed25519, signature=cv.signature).encode()
     wire = fails_with(client, flight.replace(2, forged), A.illegal_parameter)
-    assert plaintext_alert(wire) is A.illegal_parameter
+    assert alert_seen_by_peer(wire, server) is A.illegal_parameter
 
 
 def test_certificate_verify_scheme_that_does_not_fit_the_key_is_illegal_parameter() -> None:
-    client, _, flight = capture_server_flight()
+    client, server, flight = capture_server_flight()
     cv = CertificateVerify.decode(split_messages(flight.messages)[2][4:])
     forged = CertificateVerify(algorithm=S.ecdsa_secp384r1_sha384, signature=cv.signature).encode()
     wire = fails_with(client, flight.replace(2, forged), A.illegal_parameter)
-    assert plaintext_alert(wire) is A.illegal_parameter
+    assert alert_seen_by_peer(wire, server) is A.illegal_parameter
 
 
 def test_missing_certificate_verify_is_unexpected_message() -> None:
-    client, _, flight = capture_server_flight()
+    client, server, flight = capture_server_flight()
     ee, cert, _, fin = split_messages(flight.messages)
     wire = fails_with(client, flight.wire(ee + cert + fin), A.unexpected_message)
-    assert plaintext_alert(wire) is A.unexpected_message
+    assert alert_seen_by_peer(wire, server) is A.unexpected_message
 
 
 def test_empty_server_certificate_is_decode_error() -> None:
-    client, _, flight = capture_server_flight()
+    client, server, flight = capture_server_flight()
     wire = fails_with(client, flight.replace(1, b"\x0b\x00\x00\x04\x00\x00\x00\x00"), A.decode_error)
-    assert plaintext_alert(wire) is A.decode_error
+    assert alert_seen_by_peer(wire, server) is A.decode_error
 
 
 def test_encrypted_extensions_with_unrequested_alpn_is_unsupported_extension() -> None:
-    client, _, flight = capture_server_flight()
+    client, server, flight = capture_server_flight()
     alpn = Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body(["h2"]))
     ee = b"\x08" + (2 + 4 + len(alpn.data)).to_bytes(3, "big") + (4 + len(alpn.data)).to_bytes(2, "big")
     ee += int(alpn.type).to_bytes(2, "big") + len(alpn.data).to_bytes(2, "big") + alpn.data
     wire = fails_with(client, flight.replace(0, ee), A.unsupported_extension)
-    assert plaintext_alert(wire) is A.unsupported_extension
+    assert alert_seen_by_peer(wire, server) is A.unsupported_extension
 
 
 def test_handshake_message_spanning_the_server_hello_key_change_is_unexpected_message() -> None:
@@ -794,20 +797,14 @@ def test_certified_key_for_a_pss_oid_certificate_offers_rsa_pss_pss_schemes() ->
     assert pss_oid_certified().schemes == (S.rsa_pss_pss_sha256, S.rsa_pss_pss_sha384, S.rsa_pss_pss_sha512)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: handshake/client.py ExpectCertificateVerify.handle calls "
-                   "signatures.verify without pss_oid, so an rsae signature from a PSS-OID certificate passes")
 def test_client_rejects_rsae_signature_from_a_pss_oid_certificate() -> None:
     server = server_config(certificates=(pss_oid_certified(schemes=(S.rsa_pss_rsae_sha256,)),))
-    wire = _client_rejects_flight(client_config(), server, A.illegal_parameter, AlertError)
-    assert plaintext_alert(wire) is A.illegal_parameter
+    assert _client_rejects_flight(client_config(), server, A.illegal_parameter, AlertError) is A.illegal_parameter
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: handshake/client.py ExpectCertificateVerify.handle calls "
-                   "signatures.verify without pss_oid, so a pss signature from an rsaEncryption certificate passes")
 def test_client_rejects_pss_signature_from_an_rsa_encryption_certificate() -> None:
     rsa = certified("rsa2048")
     forged = CertifiedKey(chain=rsa.chain, private_key=rsa.private_key, schemes=(S.rsa_pss_pss_sha256,))
     server = server_config(certificates=(forged,))
-    wire = _client_rejects_flight(client_config(), server, A.illegal_parameter, AlertError)
-    assert plaintext_alert(wire) is A.illegal_parameter
+    assert _client_rejects_flight(client_config(), server, A.illegal_parameter, AlertError) is A.illegal_parameter
 

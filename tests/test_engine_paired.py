@@ -419,19 +419,19 @@ def test_coalesced_flights_and_data_in_one_delivery() -> None:
     assert events[1].data == b"first" and events[3].data == b"second"
 
 
-def test_server_flight_coalesced_with_the_hello_retry() -> None:
-    """HRR, second ClientHello and the rest each delivered whole: both flights of each side at once."""
+def test_hello_retry_handshake_takes_exactly_five_flights() -> None:
+    """ClientHello, HRR (+CCS), ClientHello, server flight, client Finished: each one delivery (§2.1)."""
     pair = connect(
         client_config(groups=(NamedGroup.x25519, NamedGroup.secp256r1), key_share_groups=(NamedGroup.x25519,)),
         server_config(groups=(NamedGroup.secp256r1,)),
     )
-    ch1 = pair.client.data_to_send()
-    pair.server.receive_data(ch1)
+    pair.server.receive_data(pair.client.data_to_send())
     pair.client.receive_data(pair.server.data_to_send())
     pair.server.receive_data(pair.client.data_to_send())
     pair.client.receive_data(pair.server.data_to_send())
     pair.server.receive_data(pair.client.data_to_send())
     assert pair.client.handshake_complete and pair.server.handshake_complete
+    assert pair.server.data_to_send() == b"" and pair.client.data_to_send() == b""
 
 
 def test_one_mebibyte_is_split_into_full_records_and_reassembled() -> None:

@@ -104,42 +104,12 @@ def _server_after_hello() -> Connection:
     return server
 
 
-# Engine bugs this file found that have a strict-xfail regression test in test_engine_failures.py
-# (test_malformed_issuer_name_*, test_certificate_with_an_invalid_x509_version_*,
-# test_leaf_with_an_unknown_public_key_algorithm_*): (exception, file, function) of the
-# innermost tlskit frame. Tolerated here so the fuzzers keep looking for other bugs; delete an entry when
-# its regression test starts passing.
-KNOWN_BUGS = {
-    ("ValueError", "pki/verify.py", "*"),  # lazily parsed Name/extensions of a peer certificate
-    ("KeyError", "pki/verify.py", "*"),  # cryptography raises KeyError for an unknown ASN.1 string tag
-    ("InvalidVersion", "pki/verify.py", "*"),  # x509.InvalidVersion is not a ValueError
-    ("UnsupportedAlgorithm", "handshake/client.py", "handle"),
-}
-
-
-def _known_bug(error: BaseException) -> bool:
-    tb, where = error.__traceback__, None
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename.replace("\\", "/")
-        if "/tlskit/" in filename:
-            where = (filename.split("/tlskit/", 1)[1], tb.tb_frame.f_code.co_name)
-        tb = tb.tb_next
-    if where is None:
-        return False
-    name = type(error).__name__
-    return (name, *where) in KNOWN_BUGS or (name, where[0], "*") in KNOWN_BUGS
-
-
 def feed(conn: Connection, chunks: list[bytes]) -> None:
     """Deliver ``chunks``; any failure must be a TLSError that leaves the connection closed."""
     try:
         for chunk in chunks:
             conn.receive_data(chunk)
-    except Exception as error:
-        if not isinstance(error, TLSError):
-            if _known_bug(error):
-                return
-            raise
+    except TLSError as error:
 
         assert conn.closed
         if isinstance(error, AlertError):

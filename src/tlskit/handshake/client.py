@@ -6,6 +6,8 @@ import datetime
 from dataclasses import dataclass, replace
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from ..config import ClientConfig
 from ..crypto import groups, keyschedule, signatures
@@ -175,6 +177,10 @@ class ExpectServerHello:
         ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
         ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
         ctx.set_read_secret(params, s_hs)
+        # From here on our alerts go out under the client handshake key, which the server reads with (§6).
+        if self.config.middlebox_compat and not self.sent_ccs:
+            ctx.send_change_cipher_spec()
+        ctx.set_write_secret(params, c_hs)
         return ExpectEncryptedExtensions(
             core=_Core(
                 config=self.config,
@@ -185,7 +191,6 @@ class ExpectServerHello:
                 c_hs=c_hs,
                 s_hs=s_hs,
                 group=entry.group,
-                sent_ccs=self.sent_ccs,
                 hello_retry=self.hrr is not None,
             )
         )
@@ -288,7 +293,6 @@ class _Core:
     c_hs: bytes
     s_hs: bytes
     group: NamedGroup
-    sent_ccs: bool
     hello_retry: bool
     alpn: str | None = None
     peer_chain: tuple[bytes, ...] = ()
@@ -391,7 +395,7 @@ class ExpectCertificate:
         else:
             try:
                 leaf = x509.load_der_x509_certificate(chain[0])
-            except ValueError:
+            except (ValueError, x509.InvalidVersion):
                 raise AlertError(
                     AlertDescription.bad_certificate, "server leaf certificate is not DER"
                 ) from None
@@ -413,12 +417,11 @@ class ExpectCertificateVerify:
             raise AlertError(AlertDescription.illegal_parameter, f"server signed with {msg.algorithm.name}")
         try:
             public_key = self.leaf.public_key()
-        except ValueError:
-            raise AlertError(
-                AlertDescription.bad_certificate, "unsupported public key in certificate"
-            ) from None
+            pss_oid = self.leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
+        except (ValueError, UnsupportedAlgorithm):
+            raise AlertError(AlertDescription.unsupported_certificate, "unsupported public key in certificate") from None
         data = signatures.certificate_verify_input(True, core.transcript.digest())
-        signatures.verify(public_key, msg.algorithm, data, msg.signature)
+        signatures.verify(public_key, msg.algorithm, data, msg.signature, pss_oid=pss_oid)
         core.scheme = msg.algorithm
         core.transcript.add(raw)
         return ExpectFinished(core)
@@ -443,9 +446,6 @@ class ExpectFinished:
         ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
         ctx.key_log("EXPORTER_SECRET", exporter)
         ctx.set_read_secret(params, s_ap)
-        if core.config.middlebox_compat and not core.sent_ccs:
-            ctx.send_change_cipher_spec()
-        ctx.set_write_secret(params, core.c_hs)
         if core.certificate_request is not None:
             self._send_client_certificate(ctx, core.certificate_request)
         fin = make_finished(params, core.c_hs, transcript)

@@ -152,6 +152,14 @@ def verify_server_chain(
         return leaf
     certs = _parse(chain, max_chain_depth)
     _check_window(certs[0], now)
+    if certs[0].fingerprint(_SHA256) in {root.fingerprint(_SHA256) for root in trust.roots}:
+        # The leaf itself is trusted (a self-signed server certificate given as the CA file, as curl and
+        # OpenSSL accept): only its validity window and name remain to check.
+        if subject is not None and not _literally_named(certs[0], subject):
+            raise CertificateError(
+                AlertDescription.bad_certificate, f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
+            )
+        return certs[0]
     builder = _builder(trust, now, max_chain_depth)
     try:
         if subject is None:
@@ -168,7 +176,7 @@ def verify_server_chain(
                 if not _literally_named(certs[0], subject):  # guard: the two verifiers disagree otherwise
                     wanted = f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
                     raise CertificateError(AlertDescription.bad_certificate, wanted) from None
-        raise _diagnose(certs, trust, now, exc, ExtendedKeyUsageOID.SERVER_AUTH) from None
+        raise _safe_diagnose(certs, trust, now, exc, ExtendedKeyUsageOID.SERVER_AUTH) from None
     _cache_put(key, path)
     return certs[0]
 
@@ -196,7 +204,7 @@ def verify_client_chain(
     try:
         verified = _builder(trust, now, max_chain_depth).build_client_verifier().verify(certs[0], certs[1:])
     except VerificationError as exc:
-        raise _diagnose(certs, trust, now, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
+        raise _safe_diagnose(certs, trust, now, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
     _cache_put(key, verified.chain)
     return certs[0]
 
@@ -240,7 +248,7 @@ def _parse(chain: Sequence[bytes], max_chain_depth: int) -> list[x509.Certificat
     for index, der in enumerate(chain):
         try:
             certs.append(x509.load_der_x509_certificate(bytes(der)))
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             which = "leaf certificate" if index == 0 else f"certificate #{index} of the chain"
             raise CertificateError(AlertDescription.bad_certificate,
                                    f"{which} is not valid DER: {exc}") from None
@@ -332,6 +340,15 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def _safe_diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime,
+                   exc: VerificationError, purpose: x509.ObjectIdentifier) -> CertificateError:
+    """``_diagnose``, but a certificate whose names cryptography cannot parse is ``bad_certificate``."""
+    try:
+        return _diagnose(certs, trust, now, exc, purpose)
+    except (ValueError, KeyError) as malformed:
+        return CertificateError(AlertDescription.bad_certificate, f"malformed certificate: {malformed!r}")
 
 
 def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime,
