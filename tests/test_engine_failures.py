@@ -395,9 +395,6 @@ def test_server_reports_the_clients_certificate_alert() -> None:
     assert info.value.description is A.bad_certificate
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: connection.py _receive (plaintext record after keys) refuses an "
-                   "unprotected alert from a client that has not switched to its handshake key yet (OpenSSL "
-                   "clients send certificate alerts that way); the server reports unexpected_message")
 def test_server_reports_an_unprotected_alert_sent_before_the_clients_handshake_key() -> None:
     pair = _server_awaiting_client_finished()
     with pytest.raises(RemoteAlert) as info:
@@ -791,8 +788,6 @@ def test_eof_during_the_handshake_is_unexpected_eof(side) -> None:
 # --- RSA-PSS key families (§4.2.3) --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: config.py CertifiedKey.__post_init__ calls schemes_for_key() without "
-                   "pss_oid from the leaf's SPKI, so a PSS-OID certificate offers rsa_pss_rsae_*")
 def test_certified_key_for_a_pss_oid_certificate_offers_rsa_pss_pss_schemes() -> None:
     assert pss_oid_certified().schemes == (S.rsa_pss_pss_sha256, S.rsa_pss_pss_sha384, S.rsa_pss_pss_sha512)
 

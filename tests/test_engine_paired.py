@@ -476,8 +476,6 @@ def test_key_update_with_update_requested_makes_the_peer_update_too(initiator) -
     _exchange(pair)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: connection.py _post_handshake reports our answering KeyUpdated "
-                   "before the received one that caused it")
 def test_key_update_request_is_reported_before_the_answering_update() -> None:
     pair = handshake()
     pair.client.key_update(request_peer=True)
@@ -553,8 +551,6 @@ def test_automatic_key_update_keeps_each_key_under_the_limit_for_small_writes() 
     assert len(counts) > 5 and max(counts) <= 5, counts
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: connection.py send_data checks key_update_after_records once per "
-                   "call, then seals every record of a large write under one key")
 def test_automatic_key_update_keeps_each_key_under_the_limit_for_one_large_write() -> None:
     pair = handshake(client_config(key_update_after_records=8))
     secret = bytes.fromhex(pair.client_key_log[2].split()[2])

@@ -211,8 +211,6 @@ def test_server_logs_a_client_that_does_not_trust_it(pki: PKI, caplog: pytest.Lo
     assert "TLS handshake with 127.0.0.1:" in message and "(SNI localhost) failed: " in message
 
 
-@pytest.mark.xfail(strict=True, reason="engine: OpenSSL clients send this alert in plaintext (before their "
-                   "handshake write key); the server rejects it as unexpected_message instead of reading it")
 def test_server_log_names_the_alert_a_python_ssl_client_sent(pki: PKI, caplog: pytest.LogCaptureFixture
                                                              ) -> None:
     assert "failed: peer sent alert unknown_ca" in _log_of_rejection_by_python_ssl(pki, caplog)

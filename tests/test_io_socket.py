@@ -211,8 +211,6 @@ def test_wrong_hostname_is_certificate_error_with_bad_certificate(pki: PKI) -> N
     assert server.error is not None  # the server's handshake failed too
 
 
-@pytest.mark.xfail(strict=True, reason="engine: the client sends its alert in plaintext before it has "
-                   "installed the client handshake key, so the server reports unexpected_message")
 def test_server_learns_the_client_rejected_its_certificate(pki: PKI) -> None:
     server = tlskit_server(pki, lambda tls: tls.do_handshake())
     with pytest.raises(CertificateError):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
@@ -47,9 +49,16 @@ class CertifiedKey:
     def __post_init__(self) -> None:
         if not self.chain:
             raise ConfigError("CertifiedKey needs at least the leaf certificate")
+        try:
+            leaf = x509.load_der_x509_certificate(self.chain[0])
+            leaf_key = leaf.public_key()
+        except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as e:
+            raise ConfigError(f"the leaf certificate is unusable: {e}") from None
         if not self.schemes:
-            object.__setattr__(self, "schemes", signatures.schemes_for_key(self.private_key))
-        leaf_key = x509.load_der_x509_certificate(self.chain[0]).public_key()
+            pss_oid = leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
+            object.__setattr__(self, "schemes", signatures.schemes_for_key(self.private_key, pss_oid=pss_oid))
+        if not self.schemes:
+            raise ConfigError(f"a {type(self.private_key).__name__} cannot sign TLS 1.3 handshakes")
         pub = self.private_key.public_key()
         fmt = serialization.PublicFormat.SubjectPublicKeyInfo
         enc = serialization.Encoding.DER
@@ -96,23 +105,17 @@ class CertifiedKey:
             raise ConfigError(f"{cert_file} / {key_file}: {e}") from None
 
 
-def _check_common(
-    cipher_suites: Sequence[CipherSuite], groups: Sequence[NamedGroup], alpn: Sequence[str]
-) -> None:
+def _check_common(cipher_suites: Sequence[CipherSuite], groups: Sequence[NamedGroup], alpn: Sequence[str]) -> None:
     if not cipher_suites:
         raise ConfigError("cipher_suites is empty: name at least one TLS 1.3 suite")
     for s in cipher_suites:
         if s not in SUITES:
-            raise ConfigError(
-                f"cipher suite {s.name} is not supported; use one of {[x.name for x in SUITES]}"
-            )
+            raise ConfigError(f"cipher suite {s.name} is not supported; use one of {[x.name for x in SUITES]}")
     if not groups:
         raise ConfigError("groups is empty: name at least one key exchange group")
     for g in groups:
         if g not in SUPPORTED_GROUPS:
-            raise ConfigError(
-                f"group {g.name} is not supported; use some of {[x.name for x in SUPPORTED_GROUPS]}"
-            )
+            raise ConfigError(f"group {g.name} is not supported; use some of {[x.name for x in SUPPORTED_GROUPS]}")
     for p in alpn:
         if not 0 < len(p.encode()) < 256:
             raise ConfigError(f"ALPN protocol name {p!r} must be 1..255 bytes")

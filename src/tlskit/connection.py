@@ -171,13 +171,20 @@ class Connection:
         self._check_sendable()
         if not data:
             return
-        write = self._write
-        assert write is not None
-        if write.seq + len(data) // self._max_fragment + 1 >= self.config.key_update_after_records:
-            self._update_write_key(request_peer=False)
+        limit = self.config.key_update_after_records
+        while data:
             write = self._write
             assert write is not None
-        self._out += write.seal(ContentType.application_data, data)
+            room = limit - 1 - write.seq  # records this key may still protect, KeyUpdate included (§5.5)
+            if room <= 0:
+                self._update_write_key(request_peer=False)
+                continue
+            take = room * self._max_fragment
+            if take >= len(data):
+                self._out += write.seal(ContentType.application_data, data)
+                return
+            self._out += write.seal(ContentType.application_data, data[:take])
+            data = data[take:]
 
     def key_update(self, request_peer: bool = False) -> None:
         """Send KeyUpdate (§4.6.3) and switch our sending key; ``request_peer`` asks the peer to do the same."""
@@ -276,11 +283,10 @@ class Connection:
                     raise AlertError(AlertDescription.unexpected_message, "unexpected change_cipher_spec")
                 check_change_cipher_spec(fragment)
                 continue
-            if self._read is None:
+            if self._read is None or (content_type is ContentType.alert and self._complete is None):
+                # A peer that fails before it has our keys sends its alert in plaintext (§6, §5.1).
                 if content_type is ContentType.application_data:
-                    raise AlertError(
-                        AlertDescription.unexpected_message, "protected record before keys exist"
-                    )
+                    raise AlertError(AlertDescription.unexpected_message, "protected record before keys exist")
                 payload = fragment
             else:
                 if content_type is not ContentType.application_data:
@@ -296,9 +302,7 @@ class Connection:
                     self._receive_alert(payload)
                 case ContentType.application_data:
                     if self._complete is None or self._hs_buf:
-                        raise AlertError(
-                            AlertDescription.unexpected_message, "application data during handshake"
-                        )
+                        raise AlertError(AlertDescription.unexpected_message, "application data during handshake")
                     self._events.append(ApplicationData(data=payload))
                 case _:
                     raise AlertError(AlertDescription.unexpected_message, f"{content_type.name} record")
@@ -325,18 +329,14 @@ class Connection:
                 self._ticket(msg)
             case KeyUpdate():
                 if self._hs_buf:
-                    raise AlertError(
-                        AlertDescription.unexpected_message, "KeyUpdate not at a record boundary"
-                    )
+                    raise AlertError(AlertDescription.unexpected_message, "KeyUpdate not at a record boundary")
                 assert self._read is not None and self._session is not None
                 params = self._session.params
-                self._read = RecordDecryptor(
-                    params, keyschedule.next_traffic_secret(params, self._read.secret)
-                )
+                self._read = RecordDecryptor(params, keyschedule.next_traffic_secret(params, self._read.secret))
                 requested = msg.request_update is KeyUpdateRequest.update_requested
+                self._events.append(KeyUpdated(received=True, update_requested=requested))
                 if requested and not self._sent_close:
                     self._update_write_key(request_peer=False)
-                self._events.append(KeyUpdated(received=True, update_requested=requested))
             case _:
                 raise AlertError(
                     AlertDescription.unexpected_message,

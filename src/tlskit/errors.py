@@ -7,6 +7,8 @@ user's misuse and never reaches the wire.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from .enums import AlertDescription
 
 
@@ -36,6 +38,16 @@ class DecodeError(AlertError):
 
 class CertificateError(AlertError):
     """The peer's certificate chain was rejected (unknown_ca, bad_certificate, certificate_expired, ...)."""
+
+
+class CertificateRevoked(CertificateError):
+    """An OCSP response or CRL says the certificate is revoked: always ``certificate_revoked`` (§6.2)."""
+
+    def __init__(self, message: str, *, serial: int, revoked_at: dt.datetime | None, reason: str | None) -> None:
+        super().__init__(AlertDescription.certificate_revoked, message)
+        self.serial = serial
+        self.revoked_at = revoked_at
+        self.reason = reason
 
 
 class RemoteAlert(TLSError):

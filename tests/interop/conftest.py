@@ -60,6 +60,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
+@pytest.fixture(scope="session")
+def pki_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[KeyType], Pki]:
+    """``pki_of("rsa2048")``: a server PKI whose leaf has that key type, made once per session (per worker)."""
+    made: dict[KeyType, Pki] = {}
+
+    def get(key_type: KeyType) -> Pki:
+        if key_type not in made:
+            made[key_type] = make_pki(tmp_path_factory.mktemp(f"pki-{key_type}"), key_type)
+        return made[key_type]
+
+    return get
+
+
 @pytest.fixture
 def launch() -> Iterator[Callable[[T], T]]:
     """``server = launch(OpenSSLServer(...))``: enter a peer's context now, exit it at teardown."""

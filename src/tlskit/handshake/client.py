@@ -65,20 +65,14 @@ def build_client_hello(
         exts.append(Extension(ExtensionType.server_name, ext.server_name_body(config.server_name)))
     exts.append(Extension(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
     exts.append(
-        Extension(
-            ExtensionType.signature_algorithms, ext.signature_algorithms_body(config.signature_algorithms)
-        )
+        Extension(ExtensionType.signature_algorithms, ext.signature_algorithms_body(config.signature_algorithms))
     )
     if config.alpn:
-        exts.append(
-            Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body(config.alpn))
-        )
+        exts.append(Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body(config.alpn)))
     if config.request_ocsp:
         exts.append(Extension(ExtensionType.status_request, ext.status_request_body()))
     if config.record_size_limit is not None:
-        exts.append(
-            Extension(ExtensionType.record_size_limit, ext.record_size_limit_body(config.record_size_limit))
-        )
+        exts.append(Extension(ExtensionType.record_size_limit, ext.record_size_limit_body(config.record_size_limit)))
     exts.append(
         Extension(
             ExtensionType.key_share,
@@ -86,13 +80,9 @@ def build_client_hello(
         )
     )
     exts.append(
-        Extension(
-            ExtensionType.supported_versions, ext.supported_versions_client_body([ProtocolVersion.TLS1_3])
-        )
+        Extension(ExtensionType.supported_versions, ext.supported_versions_client_body([ProtocolVersion.TLS1_3]))
     )
-    exts.append(
-        Extension(ExtensionType.psk_key_exchange_modes, ext.psk_modes_body([PskKeyExchangeMode.psk_dhe_ke]))
-    )
+    exts.append(Extension(ExtensionType.psk_key_exchange_modes, ext.psk_modes_body([PskKeyExchangeMode.psk_dhe_ke])))
     return ClientHello(
         random=random,
         legacy_session_id=session_id,
@@ -158,9 +148,7 @@ class ExpectServerHello:
                 f"server chose {entry.group.name}, for which we sent no share",
             )
         if self.hrr is not None and msg.cipher_suite != self.hrr.cipher_suite:
-            raise AlertError(
-                AlertDescription.illegal_parameter, "ServerHello suite differs from HelloRetryRequest"
-            )
+            raise AlertError(AlertDescription.illegal_parameter, "ServerHello suite differs from HelloRetryRequest")
         shared = share.finish(entry.key_exchange)
         params = suite_params(msg.cipher_suite)
         transcript = (
@@ -201,9 +189,7 @@ class ExpectServerHello:
         sv = exts.get(ExtensionType.supported_versions)
         if sv is None:
             if msg.random[-8:] in (DOWNGRADE_TLS12, DOWNGRADE_TLS11):
-                raise AlertError(
-                    AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello.random"
-                )
+                raise AlertError(AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello.random")
             raise AlertError(
                 AlertDescription.protocol_version, f"server chose legacy version {msg.legacy_version:#06x}"
             )
@@ -214,9 +200,7 @@ class ExpectServerHello:
         if msg.legacy_session_id != self.client_hello.legacy_session_id:
             raise AlertError(AlertDescription.illegal_parameter, "ServerHello does not echo our session id")
         if msg.cipher_suite not in self.client_hello.cipher_suites:
-            raise AlertError(
-                AlertDescription.illegal_parameter, f"server chose suite {msg.cipher_suite.name}"
-            )
+            raise AlertError(AlertDescription.illegal_parameter, f"server chose suite {msg.cipher_suite.name}")
         if msg.legacy_compression_method != 0:
             raise AlertError(AlertDescription.illegal_parameter, "ServerHello compression method is not null")
         ext.check_server_extensions(
@@ -235,16 +219,12 @@ class ExpectServerHello:
         if ExtensionType.key_share in exts:
             group = ext.parse_key_share_hrr(exts[ExtensionType.key_share])
             if group not in self.config.groups or any(s.group == group for s in self.shares):
-                raise AlertError(
-                    AlertDescription.illegal_parameter, f"HelloRetryRequest asks for {group.name}"
-                )
+                raise AlertError(AlertDescription.illegal_parameter, f"HelloRetryRequest asks for {group.name}")
         cookie = exts.get(ExtensionType.cookie)
         if cookie is not None:
             ext.parse_cookie(cookie)
         if group is None and cookie is None:
-            raise AlertError(
-                AlertDescription.illegal_parameter, "HelloRetryRequest would not change anything"
-            )
+            raise AlertError(AlertDescription.illegal_parameter, "HelloRetryRequest would not change anything")
         params = suite_params(msg.cipher_suite)
         assert isinstance(self.transcript, PendingTranscript)
         transcript = self.transcript.resolve(params.hash_name)
@@ -343,9 +323,7 @@ class ExpectCertificateOrRequest:
         match msg:
             case CertificateRequest():
                 if msg.context:
-                    raise AlertError(
-                        AlertDescription.illegal_parameter, "handshake CertificateRequest context"
-                    )
+                    raise AlertError(AlertDescription.illegal_parameter, "handshake CertificateRequest context")
                 ext.check_server_extensions(
                     HandshakeType.certificate_request,
                     msg.extensions,
@@ -382,9 +360,7 @@ class ExpectCertificate:
             for e in entry.extensions:
                 if e.type is ExtensionType.status_request:
                     if i != 0:
-                        raise AlertError(
-                            AlertDescription.illegal_parameter, "OCSP status for a non-leaf certificate"
-                        )
+                        raise AlertError(AlertDescription.illegal_parameter, "OCSP status for a non-leaf certificate")
                     core.ocsp_response = ext.parse_certificate_status(e.data)
         chain = tuple(e.cert_data for e in msg.entries)
         config = core.config
@@ -396,9 +372,7 @@ class ExpectCertificate:
             try:
                 leaf = x509.load_der_x509_certificate(chain[0])
             except (ValueError, x509.InvalidVersion):
-                raise AlertError(
-                    AlertDescription.bad_certificate, "server leaf certificate is not DER"
-                ) from None
+                raise AlertError(AlertDescription.bad_certificate, "server leaf certificate is not DER") from None
         core.peer_chain = chain
         core.transcript.add(raw)
         return ExpectCertificateVerify(core, leaf)
@@ -419,7 +393,9 @@ class ExpectCertificateVerify:
             public_key = self.leaf.public_key()
             pss_oid = self.leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
         except (ValueError, UnsupportedAlgorithm):
-            raise AlertError(AlertDescription.unsupported_certificate, "unsupported public key in certificate") from None
+            raise AlertError(
+                AlertDescription.unsupported_certificate, "unsupported public key in certificate"
+            ) from None
         data = signatures.certificate_verify_input(True, core.transcript.digest())
         signatures.verify(public_key, msg.algorithm, data, msg.signature, pss_oid=pss_oid)
         core.scheme = msg.algorithm

@@ -1,0 +1,94 @@
+"""Ticket keys and the ring that holds them (DESIGN §3: nginx ``ssl_session_ticket_key`` format).
+
+A key file of 80 bytes is name (16) ‖ HMAC key (32) ‖ AES key (32); one of 48 bytes is name (16) ‖ AES key
+(16) ‖ HMAC key (16). The first key of a ring encrypts, every key decrypts. tlskit seals tickets with
+AES-GCM under the AES key (RFC 8446 §4.6.1 leaves the format to the server); the HMAC key is kept for
+file compatibility only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TicketKey:
+    """One ticket key: its public 16-byte name and the AES key that seals tickets."""
+
+    name: bytes
+    aes_key: bytes
+    hmac_key: bytes = b""
+    created_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.name) != 16:
+            raise ConfigError("a ticket key name is 16 bytes")
+        if len(self.aes_key) not in (16, 32):
+            raise ConfigError("a ticket AES key is 16 or 32 bytes")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, created_at: float = 0.0, source: str = "ticket key") -> TicketKey:
+        """Parse nginx's 80- or 48-byte key file layout."""
+        match len(data):
+            case 80:
+                return cls(name=data[:16], hmac_key=data[16:48], aes_key=data[48:80], created_at=created_at)
+            case 48:
+                return cls(name=data[:16], aes_key=data[16:32], hmac_key=data[32:48], created_at=created_at)
+            case n:
+                raise ConfigError(
+                    f"{source}: {n} bytes; a ticket key file holds 80 bytes (or 48): make one with "
+                    "`tlskit stek new FILE` or `openssl rand 80 > FILE`"
+                )
+
+    @classmethod
+    def generate(cls, random: Callable[[int], bytes], created_at: float = 0.0) -> TicketKey:
+        return cls.from_bytes(random(80), created_at=created_at)
+
+    def to_bytes(self) -> bytes:
+        """The 80-byte (or 48-byte) nginx layout."""
+        if len(self.aes_key) == 32:
+            return self.name + self.hmac_key + self.aes_key
+        return self.name + self.aes_key + self.hmac_key
+
+
+class TicketKeys(Protocol):
+    """What the handshake needs from any ticket key source (a fixed ring, a rotating one, one in Redis)."""
+
+    def encryption_key(self) -> TicketKey: ...
+
+    def decryption_key(self, name: bytes) -> TicketKey | None: ...
+
+
+class TicketKeyRing:
+    """A fixed, thread-safe list of keys: the first encrypts, all decrypt (like nginx's key files)."""
+
+    def __init__(self, keys: Sequence[TicketKey]) -> None:
+        if not keys:
+            raise ConfigError("a ticket key ring needs at least one key")
+        self._lock = threading.Lock()
+        self._keys: tuple[TicketKey, ...] = tuple(keys)
+
+    def encryption_key(self) -> TicketKey:
+        return self._keys[0]
+
+    def decryption_key(self, name: bytes) -> TicketKey | None:
+        for key in self._keys:
+            if key.name == name:
+                return key
+        return None
+
+    def replace(self, keys: Sequence[TicketKey]) -> None:
+        """Swap in a new list (rotation); callers are responsible for wiping retired keys."""
+        if not keys:
+            raise ConfigError("a ticket key ring needs at least one key")
+        with self._lock:
+            self._keys = tuple(keys)
+
+    @property
+    def keys(self) -> tuple[TicketKey, ...]:
+        return self._keys

@@ -1,0 +1,30 @@
+"""Sealing session state into tickets: key name (16) ‖ nonce (12) ‖ AES-GCM(state) with the name as AAD."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .keyring import TicketKey, TicketKeys
+
+_NAME, _NONCE = 16, 12
+
+
+def seal_ticket(key: TicketKey, state: bytes, random: Callable[[int], bytes]) -> bytes:
+    nonce = random(_NONCE)
+    return key.name + nonce + AESGCM(key.aes_key).encrypt(nonce, state, key.name)
+
+
+def open_ticket(keys: TicketKeys, ticket: bytes) -> bytes | None:
+    """The sealed state, or None if no key in the ring opens it (unknown, retired or forged)."""
+    if len(ticket) < _NAME + _NONCE + 16:
+        return None
+    key = keys.decryption_key(ticket[:_NAME])
+    if key is None:
+        return None
+    try:
+        return AESGCM(key.aes_key).decrypt(ticket[_NAME : _NAME + _NONCE], ticket[_NAME + _NONCE :], ticket[:_NAME])
+    except InvalidTag:
+        return None
