@@ -11,9 +11,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.x509.oid import PublicKeyAlgorithmOID
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from .crypto import signatures
 from .crypto.groups import SUPPORTED_GROUPS
