@@ -244,7 +244,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(h, justify="left" if i == 0 else "right")
     for r in cells:
         table.add_row(*r)
-    console = Console(width=max(120, Console().width))
+    console = Console(width=max(150, Console().width))
     console.print(table)
     for n in notes:
         console.print(f"  * {n}", highlight=False)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -18,9 +19,11 @@ from cryptography.x509.oid import PublicKeyAlgorithmOID
 from .crypto import signatures
 from .crypto.groups import SUPPORTED_GROUPS
 from .crypto.suites import SUITES
-from .enums import CipherSuite, NamedGroup, SignatureScheme
+from .enums import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
 from .errors import ConfigError
 from .pki.verify import TrustStore
+from .stores.base import ReplayStore, SessionStore
+from .tickets.keyring import TicketKeys
 
 DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
     CipherSuite.TLS_AES_128_GCM_SHA256,
@@ -122,6 +125,38 @@ def _check_common(cipher_suites: Sequence[CipherSuite], groups: Sequence[NamedGr
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class EarlyDataPolicy:
+    """When a server accepts 0-RTT (RFC 8446 §4.2.10, §8): off unless configured, never without a replay check.
+
+    ``accept(server_name, alpn) -> bool`` lets the application decide per connection; ``freshness_window``
+    (seconds) bounds the difference between the client's and our view of the ticket age and is how long a
+    ClientHello stays in the replay store.
+    """
+
+    max_early_data_size: int = 16384
+    freshness_window: float = 10.0
+    accept: Callable[[str | None, str | None], bool] | None = None
+
+    def allows(self, server_name: str | None, alpn: str | None) -> bool:
+        return self.accept is None or self.accept(server_name, alpn)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientAuth:
+    """Mutual TLS on the server (§4.3.2): ``optional`` asks for a certificate, ``required`` insists on one."""
+
+    mode: Literal["none", "optional", "required"] = "required"
+    trust: TrustStore | None = None
+    send_ca_names: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("none", "optional", "required"):
+            raise ConfigError(f"client_auth mode {self.mode!r}: use 'none', 'optional' or 'required'")
+        if self.mode != "none" and self.trust is None:
+            raise ConfigError("client_auth needs trust=TrustStore(...) with the CAs that issue client certificates")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ClientConfig:
     """Everything a client connection needs; ``trust=None`` means the system trust store."""
 
@@ -143,6 +178,10 @@ class ClientConfig:
     clock: Callable[[], float] = time.time
     random: Callable[[int], bytes] = os.urandom
     key_log: Callable[[str], None] | None = None
+    session_store: SessionStore | None = None
+    psk_modes: tuple[PskKeyExchangeMode, ...] = (PskKeyExchangeMode.psk_dhe_ke,)
+    early_data: bool = False
+    resend_rejected_early_data: bool = True
 
     def __post_init__(self) -> None:
         _check_common(self.cipher_suites, self.groups, self.alpn)
@@ -177,9 +216,24 @@ class ServerConfig:
     clock: Callable[[], float] = time.time
     random: Callable[[int], bytes] = os.urandom
     key_log: Callable[[str], None] | None = None
+    ticket_keys: TicketKeys | None = None
+    ticket_count: int = 2
+    ticket_lifetime: int = 7200
+    psk_modes: tuple[PskKeyExchangeMode, ...] = (PskKeyExchangeMode.psk_dhe_ke,)
+    early_data: EarlyDataPolicy | None = None
+    replay_store: ReplayStore | None = None
+    client_auth: ClientAuth | None = None
 
     def __post_init__(self) -> None:
         _check_common(self.cipher_suites, self.groups, self.alpn)
+        if not 0 < self.ticket_lifetime <= 604800:
+            raise ConfigError("ticket_lifetime must be 1..604800 seconds (7 days, RFC 8446 §4.6.1)")
+        if self.early_data is not None and self.replay_store is None:
+            raise ConfigError(
+                "0-RTT needs a replay_store (MemoryReplayStore for one process, RedisReplayStore for a fleet)"
+            )
+        if self.early_data is not None and self.ticket_keys is None:
+            raise ConfigError("0-RTT needs ticket_keys: early data is only possible when resuming a ticket")
         if not self.certificates and self.cert_resolver is None:
             raise ConfigError("a server needs certificates=... or a cert_resolver")
         if self.record_size_limit is not None and not 64 <= self.record_size_limit <= (1 << 14) + 1:

@@ -20,6 +20,7 @@ from .events import (
     AlertReceived,
     ApplicationData,
     ConnectionClosed,
+    EarlyData,
     Event,
     HandshakeComplete,
     KeyUpdated,
@@ -44,6 +45,7 @@ from .record import (
     check_change_cipher_spec,
     plaintext_records,
 )
+from .stores.base import StoredTicket
 
 __all__ = ["Connection", "TrafficSecrets"]
 
@@ -77,6 +79,10 @@ class Connection:
         "_client_random",
         "_complete",
         "_ctx",
+        "_early_recv",
+        "_early_send",
+        "_early_sent",
+        "_early_skip",
         "_error",
         "_events",
         "_hs_buf",
@@ -115,6 +121,10 @@ class Connection:
         self._ccs_ok = False
         self._client_random = b""
         self._max_fragment = MAX_PLAINTEXT
+        self._early_send: int | None = None  # client: 0-RTT bytes we may still send
+        self._early_sent: list[bytes] = []  # client: 0-RTT data kept for resending if the server rejects it
+        self._early_recv: int | None = None  # server: 0-RTT bytes we still accept
+        self._early_skip = 0  # server: bytes of rejected 0-RTT records still to skip (§4.2.10)
         self._ctx = _HandshakeContext(self)
 
     # --- the user's API ---------------------------------------------------------------------------
@@ -167,7 +177,21 @@ class Connection:
         return events
 
     def send_data(self, data: bytes) -> None:
-        """Queue application data (§5.2); records are split at the negotiated size limit."""
+        """Queue application data (§5.2); records are split at the negotiated size limit.
+
+        A client that offered 0-RTT may call this before the handshake completes: the data goes out as
+        early data (§4.2.10) up to the ticket's limit, and is resent after the handshake if the server
+        rejects it (``HandshakeComplete.early_data_accepted`` says which happened).
+        """
+        if self._complete is None and self._early_send is not None and self._error is None:
+            if len(data) > self._early_send:
+                raise ConfigError(f"{len(data)} bytes exceed the {self._early_send} bytes of early data left")
+            assert self._write is not None
+            self._early_send -= len(data)
+            self._early_sent.append(bytes(data))
+            self._flush_handshake()
+            self._out += self._write.seal(ContentType.application_data, data)
+            return
         self._check_sendable()
         if not data:
             return
@@ -286,20 +310,38 @@ class Connection:
             if self._read is None or (content_type is ContentType.alert and self._complete is None):
                 # A peer that fails before it has our keys sends its alert in plaintext (§6, §5.1).
                 if content_type is ContentType.application_data:
+                    if self._early_skip >= len(fragment):  # 0-RTT data around a HelloRetryRequest (§4.2.10)
+                        self._early_skip -= len(fragment)
+                        continue
                     raise AlertError(AlertDescription.unexpected_message, "protected record before keys exist")
                 payload = fragment
             else:
                 if content_type is not ContentType.application_data:
                     raise AlertError(
-                        AlertDescription.unexpected_message,
-                        f"plaintext {content_type.name} record after keys",
+                        AlertDescription.unexpected_message, f"plaintext {content_type.name} record after keys"
                     )
-                content_type, payload = self._read.open(header, fragment)
+                if self._early_skip:
+                    try:
+                        content_type, payload = self._read.open(header, fragment)
+                    except AlertError as e:
+                        # Rejected 0-RTT records cannot be opened with the handshake key: skip them (§4.2.10).
+                        if e.description is AlertDescription.bad_record_mac and self._early_skip >= len(fragment):
+                            self._early_skip -= len(fragment)
+                            continue
+                        raise
+                    self._early_skip = 0
+                else:
+                    content_type, payload = self._read.open(header, fragment)
             match content_type:
                 case ContentType.handshake:
                     self._receive_handshake(payload)
                 case ContentType.alert:
                     self._receive_alert(payload)
+                case ContentType.application_data if self._complete is None and self._early_recv is not None:
+                    if len(payload) > self._early_recv or self._hs_buf:
+                        raise AlertError(AlertDescription.unexpected_message, "more early data than we allowed")
+                    self._early_recv -= len(payload)
+                    self._events.append(EarlyData(data=payload))
                 case ContentType.application_data:
                     if self._complete is None or self._hs_buf:
                         raise AlertError(AlertDescription.unexpected_message, "application data during handshake")
@@ -350,14 +392,32 @@ class Connection:
         for e in msg.extensions:
             if e.type == 42:  # early_data (§4.2.10)
                 max_early = int.from_bytes(e.data, "big")
+        psk = keyschedule.resumption_psk(session.params, session.resumption_master_secret, msg.nonce)
+        now = self.config.clock()
+        store = self.config.session_store if isinstance(self.config, ClientConfig) else None
+        if store is not None and session.server_name:
+            store.put(
+                session.server_name,
+                StoredTicket(
+                    ticket=msg.ticket,
+                    psk=psk,
+                    cipher_suite=session.params.suite,
+                    server_name=session.server_name,
+                    alpn=session.alpn,
+                    received_at=now,
+                    lifetime=msg.lifetime,
+                    age_add=msg.age_add,
+                    max_early_data_size=max_early,
+                ),
+            )
         self._events.append(
             SessionTicketReceived(
                 ticket=msg,
-                psk=keyschedule.resumption_psk(session.params, session.resumption_master_secret, msg.nonce),
+                psk=psk,
                 cipher_suite=session.params.suite,
                 server_name=session.server_name,
                 alpn=session.alpn,
-                received_at=self.config.clock(),
+                received_at=now,
                 max_early_data_size=max_early,
             )
         )
@@ -436,11 +496,32 @@ class _HandshakeContext:
         if conn._hs_buf:
             raise AlertError(AlertDescription.unexpected_message, "handshake message spans a key change")
         conn._read = RecordDecryptor(params, secret)
+        conn._early_recv = None
 
     def set_write_secret(self, params: SuiteParams, secret: bytes) -> None:
         conn = self._conn
         conn._flush_handshake()
         conn._write = conn._encryptor(params, secret)
+
+    def clear_write_secret(self) -> None:
+        conn = self._conn
+        conn._flush_handshake()
+        conn._write = None
+
+    def allow_early_data(self, max_size: int) -> None:
+        self._conn._early_send = max_size
+
+    def early_data_finished(self, accepted: bool) -> None:
+        conn = self._conn
+        conn._early_send = None
+        if accepted or not (isinstance(conn.config, ClientConfig) and conn.config.resend_rejected_early_data):
+            conn._early_sent.clear()
+
+    def accept_early_data(self, max_size: int) -> None:
+        self._conn._early_recv = max_size
+
+    def skip_early_data(self, max_bytes: int) -> None:
+        self._conn._early_skip = max_bytes
 
     def set_send_record_limit(self, limit: int) -> None:
         """RFC 8449 §4: the peer's limit counts the inner content type, so we send at most limit - 1."""
@@ -461,6 +542,11 @@ class _HandshakeContext:
         conn = self._conn
         if isinstance(event, HandshakeComplete):
             conn._complete = event
+            if conn._early_sent:  # rejected 0-RTT data: send it again as ordinary data (§4.2.10)
+                assert conn._write is not None
+                conn._flush_handshake()
+                conn._out += conn._write.seal(ContentType.application_data, b"".join(conn._early_sent))
+                conn._early_sent.clear()
         conn._events.append(event)
 
     def established(self, session: Session) -> None:

@@ -69,6 +69,8 @@ class Served:
     """One connection our server handled: what it negotiated, received and how it ended."""
 
     negotiated: HandshakeComplete | None = None
+    cipher: tuple[str, str, int] | None = None  # TLSSocket.cipher(), as ssl.SSLSocket.cipher()
+    version: str | None = None
     received: bytes = b""
     error: BaseException | None = None
     secrets_at_handshake: TrafficSecrets | None = None
@@ -150,6 +152,7 @@ class OurServer:
             tls.settimeout(self.timeout)
             tls.do_handshake()
             served.negotiated = tls.negotiated
+            served.cipher, served.version = tls.cipher(), tls.version()
             served.secrets_at_handshake = tls.conn.traffic_secrets()
             self.handler(tls, served)
             if tls.conn.handshake_complete:
@@ -199,6 +202,15 @@ class TlskitServe:
         self._out.seek(0)
         return self._out.read().decode("utf-8", "replace")
 
+    def wait_output(self, pattern: str) -> re.Match[str]:
+        """Wait until the server's log matches ``pattern``; ``PeerError`` with the log on timeout."""
+        deadline = time.monotonic() + self.timeout
+        while (match := re.search(pattern, self.output())) is None:
+            if time.monotonic() > deadline:
+                raise PeerError(f"tlskit serve never logged {pattern!r}:\n{self.output()}")
+            time.sleep(0.02)
+        return match
+
     def __enter__(self) -> Self:
         self._out = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._out,
@@ -224,7 +236,6 @@ class TlskitServe:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         if self._out is not None:
-            self._log = self.output()
             self._out.close()
             self._out = None
 

@@ -35,11 +35,14 @@ from ..messages.handshake import (
     CertificateVerify,
     ClientHello,
     EncryptedExtensions,
+    EndOfEarlyData,
     Finished,
     HandshakeMessage,
     ServerHello,
 )
 from ..pki.verify import verify_server_chain
+from ..stores.base import StoredTicket
+from . import psk
 from .common import Context, Session, check_finished, choose_scheme, make_finished, unexpected
 
 __all__ = ["ClientStart", "build_client_hello"]
@@ -56,7 +59,12 @@ def _is_ip(name: str) -> bool:
 
 
 def build_client_hello(
-    config: ClientConfig, random: bytes, session_id: bytes, shares: list[groups.ClientKeyShare]
+    config: ClientConfig,
+    random: bytes,
+    session_id: bytes,
+    shares: list[groups.ClientKeyShare],
+    *,
+    early_data: bool = False,
 ) -> ClientHello:
     """§4.1.2 from the config; extension order is fixed so the bytes are reproducible."""
     exts: list[Extension] = []
@@ -82,7 +90,9 @@ def build_client_hello(
     exts.append(
         Extension(ExtensionType.supported_versions, ext.supported_versions_client_body([ProtocolVersion.TLS1_3]))
     )
-    exts.append(Extension(ExtensionType.psk_key_exchange_modes, ext.psk_modes_body([PskKeyExchangeMode.psk_dhe_ke])))
+    exts.append(Extension(ExtensionType.psk_key_exchange_modes, ext.psk_modes_body(config.psk_modes)))
+    if early_data:
+        exts.append(Extension(ExtensionType.early_data, b""))
     return ClientHello(
         random=random,
         legacy_session_id=session_id,
@@ -95,27 +105,76 @@ def offered_extensions(ch: ClientHello) -> frozenset[ExtensionType]:
     return frozenset(e.type for e in ch.extensions)
 
 
+def _usable_ticket(config: ClientConfig, now: float) -> StoredTicket | None:
+    """A stored ticket for this server whose suite we still offer (§4.2.11, §4.6.1)."""
+    if config.session_store is None or not config.server_name:
+        return None
+    ticket = config.session_store.take(config.server_name, now)
+    if ticket is None or ticket.cipher_suite not in config.cipher_suites:
+        return None
+    return ticket
+
+
+def _can_send_early_data(config: ClientConfig, ticket: StoredTicket) -> bool:
+    """§4.2.10: only with a ticket that allows it, and with the ALPN the ticket was issued under."""
+    if not config.early_data or ticket.max_early_data_size == 0:
+        return False
+    return ticket.alpn is None or (bool(config.alpn) and config.alpn[0] == ticket.alpn)
+
+
 @dataclass(slots=True)
 class ClientStart:
-    """Before ``start()``: build and send the first ClientHello."""
+    """Before ``start()``: build and send the first ClientHello, with a PSK and early data when possible."""
 
     client_hello: ClientHello | None = None
     shares: list[groups.ClientKeyShare] | None = None
+    ticket: StoredTicket | None = None
 
     def start(self, ctx: Context) -> ExpectServerHello:
         config = ctx.config
         assert isinstance(config, ClientConfig)
+        ticket = self.ticket
         if self.client_hello is None or self.shares is None:
+            if ticket is None:
+                ticket = _usable_ticket(config, ctx.now())
+            early = ticket is not None and _can_send_early_data(config, ticket)
             shares = [groups.client_key_share(g, ctx.random) for g in config.key_share_groups]
             session_id = ctx.random(32) if config.middlebox_compat else b""
-            ch = build_client_hello(config, ctx.random(32), session_id, shares)
-        else:  # injected (RFC 8448 replay): the ClientHello and its key shares are given
+            ch = build_client_hello(config, ctx.random(32), session_id, shares, early_data=early)
+            raw = ch.encode()
+            if ticket is not None:
+                params = suite_params(ticket.cipher_suite)
+                ch = replace(ch, extensions=(*ch.extensions, psk.psk_extension(ticket, ctx.now(), params.hash_len)))
+                raw = psk.client_binder(ch.encode(), Transcript(params.hash_name), params, ticket.psk)
+                ch = ClientHello.decode(raw[4:])
+        else:  # injected (RFC 8448 replay): the ClientHello, key shares and ticket are given
             ch, shares = self.client_hello, self.shares
-        raw = ch.encode()
+            raw = ch.encode()
+            early = ticket is not None and any(e.type is ExtensionType.early_data for e in ch.extensions)
         ctx.send_handshake(raw)
         transcript = PendingTranscript()
         transcript.add(raw)
-        return ExpectServerHello(config=config, client_hello=ch, shares=shares, transcript=transcript)
+        sent_ccs = False
+        if early:
+            assert ticket is not None
+            params = suite_params(ticket.cipher_suite)
+            ch_hash = transcript.resolve(params.hash_name).digest()
+            secret = keyschedule.EarlySecret(params, ticket.psk).client_early_traffic_secret(ch_hash)
+            ctx.key_log("CLIENT_EARLY_TRAFFIC_SECRET", secret)
+            if config.middlebox_compat:  # §D.4: the CCS goes right after a ClientHello with early data
+                ctx.send_change_cipher_spec()
+                sent_ccs = True
+            ctx.set_write_secret(params, secret)
+            ctx.allow_early_data(ticket.max_early_data_size)
+        return ExpectServerHello(
+            config=config,
+            client_hello=ch,
+            shares=shares,
+            transcript=transcript,
+            ticket=ticket,
+            early=early,
+            sent_ccs=sent_ccs,
+        )
 
 
 @dataclass(slots=True)
@@ -126,6 +185,8 @@ class ExpectServerHello:
     client_hello: ClientHello
     shares: list[groups.ClientKeyShare]
     transcript: PendingTranscript | Transcript
+    ticket: StoredTicket | None = None
+    early: bool = False
     hrr: ServerHello | None = None
     sent_ccs: bool = False
 
@@ -136,21 +197,32 @@ class ExpectServerHello:
         if msg.is_hello_retry_request:
             return self._retry(ctx, msg, raw)
         exts = ext.extension_map(msg.extensions)
+        params = suite_params(msg.cipher_suite)
+        psk_secret: bytes | None = None
         if ExtensionType.pre_shared_key in exts:
-            raise AlertError(AlertDescription.illegal_parameter, "server selected a PSK we did not offer")
-        if ExtensionType.key_share not in exts:
-            raise AlertError(AlertDescription.missing_extension, "ServerHello has no key_share")
-        entry = ext.parse_key_share_server(exts[ExtensionType.key_share])
-        share = next((s for s in self.shares if s.group == entry.group), None)
-        if share is None:
-            raise AlertError(
-                AlertDescription.illegal_parameter,
-                f"server chose {entry.group.name}, for which we sent no share",
-            )
+            if self.ticket is None or ext.parse_selected_psk(exts[ExtensionType.pre_shared_key]) != 0:
+                raise AlertError(AlertDescription.illegal_parameter, "server selected a PSK we did not offer")
+            if suite_params(self.ticket.cipher_suite).hash_name != params.hash_name:
+                raise AlertError(AlertDescription.illegal_parameter, "server resumed with a suite of another hash")
+            psk_secret = self.ticket.psk
         if self.hrr is not None and msg.cipher_suite != self.hrr.cipher_suite:
             raise AlertError(AlertDescription.illegal_parameter, "ServerHello suite differs from HelloRetryRequest")
-        shared = share.finish(entry.key_exchange)
-        params = suite_params(msg.cipher_suite)
+        shared: bytes | None = None
+        group: NamedGroup | None = None
+        if ExtensionType.key_share in exts:
+            entry = ext.parse_key_share_server(exts[ExtensionType.key_share])
+            share = next((s for s in self.shares if s.group == entry.group), None)
+            if share is None:
+                raise AlertError(
+                    AlertDescription.illegal_parameter, f"server chose {entry.group.name}, for which we sent no share"
+                )
+            if psk_secret is not None and PskKeyExchangeMode.psk_dhe_ke not in self.config.psk_modes:
+                raise AlertError(AlertDescription.illegal_parameter, "server used psk_dhe_ke, which we did not offer")
+            shared, group = share.finish(entry.key_exchange), entry.group
+        elif psk_secret is None:
+            raise AlertError(AlertDescription.missing_extension, "ServerHello has no key_share")
+        elif PskKeyExchangeMode.psk_ke not in self.config.psk_modes:
+            raise AlertError(AlertDescription.missing_extension, "server chose psk_ke, which we did not offer")
         transcript = (
             self.transcript.resolve(params.hash_name)
             if isinstance(self.transcript, PendingTranscript)
@@ -159,16 +231,20 @@ class ExpectServerHello:
         if transcript.hash_name != params.hash_name:
             raise AlertError(AlertDescription.illegal_parameter, "ServerHello suite hash differs from HRR's")
         transcript.add(raw)
-        hs = keyschedule.EarlySecret(params).handshake_secret(shared)
+        hs = keyschedule.EarlySecret(params, psk_secret).handshake_secret(shared)
         th = transcript.digest()
         c_hs, s_hs = hs.client_traffic_secret(th), hs.server_traffic_secret(th)
         ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
         ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
         ctx.set_read_secret(params, s_hs)
-        # From here on our alerts go out under the client handshake key, which the server reads with (§6).
-        if self.config.middlebox_compat and not self.sent_ccs:
-            ctx.send_change_cipher_spec()
-        ctx.set_write_secret(params, c_hs)
+        early = self.early and psk_secret is not None
+        if self.early and not early:
+            ctx.early_data_finished(accepted=False)
+        if not early:
+            # From here on our alerts go out under the client handshake key, which the server reads with (§6).
+            if self.config.middlebox_compat and not self.sent_ccs:
+                ctx.send_change_cipher_spec()
+            ctx.set_write_secret(params, c_hs)
         return ExpectEncryptedExtensions(
             core=_Core(
                 config=self.config,
@@ -178,8 +254,10 @@ class ExpectServerHello:
                 hs=hs,
                 c_hs=c_hs,
                 s_hs=s_hs,
-                group=entry.group,
+                group=group,
                 hello_retry=self.hrr is not None,
+                resumed=psk_secret is not None,
+                early=early,
             )
         )
 
@@ -231,9 +309,16 @@ class ExpectServerHello:
         transcript.replace_with_message_hash()
         transcript.add(raw)
         shares = [groups.client_key_share(group, ctx.random)] if group is not None else self.shares
+        ticket = self.ticket
+        if ticket is not None and suite_params(ticket.cipher_suite).hash_name != params.hash_name:
+            ticket = None  # §4.1.4: the PSK cannot be used with this suite's hash
         new_exts: list[Extension] = []
         for e in self.client_hello.extensions:
-            if e.type is ExtensionType.early_data:
+            if e.type is ExtensionType.early_data:  # §4.2.10: never after a HelloRetryRequest
+                continue
+            if e.type is ExtensionType.pre_shared_key:
+                if ticket is not None:
+                    new_exts.append(psk.psk_extension(ticket, ctx.now(), params.hash_len))
                 continue
             if e.type is ExtensionType.key_share:
                 e = Extension(
@@ -244,11 +329,17 @@ class ExpectServerHello:
             if e.type is ExtensionType.key_share and cookie is not None:
                 new_exts.append(Extension(ExtensionType.cookie, cookie))
         ch2 = replace(self.client_hello, extensions=tuple(new_exts))
+        if self.early:
+            ctx.early_data_finished(accepted=False)
+            ctx.clear_write_secret()  # the second ClientHello goes out in plaintext again
         sent_ccs = self.sent_ccs
         if self.config.middlebox_compat and not sent_ccs:
             ctx.send_change_cipher_spec()
             sent_ccs = True
         raw2 = ch2.encode()
+        if ticket is not None:
+            raw2 = psk.client_binder(raw2, transcript, params, ticket.psk)
+            ch2 = ClientHello.decode(raw2[4:])
         ctx.send_handshake(raw2)
         transcript.add(raw2)
         return ExpectServerHello(
@@ -256,6 +347,7 @@ class ExpectServerHello:
             client_hello=ch2,
             shares=shares,
             transcript=transcript,
+            ticket=ticket,
             hrr=msg,
             sent_ccs=sent_ccs,
         )
@@ -272,8 +364,11 @@ class _Core:
     hs: keyschedule.HandshakeSecret
     c_hs: bytes
     s_hs: bytes
-    group: NamedGroup
+    group: NamedGroup | None
     hello_retry: bool
+    resumed: bool = False
+    early: bool = False
+    early_accepted: bool = False
     alpn: str | None = None
     peer_chain: tuple[bytes, ...] = ()
     ocsp_response: bytes | None = None
@@ -305,7 +400,17 @@ class ExpectEncryptedExtensions:
             _set_send_limit(ctx, limit)
         if ExtensionType.supported_groups in exts:
             ext.parse_supported_groups(exts[ExtensionType.supported_groups])
+        if ExtensionType.early_data in exts:
+            ext.parse_empty(exts[ExtensionType.early_data], "early_data")
+            if not core.early:
+                raise AlertError(AlertDescription.illegal_parameter, "server accepted early data we did not send")
+            core.early_accepted = True
+        elif core.early:
+            ctx.early_data_finished(accepted=False)
+            ctx.set_write_secret(core.params, core.c_hs)
         core.transcript.add(raw)
+        if core.resumed:
+            return ExpectFinished(core)
         return ExpectCertificateOrRequest(core)
 
 
@@ -422,6 +527,11 @@ class ExpectFinished:
         ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
         ctx.key_log("EXPORTER_SECRET", exporter)
         ctx.set_read_secret(params, s_ap)
+        if core.early_accepted:
+            ctx.early_data_finished(accepted=True)
+            ctx.send_handshake(EndOfEarlyData().encode())  # §4.5, still under the early traffic key
+            transcript.add(EndOfEarlyData().encode())
+            ctx.set_write_secret(params, core.c_hs)
         if core.certificate_request is not None:
             self._send_client_certificate(ctx, core.certificate_request)
         fin = make_finished(params, core.c_hs, transcript)
@@ -446,6 +556,8 @@ class ExpectFinished:
                 alpn=core.alpn,
                 server_name=core.config.server_name,
                 peer_certificates=core.peer_chain,
+                resumed=core.resumed,
+                early_data_accepted=core.early_accepted,
                 hello_retry=core.hello_retry,
                 ocsp_response=core.ocsp_response,
             )

@@ -37,6 +37,21 @@ class Context(Protocol):
 
     def set_write_secret(self, params: SuiteParams, secret: bytes) -> None: ...
 
+    def clear_write_secret(self) -> None:
+        """Back to plaintext records (a client that sent 0-RTT data and then got a HelloRetryRequest)."""
+
+    def allow_early_data(self, max_size: int) -> None:
+        """Client: ``send_data`` may now send up to ``max_size`` bytes of 0-RTT data (§4.2.10)."""
+
+    def early_data_finished(self, accepted: bool) -> None:
+        """Client: no more 0-RTT data; if the server rejected it, it is resent after the handshake."""
+
+    def accept_early_data(self, max_size: int) -> None:
+        """Server: application data records under the current read key are 0-RTT data (§4.2.10)."""
+
+    def skip_early_data(self, max_bytes: int) -> None:
+        """Server: drop the client's rejected 0-RTT records (trial decryption, §4.2.10)."""
+
     def key_log(self, label: str, secret: bytes) -> None:
         """Emit one NSS key log line (keyed by the client random) if the config asks for it."""
 

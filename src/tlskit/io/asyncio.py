@@ -11,15 +11,17 @@ The app protocol sees ``connection_made`` only after the handshake. A failed han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import IO, Any
 
 from ..config import ClientConfig, ServerConfig
 from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF
 from ..pki.verify import TrustStore
 from .common import TLSSession, client_config, with_env_key_log
+from .ktls import KTLSOption, KTLSStream, policy
 
 __all__ = ["TLSProtocol", "TLSTransport", "open_connection", "start_server"]
 
@@ -32,6 +34,8 @@ class TLSProtocol(asyncio.Protocol):
     """Sits on the TCP transport: feeds the engine, and serves ``app`` through a ``TLSTransport``.
 
     ``waiter`` (client side) gets the handshake's outcome; without one, failures are logged.
+    ``on_handshake(protocol, error)`` runs once when the handshake ends: ``error`` is None on success (before
+    the app's ``connection_made``), else the ``TLSError`` (servers use it for metrics).
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class TLSProtocol(asyncio.Protocol):
         *,
         handshake_timeout: float | None = 30.0,
         waiter: asyncio.Future[None] | None = None,
+        ktls: KTLSOption = False,
     ) -> None:
         self.session = session
         self.app = app
@@ -53,6 +58,8 @@ class TLSProtocol(asyncio.Protocol):
         self._eof_delivered = False
         self._keep_open = False
         self._error: TLSError | None = None
+        self._ktls_policy = policy(ktls)
+        self._ktls: KTLSStream | None = None  # kTLS TX after the handshake (``tlskit.io.ktls``)
 
     # --- the TCP side -------------------------------------------------------------------------------
 
@@ -88,6 +95,8 @@ class TLSProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._ktls is not None:
+            self._ktls.connection_lost()
         if not self._app_connected:
             if self._error is None:  # not yet reported: the peer went away mid-handshake
                 error = UnexpectedEOF(f"the transport closed during the TLS handshake ({exc or 'EOF'})")
@@ -107,8 +116,27 @@ class TLSProtocol(asyncio.Protocol):
     # --- what TLSTransport asks for -------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._ktls is not None:
+            self._ktls.write_data(bytes(data))
+            return
         self.session.conn.send_data(bytes(data))
         self._flush()
+
+    async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
+        """Send a file: ``os.sendfile`` under kTLS TX, else read and written as records; bytes sent."""
+        if self._ktls is not None:
+            return await self._ktls.sendfile(file, offset, count)
+        file.seek(offset)
+        sent = 0
+        while count is None or sent < count:
+            chunk = file.read(1 << 16 if count is None else min(1 << 16, count - sent))
+            if not chunk:
+                break
+            self.write(chunk)
+            sent += len(chunk)
+            if self._raw is not None and self._raw.get_write_buffer_size() > 1 << 20:
+                await asyncio.sleep(0)  # let the loop drain; a stream writer would await drain()
+        return sent
 
     def write_eof(self) -> None:
         """Send close_notify (RFC 8446 §6.1); the peer may still send until it closes its side."""
@@ -121,12 +149,19 @@ class TLSProtocol(asyncio.Protocol):
             self.session.conn.close()
             self._flush()
         if raw is not None:
-            raw.abort() if abort else raw.close()
+            if abort:
+                raw.abort()
+            elif self._ktls is not None:
+                self._ktls.close()  # after the close_notify still queued for the kernel
+            else:
+                raw.close()
 
     def extra_info(self, name: str, default: Any = None) -> Any:
         session = self.session
         if name in ("ssl_object", "tls"):
             return session
+        if name == "ktls":
+            return None if self._ktls is None else self._ktls.ktls
         if session.negotiated is not None:
             match name:
                 case "peercert":
@@ -150,7 +185,10 @@ class TLSProtocol(asyncio.Protocol):
     def _flush(self) -> None:
         out = self.session.outgoing()
         if out and self._raw is not None:
-            self._raw.write(out)
+            if self._ktls is not None:
+                self._ktls.write_records(out)
+            else:
+                self._raw.write(out)
 
     def _deliver(self) -> None:
         """Send what the engine queued; hand plaintext and EOF to the app once the handshake is done."""
@@ -160,6 +198,8 @@ class TLSProtocol(asyncio.Protocol):
             if session.negotiated is None:
                 return
             self._cancel_timer()
+            if self._ktls_policy is not None and self._raw is not None:
+                self._ktls = KTLSStream.start(self._raw, session, self._ktls_policy)
             self._app_connected = True
             self.app.connection_made(self.transport)
             if self._waiter is not None and not self._waiter.done():
@@ -181,7 +221,10 @@ class TLSProtocol(asyncio.Protocol):
         out = self.session.outgoing()
         raw = self._raw
         if raw is not None and not raw.is_closing():
-            if out and not abort:
+            if out and not abort and self._ktls is not None:
+                with contextlib.suppress(OSError, TLSError):
+                    self._ktls.write_records(out)
+            elif out and not abort:
                 raw.write(out)
             raw.abort() if abort else raw.close()
         if not self._app_connected:
@@ -189,6 +232,8 @@ class TLSProtocol(asyncio.Protocol):
 
     def _handshake_failed(self, error: TLSError) -> None:
         self._error = error
+        if self.on_handshake is not None:
+            self.on_handshake(self, error)
         if self._waiter is not None:
             if not self._waiter.done():
                 self._waiter.set_exception(error)
@@ -235,6 +280,12 @@ class TLSTransport(asyncio.Transport):
 
     def write_eof(self) -> None:
         self._tls.write_eof()
+
+    async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
+        """Send a file; ``os.sendfile`` when kTLS TX is on (``get_extra_info("ktls")``), else records."""
+        if self._closing:
+            raise RuntimeError("sendfile() on a closing TLS transport")
+        return await self._tls.sendfile(file, offset, count)
 
     def can_write_eof(self) -> bool:
         return True
@@ -294,6 +345,7 @@ async def open_connection(
     config: ClientConfig | None = None,
     handshake_timeout: float | None = 30.0,
     limit: int = 1 << 16,
+    ktls: KTLSOption = False,
     **overrides: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect, complete the handshake and return streams; arguments as ``tlskit.io.socket.connect``.
@@ -306,7 +358,7 @@ async def open_connection(
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     app = asyncio.StreamReaderProtocol(reader, loop=loop)
     waiter: asyncio.Future[None] = loop.create_future()
-    tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter)
+    tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter, ktls=ktls)
     await loop.create_connection(lambda: tls, host, port)
     try:
         await waiter
@@ -324,10 +376,12 @@ async def start_server(
     config: ServerConfig,
     handshake_timeout: float | None = 30.0,
     limit: int = 1 << 16,
+    ktls: KTLSOption = False,
     **kw: Any,
 ) -> asyncio.Server:
     """``asyncio.start_server`` over TLS: ``client_connected_cb`` runs after each successful handshake.
 
+    ``ktls`` offloads TX to the kernel after each handshake (``tlskit.io.ktls``; RX stays in userspace).
     Extra keywords go to ``loop.create_server`` (``reuse_port``, ``backlog``, ``sock``...).
     """
     loop = asyncio.get_running_loop()
@@ -336,7 +390,7 @@ async def start_server(
     def factory() -> TLSProtocol:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         app = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
-        return TLSProtocol(TLSSession(config), app, handshake_timeout=handshake_timeout)
+        return TLSProtocol(TLSSession(config), app, handshake_timeout=handshake_timeout, ktls=ktls)
 
     return await loop.create_server(factory, host, port, **kw)
 

@@ -18,12 +18,13 @@ import threading
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..config import ClientConfig, ServerConfig
 from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF
 from ..pki.verify import TrustStore
 from .common import READ_SIZE, WRITE_SIZE, ConnectionInfo, TLSSession, client_config, with_env_key_log
+from .ktls import KernelTLS, KTLSOption, KTLSPolicy, enable, policy
 
 __all__ = ["TLSListener", "TLSSocket", "connect", "listen", "wrap_server_socket"]
 
@@ -39,10 +40,13 @@ class TLSSocket(ConnectionInfo):
     Failures raise ``TLSError`` subclasses, after our alert has been sent to the peer.
     """
 
-    __slots__ = ("_closed", "_lock", "_refs", "_send_lock", "_session", "_sock", "conn",
+    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_refs", "_send_lock", "_session", "_sock", "conn",
                  "suppress_ragged_eofs")
 
-    def __init__(self, sock: socket.socket, session: TLSSession, *, suppress_ragged_eofs: bool = True) -> None:
+    def __init__(self, sock: socket.socket, session: TLSSession, *, suppress_ragged_eofs: bool = True,
+                 ktls: KTLSOption = False) -> None:
+        """``ktls``: hand the records to the kernel after the handshake (``tlskit.io.ktls``; falls back to
+        userspace with a log line)."""
         self._sock = sock
         self._session = session
         self.conn = session.conn
@@ -51,6 +55,8 @@ class TLSSocket(ConnectionInfo):
         self._send_lock = threading.RLock()  # wire order: taking output and sending it are one step
         self._refs = 0  # open makefile() objects; the socket really closes when they are gone too
         self._closed = False
+        self._ktls_policy: KTLSPolicy | None = policy(ktls)
+        self._ktls: KernelTLS | None = None
 
     # --- handshake ----------------------------------------------------------------------------------
 
@@ -74,6 +80,9 @@ class TLSSocket(ConnectionInfo):
                         sock.settimeout(remaining)
                     self._receive(sock.recv(READ_SIZE))
                 self._flush()
+                if self._ktls_policy is not None:
+                    with self._lock:
+                        self._ktls = enable(sock, session, self._ktls_policy)
             except TimeoutError:
                 raise HandshakeTimeout(f"TLS handshake did not complete within {timeout} s") from None
             finally:
@@ -134,10 +143,34 @@ class TLSSocket(ConnectionInfo):
     def key_update(self, request_peer: bool = False) -> None:
         """Send KeyUpdate (RFC 8446 §4.6.3); ``request_peer`` asks the peer to update its key too."""
         self._ensure_handshake()
+        if self._ktls is not None:
+            self._ktls.check_key_update()
         with self._send_lock:
             with self._lock:
                 self.conn.key_update(request_peer)
             self._flush()
+
+    def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
+        """Send a file (``socket.sendfile``): ``os.sendfile`` when kTLS TX is on, else records; bytes sent."""
+        self._ensure_handshake()
+        with self._send_lock:
+            ktls = self._ktls
+            if ktls is not None and ktls.tx:
+                return ktls.sendfile(file, offset, count)
+        file.seek(offset)
+        sent = 0
+        while count is None or sent < count:
+            chunk = file.read(WRITE_SIZE if count is None else min(WRITE_SIZE, count - sent))
+            if not chunk:
+                break
+            self._send_chunk(chunk)
+            sent += len(chunk)
+        return sent
+
+    @property
+    def ktls(self) -> KernelTLS | None:
+        """The kTLS state (``.tx``, ``.rx``) once the kernel took over records, else None."""
+        return self._ktls
 
     # --- closing ------------------------------------------------------------------------------------
 
@@ -152,7 +185,7 @@ class TLSSocket(ConnectionInfo):
         self._close_notify()
         session = self._session
         while session.conn.handshake_complete and not session.eof:
-            self._receive(self._sock.recv(READ_SIZE))
+            self._read_transport()
         return self._sock
 
     def close(self) -> None:
@@ -171,7 +204,10 @@ class TLSSocket(ConnectionInfo):
                     self.conn.close()
                     out = self._session.outgoing()
                 sock.setblocking(False)  # a courtesy alert must not hang close()
-                sock.send(out)
+                if self._ktls is not None and self._ktls.tx:
+                    self._ktls.send_records(out)
+                else:
+                    sock.send(out)
         except (OSError, TLSError):
             pass
         finally:
@@ -267,9 +303,24 @@ class TLSSocket(ConnectionInfo):
                 if session.ragged_eof and not self.suppress_ragged_eofs:
                     raise UnexpectedEOF("the peer closed the transport without close_notify")
                 return False
-            self._receive(self._sock.recv(READ_SIZE))
+            self._read_transport()
             self._flush()  # e.g. the answer to a KeyUpdate that requested one
         return True
+
+    def _read_transport(self) -> None:
+        """One socket read into the session (with kTLS RX: one record from the kernel)."""
+        ktls = self._ktls
+        if ktls is None or not ktls.rx:
+            self._receive(self._sock.recv(READ_SIZE))
+            return
+        try:
+            record = ktls.recv_record(READ_SIZE)
+            with self._lock:
+                ktls.deliver(self._session, record)
+        except TLSError:
+            with contextlib.suppress(OSError, TLSError):
+                self._flush()
+            raise
 
     def _receive(self, data: bytes) -> None:
         try:
@@ -285,11 +336,22 @@ class TLSSocket(ConnectionInfo):
             with self._lock:
                 out = self._session.outgoing()
             if out:
-                self._sock.sendall(out)
+                self._send_records(out)
+
+    def _send_records(self, out: bytes) -> None:
+        ktls = self._ktls
+        if ktls is not None and ktls.tx:
+            ktls.send_records(out)
+        else:
+            self._sock.sendall(out)
 
     def _send_chunk(self, data: bytes) -> None:
         self._ensure_handshake()
         with self._send_lock:
+            ktls = self._ktls
+            if ktls is not None and ktls.tx:
+                ktls.send_data(data)
+                return
             with self._lock:
                 self.conn.send_data(data)
                 out = self._session.outgoing()
@@ -354,19 +416,20 @@ def connect(
     alpn: Iterable[str] = (),
     config: ClientConfig | None = None,
     timeout: float | None = None,
+    ktls: KTLSOption = False,
     **config_overrides: Any,
 ) -> TLSSocket:
     """Open TCP to ``host``:``port`` (IPv4 or IPv6) and complete the handshake.
 
     ``server_name`` (SNI and the name verified) defaults to ``host``; ``cafile``/``trust`` replace the
     system roots; other keywords set ``ClientConfig`` fields. ``timeout`` bounds the connect and the
-    handshake, then stays the socket's timeout.
+    handshake, then stays the socket's timeout. ``ktls`` as ``TLSSocket``.
     """
     cfg = client_config(host, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
                         config=config, overrides=config_overrides)
     sock = socket.create_connection((host, port), timeout)
     try:
-        tls = TLSSocket(sock, TLSSession(cfg))
+        tls = TLSSocket(sock, TLSSession(cfg), ktls=ktls)
         tls.do_handshake()
     except BaseException:
         sock.close()
@@ -374,22 +437,23 @@ def connect(
     return tls
 
 
-def wrap_server_socket(sock: socket.socket, config: ServerConfig) -> TLSSocket:
+def wrap_server_socket(sock: socket.socket, config: ServerConfig, *, ktls: KTLSOption = False) -> TLSSocket:
     """Serve TLS on an accepted socket; the handshake runs on ``do_handshake()`` or the first I/O."""
-    return TLSSocket(sock, TLSSession(with_env_key_log(config)))
+    return TLSSocket(sock, TLSSession(with_env_key_log(config)), ktls=ktls)
 
 
 class TLSListener:
     """A listening socket whose ``accept()`` returns ``TLSSocket``s (handshake deferred to first use, so a
     slow client cannot stall the accept loop)."""
 
-    def __init__(self, sock: socket.socket, config: ServerConfig) -> None:
+    def __init__(self, sock: socket.socket, config: ServerConfig, *, ktls: KTLSOption = False) -> None:
         self.socket = sock
         self.config = with_env_key_log(config)
+        self.ktls = ktls
 
     def accept(self) -> tuple[TLSSocket, Any]:
         sock, address = self.socket.accept()
-        return TLSSocket(sock, TLSSession(self.config)), address
+        return TLSSocket(sock, TLSSession(self.config), ktls=self.ktls), address
 
     def getsockname(self) -> Any:
         return self.socket.getsockname()
@@ -409,13 +473,14 @@ class TLSListener:
         self.close()
 
 
-def listen(host: str | None, port: int, config: ServerConfig, *, backlog: int = 128) -> TLSListener:
+def listen(host: str | None, port: int, config: ServerConfig, *, backlog: int = 128, ktls: KTLSOption = False
+           ) -> TLSListener:
     """Bind and listen on ``host``:``port`` (``None`` for all interfaces, dual-stack where possible)."""
     if host is None and socket.has_dualstack_ipv6():
         sock = socket.create_server(("", port), family=socket.AF_INET6, backlog=backlog, dualstack_ipv6=True)
     else:
         sock = socket.create_server((host or "", port), backlog=backlog)
-    return TLSListener(sock, config)
+    return TLSListener(sock, config, ktls=ktls)
 
 
 def _byte_view(data: ReadableBuffer) -> memoryview:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import ConfigError
@@ -18,11 +18,15 @@ from ..errors import ConfigError
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TicketKey:
-    """One ticket key: its public 16-byte name and the AES key that seals tickets."""
+    """One ticket key: its public 16-byte name and the AES key that seals tickets.
+
+    Secrets are left out of ``repr``. A key made from a ``bytearray`` (``generate`` does) holds its secrets
+    in bytearrays that ``wipe()`` overwrites in place.
+    """
 
     name: bytes
-    aes_key: bytes
-    hmac_key: bytes = b""
+    aes_key: bytes | bytearray = field(repr=False)
+    hmac_key: bytes | bytearray = field(default=b"", repr=False)
     created_at: float = 0.0
 
     def __post_init__(self) -> None:
@@ -31,14 +35,17 @@ class TicketKey:
         if len(self.aes_key) not in (16, 32):
             raise ConfigError("a ticket AES key is 16 or 32 bytes")
 
+    def __hash__(self) -> int:
+        return hash(self.name)
+
     @classmethod
-    def from_bytes(cls, data: bytes, created_at: float = 0.0, source: str = "ticket key") -> TicketKey:
-        """Parse nginx's 80- or 48-byte key file layout."""
+    def from_bytes(cls, data: bytes | bytearray, created_at: float = 0.0, source: str = "ticket key") -> TicketKey:
+        """Parse nginx's 80- or 48-byte key file layout (secrets stay bytearrays if ``data`` is one)."""
         match len(data):
             case 80:
-                return cls(name=data[:16], hmac_key=data[16:48], aes_key=data[48:80], created_at=created_at)
+                return cls(name=bytes(data[:16]), hmac_key=data[16:48], aes_key=data[48:80], created_at=created_at)
             case 48:
-                return cls(name=data[:16], aes_key=data[16:32], hmac_key=data[32:48], created_at=created_at)
+                return cls(name=bytes(data[:16]), aes_key=data[16:32], hmac_key=data[32:48], created_at=created_at)
             case n:
                 raise ConfigError(
                     f"{source}: {n} bytes; a ticket key file holds 80 bytes (or 48): make one with "
@@ -47,13 +54,32 @@ class TicketKey:
 
     @classmethod
     def generate(cls, random: Callable[[int], bytes], created_at: float = 0.0) -> TicketKey:
-        return cls.from_bytes(random(80), created_at=created_at)
+        """A fresh 80-byte key whose secrets ``wipe()`` can overwrite."""
+        data = bytearray(random(80))
+        try:
+            return cls.from_bytes(data, created_at=created_at)
+        finally:
+            data[:] = bytes(len(data))
 
     def to_bytes(self) -> bytes:
         """The 80-byte (or 48-byte) nginx layout."""
         if len(self.aes_key) == 32:
             return self.name + self.hmac_key + self.aes_key
         return self.name + self.aes_key + self.hmac_key
+
+    def wipe(self) -> None:
+        """Overwrite the secrets with zeros where they are bytearrays (``bytes`` cannot be changed in place).
+
+        Best effort, as Python allows: copies made earlier (the ``bytes`` that ``random`` returned, a file's
+        contents, an AESGCM object's own copy until it is freed) are not reached from here.
+        """
+        for secret in (self.aes_key, self.hmac_key):
+            if isinstance(secret, bytearray):
+                secret[:] = bytes(len(secret))
+
+    @property
+    def wiped(self) -> bool:
+        return not any(self.aes_key)
 
 
 class TicketKeys(Protocol):

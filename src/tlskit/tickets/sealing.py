@@ -13,8 +13,11 @@ _NAME, _NONCE = 16, 12
 
 
 def seal_ticket(key: TicketKey, state: bytes, random: Callable[[int], bytes]) -> bytes:
+    aead = AESGCM(key.aes_key)
+    if key.wiped:  # checked after the copy: a key retired and wiped meanwhile must never seal (all-zero key)
+        raise RuntimeError(f"ticket key {key.name.hex()} was retired and wiped while in use")
     nonce = random(_NONCE)
-    return key.name + nonce + AESGCM(key.aes_key).encrypt(nonce, state, key.name)
+    return key.name + nonce + aead.encrypt(nonce, state, key.name)
 
 
 def open_ticket(keys: TicketKeys, ticket: bytes) -> bytes | None:

@@ -1,0 +1,233 @@
+"""Resumption PSKs, binders, tickets and the 0-RTT decision (RFC 8446 §4.2.10, §4.2.11, §4.6.1, §8)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..codec import Reader, Writer
+from ..crypto import keyschedule
+from ..crypto.suites import SuiteParams, suite_params
+from ..crypto.transcript import Transcript
+from ..enums import AlertDescription, CipherSuite, ExtensionType
+from ..errors import AlertError, DecodeError
+from ..messages import extensions as ext
+from ..messages.extensions import Extension, OfferedPsks, PskIdentity
+from ..messages.handshake import NewSessionTicket
+from ..stores.base import StoredTicket
+from ..tickets.sealing import open_ticket, seal_ticket
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+
+__all__ = ["SessionState", "client_binder", "issue_tickets", "obfuscated_age"]
+
+log = logging.getLogger("tlskit.handshake")
+
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionState:
+    """What a ticket seals: enough to resume without server-side state (§4.6.1)."""
+
+    suite: CipherSuite
+    psk: bytes
+    issued_at: float
+    age_add: int
+    lifetime: int
+    max_early_data: int
+    server_name: str | None
+    alpn: str | None
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u8(_STATE_VERSION)
+        w.u16(self.suite)
+        w.raw(int(self.issued_at * 1000).to_bytes(8, "big"))
+        w.u32(self.age_add)
+        w.u32(self.lifetime)
+        w.u32(self.max_early_data)
+        w.vector(1, self.psk)
+        w.vector(1, (self.server_name or "").encode("ascii"))
+        w.vector(1, (self.alpn or "").encode("latin-1"))
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> SessionState | None:
+        """None for a state we cannot use (another version or malformed): the client just gets a full handshake."""
+        try:
+            r = Reader(data)
+            if r.u8() != _STATE_VERSION:
+                return None
+            suite = CipherSuite(r.u16())
+            issued_at = int.from_bytes(r.raw(8), "big") / 1000
+            age_add, lifetime, max_early = r.u32(), r.u32(), r.u32()
+            psk = r.vector(1, 32, 48)
+            server_name = r.vector(1).decode("ascii") or None
+            alpn = r.vector(1).decode("latin-1") or None
+            r.finish()
+        except (DecodeError, UnicodeDecodeError):
+            return None
+        return cls(
+            suite=suite,
+            psk=psk,
+            issued_at=issued_at,
+            age_add=age_add,
+            lifetime=lifetime,
+            max_early_data=max_early,
+            server_name=server_name,
+            alpn=alpn,
+        )
+
+
+def obfuscated_age(ticket: StoredTicket, now: float) -> int:
+    """§4.2.11.1: the ticket age in milliseconds plus ticket_age_add, modulo 2^32."""
+    return (int((now - ticket.received_at) * 1000) + ticket.age_add) & 0xFFFFFFFF
+
+
+def binder(params: SuiteParams, psk: bytes, partial_hash: bytes) -> bytes:
+    """§4.2.11.2: HMAC over the truncated ClientHello transcript with the resumption binder key."""
+    return keyschedule.finished_verify_data(params, keyschedule.EarlySecret(params, psk).binder_key(), partial_hash)
+
+
+def psk_extension(ticket: StoredTicket, now: float, hash_len: int) -> Extension:
+    identity = PskIdentity(ticket.ticket, obfuscated_age(ticket, now))
+    return Extension(ExtensionType.pre_shared_key, ext.offered_psks_body([identity], [hash_len]))
+
+
+def client_binder(raw_hello: bytes, prefix: Transcript, params: SuiteParams, psk: bytes) -> bytes:
+    """Fill in the one binder at the end of an encoded ClientHello (§4.2.11.2); ``prefix`` holds any
+    earlier messages (message_hash and HelloRetryRequest after a retry)."""
+    n = params.hash_len
+    partial = raw_hello[: len(raw_hello) - ext.binders_length([n])]
+    t = prefix.copy()
+    t.add(partial)
+    return raw_hello[: len(raw_hello) - n] + binder(params, psk, t.digest())
+
+
+@dataclass(slots=True)
+class AcceptedPsk:
+    index: int
+    state: SessionState
+    psk: bytes
+    client_age_ms: int
+
+
+def accept_psk(
+    config: ServerConfig,
+    offered: OfferedPsks,
+    raw_hello: bytes,
+    prefix: Transcript,
+    params: SuiteParams,
+    server_name: str | None,
+    now: float,
+) -> AcceptedPsk | None:
+    """The first offered ticket we can open and use with the chosen suite (§4.2.11); a bad binder on it aborts
+    the handshake with ``decrypt_error``. Tickets we cannot use are skipped (full handshake)."""
+    keys = config.ticket_keys
+    if keys is None:
+        return None
+    for index, identity in enumerate(offered.identities):
+        sealed = open_ticket(keys, identity.identity)
+        state = SessionState.decode(sealed) if sealed is not None else None
+        if state is None:
+            continue
+        if suite_params(state.suite).hash_name != params.hash_name:
+            continue
+        if now - state.issued_at >= state.lifetime or now < state.issued_at - 60:
+            continue
+        if state.server_name != server_name:
+            continue  # §4.6.1: resume only for the name the session was established for
+        partial = raw_hello[: len(raw_hello) - ext.binders_length([len(b) for b in offered.binders])]
+        t = prefix.copy()
+        t.add(partial)
+        expected = binder(params, state.psk, t.digest())
+        import hmac
+
+        if not hmac.compare_digest(expected, offered.binders[index]):
+            raise AlertError(AlertDescription.decrypt_error, "PSK binder does not verify")
+        client_age = (identity.obfuscated_ticket_age - state.age_add) & 0xFFFFFFFF
+        return AcceptedPsk(index, state, state.psk, client_age)
+    return None
+
+
+def early_data_acceptable(
+    config: ServerConfig,
+    accepted: AcceptedPsk,
+    suite: CipherSuite,
+    alpn: str | None,
+    server_name: str | None,
+    replay_key: bytes,
+    now: float,
+) -> bool:
+    """§4.2.10 and §8: same suite and ALPN as the ticket, fresh enough, and never seen before — checked in the
+    shared replay store, which fails closed."""
+    policy = config.early_data
+    state = accepted.state
+    if policy is None or accepted.index != 0 or state.max_early_data == 0:
+        return False
+    if state.suite != suite or state.alpn != alpn:
+        return False
+    expected_age_ms = (now - state.issued_at) * 1000
+    if abs(expected_age_ms - accepted.client_age_ms) > policy.freshness_window * 1000:
+        log.info(
+            "0-RTT refused for %s: ticket age off by %.0f ms", server_name, expected_age_ms - accepted.client_age_ms
+        )
+        return False
+    if not policy.allows(server_name, alpn):
+        return False
+    store = config.replay_store
+    if store is None:
+        return False
+    try:
+        fresh = store.check_and_insert(replay_key, policy.freshness_window)
+    except Exception as e:  # any store failure means "cannot prove it is not a replay" (§8, fail closed)
+        log.warning("0-RTT refused for %s: replay store unavailable (%s)", server_name, e)
+        return False
+    if not fresh:
+        log.warning("0-RTT refused for %s: replayed ClientHello", server_name)
+    return fresh
+
+
+def issue_tickets(
+    config: ServerConfig,
+    params: SuiteParams,
+    resumption_master_secret: bytes,
+    server_name: str | None,
+    alpn: str | None,
+    now: float,
+) -> list[bytes]:
+    """NewSessionTicket messages (§4.6.1), each sealing a distinct PSK under the current ticket key."""
+    keys = config.ticket_keys
+    if keys is None or config.ticket_count <= 0:
+        return []
+    key = keys.encryption_key()
+    max_early = config.early_data.max_early_data_size if config.early_data is not None else 0
+    out = []
+    for i in range(config.ticket_count):
+        nonce = i.to_bytes(1, "big")
+        age_add = int.from_bytes(config.random(4), "big")
+        state = SessionState(
+            suite=params.suite,
+            psk=keyschedule.resumption_psk(params, resumption_master_secret, nonce),
+            issued_at=now,
+            age_add=age_add,
+            lifetime=config.ticket_lifetime,
+            max_early_data=max_early,
+            server_name=server_name,
+            alpn=alpn,
+        )
+        exts: tuple[Extension, ...] = ()
+        if max_early:
+            exts = (Extension(ExtensionType.early_data, ext.early_data_nst_body(max_early)),)
+        msg = NewSessionTicket(
+            lifetime=config.ticket_lifetime,
+            age_add=age_add,
+            nonce=nonce,
+            ticket=seal_ticket(key, state.encode(), config.random),
+            extensions=exts,
+        )
+        out.append(msg.encode())
+    return out

@@ -1,0 +1,172 @@
+"""OCSP and CRL over HTTP (RFC 6960 Appendix A, RFC 5019 §5): a small h11 server and a urllib client.
+
+The server answers ``POST`` (body: DER OCSPRequest) and ``GET /{base64 request}`` on any path, plus the
+extra static routes it is given (``/crl.der`` for a CRL distribution point). One thread per connection,
+keep-alive, bounded request size and idle timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import h11
+
+__all__ = ["OCSP_REQUEST_TYPE", "OCSP_RESPONSE_TYPE", "OCSPHTTPServer", "Responder", "fetch", "post_ocsp"]
+
+OCSP_REQUEST_TYPE = "application/ocsp-request"
+OCSP_RESPONSE_TYPE = "application/ocsp-response"
+MAX_REQUEST = 64 * 1024
+IDLE_TIMEOUT = 10.0
+
+_log = logging.getLogger("tlskit.pki.ocsp")
+
+
+class Responder(Protocol):
+    """What the server needs from :class:`tlskit.pki.ocsp.OCSPResponder`."""
+
+    def respond(self, request_der: bytes) -> bytes: ...
+
+    def respond_get(self, path: str) -> bytes: ...
+
+
+class OCSPHTTPServer(socketserver.ThreadingTCPServer):
+    """``with OCSPHTTPServer(responder, port=0) as server: ... server.url``; serves in a daemon thread."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, responder: Responder, *, host: str = "127.0.0.1", port: int = 0,
+                 routes: Mapping[str, tuple[str, Callable[[], bytes]]] | None = None) -> None:
+        self.responder = responder
+        self.routes = dict(routes or {})  # path -> (content type, body factory)
+        super().__init__((host, port), _Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        port: int = self.server_address[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        host = str(self.server_address[0])
+        return f"http://{host if ':' not in host else f'[{host}]'}:{self.port}"
+
+    def start(self) -> OCSPHTTPServer:
+        """Serve in a background daemon thread until :meth:`close`."""
+        self._thread = threading.Thread(target=self.serve_forever, name="tlskit-ocsp", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.server_close()
+
+    def __enter__(self) -> OCSPHTTPServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: OCSPHTTPServer
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(IDLE_TIMEOUT)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
+        try:
+            while self._serve_one(conn, sock):
+                conn.start_next_cycle()
+        except (OSError, h11.ProtocolError) as exc:
+            _log.debug("OCSP HTTP connection from %s ended: %s", self.client_address, exc)
+
+    def _serve_one(self, conn: h11.Connection, sock: socket.socket) -> bool:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = sock.recv(65536)
+                conn.receive_data(data)
+                if not data and conn.their_state is not h11.DONE:
+                    return False
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_REQUEST:
+                    self._send(conn, sock, 413, "text/plain", b"request too large\n")
+                    return False
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return False
+        if request is None:  # h11 yields Request before EndOfMessage; this only satisfies the type checker
+            return False
+        status, ctype, payload = self._route(request, bytes(body))
+        self._send(conn, sock, status, ctype, payload)
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    def _route(self, request: h11.Request, body: bytes) -> tuple[int, str, bytes]:
+        method, target = request.method.decode(), request.target.decode("latin-1")
+        path = target.split("?", 1)[0]
+        if method == "GET" and path in self.server.routes:
+            ctype, factory = self.server.routes[path]
+            return 200, ctype, factory()
+        if method == "POST":
+            _log.info("OCSP POST %s from %s", path, self.client_address[0])
+            return 200, OCSP_RESPONSE_TYPE, self.server.responder.respond(body)
+        if method == "GET":
+            _log.info("OCSP GET %s from %s", path[:64], self.client_address[0])
+            return 200, OCSP_RESPONSE_TYPE, self.server.responder.respond_get(target)
+        return 405, "text/plain", b"use GET or POST (RFC 6960 Appendix A)\n"
+
+    @staticmethod
+    def _send(conn: h11.Connection, sock: socket.socket, status: int, ctype: str, payload: bytes) -> None:
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(payload))),
+                   ("Cache-Control", "no-cache")]
+        if status == 405:
+            headers.append(("Allow", "GET, POST"))
+        data = conn.send(h11.Response(status_code=status, headers=headers))
+        data = (data or b"") + (conn.send(h11.Data(data=payload)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        sock.sendall(data)
+
+
+def fetch(url: str, body: bytes | None = None, *, content_type: str = OCSP_REQUEST_TYPE,
+          timeout: float = 5.0, max_size: int = 10 * 1024 * 1024) -> bytes:
+    """GET (``body`` None) or POST ``url`` and return the body; OSError on network or HTTP failure."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise OSError(f"refusing to fetch {url!r}: only http(s) URLs are supported")
+    request = urllib.request.Request(url, data=body, method="GET" if body is None else "POST")
+    if body is not None:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data: bytes = response.read(max_size + 1)
+    except urllib.error.HTTPError as exc:
+        raise OSError(f"{url} answered HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OSError(f"cannot reach {url}: {reason}") from None
+    if len(data) > max_size:
+        raise OSError(f"{url} sent more than {max_size} bytes")
+    return data
+
+
+def post_ocsp(url: str, request_der: bytes, *, timeout: float = 5.0) -> bytes:
+    """POST a DER OCSPRequest to ``url`` and return the DER OCSPResponse bytes (not yet verified)."""
+    return fetch(url, request_der, content_type=OCSP_REQUEST_TYPE, timeout=timeout)

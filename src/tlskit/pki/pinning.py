@@ -1,0 +1,85 @@
+"""Public-key pinning (HPKP-style, RFC 7469 §2.4): SHA-256 of a certificate's SubjectPublicKeyInfo, base64.
+
+Compute a pin from a certificate as curl's ``--pinnedpubkey`` documents::
+
+    openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64
+
+Pin at least two keys (the live one and a backup kept offline) so a key rotation does not lock clients out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import warnings
+from collections.abc import Iterable, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..enums import AlertDescription
+from ..errors import CertificateError, ConfigError
+
+__all__ = ["PinSet", "SinglePinWarning", "spki_sha256"]
+
+
+class SinglePinWarning(UserWarning):
+    """Only one pin: losing or rotating that key locks every client out. Add a backup pin."""
+
+
+def spki_sha256(cert: x509.Certificate | bytes) -> str:
+    """The base64 SHA-256 of the certificate's SubjectPublicKeyInfo (``cert`` as object or DER)."""
+    if isinstance(cert, bytes | bytearray | memoryview):
+        cert = x509.load_der_x509_certificate(bytes(cert))
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def _normalise(pin: str) -> str:
+    """Accept ``BASE64``, ``sha256/BASE64`` (curl) and ``pin-sha256="BASE64"`` (HPKP header)."""
+    text = pin.strip().removeprefix("pin-sha256=").strip('"').removeprefix("sha256//").removeprefix("sha256/")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"pin {pin!r} is not base64 (expected the base64 SHA-256 of a SubjectPublicKeyInfo)"
+                          ) from None
+    if len(raw) != 32:
+        raise ConfigError(f"pin {pin!r} decodes to {len(raw)} bytes; a SHA-256 pin is 32 bytes")
+    return base64.b64encode(raw).decode()
+
+
+class PinSet:
+    """A set of SPKI SHA-256 pins; a chain passes when one of its keys is pinned.
+
+    Warns (:class:`SinglePinWarning`) when built with a single pin.
+    """
+
+    def __init__(self, pins: Iterable[str]) -> None:
+        self.pins: frozenset[str] = frozenset(_normalise(p) for p in pins)
+        if not self.pins:
+            raise ConfigError("a pin set needs at least one pin")
+        if len(self.pins) == 1:
+            warnings.warn("only one SPKI pin is set: pin a backup key too, or a key rotation will lock "
+                          "clients out (RFC 7469 §4.3)", SinglePinWarning, stacklevel=2)
+
+    def check(self, chain: Sequence[x509.Certificate | bytes], *, leaf_only: bool = False) -> str:
+        """Return the matching pin; ``bad_certificate`` naming every presented hash when none matches.
+
+        Pass ``leaf_only=True`` when the chain was not validated against a CA: then only the leaf's key
+        (proven by CertificateVerify) counts, since anyone can append a pinned CA's certificate.
+        """
+        certs = [x509.load_der_x509_certificate(bytes(c)) if isinstance(c, bytes | bytearray | memoryview)
+                 else c for c in chain]
+        candidates = certs[:1] if leaf_only else certs
+        presented = []
+        for cert in candidates:
+            pin = spki_sha256(cert)
+            if pin in self.pins:
+                return pin
+            presented.append(f"sha256/{pin} ({cert.subject.rfc4514_string() or '<empty subject>'})")
+        raise CertificateError(AlertDescription.bad_certificate,
+                               f"public key pin mismatch: presented {', '.join(presented) or 'no certificate'}; "
+                               f"pinned {', '.join(sorted('sha256/' + p for p in self.pins))}")

@@ -1,0 +1,92 @@
+"""Certificates by server name (SNI, RFC 6066 §3) for ``ServerConfig.cert_resolver``.
+
+Each name (exact, or a ``*.example.com`` wildcard covering one label) maps to the chains that answer it, so an
+RSA and an ECDSA chain for the same names form a pair: the first whose key signs with a scheme the client
+offered wins. A ClientHello without SNI, or naming nobody, gets the first certificate (nginx's default server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from ..config import CertifiedKey
+from ..enums import SignatureScheme
+from ..errors import ConfigError
+from .settings import CertificateSpec, SettingsError
+
+__all__ = ["CertificateStore", "files_fingerprint"]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateStore:
+    default: tuple[CertifiedKey, ...]
+    exact: dict[str, tuple[CertifiedKey, ...]]
+    wildcard: dict[str, tuple[CertifiedKey, ...]]  # "example.com" for "*.example.com"
+
+    @classmethod
+    def load(cls, specs: Sequence[CertificateSpec]) -> CertificateStore:
+        """Load every chain and key; ``SettingsError`` names the file and what is wrong with it."""
+        exact: dict[str, list[CertifiedKey]] = {}
+        wildcard: dict[str, list[CertifiedKey]] = {}
+        loaded: list[CertifiedKey] = []
+        for spec in specs:
+            try:
+                ck = CertifiedKey.from_pem_files(spec.cert, spec.key)
+            except ConfigError as e:  # its message names the file and the problem
+                raise SettingsError(str(e)) from None
+            loaded.append(ck)
+            for name in spec.names or _dns_names(ck.leaf):
+                if name.startswith("*."):
+                    wildcard.setdefault(name[2:], []).append(ck)
+                else:
+                    exact.setdefault(name, []).append(ck)
+        if not loaded:
+            raise SettingsError("no certificate configured (add a [[certificate]] with cert and key)")
+        kind = type(loaded[0].private_key)
+        other = [c for c in loaded if not isinstance(c.private_key, kind)]
+        default = (loaded[0], *other[:1])  # the first chain, plus one of another key type (RSA+ECDSA pair)
+        return cls(default, {k: tuple(v) for k, v in exact.items()}, {k: tuple(v) for k, v in wildcard.items()})
+
+    def candidates(self, server_name: str | None) -> tuple[CertifiedKey, ...]:
+        if server_name:
+            name = server_name.lower().rstrip(".")
+            if name in self.exact:
+                return self.exact[name]
+            parent = name.partition(".")[2]
+            if parent in self.wildcard:
+                return self.wildcard[parent]
+        return self.default
+
+    def resolve(self, server_name: str | None, schemes: Sequence[SignatureScheme]) -> CertifiedKey | None:
+        """The ``cert_resolver`` hook: a chain for this name whose key can sign one of ``schemes``."""
+        found = self.candidates(server_name)
+        offered = set(schemes)
+        for ck in found:
+            if offered.intersection(ck.schemes):
+                return ck
+        return found[0] if found else None  # the engine then sends the precise handshake_failure
+
+
+def _dns_names(leaf: x509.Certificate) -> list[str]:
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [n.lower() for n in sans.get_values_for_type(x509.DNSName)]
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """Changes when any file is replaced, rewritten or removed (inode, size, mtime in ns)."""
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            st = path.stat()
+            h.update(f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{path}\0missing\n".encode())
+    return h.hexdigest()

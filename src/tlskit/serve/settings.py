@@ -1,0 +1,471 @@
+"""What ``tlskit serve`` runs with: a TOML file (``tomllib``) with command-line flags on top, checked in full.
+
+Every mistake becomes one ``SettingsError`` line naming the file, the line and the fix, e.g.
+``site.toml:12: [[route]] #2: 'root' /srv/www is not a directory (create it, or point root elsewhere)``.
+Paths in the file are relative to the file's directory. An example is in the README ("Serving").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ..config import DEFAULT_CIPHER_SUITES
+from ..crypto.groups import SUPPORTED_GROUPS
+from ..crypto.suites import SUITES
+from ..enums import CipherSuite, NamedGroup
+from ..errors import ConfigError
+
+__all__ = ["CertificateSpec", "Flags", "HTTPLimits", "Listener", "MetricsEndpoint", "ProxyRoute", "Route",
+           "Settings", "SettingsError", "StaticRoute", "load_settings"]
+
+# Post-quantum hybrid first: clients that offer it (Chromium, Firefox, OpenSSL 3.5) get it, as nginx does.
+SERVE_GROUPS = (NamedGroup.X25519MLKEM768, NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1)
+
+
+class SettingsError(ConfigError):
+    """A bad configuration file or flag; the message is the one line to show the user."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Listener:
+    address: str = "localhost"  # a name binds every address it resolves to (localhost: 127.0.0.1 and ::1)
+    port: int = 8443
+    ipv6_only: bool = True  # for "::": leave IPv4 to its own listener
+    reuse_port: bool = False  # SO_REUSEPORT: several independent servers may bind the same port
+    backlog: int = 1024
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CertificateSpec:
+    """One chain and key; ``names`` (SNI, ``*.example.com`` wildcards) default to the leaf's DNS SANs."""
+
+    cert: Path
+    key: Path
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HTTPLimits:
+    max_header_bytes: int = 16 * 1024  # request line + headers: more is 431
+    max_body_bytes: int = 1 << 20  # request body: more is 413
+    header_timeout: float = 10.0  # from a request's first byte to its last header: then 408
+    idle_timeout: float = 60.0  # keep-alive wait for the next request
+    handshake_timeout: float = 10.0
+    max_requests_per_connection: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StaticRoute:
+    prefix: str = "/"
+    hosts: tuple[str, ...] = ()  # Host header values this route answers; empty: any
+    root: Path = Path(".")
+    index: tuple[str, ...] = ("index.html",)
+    listing: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProxyRoute:
+    prefix: str = "/"
+    hosts: tuple[str, ...] = ()
+    upstream_host: str = "127.0.0.1"
+    upstream_port: int = 80
+    upstream_path: str = ""  # prepended to the request path (after the route prefix is kept)
+    preserve_host: bool = True  # forward the client's Host; False sends the upstream's
+    timeout: float = 30.0  # connect, and each read from the upstream
+    client_cert_header: str = "x-client-cert-subject"  # set from a verified client certificate (mTLS)
+
+
+Route = StaticRoute | ProxyRoute
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricsEndpoint:
+    address: str = "127.0.0.1"
+    port: int = 9443
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    source: Path | None = None  # the TOML file, re-read on reload
+    listeners: tuple[Listener, ...] = (Listener(),)
+    certificates: tuple[CertificateSpec, ...] = ()  # empty: the development CA's localhost certificate
+    alpn: tuple[str, ...] = ("http/1.1",)
+    cipher_suites: tuple[CipherSuite, ...] = DEFAULT_CIPHER_SUITES
+    groups: tuple[NamedGroup, ...] = SERVE_GROUPS
+    http: HTTPLimits = field(default_factory=HTTPLimits)
+    routes: tuple[Route, ...] = (StaticRoute(),)
+    metrics: MetricsEndpoint | None = None
+    workers: int = 1
+    uvloop: bool = True  # when installed
+    access_log: bool = True
+    log_json: bool = False
+    drain_timeout: float = 10.0  # SIGTERM: how long open requests may finish
+    cert_poll_interval: float = 2.0  # seconds between certificate mtime checks; 0 turns it off
+
+    def watched_files(self) -> tuple[Path, ...]:
+        """Files whose change triggers a reload: certificates, keys and the config file itself."""
+        files = [p for spec in self.certificates for p in (spec.cert, spec.key)]
+        return tuple(files + ([self.source] if self.source else []))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Flags:
+    """Command-line values; None means "not given", so the file (or the default) decides."""
+
+    config: Path | None = None
+    root: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    reuse_port: bool | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    alpn: tuple[str, ...] | None = None
+    cipher_suites: tuple[str, ...] | None = None
+    groups: tuple[str, ...] | None = None
+    proxy: str | None = None
+    listing: bool | None = None
+    workers: int | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+    log_json: bool | None = None
+    access_log: bool | None = None
+
+
+def load_settings(flags: Flags) -> Settings:
+    """Read ``flags.config`` (if any) and apply the flags; raise ``SettingsError`` with file:line and fix."""
+    doc: dict[str, Any] = {}
+    where = _Where(None, "")
+    base = Path.cwd()
+    if flags.config is not None:
+        path = flags.config.resolve()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SettingsError(f"{flags.config}: cannot read the config file ({_reason(e)})") from None
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            found = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+            detail = re.sub(r"\s*\(at line.*\)", "", str(e))
+            line = f":{found.group(1)}" if found else ""
+            col = f", column {found.group(2)}" if found else ""
+            raise SettingsError(f"{flags.config}{line}: TOML syntax error{col}: {detail} (strings need quotes, "
+                                f"tables [name], arrays of tables [[name]])") from None
+        where = _Where(flags.config, text)
+        base = path.parent
+    return _build(doc, where, base, flags)
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Settings:
+    top = _Table(doc, where, "", None, base)
+    server = top.table("server")
+    tls = top.table("tls")
+    http = top.table("http")
+    metrics_t = top.table("metrics") if "metrics" in doc else None
+    listeners = tuple(_listener(t) for t in top.tables("listen"))
+    certificates = tuple(_certificate(t) for t in top.tables("certificate"))
+    routes = tuple(_route(t) for t in top.tables("route"))
+    top.finish(("server", "tls", "http", "metrics", "listen", "certificate", "route"))
+
+    limits = HTTPLimits(
+        max_header_bytes=http.int("max_header_bytes", HTTPLimits.max_header_bytes, 1024, 1 << 20),
+        max_body_bytes=http.int("max_body_bytes", HTTPLimits.max_body_bytes, 0, 1 << 40),
+        header_timeout=http.number("header_timeout", HTTPLimits.header_timeout),
+        idle_timeout=http.number("idle_timeout", HTTPLimits.idle_timeout),
+        handshake_timeout=http.number("handshake_timeout", HTTPLimits.handshake_timeout),
+        max_requests_per_connection=http.int("max_requests_per_connection",
+                                             HTTPLimits.max_requests_per_connection, 1, 1 << 30),
+    )
+    http.finish()
+    alpn = tuple(tls.strings("alpn", Settings.alpn))
+    suites = _named(tls, "cipher_suites", flags.cipher_suites, CipherSuite, SUITES, DEFAULT_CIPHER_SUITES)
+    groups = _named(tls, "groups", flags.groups, NamedGroup, SUPPORTED_GROUPS, SERVE_GROUPS)
+    tls.finish()
+    settings = Settings(
+        source=where.file.resolve() if where.file else None,
+        listeners=listeners or (Listener(),),
+        certificates=certificates,
+        alpn=flags.alpn or alpn,
+        cipher_suites=suites,
+        groups=groups,
+        http=limits,
+        routes=routes or (StaticRoute(),),
+        metrics=_metrics(metrics_t, flags),
+        workers=_flag(flags.workers, server.int("workers", os.cpu_count() or 1, 1, 1024)),
+        uvloop=server.bool("uvloop", True),
+        access_log=_flag(flags.access_log, server.bool("access_log", True)),
+        log_json=_flag(flags.log_json, server.bool("log_json", False)),
+        drain_timeout=server.number("drain_timeout", Settings.drain_timeout),
+        cert_poll_interval=server.number("cert_poll_interval", Settings.cert_poll_interval, minimum=0.0),
+    )
+    server.finish()
+    return _apply_flags(settings, flags)
+
+
+def _apply_flags(s: Settings, flags: Flags) -> Settings:
+    changes: dict[str, Any] = {}
+    if flags.host is not None or flags.port is not None or flags.reuse_port is not None:
+        first = s.listeners[0]
+        changes["listeners"] = (Listener(
+            address=flags.host if flags.host is not None else first.address,
+            port=flags.port if flags.port is not None else first.port,
+            reuse_port=flags.reuse_port if flags.reuse_port is not None else first.reuse_port,
+        ),)
+    if (flags.cert is None) != (flags.key is None):
+        raise SettingsError("give both --cert and --key, or neither (the development CA then issues a localhost "
+                            "certificate)")
+    if flags.cert is not None and flags.key is not None:
+        changes["certificates"] = (CertificateSpec(cert=flags.cert.resolve(), key=flags.key.resolve()),)
+    if flags.proxy is not None:
+        changes["routes"] = (_proxy_from_url(flags.proxy, "--proxy", ProxyRoute()),)
+    elif flags.root is not None or flags.listing is not None:
+        root = flags.root.resolve() if flags.root is not None else None
+        routes = list(s.routes)
+        for i, r in enumerate(routes):
+            if isinstance(r, StaticRoute) and r.prefix == "/" and not r.hosts:
+                routes[i] = StaticRoute(prefix="/", root=root or r.root, index=r.index,
+                                        listing=r.listing if flags.listing is None else flags.listing)
+                break
+        else:
+            routes.append(StaticRoute(root=root or Path.cwd(), listing=bool(flags.listing)))
+        changes["routes"] = tuple(routes)
+    for r in changes.get("routes", ()):
+        if isinstance(r, StaticRoute) and not r.root.is_dir():
+            raise SettingsError(f"{r.root}: not a directory to serve (give an existing directory as ROOT)")
+    return dataclasses.replace(s, **changes) if changes else s
+
+
+def _flag(flag: T | None, value: T) -> T:
+    return value if flag is None else flag
+
+
+def _listener(t: _Table) -> Listener:
+    address = t.str("address", "localhost")
+    listener = Listener(address=address, port=t.int("port", 8443, 0, 65535),
+                        ipv6_only=t.bool("ipv6_only", True), reuse_port=t.bool("reuse_port", False),
+                        backlog=t.int("backlog", 1024, 1, 1 << 16))
+    t.finish()
+    return listener
+
+
+def _certificate(t: _Table) -> CertificateSpec:
+    spec = CertificateSpec(cert=t.file("cert"), key=t.file("key"), names=tuple(n.lower() for n in t.strings("names")))
+    for name in spec.names:
+        if "*" in name and not (name.startswith("*.") and "*" not in name[2:]):
+            t.fail("names", f"{name!r} is not a usable wildcard (only a leading '*.', e.g. '*.example.com')")
+    t.finish()
+    return spec
+
+
+def _route(t: _Table) -> Route:
+    prefix = t.str("path", "/")
+    if not prefix.startswith("/"):
+        t.fail("path", f"{prefix!r} must start with '/' (e.g. path = \"/api/\")")
+    hosts = tuple(h.lower() for h in t.strings("hosts"))
+    if "proxy" in t.data and "root" in t.data:
+        t.fail("proxy", "a route has either root (static files) or proxy (upstream URL), not both")
+    route: Route
+    if "proxy" in t.data:
+        base = ProxyRoute(prefix=prefix, hosts=hosts, preserve_host=t.bool("preserve_host", True),
+                          timeout=t.number("timeout", 30.0),
+                          client_cert_header=t.str("client_cert_header", ProxyRoute.client_cert_header).lower())
+        route = _proxy_from_url(t.str("proxy", ""), "proxy", base, t)
+    else:
+        root = t.directory("root") if "root" in t.data else t.base
+        route = StaticRoute(prefix=prefix, hosts=hosts, root=root,
+                            index=tuple(t.strings("index", StaticRoute.index)), listing=t.bool("listing", False))
+    t.finish()
+    return route
+
+
+def _proxy_from_url(url: str, what: str, base: ProxyRoute, t: _Table | None = None) -> ProxyRoute:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 80
+    except ValueError:
+        port = -1
+    if parts.scheme != "http" or not parts.hostname or port < 0 or parts.query:
+        message = f"{url!r} is not an upstream URL (use http://host:port[/path]; the upstream speaks HTTP/1.1)"
+        if t is not None:
+            t.fail(what, message)
+        raise SettingsError(f"{what}: {message}")
+    return ProxyRoute(prefix=base.prefix, hosts=base.hosts, upstream_host=parts.hostname, upstream_port=port,
+                      upstream_path=parts.path.rstrip("/"), preserve_host=base.preserve_host, timeout=base.timeout,
+                      client_cert_header=base.client_cert_header)
+
+
+def _metrics(t: _Table | None, flags: Flags) -> MetricsEndpoint | None:
+    if t is None and flags.metrics_port is None:
+        return None
+    address = t.str("address", "127.0.0.1") if t else "127.0.0.1"
+    port = t.int("port", 9443, 0, 65535) if t else 9443
+    if t:
+        t.finish()
+    return MetricsEndpoint(address=flags.metrics_host or address,
+                           port=flags.metrics_port if flags.metrics_port is not None else port)
+
+
+E = TypeVar("E", CipherSuite, NamedGroup)
+T = TypeVar("T")
+
+
+def _named(t: _Table, key: str, flag: Sequence[str] | None, enum: type[E], supported: Any,
+           default: tuple[E, ...]) -> tuple[E, ...]:
+    """Suites or groups by IANA name (case-insensitive), keeping only ones the engine implements."""
+    names = list(flag) if flag is not None else t.strings(key, None)
+    if names is None:
+        return default
+    by_name = {m.name.lower(): m for m in enum if m in supported}
+    values = []
+    for name in names:
+        member = by_name.get(name.lower())
+        if member is None:
+            message = f"{name!r} is not supported; use some of: {', '.join(m.name for m in by_name.values())}"
+            if flag is not None:
+                raise SettingsError(f"--{key.replace('_', '-')}: {message}")
+            t.fail(key, message)
+        values.append(member)
+    if not values:
+        t.fail(key, "is empty: name at least one")
+    return tuple(values)
+
+
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e)
+
+
+# --------------------------------------------------------------------------------------------- locating
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    file: Path | None
+    text: str
+
+    def line(self, table: str, index: int | None, key: str | None) -> int | None:
+        """The line of ``key`` in ``[table]`` (the ``index``-th ``[[table]]``), or of the header itself."""
+        header = None
+        seen = -1
+        current = ""
+        for number, raw in enumerate(self.text.splitlines(), 1):
+            line = raw.strip()
+            if m := re.fullmatch(r"\[\[\s*([\w.-]+)\s*\]\](\s*#.*)?", line):
+                current = m.group(1)
+                if current == table:
+                    seen += 1
+                    if index is not None and seen == index:
+                        header = number
+                continue
+            if m := re.fullmatch(r"\[\s*([\w.-]+)\s*\](\s*#.*)?", line):
+                current = m.group(1)
+                if current == table and index is None:
+                    header = number
+                continue
+            in_table = current == table and (index is None or seen == index)
+            if key is not None and in_table and re.match(rf"[\"']?{re.escape(key)}[\"']?\s*=", line):
+                return number
+        return header
+
+    def prefix(self, table: str, index: int | None, key: str | None) -> str:
+        if self.file is None:
+            return ""
+        line = self.line(table, index, key)
+        return f"{self.file}:{line}: " if line else f"{self.file}: "
+
+
+class _Table:
+    """One TOML table with typed getters whose errors carry the file and line; ``finish`` rejects extras."""
+
+    def __init__(self, data: Any, where: _Where, name: str, index: int | None, base: Path) -> None:
+        self.data: dict[str, Any] = data if isinstance(data, dict) else {}
+        self.where, self.name, self.index, self.base = where, name, index, base
+        self.used: set[str] = set()
+        if not isinstance(data, dict):
+            self.fail(None, f"must be a table ([{name}] or [[{name}]])")
+
+    def label(self) -> str:
+        if not self.name:
+            return "top level"
+        return f"[[{self.name}]] #{self.index + 1}" if self.index is not None else f"[{self.name}]"
+
+    def fail(self, key: str | None, message: str) -> Any:
+        what = f"'{key}' " if key else ""
+        raise SettingsError(f"{self.where.prefix(self.name, self.index, key)}{self.label()}: {what}{message}")
+
+    def table(self, key: str) -> _Table:
+        value = self.data.get(key, {})
+        if isinstance(value, list):
+            self.fail(key, f"must be written [{key}], not [[{key}]]")
+        return _Table(value, self.where, key, None, self.base)
+
+    def tables(self, key: str) -> list[_Table]:
+        value = self.data.get(key, [])
+        if not isinstance(value, list):
+            self.fail(key, f"must be written [[{key}]] (one per {key}), not [{key}]")
+        return [_Table(v, self.where, key, i, self.base) for i, v in enumerate(value)]
+
+    def _get(self, key: str, default: T, kind: type | tuple[type, ...], expect: str) -> T:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
+            self.fail(key, f"must be {expect}, not {value!r}")
+        return value  # type: ignore[no-any-return]
+
+    def str(self, key: str, default: str) -> str:
+        return self._get(key, default, str, "a string in quotes")
+
+    def bool(self, key: str, default: bool) -> bool:
+        return self._get(key, default, bool, "true or false")
+
+    def int(self, key: str, default: int, low: int, high: int) -> int:
+        value = self._get(key, default, int, "a whole number")
+        if not low <= value <= high:
+            self.fail(key, f"must be between {low} and {high}, not {value}")
+        return value
+
+    def number(self, key: str, default: float, minimum: float = 0.001) -> float:
+        value = float(self._get(key, default, (int, float), "a number of seconds"))
+        if value < minimum:
+            self.fail(key, f"must be at least {minimum}, not {value}")
+        return value
+
+    def strings(self, key: str, default: Any = ()) -> Any:
+        value = self._get(key, default, (list, str), 'a list of strings, e.g. ["a", "b"]')
+        if isinstance(value, str):
+            value = [value]
+        if value is not None and not all(isinstance(v, str) for v in value):
+            self.fail(key, f'must be a list of strings, e.g. ["a", "b"], not {value!r}')
+        return value
+
+    def _path(self, key: str, check: Callable[[Path], bool], problem: str) -> Path:
+        if key not in self.data:
+            self.fail(None, f"needs '{key}' (a path, relative to the config file)")
+        path = (self.base / self.str(key, "")).resolve()
+        if not check(path):
+            self.fail(key, f"{path} {problem}")
+        return path
+
+    def file(self, key: str) -> Path:
+        return self._path(key, Path.is_file, "is not a readable file (check the path)")
+
+    def directory(self, key: str) -> Path:
+        return self._path(key, Path.is_dir, "is not a directory (create it, or point root elsewhere)")
+
+    def finish(self, also: Sequence[str] = ()) -> None:
+        unknown = sorted(set(self.data) - self.used - set(also))
+        if unknown:
+            known = sorted(self.used | set(also))
+            self.fail(unknown[0], f"is not a known setting (known here: {', '.join(known)})")
