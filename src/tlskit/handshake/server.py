@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
 import hmac
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from ..config import CertifiedKey, ServerConfig
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import PublicKeyAlgorithmOID
+
+from ..config import ServerConfig
 from ..crypto import groups, keyschedule, signatures
 from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import Transcript
-from ..enums import (
-    AlertDescription,
-    CipherSuite,
-    ExtensionType,
-    NamedGroup,
-    ProtocolVersion,
-    SignatureScheme,
-)
+from ..enums import AlertDescription, ExtensionType, NamedGroup, ProtocolVersion, PskKeyExchangeMode
 from ..errors import AlertError
 from ..events import HandshakeComplete
 from ..messages import extensions as ext
@@ -26,165 +24,24 @@ from ..messages.handshake import (
     HRR_RANDOM,
     Certificate,
     CertificateEntry,
+    CertificateRequest,
     CertificateVerify,
     ClientHello,
     EncryptedExtensions,
+    EndOfEarlyData,
     Finished,
     HandshakeMessage,
     ServerHello,
 )
-from .common import Context, Session, check_finished, choose_scheme, choose_suite, make_finished, unexpected
+from ..pki.verify import verify_client_chain
+from . import psk
+from .common import Context, Session, check_finished, make_finished, unexpected
+from .negotiation import Offer, choose_alpn, choose_certificate, choose_group, read_offer
 
 __all__ = ["ExpectClientHello"]
 
-
-@dataclass(slots=True)
-class _Offer:
-    """What the server reads out of a ClientHello (§4.1.2, §4.2)."""
-
-    hello: ClientHello
-    exts: dict[ExtensionType, bytes]
-    suite: CipherSuite
-    client_groups: list[NamedGroup]
-    shares: list[KeyShareEntry]
-    schemes: list[SignatureScheme]
-    server_name: str | None
-    alpn: list[str] | None
-    status_request: bool
-
-
-def _read_offer(config: ServerConfig, ch: ClientHello) -> _Offer:
-    exts = ext.extension_map(ch.extensions)
-    sv = exts.get(ExtensionType.supported_versions)
-    if sv is None or ProtocolVersion.TLS1_3 not in ext.parse_supported_versions_client(sv):
-        raise AlertError(
-            AlertDescription.protocol_version, "client does not offer TLS 1.3 (TLS 1.2 is not enabled)"
-        )
-    if ch.legacy_compression_methods != b"\x00":
-        raise AlertError(
-            AlertDescription.illegal_parameter, "TLS 1.3 ClientHello must offer only null compression"
-        )
-    if (
-        ch.extensions
-        and ch.extensions[-1].type is not ExtensionType.pre_shared_key
-        and (ExtensionType.pre_shared_key in exts)
-    ):
-        raise AlertError(AlertDescription.illegal_parameter, "pre_shared_key is not the last extension")
-    if ExtensionType.pre_shared_key in exts:
-        ext.parse_offered_psks(exts[ExtensionType.pre_shared_key])
-        if ExtensionType.psk_key_exchange_modes not in exts:
-            raise AlertError(
-                AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes"
-            )
-    for kind in (ExtensionType.supported_groups, ExtensionType.key_share, ExtensionType.signature_algorithms):
-        if kind not in exts:
-            raise AlertError(AlertDescription.missing_extension, f"ClientHello lacks {kind.name}")
-    suite = choose_suite(ch.cipher_suites, config.cipher_suites, config.prefer_server_order)
-    if suite is None:
-        raise AlertError(
-            AlertDescription.handshake_failure,
-            f"no common cipher suite (client offered {[s.name for s in ch.cipher_suites]})",
-        )
-    client_groups = ext.parse_supported_groups(exts[ExtensionType.supported_groups])
-    shares = ext.parse_key_share_client(exts[ExtensionType.key_share])
-    offered = set(client_groups)
-    for share in shares:
-        if share.group not in offered:
-            raise AlertError(
-                AlertDescription.illegal_parameter, f"key share for unoffered group {share.group.name}"
-            )
-    schemes = ext.parse_signature_algorithms(exts[ExtensionType.signature_algorithms])
-    server_name = None
-    if ExtensionType.server_name in exts:
-        server_name = ext.parse_server_name(exts[ExtensionType.server_name])
-    alpn = None
-    if ExtensionType.application_layer_protocol_negotiation in exts:
-        alpn = ext.parse_alpn(exts[ExtensionType.application_layer_protocol_negotiation])
-    status_request = False
-    if ExtensionType.status_request in exts:
-        status_request = ext.parse_status_request(exts[ExtensionType.status_request]) == 1
-    for kind in (ExtensionType.psk_key_exchange_modes,):
-        if kind in exts:
-            ext.parse_psk_modes(exts[kind])
-    if ExtensionType.padding in exts:
-        ext.parse_padding(exts[ExtensionType.padding])
-    if ExtensionType.record_size_limit in exts:
-        ext.parse_record_size_limit(exts[ExtensionType.record_size_limit])
-    if ExtensionType.cookie in exts:
-        ext.parse_cookie(exts[ExtensionType.cookie])
-    if ExtensionType.signature_algorithms_cert in exts:
-        ext.parse_signature_algorithms(exts[ExtensionType.signature_algorithms_cert])
-    if ExtensionType.certificate_authorities in exts:
-        ext.parse_certificate_authorities(exts[ExtensionType.certificate_authorities])
-    return _Offer(ch, exts, suite, client_groups, shares, schemes, server_name, alpn, status_request)
-
-
-def _choose_group(config: ServerConfig, offer: _Offer) -> tuple[NamedGroup, KeyShareEntry | None]:
-    """A group both support, preferring one the client already sent a share for (saves the HRR round trip)."""
-    ours = set(config.groups)
-    mutual = (
-        [g for g in config.groups if g in set(offer.client_groups)]
-        if config.prefer_server_order
-        else [g for g in offer.client_groups if g in ours]
-    )
-    if not mutual:
-        raise AlertError(
-            AlertDescription.handshake_failure,
-            f"no common group (client offered {[g.name for g in offer.client_groups]})",
-        )
-    by_group = {s.group: s for s in offer.shares}
-    for g in mutual:
-        if g in by_group:
-            return g, by_group[g]
-    return mutual[0], None
-
-
-def _matches_name(cert: CertifiedKey, name: str) -> bool:
-    from cryptography import x509
-
-    try:
-        sans = cert.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    name = name.lower()
-    for dns in sans.get_values_for_type(x509.DNSName):
-        dns = dns.lower()
-        if dns == name or (dns.startswith("*.") and "." in name and name.split(".", 1)[1] == dns[2:]):
-            return True
-    return False
-
-
-def choose_certificate(
-    config: ServerConfig, server_name: str | None, schemes: Sequence[SignatureScheme]
-) -> tuple[CertifiedKey, SignatureScheme]:
-    """SNI and signature_algorithms pick the certificate (§4.4.2.2); the first usable one is the default."""
-    if config.cert_resolver is not None:
-        chosen = config.cert_resolver(server_name, schemes)
-        candidates: list[CertifiedKey] = [chosen] if chosen is not None else []
-    else:
-        named = [c for c in config.certificates if server_name and _matches_name(c, server_name)]
-        candidates = named + [c for c in config.certificates if c not in named]
-    for cert in candidates:
-        scheme = choose_scheme(cert.schemes, schemes)
-        if scheme is not None:
-            return cert, scheme
-    raise AlertError(
-        AlertDescription.handshake_failure,
-        f"no certificate for {server_name!r} signs with any of {[s.name for s in schemes]}",
-    )
-
-
-def _choose_alpn(config: ServerConfig, offered: list[str] | None) -> str | None:
-    """RFC 7301 §3.2: server preference; no overlap is ``no_application_protocol``."""
-    if offered is None or not config.alpn:
-        return None
-    for proto in config.alpn:
-        if proto in offered:
-            return proto
-    raise AlertError(
-        AlertDescription.no_application_protocol,
-        f"client offered ALPN {offered}, we serve {list(config.alpn)}",
-    )
+# Ciphertext we are willing to skip when we reject a client's 0-RTT data (§4.2.10) without a policy of our own.
+_DEFAULT_EARLY_SKIP = 16384 + 4096
 
 
 @dataclass(slots=True)
@@ -196,36 +53,65 @@ class ExpectClientHello:
             raise unexpected("ClientHello", msg)
         config = ctx.config
         assert isinstance(config, ServerConfig)
-        offer = _read_offer(config, msg)
-        group, share = _choose_group(config, offer)
+        offer = read_offer(config, msg)
         params = suite_params(offer.suite)
-        transcript = Transcript(params.hash_name)
-        transcript.add(raw)
+        return _negotiate(ctx, config, offer, raw, Transcript(params.hash_name), params, first=True)
+
+
+def _negotiate(
+    ctx: Context,
+    config: ServerConfig,
+    offer: Offer,
+    raw: bytes,
+    transcript: Transcript,
+    params: SuiteParams,
+    *,
+    first: bool,
+) -> object:
+    """Resume a ticket if we can (§4.2.11), pick the key exchange, and answer with a ServerHello or a
+    HelloRetryRequest (§4.1.4)."""
+    accepted: psk.AcceptedPsk | None = None
+    modes = [m for m in config.psk_modes if m in offer.psk_modes]
+    if offer.psks is not None and modes:
+        accepted = psk.accept_psk(config, offer.psks, raw, transcript, params, offer.server_name, ctx.now())
+    dhe = accepted is None or (PskKeyExchangeMode.psk_dhe_ke in modes and bool(offer.client_groups))
+    if accepted is not None and not dhe and PskKeyExchangeMode.psk_ke not in modes:
+        accepted, dhe = None, True
+    if accepted is None and not offer.client_groups:
+        raise AlertError(AlertDescription.missing_extension, "ClientHello lacks supported_groups and key_share")
+    group: NamedGroup | None = None
+    share: KeyShareEntry | None = None
+    if dhe:
+        group, share = choose_group(config, offer)
         if share is None:
+            if not first:
+                raise AlertError(AlertDescription.illegal_parameter, "second ClientHello lacks the requested share")
+            transcript.add(raw)
             return _hello_retry(ctx, config, offer, group, params, transcript)
-        return _server_flight(ctx, config, offer, group, share, params, transcript, hello_retry=False)
+    transcript.add(raw)
+    return _server_flight(ctx, config, offer, params, transcript, group, share, accepted, hello_retry=not first)
+
+
+def _early_skip_budget(config: ServerConfig) -> int:
+    return config.early_data.max_early_data_size + 4096 if config.early_data is not None else _DEFAULT_EARLY_SKIP
 
 
 def _hello_retry(
     ctx: Context,
     config: ServerConfig,
-    offer: _Offer,
+    offer: Offer,
     group: NamedGroup,
     params: SuiteParams,
     transcript: Transcript,
 ) -> ExpectSecondClientHello:
     """§4.1.4: ask for a share of ``group``; the cookie binds the retry to this first ClientHello."""
     transcript.replace_with_message_hash()
-    exts = [
-        Extension(ExtensionType.key_share, ext.key_share_hrr_body(group)),
-        Extension(
-            ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3)
-        ),
-    ]
+    exts = [Extension(ExtensionType.key_share, ext.key_share_hrr_body(group))]
     cookie = None
     if config.hello_retry_cookie:
         cookie = hmac.digest(ctx.random(32), transcript.digest(), "sha256")
         exts.append(Extension(ExtensionType.cookie, ext.cookie_body(cookie)))
+    exts.append(Extension(ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3)))
     hrr = ServerHello(
         random=HRR_RANDOM,
         legacy_session_id=offer.hello.legacy_session_id,
@@ -236,16 +122,16 @@ def _hello_retry(
     transcript.add(hrr)
     if config.middlebox_compat and offer.hello.legacy_session_id:
         ctx.send_change_cipher_spec()
-    return ExpectSecondClientHello(
-        first=offer, group=group, params=params, transcript=transcript, cookie=cookie
-    )
+    if offer.early_data:
+        ctx.skip_early_data(_early_skip_budget(config))  # §4.2.10: early data cannot survive a retry
+    return ExpectSecondClientHello(first=offer, group=group, params=params, transcript=transcript, cookie=cookie)
 
 
 @dataclass(slots=True)
 class ExpectSecondClientHello:
     """§4.1.2: after HelloRetryRequest the client repeats its hello with the requested share."""
 
-    first: _Offer
+    first: Offer
     group: NamedGroup
     params: SuiteParams
     transcript: Transcript
@@ -256,11 +142,9 @@ class ExpectSecondClientHello:
             raise unexpected("second ClientHello", msg)
         config = ctx.config
         assert isinstance(config, ServerConfig)
-        offer = _read_offer(config, msg)
+        offer = read_offer(config, msg)
         if offer.suite != self.first.suite or msg.legacy_session_id != self.first.hello.legacy_session_id:
-            raise AlertError(
-                AlertDescription.illegal_parameter, "second ClientHello changed suite or session id"
-            )
+            raise AlertError(AlertDescription.illegal_parameter, "second ClientHello changed suite or session id")
         if msg.random != self.first.hello.random:
             raise AlertError(AlertDescription.illegal_parameter, "second ClientHello changed its random")
         if ExtensionType.early_data in offer.exts:
@@ -268,78 +152,95 @@ class ExpectSecondClientHello:
         if self.cookie is not None:
             got = offer.exts.get(ExtensionType.cookie)
             if got is None or not hmac.compare_digest(ext.parse_cookie(got), self.cookie):
-                raise AlertError(
-                    AlertDescription.illegal_parameter, "second ClientHello does not echo our cookie"
-                )
+                raise AlertError(AlertDescription.illegal_parameter, "second ClientHello does not echo our cookie")
         if len(offer.shares) != 1 or offer.shares[0].group != self.group:
             raise AlertError(
-                AlertDescription.illegal_parameter,
-                f"second ClientHello must carry one {self.group.name} share",
+                AlertDescription.illegal_parameter, f"second ClientHello must carry one {self.group.name} share"
             )
-        self.transcript.add(raw)
-        return _server_flight(
-            ctx, config, offer, self.group, offer.shares[0], self.params, self.transcript, hello_retry=True
-        )
+        return _negotiate(ctx, config, offer, raw, self.transcript, self.params, first=False)
 
 
 def _server_flight(
     ctx: Context,
     config: ServerConfig,
-    offer: _Offer,
-    group: NamedGroup,
-    share: KeyShareEntry,
+    offer: Offer,
     params: SuiteParams,
     transcript: Transcript,
+    group: NamedGroup | None,
+    share: KeyShareEntry | None,
+    accepted: psk.AcceptedPsk | None,
     *,
     hello_retry: bool,
-) -> ExpectClientFinished:
-    """ServerHello, then EncryptedExtensions, Certificate, CertificateVerify and Finished (§2)."""
-    cert, scheme = choose_certificate(config, offer.server_name, offer.schemes)
-    alpn = _choose_alpn(config, offer.alpn)
-    server_share, shared = groups.server_key_share(group, share.key_exchange, ctx.random)
+) -> object:
+    """ServerHello, then EncryptedExtensions, [CertificateRequest, Certificate, CertificateVerify,] Finished."""
+    alpn = choose_alpn(config, offer.alpn)
+    certified = None if accepted is not None else choose_certificate(config, offer.server_name, offer.schemes)
+    early = (
+        accepted is not None
+        and offer.early_data
+        and offer.psks is not None
+        and not hello_retry
+        and psk.early_data_acceptable(
+            config, accepted, offer.suite, alpn, offer.server_name, offer.psks.binders[0], ctx.now()
+        )
+    )
+    early_secret = keyschedule.EarlySecret(params, accepted.psk if accepted is not None else None)
+    client_early = b""
+    if early:
+        client_early = early_secret.client_early_traffic_secret(transcript.digest())
+        ctx.key_log("CLIENT_EARLY_TRAFFIC_SECRET", client_early)
+    shared: bytes | None = None
+    sh_exts: list[Extension] = []
+    if accepted is not None:
+        sh_exts.append(Extension(ExtensionType.pre_shared_key, ext.selected_psk_body(accepted.index)))
+    if share is not None and group is not None:
+        server_share, shared = groups.server_key_share(group, share.key_exchange, ctx.random)
+        sh_exts.append(
+            Extension(ExtensionType.key_share, ext.key_share_server_body(KeyShareEntry(group, server_share)))
+        )
+    sh_exts.append(
+        Extension(ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3))
+    )
     sh = ServerHello(
         random=ctx.random(32),
         legacy_session_id=offer.hello.legacy_session_id,
         cipher_suite=offer.suite,
-        extensions=(
-            Extension(ExtensionType.key_share, ext.key_share_server_body(KeyShareEntry(group, server_share))),
-            Extension(
-                ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3)
-            ),
-        ),
+        extensions=tuple(sh_exts),
     ).encode()
     ctx.send_handshake(sh)
     transcript.add(sh)
     if config.middlebox_compat and offer.hello.legacy_session_id and not hello_retry:
         ctx.send_change_cipher_spec()
-    hs = keyschedule.EarlySecret(params).handshake_secret(shared)
+    hs = early_secret.handshake_secret(shared)
     th = transcript.digest()
     c_hs, s_hs = hs.client_traffic_secret(th), hs.server_traffic_secret(th)
     ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
     ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
+    if ExtensionType.record_size_limit in offer.exts:
+        setter = getattr(ctx, "set_send_record_limit", None)
+        if setter is not None:  # RFC 8449: applies to every protected record we send from here on
+            setter(ext.parse_record_size_limit(offer.exts[ExtensionType.record_size_limit]))
     ctx.set_write_secret(params, s_hs)
 
-    ee: list[Extension] = []
-    if config.send_supported_groups:
-        ee.append(Extension(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
-    if ExtensionType.record_size_limit in offer.exts:
-        limit = ext.parse_record_size_limit(offer.exts[ExtensionType.record_size_limit])
-        setter = getattr(ctx, "set_send_record_limit", None)
-        if setter is not None:
-            setter(limit)
-        own = config.record_size_limit if config.record_size_limit is not None else (1 << 14) + 1
-        ee.append(Extension(ExtensionType.record_size_limit, ext.record_size_limit_body(own)))
-    if offer.server_name is not None:
-        ee.append(Extension(ExtensionType.server_name, b""))
-    if alpn is not None:
-        ee.append(Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body([alpn])))
-    for raw_msg in (EncryptedExtensions(extensions=tuple(ee)).encode(), _certificate(config, cert, offer)):
-        ctx.send_handshake(raw_msg)
-        transcript.add(raw_msg)
-    signature = cert.sign(scheme, signatures.certificate_verify_input(True, transcript.digest()))
-    cv = CertificateVerify(algorithm=scheme, signature=signature).encode()
-    ctx.send_handshake(cv)
-    transcript.add(cv)
+    for message in _encrypted_extensions(config, offer, alpn, early):
+        ctx.send_handshake(message)
+        transcript.add(message)
+    auth = config.client_auth
+    request_cert = accepted is None and auth is not None and auth.mode != "none"
+    if request_cert:
+        cr = _certificate_request(config)
+        ctx.send_handshake(cr)
+        transcript.add(cr)
+    scheme = None
+    if certified is not None:
+        cert, scheme = certified
+        cm = _certificate(config, cert, offer)
+        ctx.send_handshake(cm)
+        transcript.add(cm)
+        signature = cert.sign(scheme, signatures.certificate_verify_input(True, transcript.digest()))
+        cv = CertificateVerify(algorithm=scheme, signature=signature).encode()
+        ctx.send_handshake(cv)
+        transcript.add(cv)
     fin = make_finished(params, s_hs, transcript)
     ctx.send_handshake(fin)
     transcript.add(fin)
@@ -351,8 +252,7 @@ def _server_flight(
     ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
     ctx.key_log("EXPORTER_SECRET", exporter)
     ctx.set_write_secret(params, s_ap)
-    ctx.set_read_secret(params, c_hs)
-    return ExpectClientFinished(
+    after = _AfterServerFinished(
         params=params,
         transcript=transcript,
         master=master,
@@ -367,13 +267,56 @@ def _server_flight(
             alpn=alpn,
             server_name=offer.server_name,
             peer_certificates=(),
+            resumed=accepted is not None,
+            early_data_accepted=early,
             hello_retry=hello_retry,
         ),
     )
+    next_state: object = ExpectClientCertificate(after) if request_cert else ExpectClientFinished(after)
+    if early:
+        assert config.early_data is not None
+        ctx.set_read_secret(params, client_early)
+        ctx.accept_early_data(config.early_data.max_early_data_size)
+        return ExpectEndOfEarlyData(after, next_state)
+    ctx.set_read_secret(params, c_hs)
+    if offer.early_data:
+        ctx.skip_early_data(_early_skip_budget(config))
+    return next_state
 
 
-def _certificate(config: ServerConfig, cert: CertifiedKey, offer: _Offer) -> bytes:
+def _encrypted_extensions(config: ServerConfig, offer: Offer, alpn: str | None, early: bool) -> list[bytes]:
+    """§4.3.1."""
+    ee: list[Extension] = []
+    if config.send_supported_groups:
+        ee.append(Extension(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
+    if ExtensionType.record_size_limit in offer.exts:
+        own = config.record_size_limit if config.record_size_limit is not None else (1 << 14) + 1
+        ee.append(Extension(ExtensionType.record_size_limit, ext.record_size_limit_body(own)))
+    if offer.server_name is not None:
+        ee.append(Extension(ExtensionType.server_name, b""))
+    if alpn is not None:
+        ee.append(Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body([alpn])))
+    if early:
+        ee.append(Extension(ExtensionType.early_data, b""))
+    return [EncryptedExtensions(extensions=tuple(ee)).encode()]
+
+
+def _certificate_request(config: ServerConfig) -> bytes:
+    """§4.3.2: our signature algorithms and, by default, the names of the CAs we accept (§4.2.4)."""
+    auth = config.client_auth
+    assert auth is not None and auth.trust is not None
+    exts = [Extension(ExtensionType.signature_algorithms, ext.signature_algorithms_body(config.signature_algorithms))]
+    if auth.send_ca_names:
+        names = [root.subject.public_bytes() for root in auth.trust.roots]
+        exts.append(Extension(ExtensionType.certificate_authorities, ext.certificate_authorities_body(names)))
+    return CertificateRequest(context=b"", extensions=tuple(exts)).encode()
+
+
+def _certificate(config: ServerConfig, cert: object, offer: Offer) -> bytes:
     """§4.4.2 with the OCSP staple in the leaf's entry when the client asked (§4.4.2.1)."""
+    from ..config import CertifiedKey
+
+    assert isinstance(cert, CertifiedKey)
     staple = None
     if offer.status_request:
         staple = config.ocsp_staple(cert) if config.ocsp_staple is not None else cert.ocsp_response
@@ -387,8 +330,8 @@ def _certificate(config: ServerConfig, cert: CertifiedKey, offer: _Offer) -> byt
 
 
 @dataclass(slots=True)
-class ExpectClientFinished:
-    """§4.4.4: the client's Finished completes the handshake."""
+class _AfterServerFinished:
+    """What the server keeps once its flight is out."""
 
     params: SuiteParams
     transcript: Transcript
@@ -398,22 +341,104 @@ class ExpectClientFinished:
     exporter: bytes
     complete: HandshakeComplete
 
+
+@dataclass(slots=True)
+class ExpectEndOfEarlyData:
+    """§4.5: 0-RTT data flows (as ``EarlyData`` events) until the client's EndOfEarlyData."""
+
+    after: _AfterServerFinished
+    next_state: object
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        if not isinstance(msg, EndOfEarlyData):
+            raise unexpected("EndOfEarlyData", msg)
+        self.after.transcript.add(raw)
+        ctx.set_read_secret(self.after.params, self.after.c_hs)
+        return self.next_state
+
+
+@dataclass(slots=True)
+class ExpectClientCertificate:
+    """§4.4.2: the client's chain, possibly empty (then ``certificate_required`` if we insist, §4.4.2.4)."""
+
+    after: _AfterServerFinished
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        if not isinstance(msg, Certificate):
+            raise unexpected("client Certificate", msg)
+        config = ctx.config
+        assert isinstance(config, ServerConfig) and config.client_auth is not None
+        auth = config.client_auth
+        if msg.context:
+            raise AlertError(AlertDescription.illegal_parameter, "client Certificate context does not match ours")
+        self.after.transcript.add(raw)
+        if not msg.entries:
+            if auth.mode == "required":
+                raise AlertError(AlertDescription.certificate_required, "client sent no certificate")
+            return ExpectClientFinished(self.after)
+        chain = tuple(e.cert_data for e in msg.entries)
+        assert auth.trust is not None
+        now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
+        leaf = verify_client_chain(chain, trust=auth.trust, now=now)
+        self.after.complete = replace(self.after.complete, peer_certificates=chain)
+        return ExpectClientCertificateVerify(self.after, leaf)
+
+
+@dataclass(slots=True)
+class ExpectClientCertificateVerify:
+    """§4.4.3: the client proves it holds the key of its certificate."""
+
+    after: _AfterServerFinished
+    leaf: x509.Certificate
+
+    def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
+        if not isinstance(msg, CertificateVerify):
+            raise unexpected("client CertificateVerify", msg)
+        config = ctx.config
+        assert isinstance(config, ServerConfig)
+        if msg.algorithm not in config.signature_algorithms:
+            raise AlertError(AlertDescription.illegal_parameter, f"client signed with {msg.algorithm.name}")
+        try:
+            public_key = self.leaf.public_key()
+            pss_oid = self.leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
+        except (ValueError, UnsupportedAlgorithm):
+            raise AlertError(AlertDescription.unsupported_certificate, "unsupported client public key") from None
+        data = signatures.certificate_verify_input(False, self.after.transcript.digest())
+        signatures.verify(public_key, msg.algorithm, data, msg.signature, pss_oid=pss_oid)
+        self.after.transcript.add(raw)
+        return ExpectClientFinished(self.after)
+
+
+@dataclass(slots=True)
+class ExpectClientFinished:
+    """§4.4.4: the client's Finished completes the handshake; tickets follow (§4.6.1)."""
+
+    after: _AfterServerFinished
+
     def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
         if not isinstance(msg, Finished):
             raise unexpected("Finished", msg)
-        check_finished(self.params, self.c_hs, self.transcript, msg)
-        self.transcript.add(raw)
-        ctx.set_read_secret(self.params, self.c_ap)
+        after = self.after
+        check_finished(after.params, after.c_hs, after.transcript, msg)
+        after.transcript.add(raw)
+        ctx.set_read_secret(after.params, after.c_ap)
+        complete = after.complete
         session = Session(
-            params=self.params,
-            exporter_master_secret=self.exporter,
-            resumption_master_secret=self.master.resumption_master_secret(self.transcript.digest()),
-            server_name=self.complete.server_name,
-            alpn=self.complete.alpn,
-            group=self.complete.group,
+            params=after.params,
+            exporter_master_secret=after.exporter,
+            resumption_master_secret=after.master.resumption_master_secret(after.transcript.digest()),
+            server_name=complete.server_name,
+            alpn=complete.alpn,
+            group=complete.group,
         )
         ctx.established(session)
-        ctx.emit(self.complete)
+        ctx.emit(complete)
+        config = ctx.config
+        assert isinstance(config, ServerConfig)
+        for ticket in psk.issue_tickets(
+            config, after.params, session.resumption_master_secret, complete.server_name, complete.alpn, ctx.now()
+        ):
+            ctx.send_handshake(ticket)
         return ServerConnected(session)
 
 
@@ -425,3 +450,8 @@ class ServerConnected:
 
     def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
         raise unexpected("KeyUpdate", msg)
+
+
+def spki_of(cert: x509.Certificate) -> bytes:
+    """The DER SubjectPublicKeyInfo (for pinning and identity hooks)."""
+    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
