@@ -1,0 +1,275 @@
+"""Resumption, 0-RTT and anti-replay between our client and server in memory (RFC 8446 §2.2, §2.3, §4.2.10,
+§4.2.11, §4.6.1, §8)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from tests.pairing import certified, client_config, connect, events_of, handshake, pump, server_config
+from tlskit.config import EarlyDataPolicy
+from tlskit.connection import Connection
+from tlskit.enums import AlertDescription, NamedGroup, PskKeyExchangeMode
+from tlskit.errors import AlertError
+from tlskit.events import ApplicationData, EarlyData, HandshakeComplete, SessionTicketReceived
+from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
+from tlskit.tickets.keyring import TicketKey, TicketKeyRing
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ring(seed: int = 1) -> TicketKeyRing:
+    return TicketKeyRing([TicketKey.from_bytes(bytes([seed]) * 80)])
+
+
+class BrokenStore:
+    def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
+        raise ConnectionError("redis is down")
+
+
+def servers(**overrides: object) -> object:
+    settings: dict[str, object] = {"ticket_keys": ring()}
+    settings.update(overrides)
+    return server_config(**settings)
+
+
+def first_connection(
+    store: MemorySessionStore, clock: Clock, **server_overrides: object
+) -> list[SessionTicketReceived]:
+    pair = handshake(client_config(session_store=store, clock=clock), servers(clock=clock, **server_overrides))  # type: ignore[arg-type]
+    assert not pair.client_complete.resumed
+    tickets = events_of(pair.client_events, SessionTicketReceived)
+    return tickets  # type: ignore[return-value]
+
+
+def test_server_issues_two_tickets_by_default_and_client_stores_them() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    tickets = first_connection(store, clock)
+    assert len(tickets) == 2
+    assert tickets[0].ticket.lifetime == 7200 and tickets[0].ticket.ticket != tickets[1].ticket.ticket
+    assert tickets[0].psk != tickets[1].psk
+    assert store.take("localhost", clock()) is not None
+
+
+@pytest.mark.parametrize("mode", [PskKeyExchangeMode.psk_dhe_ke, PskKeyExchangeMode.psk_ke])
+def test_second_connection_resumes(mode: PskKeyExchangeMode) -> None:
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock, psk_modes=(mode,))
+    clock.now += 30
+    pair = handshake(
+        client_config(session_store=store, clock=clock, psk_modes=(mode,)),
+        servers(clock=clock, psk_modes=(mode,)),  # type: ignore[arg-type]
+    )
+    for complete in (pair.client_complete, pair.server_complete):
+        assert complete.resumed
+        assert complete.signature_scheme is None
+        assert (complete.group is None) == (mode is PskKeyExchangeMode.psk_ke)
+    assert pair.client_complete.peer_certificates == ()
+    pair.client.send_data(b"after resumption")
+    pair.pump()
+    _, s = pair.collect()
+    assert events_of(s, ApplicationData) == [ApplicationData(data=b"after resumption")]
+
+
+def test_ticket_from_another_key_ring_falls_back_to_a_full_handshake() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock)
+    pair = handshake(client_config(session_store=store, clock=clock), servers(clock=clock, ticket_keys=ring(2)))  # type: ignore[arg-type]
+    assert not pair.client_complete.resumed and not pair.server_complete.resumed
+
+
+def test_ticket_opened_by_a_ring_that_kept_the_old_key_resumes() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock)
+    rotated = TicketKeyRing([TicketKey.from_bytes(bytes([2]) * 80), TicketKey.from_bytes(bytes([1]) * 80)])
+    pair = handshake(client_config(session_store=store, clock=clock), servers(clock=clock, ticket_keys=rotated))  # type: ignore[arg-type]
+    assert pair.server_complete.resumed
+
+
+def test_expired_ticket_is_not_resumed() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock, ticket_lifetime=60)
+    clock.now += 61
+    pair = handshake(client_config(session_store=store, clock=clock), servers(clock=clock, ticket_lifetime=60))  # type: ignore[arg-type]
+    assert not pair.server_complete.resumed
+
+
+def test_ticket_is_not_resumed_for_another_server_name() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    tickets = first_connection(store, clock)
+    other = MemorySessionStore()
+    stored = store.take("localhost", clock())
+    assert stored is not None and tickets
+    other.put("other.test", dataclasses.replace(stored, server_name="other.test"))
+    both = certified("ec256", ("localhost", "other.test"))
+    pair = handshake(
+        client_config(session_store=other, clock=clock, server_name="other.test"),
+        servers(clock=clock, certificates=(both,)),  # type: ignore[arg-type]
+    )
+    assert not pair.server_complete.resumed
+
+
+def test_tampered_binder_is_decrypt_error() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock)
+    client = Connection(client_config(session_store=store, clock=clock))
+    server = Connection(servers(clock=clock))  # type: ignore[arg-type]
+    client.start()
+    hello = bytearray(client.data_to_send())
+    hello[-1] ^= 0x01  # the binder is the last thing in the ClientHello
+    with pytest.raises(AlertError) as info:
+        server.receive_data(bytes(hello))
+    assert info.value.description is AlertDescription.decrypt_error
+
+
+def test_resumption_survives_hello_retry_request() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock)
+    pair = handshake(
+        client_config(session_store=store, clock=clock),
+        servers(clock=clock, groups=(NamedGroup.secp256r1,)),  # type: ignore[arg-type]
+    )
+    assert pair.server_complete.resumed and pair.server_complete.hello_retry
+    assert pair.server_complete.group is NamedGroup.secp256r1
+
+
+# --- 0-RTT -------------------------------------------------------------------------------------------------
+
+
+def early_server(clock: Clock, store: object | None = None, **overrides: object) -> object:
+    return servers(
+        clock=clock,
+        early_data=EarlyDataPolicy(max_early_data_size=4096),
+        replay_store=store if store is not None else MemoryReplayStore(clock=clock),
+        **overrides,
+    )
+
+
+def zero_rtt_attempt(
+    tickets: MemorySessionStore, clock: Clock, server_cfg: object, data: bytes = b"GET / HTTP/1.1\r\n\r\n"
+) -> tuple[Connection, Connection, bytes]:
+    """Start a 0-RTT connection; returns the connections and the client's first flight."""
+    client = Connection(client_config(session_store=tickets, clock=clock, early_data=True))
+    server = Connection(server_cfg)  # type: ignore[arg-type]
+    client.start()
+    client.send_data(data)
+    return client, server, client.data_to_send()
+
+
+def test_zero_rtt_is_accepted_and_delivered_before_the_client_finished() -> None:
+    tickets, clock = MemorySessionStore(), Clock()
+    cfg = early_server(clock)
+    first_connection(
+        tickets, clock, early_data=EarlyDataPolicy(max_early_data_size=4096), replay_store=MemoryReplayStore()
+    )
+    client, server, flight = zero_rtt_attempt(tickets, clock, cfg)
+    server.receive_data(flight)
+    events = server.events()
+    assert events_of(events, EarlyData) == [EarlyData(data=b"GET / HTTP/1.1\r\n\r\n")]
+    assert not server.handshake_complete  # the early data came before the client's Finished
+    pump(client, server)
+    (c_done,) = events_of(client.events(), HandshakeComplete)
+    (s_done,) = events_of(server.events(), HandshakeComplete)
+    assert c_done.early_data_accepted and s_done.early_data_accepted  # type: ignore[union-attr]
+    assert c_done.resumed  # type: ignore[union-attr]
+
+
+def test_replayed_zero_rtt_hello_is_accepted_once() -> None:
+    tickets, clock = MemorySessionStore(), Clock()
+    replay = MemoryReplayStore(clock=clock)
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=replay)
+    _, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock, replay))
+    server.receive_data(flight)
+    assert events_of(server.events(), EarlyData)
+    # An attacker replays the same bytes to a second server sharing the replay store.
+    again = Connection(early_server(clock, replay))  # type: ignore[arg-type]
+    again.receive_data(flight)
+    assert events_of(again.events(), EarlyData) == []
+    out = again.data_to_send()
+    assert out  # the handshake still goes on (as 1-RTT) — the replayed data was skipped, not processed
+
+
+def test_zero_rtt_refused_when_replay_store_is_down_and_data_resent_as_1rtt() -> None:
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    client, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock, BrokenStore()))
+    server.receive_data(flight)
+    assert events_of(server.events(), EarlyData) == []
+    pump(client, server)
+    (c_done,) = events_of(client.events(), HandshakeComplete)
+    s_events = server.events()
+    (s_done,) = events_of(s_events, HandshakeComplete)
+    assert not c_done.early_data_accepted and not s_done.early_data_accepted  # type: ignore[union-attr]
+    assert s_done.resumed  # type: ignore[union-attr]
+    # The client resent its early data as ordinary application data after the handshake.
+    assert events_of(s_events, ApplicationData) == [ApplicationData(data=b"GET / HTTP/1.1\r\n\r\n")]
+
+
+def test_zero_rtt_refused_when_ticket_age_is_outside_the_window() -> None:
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    client = Connection(client_config(session_store=tickets, clock=clock, early_data=True))
+    client.start()
+    client.send_data(b"early")
+    flight = client.data_to_send()
+    clock.now += 60  # the server sees the ClientHello a minute after it was made: a delayed replay
+    server = Connection(early_server(clock))  # type: ignore[arg-type]
+    server.receive_data(flight)
+    assert events_of(server.events(), EarlyData) == []
+
+
+def test_zero_rtt_over_the_limit_is_refused_by_the_client_api() -> None:
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(
+        tickets, clock, early_data=EarlyDataPolicy(max_early_data_size=10), replay_store=MemoryReplayStore()
+    )
+    client = Connection(client_config(session_store=tickets, clock=clock, early_data=True))
+    client.start()
+    from tlskit.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        client.send_data(b"x" * 11)
+
+
+def test_policy_hook_can_refuse_zero_rtt() -> None:
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    cfg = servers(
+        clock=clock,
+        early_data=EarlyDataPolicy(accept=lambda name, alpn: False),
+        replay_store=MemoryReplayStore(clock=clock),
+    )
+    client, server, flight = zero_rtt_attempt(tickets, clock, cfg)
+    server.receive_data(flight)
+    assert events_of(server.events(), EarlyData) == []
+    pump(client, server)
+    assert events_of(server.events(), ApplicationData) == [ApplicationData(data=b"GET / HTTP/1.1\r\n\r\n")]
+
+
+def test_server_without_tickets_ignores_offered_psk() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock)
+    pair = handshake(client_config(session_store=store, clock=clock), server_config(clock=clock))
+    assert not pair.server_complete.resumed
+
+
+def test_early_data_policy_requires_a_replay_store() -> None:
+    from tlskit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="replay_store"):
+        server_config(ticket_keys=ring(), early_data=EarlyDataPolicy())
+
+
+def test_connect_helper_still_works_without_tickets() -> None:
+    pair = connect(client_config(), server_config())
+    pair.pump()
+    pair.collect()
+    assert pair.client.handshake_complete
