@@ -258,8 +258,10 @@ def test_client_answers_the_rfc_hello_retry_request() -> None:
     ours, theirs = extension_map(ch2.extensions), extension_map(rfc_ch2.extensions)
     (entry,) = parse_key_share_client(ours[next(e.type for e in ch2.extensions if e.type.name == "key_share")])
     assert entry.group is NamedGroup.secp256r1 and entry.key_exchange == p256["public key"]
-    assert ours[next(e.type for e in ch2.extensions if e.type.name == "key_share")] == theirs[entry and next(
-        e.type for e in rfc_ch2.extensions if e.type.name == "key_share")]
+    assert (
+        ours[next(e.type for e in ch2.extensions if e.type.name == "key_share")]
+        == theirs[entry and next(e.type for e in rfc_ch2.extensions if e.type.name == "key_share")]
+    )
     cookie_type = next(e.type for e in rfc_ch2.extensions if e.type.name == "cookie")
     assert ours[cookie_type] == theirs[cookie_type]  # the cookie is echoed verbatim (§4.2.2)
     assert ch2.random == ch1.random and ch2.cipher_suites == ch1.cipher_suites
@@ -284,3 +286,58 @@ def test_server_sends_hello_retry_request_for_the_rfc_first_client_hello() -> No
     assert set(ours) == set(theirs)  # key_share, cookie, supported_versions
     ks = next(e.type for e in hrr.extensions if e.type.name == "key_share")
     assert ours[ks] == theirs[ks]  # both select secp256r1
+
+
+# --- §4 resumed 0-RTT, client side byte for byte -------------------------------------------------------------
+
+
+def test_client_replays_section_4_resumption_with_early_data_byte_for_byte() -> None:
+    from tlskit.events import EarlyData  # noqa: F401  (server-side event; the client sees none)
+    from tlskit.messages.handshake import NewSessionTicket
+    from tlskit.stores.base import StoredTicket
+
+    nst_payload = rfc.find(3, "server", "construct a NewSessionTicket handshake message").values["NewSessionTicket"]
+    nst = NewSessionTicket.decode(nst_payload[4:])
+    psk = rfc.find(3, "server", 'generate resumption secret "tls13 resumption"').values["expanded"]
+    ticket = StoredTicket(
+        ticket=nst.ticket,
+        psk=psk,
+        cipher_suite=CipherSuite.TLS_AES_128_GCM_SHA256,
+        server_name="server",
+        alpn=None,
+        received_at=0.0,
+        lifetime=nst.lifetime,
+        age_add=nst.age_add,
+        max_early_data_size=0x400,
+    )
+    hello = ClientHello.decode(payload(4, "client", "send handshake record")[4:])
+    private = rfc.find(4, "client", "create an ephemeral x25519 key pair").values["private key"]
+    share = groups.client_key_share_from_private(NamedGroup.x25519, private)
+    lines, sink = key_log_sink()
+    config = ClientConfig(
+        server_name="server", verify_peer=False, middlebox_compat=False, early_data=True, key_log=sink
+    )
+    conn = Connection(config, initial_state=ClientStart(client_hello=hello, shares=[share], ticket=ticket))
+    conn.start()
+    assert conn.data_to_send() == record(4, "client", "send handshake record")
+    early_secret = rfc.find(4, "client", 'derive secret "tls13 c e traffic"').values["expanded"]
+    assert logged(lines, "CLIENT_EARLY_TRAFFIC_SECRET") == early_secret
+
+    conn.send_data(payload(4, "client", "send application_data record"))  # 0-RTT data
+    assert conn.data_to_send() == record(4, "client", "send application_data record")
+
+    conn.receive_data(record(4, "server", "send handshake record", 0))  # ServerHello with pre_shared_key
+    conn.receive_data(record(4, "server", "send handshake record", 1))  # EE (early_data accepted), Finished
+    end_of_early_data = record(4, "client", "send handshake record", 1)
+    finished = record(4, "client", "send handshake record", 2)
+    assert conn.data_to_send() == end_of_early_data + finished
+    (complete,) = conn.events()
+    assert isinstance(complete, HandshakeComplete)
+    assert complete.resumed and complete.early_data_accepted and complete.peer_certificates == ()
+
+    conn.send_data(payload(4, "client", "send application_data record", 1))
+    assert conn.data_to_send() == record(4, "client", "send application_data record", 1)
+    conn.receive_data(record(4, "server", "send application_data record"))
+    assert conn.events() == [ApplicationData(data=payload(4, "server", "send application_data record"))]
+    conn.close()
+    assert conn.data_to_send() == record(4, "client", "send alert record")

@@ -1,0 +1,96 @@
+"""Mutual TLS between our client and server in memory (RFC 8446 §4.3.2, §4.4.2, §4.4.3)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from tests.certs import make_ca, make_leaf
+from tests.pairing import client_config, connect, root, server_config, trust
+from tlskit.config import CertifiedKey, ClientAuth
+from tlskit.enums import AlertDescription, ExtensionType, HandshakeType
+from tlskit.errors import AlertError, CertificateError, ConfigError, RemoteAlert
+from tlskit.events import ApplicationData, HandshakeComplete
+from tlskit.messages.extensions import extension_map, parse_certificate_authorities
+from tlskit.pki.verify import TrustStore
+
+
+@functools.cache
+def client_cert() -> CertifiedKey:
+    issued = make_leaf(root(), ("client.test",), client_auth=True, server_auth=False)
+    return CertifiedKey(chain=(issued.der,), private_key=issued.key)
+
+
+@functools.cache
+def stranger_cert() -> CertifiedKey:
+    other = make_ca("some other CA")
+    issued = make_leaf(other, ("client.test",), client_auth=True, server_auth=False)
+    return CertifiedKey(chain=(issued.der,), private_key=issued.key)
+
+
+def run(client_certificate: CertifiedKey | None, mode: str = "required") -> tuple[object, object]:
+    pair = connect(
+        client_config(certificate=client_certificate),
+        server_config(client_auth=ClientAuth(mode=mode, trust=trust())),  # type: ignore[arg-type]
+    )
+    pair.pump()
+    return pair.client, pair.server
+
+
+def test_client_certificate_is_verified_and_exposed_to_the_server() -> None:
+    client, server = run(client_cert())
+    (s_done,) = [e for e in server.events() if isinstance(e, HandshakeComplete)]  # type: ignore[attr-defined]
+    assert s_done.peer_certificates == client_cert().chain
+    client.send_data(b"hi")  # type: ignore[attr-defined]
+    server.receive_data(client.data_to_send())  # type: ignore[attr-defined]
+    assert ApplicationData(data=b"hi") in server.events()  # type: ignore[attr-defined]
+
+
+def test_certificate_request_names_the_accepted_cas() -> None:
+    from tlskit.handshake.server import _certificate_request
+    from tlskit.messages.handshake import CertificateRequest
+
+    cr = _certificate_request(server_config(client_auth=ClientAuth(mode="optional", trust=trust())))
+    assert cr[0] == HandshakeType.certificate_request
+    exts = extension_map(CertificateRequest.decode(cr[4:]).extensions)
+    assert parse_certificate_authorities(exts[ExtensionType.certificate_authorities]) == [
+        root().cert.subject.public_bytes()
+    ]
+
+
+def test_missing_client_certificate_is_certificate_required() -> None:
+    pair = connect(client_config(), server_config(client_auth=ClientAuth(mode="required", trust=trust())))
+    pair.server.receive_data(pair.client.data_to_send())
+    pair.client.receive_data(pair.server.data_to_send())
+    with pytest.raises(AlertError) as info:
+        pair.server.receive_data(pair.client.data_to_send())
+    assert info.value.description is AlertDescription.certificate_required
+    with pytest.raises(RemoteAlert) as seen:
+        pair.client.receive_data(pair.server.data_to_send())
+    assert seen.value.description is AlertDescription.certificate_required
+
+
+def test_optional_client_auth_admits_a_client_without_certificate() -> None:
+    client, server = run(None, mode="optional")
+    (s_done,) = [e for e in server.events() if isinstance(e, HandshakeComplete)]  # type: ignore[attr-defined]
+    assert s_done.peer_certificates == ()
+
+
+def test_client_certificate_from_an_unknown_ca_is_unknown_ca() -> None:
+    pair = connect(
+        client_config(certificate=stranger_cert()),
+        server_config(client_auth=ClientAuth(mode="required", trust=trust())),
+    )
+    pair.server.receive_data(pair.client.data_to_send())
+    pair.client.receive_data(pair.server.data_to_send())
+    with pytest.raises(CertificateError) as info:
+        pair.server.receive_data(pair.client.data_to_send())
+    assert info.value.description is AlertDescription.unknown_ca
+
+
+def test_client_auth_needs_a_trust_store() -> None:
+    with pytest.raises(ConfigError, match="trust"):
+        ClientAuth(mode="required")
+    assert ClientAuth(mode="none").trust is None
+    assert isinstance(TrustStore(roots=(root().cert,)), TrustStore)
