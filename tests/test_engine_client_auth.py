@@ -72,7 +72,7 @@ def test_missing_client_certificate_is_certificate_required() -> None:
 
 
 def test_optional_client_auth_admits_a_client_without_certificate() -> None:
-    client, server = run(None, mode="optional")
+    _, server = run(None, mode="optional")
     (s_done,) = [e for e in server.events() if isinstance(e, HandshakeComplete)]  # type: ignore[attr-defined]
     assert s_done.peer_certificates == ()
 
