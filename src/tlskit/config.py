@@ -48,6 +48,7 @@ class CertifiedKey:
     private_key: PrivateKeyTypes
     ocsp_response: bytes | None = None
     schemes: tuple[SignatureScheme, ...] = field(default=())
+    dns_names: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if not self.chain:
@@ -62,6 +63,13 @@ class CertifiedKey:
             object.__setattr__(self, "schemes", signatures.schemes_for_key(self.private_key, pss_oid=pss_oid))
         if not self.schemes:
             raise ConfigError(f"a {type(self.private_key).__name__} cannot sign TLS 1.3 handshakes")
+        if not self.dns_names:  # parsed once here, not on every handshake's SNI match
+            try:
+                sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                names = tuple(n.lower() for n in sans.get_values_for_type(x509.DNSName))
+            except (x509.ExtensionNotFound, ValueError):
+                names = ()
+            object.__setattr__(self, "dns_names", names)
         pub = self.private_key.public_key()
         fmt = serialization.PublicFormat.SubjectPublicKeyInfo
         enc = serialization.Encoding.DER

@@ -7,6 +7,7 @@ peer share raises ``AlertError(illegal_parameter)``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Protocol
 
@@ -107,9 +108,13 @@ def _ec_private(group: NamedGroup, private_key_bytes: bytes) -> ec.EllipticCurve
 class _X25519Share:
     __slots__ = ("_private", "group", "public")
 
-    def __init__(self, private_key_bytes: bytes) -> None:
+    def __init__(self, private_key_bytes: bytes | None) -> None:
         self.group = NamedGroup.x25519
-        self._private = X25519PrivateKey.from_private_bytes(private_key_bytes)
+        self._private = (
+            X25519PrivateKey.generate()
+            if private_key_bytes is None
+            else X25519PrivateKey.from_private_bytes(private_key_bytes)
+        )
         self.public = self._private.public_key().public_bytes_raw()
 
     def finish(self, server_share: bytes) -> bytes:
@@ -176,7 +181,9 @@ def client_key_share_from_private(group: NamedGroup, private_key_bytes: bytes) -
 def client_key_share(group: NamedGroup, random: Callable[[int], bytes]) -> ClientKeyShare:
     """A fresh client share for ``group`` with its private key drawn from ``random``."""
     if group == NamedGroup.x25519:
-        return _X25519Share(random(_X25519_LEN))
+        # With the OS's CSPRNG (the default) OpenSSL's own generation is the same randomness, and faster than
+        # importing raw bytes; an injected ``random`` (test vectors) is honoured byte for byte.
+        return _X25519Share(None if random is os.urandom else random(_X25519_LEN))
     if group in _CURVES:
         return _ECShare(group, _ec_private_bytes(group, random))
     if group == NamedGroup.X25519MLKEM768:
@@ -199,15 +206,16 @@ def server_key_share_from_private(
     raise ValueError(f"no fixed-key server share for group {group!r}")
 
 
-def server_key_share(
-    group: NamedGroup, client_share: bytes, random: Callable[[int], bytes]
-) -> tuple[bytes, bytes]:
+def server_key_share(group: NamedGroup, client_share: bytes, random: Callable[[int], bytes]) -> tuple[bytes, bytes]:
     """(server key_exchange, shared secret) answering ``client_share`` (§4.2.8, §7.4).
 
     For X25519MLKEM768 the ML-KEM encapsulation draws its randomness inside OpenSSL: ``cryptography``
     offers no deterministic encapsulation, so only the X25519 half comes from ``random``.
     """
     if group == NamedGroup.x25519:
+        if random is os.urandom:
+            private = X25519PrivateKey.generate()
+            return private.public_key().public_bytes_raw(), _x25519_exchange(private, client_share)
         return server_key_share_from_private(group, client_share, random(_X25519_LEN))
     if group in _CURVES:
         peer = _ec_peer(group, client_share)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cryptography import x509
-
 from ..config import CertifiedKey, ServerConfig
 from ..enums import (
     AlertDescription,
@@ -145,13 +143,9 @@ def choose_group(config: ServerConfig, offer: Offer) -> tuple[NamedGroup, KeySha
 
 
 def _matches_name(cert: CertifiedKey, name: str) -> bool:
-    try:
-        sans = cert.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
+    """RFC 6125 §6.4: exact DNS-ID or a left-most-label wildcard."""
     name = name.lower()
-    for dns in sans.get_values_for_type(x509.DNSName):
-        dns = dns.lower()
+    for dns in cert.dns_names:
         if dns == name or (dns.startswith("*.") and "." in name and name.split(".", 1)[1] == dns[2:]):
             return True
     return False
