@@ -190,7 +190,7 @@ def _split(data: bytes) -> list[tuple[bytes, bytes]]:
     reader.feed(data)
     out = []
     while (record := reader.next_record()) is not None:
-        out.append((record[1], record[2]))
+        out.append((record[1], bytes(record[2])))
     assert reader.buffered == 0
     return out
 

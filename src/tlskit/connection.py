@@ -314,7 +314,7 @@ class Connection:
                         self._early_skip -= len(fragment)
                         continue
                     raise AlertError(AlertDescription.unexpected_message, "protected record before keys exist")
-                payload = fragment
+                payload: bytes = bytes(fragment)  # plaintext records are handshake or alert: small
             else:
                 if content_type is not ContentType.application_data:
                     raise AlertError(

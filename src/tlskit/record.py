@@ -42,13 +42,15 @@ class RecordReader:
 
     ``feed`` takes any amount; the header of the next record is checked as soon as its 5 bytes arrive, so
     an incomplete record never makes the reader hold more than one maximal record plus header beyond the
-    complete records the caller has not yet taken with ``next_record``.
+    complete records the caller has not yet taken with ``next_record``. Fragments are returned as views of
+    the (immutable) received bytes: a 16 KiB record is never copied on its way to the AEAD.
     """
 
-    __slots__ = ("_buf", "_pos")
+    __slots__ = ("_buf", "_pos", "_view")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = b""
+        self._view = memoryview(self._buf)
         self._pos = 0
 
     @property
@@ -56,15 +58,18 @@ class RecordReader:
         """Bytes received but not yet returned as records."""
         return len(self._buf) - self._pos
 
-    def feed(self, data: bytes) -> None:
-        """Append bytes from the transport."""
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes from the transport (only an unfinished record is ever copied)."""
+        if self._pos >= len(self._buf):
+            buf = bytes(data)
+        else:
+            buf = self._buf[self._pos :] + bytes(data)
+        self._buf = buf
+        self._view = memoryview(buf)
+        self._pos = 0
 
-    def next_record(self) -> tuple[ContentType, bytes, bytes] | None:
-        """(content type, 5-byte header, fragment) of the next complete record, or None."""
+    def next_record(self) -> tuple[ContentType, bytes, memoryview] | None:
+        """(content type, 5-byte header, fragment view) of the next complete record, or None."""
         buf = self._buf
         pos = self._pos
         if len(buf) - pos < HEADER_LEN:
@@ -83,10 +88,10 @@ class RecordReader:
         if len(buf) < end:
             return None
         self._pos = end
-        return content_type, bytes(buf[pos : pos + HEADER_LEN]), bytes(buf[pos + HEADER_LEN : end])
+        return content_type, buf[pos : pos + HEADER_LEN], self._view[pos + HEADER_LEN : end]
 
 
-def check_change_cipher_spec(fragment: bytes) -> None:
+def check_change_cipher_spec(fragment: bytes | memoryview) -> None:
     """A compatibility ChangeCipherSpec must be the single byte 0x01 (§5)."""
     if fragment != b"\x01":
         raise AlertError(AlertDescription.unexpected_message, "malformed change_cipher_spec record")
@@ -173,7 +178,7 @@ class RecordDecryptor:
         self._aead = params.aead_factory(key)
         self._iv = int.from_bytes(iv, "big")
 
-    def open(self, header: bytes, fragment: bytes) -> tuple[ContentType, bytes]:
+    def open(self, header: bytes, fragment: bytes | memoryview) -> tuple[ContentType, bytes]:
         """(inner content type, content) of a protected record; the header is the AEAD's additional data.
 
         bad_record_mac if authentication fails, record_overflow if the TLSInnerPlaintext exceeds
@@ -187,7 +192,8 @@ class RecordDecryptor:
         self.seq = seq + 1
         if len(inner) > MAX_PLAINTEXT + 1:
             raise AlertError(AlertDescription.record_overflow, f"inner plaintext of {len(inner)} bytes")
-        stripped = inner.rstrip(b"\x00")
+        # Unpadded records (the usual case) end in their content type: skip the scan for padding.
+        stripped = inner if inner and inner[-1] else inner.rstrip(b"\x00")
         if not stripped:
             raise AlertError(AlertDescription.unexpected_message, "record has no non-zero content type")
         content_type = _TYPES.get(stripped[-1])

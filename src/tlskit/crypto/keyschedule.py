@@ -27,7 +27,10 @@ __all__ = [
     "traffic_key_iv",
 ]
 
-_digest = hmac.digest
+try:  # the C function behind hmac.digest, without the Python wrapper's per-call overhead
+    from _hashlib import hmac_digest as _digest
+except ImportError:  # pragma: no cover - CPython without OpenSSL's hashlib
+    _digest = hmac.digest  # type: ignore[assignment]
 
 
 def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
@@ -53,16 +56,25 @@ def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
     return b"".join(out)[:length]
 
 
+_LABEL_PREFIX: dict[tuple[bytes, int], bytes] = {}
+
+
+def _label_prefix(label: bytes, length: int) -> bytes:
+    """The HkdfLabel bytes before the context: length, then the "tls13 "-prefixed label (cached)."""
+    prefix = _LABEL_PREFIX.get((label, length))
+    if prefix is None:
+        full_label = b"tls13 " + label
+        prefix = length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label
+        if len(_LABEL_PREFIX) < 256:
+            _LABEL_PREFIX[(label, length)] = prefix
+    return prefix
+
+
 def hkdf_expand_label(hash_name: str, secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
     """HKDF-Expand-Label (§7.1); ``label`` is given without the ``"tls13 "`` prefix."""
-    full_label = b"tls13 " + label
-    info = (
-        length.to_bytes(2, "big")
-        + bytes((len(full_label),))
-        + full_label
-        + bytes((len(context),))
-        + context
-    )
+    info = _label_prefix(label, length) + bytes((len(context),)) + context
+    if length <= 32 or (length <= 48 and hash_name == "sha384"):  # one HMAC block (RFC 5869 §2.3, N = 1)
+        return _digest(secret, info + b"\x01", hash_name)[:length]
     return hkdf_expand(hash_name, secret, info, length)
 
 
