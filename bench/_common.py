@@ -48,8 +48,12 @@ Ciphersuites = {suite}
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", action="append", choices=[*SUITES, "default"],
-                        help="cipher suite pass(es) to run (repeatable; default: aes128 and aes256)")
+    parser.add_argument(
+        "--suite",
+        action="append",
+        choices=[*SUITES, "default"],
+        help="cipher suite pass(es) to run (repeatable; default: aes128 and aes256)",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
 
 
@@ -148,9 +152,13 @@ class Setup:
         from tlskit.enums import NamedGroup
         from tlskit.pki.verify import TrustStore
 
-        return ClientConfig(server_name="localhost", trust=TrustStore(roots=(self.root_cert,)),
-                            cipher_suites=self._tlskit_suites(), groups=(NamedGroup.x25519,),
-                            key_share_groups=(NamedGroup.x25519,))
+        return ClientConfig(
+            server_name="localhost",
+            trust=TrustStore(roots=(self.root_cert,)),
+            cipher_suites=self._tlskit_suites(),
+            groups=(NamedGroup.x25519,),
+            key_share_groups=(NamedGroup.x25519,),
+        )
 
 
 def make_setup(suite: str | None) -> Setup:
@@ -166,8 +174,7 @@ def make_setup(suite: str | None) -> Setup:
     ca_file.write_bytes(root.pem)
     suite = suite or "default"
     iana = SUITES[suite][0] if suite in SUITES else None
-    setup = Setup(suite, iana, tmp, cert_file, key_file, ca_file, leaf.der, leaf.key, root.cert, leaf.pem,
-                  leaf.key_pem)
+    setup = Setup(suite, iana, tmp, cert_file, key_file, ca_file, leaf.der, leaf.key, root.cert, leaf.pem, leaf.key_pem)
     if iana is None:
         setup.iana = ssl_negotiated_suite(setup)
     return setup
@@ -218,12 +225,19 @@ def tlskit_negotiated(conn: Any) -> tuple[str, str]:
 # --- output ------------------------------------------------------------------------------------------
 
 
+def short_path(path: str) -> str:
+    """``src/tlskit/x.py:12`` or ``<stdlib>/hmac.py:3`` instead of absolute paths."""
+    for prefix, label in ((str(ROOT) + "/", ""), (os.path.dirname(os.__file__) + "/", "<stdlib>/")):
+        if path.startswith(prefix):
+            return label + path[len(prefix) :]
+    return path.replace(sys.prefix, "<prefix>")
+
+
 def fmt_ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-                notes: Sequence[str] = ()) -> None:
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], notes: Sequence[str] = ()) -> None:
     """A ``rich`` table when rich is installed, else aligned plain text."""
     cells = [[str(c) for c in row] for row in rows]
     try:

@@ -98,8 +98,7 @@ def _server_proc(impl: str, setup: C.Setup, role: str, nbytes: int, write_size: 
         tls.close()
 
 
-def _client_proc(impl: str, setup: C.Setup, role: str, nbytes: int, write_size: int, port: int,
-                 conn: Any) -> None:
+def _client_proc(impl: str, setup: C.Setup, role: str, nbytes: int, write_size: int, port: int, conn: Any) -> None:
     tls = _client_socket(impl, setup, port)
     try:
         t = _send(tls, nbytes, write_size) if role == "send" else _receive(tls, nbytes)
@@ -108,8 +107,9 @@ def _client_proc(impl: str, setup: C.Setup, role: str, nbytes: int, write_size: 
         tls.close()
 
 
-def measure(setup: C.Setup, client: str, server: str, direction: str, nbytes: int, write_size: int
-            ) -> tuple[float, float, float, str]:
+def measure(
+    setup: C.Setup, client: str, server: str, direction: str, nbytes: int, write_size: int
+) -> tuple[float, float, float, str]:
     """(MB/s, sender MB per CPU second, receiver MB per CPU second, negotiated suite) for one run;
     MB = 10^6 bytes. CPU includes the kernel's share (socket copies), which is the same for both."""
     ctx = mp.get_context("fork")
@@ -152,10 +152,18 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     for key in combos:
         d, c, s = key
         rows = samples[key]
-        results.append({"client": c, "server": s, "direction": d, "negotiated": negotiated[key],
-                        "mb_s": C.median([r[0] for r in rows]), "samples": [r[0] for r in rows],
-                        "send_mb_per_cpu_s": C.median([r[1] for r in rows]),
-                        "recv_mb_per_cpu_s": C.median([r[2] for r in rows])})
+        results.append(
+            {
+                "client": c,
+                "server": s,
+                "direction": d,
+                "negotiated": negotiated[key],
+                "mb_s": C.median([r[0] for r in rows]),
+                "samples": [r[0] for r in rows],
+                "send_mb_per_cpu_s": C.median([r[1] for r in rows]),
+                "recv_mb_per_cpu_s": C.median([r[2] for r in rows]),
+            }
+        )
     return {"suite": suite, "iana": setup.iana, "bytes": nbytes, "write_size": write_size, "results": results}
 
 
@@ -170,25 +178,48 @@ def render(results: list[dict[str, Any]], default_suite: str) -> None:
             if r["negotiated"] != res["iana"]:
                 raise RuntimeError(f"negotiated {r['negotiated']}, expected {res['iana']}")
             send, recv = r["send_mb_per_cpu_s"], r["recv_mb_per_cpu_s"]
-            rows.append([res["suite"], f"{r['client']}/{r['server']}", arrow, f"{sender} → {receiver}",
-                         f"{r['mb_s']:,.0f}", f"{min(r['samples']):,.0f}-{max(r['samples']):,.0f}",
-                         C.fmt_ratio(r["mb_s"] / b["mb_s"]),
-                         f"{send:,.0f}", C.fmt_ratio(send / b["send_mb_per_cpu_s"]),
-                         f"{recv:,.0f}", C.fmt_ratio(recv / b["recv_mb_per_cpu_s"])])
+            rows.append(
+                [
+                    res["suite"],
+                    f"{r['client']}/{r['server']}",
+                    arrow,
+                    f"{sender} → {receiver}",
+                    f"{r['mb_s']:,.0f}",
+                    f"{min(r['samples']):,.0f}-{max(r['samples']):,.0f}",
+                    C.fmt_ratio(r["mb_s"] / b["mb_s"]),
+                    f"{send:,.0f}",
+                    C.fmt_ratio(send / b["send_mb_per_cpu_s"]),
+                    f"{recv:,.0f}",
+                    C.fmt_ratio(recv / b["recv_mb_per_cpu_s"]),
+                ]
+            )
     first = results[0]
     C.print_table(
         f"Bulk throughput, loopback TCP, {first['bytes'] / 2**20:,.0f} MiB per run, "
         f"sendall({first['write_size']}) / recv_into(64 KiB)",
-        ["pass", "client/server", "flow", "sender → receiver", "MB/s", "range", "vs ssl",
-         "send MB/cpu-s", "vs ssl", "recv MB/cpu-s", "vs ssl"],
+        [
+            "pass",
+            "client/server",
+            "flow",
+            "sender → receiver",
+            "MB/s",
+            "range",
+            "vs ssl",
+            "send MB/cpu-s",
+            "vs ssl",
+            "recv MB/cpu-s",
+            "vs ssl",
+        ],
         rows,
-        notes=["vs ssl: against ssl→ssl in the same direction and suite; target for tlskit ≥ 0.95x",
-               "MB/cpu-s: MB moved per CPU second of the sending / receiving process (user+sys; less sensitive "
-               "to other load than wall-clock MB/s)",
-               f"ssl default (no OpenSSL config) negotiates {default_suite}; every run here negotiated its "
-               "pass's suite with x25519",
-               "MB = 10^6 bytes; sender and receiver in separate processes; "
-               f"median of {len(first['results'][0]['samples'])} interleaved runs"],
+        notes=[
+            "vs ssl: against ssl→ssl in the same direction and suite; target for tlskit ≥ 0.95x",
+            "MB/cpu-s: MB moved per CPU second of the sending / receiving process (user+sys; less sensitive "
+            "to other load than wall-clock MB/s)",
+            f"ssl default (no OpenSSL config) negotiates {default_suite}; every run here negotiated its "
+            "pass's suite with x25519",
+            "MB = 10^6 bytes; sender and receiver in separate processes; "
+            f"median of {len(first['results'][0]['samples'])} interleaved runs",
+        ],
     )
 
 

@@ -245,8 +245,12 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         tlslite_batch(lite, 2)  # warm up
         n = args.tlslite_handshakes
         total, srv = tlslite_batch(lite, n)
-        impls["tlslite-ng"] = {"pair_us": total / n * 1e6, "server_us": srv / n * 1e6, "handshakes": n,
-                               "negotiated": f"{(setup.iana or '').removeprefix('TLS_')} x25519"}
+        impls["tlslite-ng"] = {
+            "pair_us": total / n * 1e6,
+            "server_us": srv / n * 1e6,
+            "handshakes": n,
+            "negotiated": f"{(setup.iana or '').removeprefix('TLS_')} x25519",
+        }
     return {"suite": suite, "iana": setup.iana, "impls": impls, "ssl_tickets": args.ssl_tickets}
 
 
@@ -257,17 +261,34 @@ def render(results: list[dict[str, Any]], default_suite: str) -> None:
         for name, r in res["impls"].items():
             pair_ratio = ssl_r["pair_us"] / r["pair_us"]
             srv_ratio = ssl_r["server_us"] / r["server_us"]
-            rows.append([
-                res["suite"], name, r["negotiated"],
-                f"{1e6 / r['pair_us']:,.0f}", f"{r['pair_us']:,.0f}",
-                f"{1e6 / r['server_us']:,.0f}", f"{r['server_us']:,.0f}",
-                f"{r['pair_us'] - r['server_us']:,.0f}",
-                C.fmt_ratio(pair_ratio), C.fmt_ratio(srv_ratio),
-            ])
+            rows.append(
+                [
+                    res["suite"],
+                    name,
+                    r["negotiated"],
+                    f"{1e6 / r['pair_us']:,.0f}",
+                    f"{r['pair_us']:,.0f}",
+                    f"{1e6 / r['server_us']:,.0f}",
+                    f"{r['server_us']:,.0f}",
+                    f"{r['pair_us'] - r['server_us']:,.0f}",
+                    C.fmt_ratio(pair_ratio),
+                    C.fmt_ratio(srv_ratio),
+                ]
+            )
     C.print_table(
         "Full handshakes (ECDSA P-256, x25519), in memory, single thread",
-        ["pass", "impl", "negotiated", "pair hs/s", "µs/pair", "server hs/s", "server µs", "client µs",
-         "pair vs ssl", "server vs ssl"],
+        [
+            "pass",
+            "impl",
+            "negotiated",
+            "pair hs/s",
+            "µs/pair",
+            "server hs/s",
+            "server µs",
+            "client µs",
+            "pair vs ssl",
+            "server vs ssl",
+        ],
         rows,
         notes=[
             "vs ssl = ssl time / impl time (>1.00x: faster than ssl; target for tlskit ≥ 1.00x)",

@@ -102,12 +102,11 @@ def _measure(impl: str, method: str, variant: str, n: int, out: Any) -> None:
     if method == "tracemalloc":
         after = tracemalloc.get_traced_memory()[0]
         stats = tracemalloc.take_snapshot().compare_to(before_snap, "lineno")
-        top = [(str(s.traceback[0]), s.size_diff // n) for s in stats[:8] if s.size_diff > 0]
+        top = [(C.short_path(str(s.traceback[0])), s.size_diff // n) for s in stats[:10] if s.size_diff > 0]
         tracemalloc.stop()
     else:
         after = rss()
-    out.send({"impl": impl, "method": method, "variant": variant, "bytes_per_conn": (after - before) / n,
-              "top": top})
+    out.send({"impl": impl, "method": method, "variant": variant, "bytes_per_conn": (after - before) / n, "top": top})
 
 
 def measure(impl: str, method: str, variant: str, n: int) -> dict[str, Any]:
@@ -121,8 +120,12 @@ def measure(impl: str, method: str, variant: str, n: int) -> dict[str, Any]:
 
 
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
-    rows = [measure(impl, method, variant, args.n)
-            for variant in VARIANTS for impl in ("ssl", "tlskit") for method in ("rss", "tracemalloc")]
+    rows = [
+        measure(impl, method, variant, args.n)
+        for variant in VARIANTS
+        for impl in ("ssl", "tlskit")
+        for method in ("rss", "tracemalloc")
+    ]
     return {"suite": C.child_suite(), "n": args.n, "results": rows}
 
 
@@ -135,9 +138,17 @@ def render(results: list[dict[str, Any]]) -> None:
             ssl_rss = by[("ssl", "rss", variant)]
             for impl in ("ssl", "tlskit"):
                 rss_b, tm_b = by[(impl, "rss", variant)], by[(impl, "tracemalloc", variant)]
-                rows.append([res["suite"], variant, impl, f"{rss_b / 1000:,.1f}", f"{tm_b / 1000:,.1f}",
-                             C.fmt_ratio(rss_b / ssl_rss),
-                             "—" if impl == "ssl" else ("yes" if max(rss_b, tm_b) <= 8000 else "no")])
+                rows.append(
+                    [
+                        res["suite"],
+                        variant,
+                        impl,
+                        f"{rss_b / 1000:,.1f}",
+                        f"{tm_b / 1000:,.1f}",
+                        C.fmt_ratio(rss_b / ssl_rss),
+                        "—" if impl == "ssl" else ("yes" if max(rss_b, tm_b) <= 8000 else "no"),
+                    ]
+                )
         for r in res["results"]:
             if r["impl"] == "tlskit" and r["method"] == "tracemalloc":
                 tops.append((res["suite"], r["variant"], r["top"]))
@@ -145,13 +156,18 @@ def render(results: list[dict[str, Any]]) -> None:
         f"Idle established server connection, N = {results[0]['n']} (KB = 1000 bytes)",
         ["pass", "state", "impl", "RSS KB/conn", "tracemalloc KB/conn", "RSS vs ssl", "≤ 8 KB"],
         rows,
-        notes=["RSS vs ssl = impl / ssl (lower is better)",
-               "ssl's tracemalloc figure is only its Python wrappers (OpenSSL allocates natively)",
-               "target: tlskit ≤ 8 KB per idle connection (DESIGN §5)"],
+        notes=[
+            "RSS vs ssl = impl / ssl (lower is better)",
+            "ssl's tracemalloc figure is only its Python wrappers (OpenSSL allocates natively)",
+            "target: tlskit ≤ 8 KB per idle connection (DESIGN §5)",
+        ],
     )
     for suite, variant, top in tops[:2]:
-        C.print_table(f"tlskit retained bytes per connection by allocation site ({suite}, {variant})",
-                      ["site", "bytes/conn"], [[site, f"{size:,}"] for site, size in top])
+        C.print_table(
+            f"tlskit retained bytes per connection by allocation site ({suite}, {variant})",
+            ["site", "bytes/conn"],
+            [[site, f"{size:,}"] for site, size in top],
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

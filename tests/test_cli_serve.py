@@ -1,132 +1,130 @@
-"""`tlskit serve` as a user runs it: a subprocess on a free port, fetched with Python ssl and curl."""
+"""`tlskit serve` as a user runs it: a subprocess on a free port, fetched with Python ssl/urllib and curl."""
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import os
-import queue
-import re
 import shutil
+import socket
 import ssl
 import stat
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.certs import make_ca, make_leaf
+from tests.served import Served, start
 from tlskit.cli.main import main
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen[str]
-    port: int
-    cacert: Path
-    stdout: list[str]
-    log: list[str]  # stderr lines, appended as they arrive
-
-    def url(self, path: str) -> str:
-        return f"https://localhost:{self.port}{path}"
-
-    def wait_log(self, pattern: str, timeout: float = 10) -> str:
-        """The first log line matching ``pattern``, polling until it appears."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.log):
-                if re.search(pattern, line):
-                    return line
-            time.sleep(0.01)
-        raise AssertionError(f"no log line matches {pattern!r}: {self.log}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-def _pump(stream: IO[str], put: Callable[[str | None], object]) -> None:
-    for line in stream:
-        put(line)
-    put(None)  # EOF
-
-
-def start(args: list[str], env: dict[str, str]) -> Served:
-    """Start ``tlskit serve`` and wait (polling its stdout, 20 s at most) until it prints its URL."""
-    process = subprocess.Popen([sys.executable, "-m", "tlskit", "serve", *args], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None and process.stderr is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    log: list[str] = []
-    threading.Thread(target=_pump, args=(process.stdout, lines.put), daemon=True).start()
-    threading.Thread(target=_pump, args=(process.stderr, lambda line: log.append(line or "")),
-                     daemon=True).start()
-    seen: list[str] = []
-    try:
-        while (line := lines.get(timeout=20)) is not None:
-            seen.append(line)
-            if line.startswith("Try:") or (line.startswith("Serving") and "--cert" in args):
-                port = int(re.search(r"https://\S+:(\d+)/", seen[0]).group(1))  # type: ignore[union-attr]
-                found = re.search(r"--cacert (\S+)", line)
-                return Served(process, port, Path(found.group(1)) if found else Path(), seen, log)
-    except queue.Empty:
-        pass
-    process.kill()
-    process.wait(timeout=10)
-    raise AssertionError(f"server did not start: {''.join(seen)} {''.join(log)}")
+from tlskit.serve.devca import dev_certificate
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Served]:
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+
+
+@pytest.fixture
+def site(tmp_path: Path, env: dict[str, str]) -> Iterator[Served]:
     root = tmp_path / "www"
     (root / "docs").mkdir(parents=True)
     (root / "index.html").write_text("<h1>home</h1>\n")
     (root / "docs" / "notes.txt").write_text("plain notes\n")
     (root / ".env").write_text("SECRET=1\n")
     (tmp_path / "secret.txt").write_text("outside the root\n")
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
-    env.pop("SSLKEYLOGFILE", None)
     served = start([str(root), "--host", "127.0.0.1", "--port", "0"], env)
     yield served
-    if served.process.poll() is None:
-        served.stop()
+    served.stop()
 
 
-def fetch(served: Served, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    ctx = ssl.create_default_context(cafile=str(served.cacert))
-    request = urllib.request.Request(served.url(path), method=method)
+def test_zero_config_serves_cwd_on_localhost_with_a_dev_ca(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "index.html").write_text("zero\n")
+    served = start(["--port", "0"], env, cwd=tmp_path)
     try:
-        with urllib.request.urlopen(request, context=ctx, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        ca_dir = tmp_path / "xdg" / "tlskit"
+        assert served.stdout[0].startswith(f"Serving {tmp_path} at https://localhost:{served.port}/")
+        assert served.cacert == ca_dir / "dev-ca.pem"
+        assert f"Try: curl --cacert {served.cacert} https://localhost:{served.port}/" in served.stdout[-1]
+        assert stat.S_IMODE((ca_dir / "dev-ca-key.pem").stat().st_mode) == 0o600
+        assert stat.S_IMODE((ca_dir / "localhost-key.pem").stat().st_mode) == 0o600
+        assert served.fetch("/")[2] == b"zero\n"
+        ca_before = served.cacert.read_bytes()
+    finally:
+        served.stop()
+    again = start(["--port", "0"], env, cwd=tmp_path)
+    again.stop()
+    assert again.cacert.read_bytes() == ca_before  # made once: trust is not lost on restart
+
+
+def test_dev_leaf_is_signed_by_the_ca_and_renewed_before_expiry(tmp_path: Path) -> None:
+    first = dev_certificate(tmp_path)
+    ca = x509.load_pem_x509_certificate(first.ca_cert.read_bytes())
+    leaf = x509.load_pem_x509_certificates(first.cert.read_bytes())[0]
+    leaf.verify_directly_issued_by(ca)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+    assert dev_certificate(tmp_path).cert.read_bytes() == first.cert.read_bytes()  # still fresh: reused
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=80)  # within 30 days of the 90-day leaf's end
+    dev_certificate(tmp_path, now=later)
+    renewed = x509.load_pem_x509_certificates(first.cert.read_bytes())[0]
+    assert renewed.serial_number != leaf.serial_number and renewed.not_valid_after_utc > leaf.not_valid_after_utc
+    assert first.ca_cert.read_bytes() == ca.public_bytes(serialization.Encoding.PEM)  # same CA, still trusted
 
 
 def test_serves_files_to_python_ssl(site: Served) -> None:
-    status, headers, body = fetch(site, "/")
+    status, headers, body = site.fetch("/")
     assert (status, body) == (200, b"<h1>home</h1>\n")
     assert headers["content-type"] == "text/html; charset=utf-8"
-    status, headers, body = fetch(site, "/docs/notes.txt")
+    status, headers, body = site.fetch("/docs/notes.txt")
     assert (status, body, headers["content-length"]) == (200, b"plain notes\n", "12")
-    status, headers, body = fetch(site, "/docs/notes.txt", method="HEAD")
+    status, headers, body = site.fetch("/docs/notes.txt", method="HEAD")
     assert (status, body, headers["content-length"]) == (200, b"", "12")
-    assert fetch(site, "/missing.html")[0] == 404
-    assert fetch(site, "/.env")[0] == 404
-    assert fetch(site, "/index.html", method="POST")[0] == 405
-    status, headers, _ = fetch(site, "/docs")  # urllib follows the redirect to /docs/, which has no index
-    assert status == 404
+    assert site.fetch("/missing.html")[0] == 404
+    assert site.fetch("/.env")[0] == 404
+    assert site.fetch("/index.html", method="POST", data=b"x")[0] == 405
+    assert site.fetch("/docs")[0] == 404  # urllib follows the 301 to /docs/, which has no index
+
+
+def test_conditional_and_range_requests(site: Served) -> None:
+    conn = http.client.HTTPSConnection("127.0.0.1", site.port, context=site.context(), timeout=10)
+    conn.request("GET", "/docs/notes.txt")
+    full = conn.getresponse()
+    assert full.read() == b"plain notes\n" and full.headers["accept-ranges"] == "bytes"
+    etag, modified = full.headers["etag"], full.headers["last-modified"]
+
+    def get(headers: dict[str, str]) -> http.client.HTTPResponse:
+        conn.request("GET", "/docs/notes.txt", headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response
+
+    assert get({"if-none-match": etag}).status == 304
+    assert get({"if-none-match": f'"other", W/{etag}'}).status == 304  # weak comparison
+    assert get({"if-modified-since": modified}).status == 304
+    assert get({"if-none-match": '"other"', "if-modified-since": modified}).status == 200  # ETag decides
+    assert get({"if-match": '"other"'}).status == 412
+    conn.request("GET", "/docs/notes.txt", headers={"range": "bytes=6-10"})
+    part = conn.getresponse()
+    assert (part.status, part.read(), part.headers["content-range"]) == (206, b"notes", "bytes 6-10/12")
+    conn.request("GET", "/docs/notes.txt", headers={"range": "bytes=-6"})
+    assert conn.getresponse().read() == b"notes\n"
+    conn.request("GET", "/docs/notes.txt", headers={"range": "bytes=6-10", "if-range": '"stale"'})
+    assert conn.getresponse().read() == b"plain notes\n"  # If-Range mismatch: the whole file
+    unsatisfiable = get({"range": "bytes=50-"})
+    assert (unsatisfiable.status, unsatisfiable.headers["content-range"]) == (416, "bytes */12")
+    conn.close()
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(site: Served) -> None:
-    ctx = ssl.create_default_context(cafile=str(site.cacert))
-    conn = http.client.HTTPSConnection("localhost", site.port, context=ctx, timeout=10)
+    conn = http.client.HTTPSConnection("localhost", site.port, context=site.context(), timeout=10)
     conn.request("GET", "/")
     first = conn.getresponse()
     assert first.status == 200 and first.read() == b"<h1>home</h1>\n"
@@ -146,56 +144,51 @@ def test_curl_with_the_printed_cacert(site: Served) -> None:
                          site.url("/docs/notes.txt")], capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == "plain notes\n\n200 1.1"  # ALPN http/1.1, although curl also offers h2
-    missing = subprocess.run(["curl", "-sS", "--cacert", str(site.cacert), "-o", "/dev/null", "-w", "%{http_code}",
-                              site.url("/nope")], capture_output=True, text=True, timeout=30)
-    assert missing.stdout == "404"
     for attack in ("/../secret.txt", "/docs/../../secret.txt", "/%2e%2e/secret.txt", "/docs/%2e%2e/%2e%2e/secret.txt"):
         traversal = subprocess.run(["curl", "-sS", "--path-as-is", "--cacert", str(site.cacert),
                                     "-w", "\n%{http_code}", site.url(attack)], capture_output=True, text=True,
                                    timeout=30)
         assert traversal.stdout.endswith("\n404"), (attack, traversal.stdout)
-        assert "outside the root" not in traversal.stdout
 
 
-def test_handshake_failures_are_logged_with_peer_and_sni(site: Served) -> None:
-    ctx = ssl.create_default_context()  # system roots: the self-signed certificate is rejected
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(site.url("/"), context=ctx, timeout=10)
-    assert fetch(site, "/")[0] == 200  # still serving
-    site.wait_log(r"tlskit\.io \w+ TLS handshake with 127\.0\.0\.1:\d+ \(SNI localhost\) failed: \S")
-    site.wait_log(r'127\.0\.0\.1:\d+ "GET /" 200 14')
+def test_access_log_has_combined_fields_and_tls_fields(site: Served) -> None:
+    with pytest.raises(urllib.error.URLError):  # system roots reject the dev CA: a failed handshake
+        urllib.request.urlopen(site.url("/"), context=ssl.create_default_context(), timeout=10)
+    site.wait_log(r"tlskit\.io \w+ TLS handshake with 127\.0\.0\.1:\d+ \(SNI none\) failed: \S")
+    assert site.fetch("/", headers={"user-agent": "probe/1", "referer": "https://r.example/"})[0] == 200
+    line = site.wait_log(r'"GET / HTTP/1\.1" 200 14 "https://r\.example/" "probe/1"')
+    assert line.startswith("127.0.0.1 - - [")
+    fields = site.access(r'"probe/1"')
+    assert fields["tls"] == "TLSv1.3" and fields["group"] == "x25519" and fields["sni"] == "-"
+    assert fields["resumed"] == "0" and fields["early"] == "0" and float(fields["hs_ms"]) > 0
 
 
-def test_self_signed_certificate_is_private_and_reused(tmp_path: Path) -> None:
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
-    first = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0"], env)
-    first.stop()
-    cert_dir = tmp_path / "xdg" / "tlskit"
-    key = cert_dir / "localhost-key.pem"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert first.cacert == cert_dir / "localhost.pem"
-    cert_before, key_before = first.cacert.read_bytes(), key.read_bytes()
-    second = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0"], env)
-    second.stop()
-    assert second.cacert == first.cacert
-    assert first.cacert.read_bytes() == cert_before and key.read_bytes() == key_before
-
-
-def test_own_certificate_is_served(tmp_path: Path) -> None:
-    root_ca = make_ca()
-    cert, key = make_leaf(root_ca, ["localhost"]).write(tmp_path, "site")
-    ca = tmp_path / "ca.pem"
-    ca.write_bytes(root_ca.pem)
-    (tmp_path / "hello.txt").write_text("hi\n")
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
-    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--cert", str(cert),
-                    "--key", str(key)], env)
-    served.cacert = ca
+def test_directory_listing_is_optional(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a <b>.txt").write_text("a")
+    (tmp_path / "files" / ".hidden").write_text("h")
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--listing"], env)
     try:
-        assert fetch(served, "/hello.txt")[2] == b"hi\n"
+        status, _, body = served.fetch("/files/")
+        assert status == 200 and b'<a href="a%20%3Cb%3E.txt">a &lt;b&gt;.txt</a>' in body
+        assert b"hidden" not in body
     finally:
         served.stop()
-    assert not (tmp_path / "xdg").exists()  # no self-signed certificate was made
+
+
+def test_own_certificate_is_served(tmp_path: Path, env: dict[str, str]) -> None:
+    root_ca = make_ca()
+    cert, key = make_leaf(root_ca, ["localhost"]).write(tmp_path, "site")
+    (tmp_path / "ca.pem").write_bytes(root_ca.pem)
+    (tmp_path / "hello.txt").write_text("hi\n")
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--cert", str(cert), "--key", str(key)],
+                   env, dev=False)
+    served.cacert, served.host = tmp_path / "ca.pem", "localhost"
+    try:
+        assert served.fetch("/hello.txt")[2] == b"hi\n"
+    finally:
+        served.stop()
+    assert not (tmp_path / "xdg").exists()  # no development CA was made
 
 
 def test_bad_certificate_path_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -215,10 +208,28 @@ def test_key_not_matching_certificate_exits_2(tmp_path: Path, capsys: pytest.Cap
     assert err.count("\n") == 1 and "does not match" in err
 
 
+def test_port_in_use_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env_home = os.environ.get("XDG_DATA_HOME")
+        os.environ["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+        try:
+            assert main(["serve", str(tmp_path), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]) == 1
+        finally:
+            if env_home is None:
+                os.environ.pop("XDG_DATA_HOME")
+            else:
+                os.environ["XDG_DATA_HOME"] = env_home
+    assert f"cannot listen on 127.0.0.1 port {port}" in capsys.readouterr().err
+
+
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
-    assert exit_info.value.code == 0 and re.fullmatch(r"tlskit \S+\n", capsys.readouterr().out)
+    assert exit_info.value.code == 0
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
-    assert "curl --cacert" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "curl --cacert" in out and "--config" in out and "--workers" in out

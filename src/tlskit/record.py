@@ -60,10 +60,7 @@ class RecordReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes from the transport (only an unfinished record is ever copied)."""
-        if self._pos >= len(self._buf):
-            buf = bytes(data)
-        else:
-            buf = self._buf[self._pos :] + bytes(data)
+        buf = bytes(data) if self._pos >= len(self._buf) else self._buf[self._pos:] + bytes(data)
         self._buf = buf
         self._view = memoryview(buf)
         self._pos = 0

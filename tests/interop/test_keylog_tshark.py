@@ -7,6 +7,7 @@ a control run with an empty key log must show nothing (so the request line came 
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,20 @@ from tlskit.keylog import KeyLogFile
 TSHARK = tool_version("tshark")
 LABELS = {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0",
           "SERVER_TRAFFIC_SECRET_0"}
+
+
+def settle(pcap: Path, timeout: float = 10.0) -> None:
+    """Wait until tcpdump has written packets and stopped writing for a moment: at SIGINT it drops what it
+    has not read yet, which on a loaded machine can be the whole exchange."""
+    deadline = time.monotonic() + timeout
+    size, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_size = pcap.stat().st_size if pcap.exists() else 0
+        if now_size != size:
+            size, stable_since = now_size, time.monotonic()
+        elif size > 24 and time.monotonic() - stable_since > 0.3:  # 24: the pcap file header alone
+            return
+        time.sleep(0.05)
 
 
 def check_key_log(keylog: Path, pcap: Path, port: int) -> None:
@@ -55,6 +70,7 @@ def test_tshark_decrypts_curl_to_tlskit_serve_with_our_server_key_log(
             result = curl_get(f"https://localhost:{site.port}{path}", cacert=pki.cafile,
                               extra=("--resolve", f"localhost:{site.port}:127.0.0.1", "--http1.1"))
             assert result.returncode == 0 and result.stdout == "decrypt me\n", result.stderr
+            settle(pcap)
         site.wait_output(r"GET " + path)  # the access log line: the connection is done, keys are flushed
     check_key_log(keylog, pcap, site.port)
     requests = tshark_decrypt(pcap, keylog, port=site.port)
@@ -78,6 +94,7 @@ def test_tshark_decrypts_our_client_to_s_server_with_our_client_key_log(pki: Pki
             tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
             page = read_all(tls)
         assert page.startswith(b"HTTP/1.0 200 ok"), page[:200]
+        settle(pcap)
     check_key_log(keylog, pcap, server.port)
     requests = tshark_decrypt(pcap, keylog, port=server.port)
     assert f"GET {path} HTTP/1.1" in requests, f"{TSHARK} with our key log decrypted: {requests!r}"

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from ..config import ClientConfig, ServerConfig
 from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF
@@ -46,8 +46,10 @@ class TLSProtocol(asyncio.Protocol):
         handshake_timeout: float | None = 30.0,
         waiter: asyncio.Future[None] | None = None,
         ktls: KTLSOption = False,
+        on_handshake: Callable[[TLSProtocol, TLSError | None], None] | None = None,
     ) -> None:
         self.session = session
+        self.on_handshake = on_handshake
         self.app = app
         self.transport = TLSTransport(self)
         self._handshake_timeout = handshake_timeout
@@ -60,12 +62,14 @@ class TLSProtocol(asyncio.Protocol):
         self._error: TLSError | None = None
         self._ktls_policy = policy(ktls)
         self._ktls: KTLSStream | None = None  # kTLS TX after the handshake (``tlskit.io.ktls``)
+        self._writable = asyncio.Event()  # cleared while the TCP transport asks us to pause (sendfile)
+        self._writable.set()
 
     # --- the TCP side -------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._raw = transport
+        # Not an isinstance check: uvloop's TCPTransport has the Transport methods without subclassing it.
+        self._raw = cast(asyncio.Transport, transport)
         if self._handshake_timeout is not None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._handshake_timeout, self._handshake_timed_out)
@@ -106,10 +110,12 @@ class TLSProtocol(asyncio.Protocol):
         self.app.connection_lost(self._error or exc)
 
     def pause_writing(self) -> None:
+        self._writable.clear()
         if self._app_connected:
             self.app.pause_writing()
 
     def resume_writing(self) -> None:
+        self._writable.set()
         if self._app_connected:
             self.app.resume_writing()
 
@@ -134,8 +140,7 @@ class TLSProtocol(asyncio.Protocol):
                 break
             self.write(chunk)
             sent += len(chunk)
-            if self._raw is not None and self._raw.get_write_buffer_size() > 1 << 20:
-                await asyncio.sleep(0)  # let the loop drain; a stream writer would await drain()
+            await self._writable.wait()  # flow control: resume_writing() sets it once the buffer drained
         return sent
 
     def write_eof(self) -> None:
@@ -201,6 +206,8 @@ class TLSProtocol(asyncio.Protocol):
             if self._ktls_policy is not None and self._raw is not None:
                 self._ktls = KTLSStream.start(self._raw, session, self._ktls_policy)
             self._app_connected = True
+            if self.on_handshake is not None:
+                self.on_handshake(self, None)
             self.app.connection_made(self.transport)
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(None)

@@ -29,7 +29,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Literal
 
 from ..connection import Connection
@@ -256,7 +256,9 @@ class KernelTLS:
     _params: SuiteParams
     _mirror: RecordDecryptor | None  # opens what the engine sealed for sending (its write key and seq)
     write_closed: str | None = None  # why we can send no more (close_notify sent, rekey impossible)
-    sent_files: int = field(default=0)
+    sent_files: int = 0  # sendfile() calls served by the kernel
+    control_sent: int = 0  # records sent with a record-type cmsg (alerts, KeyUpdate, tickets)
+    control_received: int = 0  # non-data records kTLS RX delivered and the engine processed
 
     # --- sending ---------------------------------------------------------------------------------------
 
@@ -314,6 +316,7 @@ class KernelTLS:
             sent = self.sock.sendmsg([record.data], cmsg)
             if sent != len(record.data):
                 raise KTLSError(f"kTLS control record cut short ({sent} of {len(record.data)} bytes)")
+            self.control_sent += 1
         if record.rekey is not None:
             self.sock.setsockopt(SOL_TLS, TLS_TX, record.rekey)
         if record.last and self.write_closed is None:
@@ -368,6 +371,7 @@ class KernelTLS:
                 session.receive(b"")  # EOF
             return
         conn = self.conn
+        self.control_received += 1
         before = conn.traffic_secrets()
         sealer = RecordEncryptor(self._params, before.read_secret)
         sealer.seq = before.read_seq

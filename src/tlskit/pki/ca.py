@@ -48,6 +48,7 @@ __all__ = [
     "CertificateAuthority",
     "IssuedCertificate",
     "Record",
+    "format_serial",
     "parse_reason",
     "parse_serial",
 ]
@@ -116,7 +117,8 @@ def parse_reason(text: str) -> x509.ReasonFlags:
     return REASONS[key]
 
 
-def _hex(serial: int) -> str:
+def format_serial(serial: int) -> str:
+    """Upper-case hex of even length, as ``openssl x509 -serial`` prints it (and ``ca list`` shows it)."""
     text = f"{serial:X}"
     return "0" * (len(text) % 2) + text
 
@@ -238,7 +240,8 @@ class CertificateAuthority:
             .add_extension(_key_usage(digital_signature=True, key_encipherment=isinstance(key, rsa.RSAPrivateKey)),
                            critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            # RFC 5280 §4.2.1.6: with an empty subject the SAN carries the identity and must be critical
+            .add_extension(x509.SubjectAlternativeName(sans), critical=common is None)
         )
         if url := self.settings.get("ocsp_url"):
             builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
@@ -251,12 +254,12 @@ class CertificateAuthority:
         with self._locked():
             index = self._read_index()
             serial = x509.random_serial_number()
-            while _hex(serial) in index["certificates"]:
+            while format_serial(serial) in index["certificates"]:
                 serial = x509.random_serial_number()
             cert = builder.serial_number(serial).sign(issuer_key, hashes.SHA256())
-            relative = f"certs/{_hex(serial)}.pem"
+            relative = f"certs/{format_serial(serial)}.pem"
             _write_certs(self.directory / relative, [cert])
-            record = Record(serial=_hex(serial), subject=subject.rfc4514_string(),
+            record = Record(serial=format_serial(serial), subject=subject.rfc4514_string(),
                             names=[*names, *([spiffe] if spiffe else [])],
                             profiles=["server"] * server + ["client"] * client,
                             not_before=cert.not_valid_before_utc.isoformat(),
@@ -274,9 +277,9 @@ class CertificateAuthority:
         """Mark ``serial`` revoked now (idempotent: a second revoke keeps the first time and reason)."""
         with self._locked():
             index = self._read_index()
-            entry = index["certificates"].get(_hex(serial))
+            entry = index["certificates"].get(format_serial(serial))
             if entry is None:
-                raise ConfigError(f"serial {_hex(serial)} was not issued by this CA (see `tlskit ca list "
+                raise ConfigError(f"serial {format_serial(serial)} was not issued by this CA (see `tlskit ca list "
                                   f"{self.directory}`)")
             if entry["revoked_at"] is None:
                 entry["revoked_at"] = _now(self.clock).isoformat()
@@ -287,11 +290,11 @@ class CertificateAuthority:
     def records(self) -> list[Record]:
         """Every certificate this CA issued, oldest first."""
         entries = self._read_index()["certificates"].values()
-        return sorted((Record(**e) for e in entries), key=lambda r: (r.not_before, r.serial))
+        return [Record(**e) for e in entries]  # index.json keeps issuing order
 
     def status(self, serial: int) -> CertStatus | None:
         """Good or revoked for a serial this CA issued; None for one it never issued."""
-        entry = self._read_index()["certificates"].get(_hex(serial))
+        entry = self._read_index()["certificates"].get(format_serial(serial))
         if entry is None:
             return None
         if entry["revoked_at"] is None:
@@ -416,7 +419,7 @@ class CertificateAuthority:
         return _copy(index)
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        _atomic_write(self.directory / _INDEX, json.dumps(index, indent=1, sort_keys=True).encode())
+        _atomic_write(self.directory / _INDEX, json.dumps(index, indent=1).encode())
         self._index_cache = None
 
 

@@ -1,71 +1,97 @@
-"""``tlskit serve``: load (or make) the certificate, start the static site, say where it listens."""
+"""``tlskit serve``: check the configuration, bind, say where it listens, then serve in this process or in
+``--workers N`` processes (``tlskit.serve.workers``)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from ..config import CertifiedKey, ServerConfig
 from ..errors import ConfigError
-from ..io.asyncio import start_server
-from .devcert import DEV_NAMES, dev_certificate
-from .static import StaticSite
+from .accesslog import setup_logging
+from .listeners import bind
+from .metrics import ServeMetrics, serve_metrics
+from .server import ServeProcess, Site, build_site
+from .settings import Flags, ProxyRoute, StaticRoute, load_settings
 
-__all__ = ["ServeOptions", "Site", "prepare", "serve"]
+__all__ = ["announcement", "run", "run_loop"]
 
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ServeOptions:
-    root: Path = Path(".")
-    host: str = "localhost"
-    port: int = 8443
-    cert: Path | None = None  # None: the self-signed development certificate
-    key: Path | None = None
-    alpn: tuple[str, ...] = ("http/1.1",)
-    handshake_timeout: float = 30.0
+Announce = Callable[[str], None]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Site:
-    """Everything checked and loaded before the event loop starts."""
+def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) -> int:
+    """The whole command; returns the exit status (2: bad configuration, 1: cannot listen)."""
+    say: Announce = announce or (lambda line: print(line, flush=True))
+    try:
+        settings = load_settings(flags)
+        site = build_site(settings)
+    except ConfigError as e:
+        print(f"tlskit serve: error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(json_lines=settings.log_json, quiet=quiet)
+    try:
+        sockets = bind(settings.listeners)
+    except OSError as e:
+        print(f"tlskit serve: error: {e}", file=sys.stderr)
+        return 1
+    if settings.workers > 1:
+        from .workers import Supervisor
 
-    options: ServeOptions
-    root: Path
-    config: ServerConfig
-    dev_cert: Path | None  # the generated certificate clients should trust, if we made one
+        return Supervisor(site, flags, sockets, quiet=quiet).run(say)
+    metrics = ServeMetrics() if settings.metrics else None
+    metrics_port = None
+    if settings.metrics and metrics:
+        try:
+            metrics_port = serve_metrics(settings.metrics, metrics.registry)
+        except OSError as e:
+            print(f"tlskit serve: error: cannot serve metrics on {settings.metrics.address} port "
+                  f"{settings.metrics.port}: {e.strerror or e}", file=sys.stderr)
+            return 1
+    process = ServeProcess(site, flags, sockets, metrics=metrics)
+
+    def ready() -> None:
+        for line in announcement(site, sockets, metrics_port):
+            say(line)
+
+    run_loop(process.run(ready), settings.uvloop)
+    return 0
 
 
-def prepare(options: ServeOptions) -> Site:
-    """Check the root and load the certificate; ``ConfigError`` says which file or directory is wrong."""
-    root = options.root.resolve()
-    if not root.is_dir():
-        raise ConfigError(f"{options.root}: not a directory to serve")
-    if (options.cert is None) != (options.key is None):
-        raise ConfigError("give both --cert and --key, or neither for a self-signed localhost certificate")
-    dev_cert = None
-    if options.cert is None or options.key is None:
-        dev_cert, key = dev_certificate()
-        cert_key = CertifiedKey.from_pem_files(dev_cert, key)
-    else:
-        cert_key = CertifiedKey.from_pem_files(options.cert, options.key)
-    config = ServerConfig(certificates=(cert_key,), alpn=options.alpn)
-    return Site(options=options, root=root, config=config, dev_cert=dev_cert)
+def run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
+    """``asyncio.run`` on uvloop when it is installed and wanted."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
-async def serve(site: Site, announce: Callable[[str], None] = print) -> None:
-    """Serve until cancelled; ``announce`` gets the human-readable lines (URL, curl example)."""
-    opts = site.options
-    server = await start_server(StaticSite(site.root), opts.host, opts.port, config=site.config,
-                                handshake_timeout=opts.handshake_timeout)
-    urls = [_url(opts.host, sock.getsockname()) for sock in server.sockets]
-    announce(f"Serving {site.root} at {' and '.join(dict.fromkeys(urls))}")
-    if site.dev_cert is not None:
-        announce(f"Self-signed certificate for {', '.join(DEV_NAMES)}: {site.dev_cert}")
-        announce(f"Try: curl --cacert {site.dev_cert} {urls[0]}")
-    async with server:
-        await server.serve_forever()
+def announcement(site: Site, sockets: list[socket.socket], metrics_port: int | None) -> list[str]:
+    """The lines a user reads at start: where, what, how to trust it, a command to try."""
+    settings = site.settings
+    urls = list(dict.fromkeys(_url(settings.listeners[0].address, s.getsockname()) for s in sockets))
+    main = next((r for r in settings.routes if r.prefix == "/" and not r.hosts), settings.routes[0])
+    what = (str(main.root) if isinstance(main, StaticRoute) else
+            f"a proxy to http://{main.upstream_host}:{main.upstream_port}{main.upstream_path}/"
+            if isinstance(main, ProxyRoute) else "")
+    lines = [f"Serving {what} at {' and '.join(urls)}"]
+    if settings.workers > 1:
+        lines.append(f"Workers: {settings.workers} processes sharing the listening sockets")
+    if metrics_port is not None and settings.metrics is not None:
+        host = settings.metrics.address
+        lines.append(f"Metrics: http://{f'[{host}]' if ':' in host else host}:{metrics_port}/metrics")
+    if site.dev is not None:
+        lines.append(f"Development CA (made once; trust it in your clients): {site.dev.ca_cert}")
+        lines.append(f"Try: curl --cacert {site.dev.ca_cert} {urls[0]}")
+    return lines
 
 
 def _url(host: str, sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
@@ -79,3 +105,4 @@ def _url(host: str, sockname: tuple[str, int] | tuple[str, int, int, int]) -> st
     if ":" in name:
         name = f"[{name}]"
     return f"https://{name}:{sockname[1]}/"
+

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -91,7 +92,7 @@ def _leaf_current(leaf: x509.Certificate, ca: x509.Certificate, now: dt.datetime
     """Signed by this CA and not within ``RENEW_BEFORE`` of expiry."""
     try:
         leaf.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, x509.InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature):
         return False
     return leaf.not_valid_after_utc - RENEW_BEFORE > now
 

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
 from ..config import DEFAULT_CIPHER_SUITES
@@ -139,6 +139,9 @@ class Flags:
     access_log: bool | None = None
 
 
+_LIMITS = HTTPLimits()
+
+
 def load_settings(flags: Flags) -> Settings:
     """Read ``flags.config`` (if any) and apply the flags; raise ``SettingsError`` with file:line and fix."""
     doc: dict[str, Any] = {}
@@ -179,16 +182,16 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
     top.finish(("server", "tls", "http", "metrics", "listen", "certificate", "route"))
 
     limits = HTTPLimits(
-        max_header_bytes=http.int("max_header_bytes", HTTPLimits.max_header_bytes, 1024, 1 << 20),
-        max_body_bytes=http.int("max_body_bytes", HTTPLimits.max_body_bytes, 0, 1 << 40),
-        header_timeout=http.number("header_timeout", HTTPLimits.header_timeout),
-        idle_timeout=http.number("idle_timeout", HTTPLimits.idle_timeout),
-        handshake_timeout=http.number("handshake_timeout", HTTPLimits.handshake_timeout),
-        max_requests_per_connection=http.int("max_requests_per_connection",
-                                             HTTPLimits.max_requests_per_connection, 1, 1 << 30),
+        max_header_bytes=http.integer("max_header_bytes", _LIMITS.max_header_bytes, 1024, 1 << 20),
+        max_body_bytes=http.integer("max_body_bytes", _LIMITS.max_body_bytes, 0, 1 << 40),
+        header_timeout=http.number("header_timeout", _LIMITS.header_timeout),
+        idle_timeout=http.number("idle_timeout", _LIMITS.idle_timeout),
+        handshake_timeout=http.number("handshake_timeout", _LIMITS.handshake_timeout),
+        max_requests_per_connection=http.integer("max_requests_per_connection",
+                                             _LIMITS.max_requests_per_connection, 1, 1 << 30),
     )
     http.finish()
-    alpn = tuple(tls.strings("alpn", Settings.alpn))
+    alpn = tuple(tls.strings("alpn", ("http/1.1",)))
     suites = _named(tls, "cipher_suites", flags.cipher_suites, CipherSuite, SUITES, DEFAULT_CIPHER_SUITES)
     groups = _named(tls, "groups", flags.groups, NamedGroup, SUPPORTED_GROUPS, SERVE_GROUPS)
     tls.finish()
@@ -200,14 +203,14 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
         cipher_suites=suites,
         groups=groups,
         http=limits,
-        routes=routes or (StaticRoute(),),
+        routes=routes or (StaticRoute(root=base),),
         metrics=_metrics(metrics_t, flags),
-        workers=_flag(flags.workers, server.int("workers", os.cpu_count() or 1, 1, 1024)),
-        uvloop=server.bool("uvloop", True),
-        access_log=_flag(flags.access_log, server.bool("access_log", True)),
-        log_json=_flag(flags.log_json, server.bool("log_json", False)),
-        drain_timeout=server.number("drain_timeout", Settings.drain_timeout),
-        cert_poll_interval=server.number("cert_poll_interval", Settings.cert_poll_interval, minimum=0.0),
+        workers=_flag(flags.workers, server.integer("workers", os.cpu_count() or 1, 1, 1024)),
+        uvloop=server.flag("uvloop", True),
+        access_log=_flag(flags.access_log, server.flag("access_log", True)),
+        log_json=_flag(flags.log_json, server.flag("log_json", False)),
+        drain_timeout=server.number("drain_timeout", 10.0),
+        cert_poll_interval=server.number("cert_poll_interval", 2.0, minimum=0.0),
     )
     server.finish()
     return _apply_flags(settings, flags)
@@ -251,10 +254,10 @@ def _flag(flag: T | None, value: T) -> T:
 
 
 def _listener(t: _Table) -> Listener:
-    address = t.str("address", "localhost")
-    listener = Listener(address=address, port=t.int("port", 8443, 0, 65535),
-                        ipv6_only=t.bool("ipv6_only", True), reuse_port=t.bool("reuse_port", False),
-                        backlog=t.int("backlog", 1024, 1, 1 << 16))
+    address = t.text("address", "localhost")
+    listener = Listener(address=address, port=t.integer("port", 8443, 0, 65535),
+                        ipv6_only=t.flag("ipv6_only", True), reuse_port=t.flag("reuse_port", False),
+                        backlog=t.integer("backlog", 1024, 1, 1 << 16))
     t.finish()
     return listener
 
@@ -269,7 +272,7 @@ def _certificate(t: _Table) -> CertificateSpec:
 
 
 def _route(t: _Table) -> Route:
-    prefix = t.str("path", "/")
+    prefix = t.text("path", "/")
     if not prefix.startswith("/"):
         t.fail("path", f"{prefix!r} must start with '/' (e.g. path = \"/api/\")")
     hosts = tuple(h.lower() for h in t.strings("hosts"))
@@ -277,14 +280,14 @@ def _route(t: _Table) -> Route:
         t.fail("proxy", "a route has either root (static files) or proxy (upstream URL), not both")
     route: Route
     if "proxy" in t.data:
-        base = ProxyRoute(prefix=prefix, hosts=hosts, preserve_host=t.bool("preserve_host", True),
+        base = ProxyRoute(prefix=prefix, hosts=hosts, preserve_host=t.flag("preserve_host", True),
                           timeout=t.number("timeout", 30.0),
-                          client_cert_header=t.str("client_cert_header", ProxyRoute.client_cert_header).lower())
-        route = _proxy_from_url(t.str("proxy", ""), "proxy", base, t)
+                          client_cert_header=t.text("client_cert_header", "x-client-cert-subject").lower())
+        route = _proxy_from_url(t.text("proxy", ""), "proxy", base, t)
     else:
         root = t.directory("root") if "root" in t.data else t.base
         route = StaticRoute(prefix=prefix, hosts=hosts, root=root,
-                            index=tuple(t.strings("index", StaticRoute.index)), listing=t.bool("listing", False))
+                            index=tuple(t.strings("index", ("index.html",))), listing=t.flag("listing", False))
     t.finish()
     return route
 
@@ -308,8 +311,8 @@ def _proxy_from_url(url: str, what: str, base: ProxyRoute, t: _Table | None = No
 def _metrics(t: _Table | None, flags: Flags) -> MetricsEndpoint | None:
     if t is None and flags.metrics_port is None:
         return None
-    address = t.str("address", "127.0.0.1") if t else "127.0.0.1"
-    port = t.int("port", 9443, 0, 65535) if t else 9443
+    address = t.text("address", "127.0.0.1") if t else "127.0.0.1"
+    port = t.integer("port", 9443, 0, 65535) if t else 9443
     if t:
         t.finish()
     return MetricsEndpoint(address=flags.metrics_host or address,
@@ -327,7 +330,7 @@ def _named(t: _Table, key: str, flag: Sequence[str] | None, enum: type[E], suppo
     if names is None:
         return default
     by_name = {m.name.lower(): m for m in enum if m in supported}
-    values = []
+    values: list[E] = []
     for name in names:
         member = by_name.get(name.lower())
         if member is None:
@@ -399,7 +402,7 @@ class _Table:
             return "top level"
         return f"[[{self.name}]] #{self.index + 1}" if self.index is not None else f"[{self.name}]"
 
-    def fail(self, key: str | None, message: str) -> Any:
+    def fail(self, key: str | None, message: str) -> NoReturn:
         what = f"'{key}' " if key else ""
         raise SettingsError(f"{self.where.prefix(self.name, self.index, key)}{self.label()}: {what}{message}")
 
@@ -419,18 +422,18 @@ class _Table:
         self.used.add(key)
         if key not in self.data:
             return default
-        value = self.data[key]
+        value: Any = self.data[key]
         if not isinstance(value, kind) or isinstance(value, bool) is not (kind is bool):
             self.fail(key, f"must be {expect}, not {value!r}")
-        return value  # type: ignore[no-any-return]
+        return cast(T, value)
 
-    def str(self, key: str, default: str) -> str:
+    def text(self, key: str, default: str) -> str:
         return self._get(key, default, str, "a string in quotes")
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         return self._get(key, default, bool, "true or false")
 
-    def int(self, key: str, default: int, low: int, high: int) -> int:
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
         value = self._get(key, default, int, "a whole number")
         if not low <= value <= high:
             self.fail(key, f"must be between {low} and {high}, not {value}")
@@ -453,7 +456,7 @@ class _Table:
     def _path(self, key: str, check: Callable[[Path], bool], problem: str) -> Path:
         if key not in self.data:
             self.fail(None, f"needs '{key}' (a path, relative to the config file)")
-        path = (self.base / self.str(key, "")).resolve()
+        path = (self.base / self.text(key, "")).resolve()
         if not check(path):
             self.fail(key, f"{path} {problem}")
         return path

@@ -1,165 +1,207 @@
-"""Static files over HTTP/1.1 (h11) on asyncio streams: GET and HEAD under one root, with keep-alive.
+"""Static files under one root (RFC 9110): GET/HEAD, index files, optional listings, conditional and Range
+requests.
 
 Only regular files inside the root are served: ``..`` segments, dot-files and symlinks leading outside the
-root answer 404, directories serve their ``index.html``.
+root answer 404. Validators are a strong ``ETag`` (size and mtime in ns) and ``Last-Modified``;
+``If-None-Match``/``If-Modified-Since`` give 304, ``If-Match`` 412, one ``bytes=`` range 206 (several ranges
+get the whole file, which RFC 9110 §14.2 allows), a range past the end 416.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import email.utils
-import logging
+import html
 import mimetypes
+import os
 import posixpath
+import re
 import urllib.parse
 from pathlib import Path
+from typing import BinaryIO
 
-import h11
+from .http1 import Exchange, HTTPError, Request
+from .settings import StaticRoute
 
-from ..errors import TLSError
-from ..io.asyncio import format_address
+__all__ = ["StaticFiles", "content_type", "send_file"]
 
-__all__ = ["StaticSite"]
-
-_log = logging.getLogger("tlskit.serve")
 CHUNK = 1 << 16
-MAX_REQUEST_BODY = 1 << 20  # GET/HEAD bodies are meaningless; read and drop at most this much
+# Types browsers need exactly (module scripts, wasm streaming) that mimetypes may lack or get wrong.
+_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json",
+          ".svg": "image/svg+xml", ".webmanifest": "application/manifest+json", ".md": "text/markdown",
+          ".woff2": "font/woff2", ".webp": "image/webp", ".avif": "image/avif", ".gz": "application/gzip",
+          ".br": "application/octet-stream", ".xz": "application/x-xz", ".bz2": "application/x-bzip2",
+          ".zst": "application/zstd"}
+_TEXTUAL = ("application/json", "application/manifest+json", "image/svg+xml", "application/xml")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-class _Reply(Exception):
-    """An early answer (404, 405...) raised from inside request handling."""
+def content_type(name: str) -> str:
+    """Compressed files keep their own type (no Content-Encoding: a .tar.gz download stays compressed)."""
+    ext = os.path.splitext(name)[1].lower()
+    ctype = _TYPES.get(ext) or mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+    if ctype.startswith("text/") or ctype in _TEXTUAL:
+        ctype += "; charset=utf-8"
+    return ctype
 
-    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.headers = status, reason, headers
 
+class StaticFiles:
+    """The route for a ``[[route]]`` with ``root``."""
 
-class StaticSite:
-    """The per-connection handler for ``tlskit.io.asyncio.start_server``."""
+    def __init__(self, route: StaticRoute) -> None:
+        self.prefix, self.hosts = route.prefix, route.hosts
+        self.root = route.root.resolve()
+        self.index = route.index
+        self.listing = route.listing
 
-    def __init__(self, root: Path, *, idle_timeout: float = 60.0) -> None:
-        self.root = root.resolve()
-        self.idle_timeout = idle_timeout
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = format_address(writer.get_extra_info("peername"))
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                event = await self._next_event(conn, reader)
-                if not isinstance(event, h11.Request):
-                    break  # ConnectionClosed, or a pipelined request h11 paused on
-                await self._exchange(conn, reader, writer, event, peer)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+    async def handle(self, request: Request, exchange: Exchange) -> None:
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPError(405, [("allow", "GET, HEAD")])
+        await exchange.discard_body()
+        url_path = urllib.parse.unquote(request.path)
+        path = self._resolve(url_path)
+        if path.is_dir():
+            for name in self.index:
+                if (path / name).is_file():
+                    path = path / name
                     break
-                conn.start_next_cycle()
-        except h11.RemoteProtocolError as e:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                with contextlib.suppress(h11.LocalProtocolError, ConnectionError, TLSError):
-                    await self._send_simple(conn, writer, e.error_status_hint, "Bad Request", head=False)
-        except (TimeoutError, ConnectionError, TLSError) as e:
-            _log.debug("%s: connection ended: %s", peer, e)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, TLSError):
-                await writer.wait_closed()
+            else:
+                if not self.listing:
+                    raise HTTPError(404)
+                await self._send_listing(request, exchange, path, url_path)
+                return
+        await self._send_path(request, exchange, path)
 
-    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader) -> object:
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            async with asyncio.timeout(self.idle_timeout):
-                data = await reader.read(CHUNK)
-            conn.receive_data(data)
-
-    async def _exchange(
-        self,
-        conn: h11.Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        request: h11.Request,
-        peer: str,
-    ) -> None:
-        body = 0
-        while not isinstance(event := await self._next_event(conn, reader), h11.EndOfMessage):
-            if isinstance(event, h11.Data):
-                body += len(event.data)
-            if not isinstance(event, h11.Data) or body > MAX_REQUEST_BODY:
-                raise ConnectionError("request body too large or connection closed")
-        method, target = request.method.decode(), request.target.decode("ascii", "replace")
-        head = method == "HEAD"
-        try:
-            if method not in ("GET", "HEAD"):
-                raise _Reply(405, "Method Not Allowed", (("allow", "GET, HEAD"),))
-            path = self._resolve(target)
-            status, size = 200, await self._send_file(conn, writer, path, head)
-        except _Reply as reply:
-            status = reply.status
-            size = await self._send_simple(conn, writer, reply.status, reply.reason, head, reply.headers)
-        _log.info('%s "%s %s" %d %d', peer, method, target, status, size)
-
-    def _resolve(self, target: str) -> Path:
-        """The file for a request target, or ``_Reply`` 404/301."""
-        url_path = urllib.parse.unquote(urllib.parse.urlsplit(target).path)
-        parts = [p for p in url_path.split("/") if p not in ("", ".")]
+    def _resolve(self, url_path: str) -> Path:
+        """The file or directory for a decoded URL path, or HTTPError 404/301."""
+        rel = url_path[len(self.prefix.rstrip("/")):]
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
         if not url_path.startswith("/") or any(p.startswith(".") or "\\" in p or "\0" in p for p in parts):
-            raise _Reply(404, "Not Found")  # ".." (traversal), dot-files, odd bytes
+            raise HTTPError(404)  # ".." (traversal), dot-files, odd bytes
         path = self.root.joinpath(*parts).resolve()
         if not path.is_relative_to(self.root):
-            raise _Reply(404, "Not Found")  # a symlink leading out of the root
-        if path.is_dir():
-            if not url_path.endswith("/"):
-                location = urllib.parse.quote(posixpath.join(url_path, ""))
-                raise _Reply(301, "Moved Permanently", (("location", location),))
-            path = path / "index.html"
-        if not path.is_file():
-            raise _Reply(404, "Not Found")
+            raise HTTPError(404)  # a symlink leading out of the root
+        if path.is_dir() and not url_path.endswith("/"):
+            location = urllib.parse.quote(posixpath.join(url_path, ""))
+            raise HTTPError(301, [("location", location)])
+        if not path.exists():
+            raise HTTPError(404)
         return path
 
-    async def _send_file(self, conn: h11.Connection, writer: asyncio.StreamWriter, path: Path, head: bool
-                         ) -> int:
+    async def _send_path(self, request: Request, exchange: Exchange, path: Path) -> None:
         try:
             f = path.open("rb")
         except OSError:
-            raise _Reply(404, "Not Found") from None
+            raise HTTPError(404) from None
         with f:
-            stat = path.stat()
-            ctype, encoding = mimetypes.guess_type(path.name)
-            ctype = ctype or "application/octet-stream"
-            if ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
-                ctype += "; charset=utf-8"
-            headers = [("content-type", ctype), ("content-length", str(stat.st_size)),
-                       ("last-modified", email.utils.formatdate(stat.st_mtime, usegmt=True))]
-            if encoding:
-                headers.append(("content-encoding", encoding))
-            response = h11.Response(status_code=200, headers=_common(headers), reason=b"OK")
-            await self._send(conn, writer, response)
-            if not head:
-                while chunk := f.read(CHUNK):  # local disk: a blocking read is shorter than a thread hop
-                    await self._send(conn, writer, h11.Data(data=chunk))
-            await self._send(conn, writer, h11.EndOfMessage())
-            return stat.st_size
+            st = os.fstat(f.fileno())
+            if not path.is_file():
+                raise HTTPError(404)
+            size = st.st_size
+            etag = f'"{size:x}-{st.st_mtime_ns:x}"'
+            last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+            validators = [("etag", etag), ("last-modified", last_modified)]
+            if _precondition(request, etag, int(st.st_mtime)) is not None:
+                raise HTTPError(412)
+            if _not_modified(request, etag, int(st.st_mtime)):
+                await exchange.start(304, validators)
+                await exchange.end()
+                return
+            offset, count = 0, size
+            headers = [("content-type", content_type(path.name)), *validators, ("accept-ranges", "bytes")]
+            span = _range(request, etag, last_modified, size)
+            if span is not None:
+                offset, count = span
+                headers.append(("content-range", f"bytes {offset}-{offset + count - 1}/{size}"))
+            headers.append(("content-length", str(count)))
+            await exchange.start(206 if span is not None else 200, headers)
+            if request.method == "GET":
+                await send_file(exchange, f, offset, count)
+            await exchange.end()
 
-    async def _send_simple(self, conn: h11.Connection, writer: asyncio.StreamWriter, status: int, reason: str,
-                           head: bool, extra: tuple[tuple[str, str], ...] = ()) -> int:
-        body = f"{status} {reason}\n".encode()
-        headers = [("content-type", "text/plain; charset=utf-8"), ("content-length", str(len(body))), *extra]
-        response = h11.Response(status_code=status, headers=_common(headers), reason=reason.encode())
-        await self._send(conn, writer, response)
-        if not head:
-            await self._send(conn, writer, h11.Data(data=body))
-        await self._send(conn, writer, h11.EndOfMessage())
-        return len(body)
-
-    @staticmethod
-    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, event: h11.Event) -> None:
-        data = conn.send(event)
-        if data:
-            writer.write(data)
-            await writer.drain()
+    async def _send_listing(self, request: Request, exchange: Exchange, path: Path, url_path: str) -> None:
+        entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")),
+                         key=lambda e: (not e.is_dir(), e.name))
+        title = html.escape(url_path)
+        rows = ['<li><a href="../">../</a></li>'] if url_path != "/" else []
+        for e in entries:
+            name = e.name + ("/" if e.is_dir() else "")
+            rows.append(f'<li><a href="{urllib.parse.quote(name)}">{html.escape(name)}</a></li>')
+        body = (f"<!doctype html>\n<meta charset=utf-8>\n<title>Index of {title}</title>\n"
+                f"<h1>Index of {title}</h1>\n<ul>\n" + "\n".join(rows) + "\n</ul>\n").encode()
+        await exchange.start(200, [("content-type", "text/html; charset=utf-8"),
+                                   ("content-length", str(len(body)))])
+        if request.method == "GET":
+            await exchange.write(body)
+        await exchange.end()
 
 
-def _common(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [*headers, ("date", email.utils.formatdate(usegmt=True)), ("server", "tlskit")]
+async def send_file(exchange: Exchange, file: BinaryIO, offset: int, count: int) -> None:
+    """Write ``count`` bytes of ``file`` from ``offset`` as the response body.
+
+    The one place file contents go out: with kTLS TX this is where ``os.sendfile`` belongs. Reads are
+    blocking: from the page cache a 64 KiB read is shorter than a hop to a thread.
+    """
+    file.seek(offset)
+    remaining = count
+    while remaining > 0:
+        chunk = file.read(min(CHUNK, remaining))
+        if not chunk:
+            raise ConnectionError("the file shrank while it was being sent")
+        remaining -= len(chunk)
+        await exchange.write(chunk)
+
+
+def _etags(header: str) -> list[str]:
+    return [t.strip().removeprefix("W/") for t in header.split(",") if t.strip()]
+
+
+def _precondition(request: Request, etag: str, mtime: int) -> int | None:
+    """RFC 9110 §13.2.2 steps 1-2: If-Match / If-Unmodified-Since failing is 412."""
+    if_match = request.header(b"if-match")
+    if if_match is not None:  # strong comparison: a W/ tag never equals our strong one
+        return None if if_match.strip() == "*" or etag in [t.strip() for t in if_match.split(",")] else 412
+    since = _http_date(request.header(b"if-unmodified-since"))
+    return 412 if since is not None and mtime > since else None
+
+
+def _not_modified(request: Request, etag: str, mtime: int) -> bool:
+    """Steps 3-4: If-None-Match (weak comparison) decides; without it, If-Modified-Since."""
+    none_match = request.header(b"if-none-match")
+    if none_match is not None:
+        return none_match.strip() == "*" or etag in _etags(none_match)
+    since = _http_date(request.header(b"if-modified-since"))
+    return since is not None and mtime <= since
+
+
+def _range(request: Request, etag: str, last_modified: str, size: int) -> tuple[int, int] | None:
+    """(offset, count) for a single satisfiable ``bytes=`` range on a GET; 416 when none is satisfiable."""
+    header = request.header(b"range")
+    if request.method != "GET" or header is None:
+        return None
+    if_range = request.header(b"if-range")
+    if if_range is not None and if_range.strip() not in (etag, last_modified):
+        return None  # the client's copy is stale: send it the whole new file
+    m = _RANGE.fullmatch(header.strip())
+    if m is None or m.group(1) == m.group(2) == "":
+        return None  # several ranges or another unit: ignoring Range is allowed (§14.2)
+    first, last = m.group(1), m.group(2)
+    if first == "":  # suffix: the last N bytes
+        count = min(int(last), size)
+        if count == 0:
+            raise HTTPError(416, [("content-range", f"bytes */{size}")])
+        return size - count, count
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise HTTPError(416, [("content-range", f"bytes */{size}")])
+    return start, end - start + 1
+
+
+def _http_date(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return int(parsed.timestamp())
