@@ -14,6 +14,12 @@ class _OpenEnum(IntEnum):
     """An IntEnum that represents unknown values as pseudo-members instead of raising."""
 
     @classmethod
+    def of(cls, value: int) -> Any:
+        """``cls(value)`` through a dict lookup: the parsers call this for every code point on the wire."""
+        member = cls._value2member_map_.get(value)
+        return member if member is not None else cls(value)
+
+    @classmethod
     def _missing_(cls, value: object) -> Any:
         if not isinstance(value, int):
             return None

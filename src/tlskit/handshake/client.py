@@ -138,7 +138,7 @@ class ClientStart:
             if ticket is None:
                 ticket = _usable_ticket(config, ctx.now())
             early = ticket is not None and _can_send_early_data(config, ticket)
-            shares = [groups.client_key_share(g, ctx.random) for g in config.key_share_groups]
+            shares = [groups.client_key_share(g, config.random) for g in config.key_share_groups]
             session_id = ctx.random(32) if config.middlebox_compat else b""
             ch = build_client_hello(config, ctx.random(32), session_id, shares, early_data=early)
             raw = ch.encode()
@@ -308,7 +308,7 @@ class ExpectServerHello:
         transcript = self.transcript.resolve(params.hash_name)
         transcript.replace_with_message_hash()
         transcript.add(raw)
-        shares = [groups.client_key_share(group, ctx.random)] if group is not None else self.shares
+        shares = [groups.client_key_share(group, self.config.random)] if group is not None else self.shares
         ticket = self.ticket
         if ticket is not None and suite_params(ticket.cipher_suite).hash_name != params.hash_name:
             ticket = None  # §4.1.4: the PSK cannot be used with this suite's hash

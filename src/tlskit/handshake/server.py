@@ -194,7 +194,7 @@ def _server_flight(
     if accepted is not None:
         sh_exts.append(Extension(ExtensionType.pre_shared_key, ext.selected_psk_body(accepted.index)))
     if share is not None and group is not None:
-        server_share, shared = groups.server_key_share(group, share.key_exchange, ctx.random)
+        server_share, shared = groups.server_key_share(group, share.key_exchange, config.random)
         sh_exts.append(
             Extension(ExtensionType.key_share, ext.key_share_server_body(KeyShareEntry(group, server_share)))
         )

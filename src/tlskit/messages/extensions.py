@@ -51,15 +51,14 @@ def decode_extensions(r: Reader) -> tuple[Extension, ...]:
         if ext_type in seen:
             raise AlertError(AlertDescription.illegal_parameter, f"duplicate extension {ext_type:#06x}")
         seen.add(ext_type)
-        out.append(Extension(ExtensionType(ext_type), block.vector(2)))
+        out.append(Extension(ExtensionType.of(ext_type), block.vector(2)))
     return tuple(out)
 
 
 def encode_extensions(w: Writer, extensions: Iterable[Extension]) -> None:
-    with w.prefixed(2):
-        for ext in extensions:
-            w.u16(ext.type)
-            w.vector(2, ext.data)
+    body = b"".join([e.type.to_bytes(2, "big") + len(e.data).to_bytes(2, "big") + e.data for e in extensions])
+    w.u16(len(body))
+    w.raw(body)
 
 
 def extension_map(extensions: Sequence[Extension]) -> dict[ExtensionType, bytes]:
@@ -184,7 +183,7 @@ def supported_groups_body(groups: Iterable[NamedGroup]) -> bytes:
 
 
 def parse_supported_groups(data: bytes) -> list[NamedGroup]:
-    return [NamedGroup(v) for v in _parse_u16_list(data)]
+    return [NamedGroup.of(v) for v in _parse_u16_list(data)]
 
 
 def signature_algorithms_body(schemes: Iterable[SignatureScheme]) -> bytes:
@@ -192,7 +191,7 @@ def signature_algorithms_body(schemes: Iterable[SignatureScheme]) -> bytes:
 
 
 def parse_signature_algorithms(data: bytes) -> list[SignatureScheme]:
-    return [SignatureScheme(v) for v in _parse_u16_list(data)]
+    return [SignatureScheme.of(v) for v in _parse_u16_list(data)]
 
 
 def supported_versions_client_body(versions: Iterable[ProtocolVersion]) -> bytes:
@@ -249,7 +248,7 @@ def parse_key_share_client(data: bytes) -> list[KeyShareEntry]:
         if group in seen:
             raise AlertError(AlertDescription.illegal_parameter, f"two key shares for group {group:#06x}")
         seen.add(group)
-        out.append(KeyShareEntry(NamedGroup(group), key))
+        out.append(KeyShareEntry(NamedGroup.of(group), key))
     return out
 
 

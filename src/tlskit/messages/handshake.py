@@ -69,7 +69,7 @@ class ClientHello:
         suites = r.sub(2, 2)
         if suites.remaining % 2:
             raise DecodeError("odd cipher_suites length")
-        cipher_suites = tuple(CipherSuite(suites.u16()) for _ in range(suites.remaining // 2))
+        cipher_suites = tuple(CipherSuite.of(suites.u16()) for _ in range(suites.remaining // 2))
         compression = r.vector(1, 1)
         # A ClientHello from TLS <= 1.2 may omit extensions entirely (§4.1.2).
         extensions = decode_extensions(r) if r.remaining else ()
