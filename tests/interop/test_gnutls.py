@@ -7,8 +7,10 @@ gnutls-cli's report or gnutls-serv's per-connection log), what our side negotiat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +42,8 @@ from tlskit.errors import CertificateError, RemoteAlert
 from tlskit.events import HandshakeComplete, SessionTicketReceived
 from tlskit.io.socket import connect
 from tlskit.pki.verify import TrustStore
+from tlskit.stores.memory import MemorySessionStore
+from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
 GNUTLS_CLI = tool_version("gnutls-cli")
 GNUTLS_SERV = tool_version("gnutls-serv")
@@ -150,9 +154,9 @@ def serv_description(server: GnuTLSServer) -> Negotiated:
     return parse_gnutls_client(server.output())
 
 
-def echo_with(server: GnuTLSServer, pki: Pki, data: bytes, **config: object) -> HandshakeComplete:
+def echo_with(server: GnuTLSServer, pki: Pki, data: bytes, **config: Any) -> HandshakeComplete:
     with connect("127.0.0.1", server.port, server_name="localhost", cafile=pki.cafile, timeout=10,
-                 **config) as tls:  # type: ignore[arg-type]
+                 **config) as tls:
         tls.sendall(data)
         echoed = b""
         while len(echoed) < len(data) and (chunk := tls.recv(65536)):
@@ -242,3 +246,22 @@ def test_our_client_refused_by_tls12_only_gnutls_serv(pki: Pki, launch: Launch) 
         echo_with(server, pki, b"never\n")
     assert caught.value.description is AlertDescription.handshake_failure, f"{GNUTLS_SERV}: {server.output()}"
     server.wait_for_output(r"Error in handshake: No supported cipher suites have been found", timeout=5)
+
+
+def test_gnutls_cli_resumes_with_our_ticket(pki: Pki) -> None:
+    config = server_config(pki, ticket_keys=TicketKeyRing([TicketKey.generate(os.urandom)]))
+    with OurServer(config) as server:
+        result = gnutls_client(server.port, cafile=pki.cafile, extra_args=("--resume",), data=b"resumed?\n",
+                               expect=b"resumed?")
+        served = server.wait(2)
+    output = result.stdout + result.stderr
+    assert "*** This is a resumed session" in output, f"{GNUTLS_CLI} did not resume:\n{output}"
+    assert [s.negotiated is not None and s.negotiated.resumed for s in served] == [False, True], served
+
+
+def test_our_client_resumes_with_gnutls_serv_ticket(pki: Pki, launch: Launch) -> None:
+    server = launch(GnuTLSServer(pki.cert, pki.key))
+    store = MemorySessionStore()
+    first = echo_with(server, pki, b"first\n", session_store=store)
+    second = echo_with(server, pki, b"second\n", session_store=store)
+    assert (first.resumed, second.resumed) == (False, True), GNUTLS_SERV

@@ -8,6 +8,7 @@ test checks what the OpenSSL side itself reports it negotiated (``negotiated()``
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -44,6 +45,8 @@ from tlskit.errors import AlertError, CertificateError, RemoteAlert
 from tlskit.events import HandshakeComplete, SessionTicketReceived
 from tlskit.io.socket import TLSSocket, connect
 from tlskit.pki.verify import TrustStore
+from tlskit.stores.memory import MemorySessionStore
+from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
 OPENSSL = tool_version("openssl")
 GET = b"GET / HTTP/1.0\r\n\r\n"
@@ -426,3 +429,39 @@ def test_our_client_against_tls12_only_s_server_gets_protocol_version(
         www_get(server.port, pki)
     assert caught.value.description is AlertDescription.protocol_version, caught.value
     server.wait_for_output(r"unsupported protocol")
+
+
+# ============================================================================ resumption (tickets) both ways
+
+
+def ticket_server_config(pki: Pki) -> ServerConfig:
+    keys = TicketKeyRing([TicketKey.generate(os.urandom)])
+    return server_config(pki, ticket_keys=keys)
+
+
+def test_s_client_parses_our_tickets_and_resumes(pki: Pki, tmp_path: Path) -> None:
+    session = tmp_path / "session.pem"
+    config = ticket_server_config(pki)
+    with OurServer(config) as server:
+        first, _ = echo_through(server, pki, b"first\n", brief=False, extra_args=("-sess_out", str(session)))
+    arrived = first.text.count("Post-Handshake New Session Ticket arrived")
+    assert arrived == 2, f"{OPENSSL} saw {arrived} of our 2 tickets:\n{first.text}"
+    assert "TLS session ticket lifetime hint: 7200 (seconds)" in first.text, f"{OPENSSL}: {first.text}"
+    assert session.stat().st_size > 0, f"{OPENSSL} stored no session"
+    with OurServer(config) as server:
+        second, served = echo_through(server, pki, b"second\n", brief=False, extra_args=("-sess_in", str(session)))
+    assert re.search(r"^Reused, TLSv1\.3, Cipher is ", second.text, re.MULTILINE), f"{OPENSSL}: {second.text}"
+    assert served.negotiated is not None and served.negotiated.resumed, "our server did not resume"
+
+
+def test_our_client_resumes_with_s_server_ticket(pki: Pki, launch: Callable[[OpenSSLServer], OpenSSLServer]) -> None:
+    server = launch(OpenSSLServer(pki.cert, pki.key))
+    store = MemorySessionStore()
+    first_page, first = www_get(server.port, pki, session_store=store)
+    assert "New, TLSv1.3" in check_page(first_page, "TLS_AES_128_GCM_SHA256")
+    assert first.negotiated is not None and not first.negotiated.resumed
+    second_page, second = www_get(server.port, pki, session_store=store)
+    text = second_page.decode("utf-8", "replace")
+    assert text.startswith("HTTP/1.0 200 ok"), text[:200]
+    assert "Reused, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256" in text, f"{OPENSSL} did not resume: {text}"
+    assert second.negotiated is not None and second.negotiated.resumed, OPENSSL

@@ -196,11 +196,6 @@ def test_getpeercert_matches_ssl(pki: Pki) -> None:
     assert ours == theirs, f"ssl ({SSL_VERSION}) says {theirs}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: tlskit/io/common.py peer_cert_dict formats serialNumber as f'{n:X}', dropping the leading zero "
-    "OpenSSL keeps (ssl prints the DER integer's bytes, so always an even number of hex digits: '0123', "
-    "ours '123'); code comparing getpeercert() serials across ssl and tlskit breaks for ~1 in 8 random "
-    "serials. Fix: pad to whole bytes, e.g. h = f'{n:X}'; h = '0' * (len(h) % 2) + h."))
 def test_getpeercert_serial_number_spelled_as_ssl(tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "serial test")])

@@ -55,9 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _analysis_tools() -> list[ModuleType]:
     """The operator tools (``tlskit.cli.<tool>``), each registering its own subcommand."""
-    from . import decrypt, diagnose, probe, scan
+    from . import bench, decrypt, diagnose, probe, scan
 
-    return [probe, scan, diagnose, decrypt]
+    return [probe, scan, diagnose, decrypt, bench]
 
 
 def _version() -> str:

@@ -230,7 +230,7 @@ def peer_cert_dict(der: bytes) -> dict[str, Any]:
         "subject": _name(cert.subject),
         "issuer": _name(cert.issuer),
         "version": cert.version.value + 1,
-        "serialNumber": f"{cert.serial_number:X}",
+        "serialNumber": _serial_hex(cert.serial_number),
         "notBefore": _asn1_time(cert.not_valid_before_utc),
         "notAfter": _asn1_time(cert.not_valid_after_utc),
     }
@@ -307,3 +307,9 @@ def _general_name(name: x509.GeneralName) -> tuple[str, str]:
         case x509.RegisteredID():
             return "Registered ID", name.value.dotted_string
     return "othername", "<unsupported>"
+
+
+def _serial_hex(serial: int) -> str:
+    """Upper-case hex padded to whole bytes, as ``ssl.getpeercert()`` prints it (``0123``, not ``123``)."""
+    text = f"{serial:X}"
+    return "0" * (len(text) % 2) + text

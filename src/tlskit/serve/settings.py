@@ -326,7 +326,8 @@ T = TypeVar("T")
 def _named(t: _Table, key: str, flag: Sequence[str] | None, enum: type[E], supported: Any,
            default: tuple[E, ...]) -> tuple[E, ...]:
     """Suites or groups by IANA name (case-insensitive), keeping only ones the engine implements."""
-    names = list(flag) if flag is not None else t.strings(key, None)
+    from_file = t.strings(key, None)
+    names = list(flag) if flag is not None else from_file
     if names is None:
         return default
     by_name = {m.name.lower(): m for m in enum if m in supported}
@@ -384,6 +385,8 @@ class _Where:
         if self.file is None:
             return ""
         line = self.line(table, index, key)
+        if line is None and key is not None:  # a table where a value belongs: point at its header
+            line = self.line(key, None, None) or self.line(key, 0, None)
         return f"{self.file}:{line}: " if line else f"{self.file}: "
 
 

@@ -1,0 +1,207 @@
+"""``tlskit bench``: TLS handshake rate and latency against one or two servers (like ``openssl s_time``), with
+worker threads, a bound on count and time, percentiles, and a PNG/HTML report of rate and latency over time.
+``--compare`` interleaves two targets connection by connection so both see the same conditions."""
+
+from __future__ import annotations
+
+import html
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ClientConfig
+from ..connection import Connection
+from ..errors import TLSError
+from .probe import resumption_support
+
+__all__ = ["BenchOptions", "BenchResult", "Target", "render_bench", "run_bench", "write_report"]
+
+HARD_MAX_COUNT = 100_000
+HARD_MAX_SECONDS = 600.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Target:
+    host: str
+    port: int
+    config: ClientConfig
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BenchOptions:
+    targets: tuple[Target, ...]  # one, or two with --compare
+    concurrency: int = 1
+    duration: float = 10.0
+    count: int | None = None
+    timeout: float = 5.0
+    mode: str = "full"  # "full", "resumed", "0rtt"
+
+
+@dataclass(kw_only=True, slots=True)
+class BenchResult:
+    target: Target
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (end time from start, latency s)
+    errors: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.samples) / self.elapsed if self.elapsed > 0 else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        latencies = sorted(lat for _, lat in self.samples)
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, max(0, round(q / 100 * len(latencies) + 0.5) - 1))]
+
+    def summary(self) -> dict[str, Any]:
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 3)
+
+        return {"target": self.target.label, "handshakes": len(self.samples), "errors": len(self.errors),
+                "first_error": self.errors[0] if self.errors else None, "seconds": round(self.elapsed, 3),
+                "rate_per_second": round(self.rate, 2),
+                "latency_ms": {f"p{q}": ms(self.percentile(q)) for q in (50, 90, 99)} | {
+                    "max": ms(max((lat for _, lat in self.samples), default=None))}}
+
+
+def handshake_once(target: Target, timeout: float) -> float:
+    """One full handshake with tlskit's client; its latency in seconds (TCP connect to Finished)."""
+    start = time.perf_counter()
+    with socket.create_connection((target.host, target.port), timeout=timeout) as sock:
+        conn = Connection(target.config)
+        conn.start()
+        sock.sendall(conn.data_to_send())
+        while not conn.handshake_complete:
+            data = sock.recv(65536)
+            conn.receive_data(data)
+            out = conn.data_to_send()
+            if out:
+                sock.sendall(out)
+        latency = time.perf_counter() - start
+        conn.close()
+        try:
+            sock.sendall(conn.data_to_send())
+        except OSError:
+            pass
+    return latency
+
+
+def run_bench(options: BenchOptions, on_progress: Callable[[int, float], None] | None = None) -> list[BenchResult]:
+    """Run workers until ``count`` handshakes (all targets together) or ``duration`` seconds, whichever first."""
+    if options.mode != "full":
+        why = resumption_support()
+        if why is not None:
+            raise NotImplementedError(f"--mode {options.mode}: {why}")
+    results = [BenchResult(target=t) for t in options.targets]
+    count = min(options.count or HARD_MAX_COUNT, HARD_MAX_COUNT)
+    duration = min(options.duration, HARD_MAX_SECONDS)
+    lock = threading.Lock()
+    issued = 0
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    def next_job() -> int | None:
+        nonlocal issued
+        with lock:
+            if issued >= count or time.perf_counter() >= stop_at:
+                return None
+            issued += 1
+            return issued
+
+    def worker() -> None:
+        while (job := next_job()) is not None:
+            result = results[job % len(results)]  # interleave the targets connection by connection
+            try:
+                latency = handshake_once(result.target, options.timeout)
+            except (OSError, TLSError) as e:
+                with lock:
+                    result.errors.append(f"{type(e).__name__}: {e}")
+                continue
+            with lock:
+                result.samples.append((time.perf_counter() - start, latency))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, options.concurrency))]
+    for thread in threads:
+        thread.start()
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(0.1)
+        if on_progress is not None:
+            done = sum(len(r.samples) + len(r.errors) for r in results)
+            on_progress(done, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    for result in results:
+        result.elapsed = elapsed
+    return results
+
+
+def bench_json(results: list[BenchResult]) -> dict[str, Any]:
+    out: dict[str, Any] = {"results": [r.summary() for r in results]}
+    if len(results) == 2 and results[1].rate > 0:
+        out["ratio"] = round(results[0].rate / results[1].rate, 3)
+    return out
+
+
+def render_bench(results: list[BenchResult], out: Callable[[str], None]) -> None:
+    for result in results:
+        s = result.summary()
+        lat = s["latency_ms"]
+        out(f"{s['target']}: {s['handshakes']} handshakes in {s['seconds']:.2f} s = {s['rate_per_second']:.1f}/s"
+            f"  latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
+            + (f"  ({s['errors']} errors, first: {s['first_error']})" if s["errors"] else ""))
+    if len(results) == 2 and results[1].rate > 0:
+        out(f"ratio {results[0].target.label} / {results[1].target.label}: "
+            f"{results[0].rate / results[1].rate:.2f}x handshakes per second")
+
+
+def write_report(results: list[BenchResult], png: Path, html_path: Path | None = None) -> None:
+    """A PNG of handshakes per second and latency over time (per 1 s bucket) and an HTML page around it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rate_ax, lat_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for index, result in enumerate(results):
+        label = result.target.label + (f" [{index + 1}]" if len(results) > 1 else "")
+        buckets: dict[int, list[float]] = {}
+        for end, latency in result.samples:
+            buckets.setdefault(int(end), []).append(latency)
+        whole = int(result.elapsed)  # a last partial second would show as a drop in rate
+        seconds = [s for s in sorted(buckets) if s < whole or whole == 0]
+        rate_ax.plot([s + 0.5 for s in seconds], [len(buckets[s]) for s in seconds], marker="o", label=label)
+        lat_ax.scatter([end for end, _ in result.samples], [lat * 1000 for _, lat in result.samples], s=4,
+                       label=label)
+    rate_ax.set_ylabel("handshakes / s")
+    rate_ax.legend()
+    lat_ax.set_ylabel("latency (ms)")
+    lat_ax.set_xlabel("seconds since start")
+    fig.suptitle("tlskit bench")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    if html_path is None:
+        return
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            s["target"], s["handshakes"], s["errors"], s["rate_per_second"], s["latency_ms"]["p50"],
+            s["latency_ms"]["p90"], s["latency_ms"]["p99"], s["latency_ms"]["max"])) + "</tr>"
+        for s in (r.summary() for r in results))
+    ratio = bench_json(results).get("ratio")
+    html_path.write_text(
+        "<!doctype html><meta charset=utf-8><title>tlskit bench</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}</style>"
+        "<h1>tlskit bench</h1><table><tr><th>target</th><th>handshakes</th><th>errors</th><th>per s</th>"
+        f"<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th></tr>{rows}</table>"
+        + (f"<p>ratio: {ratio}x</p>" if ratio is not None else "")
+        + f'<img src="{html.escape(png.name)}" alt="rate and latency over time">\n')

@@ -1,0 +1,88 @@
+"""``tlskit serve``: flags for the common cases; ``--config site.toml`` for the rest (README "Serving")."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register"]
+
+_SERVE_EXAMPLES = """\
+examples:
+  tlskit serve
+      https://localhost:8443/ from the current directory, with a certificate from a
+      development CA made once in your data directory; prints a ready `curl --cacert ...` line
+  tlskit serve public --host 127.0.0.1 --port 0 --workers 1
+      any free port (printed on start), IPv4 loopback only, one process
+  tlskit serve --cert fullchain.pem --key privkey.pem --host 0.0.0.0 --port 443
+      your certificate chain (leaf first) and its PEM private key, on every IPv4 address
+  tlskit serve --proxy http://127.0.0.1:8080 --metrics-port 9100
+      HTTPS in front of a local HTTP/1.1 app, Prometheus metrics on http://127.0.0.1:9100/metrics
+  tlskit serve --config site.toml
+      listeners, certificates per server name, routes, limits: see the README's "Serving"
+
+Flags override the config file. SIGHUP (or a changed certificate file) reloads; a config that does not
+load is logged and the running one kept. SIGTERM finishes requests in flight, then exits.
+Set SSLKEYLOGFILE=/path/keys.log to record session keys for Wireshark.
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="HTTPS server: static files, reverse proxy, SNI, reload, workers, metrics",
+        description="A production HTTPS (HTTP/1.1) server on tlskit's asyncio front end.",
+        epilog=_SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("root", nargs="?", type=Path, metavar="ROOT",
+                       help="directory to serve (default: the config's root, else the current directory)")
+    serve.add_argument("-c", "--config", type=Path, metavar="FILE", help="TOML configuration file")
+    serve.add_argument("--host", help="address or name to listen on (default: localhost, IPv4 and IPv6)")
+    serve.add_argument("--port", type=int, help="TCP port; 0 picks a free one (default: 8443)")
+    serve.add_argument("--reuse-port", action="store_true", default=None,
+                       help="set SO_REUSEPORT so other servers can share the port")
+    serve.add_argument("--cert", type=Path, metavar="FILE",
+                       help="PEM certificate chain, leaf first (default: the development CA's localhost one)")
+    serve.add_argument("--key", type=Path, metavar="FILE", help="PEM private key for --cert")
+    serve.add_argument("--alpn", action="append", metavar="PROTOCOL",
+                       help="ALPN protocol to accept; repeat for several (default: http/1.1)")
+    serve.add_argument("--ciphers", metavar="SUITES",
+                       help="TLS 1.3 suites in order, colon-separated (e.g. TLS_AES_256_GCM_SHA384)")
+    serve.add_argument("--groups", metavar="GROUPS",
+                       help="key exchange groups, colon-separated (default: X25519MLKEM768:x25519:...)")
+    serve.add_argument("--proxy", metavar="URL", help="forward every request to this http:// upstream")
+    serve.add_argument("--listing", action="store_true", default=None,
+                       help="list directories that have no index.html")
+    serve.add_argument("-w", "--workers", type=_positive, metavar="N",
+                       help="worker processes sharing the port (default: the number of cores)")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
+    serve.add_argument("--metrics-host", metavar="ADDRESS", help="address for the metrics port (default 127.0.0.1)")
+    serve.add_argument("--log-json", action="store_true", default=None, help="log one JSON object per line")
+    serve.add_argument("--no-access-log", dest="access_log", action="store_false", default=None,
+                       help="do not log each request")
+    serve.add_argument("-q", "--quiet", action="store_true", help="log only warnings (no access log)")
+    serve.set_defaults(run=_serve)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..serve.app import run
+    from ..serve.settings import Flags
+
+    flags = Flags(
+        config=args.config, root=args.root, host=args.host, port=args.port, reuse_port=args.reuse_port,
+        cert=args.cert, key=args.key, alpn=tuple(args.alpn) if args.alpn else None,
+        cipher_suites=tuple(args.ciphers.split(":")) if args.ciphers else None,
+        groups=tuple(args.groups.split(":")) if args.groups else None,
+        proxy=args.proxy, listing=args.listing, workers=args.workers, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, log_json=args.log_json, access_log=args.access_log,
+    )
+    return run(flags, quiet=args.quiet)

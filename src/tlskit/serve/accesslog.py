@@ -1,0 +1,141 @@
+"""Logging for ``tlskit serve``: the access log (Apache/nginx "combined" plus TLS fields) and JSON lines.
+
+A text access line reads
+``127.0.0.1 - - [27/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 14 "-" "curl/8.14" tls=TLSv1.3
+suite=TLS_AES_128_GCM_SHA256 group=X25519MLKEM768 sni=localhost alpn=http/1.1 resumed=0 early=0 hs_ms=1.9
+client=- rt_ms=0.4``; with ``--log-json`` every log record (access or not) is one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ..events import HandshakeComplete
+
+__all__ = ["AccessEntry", "TLSFields", "access_log", "setup_logging"]
+
+access_log = logging.getLogger("tlskit.access")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TLSFields:
+    """What one connection negotiated; logged with each of its requests."""
+
+    version: str
+    suite: str
+    group: str
+    sni: str
+    alpn: str
+    resumed: bool
+    early_data: bool
+    handshake_ms: float
+    client: str  # the client certificate's subject CN (mTLS), or "-"
+
+    @classmethod
+    def from_handshake(cls, done: HandshakeComplete, handshake_seconds: float) -> TLSFields:
+        return cls(
+            version="TLSv1.3" if done.version.value == 0x0304 else done.version.name,
+            suite=done.cipher_suite.name,
+            group=done.group.name if done.group is not None else "-",
+            sni=done.server_name or "-",
+            alpn=done.alpn or "-",
+            resumed=done.resumed,
+            early_data=done.early_data_accepted,
+            handshake_ms=round(handshake_seconds * 1000, 3),
+            client=client_identity(done.peer_certificates),
+        )
+
+
+def client_identity(chain: tuple[bytes, ...]) -> str:
+    """The leaf's subject common name (else the whole RFC 4514 subject), or "-" without a certificate."""
+    if not chain:
+        return "-"
+    try:
+        subject = x509.load_der_x509_certificate(chain[0]).subject
+    except ValueError:
+        return "-"
+    names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if names else subject.rfc4514_string()
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AccessEntry:
+    peer: str  # client address without the port
+    time: float
+    method: str
+    target: str
+    http_version: str
+    status: int
+    size: int
+    referer: str
+    user_agent: str
+    request_ms: float
+    tls: TLSFields
+
+    def combined(self) -> str:
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(self.time))
+        t = self.tls
+        return (f'{self.peer} - - [{stamp}] "{_quote(self.method)} {_quote(self.target)} HTTP/{self.http_version}" '
+                f'{self.status} {self.size} "{_quote(self.referer)}" "{_quote(self.user_agent)}" '
+                f"tls={t.version} suite={t.suite} group={t.group} sni={t.sni} alpn={t.alpn} "
+                f"resumed={int(t.resumed)} early={int(t.early_data)} hs_ms={t.handshake_ms} "
+                f"client={_quote(t.client).replace(' ', '_')} rt_ms={self.request_ms}")
+
+    def fields(self) -> dict[str, Any]:
+        fields = asdict(self)
+        fields["tls"] = asdict(self.tls)
+        return fields
+
+
+def _quote(text: str) -> str:
+    """Escape what would break a log line (quotes, control characters), as nginx does with ``\\xHH``."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}" for c in text) or "-"
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = getattr(record, "access", None)
+        if isinstance(entry, AccessEntry):
+            return entry.combined()
+        return super().format(record)
+
+
+class _JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}"
+                    + time.strftime("%z", time.localtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        entry = getattr(record, "access", None)
+        if isinstance(entry, AccessEntry):
+            out.update(entry.fields())
+        else:
+            out["message"] = record.getMessage()
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"))
+
+
+def setup_logging(*, json_lines: bool, quiet: bool) -> None:
+    """Everything to stderr; ``quiet`` keeps warnings and up (so no access log)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JSONFormatter() if json_lines else
+                         _TextFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -1,0 +1,320 @@
+"""HTTP/1.1 on h11 for one TLS connection: keep-alive, size limits, timeouts, routing, access log.
+
+A connection waits ``idle_timeout`` for a request's first byte, then ``header_timeout`` for the rest of its
+head (else 408); heads over ``max_header_bytes`` get 431, bodies over ``max_body_bytes`` 413. Routes raise
+``HTTPError`` for a plain-text error answer; an unexpected exception in a route is a logged 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import h11
+
+from ..errors import TLSError
+from .accesslog import AccessEntry, TLSFields, access_log
+from .metrics import ServeMetrics
+from .settings import HTTPLimits
+
+__all__ = ["ConnectionTracker", "Exchange", "HTTPError", "Request", "Route", "Router", "serve_connection"]
+
+_log = logging.getLogger("tlskit.serve")
+READ_SIZE = 1 << 16
+_REASONS = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
+            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+            412: "Precondition Failed", 413: "Content Too Large", 416: "Range Not Satisfiable",
+            425: "Too Early", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+class HTTPError(Exception):
+    """Answer with ``status`` and a one-line text body (when no response has started yet)."""
+
+    def __init__(self, status: int, headers: Sequence[tuple[str, str]] = (), detail: str = "") -> None:
+        super().__init__(f"{status} {reason(status)}{': ' + detail if detail else ''}")
+        self.status, self.headers = status, tuple(headers)
+
+
+def reason(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Request:
+    method: str
+    target: str  # as sent: path and query, percent-encoded
+    path: str  # the target's path, still percent-encoded
+    host: str  # Host header without the port, lower case
+    headers: list[tuple[bytes, bytes]]  # lower-case names, as h11 gives them
+    http_version: str
+    peer: str  # client IP address
+    tls: TLSFields
+    first_on_connection: bool  # with early_data: this request may have arrived in 0-RTT (RFC 8470)
+
+    def header(self, name: bytes) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+
+class Route(Protocol):
+    prefix: str
+    hosts: tuple[str, ...]
+
+    async def handle(self, request: Request, exchange: Exchange) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    routes: tuple[Route, ...]
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.routes, key=lambda r: (not r.hosts, -len(r.prefix)))  # host-bound, then longest
+        object.__setattr__(self, "routes", tuple(ordered))
+
+    def match(self, host: str, path: str) -> Route | None:
+        for route in self.routes:
+            if route.hosts and host not in route.hosts:
+                continue
+            if path.startswith(route.prefix) or path == route.prefix.rstrip("/"):
+                return route
+        return None
+
+
+class Exchange:
+    """One request/response on the connection: the body as it arrives, and the response events out."""
+
+    def __init__(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 limits: HTTPLimits, close_after: bool) -> None:
+        self.conn, self.reader, self.writer, self.limits = conn, reader, writer, limits
+        self.close_after = close_after  # draining or at the request limit: say Connection: close
+        self.status = 0
+        self.body_bytes = 0
+
+    @property
+    def started(self) -> bool:
+        return self.status != 0
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The request body in chunks; more than ``max_body_bytes`` raises HTTPError(413)."""
+        received = 0
+        while True:
+            event = await next_event(self.conn, self.reader, self.limits.idle_timeout)
+            if isinstance(event, h11.Data):
+                received += len(event.data)
+                if received > self.limits.max_body_bytes:
+                    raise HTTPError(413, detail=f"body over {self.limits.max_body_bytes} bytes")
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return
+            else:
+                raise ConnectionError("the client closed the connection inside a request body")
+
+    async def discard_body(self) -> None:
+        async for _ in self.body():
+            pass
+
+    async def start(self, status: int, headers: list[tuple[str, str]], reason_phrase: str | None = None) -> None:
+        """Send the response head; adds Date, Server and (when closing) Connection."""
+        self.status = status
+        extra = [("date", email.utils.formatdate(usegmt=True)), ("server", "tlskit")]
+        if self.close_after:
+            extra.append(("connection", "close"))
+        phrase = (reason_phrase if reason_phrase is not None else reason(status)).encode("latin-1", "replace")
+        await self.send(h11.Response(status_code=status, headers=[*headers, *extra], reason=phrase))
+
+    async def write(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        await self.send(h11.Data(data=data))
+
+    async def end(self) -> None:
+        await self.send(h11.EndOfMessage())
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def simple(self, status: int, headers: Sequence[tuple[str, str]] = (), head: bool = False) -> None:
+        """A complete plain-text answer such as ``404 Not Found``."""
+        body = f"{status} {reason(status)}\n".encode()
+        await self.start(status, [("content-type", "text/plain; charset=utf-8"),
+                                  ("content-length", str(len(body))), *headers])
+        if not head:
+            await self.write(body)
+        await self.end()
+
+
+async def next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> object:
+    """The next h11 event, reading (at most ``timeout`` seconds per read) when h11 needs data."""
+    while (event := conn.next_event()) is h11.NEED_DATA:
+        async with asyncio.timeout(timeout):
+            data = await reader.read(READ_SIZE)
+        conn.receive_data(data)
+    return event
+
+
+@dataclass(slots=True)
+class _Open:
+    writer: asyncio.StreamWriter
+    idle: bool = True
+
+
+@dataclass(slots=True)
+class ConnectionTracker:
+    """The connections a server process has open, so SIGTERM can close the idle ones and wait for the rest."""
+
+    draining: bool = False
+    open: dict[int, _Open] = field(default_factory=dict)
+    empty: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def drain(self) -> None:
+        self.draining = True
+        for entry in list(self.open.values()):
+            if entry.idle:
+                entry.writer.close()
+        if not self.open:
+            self.empty.set()
+
+    def add(self, writer: asyncio.StreamWriter) -> _Open:
+        entry = _Open(writer)
+        self.open[id(entry)] = entry
+        self.empty.clear()
+        return entry
+
+    def remove(self, entry: _Open) -> None:
+        self.open.pop(id(entry), None)
+        if not self.open:
+            self.empty.set()
+
+
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: TLSFields, *,
+                           router: Callable[[], Router], limits: HTTPLimits, tracker: ConnectionTracker,
+                           metrics: ServeMetrics | None, log_access: bool) -> None:
+    """Requests on one connection until either side closes, a limit is hit, or the server drains."""
+    peer_address = writer.get_extra_info("peername")
+    peer = str(peer_address[0]) if isinstance(peer_address, tuple) else "-"
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+    entry = tracker.add(writer)
+    if metrics:
+        metrics.active.inc()
+    try:
+        for n in range(limits.max_requests_per_connection):
+            entry.idle = True
+            if tracker.draining:
+                break
+            try:
+                request_event = await _read_head(conn, reader, limits)
+            except TimeoutError:
+                if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
+                    break  # idle keep-alive connection: close quietly
+                await _answer_error(conn, reader, writer, limits, HTTPError(408))
+                break
+            except h11.RemoteProtocolError as e:
+                await _answer_error(conn, reader, writer, limits, HTTPError(e.error_status_hint))
+                break
+            if not isinstance(request_event, h11.Request):
+                break  # ConnectionClosed
+            entry.idle = False
+            last = n + 1 == limits.max_requests_per_connection
+            await _exchange(conn, reader, writer, request_event, peer, tls, n == 0, router(), limits,
+                            tracker.draining or last, metrics, log_access)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                break
+            conn.start_next_cycle()
+    except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError) as e:
+        _log.debug("%s: connection ended: %s", peer, e)
+    finally:
+        tracker.remove(entry)
+        if metrics:
+            metrics.active.dec()
+        writer.close()
+        with contextlib.suppress(ConnectionError, TLSError):
+            await writer.wait_closed()
+
+
+async def _read_head(conn: h11.Connection, reader: asyncio.StreamReader, limits: HTTPLimits) -> object:
+    """Idle timeout until the first byte, then the header timeout for the whole head."""
+    loop = asyncio.get_running_loop()
+    deadline: float | None = loop.time() + limits.header_timeout if conn.trailing_data[0] else None
+    while (event := conn.next_event()) is h11.NEED_DATA:
+        timeout = limits.idle_timeout if deadline is None else max(deadline - loop.time(), 0.0)
+        async with asyncio.timeout(timeout):
+            data = await reader.read(READ_SIZE)
+        if deadline is None:
+            deadline = loop.time() + limits.header_timeout
+        conn.receive_data(data)
+    return event
+
+
+async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    event: h11.Request, peer: str, tls: TLSFields, first: bool, router: Router,
+                    limits: HTTPLimits, close_after: bool, metrics: ServeMetrics | None, log_access: bool) -> None:
+    started = time.monotonic()
+    target = event.target.decode("ascii", "replace")
+    host = ""
+    for name, value in event.headers:
+        if name == b"host":
+            host = value.decode("ascii", "replace").lower()
+            host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            break
+    request = Request(method=event.method.decode("ascii", "replace"), target=target,
+                      path=target.split("?", 1)[0], host=host, headers=list(event.headers),
+                      http_version=event.http_version.decode(), peer=peer, tls=tls, first_on_connection=first)
+    exchange = Exchange(conn, reader, writer, limits, close_after)
+    try:
+        # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
+        if len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers) > limits.max_header_bytes:
+            exchange.close_after = True
+            raise HTTPError(431)
+        length = request.header(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+            raise HTTPError(413, detail=f"body over {limits.max_body_bytes} bytes")
+        route = router.match(host, request.path) if request.path.startswith("/") else None
+        if route is None:
+            raise HTTPError(404)
+        await route.handle(request, exchange)
+    except HTTPError as e:
+        if exchange.started:
+            raise ConnectionError(f"failed after the response started: {e}") from None
+        exchange.close_after = exchange.close_after or e.status == 413  # the rest of the body stays unread
+        await exchange.simple(e.status, e.headers, head=request.method == "HEAD")
+    except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError):
+        raise
+    except Exception:  # a bug in a route must cost one request, not the server: log it, answer 500
+        _log.exception("%s %s from %s failed", request.method, request.target, peer)
+        if exchange.started:
+            raise ConnectionError("failed after the response started") from None
+        await exchange.simple(500, head=request.method == "HEAD")
+    if conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE:
+        with contextlib.suppress(HTTPError):  # leave the connection in a state to read the next request
+            await exchange.discard_body()
+    elapsed = time.monotonic() - started
+    if metrics:
+        metrics.requests.labels(str(exchange.status)).inc()
+        metrics.request_seconds.observe(elapsed)
+    if log_access:
+        access = AccessEntry(peer=peer, time=time.time(), method=request.method, target=target,
+                             http_version=request.http_version, status=exchange.status, size=exchange.body_bytes,
+                             referer=request.header(b"referer") or "-", user_agent=request.header(b"user-agent") or "-",
+                             request_ms=round(elapsed * 1000, 3), tls=tls)
+        access_log.info("%s", access.combined(), extra={"access": access})
+
+
+async def _answer_error(conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        limits: HTTPLimits, error: HTTPError) -> None:
+    """408/400/431 for a request we could not read; always followed by closing the connection."""
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    exchange = Exchange(conn, reader, writer, limits, close_after=True)
+    with contextlib.suppress(h11.LocalProtocolError, ConnectionError, TLSError):
+        await exchange.simple(error.status)

@@ -1,0 +1,69 @@
+"""Listening sockets, bound before any worker starts so that every worker accepts on the same ones.
+
+A name binds every address it resolves to (``localhost``: 127.0.0.1 and ::1, on one port even when the
+port is 0). ``::`` is IPv6-only unless ``ipv6_only = false`` (then it takes IPv4 too, as a dual-stack
+socket). ``reuse_port`` sets ``SO_REUSEPORT``, so other servers (a second ``tlskit serve``) may bind the same
+port and the kernel spreads connections between them.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+from .settings import Listener
+
+__all__ = ["ListenError", "bind"]
+
+
+class ListenError(OSError):
+    """A listener could not be bound; the message names the address, port and reason."""
+
+
+def bind(listeners: Sequence[Listener]) -> list[socket.socket]:
+    bound: list[socket.socket] = []
+    try:
+        for listener in listeners:
+            bound += _bind_one(listener)
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def _bind_one(listener: Listener) -> list[socket.socket]:
+    try:
+        infos = socket.getaddrinfo(listener.address or None, listener.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ListenError(f"cannot listen on {listener.address}: {e.strerror}") from None
+    addresses = list(dict.fromkeys((family, str(addr[0])) for family, _, _, _, addr in infos
+                                   if family in (socket.AF_INET, socket.AF_INET6)))
+    port = listener.port
+    socks: list[socket.socket] = []
+    try:
+        for family, host in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if listener.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(listener.ipv6_only))
+            try:
+                sock.bind((host, port))
+            except OSError as e:
+                if e.errno == 99 and len(addresses) > 1:  # EADDRNOTAVAIL: e.g. ::1 on a host without IPv6
+                    socks.pop().close()
+                    continue
+                where = f"[{host}]" if ":" in host else host
+                raise ListenError(f"cannot listen on {where} port {port}: {e.strerror}") from None
+            port = sock.getsockname()[1]  # port 0: the others share the port the first one got
+            sock.listen(listener.backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks

@@ -1,0 +1,111 @@
+"""Reverse proxy to an HTTP/1.1 upstream, h11 on both sides (RFC 9110 §7.6, RFC 7239's de-facto headers).
+
+Hop-by-hop headers are dropped both ways; the upstream sees ``X-Forwarded-For`` (appended),
+``X-Forwarded-Proto: https``, ``X-Forwarded-Host``, ``Early-Data: 1`` for a request that may have arrived in
+0-RTT (RFC 8470 §5.1) and, with mTLS, the client certificate's subject in ``client_cert_header`` (a client
+cannot forge these: incoming copies are removed). No upstream: 502; a silent one: 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import h11
+
+from .http1 import Exchange, HTTPError, Request, next_event
+from .settings import ProxyRoute
+
+__all__ = ["ReverseProxy"]
+
+_log = logging.getLogger("tlskit.serve")
+_HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+               b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+_SET_BY_US = {b"x-forwarded-proto", b"x-forwarded-host", b"early-data", b"date", b"server"}
+
+
+def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    named = {t.strip().lower() for name, value in headers if name == b"connection" for t in value.split(b",")}
+    return _HOP_BY_HOP | named
+
+
+class ReverseProxy:
+    """The route for a ``[[route]]`` with ``proxy = "http://host:port"``."""
+
+    def __init__(self, route: ProxyRoute) -> None:
+        self.prefix, self.hosts = route.prefix, route.hosts
+        self.route = route
+
+    def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+        r = self.route
+        drop = _hop_by_hop(request.headers) | _SET_BY_US | {r.client_cert_header.encode()}
+        if not r.preserve_host:
+            drop.add(b"host")
+        headers = [(k, v) for k, v in request.headers if k not in drop and k != b"x-forwarded-for"]
+        forwarded_for = ", ".join([v.decode("latin-1") for k, v in request.headers if k == b"x-forwarded-for"]
+                                  + [request.peer])
+        headers += [(b"x-forwarded-for", forwarded_for.encode()), (b"x-forwarded-proto", b"https"),
+                    (b"connection", b"close")]
+        if request.host:
+            headers.append((b"x-forwarded-host", request.host.encode()))
+        if not r.preserve_host:
+            headers.append((b"host", f"{r.upstream_host}:{r.upstream_port}".encode()))
+        if request.tls.early_data and request.first_on_connection:
+            headers.append((b"early-data", b"1"))
+        if request.tls.client != "-":
+            headers.append((r.client_cert_header.encode(), request.tls.client.encode("utf-8", "replace")))
+        if any(k == b"transfer-encoding" for k, _ in request.headers):
+            headers.append((b"transfer-encoding", b"chunked"))  # h11 re-chunks what it streams
+        return headers
+
+    async def handle(self, request: Request, exchange: Exchange) -> None:
+        r = self.route
+        try:
+            async with asyncio.timeout(r.timeout):
+                reader, writer = await asyncio.open_connection(r.upstream_host, r.upstream_port)
+        except TimeoutError:
+            raise HTTPError(504, detail=f"connecting to {r.upstream_host}:{r.upstream_port} timed out") from None
+        except OSError as e:
+            _log.warning("upstream %s:%d: %s", r.upstream_host, r.upstream_port, e.strerror or e)
+            raise HTTPError(502, detail=str(e)) from None
+        upstream = h11.Connection(h11.CLIENT)
+        try:
+            await self._forward(request, exchange, upstream, reader, writer)
+        except TimeoutError:
+            raise HTTPError(504, detail="the upstream did not answer in time") from None
+        except (OSError, h11.RemoteProtocolError) as e:
+            if isinstance(e, ConnectionError) and exchange.started:
+                raise
+            raise HTTPError(502, detail=f"upstream: {e}") from None
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _forward(self, request: Request, exchange: Exchange, upstream: h11.Connection,
+                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        r = self.route
+
+        def send(event: h11.Event) -> None:
+            if data := upstream.send(event):
+                writer.write(data)
+
+        send(h11.Request(method=request.method, target=r.upstream_path + request.target,
+                         headers=self._request_headers(request)))
+        async for chunk in exchange.body():
+            send(h11.Data(data=chunk))
+            await writer.drain()
+        send(h11.EndOfMessage())
+        await writer.drain()
+        while not isinstance(event := await next_event(upstream, reader, r.timeout), h11.Response):
+            if not isinstance(event, h11.InformationalResponse):  # 100 Continue and friends stay upstream
+                raise h11.RemoteProtocolError("the upstream closed without a response")
+        drop = _hop_by_hop(list(event.headers)) | {b"date", b"server"}
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers if k not in drop]
+        await exchange.start(event.status_code, headers, event.reason.decode("latin-1"))
+        while not isinstance(event := await next_event(upstream, reader, r.timeout), h11.EndOfMessage):
+            if not isinstance(event, h11.Data):
+                raise ConnectionError("the upstream closed in the middle of its response")
+            await exchange.write(bytes(event.data))
+        await exchange.end()

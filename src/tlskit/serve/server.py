@@ -1,0 +1,201 @@
+"""One server process: TLS on already-bound sockets, HTTP routes, reload and graceful shutdown.
+
+Everything a config produces is one immutable ``Site``; a reload (SIGHUP, or a watched certificate/config
+file changing) builds a new ``Site`` first and swaps it in only if that worked, so a broken certificate
+leaves the old one serving. Connections keep the ``Site`` they were accepted with. SIGTERM stops accepting,
+closes idle keep-alive connections, and gives requests in flight ``drain_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ServerConfig
+from ..errors import ConfigError, TLSError
+from ..io.asyncio import TLSProtocol
+from ..io.common import TLSSession, with_env_key_log
+from .accesslog import TLSFields
+from .certstore import CertificateStore, files_fingerprint
+from .devca import DevCertificate, dev_certificate
+from .http1 import ConnectionTracker, Route, Router, serve_connection
+from .metrics import ServeMetrics
+from .proxy import ReverseProxy
+from .settings import CertificateSpec, Flags, Settings, SettingsError, StaticRoute, load_settings
+from .static import StaticFiles
+
+__all__ = ["ServeProcess", "Site", "build_site"]
+
+_log = logging.getLogger("tlskit.serve")
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A loaded configuration: the engine config (certificates by SNI), the routes, what to watch."""
+
+    settings: Settings
+    config: ServerConfig
+    router: Router
+    certificates: CertificateStore
+    dev: DevCertificate | None  # the development CA's certificate, when no certificate was configured
+
+    def watched_files(self) -> tuple[Path, ...]:
+        dev = (self.dev.cert, self.dev.key) if self.dev else ()
+        return (*self.settings.watched_files(), *dev)
+
+
+def build_site(settings: Settings) -> Site:
+    """Load certificates and build routes; ``SettingsError`` (one line) for anything unusable."""
+    dev = None
+    specs = settings.certificates
+    if not specs:
+        dev = dev_certificate()
+        specs = (CertificateSpec(cert=dev.cert, key=dev.key),)
+    store = CertificateStore.load(specs)
+    try:
+        config = ServerConfig(cert_resolver=store.resolve, certificates=store.default, alpn=settings.alpn,
+                              cipher_suites=settings.cipher_suites, groups=settings.groups)
+    except ConfigError as e:
+        raise SettingsError(f"{settings.source or 'settings'}: {e}") from None
+    routes: list[Route] = [StaticFiles(r) if isinstance(r, StaticRoute) else ReverseProxy(r) for r in settings.routes]
+    return Site(settings, with_env_key_log(config), Router(tuple(routes)), store, dev)
+
+
+class _ServedTLS(TLSProtocol):
+    """``TLSProtocol`` that remembers when TCP was accepted, for the handshake time."""
+
+    accepted_at = 0.0
+    handshake_seconds = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.accepted_at = asyncio.get_running_loop().time()
+        super().connection_made(transport)
+
+
+class ServeProcess:
+    """Serves ``sockets`` until SIGTERM/SIGINT (or ``stop()``); reloads on SIGHUP and file changes."""
+
+    def __init__(self, site: Site, flags: Flags, sockets: list[socket.socket], *,
+                 metrics: ServeMetrics | None = None, watch: bool = True, reload_signal: bool = True) -> None:
+        self.site = site
+        self.flags = flags
+        self.sockets = sockets
+        self.metrics = metrics
+        self.watch = watch
+        self.reload_signal = reload_signal
+        self.tracker = ConnectionTracker()
+        self._stopping: asyncio.Event | None = None
+        self._servers: list[asyncio.Server] = []
+
+    async def run(self, ready: Callable[[], None] = lambda: None) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sock in self.sockets:
+            self._servers.append(await loop.create_server(self._accept, sock=sock))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        if self.reload_signal:
+            loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+        poller = asyncio.create_task(self._poll_files()) if self.watch else None
+        ready()
+        try:
+            await self._stopping.wait()
+        finally:
+            if poller:
+                poller.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self._drain()
+
+    def stop(self) -> None:
+        if self._stopping is not None and not self._stopping.is_set():
+            _log.info("shutting down: no new connections; %d open get up to %.0f s",
+                      len(self.tracker.open), self.site.settings.drain_timeout)
+            self._stopping.set()
+
+    def reload(self, why: str) -> bool:
+        """Build the new site from the config file and flags; keep the old one on any error."""
+        try:
+            site = build_site(load_settings(self.flags))
+        except (ConfigError, OSError) as e:
+            _log.error("reload (%s) failed, still serving the previous configuration: %s", why, e)
+            if self.metrics:
+                self.metrics.reloads.labels("failed").inc()
+            return False
+        if site.settings.listeners != self.site.settings.listeners:
+            _log.warning("reload (%s): listener changes take effect after a restart", why)
+        self.site = site
+        _log.info("reloaded (%s): %d certificate(s), %d route(s)", why,
+                  len(site.settings.certificates) or 1, len(site.settings.routes))
+        if self.metrics:
+            self.metrics.reloads.labels("ok").inc()
+        return True
+
+    async def _poll_files(self) -> None:
+        """Reload when a certificate, key or the config file changes (mtime/size/inode), checked by polling."""
+        interval = self.site.settings.cert_poll_interval
+        if interval <= 0:
+            return
+        seen = files_fingerprint(self.site.watched_files())
+        while True:
+            await asyncio.sleep(self.site.settings.cert_poll_interval or interval)
+            now = files_fingerprint(self.site.watched_files())
+            if now != seen:
+                seen = now
+                self.reload("files changed")
+                seen = files_fingerprint(self.site.watched_files())
+
+    def _accept(self) -> TLSProtocol:
+        loop = asyncio.get_running_loop()
+        site = self.site
+        reader = asyncio.StreamReader(limit=1 << 16, loop=loop)
+
+        def connected(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> asyncio.Task[None]:
+            return loop.create_task(self._connection(r, w, tls, site))
+
+        app = asyncio.StreamReaderProtocol(reader, connected, loop=loop)
+        tls = _ServedTLS(TLSSession(site.config), app, handshake_timeout=site.settings.http.handshake_timeout,
+                         on_handshake=self._handshake_ended)
+        return tls
+
+    def _handshake_ended(self, protocol: TLSProtocol, error: TLSError | None) -> None:
+        assert isinstance(protocol, _ServedTLS)
+        protocol.handshake_seconds = asyncio.get_running_loop().time() - protocol.accepted_at
+        if self.metrics is None:
+            return
+        done = protocol.session.negotiated
+        if error is None and done is not None:
+            self.metrics.handshake_done(done, protocol.handshake_seconds)
+        elif error is not None:
+            self.metrics.handshake_failed(error)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: _ServedTLS,
+                          site: Site) -> None:
+        done = tls.session.negotiated
+        assert done is not None  # the app protocol is connected only after the handshake
+        fields = TLSFields.from_handshake(done, tls.handshake_seconds)
+        await serve_connection(reader, writer, fields, router=lambda: site.router, limits=site.settings.http,
+                               tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
+
+    async def _drain(self) -> None:
+        for server in self._servers:
+            server.close()
+        self.tracker.drain()
+        try:
+            async with asyncio.timeout(self.site.settings.drain_timeout):
+                await self.tracker.empty.wait()
+        except TimeoutError:
+            _log.warning("%d connection(s) still busy after %.0f s: closing them", len(self.tracker.open),
+                         self.site.settings.drain_timeout)
+            for entry in list(self.tracker.open.values()):
+                entry.writer.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await self.tracker.empty.wait()
+

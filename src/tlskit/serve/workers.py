@@ -1,0 +1,175 @@
+"""``--workers N``: a supervisor process and N worker processes accepting on the same pre-bound sockets.
+
+The supervisor binds, starts each worker as ``python -m tlskit.serve.workers`` with the listening sockets
+inherited (``pass_fds``) and the command-line flags in ``TLSKIT_SERVE_WORKER``, restarts a worker that dies,
+validates the configuration before passing SIGHUP on (a broken file never reaches the workers), watches the
+certificate files, and on SIGTERM/SIGINT lets every worker drain. With metrics on, workers write to a
+``PROMETHEUS_MULTIPROC_DIR`` the supervisor creates and serves the sum from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .accesslog import setup_logging
+from .certstore import files_fingerprint
+from .metrics import MULTIPROC_ENV, ServeMetrics, mark_worker_dead, serve_metrics
+from .server import ServeProcess, Site, build_site
+from .settings import Flags, load_settings
+
+__all__ = ["WORKER_ENV", "Supervisor", "worker_main"]
+
+WORKER_ENV = "TLSKIT_SERVE_WORKER"
+_log = logging.getLogger("tlskit.serve")
+
+
+def _flags_json(flags: Flags) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(flags).items()}
+
+
+def _flags_from_json(data: dict[str, Any]) -> Flags:
+    paths = {f.name for f in dataclasses.fields(Flags) if "Path" in str(f.type)}
+    tuples = {f.name for f in dataclasses.fields(Flags) if "tuple" in str(f.type)}
+    values: dict[str, Any] = {
+        k: v if v is None else Path(v) if k in paths else tuple(v) if k in tuples else v for k, v in data.items()
+    }
+    return Flags(**values)
+
+
+class Supervisor:
+    def __init__(self, site: Site, flags: Flags, sockets: list[socket.socket], *, quiet: bool) -> None:
+        self.site, self.flags, self.sockets, self.quiet = site, flags, sockets, quiet
+        self.workers: dict[int, subprocess.Popen[bytes]] = {}  # slot -> process
+        self._wake = threading.Event()
+        self._pending: list[int] = []  # signals received, handled in the main loop
+        self._metrics_dir: str | None = None
+
+    def run(self, announce: Any) -> int:
+        from .app import announcement
+
+        settings = self.site.settings
+        metrics_port = None
+        if settings.metrics is not None:
+            self._metrics_dir = tempfile.mkdtemp(prefix="tlskit-metrics-")
+            os.environ[MULTIPROC_ENV] = self._metrics_dir
+            try:
+                metrics_port = serve_metrics(settings.metrics, None)
+            except OSError as e:
+                print(f"tlskit serve: error: cannot serve metrics on {settings.metrics.address} port "
+                      f"{settings.metrics.port}: {e.strerror or e}", file=sys.stderr)
+                return 1
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        try:
+            for slot in range(settings.workers):
+                self._spawn(slot)
+            for line in announcement(self.site, self.sockets, metrics_port):
+                announce(line)
+            self._loop()
+        finally:
+            self._stop_all()
+            if self._metrics_dir:
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        return 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._pending.append(signum)
+        self._wake.set()
+
+    def _spawn(self, slot: int) -> None:
+        env = dict(os.environ)
+        env[WORKER_ENV] = json.dumps({"flags": _flags_json(self.flags), "quiet": self.quiet,
+                                      "fds": [s.fileno() for s in self.sockets], "slot": slot})
+        self.workers[slot] = subprocess.Popen([sys.executable, "-m", "tlskit.serve.workers"], env=env,
+                                              pass_fds=[s.fileno() for s in self.sockets], stdin=subprocess.DEVNULL)
+
+    def _loop(self) -> None:
+        interval = self.site.settings.cert_poll_interval
+        seen = files_fingerprint(self.site.watched_files())
+        next_poll = time.monotonic() + interval
+        while True:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            while self._pending:
+                signum = self._pending.pop(0)
+                if signum == signal.SIGHUP:
+                    self._reload("SIGHUP")
+                    seen = files_fingerprint(self.site.watched_files())
+                else:
+                    return
+            for slot, proc in list(self.workers.items()):
+                if proc.poll() is not None:
+                    _log.warning("worker %d (pid %d) exited with status %s: starting another", slot, proc.pid,
+                                 proc.returncode)
+                    mark_worker_dead(proc.pid)
+                    time.sleep(0.5)  # a worker that dies at once must not become a fork loop
+                    self._spawn(slot)
+            if interval > 0 and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + interval
+                now = files_fingerprint(self.site.watched_files())
+                if now != seen:
+                    self._reload("files changed")
+                    seen = files_fingerprint(self.site.watched_files())
+
+    def _reload(self, why: str) -> None:
+        try:
+            site = build_site(load_settings(self.flags))
+        except (ConfigError, OSError) as e:
+            _log.error("reload (%s) failed, workers keep the previous configuration: %s", why, e)
+            return
+        self.site = site
+        for proc in self.workers.values():
+            proc.send_signal(signal.SIGHUP)
+        _log.info("reload (%s): configuration valid, passed to %d workers", why, len(self.workers))
+
+    def _stop_all(self) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.site.settings.drain_timeout + 5
+        for proc in self.workers.values():
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            mark_worker_dead(proc.pid)
+        for sock in self.sockets:
+            sock.close()
+
+
+def worker_main() -> int:
+    """A worker: serve the inherited sockets with the same flags, until the supervisor says stop."""
+    from .app import run_loop
+
+    spec = json.loads(os.environ.pop(WORKER_ENV))
+    flags = _flags_from_json(spec["flags"])
+    try:
+        site = build_site(load_settings(flags))
+    except ConfigError as e:
+        print(f"tlskit serve worker: error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(json_lines=site.settings.log_json, quiet=spec["quiet"])
+    sockets = [socket.socket(fileno=fd) for fd in spec["fds"]]
+    metrics = ServeMetrics() if site.settings.metrics is not None else None
+    process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False)
+    run_loop(process.run(), site.settings.uvloop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())

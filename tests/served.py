@@ -1,0 +1,131 @@
+"""`tlskit serve` as a user runs it, for tests: a subprocess on a free port whose stdout and log are captured.
+
+Every process is bounded: start waits at most 20 s for the announcement, ``stop`` sends SIGTERM and kills
+after 10 s, and the fixtures using it stop it at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    port: int
+    cacert: Path
+    stdout: list[str]
+    log: list[str]  # stderr lines, appended as they arrive
+    metrics_port: int | None = None
+    host: str = "localhost"
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"https://{self.host}:{self.port}{path}"
+
+    def wait_log(self, pattern: str, timeout: float = 10, after: int = 0) -> str:
+        """The first log line (from index ``after``) matching ``pattern``, polling until it appears."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.log)[after:]:
+                if re.search(pattern, line):
+                    return line
+            time.sleep(0.01)
+        raise AssertionError(f"no log line matches {pattern!r}: {''.join(self.log[-30:])}")
+
+    def access(self, pattern: str, timeout: float = 10) -> dict[str, str]:
+        """The ``key=value`` TLS fields of the first access line matching ``pattern``."""
+        line = self.wait_log(pattern, timeout)
+        return dict(re.findall(r"(\w+)=(\S+)", line.split('"')[-1]))
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        return self.process.returncode
+
+    def context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cacert))
+
+    def fetch(self, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+              data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(self.url(path), method=method, headers=headers or {}, data=data)
+        try:
+            with urllib.request.urlopen(request, context=self.context(), timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+
+def _pump(stream: IO[str], put: Callable[[str | None], object]) -> None:
+    for line in stream:
+        put(line)
+    put(None)  # EOF
+
+
+def start(args: Sequence[str], env: dict[str, str], *, cwd: Path | None = None, dev: bool = True,
+          workers: int = 1) -> Served:
+    """Start ``tlskit serve ARGS --workers N`` and wait until it has announced itself (20 s at most)."""
+    argv = [sys.executable, "-m", "tlskit", "serve", *args]
+    if "--workers" not in args:
+        argv += ["--workers", str(workers)]
+    env = {**env, "PYTHONUNBUFFERED": "1"}
+    env.pop("SSLKEYLOGFILE", None)
+    process = subprocess.Popen(argv, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    assert process.stdout is not None and process.stderr is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    log: list[str] = []
+    threading.Thread(target=_pump, args=(process.stdout, lines.put), daemon=True).start()
+    threading.Thread(target=_pump, args=(process.stderr, lambda line: log.append(line or "")), daemon=True).start()
+    wanted = {"Serving"} | ({"Try:"} if dev else set()) | ({"Metrics:"} if "--metrics-port" in args else set())
+    seen: list[str] = []
+    try:
+        while wanted and (line := lines.get(timeout=20)) is not None:
+            seen.append(line)
+            wanted = {w for w in wanted if not line.startswith(w)}
+    except queue.Empty:
+        pass
+    if wanted:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        raise AssertionError(f"server did not start: {''.join(seen)} {''.join(log)}")
+    first = re.search(r"https://(\S+):(\d+)/", seen[0])
+    assert first is not None, seen
+    cacert = next((m.group(1) for s in seen if (m := re.search(r"--cacert (\S+)", s))), "")
+    metrics = next((int(m.group(1)) for s in seen if (m := re.search(r"Metrics: http://\S+:(\d+)/", s))), None)
+    host = first.group(1).strip("[]")
+    return Served(process, int(first.group(2)), Path(cacert), seen, log, metrics,
+                  host if host != "::1" else "localhost")
+
+
+def json_lines(lines: Sequence[str]) -> list[dict[str, object]]:
+    out = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out

@@ -1,0 +1,133 @@
+"""``tlskit probe``, ``scan`` and ``bench`` against real servers started here: tlskit's own server,
+``openssl s_server`` (TLS 1.2 + 1.3) and ``gnutls-serv``; loopback only, every run bounded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.interop.conftest import Pki, make_pki
+from tests.interop.ours import OurServer, http_hello, server_config
+from tests.interop.peers import HOST, GnuTLSServer, OpenSSLServer
+from tlskit.analysis.probe import ProbeOptions, probe
+from tlskit.analysis.scan import ScanOptions, scan, scan_json
+from tlskit.cli.main import main
+from tlskit.enums import NamedGroup
+from tlskit.pki.ocsp import CertStatus, OCSPResponder, build_request
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _good_staple(pki: Pki) -> bytes:
+    """A real OCSP response ("good") for the leaf, signed by its issuer (the intermediate)."""
+    leaf, inter = x509.load_pem_x509_certificates(pki.cert.read_bytes())[:2]
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    del load_pem_private_key  # the intermediate's key is not on disk: sign as a throw-away delegated CA
+    from tests.certs import make_ca
+
+    ca = make_ca("staple signer")
+    responder = OCSPResponder(issuer=inter, signer_cert=ca.cert, signer_key=ca.key,  # type: ignore[arg-type]
+                              lookup=lambda serial: CertStatus())
+    return responder.respond(build_request(leaf, inter))
+
+
+def test_probe_shows_each_message_chain_staple_and_timings(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    staple = _good_staple(pki)
+    with OurServer(server_config(pki, alpn=("h2", "http/1.1"), ocsp_staple=lambda _: staple), http_hello) as srv:
+        report = probe(ProbeOptions(host="localhost", port=srv.port, cafile=str(pki.cafile), alpn=("h2",),
+                                    groups=(NamedGroup.secp256r1, NamedGroup.x25519), resume=True))
+        assert main(["probe", f"localhost:{srv.port}", "--cafile", str(pki.cafile), "--json",
+                     "--groups", "X25519MLKEM768", "--alpn", "http/1.1"]) == 0
+    first = report.first
+    assert first.ok and report.exit_status == 0
+    names = [m.name for m in first.tls.messages]
+    assert names[:6] == ["ClientHello", "ServerHello", "EncryptedExtensions", "Certificate", "CertificateVerify",
+                         "Finished"]
+    assert first.negotiated is not None and first.negotiated.alpn == "h2"
+    assert first.negotiated.group is NamedGroup.secp256r1
+    assert 0 < first.connect_time <= first.first_byte_time <= first.handshake_time  # type: ignore[operator]
+    assert len(first.peer_chain()) == 2 and first.ocsp_staple() == staple
+    assert report.second is None and report.second_note  # resumption: reported, not crashed on
+    data = json.loads(capsys.readouterr().out)
+    assert data["negotiated"]["group"] == "X25519MLKEM768" and data["negotiated"]["alpn"] == "http/1.1"
+    leaf = data["certificates"][0]
+    assert leaf["sans"] == ["DNS:localhost", "IP:127.0.0.1"] and 28 <= leaf["days_left"] <= 30
+    assert leaf["spki_sha256"].endswith("=") and leaf["key"] == "EC secp256r1"
+    assert data["ocsp_staple"]["cert_status"] == "good"
+
+
+def test_probe_exit_codes_and_openssl_tickets(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    with OpenSSLServer(pki.cert, pki.key, mode="www") as server:
+        assert main(["probe", f"{HOST}:{server.port}", "--sni", "localhost", "--cafile", str(pki.cafile)]) == 0
+        out = capsys.readouterr().out
+        assert "<<< [application] NewSessionTicket lifetime=7200" in out and "Session tickets: 2" in out
+        assert main(["probe", f"{HOST}:{server.port}", "--sni", "wrong.example", "--cafile", str(pki.cafile)]) == 4
+        assert "not 'wrong.example'" in capsys.readouterr().out
+        assert main(["probe", f"{HOST}:{server.port}", "--sni", "wrong.example", "--insecure"]) == 0
+    assert main(["probe", f"{HOST}:{server.port}", "--timeout", "2"]) == 3
+
+
+def test_scan_openssl_tls12_and_13(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    with OpenSSLServer(pki.cert, pki.key, mode="www", tls13_only=False, groups="X25519:P-256") as server:
+        report = scan(ScanOptions(host=HOST, port=server.port, sni="localhost", cafile=str(pki.cafile)))
+    data = scan_json(report)
+    assert data["versions"]["TLSv1.3"]["accepted"] and data["versions"]["TLSv1.2"]["version"] == "TLSv1.2"
+    assert not data["versions"]["TLSv1.0"]["accepted"] or data["versions"]["TLSv1.0"]["version"] != "TLSv1.0"
+    accepted_groups = {g for g, a in data["groups"].items() if a["accepted"]}
+    assert accepted_groups == {"x25519", "secp256r1"}
+    assert data["hello_retry"]["sends_hello_retry_request"]
+    assert data["tls12_suites_server_order"][0].startswith("TLS_ECDHE_ECDSA_WITH_AES")
+    assert {s for s, a in data["tls13_suites"].items() if a["accepted"]} == {
+        "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+    assert data["signature_schemes"]["ecdsa_secp256r1_sha256"]["accepted"]
+    assert not data["signature_schemes"]["rsa_pss_rsae_sha256"]["accepted"]
+    assert data["handshake"]["trusted"] and data["handshake"]["ticket_lifetimes"] == [7200]
+    assert report.connections <= 40 and data["grade"] == "A"
+
+
+def test_scan_flags_tls11_as_deprecated(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    with OpenSSLServer(pki.cert, pki.key, mode="www", tls13_only=False,
+                       extra_args=["-cipher", "DEFAULT@SECLEVEL=0", "-min_protocol", "TLSv1.1"]) as server:
+        status = main(["scan", f"{HOST}:{server.port}", "--sni", "localhost", "--cafile", str(pki.cafile),
+                       "--max-connections", "25"])
+    out = capsys.readouterr().out
+    assert status == 1 and "TLSv1.1: accepted  <- deprecated (RFC 8996)" in out and "grade: C" in out
+    assert "budget reached" in out
+
+
+def test_scan_gnutls_and_our_server(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    with GnuTLSServer(pki.cert, pki.key, mode="http") as server:
+        gnutls = scan_json(scan(ScanOptions(host="localhost", port=server.port, cafile=str(pki.cafile))))
+    assert gnutls["versions"]["TLSv1.3"]["accepted"] and not gnutls["versions"]["TLSv1.2"]["accepted"]
+    assert gnutls["groups"]["x25519"]["accepted"] and gnutls["grade"] in "AB"
+    with OurServer(server_config(pki), http_hello) as srv:
+        assert main(["scan", f"localhost:{srv.port}", "--cafile", str(pki.cafile), "--json"]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert ours["groups"]["X25519MLKEM768"]["accepted"] and ours["hello_retry"]["cookie"]
+    assert ours["deprecated_versions_enabled"] == [] and ours["grade"] == "A"
+
+
+def test_bench_compare_writes_png_and_html(pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with OurServer(server_config(pki), http_hello) as ours, OpenSSLServer(pki.cert, pki.key, mode="www") as other:
+        status = main(["bench", f"localhost:{ours.port}", "--compare", f"localhost:{other.port}",
+                       "--cafile", str(pki.cafile), "--count", "40", "--duration", "10", "--concurrency", "2",
+                       "--html", str(tmp_path / "report.html"), "--json"])
+    assert status == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["handshakes"] for r in data["results"]] == [20, 20] and data["ratio"] > 0
+    assert data["results"][0]["latency_ms"]["p50"] > 0
+    assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
+    assert "report.png" in (tmp_path / "report.html").read_text()
+    assert main(["bench", "localhost:1", "--count", "1", "-k"]) == 3
+    assert main(["bench", "localhost:1", "--mode", "resumed", "-k"]) == 2
+    assert dt.datetime.now(dt.UTC)  # every run above was bounded by --count

@@ -1,0 +1,182 @@
+"""Client revocation policy (tlskit.pki.revocation): staples, fetched OCSP, CRL files and distribution points."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.interop.peers import free_port
+from tlskit.enums import AlertDescription
+from tlskit.errors import CertificateError, CertificateRevoked, ConfigError
+from tlskit.pki import TrustStore
+from tlskit.pki.ca import CertificateAuthority, parse_reason
+from tlskit.pki.ocsp import build_request
+from tlskit.pki.ocsp_http import OCSPHTTPServer
+from tlskit.pki.revocation import RevocationPolicy
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class World:
+    ca: CertificateAuthority
+    server: OCSPHTTPServer
+    good: list[x509.Certificate]  # leaf, intermediate
+    revoked: list[x509.Certificate]
+
+    def staple(self, leaf: x509.Certificate) -> bytes:
+        return self.ca.responder().respond(build_request(leaf, self.ca.issuer))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    server = OCSPHTTPServer(responder=None)  # type: ignore[arg-type]
+    ca = CertificateAuthority.init(tmp_path_factory.mktemp("rev") / "ca", intermediate=True,
+                                   ocsp_url=server.url + "/", crl_url=server.url + "/crl.der")
+    server.responder = ca.responder()
+    server.routes["/crl.der"] = ("application/pkix-crl", ca.current_crl_der)
+    good, bad = ca.issue(["good.test"]).certificate, ca.issue(["bad.test"]).certificate
+    ca.revoke(bad.serial_number, parse_reason("keyCompromise"))
+    ca.crl()
+    with server:
+        yield World(ca, server, [good, ca.issuer], [bad, ca.issuer])
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """A CA whose certificates point at a responder that is not running."""
+    url = f"http://127.0.0.1:{free_port()}"
+    ca = CertificateAuthority.init(tmp_path_factory.mktemp("off") / "ca", intermediate=True, ocsp_url=url + "/",
+                                   crl_url=url + "/crl.der")
+    good, bad = ca.issue(["good.test"]).certificate, ca.issue(["bad.test"]).certificate
+    ca.revoke(bad.serial_number)
+    return World(ca, OCSPHTTPServer.__new__(OCSPHTTPServer), [good, ca.issuer], [bad, ca.issuer])
+
+
+def _raises(policy: RevocationPolicy, chain: list[x509.Certificate], staple: bytes | None,
+            alert: AlertDescription, **kw: object) -> CertificateError:
+    with pytest.raises(CertificateError) as info:
+        policy.check(chain, staple, NOW, **kw)  # type: ignore[arg-type]
+    assert info.value.description == alert
+    return info.value
+
+
+# --- stapled responses ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["soft-fail", "hard-fail", "must-staple"])
+def test_good_staple_passes_silently(world: World, mode: str) -> None:
+    assert RevocationPolicy(mode=mode).check(world.good, world.staple(world.good[0]), NOW) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["soft-fail", "hard-fail", "must-staple"])
+def test_revoked_staple_is_certificate_revoked_in_every_mode(world: World, mode: str) -> None:
+    with pytest.raises(CertificateRevoked) as info:
+        RevocationPolicy(mode=mode).check(world.revoked, world.staple(world.revoked[0]), NOW)  # type: ignore[arg-type]
+    assert info.value.description == AlertDescription.certificate_revoked and info.value.reason == "keyCompromise"
+
+
+def test_mode_none_checks_nothing(world: World) -> None:
+    assert RevocationPolicy(mode="none").check(world.revoked, world.staple(world.revoked[0]), NOW) == []
+
+
+def test_invalid_staple_is_an_error_in_hard_fail_and_a_warning_in_soft_fail(world: World) -> None:
+    wrong = world.staple(world.good[0])  # about another certificate
+    _raises(RevocationPolicy(mode="hard-fail"), world.revoked, wrong, AlertDescription.bad_certificate_status_response)
+    warnings = RevocationPolicy(mode="soft-fail").check(world.good, b"junk", NOW)
+    assert any("ignoring the stapled OCSP response" in w for w in warnings)
+
+
+def test_must_staple_requires_a_staple(world: World) -> None:
+    err = _raises(RevocationPolicy(mode="must-staple", fetch_ocsp=True), world.good, None,
+                  AlertDescription.bad_certificate_status_response)
+    assert "stapled no OCSP response" in err.message
+
+
+def test_staple_for_a_leaf_only_chain_uses_the_trust_store_for_the_issuer(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "ca")  # the root issues directly
+    leaf = ca.issue(["leaf.test"]).certificate
+    staple = ca.responder().respond(build_request(leaf, ca.issuer))
+    policy = RevocationPolicy(mode="hard-fail")
+    assert policy.check([leaf], staple, NOW, trust=TrustStore(roots=(ca.root,))) == []
+    _raises(policy, [leaf], staple, AlertDescription.bad_certificate_status_response)
+
+
+# --- fetched OCSP ----------------------------------------------------------------------------------------------
+
+
+def test_fetched_ocsp_good_and_revoked(world: World) -> None:
+    policy = RevocationPolicy(mode="hard-fail", fetch_ocsp=True)
+    assert policy.check(world.good, None, NOW) == []
+    with pytest.raises(CertificateRevoked):
+        policy.check(world.revoked, None, NOW)
+
+
+def test_unreachable_responder_warns_in_soft_fail_and_fails_in_hard_fail(offline: World) -> None:
+    warnings = RevocationPolicy(mode="soft-fail", fetch_ocsp=True, timeout=2).check(offline.revoked, None, NOW)
+    assert len(warnings) == 1 and "could not be established" in warnings[0] and "unreachable" in warnings[0]
+    err = _raises(RevocationPolicy(mode="hard-fail", fetch_ocsp=True, timeout=2), offline.revoked, None,
+                  AlertDescription.certificate_unknown)
+    assert "unreachable" in err.message
+
+
+def test_no_source_at_all_is_undetermined(world: World) -> None:
+    assert "no stapled OCSP response" in RevocationPolicy(mode="soft-fail").check(world.good, None, NOW)[0]
+    _raises(RevocationPolicy(mode="hard-fail"), world.good, None, AlertDescription.certificate_unknown)
+
+
+def test_fetched_ocsp_answers_are_cached(world: World) -> None:
+    calls: list[str] = []
+
+    def fetcher(url: str, body: bytes | None) -> bytes:
+        calls.append(url)
+        assert body is not None
+        return world.ca.responder().respond(body)
+
+    policy = RevocationPolicy(mode="hard-fail", fetch_ocsp=True, fetcher=fetcher)
+    policy.check(world.good, None, NOW)
+    policy.check(world.good, None, NOW + dt.timedelta(minutes=10))
+    assert len(calls) == 1
+
+
+# --- CRLs -------------------------------------------------------------------------------------------------------
+
+
+def test_crl_file_catches_a_revoked_certificate_and_clears_a_good_one(world: World) -> None:
+    policy = RevocationPolicy(mode="hard-fail", crl_files=(world.ca.directory / "crl.pem",))
+    assert policy.check(world.good, None, NOW) == []
+    with pytest.raises(CertificateRevoked) as info:
+        policy.check(world.revoked, None, NOW)
+    assert "CRL" in info.value.message and "keyCompromise" in info.value.message
+
+
+def test_crl_from_the_distribution_point(world: World) -> None:
+    policy = RevocationPolicy(mode="hard-fail", fetch_crl=True)
+    assert policy.check(world.good, None, NOW) == []
+    with pytest.raises(CertificateRevoked):
+        policy.check(world.revoked, None, NOW)
+
+
+def test_stale_crl_does_not_count(world: World) -> None:
+    policy = RevocationPolicy(mode="soft-fail", crl_files=(world.ca.directory / "crl.der",))
+    warnings = policy.check(world.good, None, NOW + dt.timedelta(days=30))
+    assert warnings and "stale" in warnings[0]
+
+
+def test_crl_signed_by_another_ca_does_not_count(world: World, tmp_path: Path) -> None:
+    other = CertificateAuthority.init(tmp_path / "other", intermediate=True)
+    other.crl()
+    policy = RevocationPolicy(mode="soft-fail", crl_files=(other.directory / "crl.pem",))
+    assert policy.check(world.revoked, None, NOW)  # a warning, not a pass and not a crash
+
+
+def test_bad_configuration_is_reported() -> None:
+    with pytest.raises(ConfigError, match="revocation mode"):
+        RevocationPolicy(mode="strict")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="does not exist"):
+        RevocationPolicy(crl_files=("/nonexistent.crl",))

@@ -1,0 +1,280 @@
+"""`tlskit serve` in operation: reverse proxy, HTTP limits, metrics, JSON logs, reload, drain, workers."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.certs import make_ca, make_leaf
+from tests.served import Served, json_lines, start
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Upstream that answers with the request it saw, as JSON; ``/slow`` waits a second first."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/slow"):
+            time.sleep(1.0)
+        body = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                           "body": self.rfile.read(int(self.headers.get("content-length") or 0)).decode()}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.send_header("x-upstream", "echo")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+
+
+def config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    return path
+
+
+def test_reverse_proxy_forwards_with_x_forwarded_headers(tmp_path: Path, env: dict[str, str], upstream: int) -> None:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("static\n")
+    path = config(tmp_path, f'[[route]]\nroot = "www"\n\n[[route]]\npath = "/api/"\nproxy = "http://127.0.0.1:{upstream}"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        assert served.fetch("/")[2] == b"static\n"
+        status, headers, body = served.fetch("/api/items?x=1", headers={
+            "x-forwarded-for": "10.1.1.1", "x-client-cert-subject": "forged", "early-data": "1"})
+        seen = json.loads(body)
+        assert status == 200 and headers["x-upstream"] == "echo" and headers["server"] == "tlskit"
+        assert seen["path"] == "/api/items?x=1"
+        assert seen["headers"]["x-forwarded-for"] == "10.1.1.1, 127.0.0.1"
+        assert seen["headers"]["x-forwarded-proto"] == "https"
+        assert seen["headers"]["x-forwarded-host"] == "127.0.0.1"
+        assert "x-client-cert-subject" not in seen["headers"] and "early-data" not in seen["headers"]
+        status, _, body = served.fetch("/api/post", method="POST", data=b"payload")
+        assert status == 200 and json.loads(body)["body"] == "payload"
+    finally:
+        served.stop()
+
+
+def test_proxy_without_upstream_is_502(tmp_path: Path, env: dict[str, str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    served = start(["--proxy", f"http://127.0.0.1:{dead}", "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        assert served.fetch("/")[0] == 502
+        served.wait_log(r'"GET / HTTP/1\.1" 502 ')
+    finally:
+        served.stop()
+
+
+def test_limits_give_408_413_431(tmp_path: Path, env: dict[str, str], upstream: int) -> None:
+    path = config(tmp_path, f'[http]\nheader_timeout = 0.5\nmax_header_bytes = 2048\nmax_body_bytes = 100\n'
+                            f'idle_timeout = 1\n\n[[route]]\nproxy = "http://127.0.0.1:{upstream}"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    ctx = served.context()
+    try:
+        assert served.fetch("/", method="POST", data=b"x" * 101)[0] == 413
+        assert served.fetch("/", headers={"x-big": "y" * 4000})[0] == 431
+        with socket.create_connection(("127.0.0.1", served.port)) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+            started = time.monotonic()
+            reply = tls.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 3
+        with socket.create_connection(("127.0.0.1", served.port)) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            started = time.monotonic()
+            assert tls.recv(4096) == b""  # idle: closed without a word after idle_timeout
+            assert 0.8 < time.monotonic() - started < 3
+    finally:
+        served.stop()
+
+
+def test_metrics_endpoint_counts_handshakes_failures_and_connections(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "index.html").write_text("m\n")
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"], env)
+    try:
+        assert served.metrics_port is not None
+        conn = http.client.HTTPSConnection("127.0.0.1", served.port, context=served.context(), timeout=10)
+        conn.request("GET", "/")
+        conn.getresponse().read()  # kept open: one active connection
+        with pytest.raises(ssl.SSLError):
+            socket_ = socket.create_connection(("127.0.0.1", served.port))
+            ssl.create_default_context().wrap_socket(socket_, server_hostname="127.0.0.1")  # unknown_ca
+        served.wait_log("failed: peer sent alert unknown_ca")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).read().decode()
+        assert re.search(r'tlskit_tls_handshakes_total\{cipher_suite="TLS_AES_256_GCM_SHA384",early_data="false",'
+                         r'group="x25519",resumed="false",version="TLSv1.3"\} 1\.0', text), text
+        assert 'tlskit_tls_handshake_failures_total{reason="remote_unknown_ca"} 1.0' in text
+        assert "tlskit_active_connections 1.0" in text
+        assert re.search(r"tlskit_tls_handshake_duration_seconds_count 1\.0", text)
+        assert 'tlskit_http_requests_total{code="200"} 1.0' in text
+        conn.close()
+    finally:
+        served.stop()
+
+
+def test_json_log_lines(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "index.html").write_text("j\n")
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--log-json"], env)
+    try:
+        assert served.fetch("/", headers={"user-agent": "json-test"})[0] == 200
+        served.wait_log("json-test")
+    finally:
+        served.stop()
+    records = json_lines(served.log)
+    access = next(r for r in records if r.get("user_agent") == "json-test")
+    assert access["status"] == 200 and access["method"] == "GET" and access["logger"] == "tlskit.access"
+    tls = access["tls"]
+    assert isinstance(tls, dict) and tls["version"] == "TLSv1.3" and tls["group"] == "x25519"
+    assert any(r.get("message", "").startswith("shutting down") for r in records)  # type: ignore[union-attr]
+
+
+def _leaf_serial(served: Served) -> int:
+    with socket.create_connection(("127.0.0.1", served.port)) as raw, \
+            served.context().wrap_socket(raw, server_hostname="localhost") as tls:
+        der = tls.getpeercert(binary_form=True)
+    from cryptography import x509
+
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_reload_keeps_old_certificate_on_error_and_swaps_valid_one_without_dropping(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    ca = make_ca()
+    (tmp_path / "ca.pem").write_bytes(ca.pem)
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("r\n")
+    first = make_leaf(ca, ["localhost"])
+    cert, key = first.write(tmp_path, "site")
+    path = config(tmp_path, f'[server]\ncert_poll_interval = 0.2\n[[certificate]]\ncert = "{cert}"\nkey = "{key}"\n'
+                            '[[route]]\nroot = "www"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env, dev=False)
+    served.cacert = tmp_path / "ca.pem"
+    try:
+        old = _leaf_serial(served)
+        assert old == first.cert.serial_number
+        kept = http.client.HTTPSConnection("localhost", served.port, context=served.context(), timeout=10)
+        kept.request("GET", "/")
+        assert kept.getresponse().read() == b"r\n"
+
+        cert.write_text("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+        served.signal(signal.SIGHUP)
+        served.wait_log(r"reload \(SIGHUP\) failed, still serving the previous configuration: .*site\.pem")
+        assert _leaf_serial(served) == old
+
+        second = make_leaf(ca, ["localhost"])
+        mark = len(served.log)
+        second.write(tmp_path, "site")  # picked up by the mtime poll, no signal
+        served.wait_log(r"reloaded \(files changed\)", after=mark)
+        assert _leaf_serial(served) == second.cert.serial_number
+        kept.request("GET", "/")  # the connection opened before the reload still works
+        assert kept.getresponse().read() == b"r\n"
+        kept.close()
+    finally:
+        served.stop()
+
+
+def test_sigterm_drains_requests_in_flight(tmp_path: Path, env: dict[str, str], upstream: int) -> None:
+    served = start(["--proxy", f"http://127.0.0.1:{upstream}", "--host", "127.0.0.1", "--port", "0"], env)
+    result: dict[str, object] = {}
+
+    def slow() -> None:
+        result["response"] = served.fetch("/slow")
+
+    idle = http.client.HTTPSConnection("127.0.0.1", served.port, context=served.context(), timeout=10)
+    idle.request("GET", "/")
+    idle.getresponse().read()
+    thread = threading.Thread(target=slow)
+    thread.start()
+    served.wait_log(r"active|GET / HTTP", timeout=5)
+    time.sleep(0.3)  # the slow request is now at the upstream
+    served.signal(signal.SIGTERM)
+    thread.join(timeout=10)
+    assert served.process.wait(timeout=10) == 0
+    response = result["response"]
+    assert isinstance(response, tuple) and response[0] == 200 and json.loads(response[2])["path"] == "/slow"
+    assert served.wait_log(r"shutting down: no new connections; 2 open")
+    with pytest.raises(ConnectionError):
+        socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
+
+
+def test_workers_share_the_port_and_reload_validates_first(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("w\n")
+    path = config(tmp_path, '[[route]]\nroot = "www"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"], env,
+                   workers=2)
+    try:
+        assert "Workers: 2 processes sharing the listening sockets" in "".join(served.stdout)
+        children = _children(served.process.pid)
+        assert len(children) == 2
+        for _ in range(6):
+            assert served.fetch("/")[2] == b"w\n"
+        text = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).read().decode()
+        assert re.search(r'tlskit_http_requests_total\{code="200"\} 6\.0', text), text  # summed over workers
+        path.write_text('[[route]]\nroot = "nowhere"\n')
+        served.signal(signal.SIGHUP)
+        served.wait_log("reload \\(SIGHUP\\) failed, workers keep the previous configuration: .*site.toml:2")
+        assert served.fetch("/")[2] == b"w\n" and _children(served.process.pid) == children
+    finally:
+        assert served.stop() == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_reuse_port_lets_two_servers_share_a_port(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "index.html").write_text("p\n")
+    one = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--reuse-port"], env)
+    try:
+        two = start([str(tmp_path), "--host", "127.0.0.1", "--port", str(one.port), "--reuse-port"], env)
+        two.stop()
+    finally:
+        one.stop()

@@ -1,0 +1,71 @@
+"""One-node stores (DESIGN §4): the bounded, expiring 0-RTT seen-set and the client session cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from tlskit.enums import CipherSuite
+from tlskit.stores import MemoryReplayStore, MemorySessionStore, StoredTicket
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_replay_store_accepts_a_client_hello_once_within_the_window() -> None:
+    clock = Clock()
+    store = MemoryReplayStore(clock=clock)
+    assert store.check_and_insert(b"binder-a", 10)
+    assert not store.check_and_insert(b"binder-a", 10)
+    assert store.check_and_insert(b"binder-b", 10)
+    clock.now += 9.9
+    assert not store.check_and_insert(b"binder-a", 10)
+
+
+def test_replay_store_forgets_entries_after_the_window() -> None:
+    clock = Clock()
+    store = MemoryReplayStore(clock=clock)
+    store.check_and_insert(b"a", 10)
+    clock.now += 10
+    assert store.check_and_insert(b"a", 10)
+    clock.now += 20
+    store.check_and_insert(b"c", 10)
+    assert len(store) == 1  # expired entries are dropped, not kept
+
+
+def test_full_replay_store_fails_closed_until_entries_expire() -> None:
+    clock = Clock()
+    store = MemoryReplayStore(max_entries=2, clock=clock)
+    assert store.check_and_insert(b"a", 10) and store.check_and_insert(b"b", 10)
+    with pytest.raises(OverflowError):  # the engine refuses 0-RTT on any store error
+        store.check_and_insert(b"c", 10)
+    assert not store.check_and_insert(b"a", 10)  # the live entries were not forgotten
+    clock.now += 10
+    assert store.check_and_insert(b"c", 10)
+
+
+def _ticket(n: int, received_at: float = 100.0, lifetime: int = 60) -> StoredTicket:
+    return StoredTicket(ticket=bytes([n]) * 8, psk=b"p" * 32, cipher_suite=CipherSuite.TLS_AES_128_GCM_SHA256,
+                        server_name="example.com", alpn=None, received_at=received_at, lifetime=lifetime,
+                        age_add=n, max_early_data_size=0)
+
+
+def test_session_store_hands_out_the_newest_ticket_once() -> None:
+    store = MemorySessionStore(per_server=2)
+    for n in (1, 2, 3):
+        store.put("example.com", _ticket(n))
+    assert store.take("example.com", 110) == _ticket(3)
+    assert store.take("example.com", 110) == _ticket(2)
+    assert store.take("example.com", 110) is None  # 1 fell out: two per server
+    assert store.take("other.example", 110) is None
+
+
+def test_session_store_skips_expired_tickets() -> None:
+    store = MemorySessionStore()
+    store.put("example.com", _ticket(1, lifetime=1000))
+    store.put("example.com", _ticket(2, lifetime=5))
+    assert store.take("example.com", 200) == _ticket(1, lifetime=1000)
