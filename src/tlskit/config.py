@@ -21,6 +21,9 @@ from .crypto.groups import SUPPORTED_GROUPS
 from .crypto.suites import SUITES
 from .enums import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
 from .errors import ConfigError
+from .pki.identity import SpiffeAllowList
+from .pki.pinning import PinSet
+from .pki.revocation import RevocationPolicy
 from .pki.verify import TrustStore
 from .stores.base import ReplayStore, SessionStore
 from .tickets.keyring import TicketKeys
@@ -156,6 +159,8 @@ class ClientAuth:
     mode: Literal["none", "optional", "required"] = "required"
     trust: TrustStore | None = None
     send_ca_names: bool = True
+    allowed_ids: SpiffeAllowList | None = None  # only these SPIFFE IDs get in (access_denied otherwise)
+    revocation: RevocationPolicy | None = None  # CRL/OCSP checks of client certificates
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "optional", "required"):
@@ -190,6 +195,8 @@ class ClientConfig:
     psk_modes: tuple[PskKeyExchangeMode, ...] = (PskKeyExchangeMode.psk_dhe_ke,)
     early_data: bool = False
     resend_rejected_early_data: bool = True
+    revocation: RevocationPolicy | None = None
+    pins: PinSet | None = None
 
     def __post_init__(self) -> None:
         _check_common(self.cipher_suites, self.groups, self.alpn)
@@ -200,6 +207,10 @@ class ClientConfig:
             raise ConfigError("record_size_limit must be between 64 and 16385 (RFC 8449)")
         if self.verify_peer and self.trust is None:
             object.__setattr__(self, "trust", TrustStore.system())
+        if self.revocation is not None and self.revocation.mode != "none":
+            object.__setattr__(self, "request_ocsp", True)  # a staple is the cheapest revocation answer
+        if not self.verify_peer and self.pins is None and self.revocation is not None:
+            raise ConfigError("revocation checks need verify_peer=True (or pins) to know which chain to check")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

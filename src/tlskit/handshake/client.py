@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import dataclass, replace
 
 from cryptography import x509
@@ -46,6 +47,8 @@ from . import psk
 from .common import Context, Session, check_finished, choose_scheme, make_finished, unexpected
 
 __all__ = ["ClientStart", "build_client_hello"]
+
+log = logging.getLogger("tlskit.handshake")
 
 
 def _is_ip(name: str) -> bool:
@@ -478,6 +481,12 @@ class ExpectCertificate:
                 leaf = x509.load_der_x509_certificate(chain[0])
             except (ValueError, x509.InvalidVersion):
                 raise AlertError(AlertDescription.bad_certificate, "server leaf certificate is not DER") from None
+        if config.pins is not None:  # RFC 7469-style SPKI pins, on top of (or instead of) CA validation
+            config.pins.check(chain, leaf_only=not config.verify_peer)
+        if config.revocation is not None:
+            now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
+            for warning in config.revocation.check(chain, core.ocsp_response, now, trust=config.trust):
+                log.warning("%s: %s", config.server_name, warning)
         core.peer_chain = chain
         core.transcript.add(raw)
         return ExpectCertificateVerify(core, leaf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import logging
 from dataclasses import dataclass, replace
 
 from cryptography import x509
@@ -39,6 +40,8 @@ from .common import Context, Session, check_finished, make_finished, unexpected
 from .negotiation import Offer, choose_alpn, choose_certificate, choose_group, read_offer
 
 __all__ = ["ExpectClientHello"]
+
+log = logging.getLogger("tlskit.handshake")
 
 # Ciphertext we are willing to skip when we reject a client's 0-RTT data (§4.2.10) without a policy of our own.
 _DEFAULT_EARLY_SKIP = 16384 + 4096
@@ -380,6 +383,11 @@ class ExpectClientCertificate:
         assert auth.trust is not None
         now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
         leaf = verify_client_chain(chain, trust=auth.trust, now=now)
+        if auth.revocation is not None:
+            for warning in auth.revocation.check(chain, None, now, trust=auth.trust):
+                log.warning("client certificate: %s", warning)
+        if auth.allowed_ids is not None:
+            auth.allowed_ids.check(leaf)  # access_denied for a SPIFFE ID outside the allow-list
         self.after.complete = replace(self.after.complete, peer_certificates=chain)
         return ExpectClientCertificateVerify(self.after, leaf)
 
