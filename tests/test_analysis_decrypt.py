@@ -32,7 +32,7 @@ def _tshark_records(pcap: Path, keylog: Path) -> dict[tuple[int, int], tuple[lis
     out = tshark(pcap, "-Y", "tls", "-T", "fields", "-E", "separator=/t", *fields, keylog=keylog).stdout
     seen: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
     for line in out.splitlines():
-        stream, port, types, handshakes = (line.split("\t") + ["", "", "", ""])[:4]
+        stream, port, types, handshakes = ([*line.split("\t"), "", "", "", ""])[:4]
         record_types, hs_types = seen.setdefault((int(stream), int(port)), ([], []))
         record_types += [int(t) for t in types.split(",") if t]
         hs_types += [int(t) for t in handshakes.split(",") if t]
@@ -71,8 +71,8 @@ def _assert_same_as_tshark(pcap: Path, keylog: Path, streams: list[DecryptedStre
 
 def test_decrypt_curl_to_our_server_matches_tshark(pki: Pki, tmp_path: Path) -> None:
     keylog, pcap = tmp_path / "keys.log", tmp_path / "curl.pcap"
-    with KeyLogFile(keylog) as sink, OurServer(server_config(pki, key_log=sink), http_hello) as server:
-        with capture(server.port, pcap=pcap):
+    with KeyLogFile(keylog) as sink, OurServer(server_config(pki, key_log=sink), http_hello) as server, \
+            capture(server.port, pcap=pcap):
             for path in ("/one", "/two"):
                 curl_get(f"https://localhost:{server.port}{path}", cacert=pki.cafile,
                          extra=("--resolve", f"localhost:{server.port}:127.0.0.1"))
@@ -116,7 +116,7 @@ def test_decrypt_our_client_with_key_updates_to_openssl_matches_tshark(
 
     assert main(["decrypt", str(pcap), "--keylog", str(keylog), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [m["request_update"] for m in report[0]["messages"] if m["type"] == "KeyUpdate"][0] == "update_requested"
+    assert next(m["request_update"] for m in report[0]["messages"] if m["type"] == "KeyUpdate") == "update_requested"
 
 
 def test_decrypt_openssl_0rtt_matches_tshark(pki: Pki, tmp_path: Path) -> None:
@@ -140,10 +140,10 @@ def test_decrypt_openssl_0rtt_matches_tshark(pki: Pki, tmp_path: Path) -> None:
     _assert_same_as_tshark(pcap, keylog, streams)
 
 
-def test_decrypt_without_keys_exits_1_and_no_tls_exits_3(pki: Pki, tmp_path: Path) -> None:
+def test_decrypt_exit_status_without_keys_and_for_a_non_capture(pki: Pki, tmp_path: Path) -> None:
     keylog, pcap = tmp_path / "keys.log", tmp_path / "c.pcap"
-    with KeyLogFile(keylog) as sink, OurServer(server_config(pki, key_log=sink), http_hello) as server:
-        with capture(server.port, pcap=pcap):
+    with KeyLogFile(keylog) as sink, OurServer(server_config(pki, key_log=sink), http_hello) as server, \
+            capture(server.port, pcap=pcap):
             curl_get(f"https://localhost:{server.port}/", cacert=pki.cafile,
                      extra=("--resolve", f"localhost:{server.port}:127.0.0.1"))
     empty = tmp_path / "empty.log"

@@ -20,7 +20,7 @@ import pytest
 from cryptography import x509
 
 from tests.certs import Issued, make_ca, make_leaf, write_pem
-from tests.interop.ours import OurServer, http_hello, server_config
+from tests.interop.ours import OurServer, http_hello
 from tests.interop.peers import HOST, OpenSSLServer, free_port, require, run_client, wait_listening
 from tlskit.analysis.diagnose import LiveOptions, diagnose_haproxy, diagnose_live, diagnose_s_client
 from tlskit.cli.main import main
@@ -176,7 +176,8 @@ def corpus_and_live(lab: Lab) -> tuple[str, dict[str, str]]:
         live["cipher_mismatch"] = diagnose(server.port)
     client_ok = lab.leaf("client", client_auth=True)
     client_stranger = lab.leaf("client-stranger", ca=stranger, client_auth=True)
-    with OpenSSLServer(good_cert, good_key, extra_args=["-Verify", "1", "-verify_return_error", "-CAfile", str(lab.cafile)]) as server:
+    mtls = ["-Verify", "1", "-verify_return_error", "-CAfile", str(lab.cafile)]
+    with OpenSSLServer(good_cert, good_key, extra_args=mtls) as server:
         runs.append(_s_client(server.port, lab.cafile, "-ign_eof"))  # the alert follows the client's Finished
         live["client_cert_required"] = diagnose(server.port)
         runs.append(_s_client(server.port, lab.cafile, "-cert", str(client_stranger[0]),

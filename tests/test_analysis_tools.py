@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,11 @@ from tests.interop.peers import HOST, GnuTLSServer, OpenSSLServer
 from tlskit.analysis.probe import ProbeOptions, probe
 from tlskit.analysis.scan import ScanOptions, scan, scan_json
 from tlskit.cli.main import main
+from tlskit.config import EarlyDataPolicy
 from tlskit.enums import NamedGroup
 from tlskit.pki.ocsp import CertStatus, OCSPResponder, build_request
+from tlskit.stores.memory import MemoryReplayStore
+from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
 pytestmark = pytest.mark.interop
 
@@ -41,11 +45,19 @@ def _good_staple(pki: Pki) -> bytes:
     return responder.respond(build_request(leaf, inter))
 
 
+def _tickets() -> dict[str, object]:
+    """ServerConfig fields for tickets and 0-RTT (with a replay store, as RFC 8446 §8 requires)."""
+    return {"ticket_keys": TicketKeyRing([TicketKey.generate(os.urandom)]), "early_data": EarlyDataPolicy(),
+            "replay_store": MemoryReplayStore()}
+
+
 def test_probe_shows_each_message_chain_staple_and_timings(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
     staple = _good_staple(pki)
-    with OurServer(server_config(pki, alpn=("h2", "http/1.1"), ocsp_staple=lambda _: staple), http_hello) as srv:
+    config = server_config(pki, alpn=("h2", "http/1.1"), ocsp_staple=lambda _: staple, **_tickets())
+    with OurServer(config, http_hello) as srv:
         report = probe(ProbeOptions(host="localhost", port=srv.port, cafile=str(pki.cafile), alpn=("h2",),
-                                    groups=(NamedGroup.secp256r1, NamedGroup.x25519), resume=True))
+                                    groups=(NamedGroup.secp256r1, NamedGroup.x25519), resume=True,
+                                    early_data=True))
         assert main(["probe", f"localhost:{srv.port}", "--cafile", str(pki.cafile), "--json",
                      "--groups", "X25519MLKEM768", "--alpn", "http/1.1"]) == 0
     first = report.first
@@ -57,7 +69,11 @@ def test_probe_shows_each_message_chain_staple_and_timings(pki: Pki, capsys: pyt
     assert first.negotiated.group is NamedGroup.secp256r1
     assert 0 < first.connect_time <= first.first_byte_time <= first.handshake_time  # type: ignore[operator]
     assert len(first.peer_chain()) == 2 and first.ocsp_staple() == staple
-    assert report.second is None and report.second_note  # resumption: reported, not crashed on
+    assert first.tickets and first.tickets[0].max_early_data_size > 0
+    second = report.second
+    assert second is not None and second.negotiated is not None, report.second_note
+    assert second.negotiated.resumed and second.negotiated.early_data_accepted
+    assert [m.epoch for m in second.tls.messages if m.name == "EndOfEarlyData"] == ["early"]
     data = json.loads(capsys.readouterr().out)
     assert data["negotiated"]["group"] == "X25519MLKEM768" and data["negotiated"]["alpn"] == "http/1.1"
     leaf = data["certificates"][0]
@@ -129,5 +145,13 @@ def test_bench_compare_writes_png_and_html(pki: Pki, tmp_path: Path, capsys: pyt
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
     assert "report.png" in (tmp_path / "report.html").read_text()
     assert main(["bench", "localhost:1", "--count", "1", "-k"]) == 3
-    assert main(["bench", "localhost:1", "--mode", "resumed", "-k"]) == 2
+    assert main(["bench", "localhost:1", "--mode", "resumed", "-k"]) == 2  # cannot even prime a session
+    capsys.readouterr()
+    with OurServer(server_config(pki, **_tickets()), http_hello) as ours:
+        for mode in ("resumed", "0rtt"):
+            assert main(["bench", f"localhost:{ours.port}", "--cafile", str(pki.cafile), "--count", "10",
+                         "--mode", mode, "--json"]) == 0
+            result = json.loads(capsys.readouterr().out)["results"][0]
+            assert result["handshakes"] == 10 and result["resumed"] == 10
+            assert result["early_data_accepted"] == (10 if mode == "0rtt" else 0)
     assert dt.datetime.now(dt.UTC)  # every run above was bounded by --count

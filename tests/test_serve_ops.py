@@ -245,8 +245,12 @@ def test_workers_share_the_port_and_reload_validates_first(tmp_path: Path, env: 
         assert len(children) == 2
         for _ in range(6):
             assert served.fetch("/")[2] == b"w\n"
+        ctx = served.context()
+        session = _request(served, ctx, None)[0]
+        assert all(_request(served, ctx, session)[1] for _ in range(6))  # one ticket key shared by the workers
         text = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).read().decode()
-        assert re.search(r'tlskit_http_requests_total\{code="200"\} 6\.0', text), text  # summed over workers
+        assert re.search(r'tlskit_http_requests_total\{code="200"\} 13\.0', text), text  # summed over workers
+        assert re.search(r'tlskit_tls_handshakes_total\{[^}]*resumed="true"[^}]*\} 6\.0', text), text
         path.write_text('[[route]]\nroot = "nowhere"\n')
         served.signal(signal.SIGHUP)
         served.wait_log("reload \\(SIGHUP\\) failed, workers keep the previous configuration: .*site.toml:2")
@@ -254,6 +258,16 @@ def test_workers_share_the_port_and_reload_validates_first(tmp_path: Path, env: 
     finally:
         assert served.stop() == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
+def _request(served: Served, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+    """One request on a new connection, resuming ``session``: (the session to resume next, whether resumed)."""
+    with socket.create_connection(("127.0.0.1", served.port)) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        while tls.recv(4096):
+            pass
+        return tls.session, tls.session_reused
 
 
 def _children(pid: int) -> list[int]:

@@ -98,3 +98,15 @@ def test_openssl_s_client_picks_sni_certificate_by_name_and_signature_algorithm(
         assert "Server Temp Key: ECDH, prime256v1" in s_client("a.test", "-groups", "P-256")
     finally:
         served.stop()
+
+
+def test_curl_resumes_with_a_session_ticket(site: Served, tmp_path: Path) -> None:
+    curl = require("curl")
+    urls = [site.url("/"), site.url("/?again")]  # two transfers, each on a new connection: the second resumes
+    result = subprocess.run([curl, "-sS", "--cacert", str(site.cacert), "--no-keepalive", "-H", "connection: close",
+                             "-H", "user-agent: curl-resume", *urls, "-o", "/dev/null", "-o", "/dev/null"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, (tool_version("curl"), result.stderr)
+    first, second = site.access(r'"GET / HTTP/1\.1" .*curl-resume'), site.access(r'"GET /\?again .*curl-resume')
+    assert (first["resumed"], second["resumed"]) == ("0", "1"), (tool_version("curl"), first, second)
+    assert second["group"] == "x25519"  # psk_dhe_ke: a fresh key exchange even when resuming

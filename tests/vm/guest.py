@@ -9,6 +9,7 @@ Runs only where ``probe()`` finds the ``tls`` module (the host CI kernel has non
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from tlskit.config import CertifiedKey, ClientConfig, ServerConfig
 from tlskit.connection import Connection
 from tlskit.enums import CipherSuite
 from tlskit.errors import ConnectionClosedError
+from tlskit.events import ApplicationData
 from tlskit.io import ktls
 from tlskit.io.asyncio import TLSTransport, start_server
 from tlskit.io.ktls import KTLSError, KTLSPolicy
@@ -232,47 +234,51 @@ def test_ssl_client_sendfile(pki: PKI, suite: CipherSuite, tmp: Path) -> None:
 def test_buffered_handover(pki: PKI) -> None:
     """Application data that arrived with the client's Finished is decrypted by the engine before kTLS RX
     starts; it must come out first, once. A partial record keeps RX in userspace, losing nothing."""
-    suite = CipherSuite.TLS_AES_128_GCM_SHA256
     for split in (False, True):
         first, second = b"with-finished:" + payload(3000, 4), b"after:" + payload(5000, 5)
-
-        def server(sock: socket.socket) -> tuple[bytes, bool]:
-            tls = wrap_server_socket(sock, pki.server_config(suite), ktls=RX_ALWAYS)
-            tls.do_handshake()
-            got = recv_exactly(tls, len(first) + len(second))
-            k = tls.ktls
-            tls.sendall(b"ok")
-            tls.close()
-            return got, k is not None and k.rx
-
-        def client(port: int) -> bytes:
-            with socket.create_connection(("127.0.0.1", port), TIMEOUT) as sock:
-                conn = Connection(pki.client_config(suite))
-                conn.start()
-                sock.sendall(conn.data_to_send())
-                while not conn.handshake_complete:
-                    conn.receive_data(sock.recv(65536))
-                out = conn.data_to_send()  # Finished
-                conn.send_data(first)
-                out += conn.data_to_send()
-                conn.send_data(second)
-                tail = conn.data_to_send()
-                if split:  # Finished + first + half a record, then the rest
-                    sock.sendall(out + tail[:100])
-                    time.sleep(0.5)
-                    sock.sendall(tail[100:])
-                else:
-                    sock.sendall(out + tail)
-                reply = b""
-                while b"ok" not in reply:
-                    conn.receive_data(sock.recv(65536))
-                    reply += b"".join(e.data for e in conn.events() if hasattr(e, "data"))
-                return reply
-
-        (got, rx), _ = pair(server, client)
+        got, rx = _handover(pki, first, second, split)
         name = "handover/partial-record" if split else "handover/buffered-plaintext"
-        expect_rx = not split
-        report(got == first + second and rx == expect_rx, name, f"bytes intact={got == first + second} RX={rx}")
+        report(got == first + second and rx == (not split), name, f"bytes intact={got == first + second} RX={rx}")
+
+
+def _handover(pki: PKI, first: bytes, second: bytes, split: bool) -> tuple[bytes, bool]:
+    suite = CipherSuite.TLS_AES_128_GCM_SHA256
+
+    def server(sock: socket.socket) -> tuple[bytes, bool]:
+        tls = wrap_server_socket(sock, pki.server_config(suite), ktls=RX_ALWAYS)
+        tls.do_handshake()
+        got = recv_exactly(tls, len(first) + len(second))
+        k = tls.ktls
+        tls.sendall(b"ok")
+        tls.close()
+        return got, k is not None and k.rx
+
+    def client(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), TIMEOUT) as sock:
+            conn = Connection(pki.client_config(suite))
+            conn.start()
+            sock.sendall(conn.data_to_send())
+            while not conn.handshake_complete:
+                conn.receive_data(sock.recv(65536))
+            out = conn.data_to_send()  # Finished
+            conn.send_data(first)
+            out += conn.data_to_send()
+            conn.send_data(second)
+            tail = conn.data_to_send()
+            if split:  # Finished + first + half a record, then the rest
+                sock.sendall(out + tail[:100])
+                time.sleep(0.5)
+                sock.sendall(tail[100:])
+            else:
+                sock.sendall(out + tail)
+            reply = b""
+            while b"ok" not in reply:
+                conn.receive_data(sock.recv(65536))
+                reply += b"".join(e.data for e in conn.events() if isinstance(e, ApplicationData))
+            return reply
+
+    result, _ = pair(server, client)
+    return result  # type: ignore[no-any-return]
 
 
 def test_key_update(pki: PKI) -> None:
@@ -432,9 +438,10 @@ def main() -> int:
         pki = PKI(tmp)
         tests: list[tuple[str, Callable[[], None]]] = [("probe", test_probe)]
         for suite in SUITES:
-            tests += [(f"tlskit-peer/{suite.name}", lambda s=suite: test_tlskit_peer(pki, s)),
-                      (f"ssl-server-peer/{suite.name}", lambda s=suite: test_ssl_server_peer(pki, s)),
-                      (f"ssl-client-sendfile/{suite.name}", lambda s=suite: test_ssl_client_sendfile(pki, s, tmp))]
+            tests += [(f"tlskit-peer/{suite.name}", functools.partial(test_tlskit_peer, pki, suite)),
+                      (f"ssl-server-peer/{suite.name}", functools.partial(test_ssl_server_peer, pki, suite)),
+                      (f"ssl-client-sendfile/{suite.name}",
+                       functools.partial(test_ssl_client_sendfile, pki, suite, tmp))]
         tests += [("handover", lambda: test_buffered_handover(pki)),
                   ("keyupdate", lambda: test_key_update(pki)),
                   ("asyncio/sendfile", lambda: test_asyncio_sendfile(pki, tmp)),

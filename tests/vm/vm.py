@@ -49,11 +49,14 @@ def kernel_package() -> str:
     """``$TLSKIT_VM_KERNEL``, else the package ``linux-image-cloud-amd64`` depends on (bookworm: 6.1)."""
     if name := os.environ.get("TLSKIT_VM_KERNEL"):
         return name
-    out = _run(["apt-cache", "depends", "linux-image-cloud-amd64"])
-    for line in out.splitlines():
-        match = re.search(r"Depends:\s*(linux-image-\S+-cloud-amd64)\s*$", line)
-        if match:
-            return match[1]
+    for attempt in range(2):
+        out = _run(["apt-cache", "depends", "linux-image-cloud-amd64"], check=False)
+        for line in out.splitlines():
+            match = re.search(r"Depends:\s*(linux-image-\S+-cloud-amd64)\s*$", line)
+            if match:
+                return match[1]
+        if attempt == 0 and os.geteuid() == 0:
+            _run(["apt-get", "update", "-qq"], check=False)  # a fresh machine may have no package lists
     raise VMError("apt-cache knows no linux-image-cloud-amd64 (is this Debian with apt lists updated?)")
 
 
@@ -395,6 +398,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", action="store_true", help="run bench/ktls_sendfile.py instead of the tests")
     parser.add_argument("--size-mb", type=int, default=256, help="benchmark file size (default 256)")
+    parser.add_argument("--repeat", type=int, default=3, help="benchmark rounds (default 3)")
     parser.add_argument("--memory", type=int, help="VM memory in MiB (default 1024, bench: size + 1024)")
     parser.add_argument("--timeout", type=float, default=240)
     parser.add_argument("--quiet", action="store_true", help="print only the guest's report lines")
@@ -402,8 +406,8 @@ def main() -> int:
     mode = "bench" if opts.bench else "test"
     memory = opts.memory or (1024 + 2 * opts.size_mb if opts.bench else 1024)
     try:
-        result = run_vm(mode, memory=memory, timeout=opts.timeout, args=f"--size-mb {opts.size_mb}",
-                        echo=not opts.quiet)
+        result = run_vm(mode, memory=memory, timeout=opts.timeout,
+                        args=f"--size-mb {opts.size_mb} --repeat {opts.repeat}", echo=not opts.quiet)
     except VMError as e:
         print(f"tlskit VM: {e}", file=sys.stderr)
         return 2

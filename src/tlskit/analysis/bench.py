@@ -4,6 +4,8 @@ worker threads, a bound on count and time, percentiles, and a PNG/HTML report of
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import html
 import socket
 import threading
@@ -15,8 +17,9 @@ from typing import Any
 
 from ..config import ClientConfig
 from ..connection import Connection
-from ..errors import TLSError
-from .probe import resumption_support
+from ..errors import ConfigError, TLSError, UnexpectedEOF
+from ..events import HandshakeComplete, SessionTicketReceived
+from ..stores.memory import MemorySessionStore
 
 __all__ = ["BenchOptions", "BenchResult", "Target", "render_bench", "run_bench", "write_report"]
 
@@ -50,6 +53,8 @@ class BenchResult:
     target: Target
     samples: list[tuple[float, float]] = field(default_factory=list)  # (end time from start, latency s)
     errors: list[str] = field(default_factory=list)
+    resumed: int = 0  # handshakes that resumed a session (--mode resumed/0rtt)
+    early_accepted: int = 0  # handshakes whose 0-RTT data the server accepted
     elapsed: float = 0.0
 
     @property
@@ -68,40 +73,61 @@ class BenchResult:
 
         return {"target": self.target.label, "handshakes": len(self.samples), "errors": len(self.errors),
                 "first_error": self.errors[0] if self.errors else None, "seconds": round(self.elapsed, 3),
-                "rate_per_second": round(self.rate, 2),
+                "rate_per_second": round(self.rate, 2), "resumed": self.resumed,
+                "early_data_accepted": self.early_accepted,
                 "latency_ms": {f"p{q}": ms(self.percentile(q)) for q in (50, 90, 99)} | {
                     "max": ms(max((lat for _, lat in self.samples), default=None))}}
 
 
-def handshake_once(target: Target, timeout: float) -> float:
-    """One full handshake with tlskit's client; its latency in seconds (TCP connect to Finished)."""
+def handshake_once(target: Target, timeout: float, *, want_ticket: bool = False,
+                   early_data: bytes | None = None) -> tuple[float, HandshakeComplete]:
+    """One handshake with tlskit's client: (latency in seconds from TCP connect to Finished, what it settled).
+    ``want_ticket`` then waits (up to ``timeout``) for a NewSessionTicket to refill the session store."""
     start = time.perf_counter()
+    latency: float | None = None
     with socket.create_connection((target.host, target.port), timeout=timeout) as sock:
         conn = Connection(target.config)
         conn.start()
+        if early_data is not None:
+            with contextlib.suppress(ConfigError):  # no ticket allowing 0-RTT: a plain resumption
+                conn.send_data(early_data)
         sock.sendall(conn.data_to_send())
-        while not conn.handshake_complete:
+        ticket = False
+        while latency is None or (want_ticket and not ticket):
             data = sock.recv(65536)
             conn.receive_data(data)
+            ticket = ticket or any(isinstance(e, SessionTicketReceived) for e in conn.events())
+            if latency is None and conn.handshake_complete:
+                latency = time.perf_counter() - start
             out = conn.data_to_send()
             if out:
                 sock.sendall(out)
-        latency = time.perf_counter() - start
+            if not data:
+                break
+        done = conn.negotiated
+        if done is None or latency is None:
+            raise UnexpectedEOF("the server closed the connection during the handshake")
         conn.close()
-        try:
+        with contextlib.suppress(OSError):
             sock.sendall(conn.data_to_send())
-        except OSError:
-            pass
-    return latency
+    return latency, done
 
 
 def run_bench(options: BenchOptions, on_progress: Callable[[int, float], None] | None = None) -> list[BenchResult]:
     """Run workers until ``count`` handshakes (all targets together) or ``duration`` seconds, whichever first."""
-    if options.mode != "full":
-        why = resumption_support()
-        if why is not None:
-            raise NotImplementedError(f"--mode {options.mode}: {why}")
-    results = [BenchResult(target=t) for t in options.targets]
+    resuming = options.mode in ("resumed", "0rtt")
+    targets = options.targets
+    if resuming:  # one session store per target, primed by a full handshake that waits for a ticket
+        targets = tuple(dataclasses.replace(t, config=dataclasses.replace(
+            t.config, session_store=MemorySessionStore(per_server=64), early_data=options.mode == "0rtt"))
+            for t in targets)
+        for target in targets:
+            try:
+                handshake_once(target, options.timeout, want_ticket=True)
+            except (OSError, TLSError) as e:
+                raise NotImplementedError(f"--mode {options.mode}: priming {target.label} failed: {e}") from None
+    early = b"HEAD / HTTP/1.0\r\n\r\n" if options.mode == "0rtt" else None
+    results = [BenchResult(target=t) for t in targets]
     count = min(options.count or HARD_MAX_COUNT, HARD_MAX_COUNT)
     duration = min(options.duration, HARD_MAX_SECONDS)
     lock = threading.Lock()
@@ -118,16 +144,22 @@ def run_bench(options: BenchOptions, on_progress: Callable[[int, float], None] |
             return issued
 
     def worker() -> None:
+        nonlocal issued
         while (job := next_job()) is not None:
             result = results[job % len(results)]  # interleave the targets connection by connection
             try:
-                latency = handshake_once(result.target, options.timeout)
+                latency, done = handshake_once(result.target, options.timeout, want_ticket=resuming,
+                                               early_data=early)
             except (OSError, TLSError) as e:
                 with lock:
                     result.errors.append(f"{type(e).__name__}: {e}")
+                    if len(result.errors) >= 10 and not result.samples:
+                        issued = count  # nothing works: stop instead of hammering a dead target
                 continue
             with lock:
                 result.samples.append((time.perf_counter() - start, latency))
+                result.resumed += done.resumed
+                result.early_accepted += done.early_data_accepted
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, options.concurrency))]
     for thread in threads:
@@ -157,7 +189,9 @@ def render_bench(results: list[BenchResult], out: Callable[[str], None]) -> None
         lat = s["latency_ms"]
         out(f"{s['target']}: {s['handshakes']} handshakes in {s['seconds']:.2f} s = {s['rate_per_second']:.1f}/s"
             f"  latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
-            + (f"  ({s['errors']} errors, first: {s['first_error']})" if s["errors"] else ""))
+            + (f"  ({s['errors']} errors, first: {s['first_error']})" if s["errors"] else "")
+            + (f"  resumed {s['resumed']}, 0-RTT accepted {s['early_data_accepted']}"
+               if s["resumed"] or s["early_data_accepted"] else ""))
     if len(results) == 2 and results[1].rate > 0:
         out(f"ratio {results[0].target.label} / {results[1].target.label}: "
             f"{results[0].rate / results[1].rate:.2f}x handshakes per second")

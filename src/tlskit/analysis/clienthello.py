@@ -17,7 +17,15 @@ from typing import Literal
 
 from ..codec import Writer
 from ..crypto.groups import client_key_share
-from ..enums import AlertDescription, CipherSuite, ExtensionType, NamedGroup, ProtocolVersion, SignatureScheme
+from ..enums import (
+    AlertDescription,
+    CipherSuite,
+    ExtensionType,
+    NamedGroup,
+    ProtocolVersion,
+    PskKeyExchangeMode,
+    SignatureScheme,
+)
 from ..errors import TLSError
 from ..messages import extensions as ext
 from ..messages.extensions import Extension, KeyShareEntry
@@ -103,7 +111,7 @@ def build_client_hello(spec: HelloSpec) -> bytes:
         versions = [ProtocolVersion.TLS1_3] + ([ProtocolVersion.TLS1_2] if spec.also_tls12 else [])
         exts.append(Extension(ExtensionType.supported_versions, ext.supported_versions_client_body(versions)))
         exts.append(Extension(ExtensionType.psk_key_exchange_modes,
-                              ext.psk_modes_body([ext.PskKeyExchangeMode.psk_dhe_ke])))
+                              ext.psk_modes_body([PskKeyExchangeMode.psk_dhe_ke])))
         suites = tuple(spec.suites) or _TLS13_SUITES
         if spec.also_tls12:
             suites = tuple(suites) + tuple(TLS12_SUITES)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,11 +13,12 @@ from typing import Any
 
 from ..enums import CipherSuite, ContentType
 from .pcap import TcpStream, read_streams
-from .records import Connection, decode_connection, parse_key_log
+from .records import Connection, Direction, decode_connection, parse_key_log
 from .summary import message_fields, message_line, version_name
 
 __all__ = ["EXIT_NO_TLS", "EXIT_OK", "EXIT_UNDECRYPTED", "DecryptedStream", "decrypt_capture", "render_text"]
 
+_DIRECTIONS: tuple[Direction, ...] = ("client", "server")
 EXIT_OK = 0  # every TLS 1.3 record decrypted
 EXIT_UNDECRYPTED = 1  # some record could not be decrypted (no key log entry, a capture gap, TLS 1.2)
 EXIT_NO_TLS = 3  # the capture holds no TLS connection
@@ -62,10 +64,8 @@ def _endpoint(endpoint: tuple[str, int]) -> str:
 
 def _payload(data: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"length": len(data), "base64": base64.b64encode(data).decode()}
-    try:
+    with contextlib.suppress(UnicodeDecodeError):
         out["text"] = data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
     return out
 
 
@@ -89,7 +89,7 @@ def stream_json(item: DecryptedStream) -> dict[str, Any]:
             for r in tls.records
         ],
         "messages": [message_fields(m) for m in tls.messages],
-        "application_data": {d: _payload(tls.application_data(d)) for d in ("client", "server")},
+        "application_data": {d: _payload(tls.application_data(d)) for d in _DIRECTIONS},
         "notes": item.notes,
     }
 
@@ -101,8 +101,8 @@ def write_payloads(streams: list[DecryptedStream], directory: Path) -> list[Path
     for item in streams:
         if not item.is_tls:
             continue
-        for direction in ("client", "server"):
-            data = item.tls.application_data(direction)  # type: ignore[arg-type]
+        for direction in _DIRECTIONS:
+            data = item.tls.application_data(direction)
             if data:
                 path = directory / f"stream-{item.stream.index}-{direction}.bin"
                 path.write_bytes(data)
@@ -142,8 +142,8 @@ def render_text(streams: list[DecryptedStream], out: Callable[[str], None]) -> N
             out(f"   {when} {arrow} [{message.epoch}] {message_line(message)}")
         undecrypted = sum(1 for r in tls.records if not r.decrypted)
         out(f"   records: {len(tls.records)} ({undecrypted} not decrypted)")
-        for direction in ("client", "server"):
-            data = tls.application_data(direction)  # type: ignore[arg-type]
+        for direction in _DIRECTIONS:
+            data = tls.application_data(direction)
             if data:
                 out(f"   application data from {direction} ({len(data)} bytes):")
                 out(_preview(data))

@@ -20,6 +20,7 @@ from ..pki.verify import TrustStore, verify_server_chain
 from .certinfo import describe_certificate, describe_ocsp
 from .clienthello import Answer, HelloSpec, send_hello
 from .handshake import HandshakeTrace, run_handshake
+from .summary import version_name
 
 __all__ = ["CAUSES", "Diagnosis", "Finding", "diagnose_haproxy", "diagnose_live", "diagnose_s_client",
            "diagnosis_json", "render_diagnosis"]
@@ -359,8 +360,6 @@ def _hello_refused(options: LiveOptions, sni: str | None, trace: HandshakeTrace,
 
 
 def _version(value: int | None) -> str:
-    from .summary import version_name
-
     return version_name(value) if value else "?"
 
 

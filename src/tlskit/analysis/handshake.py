@@ -17,7 +17,7 @@ from typing import Literal
 from ..config import ClientConfig
 from ..connection import Connection as Engine
 from ..enums import AlertDescription, ExtensionType, HandshakeType
-from ..errors import AlertError, CertificateError, RemoteAlert, TLSError, UnexpectedEOF
+from ..errors import AlertError, CertificateError, ConfigError, RemoteAlert, TLSError, UnexpectedEOF
 from ..events import AlertReceived, ApplicationData, HandshakeComplete, SessionTicketReceived
 from ..messages.extensions import parse_certificate_status
 from ..messages.handshake import Certificate
@@ -114,16 +114,16 @@ def run_handshake(
     sock: socket.socket | None = None
     errors = []
     for family, kind, proto, _, address in infos:
+        candidate = socket.socket(family, kind, proto)
         try:
-            sock = socket.socket(family, kind, proto)
-            sock.settimeout(timeout)
-            sock.connect(address)
-            trace.address = str(address[0])
-            break
+            candidate.settimeout(timeout)
+            candidate.connect(address)
         except OSError as e:
             errors.append(f"{address[0]}: {e.strerror or e}")
-            sock.close()
-            sock = None
+            candidate.close()
+            continue
+        sock, trace.address = candidate, str(address[0])
+        break
     if sock is None:
         trace.failure = "timeout" if any("timed out" in e for e in errors) else "connect"
         trace.error = "cannot connect: " + "; ".join(errors)
@@ -170,7 +170,10 @@ def run_handshake(
     try:
         conn.start()
         if early_data is not None:
-            conn.send_data(early_data)  # 0-RTT once the engine allows it before the handshake
+            try:
+                conn.send_data(early_data)  # 0-RTT: allowed before the handshake when a ticket permits it
+            except ConfigError:
+                trace.tls.notes.append("no 0-RTT: the ticket does not allow early data (or it is too large)")
         flush()
         while not conn.handshake_complete:
             data = read()
@@ -222,6 +225,8 @@ def run_handshake(
     if trace.failure is not None and trace.negotiated is not None and trace.failure in ("eof", "reset"):
         trace.failure = trace.error = None  # the handshake finished; the server just hung up afterwards
     trace.sent, trace.received = bytes(sent), bytes(received)
+    notes = trace.tls.notes
     trace.tls = decode_connection(trace.sent, trace.received, parse_key_log("\n".join(lines)),
                                   client_times=sent_times, server_times=received_times)
+    trace.tls.notes[:0] = notes
     return trace

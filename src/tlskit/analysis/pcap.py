@@ -50,10 +50,7 @@ def _packets(fh: BinaryIO) -> Iterator[tuple[float, Any, int]]:
     fh.seek(0)
     reader: Any
     try:
-        if magic == b"\x0a\x0d\x0d\x0a":
-            reader = dpkt.pcapng.Reader(fh)
-        else:
-            reader = dpkt.pcap.Reader(fh)
+        reader = dpkt.pcapng.Reader(fh) if magic == b"\n\r\r\n" else dpkt.pcap.Reader(fh)
     except (ValueError, dpkt.dpkt.NeedData, dpkt.dpkt.UnpackError) as e:
         raise CaptureError(f"not a pcap or pcapng file ({e})") from None
     link = reader.datalink()

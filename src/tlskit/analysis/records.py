@@ -87,7 +87,7 @@ class Message:
         return _MESSAGE_NAMES.get(self.type, HandshakeType(self.type).name)
 
 
-_MESSAGE_NAMES = {
+_MESSAGE_NAMES: dict[int, str] = {
     HandshakeType.client_hello: "ClientHello",
     HandshakeType.server_hello: "ServerHello",
     HandshakeType.new_session_ticket: "NewSessionTicket",
@@ -238,7 +238,8 @@ def _decode_direction(frames: list[_Frame], direction: Direction, keys: _Keys, c
     protected = False
     for index, frame in enumerate(frames):
         outer = frame.header[0]
-        epoch, content_type, plaintext, note = "plaintext", outer, frame.fragment, ""
+        epoch, content_type, note = "plaintext", outer, ""
+        plaintext: bytes | None = frame.fragment
         if outer == ContentType.application_data and (protected or conn.version == ProtocolVersion.TLS1_3):
             protected = True
             opened = keys.open(frame.header, frame.fragment)

@@ -8,12 +8,8 @@ from typing import Any
 
 from ..enums import (
     AlertDescription,
-    CipherSuite,
     ExtensionType,
-    NamedGroup,
-    ProtocolVersion,
     PskKeyExchangeMode,
-    SignatureScheme,
 )
 from ..errors import TLSError
 from ..messages import extensions as ext
@@ -154,11 +150,3 @@ def message_line(message: Message) -> str:
             continue
         parts.append(f"{key}={value}")
     return " ".join(parts)
-
-
-# Names used when users pass suites/groups/schemes on the command line.
-SUITE_NAMES = {s.name: s for s in CipherSuite if s is not CipherSuite.TLS_EMPTY_RENEGOTIATION_INFO_SCSV}
-GROUP_NAMES = {g.name.lower(): g for g in NamedGroup}
-SCHEME_NAMES = {s.name: s for s in SignatureScheme}
-VERSION_VALUES = {v: k for k, v in _VERSION_NAMES.items()}
-TLS13 = int(ProtocolVersion.TLS1_3)

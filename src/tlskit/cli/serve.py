@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--log-json", action="store_true", default=None, help="log one JSON object per line")
     serve.add_argument("--no-access-log", dest="access_log", action="store_false", default=None,
                        help="do not log each request")
+    serve.add_argument("--ktls", choices=("off", "auto", "require"),
+                       help="kernel TLS TX and sendfile for static files (default auto; require: refuse to "
+                            "start without it)")
     serve.add_argument("-q", "--quiet", action="store_true", help="log only warnings (no access log)")
     serve.set_defaults(run=_serve)
 
@@ -83,6 +86,6 @@ def _serve(args: argparse.Namespace) -> int:
         cipher_suites=tuple(args.ciphers.split(":")) if args.ciphers else None,
         groups=tuple(args.groups.split(":")) if args.groups else None,
         proxy=args.proxy, listing=args.listing, workers=args.workers, metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host, log_json=args.log_json, access_log=args.access_log,
+        metrics_host=args.metrics_host, log_json=args.log_json, access_log=args.access_log, ktls=args.ktls,
     )
     return run(flags, quiet=args.quiet)

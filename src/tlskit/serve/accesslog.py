@@ -38,6 +38,7 @@ class TLSFields:
     early_data: bool
     handshake_ms: float
     client: str  # the client certificate's subject CN (mTLS), or "-"
+    ktls: str = "off"  # kernel TLS offload: "tx" (records sealed by the kernel, files by sendfile) or "off"
 
     @classmethod
     def from_handshake(cls, done: HandshakeComplete, handshake_seconds: float) -> TLSFields:
@@ -88,7 +89,7 @@ class AccessEntry:
                 f'{self.status} {self.size} "{_quote(self.referer)}" "{_quote(self.user_agent)}" '
                 f"tls={t.version} suite={t.suite} group={t.group} sni={t.sni} alpn={t.alpn} "
                 f"resumed={int(t.resumed)} early={int(t.early_data)} hs_ms={t.handshake_ms} "
-                f"client={_quote(t.client).replace(' ', '_')} rt_ms={self.request_ms}")
+                f"client={_quote(t.client).replace(' ', '_')} rt_ms={self.request_ms} ktls={t.ktls}")
 
     def fields(self) -> dict[str, Any]:
         fields = asdict(self)

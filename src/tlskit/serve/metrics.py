@@ -46,6 +46,8 @@ class ServeMetrics:
             "tlskit_http_request_duration_seconds", "From request head received to response sent",
             buckets=_REQUEST_BUCKETS, registry=r)
         self.reloads = Counter("tlskit_config_reloads", "Configuration reloads", ["result"], registry=r)
+        self.ktls = Counter("tlskit_ktls_connections", "Connections by kernel TLS offload (tx or off)",
+                            ["mode"], registry=r)
 
     def handshake_done(self, done: HandshakeComplete, seconds: float) -> None:
         self.handshakes.labels(

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,9 @@ from ..config import ServerConfig
 from ..errors import ConfigError, TLSError
 from ..io.asyncio import TLSProtocol
 from ..io.common import TLSSession, with_env_key_log
+from ..tickets.files import load_key_files
+from ..tickets.keyring import TicketKey, TicketKeyRing
+from . import ktls
 from .accesslog import TLSFields
 from .certstore import CertificateStore, files_fingerprint
 from .devca import DevCertificate, dev_certificate
@@ -44,27 +50,43 @@ class Site:
     router: Router
     certificates: CertificateStore
     dev: DevCertificate | None  # the development CA's certificate, when no certificate was configured
+    ticket_key: TicketKey | None  # the key made at start when no ticket key files are configured
 
     def watched_files(self) -> tuple[Path, ...]:
         dev = (self.dev.cert, self.dev.key) if self.dev else ()
         return (*self.settings.watched_files(), *dev)
 
 
-def build_site(settings: Settings) -> Site:
-    """Load certificates and build routes; ``SettingsError`` (one line) for anything unusable."""
+def build_site(settings: Settings, ticket_key: TicketKey | None = None) -> Site:
+    """Load certificates and build routes; ``SettingsError`` (one line) for anything unusable.
+
+    ``ticket_key``: the generated ticket key to keep (a reload, a worker of a supervisor), else a new one.
+    """
+    try:
+        ktls.check_mode(settings.ktls)
+    except ConfigError as e:
+        raise SettingsError(f"{settings.source or 'settings'}: {e}") from None
     dev = None
     specs = settings.certificates
     if not specs:
         dev = dev_certificate()
         specs = (CertificateSpec(cert=dev.cert, key=dev.key),)
     store = CertificateStore.load(specs)
+    keys: TicketKeyRing | None = None
+    if settings.session_tickets and settings.ticket_key_files:
+        keys = load_key_files(settings.ticket_key_files)
+        ticket_key = None
+    elif settings.session_tickets:
+        ticket_key = ticket_key or TicketKey.generate(os.urandom, time.time())
+        keys = TicketKeyRing([ticket_key])
     try:
         config = ServerConfig(cert_resolver=store.resolve, certificates=store.default, alpn=settings.alpn,
-                              cipher_suites=settings.cipher_suites, groups=settings.groups)
+                              cipher_suites=settings.cipher_suites, groups=settings.groups, ticket_keys=keys,
+                              ticket_lifetime=settings.ticket_lifetime)
     except ConfigError as e:
         raise SettingsError(f"{settings.source or 'settings'}: {e}") from None
     routes: list[Route] = [StaticFiles(r) if isinstance(r, StaticRoute) else ReverseProxy(r) for r in settings.routes]
-    return Site(settings, with_env_key_log(config), Router(tuple(routes)), store, dev)
+    return Site(settings, with_env_key_log(config), Router(tuple(routes)), store, dev, ticket_key)
 
 
 class _ServedTLS(TLSProtocol):
@@ -122,7 +144,7 @@ class ServeProcess:
     def reload(self, why: str) -> bool:
         """Build the new site from the config file and flags; keep the old one on any error."""
         try:
-            site = build_site(load_settings(self.flags))
+            site = build_site(load_settings(self.flags), self.site.ticket_key)
         except (ConfigError, OSError) as e:
             _log.error("reload (%s) failed, still serving the previous configuration: %s", why, e)
             if self.metrics:
@@ -161,7 +183,7 @@ class ServeProcess:
 
         app = asyncio.StreamReaderProtocol(reader, connected, loop=loop)
         tls = _ServedTLS(TLSSession(site.config), app, handshake_timeout=site.settings.http.handshake_timeout,
-                         on_handshake=self._handshake_ended)
+                         on_handshake=self._handshake_ended, ktls=ktls.option(site.settings.ktls))
         return tls
 
     def _handshake_ended(self, protocol: TLSProtocol, error: TLSError | None) -> None:
@@ -172,6 +194,7 @@ class ServeProcess:
         done = protocol.session.negotiated
         if error is None and done is not None:
             self.metrics.handshake_done(done, protocol.handshake_seconds)
+            self.metrics.ktls.labels(ktls.label(protocol.transport)).inc()
         elif error is not None:
             self.metrics.handshake_failed(error)
 
@@ -179,7 +202,8 @@ class ServeProcess:
                           site: Site) -> None:
         done = tls.session.negotiated
         assert done is not None  # the app protocol is connected only after the handshake
-        fields = TLSFields.from_handshake(done, tls.handshake_seconds)
+        fields = dataclasses.replace(TLSFields.from_handshake(done, tls.handshake_seconds),
+                                     ktls=ktls.label(tls.transport))
         await serve_connection(reader, writer, fields, router=lambda: site.router, limits=site.settings.http,
                                tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
 

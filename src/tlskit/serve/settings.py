@@ -100,6 +100,9 @@ class Settings:
     alpn: tuple[str, ...] = ("http/1.1",)
     cipher_suites: tuple[CipherSuite, ...] = DEFAULT_CIPHER_SUITES
     groups: tuple[NamedGroup, ...] = SERVE_GROUPS
+    session_tickets: bool = True  # RFC 8446 §4.6.1 tickets, so clients resume (psk_dhe_ke)
+    ticket_key_files: tuple[Path, ...] = ()  # nginx format, first encrypts; empty: one key made at start
+    ticket_lifetime: int = 7200
     http: HTTPLimits = field(default_factory=HTTPLimits)
     routes: tuple[Route, ...] = (StaticRoute(),)
     metrics: MetricsEndpoint | None = None
@@ -109,10 +112,11 @@ class Settings:
     log_json: bool = False
     drain_timeout: float = 10.0  # SIGTERM: how long open requests may finish
     cert_poll_interval: float = 2.0  # seconds between certificate mtime checks; 0 turns it off
+    ktls: str = "auto"  # kernel TLS TX + sendfile: off | auto | require (tlskit.serve.ktls)
 
     def watched_files(self) -> tuple[Path, ...]:
         """Files whose change triggers a reload: certificates, keys and the config file itself."""
-        files = [p for spec in self.certificates for p in (spec.cert, spec.key)]
+        files = [p for spec in self.certificates for p in (spec.cert, spec.key)] + list(self.ticket_key_files)
         return tuple(files + ([self.source] if self.source else []))
 
 
@@ -137,6 +141,7 @@ class Flags:
     metrics_host: str | None = None
     log_json: bool | None = None
     access_log: bool | None = None
+    ktls: str | None = None  # off | auto | require (tlskit.serve.ktls)
 
 
 _LIMITS = HTTPLimits()
@@ -194,6 +199,9 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
     alpn = tuple(tls.strings("alpn", ("http/1.1",)))
     suites = _named(tls, "cipher_suites", flags.cipher_suites, CipherSuite, SUITES, DEFAULT_CIPHER_SUITES)
     groups = _named(tls, "groups", flags.groups, NamedGroup, SUPPORTED_GROUPS, SERVE_GROUPS)
+    tickets = tls.flag("session_tickets", True)
+    ticket_files = tuple(tls.file_list("ticket_key_files"))
+    ticket_lifetime = tls.integer("ticket_lifetime", 7200, 1, 604800)
     tls.finish()
     settings = Settings(
         source=where.file.resolve() if where.file else None,
@@ -202,6 +210,9 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
         alpn=flags.alpn or alpn,
         cipher_suites=suites,
         groups=groups,
+        session_tickets=tickets,
+        ticket_key_files=ticket_files,
+        ticket_lifetime=ticket_lifetime,
         http=limits,
         routes=routes or (StaticRoute(root=base),),
         metrics=_metrics(metrics_t, flags),
@@ -211,6 +222,7 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
         log_json=_flag(flags.log_json, server.flag("log_json", False)),
         drain_timeout=server.number("drain_timeout", 10.0),
         cert_poll_interval=server.number("cert_poll_interval", 2.0, minimum=0.0),
+        ktls=_flag(flags.ktls, server.text("ktls", "auto")),
     )
     server.finish()
     return _apply_flags(settings, flags)
@@ -466,6 +478,13 @@ class _Table:
 
     def file(self, key: str) -> Path:
         return self._path(key, Path.is_file, "is not a readable file (check the path)")
+
+    def file_list(self, key: str) -> list[Path]:
+        paths = [(self.base / name).resolve() for name in self.strings(key)]
+        for path in paths:
+            if not path.is_file():
+                self.fail(key, f"{path} is not a readable file (make one with `tlskit stek new {path}`)")
+        return paths
 
     def directory(self, key: str) -> Path:
         return self._path(key, Path.is_dir, "is not a directory (create it, or point root elsewhere)")

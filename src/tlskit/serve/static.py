@@ -19,6 +19,7 @@ import urllib.parse
 from pathlib import Path
 from typing import BinaryIO
 
+from . import ktls
 from .http1 import Exchange, HTTPError, Request
 from .settings import StaticRoute
 
@@ -141,6 +142,8 @@ async def send_file(exchange: Exchange, file: BinaryIO, offset: int, count: int)
     The one place file contents go out: with kTLS TX this is where ``os.sendfile`` belongs. Reads are
     blocking: from the page cache a 64 KiB read is shorter than a hop to a thread.
     """
+    if await ktls.send_file(exchange, file, offset, count):  # kTLS TX: os.sendfile
+        return
     file.seek(offset)
     remaining = count
     while remaining > 0:

@@ -1,7 +1,7 @@
 """``--workers N``: a supervisor process and N worker processes accepting on the same pre-bound sockets.
 
 The supervisor binds, starts each worker as ``python -m tlskit.serve.workers`` with the listening sockets
-inherited (``pass_fds``) and the command-line flags in ``TLSKIT_SERVE_WORKER``, restarts a worker that dies,
+inherited (``pass_fds``) and the command-line flags and shared ticket key on its stdin, restarts a worker that dies,
 validates the configuration before passing SIGHUP on (a broken file never reaches the workers), watches the
 certificate files, and on SIGTERM/SIGINT lets every worker drain. With metrics on, workers write to a
 ``PROMETHEUS_MULTIPROC_DIR`` the supervisor creates and serves the sum from.
@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..tickets.keyring import TicketKey
 from .accesslog import setup_logging
 from .certstore import files_fingerprint
 from .metrics import MULTIPROC_ENV, ServeMetrics, mark_worker_dead, serve_metrics
 from .server import ServeProcess, Site, build_site
 from .settings import Flags, load_settings
 
-__all__ = ["WORKER_ENV", "Supervisor", "worker_main"]
+__all__ = ["Supervisor", "worker_main"]
 
-WORKER_ENV = "TLSKIT_SERVE_WORKER"
 _log = logging.getLogger("tlskit.serve")
 
 
@@ -91,11 +91,16 @@ class Supervisor:
         self._wake.set()
 
     def _spawn(self, slot: int) -> None:
-        env = dict(os.environ)
-        env[WORKER_ENV] = json.dumps({"flags": _flags_json(self.flags), "quiet": self.quiet,
-                                      "fds": [s.fileno() for s in self.sockets], "slot": slot})
-        self.workers[slot] = subprocess.Popen([sys.executable, "-m", "tlskit.serve.workers"], env=env,
-                                              pass_fds=[s.fileno() for s in self.sockets], stdin=subprocess.DEVNULL)
+        # On stdin, not in the environment: the ticket key must not show in /proc/PID/environ.
+        spec = json.dumps({"flags": _flags_json(self.flags), "quiet": self.quiet,
+                           "fds": [s.fileno() for s in self.sockets], "slot": slot,
+                           "ticket_key": key.to_bytes().hex() if (key := self.site.ticket_key) else None})
+        proc = subprocess.Popen([sys.executable, "-m", "tlskit.serve.workers"], stdin=subprocess.PIPE,
+                                pass_fds=[s.fileno() for s in self.sockets])
+        assert proc.stdin is not None
+        proc.stdin.write(spec.encode())
+        proc.stdin.close()
+        self.workers[slot] = proc
 
     def _loop(self) -> None:
         interval = self.site.settings.cert_poll_interval
@@ -127,7 +132,7 @@ class Supervisor:
 
     def _reload(self, why: str) -> None:
         try:
-            site = build_site(load_settings(self.flags))
+            site = build_site(load_settings(self.flags), self.site.ticket_key)
         except (ConfigError, OSError) as e:
             _log.error("reload (%s) failed, workers keep the previous configuration: %s", why, e)
             return
@@ -156,10 +161,11 @@ def worker_main() -> int:
     """A worker: serve the inherited sockets with the same flags, until the supervisor says stop."""
     from .app import run_loop
 
-    spec = json.loads(os.environ.pop(WORKER_ENV))
+    spec = json.loads(sys.stdin.buffer.read())
     flags = _flags_from_json(spec["flags"])
+    key = TicketKey.from_bytes(bytes.fromhex(spec["ticket_key"])) if spec["ticket_key"] else None
     try:
-        site = build_site(load_settings(flags))
+        site = build_site(load_settings(flags), key)  # every worker seals tickets with the same key
     except ConfigError as e:
         print(f"tlskit serve worker: error: {e}", file=sys.stderr)
         return 2
