@@ -390,11 +390,6 @@ def test_our_client_rejects_untrusted_s_server_with_unknown_ca(
     assert "SSL alert number 48" in server.output(), f"{OPENSSL}: {server.output()}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: tlskit/pki/verify.py _diagnose picks an issuer by subject name alone; when a trust-store root merely "
-    "shares the name of the chain's real (untrusted) root, its key fails the signature check and we send "
-    "bad_certificate. OpenSSL (and RFC 8446 §6.2) call this unknown_ca: the AKI does not match the root's "
-    "SKI, so no known trust anchor issued the chain."))
 def test_our_client_rejects_s_server_from_same_named_foreign_ca_with_unknown_ca(
     pki: Pki, launch: Callable[[OpenSSLServer], OpenSSLServer], tmp_path: Path
 ) -> None:

@@ -358,7 +358,13 @@ def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime
     pool = certs[1:] + list(trust.roots)
     cert, seen, path = certs[0], {certs[0].fingerprint(_SHA256)}, [certs[0]]
     while cert.fingerprint(_SHA256) not in roots:
-        named = [c for c in pool if c.subject == cert.issuer and c.fingerprint(_SHA256) not in seen]
+        named = [
+            c
+            for c in pool
+            if c.subject == cert.issuer
+            and c.fingerprint(_SHA256) not in seen
+            and (c.fingerprint(_SHA256) not in roots or _key_ids_match(cert, c))
+        ]
         if not named:
             if cert.issuer == cert.subject:
                 reason = f"{_label(cert)} is self-signed and not in the trust store"
@@ -452,3 +458,14 @@ def clear_cache() -> None:
     """Forget every cached verdict (tests; after replacing a TrustStore's files)."""
     with _cache_lock:
         _cache.clear()
+
+
+def _key_ids_match(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """RFC 5280 §4.2.1.1: when both carry key identifiers, the AKI must name the issuer's SKI; a CA that only
+    shares the issuer's name is not the issuer (unknown_ca, as OpenSSL says), not a bad signature."""
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return True
+    return aki is None or aki == ski
