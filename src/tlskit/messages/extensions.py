@@ -8,6 +8,7 @@ kept (and ignored by policy) and re-encoding is byte-exact. The ``*_body`` funct
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -43,15 +44,24 @@ class Extension:
 
 def decode_extensions(r: Reader) -> tuple[Extension, ...]:
     """``Extension extensions<0..2^16-1>``; a repeated type is ``illegal_parameter`` (§4.2)."""
-    block = r.sub(2)
+    block = r.vector(2)
     out: list[Extension] = []
     seen: set[int] = set()
-    while block.remaining:
-        ext_type = block.u16()
+    pos, end = 0, len(block)
+    of = ExtensionType.of
+    while pos < end:
+        if end - pos < 4:
+            raise DecodeError("truncated extension header")
+        ext_type = (block[pos] << 8) | block[pos + 1]
+        n = (block[pos + 2] << 8) | block[pos + 3]
+        pos += 4
+        if n > end - pos:
+            raise DecodeError(f"extension {ext_type:#06x} claims {n} bytes, {end - pos} left")
         if ext_type in seen:
             raise AlertError(AlertDescription.illegal_parameter, f"duplicate extension {ext_type:#06x}")
         seen.add(ext_type)
-        out.append(Extension(ExtensionType.of(ext_type), block.vector(2)))
+        out.append(Extension(of(ext_type), block[pos : pos + n]))
+        pos += n
     return tuple(out)
 
 
@@ -170,12 +180,15 @@ def _u16_list_body(values: Iterable[int], width: int = 2) -> bytes:
 
 
 def _parse_u16_list(data: bytes, width: int = 2) -> list[int]:
-    r = Reader(data)
-    sub = r.sub(width, 2)
-    r.finish()
-    if sub.remaining % 2:
-        raise DecodeError("odd length in a list of 16-bit values")
-    return [sub.u16() for _ in range(sub.remaining // 2)]
+    """A ``uint16 list<2..2^16-2>`` (or with a one-byte length): non-empty, even, no trailing bytes."""
+    if len(data) < width:
+        raise DecodeError("truncated list length")
+    n = int.from_bytes(data[:width], "big")
+    if n != len(data) - width:
+        raise DecodeError(f"list claims {n} bytes, has {len(data) - width}")
+    if n < 2 or n % 2:
+        raise DecodeError(f"list of 16-bit values with {n} bytes")
+    return list(struct.unpack(f">{n // 2}H", data[width:]))
 
 
 def supported_groups_body(groups: Iterable[NamedGroup]) -> bytes:

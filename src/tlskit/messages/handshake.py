@@ -7,6 +7,7 @@ messages that arrive fragmented across records or coalesced into one (§5.1).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -66,10 +67,11 @@ class ClientHello:
         legacy_version = r.u16()
         random = r.raw(32)
         session_id = r.vector(1, 0, 32)
-        suites = r.sub(2, 2)
-        if suites.remaining % 2:
+        suites = r.vector(2, 2)
+        if len(suites) % 2:
             raise DecodeError("odd cipher_suites length")
-        cipher_suites = tuple(CipherSuite.of(suites.u16()) for _ in range(suites.remaining // 2))
+        of = CipherSuite.of
+        cipher_suites = tuple([of(v) for v in struct.unpack(f">{len(suites) // 2}H", suites)])
         compression = r.vector(1, 1)
         # A ClientHello from TLS <= 1.2 may omit extensions entirely (§4.1.2).
         extensions = decode_extensions(r) if r.remaining else ()
