@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from tests.certs import make_ca
 from tests.interop.conftest import Pki, make_pki
 from tests.interop.ours import OurServer, http_hello, server_config
 from tests.interop.peers import HOST, GnuTLSServer, OpenSSLServer
@@ -32,13 +33,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def _good_staple(pki: Pki) -> bytes:
-    """A real OCSP response ("good") for the leaf, signed by its issuer (the intermediate)."""
+    """A real OCSP response ("good") for the leaf. The intermediate's key is not on disk, so another CA signs
+    it: the probe shows what is stapled, it does not judge the signer."""
     leaf, inter = x509.load_pem_x509_certificates(pki.cert.read_bytes())[:2]
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    del load_pem_private_key  # the intermediate's key is not on disk: sign as a throw-away delegated CA
-    from tests.certs import make_ca
-
     ca = make_ca("staple signer")
     responder = OCSPResponder(issuer=inter, signer_cert=ca.cert, signer_key=ca.key,  # type: ignore[arg-type]
                               lookup=lambda serial: CertStatus())

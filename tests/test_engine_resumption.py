@@ -273,3 +273,13 @@ def test_connect_helper_still_works_without_tickets() -> None:
     pair.pump()
     pair.collect()
     assert pair.client.handshake_complete
+
+
+def test_server_refuses_a_rotation_not_shorter_than_the_ticket_lifetime() -> None:
+    from tlskit.errors import ConfigError
+    from tlskit.tickets.rotation import RotatingTicketKeys
+
+    keys = RotatingTicketKeys(rotation_interval=3600, ticket_lifetime=86400)
+    with pytest.raises(ConfigError, match="not shorter than the ticket lifetime"):
+        server_config(ticket_keys=keys, ticket_lifetime=3600)
+    assert server_config(ticket_keys=keys, ticket_lifetime=7200).ticket_lifetime == 7200

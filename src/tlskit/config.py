@@ -27,6 +27,7 @@ from .pki.revocation import RevocationPolicy
 from .pki.verify import TrustStore
 from .stores.base import ReplayStore, SessionStore
 from .tickets.keyring import TicketKeys
+from .tickets.rotation import check_rotation
 
 DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
     CipherSuite.TLS_AES_128_GCM_SHA256,
@@ -247,6 +248,9 @@ class ServerConfig:
         _check_common(self.cipher_suites, self.groups, self.alpn)
         if not 0 < self.ticket_lifetime <= 604800:
             raise ConfigError("ticket_lifetime must be 1..604800 seconds (7 days, RFC 8446 §4.6.1)")
+        interval = getattr(self.ticket_keys, "rotation_interval", None)
+        if isinstance(interval, int | float):  # a rotating ring: rotate well within a ticket's life (§4.6.1)
+            check_rotation(float(interval), float(self.ticket_lifetime))
         if self.early_data is not None and self.replay_store is None:
             raise ConfigError(
                 "0-RTT needs a replay_store (MemoryReplayStore for one process, RedisReplayStore for a fleet)"

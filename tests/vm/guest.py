@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -423,6 +424,47 @@ def test_asyncio_sendfile(pki: PKI, tmp: Path) -> None:
     report(ok, "asyncio/sendfile", f"TX={k is not None and k.tx} sent={state.get('sent')} stat={delta}")
 
 
+def test_serve(tmp: Path) -> None:
+    """``python -m tlskit serve --ktls require``: static files by sendfile, ``ktls=tx`` in the access log."""
+    site = tmp / "site"
+    site.mkdir()
+    data = payload(3_000_000, 7)
+    (site / "big.bin").write_bytes(data)
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp / "data"))
+    before = ktls.tls_stat()
+    proc = subprocess.Popen([sys.executable, "-m", "tlskit", "serve", str(site), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1", "--ktls", "require"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    assert proc.stdout is not None
+    try:
+        ca = None
+        for line in proc.stdout:
+            if "Development CA" in line:
+                ca = line.rsplit(" ", 1)[1].strip()
+            if line.startswith("Try:"):
+                break
+        ctx = ssl.create_default_context(cafile=ca)
+        with socket.create_connection(("127.0.0.1", port), TIMEOUT) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /big.bin HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            chunks = []
+            while chunk := tls.recv(65536):
+                chunks.append(chunk)
+        body = b"".join(chunks).split(b"\r\n\r\n", 1)[1]
+        proc.terminate()
+        log = proc.communicate(timeout=TIMEOUT)[0]
+    finally:
+        proc.kill()
+    access = [line for line in log.splitlines() if "GET /big.bin" in line]
+    delta = stat_delta(before)
+    ok = body == data and bool(access) and "ktls=tx" in access[0] and delta.get("TlsTxSw", 0) >= 1
+    report(ok, "serve/sendfile", f"body intact={body == data} log={access[0][-40:] if access else log[-300:]!r} "
+                                 f"stat={delta}")
+
+
 def test_totals(start: dict[str, int]) -> None:
     delta = stat_delta(start)
     ok = delta.get("TlsTxSw", 0) > 0 and delta.get("TlsRxSw", 0) > 0 and delta.get("TlsCurrTxSw", 0) == 0
@@ -445,6 +487,7 @@ def main() -> int:
         tests += [("handover", lambda: test_buffered_handover(pki)),
                   ("keyupdate", lambda: test_key_update(pki)),
                   ("asyncio/sendfile", lambda: test_asyncio_sendfile(pki, tmp)),
+                  ("serve/sendfile", lambda: test_serve(tmp)),
                   ("tls_stat", lambda: test_totals(start))]
         only = os.environ.get("KTLS_VM_ONLY")
         for name, test in tests:

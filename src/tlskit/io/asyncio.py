@@ -189,7 +189,8 @@ class TLSProtocol(asyncio.Protocol):
 
     def _flush(self) -> None:
         out = self.session.outgoing()
-        if out and self._raw is not None:
+        # A closed transport drops the bytes (uvloop's would raise): e.g. close_notify after the peer reset.
+        if out and self._raw is not None and not self._raw.is_closing():
             if self._ktls is not None:
                 self._ktls.write_records(out)
             else:

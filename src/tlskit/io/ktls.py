@@ -29,7 +29,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Literal
 
 from ..connection import Connection
@@ -115,6 +115,7 @@ class KernelSupport:
 
 _probe_lock = threading.Lock()
 _probed: KernelSupport | None = None
+_reported: set[str] = set()  # kernel-wide fallback reasons already logged (once per process, then DEBUG)
 
 
 def probe(*, refresh: bool = False) -> KernelSupport:
@@ -248,13 +249,13 @@ class KernelTLS:
     """The kTLS state of one connected socket; made by ``enable()``. Not thread-safe: the front end's
     locks order the calls."""
 
-    sock: socket.socket
-    conn: Connection
+    sock: socket.socket = field(repr=False)
+    conn: Connection = field(repr=False)
     tx: bool
     rx: bool
-    support: KernelSupport
-    _params: SuiteParams
-    _mirror: RecordDecryptor | None  # opens what the engine sealed for sending (its write key and seq)
+    support: KernelSupport = field(repr=False)
+    _params: SuiteParams = field(repr=False)
+    _mirror: RecordDecryptor | None = field(repr=False)  # opens what the engine sealed (its write key, seq)
     write_closed: str | None = None  # why we can send no more (close_notify sent, rekey impossible)
     sent_files: int = 0  # sendfile() calls served by the kernel
     control_sent: int = 0  # records sent with a record-type cmsg (alerts, KeyUpdate, tickets)
@@ -416,19 +417,23 @@ def enable(
     level = logging.WARNING if wanted.warn else logging.INFO
     peer = _peer(sock)
 
-    def fallback(reason: str) -> None:
-        _log.log(level, "kTLS off for %s, records stay in userspace: %s", peer, reason)
+    def fallback(reason: str, *, kernel_wide: bool = False) -> None:
+        first = reason not in _reported
+        if kernel_wide:
+            _reported.add(reason)
+        _log.log(level if first else logging.DEBUG, "kTLS off for %s, records stay in userspace: %s%s", peer,
+                 reason, " (said once per process)" if kernel_wide else "")
 
     if conn.negotiated is None or conn.closed or session.eof:
         fallback("the connection is not established")
         return None
     support = probe()
     if not support.ulp:
-        fallback(support.reason)
+        fallback(support.reason, kernel_wide=True)
         return None
     suite = conn.negotiated.cipher_suite
     if suite not in support.ciphers:
-        fallback(f"the kernel does not take {suite.name} ({support.reason or 'not probed'})")
+        fallback(f"the kernel does not take {suite.name} ({support.reason or 'not probed'})", kernel_wide=True)
         return None
     rx = {"safe": support.rekey, "always": True, "never": False}[wanted.rx]
     if rx and conn.buffered_input:

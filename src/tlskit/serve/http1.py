@@ -27,6 +27,7 @@ __all__ = ["ConnectionTracker", "Exchange", "HTTPError", "Request", "Route", "Ro
 
 _log = logging.getLogger("tlskit.serve")
 READ_SIZE = 1 << 16
+FLUSH_SIZE = 1 << 16
 _REASONS = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
             403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
             412: "Precondition Failed", 413: "Content Too Large", 416: "Range Not Satisfiable",
@@ -98,6 +99,7 @@ class Exchange:
         self.close_after = close_after  # draining or at the request limit: say Connection: close
         self.status = 0
         self.body_bytes = 0
+        self._out = bytearray()  # one TLS record and one write per response when it is small
 
     @property
     def started(self) -> bool:
@@ -131,17 +133,28 @@ class Exchange:
         phrase = (reason_phrase if reason_phrase is not None else reason(status)).encode("latin-1", "replace")
         await self.send(h11.Response(status_code=status, headers=[*headers, *extra], reason=phrase))
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, *, flush: bool = False) -> None:
+        """Body bytes; buffered up to ``FLUSH_SIZE`` unless ``flush`` (streaming a proxied response)."""
         self.body_bytes += len(data)
         await self.send(h11.Data(data=data))
+        if flush:
+            await self.flush()
 
     async def end(self) -> None:
         await self.send(h11.EndOfMessage())
+        await self.flush()
 
     async def send(self, event: h11.Event) -> None:
         data = self.conn.send(event)
         if data:
-            self.writer.write(data)
+            self._out += data
+            if len(self._out) >= FLUSH_SIZE:
+                await self.flush()
+
+    async def flush(self) -> None:
+        if self._out:
+            self.writer.write(bytes(self._out))
+            self._out.clear()
             await self.writer.drain()
 
     async def simple(self, status: int, headers: Sequence[tuple[str, str]] = (), head: bool = False) -> None:

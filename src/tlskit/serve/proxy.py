@@ -104,8 +104,9 @@ class ReverseProxy:
         drop = _hop_by_hop(list(event.headers)) | {b"date", b"server"}
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers if k not in drop]
         await exchange.start(event.status_code, headers, event.reason.decode("latin-1"))
+        await exchange.flush()  # the client sees the head while a slow upstream streams the body
         while not isinstance(event := await next_event(upstream, reader, r.timeout), h11.EndOfMessage):
             if not isinstance(event, h11.Data):
                 raise ConnectionError("the upstream closed in the middle of its response")
-            await exchange.write(bytes(event.data))
+            await exchange.write(bytes(event.data), flush=True)
         await exchange.end()

@@ -97,6 +97,10 @@ class _ServedTLS(TLSProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.accepted_at = asyncio.get_running_loop().time()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # responses go out as several small records: Nagle would hold them for an ACK
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
 
 

@@ -123,8 +123,6 @@ def write_key_file(path: StrPath, key: TicketKey, *, force: bool = False) -> Non
 def _write_new(path: Path, key: TicketKey) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except (FileExistsError, IsADirectoryError):
-        raise
     except FileNotFoundError:
         raise ConfigError(f"{path.parent}: no such directory; create it first (mkdir -m 700)") from None
     except PermissionError:

@@ -1,0 +1,75 @@
+"""``tlskit stek new|rotate|show`` as a user runs them (``python -m tlskit`` in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tlskit.tickets.files import file_mode, read_key_file
+
+
+def stek(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tlskit", "stek", *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_new_writes_an_80_byte_key_file_0600_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "ticket.key"
+    made = stek("new", path)
+    assert made.returncode == 0, made.stderr
+    key = read_key_file(path)
+    assert made.stdout.strip() == f"wrote {path} (key name {key.name.hex()}, 80 bytes, mode 0600)"
+    assert len(path.read_bytes()) == 80 and file_mode(path) == 0o600
+    again = stek("new", path)
+    assert again.returncode == 2
+    assert again.stderr == f"tlskit stek new: error: {path}: exists; use --force to replace it " \
+                           "(tickets under the old key stop resuming)\n"
+    assert read_key_file(path).to_bytes() == key.to_bytes()
+    assert stek("new", path, "--force").returncode == 0
+    assert read_key_file(path).name != key.name
+
+
+def test_rotate_then_show_lists_names_and_ages_but_never_key_bytes(tmp_path: Path) -> None:
+    assert stek("rotate", tmp_path).returncode == 0
+    rotated = stek("rotate", tmp_path)
+    assert rotated.returncode == 0 and ": rotated: current " in rotated.stdout
+    openssl = tmp_path.parent / f"{tmp_path.name}-openssl.key"
+    subprocess.run(["openssl", "rand", "-out", str(openssl), "80"], check=True)
+    shown = stek("show", tmp_path, openssl, "--json")
+    assert shown.returncode == 0, shown.stderr
+    rows = json.loads(shown.stdout)
+    assert [(r["role"], r["encrypts"]) for r in rows] == [("current", True), ("previous", False), ("file", False)]
+    assert rows[0]["name"] == read_key_file(tmp_path / "current.key").name.hex()
+    assert all(0 <= r["age_seconds"] < 60 and r["bytes"] == 80 for r in rows)
+    text = stek("show", tmp_path, openssl)
+    for path in (tmp_path / "current.key", tmp_path / "previous.key", openssl):
+        raw = path.read_bytes()
+        for output in (shown.stdout, text.stdout):
+            assert raw[16:].hex() not in output and raw[16:32].hex() not in output and raw[48:64].hex() not in output
+    assert read_key_file(tmp_path / "previous.key").name.hex() in text.stdout
+
+
+def test_show_reports_a_bad_file_in_one_line_and_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.key"
+    bad.write_bytes(os.urandom(81))
+    shown = stek("show", bad)
+    assert shown.returncode == 1
+    assert shown.stderr.count("\n") == 1 and "81 bytes; a ticket key file holds 80 bytes (or 48)" in shown.stderr
+
+
+def test_rotate_min_age_skips_a_fresh_key(tmp_path: Path) -> None:
+    stek("rotate", tmp_path)
+    skipped = stek("rotate", tmp_path, "--min-age", "50m")
+    assert skipped.returncode == 0 and "not rotated: current.key is younger than 3000s" in skipped.stdout
+    bad = stek("rotate", tmp_path, "--min-age", "soon")
+    assert bad.returncode == 2 and "give a duration like 90s, 30m, 1h or 1d" in bad.stderr
+
+
+def test_rotate_of_a_missing_directory_says_how_to_make_it(tmp_path: Path) -> None:
+    result = stek("rotate", tmp_path / "nope")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"tlskit stek rotate: error: {tmp_path / 'nope'}: not a directory; " \
+                                    f"create it with `mkdir -m 700 {tmp_path / 'nope'}`"
