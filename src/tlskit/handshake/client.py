@@ -7,8 +7,6 @@ import logging
 from dataclasses import dataclass, replace
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from ..config import ClientConfig
 from ..crypto import groups, keyschedule, signatures
@@ -44,7 +42,7 @@ from ..messages.handshake import (
 from ..pki.verify import verify_server_chain
 from ..stores.base import StoredTicket
 from . import psk
-from .common import Context, Session, check_finished, choose_scheme, make_finished, unexpected
+from .common import Context, Session, check_certificate_verify, check_finished, choose_scheme, make_finished, unexpected
 
 __all__ = ["ClientStart", "build_client_hello"]
 
@@ -501,17 +499,7 @@ class ExpectCertificateVerify:
         if not isinstance(msg, CertificateVerify):
             raise unexpected("CertificateVerify", msg)
         core = self.core
-        if msg.algorithm not in core.config.signature_algorithms:
-            raise AlertError(AlertDescription.illegal_parameter, f"server signed with {msg.algorithm.name}")
-        try:
-            public_key = self.leaf.public_key()
-            pss_oid = self.leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
-        except (ValueError, UnsupportedAlgorithm):
-            raise AlertError(
-                AlertDescription.unsupported_certificate, "unsupported public key in certificate"
-            ) from None
-        data = signatures.certificate_verify_input(True, core.transcript.digest())
-        signatures.verify(public_key, msg.algorithm, data, msg.signature, pss_oid=pss_oid)
+        check_certificate_verify(self.leaf, msg, core.config.signature_algorithms, core.transcript, from_server=True)
         core.scheme = msg.algorithm
         core.transcript.add(raw)
         return ExpectFinished(core)

@@ -7,14 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.x509.oid import PublicKeyAlgorithmOID
+
 from ..config import ClientConfig, ServerConfig
-from ..crypto import keyschedule
+from ..crypto import keyschedule, signatures
 from ..crypto.suites import SuiteParams
 from ..crypto.transcript import Transcript
 from ..enums import AlertDescription, CipherSuite, HandshakeType, NamedGroup, SignatureScheme
 from ..errors import AlertError
 from ..events import Event
-from ..messages.handshake import Finished, HandshakeMessage
+from ..messages.handshake import CertificateVerify, Finished, HandshakeMessage
 
 
 class Context(Protocol):
@@ -75,9 +79,7 @@ class Session:
 
 def unexpected(expected: str, msg: HandshakeMessage) -> AlertError:
     """The one error for a message that arrives in the wrong state (§6.2 ``unexpected_message``)."""
-    return AlertError(
-        AlertDescription.unexpected_message, f"expected {expected}, got {HandshakeType(msg.TYPE).name}"
-    )
+    return AlertError(AlertDescription.unexpected_message, f"expected {expected}, got {HandshakeType(msg.TYPE).name}")
 
 
 def check_finished(params: SuiteParams, base_key: bytes, transcript: Transcript, msg: Finished) -> None:
@@ -90,9 +92,7 @@ def check_finished(params: SuiteParams, base_key: bytes, transcript: Transcript,
 
 
 def make_finished(params: SuiteParams, base_key: bytes, transcript: Transcript) -> bytes:
-    return Finished(
-        verify_data=keyschedule.finished_verify_data(params, base_key, transcript.digest())
-    ).encode()
+    return Finished(verify_data=keyschedule.finished_verify_data(params, base_key, transcript.digest())).encode()
 
 
 def _constant_time_eq(a: bytes, b: bytes) -> bool:
@@ -112,8 +112,28 @@ def choose_suite(
     return next((s for s in offered if s in ours_set), None)
 
 
-def choose_scheme(
-    ours: Sequence[SignatureScheme], offered: Sequence[SignatureScheme]
-) -> SignatureScheme | None:
+def choose_scheme(ours: Sequence[SignatureScheme], offered: Sequence[SignatureScheme]) -> SignatureScheme | None:
     offered_set = set(offered)
     return next((s for s in ours if s in offered_set), None)
+
+
+def check_certificate_verify(
+    leaf: x509.Certificate,
+    msg: CertificateVerify,
+    accepted: Sequence[SignatureScheme],
+    transcript: Transcript,
+    *,
+    from_server: bool,
+) -> None:
+    """§4.4.3 for either side: a scheme we did not offer is ``illegal_parameter``, a key we cannot use is
+    ``unsupported_certificate``, a wrong signature ``decrypt_error``."""
+    peer = "server" if from_server else "client"
+    if msg.algorithm not in accepted:
+        raise AlertError(AlertDescription.illegal_parameter, f"{peer} signed with {msg.algorithm.name}")
+    try:
+        public_key = leaf.public_key()
+        pss_oid = leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
+    except (ValueError, UnsupportedAlgorithm):
+        raise AlertError(AlertDescription.unsupported_certificate, f"unsupported {peer} public key") from None
+    data = signatures.certificate_verify_input(from_server, transcript.digest())
+    signatures.verify(public_key, msg.algorithm, data, msg.signature, pss_oid=pss_oid)

@@ -8,9 +8,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import PublicKeyAlgorithmOID
 
 from ..config import ServerConfig
 from ..crypto import groups, keyschedule, signatures
@@ -36,7 +34,7 @@ from ..messages.handshake import (
 )
 from ..pki.verify import verify_client_chain
 from . import psk
-from .common import Context, Session, check_finished, make_finished, unexpected
+from .common import Context, Session, check_certificate_verify, check_finished, make_finished, unexpected
 from .negotiation import Offer, choose_alpn, choose_certificate, choose_group, read_offer
 
 __all__ = ["ExpectClientHello"]
@@ -404,15 +402,7 @@ class ExpectClientCertificateVerify:
             raise unexpected("client CertificateVerify", msg)
         config = ctx.config
         assert isinstance(config, ServerConfig)
-        if msg.algorithm not in config.signature_algorithms:
-            raise AlertError(AlertDescription.illegal_parameter, f"client signed with {msg.algorithm.name}")
-        try:
-            public_key = self.leaf.public_key()
-            pss_oid = self.leaf.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS
-        except (ValueError, UnsupportedAlgorithm):
-            raise AlertError(AlertDescription.unsupported_certificate, "unsupported client public key") from None
-        data = signatures.certificate_verify_input(False, self.after.transcript.digest())
-        signatures.verify(public_key, msg.algorithm, data, msg.signature, pss_oid=pss_oid)
+        check_certificate_verify(self.leaf, msg, config.signature_algorithms, self.after.transcript, from_server=False)
         self.after.transcript.add(raw)
         return ExpectClientFinished(self.after)
 
