@@ -755,3 +755,14 @@ def test_alert_error_on_the_client_is_reported_as_connection_closed_event() -> N
     (event,) = pair.client.events()
     assert isinstance(event, ConnectionClosed) and not event.by_peer
     assert event.alert is AlertDescription.bad_certificate
+
+
+def test_message_trace_sees_every_handshake_message_in_order() -> None:
+    seen: list[tuple[str, bool, int]] = []
+    client_cfg = client_config(message_trace=lambda sent, raw: seen.append(("client", sent, raw[0])))
+    server_cfg = server_config(message_trace=lambda sent, raw: seen.append(("server", sent, raw[0])))
+    handshake(client_cfg, server_cfg)
+    client_view = [(sent, kind) for who, sent, kind in seen if who == "client"]
+    assert client_view == [(True, 1), (False, 2), (False, 8), (False, 11), (False, 15), (False, 20), (True, 20)]
+    server_sent = [kind for who, sent, kind in seen if who == "server" and sent]
+    assert server_sent == [2, 8, 11, 15, 20]

@@ -192,6 +192,7 @@ class ClientConfig:
     clock: Callable[[], float] = time.time
     random: Callable[[int], bytes] = os.urandom
     key_log: Callable[[str], None] | None = None
+    message_trace: Callable[[bool, bytes], None] | None = None  # (sent?, whole handshake message) for tools
     session_store: SessionStore | None = None
     psk_modes: tuple[PskKeyExchangeMode, ...] = (PskKeyExchangeMode.psk_dhe_ke,)
     early_data: bool = False
@@ -236,6 +237,7 @@ class ServerConfig:
     clock: Callable[[], float] = time.time
     random: Callable[[int], bytes] = os.urandom
     key_log: Callable[[str], None] | None = None
+    message_trace: Callable[[bool, bytes], None] | None = None  # (sent?, whole handshake message) for tools
     ticket_keys: TicketKeys | None = None
     ticket_count: int = 2
     ticket_lifetime: int = 7200

@@ -354,6 +354,8 @@ class Connection:
         buf.feed(payload)
         while (message := buf.next_message()) is not None:
             msg_type, body, raw = message
+            if self.config.message_trace is not None:
+                self.config.message_trace(False, raw)
             msg = decode_handshake(msg_type, body)
             if msg_type == HandshakeType.client_hello and not self._client_random:
                 self._client_random = raw[6:38]
@@ -484,7 +486,10 @@ class _HandshakeContext:
         return self._conn.config.clock()
 
     def send_handshake(self, message: bytes) -> None:
-        self._conn._pending_hs += message
+        conn = self._conn
+        conn._pending_hs += message
+        if conn.config.message_trace is not None:
+            conn.config.message_trace(True, message)
 
     def send_change_cipher_spec(self) -> None:
         conn = self._conn
