@@ -86,12 +86,16 @@ def derive_secret(params: SuiteParams, secret: bytes, label: bytes, transcript_h
 class EarlySecret:
     """Early Secret = HKDF-Extract(0, PSK) and what is derived from it (§7.1)."""
 
-    __slots__ = ("params", "secret")
+    __slots__ = ("_derived", "params", "secret")
 
     def __init__(self, params: SuiteParams, psk: bytes | None = None) -> None:
         self.params = params
+        self._derived: bytes | None = None
+        if psk is None:  # without a PSK the early secret and its "derived" salt are constants per hash
+            self.secret, self._derived = _no_psk_early(params)
+            return
         zeros = bytes(params.hash_len)
-        self.secret = hkdf_extract(params.hash_name, zeros, zeros if psk is None else psk)
+        self.secret = hkdf_extract(params.hash_name, zeros, psk)
 
     def _derive(self, label: bytes, transcript_hash: bytes) -> bytes:
         return derive_secret(self.params, self.secret, label, transcript_hash)
@@ -110,9 +114,23 @@ class EarlySecret:
 
     def handshake_secret(self, shared_secret: bytes | None) -> HandshakeSecret:
         """Next stage; ``shared_secret=None`` for psk_ke (no (EC)DHE, §7.1 uses zeros)."""
-        salt = self._derive(b"derived", self.params.empty_hash)
+        salt = self._derived or self._derive(b"derived", self.params.empty_hash)
         ikm = bytes(self.params.hash_len) if shared_secret is None else shared_secret
         return HandshakeSecret(self.params, hkdf_extract(self.params.hash_name, salt, ikm))
+
+
+_NO_PSK: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _no_psk_early(params: SuiteParams) -> tuple[bytes, bytes]:
+    """(Early Secret, Derive-Secret(., "derived", "")) for a handshake without PSK, computed once per hash."""
+    cached = _NO_PSK.get(params.hash_name)
+    if cached is None:
+        zeros = bytes(params.hash_len)
+        secret = hkdf_extract(params.hash_name, zeros, zeros)
+        cached = (secret, derive_secret(params, secret, b"derived", params.empty_hash))
+        _NO_PSK[params.hash_name] = cached
+    return cached
 
 
 class HandshakeSecret:

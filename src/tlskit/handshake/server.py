@@ -424,7 +424,11 @@ class ExpectClientFinished:
         session = Session(
             params=after.params,
             exporter_master_secret=after.exporter,
-            resumption_master_secret=after.master.resumption_master_secret(after.transcript.digest()),
+            resumption_master_secret=(
+                after.master.resumption_master_secret(after.transcript.digest())
+                if isinstance(ctx.config, ServerConfig) and ctx.config.ticket_keys is not None
+                else b""  # no tickets to issue: skip the derivation
+            ),
             server_name=complete.server_name,
             alpn=complete.alpn,
             group=complete.group,
