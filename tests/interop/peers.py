@@ -62,6 +62,7 @@ _VERSION_ARGS = {
     "curl": ["--version"],
     "tshark": ["--version"],
     "tcpdump": ["--version"],
+    "nginx": ["-v"],
 }
 
 
@@ -327,6 +328,93 @@ class GnuTLSServer(PeerServer):
         for protocol in self.alpn or ():
             argv.append(f"--alpn={protocol}")
         return argv + list(self.extra_args)
+
+
+class NginxServer(PeerServer):
+    """nginx (the Debian package) on 127.0.0.1 with a generated configuration: TLS 1.3 only, one server
+    block whose every location answers ``200`` with ``verify=$ssl_client_verify dn=$ssl_client_s_dn``.
+
+    Started in the foreground with its own prefix (``nginx -p DIR -c nginx.conf -g 'daemon off; pid
+    DIR/nginx.pid;'``), error log at ``DIR/error.log`` (``error_log()``; ``output()`` includes it), access
+    log and temporary files in DIR. ``client_ca`` with ``verify_client`` (``on``/``optional``) turns on
+    ``ssl_verify_client``; ``stapling_file`` staples that DER OCSPResponse (``ssl_stapling_file``);
+    ``stapling_responder`` fetches staples from that OCSP URL and verifies them against ``stapling_trust``
+    (``ssl_stapling_verify``). ``directives`` go into the server block verbatim.
+    """
+
+    name = "nginx"
+
+    def __init__(
+        self,
+        cert: StrPath,
+        key: StrPath,
+        *,
+        client_ca: StrPath | None = None,
+        verify_client: Literal["on", "optional"] = "on",
+        verify_depth: int = 2,
+        stapling_file: StrPath | None = None,
+        stapling_responder: str | None = None,
+        stapling_trust: StrPath | None = None,
+        directives: Sequence[str] = (),
+        port: int | None = None,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        super().__init__(port=port, timeout=timeout)
+        self._nginx = require("nginx")
+        self.cert, self.key, self.client_ca, self.verify_client = cert, key, client_ca, verify_client
+        self.verify_depth, self.stapling_file, self.directives = verify_depth, stapling_file, tuple(directives)
+        self.stapling_responder, self.stapling_trust = stapling_responder, stapling_trust
+
+    def config(self) -> str:
+        d = self._dir
+        lines = [
+            f"ssl_certificate {os.fspath(self.cert)};",
+            f"ssl_certificate_key {os.fspath(self.key)};",
+        ]
+        if self.client_ca is not None:
+            lines += [f"ssl_client_certificate {os.fspath(self.client_ca)};",
+                      f"ssl_verify_client {self.verify_client};", f"ssl_verify_depth {self.verify_depth};"]
+        if self.stapling_file is not None or self.stapling_responder is not None:
+            lines.append("ssl_stapling on;")
+        if self.stapling_file is not None:
+            lines.append(f"ssl_stapling_file {os.fspath(self.stapling_file)};")
+        if self.stapling_responder is not None:
+            lines.append(f"ssl_stapling_responder {self.stapling_responder};")
+        if self.stapling_trust is not None:
+            lines += ["ssl_stapling_verify on;", f"ssl_trusted_certificate {os.fspath(self.stapling_trust)};"]
+        body = "\n        ".join([*lines, *self.directives])
+        temp = " ".join(f"{kind}_temp_path {d}/tmp-{kind};" for kind in ("client_body", "proxy", "fastcgi",
+                                                                         "uwsgi", "scgi"))
+        return f"""\
+worker_processes 1;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {d}/access.log;
+    {temp}
+    server {{
+        listen {HOST}:{self.port} ssl;
+        ssl_protocols TLSv1.3;
+        {body}
+        default_type text/plain;
+        location / {{ return 200 "verify=$ssl_client_verify dn=$ssl_client_s_dn\\n"; }}
+    }}
+}}
+"""
+
+    def argv(self) -> list[str]:
+        (self._dir / "nginx.conf").write_text(self.config())  # again on a retry: the port may have changed
+        return [self._nginx, "-p", os.fspath(self._dir), "-e", os.fspath(self._dir / "error.log"),
+                "-c", "nginx.conf", "-g", f"daemon off; pid {self._dir}/nginx.pid;"]
+
+    def error_log(self) -> str:
+        try:
+            return (self._dir / "error.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def output(self) -> str:
+        return super().output() + self.error_log()
 
 
 def _openssl_options(

@@ -8,6 +8,11 @@ the issuer links) instead of parsing its error text.
 
 Successful verdicts are cached (LRU, :data:`CACHE_SIZE` entries) as "valid from S until T", where the
 window is the intersection of the verified path's validity periods; a hit re-checks ``now`` against it.
+
+Clock skew: with ``skew=S`` seconds a certificate is accepted from S seconds before its notBefore until S
+seconds after its notAfter (peers whose clocks lag or lead ours; the mTLS incident of a client certificate
+"not yet valid" on a server whose clock was behind the CA's). The verifier is run at the instant nearest
+``now`` at which every presented certificate is valid, which is never more than S from ``now``.
 """
 
 from __future__ import annotations
@@ -135,23 +140,26 @@ def verify_server_chain(
     trust: TrustStore,
     now: dt.datetime,
     max_chain_depth: int = 8,
+    skew: float = 0.0,
 ) -> x509.Certificate:
     """Verify the server's Certificate (leaf DER first, RFC 8446 §4.4.2) and return the leaf.
 
     ``server_name`` is a DNS name or an IP literal (matched against dNSName / iPAddress SANs, RFC 6125
     §6.4). ``None`` skips only the identity check: path, validity, CA constraints and the serverAuth EKU
     are still enforced (for callers that authenticate the peer otherwise, e.g. by pinning).
+    ``skew``: clock-skew tolerance in seconds on every validity period of the path (module docstring).
     Raises :class:`CertificateError` with the RFC 8446 §6.2 alert; ConfigError for an invalid name.
     """
     if not chain:  # §4.4.2.4: an empty server Certificate message is a decode_error
         raise CertificateError(AlertDescription.decode_error, "server sent an empty certificate chain")
     subject, name = _subject(server_name)
     now = _utc(now)
+    tolerance = _tolerance(skew)
     key = ("server", tuple(bytes(der) for der in chain), name, trust.fingerprint, max_chain_depth)
-    if (leaf := _cache_get(key, now)) is not None:
+    if (leaf := _cache_get(key, now, tolerance)) is not None:
         return leaf
     certs = _parse(chain, max_chain_depth)
-    _check_window(certs[0], now)
+    _check_window(certs[0], now, tolerance=tolerance)
     if certs[0].fingerprint(_SHA256) in {root.fingerprint(_SHA256) for root in trust.roots}:
         # The leaf itself is trusted (a self-signed server certificate given as the CA file, as curl and
         # OpenSSL accept): only its validity window and name remain to check.
@@ -160,7 +168,7 @@ def verify_server_chain(
                 AlertDescription.bad_certificate, f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
             )
         return certs[0]
-    builder = _builder(trust, now, max_chain_depth)
+    builder = _builder(trust, _verification_time(certs, trust, now, tolerance), max_chain_depth)
     try:
         if subject is None:
             path = _nameless_server_verify(builder, certs)
@@ -176,7 +184,7 @@ def verify_server_chain(
                 if not _literally_named(certs[0], subject):  # guard: the two verifiers disagree otherwise
                     wanted = f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
                     raise CertificateError(AlertDescription.bad_certificate, wanted) from None
-        raise _safe_diagnose(certs, trust, now, exc, ExtendedKeyUsageOID.SERVER_AUTH) from None
+        raise _safe_diagnose(certs, trust, now, tolerance, exc, ExtendedKeyUsageOID.SERVER_AUTH) from None
     _cache_put(key, path)
     return certs[0]
 
@@ -187,24 +195,28 @@ def verify_client_chain(
     trust: TrustStore,
     now: dt.datetime,
     max_chain_depth: int = 8,
+    skew: float = 0.0,
 ) -> x509.Certificate:
     """Verify a client's Certificate for mutual TLS (RFC 8446 §4.4.2.4) and return the leaf.
 
     The leaf needs a subjectAltName and, if it has an EKU, clientAuth (WebPKI client profile). An empty
     chain is ``certificate_required``; callers with optional client auth should not call this for it.
+    ``skew``: clock-skew tolerance in seconds, as for :func:`verify_server_chain`.
     """
     if not chain:
         raise CertificateError(AlertDescription.certificate_required, "client sent no certificate")
     now = _utc(now)
+    tolerance = _tolerance(skew)
     key = ("client", tuple(bytes(der) for der in chain), None, trust.fingerprint, max_chain_depth)
-    if (leaf := _cache_get(key, now)) is not None:
+    if (leaf := _cache_get(key, now, tolerance)) is not None:
         return leaf
     certs = _parse(chain, max_chain_depth)
-    _check_window(certs[0], now)
+    _check_window(certs[0], now, tolerance=tolerance)
+    builder = _builder(trust, _verification_time(certs, trust, now, tolerance), max_chain_depth)
     try:
-        verified = _builder(trust, now, max_chain_depth).build_client_verifier().verify(certs[0], certs[1:])
+        verified = builder.build_client_verifier().verify(certs[0], certs[1:])
     except VerificationError as exc:
-        raise _safe_diagnose(certs, trust, now, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
+        raise _safe_diagnose(certs, trust, now, tolerance, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
     _cache_put(key, verified.chain)
     return certs[0]
 
@@ -236,6 +248,38 @@ def _server_verifier(builder: PolicyBuilder, subject: Subject, server_name: str 
 
 def _utc(now: dt.datetime) -> dt.datetime:
     return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+
+
+_NO_SKEW = dt.timedelta(0)
+
+
+def _tolerance(skew: float) -> dt.timedelta:
+    if skew == 0:
+        return _NO_SKEW
+    if not 0 <= skew <= 86400:  # also refuses NaN
+        raise ConfigError(f"clock skew tolerance {skew!r} must be between 0 and 86400 seconds")
+    return dt.timedelta(seconds=skew)
+
+
+def _verification_time(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime,
+                       tolerance: dt.timedelta) -> dt.datetime:
+    """``now`` moved by at most ``tolerance`` into the validity periods of the certificates that may be on
+    the path: the presented ones and the roots that issued one of them, each only if its period comes within
+    ``tolerance`` of ``now`` (an unused extra certificate long expired, e.g. a stale cross-sign, is ignored;
+    a certificate further off fails anyway, with its own message from the diagnosis)."""
+    if not tolerance:
+        return now
+    issuers = {cert.issuer for cert in certs}
+    candidates = certs + [root for root in trust.roots if root.subject in issuers]
+    low, high = now - tolerance, now + tolerance
+    near = [c for c in candidates if c.not_valid_before_utc <= high and c.not_valid_after_utc >= low]
+    if not near:
+        return now
+    start = max(c.not_valid_before_utc for c in near)
+    end = min(c.not_valid_after_utc for c in near)
+    if start > end:  # no single instant suits them all; let the verifier and the diagnosis say why
+        return now
+    return min(max(now, start), end)
 
 
 def _parse(chain: Sequence[bytes], max_chain_depth: int) -> list[x509.Certificate]:
@@ -284,19 +328,27 @@ def _label(cert: x509.Certificate) -> str:
     return repr(cert.subject.rfc4514_string() or "<empty subject>")
 
 
-def _check_window(cert: x509.Certificate, now: dt.datetime, role: str = "certificate") -> None:
-    """certificate_expired (§6.2) if ``now`` is outside the validity period (RFC 5280 §4.1.2.5)."""
+def _check_window(cert: x509.Certificate, now: dt.datetime, role: str = "certificate", *,
+                  tolerance: dt.timedelta = _NO_SKEW) -> None:
+    """certificate_expired (§6.2) if ``now`` is outside the validity period (RFC 5280 §4.1.2.5) widened by
+    ``tolerance`` on both ends; the message gives the real distance from ``now``, and the tolerance."""
     before, after = cert.not_valid_before_utc, cert.not_valid_after_utc
-    if now < before:
+    allowed = f" (beyond the {_seconds(tolerance)}-second clock-skew tolerance)" if tolerance else ""
+    if now < before - tolerance:
         seconds = int((before - now).total_seconds())
         raise CertificateError(AlertDescription.certificate_expired,
-                               f"{role} {_label(cert)} is not yet valid (clock skew?) by {seconds} seconds: "
-                               f"valid from {before:%Y-%m-%d %H:%M:%S}Z")
-    if now > after:
+                               f"{role} {_label(cert)} is not yet valid (clock skew?) by {seconds} seconds"
+                               f"{allowed}: valid from {before:%Y-%m-%d %H:%M:%S}Z")
+    if now > after + tolerance:
         seconds = int((now - after).total_seconds())
         raise CertificateError(AlertDescription.certificate_expired,
                                f"{role} {_label(cert)} expired at {after:%Y-%m-%d %H:%M:%S}Z, "
-                               f"{seconds} seconds ago")
+                               f"{seconds} seconds ago{allowed}")
+
+
+def _seconds(delta: dt.timedelta) -> str:
+    value = delta.total_seconds()
+    return str(int(value)) if value == int(value) else f"{value:g}"
 
 
 def _describe_sans(cert: x509.Certificate) -> str:
@@ -342,16 +394,16 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _safe_diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime,
+def _safe_diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime, tolerance: dt.timedelta,
                    exc: VerificationError, purpose: x509.ObjectIdentifier) -> CertificateError:
     """``_diagnose``, but a certificate whose names cryptography cannot parse is ``bad_certificate``."""
     try:
-        return _diagnose(certs, trust, now, exc, purpose)
+        return _diagnose(certs, trust, now, tolerance, exc, purpose)
     except (ValueError, KeyError) as malformed:
         return CertificateError(AlertDescription.bad_certificate, f"malformed certificate: {malformed!r}")
 
 
-def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime,
+def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime, tolerance: dt.timedelta,
               exc: VerificationError, purpose: x509.ObjectIdentifier) -> CertificateError:
     """Walk issuer links from the leaf to say why the verifier refused (RFC 8446 §6.2 alert)."""
     roots = {root.fingerprint(_SHA256): root for root in trust.roots}
@@ -377,12 +429,12 @@ def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime
             return CertificateError(AlertDescription.bad_certificate,
                                     f"signature on {_label(cert)} does not verify with the key of its issuer "
                                     f"{cert.issuer.rfc4514_string()!r}")
-        cert = next((c for c in signed if _in_window(c, now)), signed[0])
+        cert = next((c for c in signed if _in_window(c, now, tolerance)), signed[0])
         seen.add(cert.fingerprint(_SHA256))
         path.append(cert)
         try:
             role = "trusted root" if cert.fingerprint(_SHA256) in roots else "CA certificate"
-            _check_window(cert, now, role)
+            _check_window(cert, now, role, tolerance=tolerance)
         except CertificateError as expired:
             return expired
     try:
@@ -421,8 +473,8 @@ def _unsupported_key(cert: x509.Certificate) -> str | None:
     return None
 
 
-def _in_window(cert: x509.Certificate, now: dt.datetime) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+def _in_window(cert: x509.Certificate, now: dt.datetime, tolerance: dt.timedelta = _NO_SKEW) -> bool:
+    return cert.not_valid_before_utc - tolerance <= now <= cert.not_valid_after_utc + tolerance
 
 
 # --- verdict cache -------------------------------------------------------------------------------------
@@ -431,13 +483,13 @@ _cache: OrderedDict[Hashable, tuple[x509.Certificate, dt.datetime, dt.datetime]]
 _cache_lock = threading.Lock()
 
 
-def _cache_get(key: Hashable, now: dt.datetime) -> x509.Certificate | None:
+def _cache_get(key: Hashable, now: dt.datetime, tolerance: dt.timedelta = _NO_SKEW) -> x509.Certificate | None:
     with _cache_lock:
         entry = _cache.get(key)
         if entry is None:
             return None
         leaf, valid_from, valid_until = entry
-        if not valid_from <= now <= valid_until:
+        if not valid_from - tolerance <= now <= valid_until + tolerance:
             del _cache[key]  # re-verify so the caller gets the precise certificate_expired message
             return None
         _cache.move_to_end(key)

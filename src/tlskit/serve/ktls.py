@@ -66,6 +66,7 @@ async def send_file(exchange: Exchange, file: BinaryIO, offset: int, count: int)
     transport = exchange.writer.transport
     if not isinstance(transport, TLSTransport) or label(transport) != "tx":
         return False
+    await exchange.flush()  # the response head Exchange has buffered goes before the file
     parts = exchange.conn.send_with_data_passthrough(h11.Data(data=_Span(count)))  # type: ignore[arg-type]
     for part in parts or ():
         if isinstance(part, _Span):
