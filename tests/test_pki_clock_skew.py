@@ -4,6 +4,7 @@ certificate "not yet valid" on a server whose clock lags the CA's, and its mirro
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,9 @@ def client(chain: list[bytes], pki: Pki, skew: float) -> object:
     return verify_client_chain(chain, trust=pki.trust, now=NOW, skew=skew)
 
 
-def refused(call: object, *args: object) -> CertificateError:
+def refused(call: Callable[..., object], *args: object) -> CertificateError:
     with pytest.raises(CertificateError) as info:
-        call(*args)  # type: ignore[operator]
+        call(*args)
     return info.value
 
 
@@ -63,7 +64,9 @@ def test_leaf_not_yet_valid_within_the_tolerance_is_accepted_by_both_verifiers(p
 
 
 @pytest.mark.parametrize("verify", [server, client])
-def test_leaf_not_yet_valid_beyond_the_tolerance_keeps_the_precise_message(pki: Pki, verify: object) -> None:
+def test_leaf_not_yet_valid_beyond_the_tolerance_keeps_the_precise_message(
+    pki: Pki, verify: Callable[..., object]
+) -> None:
     early = make_leaf(pki.inter, ["skew.test"], not_before=NOW + 90 * SECOND, client_auth=True)
     error = refused(verify, [early.der, pki.inter.der], pki, 60)
     assert error.description is AlertDescription.certificate_expired

@@ -162,6 +162,7 @@ class ClientAuth:
     send_ca_names: bool = True
     allowed_ids: SpiffeAllowList | None = None  # only these SPIFFE IDs get in (access_denied otherwise)
     revocation: RevocationPolicy | None = None  # CRL/OCSP checks of client certificates
+    clock_skew: float = 0.0  # seconds of tolerance on client certificates' validity periods
 
     def __post_init__(self) -> None:
         if self.mode not in ("none", "optional", "required"):
@@ -199,6 +200,7 @@ class ClientConfig:
     resend_rejected_early_data: bool = True
     revocation: RevocationPolicy | None = None
     pins: PinSet | None = None
+    clock_skew: float = 0.0  # seconds of tolerance on the server chain's validity periods
 
     def __post_init__(self) -> None:
         _check_common(self.cipher_suites, self.groups, self.alpn)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -26,13 +27,13 @@ from tests.interop.ours import read_all
 from tests.interop.peers import HOST, TIMEOUT, NginxServer, PeerError, tool_version
 from tlskit.config import CertifiedKey
 from tlskit.enums import AlertDescription
-from tlskit.errors import CertificateError
+from tlskit.errors import CertificateError, CertificateRevoked
 from tlskit.events import HandshakeComplete
 from tlskit.io.socket import connect
 from tlskit.pki.ca import CertificateAuthority, IssuedCertificate, parse_reason
 from tlskit.pki.ocsp import build_request
 from tlskit.pki.ocsp_http import OCSPHTTPServer
-from tlskit.pki.revocation import CertificateRevoked, RevocationPolicy
+from tlskit.pki.revocation import RevocationPolicy
 from tlskit.pki.verify import TrustStore, clear_cache
 
 NGINX = tool_version("nginx")
@@ -80,7 +81,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
         late.ca = ca
         other = CertificateAuthority.init(base / "other", name="some other CA")
         trust_file = base / "trusted.pem"
-        trust_file.write_bytes((ca.directory / "root.pem").read_bytes() + (ca.directory / "intermediate.pem").read_bytes())
+        trust_file.write_bytes(b"".join((ca.directory / f"{n}.pem").read_bytes() for n in ("root", "intermediate")))
         yield Pki(
             ca=ca,
             ocsp_url=url,
@@ -107,7 +108,7 @@ class Reply:
     negotiated: HandshakeComplete
 
 
-def get(port: int, pki: Pki, **config: object) -> Reply:
+def get(port: int, pki: Pki, **config: Any) -> Reply:
     """``GET /`` with our client (verifying nginx against our CA); ``config`` sets ClientConfig fields."""
     with connect(HOST, port, server_name="localhost", trust=pki.trust, timeout=TIMEOUT, **config) as tls:
         negotiated = tls.negotiated
@@ -170,9 +171,9 @@ def test_revoked_staple_from_nginx_fails_our_client_with_certificate_revoked(pki
     revoked = pki.issue_server("revoked-file")
     pki.ca.revoke(revoked.serial, parse_reason("keyCompromise"))
     staple_file(pki, revoked, tmp_path / "revoked.der")
-    with NginxServer(revoked.chain_path, revoked.key_path, stapling_file=tmp_path / "revoked.der") as nginx:
-        with pytest.raises(CertificateRevoked) as info:
-            get(nginx.port, pki, revocation=RevocationPolicy(mode="must-staple"))
+    with (NginxServer(revoked.chain_path, revoked.key_path, stapling_file=tmp_path / "revoked.der") as nginx,
+          pytest.raises(CertificateRevoked) as info):
+        get(nginx.port, pki, revocation=RevocationPolicy(mode="must-staple"))
     assert info.value.description is AlertDescription.certificate_revoked
     assert "keyCompromise" in str(info.value), str(info.value)
 

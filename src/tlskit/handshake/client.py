@@ -473,7 +473,9 @@ class ExpectCertificate:
         if config.verify_peer:
             assert config.trust is not None
             now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
-            leaf = verify_server_chain(chain, server_name=config.server_name, trust=config.trust, now=now)
+            leaf = verify_server_chain(
+                chain, server_name=config.server_name, trust=config.trust, now=now, skew=config.clock_skew
+            )
         else:
             try:
                 leaf = x509.load_der_x509_certificate(chain[0])

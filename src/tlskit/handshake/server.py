@@ -380,7 +380,7 @@ class ExpectClientCertificate:
         chain = tuple(e.cert_data for e in msg.entries)
         assert auth.trust is not None
         now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
-        leaf = verify_client_chain(chain, trust=auth.trust, now=now)
+        leaf = verify_client_chain(chain, trust=auth.trust, now=now, skew=auth.clock_skew)
         if auth.revocation is not None:
             for warning in auth.revocation.check(chain, None, now, trust=auth.trust):
                 log.warning("client certificate: %s", warning)

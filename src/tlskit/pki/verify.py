@@ -27,13 +27,14 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
@@ -69,6 +70,7 @@ class TrustStore:
     roots: tuple[x509.Certificate, ...]
     fingerprint: bytes = field(init=False, repr=False, compare=False)  # SHA-256 over the roots' DER
     store: Store = field(init=False, repr=False, compare=False)
+    root_ders: frozenset[bytes] = field(init=False, repr=False, compare=False)  # "is this leaf a root?"
 
     def __post_init__(self) -> None:
         if not self.roots:
@@ -78,6 +80,7 @@ class TrustStore:
             digest.update(root.fingerprint(_SHA256))
         object.__setattr__(self, "fingerprint", digest.digest())
         object.__setattr__(self, "store", Store(list(self.roots)))
+        object.__setattr__(self, "root_ders", frozenset(root.public_bytes(Encoding.DER) for root in self.roots))
 
     @classmethod
     def from_pem(cls, data: bytes, *, source: str = "PEM data") -> TrustStore:
@@ -160,7 +163,7 @@ def verify_server_chain(
         return leaf
     certs = _parse(chain, max_chain_depth)
     _check_window(certs[0], now, tolerance=tolerance)
-    if certs[0].fingerprint(_SHA256) in {root.fingerprint(_SHA256) for root in trust.roots}:
+    if bytes(chain[0]) in trust.root_ders:
         # The leaf itself is trusted (a self-signed server certificate given as the CA file, as curl and
         # OpenSSL accept): only its validity window and name remain to check.
         if subject is not None and not _literally_named(certs[0], subject):
@@ -221,8 +224,10 @@ def verify_client_chain(
     return certs[0]
 
 
+@lru_cache(maxsize=256)
 def _subject(server_name: str | None) -> tuple[Subject | None, str | None]:
-    """The verifier subject for ``server_name`` and its normalised text (A-label, lower case)."""
+    """The verifier subject for ``server_name`` and its normalised text (A-label, lower case); cached, as a
+    client names the same few servers again and again."""
     if server_name is None:
         return None, None
     literal = server_name.strip("[]")
