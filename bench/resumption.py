@@ -62,8 +62,9 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 def ssl_session(cctx: Any, sctx: Any) -> Any:
     """An ``SSLSession`` holding a ticket from a full handshake."""
-    c, s, cin, cout, sin, sout = pair = C.ssl_pair(cctx, sctx)
+    pair = C.ssl_pair(cctx, sctx)
     C.ssl_handshake(*pair)
+    c, _, cin, _, _, sout = pair
     cin.write(sout.read())  # the tickets
     import ssl
 
@@ -197,7 +198,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     c, *_ = pair = C.ssl_pair(cctx, sctx)
     c.session = session
     C.ssl_handshake(*pair)
-    ssl_neg = f"{str(c.cipher()[0]).removeprefix('TLS_')} psk_dhe_ke" + ("" if c.session_reused else " (FULL)")
+    ssl_neg = f"{_short(str(c.cipher()[0]))} psk_dhe_ke x25519" + ("" if c.session_reused else " (FULL)")
     negotiated = {}
     from tlskit.connection import Connection
 
@@ -210,8 +211,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         tc.receive_data(ts.data_to_send())
         done = ts.negotiated
         assert done is not None and done.resumed
-        group = done.group.name if done.group is not None else "no (EC)DHE"
-        negotiated[name] = f"{done.cipher_suite.name.removeprefix('TLS_')} {name} {group}"
+        group = done.group.name if done.group is not None else "-"
+        negotiated[name] = f"{_short(done.cipher_suite.name)} {name} {group}"
 
     runners: dict[str, Callable[[int], tuple[float, float]]] = {
         "ssl": lambda n: ssl_batch(cctx, sctx, session, n),
@@ -239,6 +240,10 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     return {"suite": setup.suite, "iana": setup.iana, "tickets": args.tickets, "impls": impls}
 
 
+def _short(suite: str) -> str:
+    return suite.removeprefix("TLS_").replace("_GCM", "").replace("_SHA256", "").replace("_SHA384", "")
+
+
 TARGETS = {"tlskit psk_dhe_ke": 1.0, "tlskit psk_ke": 1.5}
 
 
@@ -257,7 +262,7 @@ def render_pairs(results: list[dict[str, Any]]) -> None:
                 C.fmt_ratio(pair_ratio), C.fmt_ratio(ssl_r["server_us"] / r["server_us"]), verdict,
             ])
     C.print_table(
-        "Resumed handshakes (ticket, ECDSA P-256 certificate not sent), in memory, single thread",
+        "Resumed handshakes (ticket; no certificate), in memory, single thread",
         ["pass", "impl", "negotiated", "pair hs/s", "µs/pair", "server hs/s", "server µs", "client µs",
          "pair vs ssl", "server vs ssl", "target"],
         rows,
@@ -308,6 +313,10 @@ class DelayRelay:
         return await asyncio.start_server(self._handle, "127.0.0.1", 0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # cancelled at exit: end quietly
+            await self._relay(reader, writer)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _nodelay(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -504,7 +513,7 @@ def tcp_rtt(port: int, samples: int = 20) -> float:
             sock.sendall(b"x")
             sock.recv(1)
             times.append(perf() - t)
-    return C.median(times)
+    return float(C.median(times))
 
 
 def run_ttfb(args: argparse.Namespace) -> dict[str, Any]:
@@ -577,13 +586,13 @@ def render_ttfb(res: dict[str, Any]) -> None:
         saved = base - m["ttfb_ms"]
         rows.append([
             name, "yes" if m["resumed"] else "no", "yes" if m["early_data_accepted"] else "no",
-            f"{m['ttfb_ms']:.1f}", f"{m['min_ms']:.1f}–{m['max_ms']:.1f}", f"{m['ttfb_ms'] / rtt:.2f}",
+            f"{m['ttfb_ms']:.1f}", f"{m['min_ms']:.1f}-{m['max_ms']:.1f}", f"{m['ttfb_ms'] / rtt:.2f}",
             f"{saved:+.1f}", f"{saved / rtt:+.2f}",
         ])
     C.print_table(
         f"Time to first byte over a {res['delay_ms']} ms + {res['delay_ms']} ms userspace relay "
         f"(measured path RTT {rtt:.1f} ms), tlskit client and server",
-        ["mode", "resumed", "0-RTT accepted", "TTFB ms (median)", "min–max", "RTTs", "saved vs 1-RTT ms",
+        ["mode", "resumed", "0-RTT accepted", "TTFB ms (median)", "min-max", "RTTs", "saved vs 1-RTT ms",
          "saved RTTs"],
         rows,
         notes=[

@@ -16,12 +16,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "handshake": [],
+    "resumption": [],
     "bulk": [],
     "memory": [],
     "profile_handshake": [],
 }
 QUICK = {
     "handshake": ["--duration", "1", "--tlslite-handshakes", "10"],
+    "resumption": ["--duration", "1", "--fetches", "5"],
     "bulk": ["--seconds", "0.3", "--repeat", "1"],
     "memory": ["-n", "300"],
     "profile_handshake": ["-n", "200"],

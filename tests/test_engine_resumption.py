@@ -283,3 +283,32 @@ def test_server_refuses_a_rotation_not_shorter_than_the_ticket_lifetime() -> Non
     with pytest.raises(ConfigError, match="not shorter than the ticket lifetime"):
         server_config(ticket_keys=keys, ticket_lifetime=3600)
     assert server_config(ticket_keys=keys, ticket_lifetime=7200).ticket_lifetime == 7200
+
+
+def test_psk_ke_client_sends_no_key_share_and_falls_back_with_hrr() -> None:
+    store, clock = MemorySessionStore(), Clock()
+    modes = (PskKeyExchangeMode.psk_ke,)
+    first_connection(store, clock, psk_modes=modes)
+    resumed = handshake(
+        client_config(session_store=store, clock=clock, psk_modes=modes), servers(clock=clock, psk_modes=modes)
+    )  # type: ignore[arg-type]
+    assert resumed.server_complete.resumed and resumed.server_complete.group is None
+    first_connection(store, clock, psk_modes=modes)
+    fallback = handshake(
+        client_config(session_store=store, clock=clock, psk_modes=modes),
+        servers(clock=clock, ticket_keys=ring(9), psk_modes=modes),  # type: ignore[arg-type]
+    )
+    assert not fallback.server_complete.resumed and fallback.server_complete.hello_retry
+
+
+def test_server_answers_zero_rtt_request_with_half_rtt_data() -> None:
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    client, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock))
+    server.receive_data(flight)
+    assert events_of(server.events(), EarlyData)
+    server.send_data(b"HTTP/1.1 200 OK\r\n\r\n")  # before the client's Finished: 0.5-RTT data (§2.3)
+    client.receive_data(server.data_to_send())
+    c_events = client.events()
+    assert events_of(c_events, ApplicationData) == [ApplicationData(data=b"HTTP/1.1 200 OK\r\n\r\n")]
+    assert events_of(c_events, HandshakeComplete)

@@ -246,6 +246,7 @@ class ServerConfig:
     psk_modes: tuple[PskKeyExchangeMode, ...] = (PskKeyExchangeMode.psk_dhe_ke,)
     early_data: EarlyDataPolicy | None = None
     replay_store: ReplayStore | None = None
+    single_use_tickets: bool = False  # RFC 8446 §8.1: each ticket resumes at most once (checked in replay_store)
     client_auth: ClientAuth | None = None
 
     def __post_init__(self) -> None:
@@ -259,6 +260,8 @@ class ServerConfig:
             raise ConfigError(
                 "0-RTT needs a replay_store (MemoryReplayStore for one process, RedisReplayStore for a fleet)"
             )
+        if self.single_use_tickets and (self.ticket_keys is None or self.replay_store is None):
+            raise ConfigError("single_use_tickets needs ticket_keys and a replay_store shared by every server")
         if self.early_data is not None and self.ticket_keys is None:
             raise ConfigError("0-RTT needs ticket_keys: early data is only possible when resuming a ticket")
         if not self.certificates and self.cert_resolver is None:

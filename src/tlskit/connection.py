@@ -85,6 +85,7 @@ class Connection:
         "_early_skip",
         "_error",
         "_events",
+        "_half_rtt",
         "_hs_buf",
         "_max_fragment",
         "_out",
@@ -125,6 +126,7 @@ class Connection:
         self._early_sent: list[bytes] = []  # client: 0-RTT data kept for resending if the server rejects it
         self._early_recv: int | None = None  # server: 0-RTT bytes we still accept
         self._early_skip = 0  # server: bytes of rejected 0-RTT records still to skip (§4.2.10)
+        self._half_rtt = False  # server: may send before the client's Finished (§2.3)
         self._ctx = _HandshakeContext(self)
 
     # --- the user's API ---------------------------------------------------------------------------
@@ -181,7 +183,9 @@ class Connection:
 
         A client that offered 0-RTT may call this before the handshake completes: the data goes out as
         early data (§4.2.10) up to the ticket's limit, and is resent after the handshake if the server
-        rejects it (``HandshakeComplete.early_data_accepted`` says which happened).
+        rejects it (``HandshakeComplete.early_data_accepted`` says which happened). A server may call it once
+        its flight is out (0.5-RTT data, §2.3: e.g. the answer to a 0-RTT request), except while it is
+        still waiting for a client certificate.
         """
         if self._complete is None and self._early_send is not None and self._error is None:
             if len(data) > self._early_send:
@@ -191,6 +195,12 @@ class Connection:
             self._early_sent.append(bytes(data))
             self._flush_handshake()
             self._out += self._write.seal(ContentType.application_data, data)
+            return
+        if self._complete is None and self._half_rtt and self._error is None and not self._sent_close:
+            assert self._write is not None  # 0.5-RTT data under the server's application key (§2.3)
+            if data:
+                self._flush_handshake()
+                self._out += self._write.seal(ContentType.application_data, data)
             return
         self._check_sendable()
         if not data:
@@ -524,6 +534,9 @@ class _HandshakeContext:
 
     def accept_early_data(self, max_size: int) -> None:
         self._conn._early_recv = max_size
+
+    def allow_half_rtt(self) -> None:
+        self._conn._half_rtt = True
 
     def skip_early_data(self, max_bytes: int) -> None:
         self._conn._early_skip = max_bytes

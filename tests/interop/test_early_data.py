@@ -19,7 +19,6 @@ from tests.interop.peers import TIMEOUT, GnuTLSServer, OpenSSLServer, PeerError,
 from tlskit.config import ClientConfig
 from tlskit.connection import Connection
 from tlskit.enums import PskKeyExchangeMode
-from tlskit.errors import TLSError
 from tlskit.events import ApplicationData, Event, HandshakeComplete, SessionTicketReceived
 from tlskit.pki.verify import TrustStore
 from tlskit.stores.memory import MemorySessionStore
@@ -102,10 +101,7 @@ def handshake_done(seen: Exchange) -> bool:
 
 
 def first_connection(port: int, config: ClientConfig) -> Exchange:
-    try:
-        first = exchange(port, config, until=got_tickets)
-    except TLSError:
-        raise
+    first = exchange(port, config, until=got_tickets)
     assert not first.complete.resumed
     assert first.tickets, "the server sent no ticket"
     return first
@@ -119,7 +115,7 @@ def served(server: OpenSSLServer, count: int) -> str:
     "DONE"); its output up to there. s_server writes the data it reads straight to fd 1 but its own lines
     through a buffer flushed at points like "DONE", so the data may come before the header that announces it
     ("Early data received:" is printed only when SSL_read_early_data returned data)."""
-    return server.wait_for_output(r"(?m)(?:[\s\S]*?^DONE$){%d}" % count, timeout=5).group(0)
+    return server.wait_for_output(rf"(?m)(?:[\s\S]*?^DONE$){{{count}}}", timeout=5).group(0)
 
 
 def s_server(pki: Pki, *extra: str) -> OpenSSLServer:

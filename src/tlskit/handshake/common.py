@@ -50,6 +50,9 @@ class Context(Protocol):
     def early_data_finished(self, accepted: bool) -> None:
         """Client: no more 0-RTT data; if the server rejected it, it is resent after the handshake."""
 
+    def allow_half_rtt(self) -> None:
+        """Server: ``send_data`` may send before the client's Finished (0.5-RTT data, §2.3)."""
+
     def accept_early_data(self, max_size: int) -> None:
         """Server: application data records under the current read key are 0-RTT data (§4.2.10)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,13 +16,13 @@ from ..errors import AlertError, DecodeError
 from ..messages import extensions as ext
 from ..messages.extensions import Extension, OfferedPsks, PskIdentity
 from ..messages.handshake import NewSessionTicket
-from ..stores.base import StoredTicket
+from ..stores.base import ReplayStore, StoredTicket
 from ..tickets.sealing import open_ticket, seal_ticket
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
 
-__all__ = ["SessionState", "client_binder", "issue_tickets", "obfuscated_age"]
+__all__ = ["SessionState", "claim_ticket", "client_binder", "issue_tickets", "obfuscated_age", "ticket_use_key"]
 
 log = logging.getLogger("tlskit.handshake")
 
@@ -189,6 +190,28 @@ def early_data_acceptable(
     if not fresh:
         log.warning("0-RTT refused for %s: replayed ClientHello", server_name)
     return fresh
+
+
+def ticket_use_key(identity: bytes) -> bytes:
+    """The replay-store key that marks a ticket as used (single-use tickets, §8.1): 0x01 ‖ SHA-256 of the
+    ticket identity. 33 bytes, so it never equals a 32- or 48-byte binder stored by the 0-RTT check."""
+    return b"\x01" + hashlib.sha256(identity).digest()
+
+
+def claim_ticket(store: ReplayStore | None, identity: bytes, state: SessionState, now: float) -> bool:
+    """Single-use tickets (RFC 8446 §8.1): True the first time the ticket ``identity`` is resumed, False every
+    time after, until the ticket expires. Fails closed: without a store, or when the store errors or is
+    full, the answer is False (the server then does a full handshake, never a second resumption)."""
+    if store is None:
+        return False
+    remaining = state.issued_at + state.lifetime - now  # the ticket is refused after this anyway
+    if remaining <= 0:
+        return False
+    try:
+        return store.check_and_insert(ticket_use_key(identity), remaining)
+    except Exception as e:  # unavailable: we cannot prove this is the first use
+        log.warning("single-use ticket refused: ticket store unavailable (%s)", e)
+        return False
 
 
 def issue_tickets(

@@ -68,13 +68,20 @@ def _negotiate(
     params: SuiteParams,
     *,
     first: bool,
+    claimed: bytes | None = None,
 ) -> object:
     """Resume a ticket if we can (§4.2.11), pick the key exchange, and answer with a ServerHello or a
-    HelloRetryRequest (§4.1.4)."""
+    HelloRetryRequest (§4.1.4). ``claimed``: the single-use ticket this connection's first ClientHello took."""
     accepted: psk.AcceptedPsk | None = None
     modes = [m for m in config.psk_modes if m in offer.psk_modes]
     if offer.psks is not None and modes:
         accepted = psk.accept_psk(config, offer.psks, raw, transcript, params, offer.server_name, ctx.now())
+        if accepted is not None and config.single_use_tickets:
+            identity = offer.psks.identities[accepted.index].identity
+            if identity == claimed or psk.claim_ticket(config.replay_store, identity, accepted.state, ctx.now()):
+                claimed = identity
+            else:
+                accepted = None  # used before, or the store cannot say: a full handshake (§8.1)
     dhe = accepted is None or (PskKeyExchangeMode.psk_dhe_ke in modes and bool(offer.client_groups))
     if accepted is not None and not dhe and PskKeyExchangeMode.psk_ke not in modes:
         accepted, dhe = None, True
@@ -88,7 +95,7 @@ def _negotiate(
             if not first:
                 raise AlertError(AlertDescription.illegal_parameter, "second ClientHello lacks the requested share")
             transcript.add(raw)
-            return _hello_retry(ctx, config, offer, group, params, transcript)
+            return _hello_retry(ctx, config, offer, group, params, transcript, claimed)
     transcript.add(raw)
     return _server_flight(ctx, config, offer, params, transcript, group, share, accepted, hello_retry=not first)
 
@@ -104,6 +111,7 @@ def _hello_retry(
     group: NamedGroup,
     params: SuiteParams,
     transcript: Transcript,
+    claimed: bytes | None,
 ) -> ExpectSecondClientHello:
     """§4.1.4: ask for a share of ``group``; the cookie binds the retry to this first ClientHello."""
     transcript.replace_with_message_hash()
@@ -125,7 +133,9 @@ def _hello_retry(
         ctx.send_change_cipher_spec()
     if offer.early_data:
         ctx.skip_early_data(_early_skip_budget(config))  # §4.2.10: early data cannot survive a retry
-    return ExpectSecondClientHello(first=offer, group=group, params=params, transcript=transcript, cookie=cookie)
+    return ExpectSecondClientHello(
+        first=offer, group=group, params=params, transcript=transcript, cookie=cookie, claimed=claimed
+    )
 
 
 @dataclass(slots=True)
@@ -137,6 +147,7 @@ class ExpectSecondClientHello:
     params: SuiteParams
     transcript: Transcript
     cookie: bytes | None
+    claimed: bytes | None = None  # the single-use ticket the first ClientHello took (§8.1)
 
     def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
         if not isinstance(msg, ClientHello):
@@ -158,7 +169,7 @@ class ExpectSecondClientHello:
             raise AlertError(
                 AlertDescription.illegal_parameter, f"second ClientHello must carry one {self.group.name} share"
             )
-        return _negotiate(ctx, config, offer, raw, self.transcript, self.params, first=False)
+        return _negotiate(ctx, config, offer, raw, self.transcript, self.params, first=False, claimed=self.claimed)
 
 
 def _server_flight(
@@ -253,6 +264,8 @@ def _server_flight(
     ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
     ctx.key_log("EXPORTER_SECRET", exporter)
     ctx.set_write_secret(params, s_ap)
+    if not request_cert:  # §2.3: data to an unauthenticated client is fine, to one we are vetting it is not
+        ctx.allow_half_rtt()
     after = _AfterServerFinished(
         params=params,
         transcript=transcript,

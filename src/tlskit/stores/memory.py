@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 
 from .base import StoredTicket
 
 
 class MemoryReplayStore:
-    """A bounded seen-set; when full the oldest entries go first (they are the closest to expiring)."""
+    """A bounded, expiring seen-set for one process. When full it refuses new keys (``OverflowError``: the
+    engine then declines 0-RTT, or the resumption of a single-use ticket) rather than forget a live entry.
+
+    Entries may have different windows (ClientHello binders live ``freshness_window`` seconds, single-use
+    ticket marks until the ticket expires, RFC 8446 §8.1), so expiry runs off a heap ordered by deadline.
+    """
 
     def __init__(self, max_entries: int = 1_000_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._seen: dict[bytes, float] = {}
+        self._deadlines: list[tuple[float, bytes]] = []  # heap; stale pairs are skipped when popped
         self._max = max_entries
         self._clock = clock
         self._lock = threading.Lock()
@@ -22,21 +29,19 @@ class MemoryReplayStore:
     def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
         now = self._clock()
         with self._lock:
-            seen = self._seen
-            while seen:
-                oldest, expires = next(iter(seen.items()))
-                if expires > now:
-                    break
-                del seen[oldest]
+            seen, deadlines = self._seen, self._deadlines
+            while deadlines and deadlines[0][0] <= now:
+                expires, old = heapq.heappop(deadlines)
+                if seen.get(old) == expires:
+                    del seen[old]
             previous = seen.get(key)
             if previous is not None and previous > now:
                 return False
-            seen[key] = now + window_seconds
-            seen.move_to_end(key)
-            if len(seen) > self._max:
-                # Full: refuse rather than forget a live entry (fail closed for 0-RTT).
-                del seen[key]
+            if len(seen) >= self._max:
                 raise OverflowError("replay store is full")
+            expires = now + window_seconds
+            seen[key] = expires
+            heapq.heappush(deadlines, (expires, key))
             return True
 
     def __len__(self) -> int:
