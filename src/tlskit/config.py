@@ -120,7 +120,11 @@ class CertifiedKey:
             raise ConfigError(f"{cert_file} / {key_file}: {e}") from None
 
 
-def _check_common(cipher_suites: Sequence[CipherSuite], groups: Sequence[NamedGroup], alpn: Sequence[str]) -> None:
+def _check_common(
+    cipher_suites: Sequence[CipherSuite], groups: Sequence[NamedGroup], alpn: Sequence[str], key_update_after: int
+) -> None:
+    if key_update_after < 2:
+        raise ConfigError("key_update_after_records must be at least 2 (the KeyUpdate itself is a record)")
     if not cipher_suites:
         raise ConfigError("cipher_suites is empty: name at least one TLS 1.3 suite")
     for s in cipher_suites:
@@ -201,14 +205,20 @@ class ClientConfig:
     revocation: RevocationPolicy | None = None
     pins: PinSet | None = None
     clock_skew: float = 0.0  # seconds of tolerance on the server chain's validity periods
+    check_hostname: bool = True  # False: a chain to a trusted root is enough (no server_name needed)
 
     def __post_init__(self) -> None:
-        _check_common(self.cipher_suites, self.groups, self.alpn)
+        _check_common(self.cipher_suites, self.groups, self.alpn, self.key_update_after_records)
         for g in self.key_share_groups:
             if g not in self.groups:
                 raise ConfigError(f"key share group {g.name} must also be listed in groups")
         if self.record_size_limit is not None and not 64 <= self.record_size_limit <= (1 << 14) + 1:
             raise ConfigError("record_size_limit must be between 64 and 16385 (RFC 8449)")
+        if self.verify_peer and self.server_name is None and self.pins is None and self.check_hostname:
+            raise ConfigError(
+                "verify_peer needs server_name=... to check the certificate's name (or pins=..., or "
+                "check_hostname=False to accept any certificate the trust store vouches for)"
+            )
         if self.verify_peer and self.trust is None:
             object.__setattr__(self, "trust", TrustStore.system())
         if self.revocation is not None and self.revocation.mode != "none":
@@ -250,7 +260,7 @@ class ServerConfig:
     client_auth: ClientAuth | None = None
 
     def __post_init__(self) -> None:
-        _check_common(self.cipher_suites, self.groups, self.alpn)
+        _check_common(self.cipher_suites, self.groups, self.alpn, self.key_update_after_records)
         if not 0 < self.ticket_lifetime <= 604800:
             raise ConfigError("ticket_lifetime must be 1..604800 seconds (7 days, RFC 8446 §4.6.1)")
         interval = getattr(self.ticket_keys, "rotation_interval", None)

@@ -87,6 +87,7 @@ class Connection:
         "_events",
         "_half_rtt",
         "_hs_buf",
+        "_limit_announced",
         "_max_fragment",
         "_out",
         "_peer_closed",
@@ -122,6 +123,9 @@ class Connection:
         self._ccs_ok = False
         self._client_random = b""
         self._max_fragment = MAX_PLAINTEXT
+        # RFC 8449: our record_size_limit binds the peer once it was announced (client: always, in the
+        # ClientHello; server: in EncryptedExtensions, only when the client offered the extension).
+        self._limit_announced = self.is_client
         self._early_send: int | None = None  # client: 0-RTT bytes we may still send
         self._early_sent: list[bytes] = []  # client: 0-RTT data kept for resending if the server rejects it
         self._early_recv: int | None = None  # server: 0-RTT bytes we still accept
@@ -295,7 +299,7 @@ class Connection:
             self._out += self._write.seal(ContentType.alert, body)
 
     def _eof(self) -> None:
-        if self._peer_closed:
+        if self._peer_closed and self._complete is not None:
             return
         self._peer_closed = True
         error = UnexpectedEOF("the peer closed the transport without close_notify")
@@ -386,7 +390,9 @@ class Connection:
                     raise AlertError(AlertDescription.unexpected_message, "KeyUpdate not at a record boundary")
                 assert self._read is not None and self._session is not None
                 params = self._session.params
-                self._read = RecordDecryptor(params, keyschedule.next_traffic_secret(params, self._read.secret))
+                self._read = RecordDecryptor(
+                    params, keyschedule.next_traffic_secret(params, self._read.secret), max_inner=self._read.max_inner
+                )
                 requested = msg.request_update is KeyUpdateRequest.update_requested
                 self._events.append(KeyUpdated(received=True, update_requested=requested))
                 if requested and not self._sent_close:
@@ -444,9 +450,16 @@ class Connection:
         self._events.append(KeyUpdated(received=False, update_requested=request_peer))
 
     def _receive_alert(self, payload: bytes) -> None:
-        if len(payload) != 2 or self._hs_buf:
+        if self._hs_buf:
+            raise AlertError(AlertDescription.unexpected_message, "alert inside a fragmented handshake message")
+        if len(payload) != 2:
             raise AlertError(AlertDescription.decode_error, "malformed alert record")
         description = AlertDescription(payload[1])
+        if description is AlertDescription.close_notify and self._complete is None:
+            # A peer that closes mid-handshake has given up on it: that is a failure, not a clean end.
+            error = RemoteAlert(description)
+            self._events.append(ConnectionClosed(by_peer=True, alert=description, error=error))
+            raise error
         if description is AlertDescription.close_notify:
             self._peer_closed = True
             self._events.append(ConnectionClosed(by_peer=True, alert=description))
@@ -510,7 +523,8 @@ class _HandshakeContext:
         conn = self._conn
         if conn._hs_buf:
             raise AlertError(AlertDescription.unexpected_message, "handshake message spans a key change")
-        conn._read = RecordDecryptor(params, secret)
+        limit = conn.config.record_size_limit if conn._limit_announced else None
+        conn._read = RecordDecryptor(params, secret, max_inner=limit if limit is not None else MAX_PLAINTEXT + 1)
         conn._early_recv = None
 
     def set_write_secret(self, params: SuiteParams, secret: bytes) -> None:
@@ -544,6 +558,7 @@ class _HandshakeContext:
     def set_send_record_limit(self, limit: int) -> None:
         """RFC 8449 §4: the peer's limit counts the inner content type, so we send at most limit - 1."""
         conn = self._conn
+        conn._limit_announced = True
         conn._max_fragment = min(MAX_PLAINTEXT, limit - 1)
         if conn._write is not None:
             conn._write.max_fragment = conn._max_fragment
@@ -561,9 +576,12 @@ class _HandshakeContext:
         if isinstance(event, HandshakeComplete):
             conn._complete = event
             if conn._early_sent:  # rejected 0-RTT data: send it again as ordinary data (§4.2.10)
-                assert conn._write is not None
-                conn._flush_handshake()
-                conn._out += conn._write.seal(ContentType.application_data, b"".join(conn._early_sent))
+                config = conn.config
+                assert conn._write is not None and isinstance(config, ClientConfig)
+                written_for = config.alpn[0] if config.alpn else None
+                if event.alpn == written_for:  # §4.2.10: never resend under another application protocol
+                    conn._flush_handshake()
+                    conn._out += conn._write.seal(ContentType.application_data, b"".join(conn._early_sent))
                 conn._early_sent.clear()
         conn._events.append(event)
 

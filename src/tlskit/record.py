@@ -165,13 +165,14 @@ class RecordEncryptor:
 class RecordDecryptor:
     """Unprotects records under one traffic secret (§5.2, §5.4)."""
 
-    __slots__ = ("_aead", "_iv", "params", "secret", "seq")
+    __slots__ = ("_aead", "_iv", "max_inner", "params", "secret", "seq")
 
-    def __init__(self, params: SuiteParams, secret: bytes) -> None:
+    def __init__(self, params: SuiteParams, secret: bytes, *, max_inner: int = MAX_PLAINTEXT + 1) -> None:
         key, iv = traffic_key_iv(params, secret)
         self.params = params
         self.secret = secret
         self.seq = 0
+        self.max_inner = max_inner  # TLSInnerPlaintext limit: 2^14 + 1, or the record_size_limit we sent
         self._aead = params.aead_factory(key)
         self._iv = int.from_bytes(iv, "big")
 
@@ -187,7 +188,7 @@ class RecordDecryptor:
         except InvalidTag:
             raise AlertError(AlertDescription.bad_record_mac, f"record {seq} failed authentication") from None
         self.seq = seq + 1
-        if len(inner) > MAX_PLAINTEXT + 1:
+        if len(inner) > self.max_inner:
             raise AlertError(AlertDescription.record_overflow, f"inner plaintext of {len(inner)} bytes")
         # Unpadded records (the usual case) end in their content type: skip the scan for padding.
         stripped = inner if inner and inner[-1] else inner.rstrip(b"\x00")

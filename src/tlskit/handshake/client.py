@@ -433,11 +433,9 @@ class ExpectCertificateOrRequest:
             case CertificateRequest():
                 if msg.context:
                     raise AlertError(AlertDescription.illegal_parameter, "handshake CertificateRequest context")
-                ext.check_server_extensions(
-                    HandshakeType.certificate_request,
-                    msg.extensions,
-                    frozenset(ext.ALLOWED[HandshakeType.certificate_request]),
-                )
+                # §4.3.2: unknown (and GREASE, RFC 8701) extensions are ignored; known ones must belong here.
+                known = [e for e in msg.extensions if not e.type.name.startswith("unknown_")]
+                ext.check_server_extensions(HandshakeType.certificate_request, known, frozenset(e.type for e in known))
                 if ExtensionType.signature_algorithms not in ext.extension_map(msg.extensions):
                     raise AlertError(
                         AlertDescription.missing_extension, "CertificateRequest lacks signature_algorithms"
@@ -468,9 +466,9 @@ class ExpectCertificate:
             ext.check_server_extensions(HandshakeType.certificate, entry.extensions, offered)
             for e in entry.extensions:
                 if e.type is ExtensionType.status_request:
-                    if i != 0:
-                        raise AlertError(AlertDescription.illegal_parameter, "OCSP status for a non-leaf certificate")
-                    core.ocsp_response = ext.parse_certificate_status(e.data)
+                    staple = ext.parse_certificate_status(e.data)
+                    if i == 0:  # §4.4.2.1: a staple for an intermediate (multi-stapling) is allowed; we use the leaf's
+                        core.ocsp_response = staple
         chain = tuple(e.cert_data for e in msg.entries)
         config = core.config
         if config.verify_peer:

@@ -87,6 +87,8 @@ def _negotiate(
         accepted, dhe = None, True
     if accepted is None and not offer.client_groups:
         raise AlertError(AlertDescription.missing_extension, "ClientHello lacks supported_groups and key_share")
+    if accepted is None and not offer.schemes:  # §9.2: a full handshake needs signature_algorithms
+        raise AlertError(AlertDescription.missing_extension, "ClientHello lacks signature_algorithms")
     group: NamedGroup | None = None
     share: KeyShareEntry | None = None
     if dhe:
@@ -154,6 +156,7 @@ class ExpectSecondClientHello:
             raise unexpected("second ClientHello", msg)
         config = ctx.config
         assert isinstance(config, ServerConfig)
+        ctx.skip_early_data(0)  # 0-RTT records came before this hello; from here on a bad record is an attack
         offer = read_offer(config, msg)
         if offer.suite != self.first.suite or msg.legacy_session_id != self.first.hello.legacy_session_id:
             raise AlertError(AlertDescription.illegal_parameter, "second ClientHello changed suite or session id")
