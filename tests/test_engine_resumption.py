@@ -312,3 +312,62 @@ def test_server_answers_zero_rtt_request_with_half_rtt_data() -> None:
     c_events = client.events()
     assert events_of(c_events, ApplicationData) == [ApplicationData(data=b"HTTP/1.1 200 OK\r\n\r\n")]
     assert events_of(c_events, HandshakeComplete)
+
+
+# --- resumption and client authentication (§4.2.11) -----------------------------------------------------------
+
+
+def test_ticket_without_client_auth_does_not_bypass_required_client_certificates() -> None:
+    from tests.pairing import trust
+    from tlskit.config import ClientAuth
+    from tlskit.errors import AlertError as _AlertError
+
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock)  # the server did not ask for client certificates then
+    client = Connection(client_config(session_store=store, clock=clock))
+    server = Connection(servers(clock=clock, client_auth=ClientAuth(mode="required", trust=trust())))  # type: ignore[arg-type]
+    client.start()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    with pytest.raises(_AlertError) as info:  # no resumption: a full handshake that demands the certificate
+        server.receive_data(client.data_to_send())
+    assert info.value.description is AlertDescription.certificate_required
+
+
+def test_resumed_mutual_tls_session_keeps_the_client_chain() -> None:
+    from tests.pairing import trust
+    from tests.test_engine_client_auth import client_cert
+    from tlskit.config import ClientAuth
+
+    store, clock = MemorySessionStore(), Clock()
+    auth = ClientAuth(mode="required", trust=trust())
+    first = handshake(
+        client_config(session_store=store, clock=clock, certificate=client_cert()),
+        servers(clock=clock, client_auth=auth),  # type: ignore[arg-type]
+    )
+    assert first.server_complete.peer_certificates == client_cert().chain
+    again = handshake(
+        client_config(session_store=store, clock=clock, certificate=client_cert()),
+        servers(clock=clock, client_auth=auth),  # type: ignore[arg-type]
+    )
+    assert again.server_complete.resumed
+    assert again.server_complete.peer_certificates == client_cert().chain
+
+
+def test_zero_rtt_hello_is_remembered_for_twice_the_window() -> None:
+    """A client whose clock runs ahead passes the age check for up to 2x the window (§8.2): a replay in that
+    time must still be refused."""
+    tickets, clock = MemorySessionStore(), Clock()
+    replay = MemoryReplayStore(clock=clock)
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=replay)
+    client = Connection(client_config(session_store=tickets, clock=lambda: clock.now + 9, early_data=True))
+    client.start()
+    client.send_data(b"POST /transfer")
+    flight = client.data_to_send()
+    first = Connection(early_server(clock, replay))  # type: ignore[arg-type]
+    first.receive_data(flight)
+    assert events_of(first.events(), EarlyData)
+    clock.now += 11  # past one window, still inside the age tolerance for this client's clock
+    again = Connection(early_server(clock, replay))  # type: ignore[arg-type]
+    again.receive_data(flight)
+    assert events_of(again.events(), EarlyData) == []

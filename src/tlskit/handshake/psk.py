@@ -26,7 +26,7 @@ __all__ = ["SessionState", "claim_ticket", "client_binder", "issue_tickets", "ob
 
 log = logging.getLogger("tlskit.handshake")
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,6 +41,7 @@ class SessionState:
     max_early_data: int
     server_name: str | None
     alpn: str | None
+    client_chain: tuple[bytes, ...] = ()  # the client's certificates, when it authenticated (§4.2.11)
 
     def encode(self) -> bytes:
         w = Writer()
@@ -53,6 +54,9 @@ class SessionState:
         w.vector(1, self.psk)
         w.vector(1, (self.server_name or "").encode("ascii"))
         w.vector(1, (self.alpn or "").encode("latin-1"))
+        with w.prefixed(3):
+            for cert in self.client_chain:
+                w.vector(3, cert)
         return w.getvalue()
 
     @classmethod
@@ -68,6 +72,10 @@ class SessionState:
             psk = r.vector(1, 32, 48)
             server_name = r.vector(1).decode("ascii") or None
             alpn = r.vector(1).decode("latin-1") or None
+            certs = r.sub(3)
+            chain: list[bytes] = []
+            while certs.remaining:
+                chain.append(certs.vector(3, 1))
             r.finish()
         except (DecodeError, UnicodeDecodeError):
             return None
@@ -80,6 +88,7 @@ class SessionState:
             max_early_data=max_early,
             server_name=server_name,
             alpn=alpn,
+            client_chain=tuple(chain),
         )
 
 
@@ -183,7 +192,9 @@ def early_data_acceptable(
     if store is None:
         return False
     try:
-        fresh = store.check_and_insert(replay_key, policy.freshness_window)
+        # Remember the hello for twice the window: a ClientHello passes the two-sided age check for up to
+        # 2 * window after it was made (client clock ahead), and must be refused for all of that (§8.2, §8.3).
+        fresh = store.check_and_insert(replay_key, 2 * policy.freshness_window)
     except Exception as e:  # any store failure means "cannot prove it is not a replay" (§8, fail closed)
         log.warning("0-RTT refused for %s: replay store unavailable (%s)", server_name, e)
         return False
@@ -221,6 +232,7 @@ def issue_tickets(
     server_name: str | None,
     alpn: str | None,
     now: float,
+    client_chain: tuple[bytes, ...] = (),
 ) -> list[bytes]:
     """NewSessionTicket messages (§4.6.1), each sealing a distinct PSK under the current ticket key."""
     keys = config.ticket_keys
@@ -241,6 +253,7 @@ def issue_tickets(
             max_early_data=max_early,
             server_name=server_name,
             alpn=alpn,
+            client_chain=client_chain,
         )
         exts: tuple[Extension, ...] = ()
         if max_early:

@@ -15,7 +15,7 @@ from ..crypto import groups, keyschedule, signatures
 from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import Transcript
 from ..enums import AlertDescription, ExtensionType, NamedGroup, ProtocolVersion, PskKeyExchangeMode
-from ..errors import AlertError
+from ..errors import AlertError, CertificateError
 from ..events import HandshakeComplete
 from ..messages import extensions as ext
 from ..messages.extensions import Extension, KeyShareEntry
@@ -82,6 +82,8 @@ def _negotiate(
                 claimed = identity
             else:
                 accepted = None  # used before, or the store cannot say: a full handshake (§8.1)
+    if accepted is not None and not _client_auth_still_holds(ctx, config, accepted.state.client_chain):
+        accepted = None  # the resumed session would skip (or fail) our client authentication: full handshake
     dhe = accepted is None or (PskKeyExchangeMode.psk_dhe_ke in modes and bool(offer.client_groups))
     if accepted is not None and not dhe and PskKeyExchangeMode.psk_ke not in modes:
         accepted, dhe = None, True
@@ -100,6 +102,28 @@ def _negotiate(
             return _hello_retry(ctx, config, offer, group, params, transcript, claimed)
     transcript.add(raw)
     return _server_flight(ctx, config, offer, params, transcript, group, share, accepted, hello_retry=not first)
+
+
+def _client_auth_still_holds(ctx: Context, config: ServerConfig, chain: tuple[bytes, ...]) -> bool:
+    """Resumption carries the original client authentication (§4.2.11): only resume a session whose client
+    certificate would pass our checks today (trust, SPIFFE allow-list, revocation), or none is needed."""
+    auth = config.client_auth
+    if auth is None or auth.mode == "none":
+        return True
+    if not chain:
+        return auth.mode == "optional"
+    assert auth.trust is not None
+    now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
+    try:
+        leaf = verify_client_chain(chain, trust=auth.trust, now=now, skew=auth.clock_skew)
+        if auth.allowed_ids is not None:
+            auth.allowed_ids.check(leaf)
+        if auth.revocation is not None:
+            auth.revocation.check(chain, None, now, trust=auth.trust)
+    except CertificateError as e:
+        log.info("not resuming: the session's client certificate no longer passes (%s)", e)
+        return False
+    return True
 
 
 def _early_skip_budget(config: ServerConfig) -> int:
@@ -283,7 +307,7 @@ def _server_flight(
             signature_scheme=scheme,
             alpn=alpn,
             server_name=offer.server_name,
-            peer_certificates=(),
+            peer_certificates=accepted.state.client_chain if accepted is not None else (),
             resumed=accepted is not None,
             early_data_accepted=early,
             hello_retry=hello_retry,
@@ -454,7 +478,13 @@ class ExpectClientFinished:
         config = ctx.config
         assert isinstance(config, ServerConfig)
         for ticket in psk.issue_tickets(
-            config, after.params, session.resumption_master_secret, complete.server_name, complete.alpn, ctx.now()
+            config,
+            after.params,
+            session.resumption_master_secret,
+            complete.server_name,
+            complete.alpn,
+            ctx.now(),
+            complete.peer_certificates,
         ):
             ctx.send_handshake(ticket)
         return ServerConnected(session)
