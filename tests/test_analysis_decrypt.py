@@ -125,11 +125,10 @@ def test_decrypt_openssl_0rtt_matches_tshark(pki: Pki, tmp_path: Path) -> None:
     early.write_bytes(b"GET /early HTTP/1.0\r\n\r\n")
     with OpenSSLServer(pki.cert, pki.key, mode="plain", extra_args=["-early_data"]) as server, \
             capture(server.port, pcap=pcap):
-        openssl_client(server.port, cafile=pki.cafile, keylog=keylog, data=b"first\n",
-                       extra_args=["-sess_out", str(session)])
+        _first_connection_until_ticket(server.port, pki, keylog, session)
         openssl_client(server.port, cafile=pki.cafile, keylog=keylog, data=b"second\n",
                        extra_args=["-sess_in", str(session), "-early_data", str(early)])
-        server.wait_for_output("second")
+        server.wait_for_output(r"GET /early")  # early data is printed at once; later lines are buffered
     streams = [s for s in decrypt_capture(pcap, keylog.read_text()) if s.is_tls]
     assert len(streams) == 2 and all(s.fully_decrypted for s in streams)
     resumed = streams[1].tls
@@ -152,3 +151,27 @@ def test_decrypt_exit_status_without_keys_and_for_a_non_capture(pki: Pki, tmp_pa
     not_a_capture = tmp_path / "x.pcap"
     not_a_capture.write_bytes(b"hello")
     assert main(["decrypt", str(not_a_capture), "--keylog", str(keylog)]) == 2
+
+
+def _first_connection_until_ticket(port: int, pki: Pki, keylog: Path, session: Path) -> None:
+    """s_client hangs up as soon as its stdin closes, which can be before the server's NewSessionTicket
+    arrives (then the saved session cannot carry 0-RTT). s_client writes ``-sess_out`` when a ticket arrives,
+    so keep stdin open until that file exists."""
+    import shutil
+    import subprocess
+    import time
+
+    openssl = shutil.which("openssl")
+    assert openssl is not None
+    argv = [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-CAfile", str(pki.cafile),
+            "-servername", "localhost", "-keylogfile", str(keylog), "-sess_out", str(session), "-brief"]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdin is not None
+        proc.stdin.write(b"first\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while not (session.exists() and session.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    assert session.stat().st_size, "s_client saved no session: no NewSessionTicket arrived"

@@ -222,3 +222,64 @@ def test_server_session_names_the_sni_of_the_client_hello(pki: PKI) -> None:
     client.start()
     server.receive(client.outgoing())
     assert server.client_server_name() == "example.org"
+
+
+def test_server_app_reads_0rtt_data_before_the_handshake_completes_and_its_reply_waits(pki: PKI) -> None:
+    """``early_data=True``: the app is connected on accepted 0-RTT data; what it writes goes out after the
+    client's Finished, and its close follows that."""
+    import dataclasses
+
+    from tlskit.config import EarlyDataPolicy
+    from tlskit.connection import Connection
+    from tlskit.events import ApplicationData, ConnectionClosed, HandshakeComplete
+    from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
+    from tlskit.tickets.keyring import TicketKey, TicketKeyRing
+
+    config = dataclasses.replace(pki.server_config, ticket_keys=TicketKeyRing([TicketKey.generate(lambda n: b"k" * n)]),
+                                 early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    seen: list[tuple[bytes, bool, int]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(65536)
+        session = writer.get_extra_info("ssl_object")
+        seen.append((data, session.negotiated is None, session.early_bytes))
+        writer.write(b"reply to " + data)
+        writer.close()  # held too: the reply and close_notify leave after the handshake
+
+    async def main() -> None:
+        store = MemorySessionStore()
+        server = await start_server(handler, "127.0.0.1", 0, config=config, early_data=True)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await open_connection("localhost", port, trust=pki.trust, alpn=["http/1.1"],
+                                                   session_store=store)
+            writer.write(b"first")
+            assert await reader.read() == b"reply to first"  # tickets arrived before the reply
+            writer.close()
+            client = Connection(ClientConfig(server_name="localhost", trust=pki.trust, alpn=("http/1.1",),
+                                             session_store=store, early_data=True))
+            client.start()
+            client.send_data(b"early request")  # before the handshake: 0-RTT
+            loop = asyncio.get_running_loop()
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.setblocking(False)
+                await loop.sock_sendall(sock, client.data_to_send())
+                received, done = b"", None
+                while not client.closed:
+                    data = await loop.sock_recv(sock, 65536)
+                    client.receive_data(data)
+                    await loop.sock_sendall(sock, client.data_to_send())
+                    for event in client.events():
+                        if isinstance(event, HandshakeComplete):
+                            done = event
+                        elif isinstance(event, ApplicationData):
+                            received += event.data
+                        elif isinstance(event, ConnectionClosed) or not data:
+                            client.close()
+                    if not data:
+                        break
+            assert done is not None and done.resumed and done.early_data_accepted
+            assert received == b"reply to early request"
+
+    run(main())
+    assert seen[1] == (b"early request", True, len(b"early request")), seen

@@ -155,3 +155,62 @@ def test_sni_picks_exact_then_wildcard_then_default_and_rsa_or_ecdsa_by_sigalgs(
     assert "RSA" in leaf_names("X.B.TEST.", pss)[1]  # case and trailing dot do not matter
     assert leaf_names("deep.x.b.test", ecdsa) == leaf_names(None, ecdsa)  # a wildcard covers one label
     assert "RSA" in leaf_names("unknown.test", pss)[1]  # the default set has an RSA partner too
+
+
+# ------------------------------------------------------------- tickets, 0-RTT, Redis, stapling, mTLS (issues 4, 5)
+
+
+def test_ticket_early_data_stapling_and_mtls_settings_from_file_and_flags(tmp_path: Path) -> None:
+    (tmp_path / "a.key").write_bytes(bytes(80))
+    (tmp_path / "clients.pem").write_bytes(make_ca().pem)
+    path = write(tmp_path, '[tls]\nticket_rotate = "1h"\nearly_data = true\nmax_early_data_size = 4096\n')
+    s = load_settings(Flags(config=path))
+    assert (s.ticket_rotate, s.early_data, s.max_early_data_size, s.workers) == (3600.0, True, 4096, 1)
+    assert s.stapling and s.session_tickets and s.verify_client == "none"
+    s = load_settings(Flags(config=path, ticket_rotate=None, redis="redis://127.0.0.1:6390/0", workers=4))
+    assert s.redis == "redis://127.0.0.1:6390/0" and s.workers == 4  # the replay set is shared: any worker count
+    s = load_settings(Flags(ticket_keys=(tmp_path / "a.key",), root=tmp_path))
+    assert s.ticket_key_files == ((tmp_path / "a.key").resolve(),)
+    s = load_settings(Flags(client_ca=tmp_path / "clients.pem", allow_spiffe=("spiffe://c.test/ns/*/sa/web",),
+                            root=tmp_path))
+    assert (s.verify_client, s.session_tickets) == ("required", False)  # tickets would lose the client identity
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (Flags(ticket_keys=(Path("a.key"),), ticket_rotate=3600.0), "--ticket-rotate: ticket key files are rotated "
+     "outside the server (`tlskit stek rotate`); --ticket-rotate makes its own keys: give one or the other"),
+    (Flags(ticket_rotate=7200.0), "--ticket-rotate: ticket key rotation every 7200s is not shorter than the ticket "
+     "lifetime 7200s: rotate more often or issue longer-lived tickets"),
+    (Flags(ticket_rotate=600.0), "--ticket-rotate: ticket key rotation every 600s: choose 3600..86400"),
+    (Flags(early_data=True, workers=4), "--workers 4: --early-data keeps its state in each process, so with 4 "
+     "workers a replayed 0-RTT request could be accepted once per worker; share it through --redis URL"),
+    (Flags(ticket_rotate=3600.0, workers=2), "--workers 2: --ticket-rotate makes keys in each process"),
+    (Flags(verify_client="required"), "--verify-client: needs the CAs that issue client certificates"),
+    (Flags(client_ca=Path("clients.pem"), early_data=True), "--early-data: cannot go with client certificates"),
+    (Flags(client_ca=Path("clients.pem"), allow_spiffe=("spiffe://bad domain/x",)), "--allow-spiffe: SPIFFE "
+     "pattern 'spiffe://bad domain/x' must look like"),
+    (Flags(staple_file=Path("a.key"), stapling=False), "--staple-file: staples, so it cannot go with stapling"),
+    (Flags(redis="http://127.0.0.1:6379"), "--redis: 'http://127.0.0.1:6379' is not a Redis URL"),
+])
+def test_ticket_and_mtls_flags_that_cannot_work_are_one_line_errors(tmp_path: Path, flags: Flags,
+                                                                    expected: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.key").write_bytes(bytes(80))
+    (tmp_path / "clients.pem").write_bytes(make_ca().pem)
+    with pytest.raises(SettingsError) as info:
+        load_settings(flags)
+    assert str(info.value).startswith(expected), str(info.value)
+
+
+def test_ticket_settings_errors_in_the_file_name_the_line(tmp_path: Path) -> None:
+    message = error(tmp_path, '[server]\nworkers = 2\n\n[tls]\nearly_data = true\n')
+    assert message.endswith("site.toml:2: [server]: 'workers' is 2, but --early-data keeps its state in each "
+                            "process, so with 2 workers a replayed 0-RTT request could be accepted once per worker; "
+                            "share it through --redis URL, or run one worker"), message
+    message = error(tmp_path, '[tls]\nsession_tickets = false\nticket_rotate = "1h"\n')
+    assert message.endswith("site.toml:3: [tls]: 'ticket_rotate' needs session tickets, but [tls] session_tickets "
+                            "is false"), message
+    message = error(tmp_path, '[tls]\nticket_rotate = "soon"\n')
+    assert message.endswith("site.toml:2: [tls]: 'ticket_rotate' 'soon' is not a duration (e.g. \"1h\", \"90m\", "
+                            "3600)"), message

@@ -18,6 +18,13 @@ examples:
       your certificate chain (leaf first) and its PEM private key, on every IPv4 address
   tlskit serve --proxy http://127.0.0.1:8080 --metrics-port 9100
       HTTPS in front of a local HTTP/1.1 app, Prometheus metrics on http://127.0.0.1:9100/metrics
+  tlskit serve --early-data --ticket-rotate 1h
+      0-RTT for resumed clients (GET/HEAD/OPTIONS only; others get 425 Too Early), ticket keys
+      made in memory and rotated hourly
+  tlskit serve --workers 4 --early-data --redis redis://10.0.0.5:6379/0
+      a fleet node: ticket keys and the 0-RTT replay set shared in Redis
+  tlskit serve --cert web.pem --key web.key --client-ca ca/root.pem --allow-spiffe 'spiffe://cluster.local/ns/*/sa/web'
+      mutual TLS: only clients with a certificate from ca/root.pem and an allowed SPIFFE ID
   tlskit serve --config site.toml
       listeners, certificates per server name, routes, limits: see the README's "Serving"
 
@@ -65,6 +72,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--ktls", choices=("off", "auto", "require"),
                        help="kernel TLS TX and sendfile for static files (default auto; require: refuse to "
                             "start without it)")
+    tls = serve.add_argument_group("session tickets and 0-RTT")
+    tls.add_argument("--ticket-key", dest="ticket_keys", action="append", type=Path, metavar="FILE",
+                     help="nginx-format ticket key file (80 bytes, `tlskit stek new`); repeat: the first "
+                          "encrypts, all decrypt (default: a key made at start)")
+    tls.add_argument("--ticket-rotate", type=_duration, metavar="INTERVAL",
+                     help="make ticket keys in memory and rotate them every INTERVAL (1h..24h, shorter than "
+                          "the 2 h ticket lifetime), e.g. 1h")
+    tls.add_argument("--early-data", action="store_true", default=None,
+                     help="accept 0-RTT data from resumed clients (RFC 8470: GET/HEAD/OPTIONS only, others "
+                          "425 Too Early; proxied requests get Early-Data: 1)")
+    tls.add_argument("--redis", metavar="URL",
+                     help="share ticket keys and the 0-RTT replay set with other servers through Redis "
+                          "(redis://host:port/db); without Redis a node keeps serving and refuses 0-RTT")
+    pki = serve.add_argument_group("OCSP stapling and client certificates")
+    pki.add_argument("--no-stapling", dest="stapling", action="store_false", default=None,
+                     help="do not staple OCSP responses (default: staple when the certificate names a responder)")
+    pki.add_argument("--staple-file", type=Path, metavar="FILE",
+                     help="staple this DER OCSP response (re-read when it changes), like nginx ssl_stapling_file")
+    pki.add_argument("--client-ca", type=Path, metavar="FILE",
+                     help="PEM CA certificates that issue client certificates (mutual TLS)")
+    pki.add_argument("--verify-client", choices=("optional", "required"),
+                     help="ask for a client certificate, or insist on one (default with --client-ca: required)")
+    pki.add_argument("--allow-spiffe", action="append", metavar="PATTERN",
+                     help="only admit clients with this SPIFFE ID, e.g. 'spiffe://cluster.local/ns/*/sa/web'; "
+                          "repeat for several")
     serve.add_argument("-q", "--quiet", action="store_true", help="log only warnings (no access log)")
     serve.set_defaults(run=_serve)
 
@@ -74,6 +106,12 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _duration(text: str) -> float:
+    from .stek import parse_duration
+
+    return parse_duration(text)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -87,5 +125,9 @@ def _serve(args: argparse.Namespace) -> int:
         groups=tuple(args.groups.split(":")) if args.groups else None,
         proxy=args.proxy, listing=args.listing, workers=args.workers, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, log_json=args.log_json, access_log=args.access_log, ktls=args.ktls,
+        ticket_keys=tuple(args.ticket_keys) if args.ticket_keys else None, ticket_rotate=args.ticket_rotate,
+        early_data=args.early_data, redis=args.redis, stapling=args.stapling, staple_file=args.staple_file,
+        client_ca=args.client_ca, verify_client=args.verify_client,
+        allow_spiffe=tuple(args.allow_spiffe) if args.allow_spiffe else None,
     )
     return run(flags, quiet=args.quiet)

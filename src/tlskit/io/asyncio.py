@@ -4,8 +4,11 @@ standard ``asyncio.StreamReader``/``StreamWriter`` work unchanged.
     reader, writer = await open_connection("example.com", 443, alpn=["http/1.1"])
     server = await start_server(handle, "127.0.0.1", 8443, config=ServerConfig(certificates=(ck,)))
 
-The app protocol sees ``connection_made`` only after the handshake. A failed handshake raises from
-``open_connection``; on a server it is logged (logger ``tlskit.io``) with the peer, SNI and reason.
+The app protocol sees ``connection_made`` only after the handshake, unless a server asks for accepted 0-RTT
+data (``early_data=True``): then the app is connected when the first early data arrives, reads it at once,
+and what it writes is held until the handshake completes (``TLSProtocol.in_early_data``,
+``wait_handshake()``). A failed handshake raises from ``open_connection``; on a server it is logged (logger
+``tlskit.io``) with the peer, SNI and reason.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import IO, Any, cast
 
 from ..config import ClientConfig, ServerConfig
 from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF
+from ..events import HandshakeComplete
 from ..pki.verify import TrustStore
 from .common import TLSSession, client_config, with_env_key_log
 from .ktls import KTLSOption, KTLSStream, policy
@@ -36,6 +40,12 @@ class TLSProtocol(asyncio.Protocol):
     ``waiter`` (client side) gets the handshake's outcome; without one, failures are logged.
     ``on_handshake(protocol, error)`` runs once when the handshake ends: ``error`` is None on success (before
     the app's ``connection_made``), else the ``TLSError`` (servers use it for metrics).
+
+    ``early_data`` (servers): connect the app as soon as accepted 0-RTT data arrives (RFC 8446 §4.2.10), before
+    the client's Finished, so it can start on the request. The first ``early_bytes`` bytes it reads were early
+    data (replayable: serve only safe requests from them, RFC 8470). Writes made before the handshake completes
+    are held in memory and sent when it does; ``close()`` then waits for that too. If the handshake fails, the
+    app gets ``connection_lost(error)`` and nothing it wrote is sent.
     """
 
     def __init__(
@@ -47,6 +57,7 @@ class TLSProtocol(asyncio.Protocol):
         waiter: asyncio.Future[None] | None = None,
         ktls: KTLSOption = False,
         on_handshake: Callable[[TLSProtocol, TLSError | None], None] | None = None,
+        early_data: bool = False,
     ) -> None:
         self.session = session
         self.on_handshake = on_handshake
@@ -64,6 +75,10 @@ class TLSProtocol(asyncio.Protocol):
         self._ktls: KTLSStream | None = None  # kTLS TX after the handshake (``tlskit.io.ktls``)
         self._writable = asyncio.Event()  # cleared while the TCP transport asks us to pause (sendfile)
         self._writable.set()
+        self._early_app = early_data
+        self._held: list[bytes] = []  # app writes while in early data, sent once the handshake completes
+        self._close_held: bool | None = None  # close() while in early data: False close, True write_eof
+        self._handshake_ended = asyncio.Event()
 
     # --- the TCP side -------------------------------------------------------------------------------
 
@@ -101,10 +116,9 @@ class TLSProtocol(asyncio.Protocol):
         self._cancel_timer()
         if self._ktls is not None:
             self._ktls.connection_lost()
+        if self.session.negotiated is None and self._error is None:  # the peer went away mid-handshake
+            self._handshake_failed(UnexpectedEOF(f"the transport closed during the TLS handshake ({exc or 'EOF'})"))
         if not self._app_connected:
-            if self._error is None:  # not yet reported: the peer went away mid-handshake
-                error = UnexpectedEOF(f"the transport closed during the TLS handshake ({exc or 'EOF'})")
-                self._handshake_failed(error)
             return
         self._app_connected = False
         self.app.connection_lost(self._error or exc)
@@ -121,7 +135,30 @@ class TLSProtocol(asyncio.Protocol):
 
     # --- what TLSTransport asks for -------------------------------------------------------------------
 
+    @property
+    def in_early_data(self) -> bool:
+        """The app is connected on 0-RTT data and the handshake has not completed yet."""
+        return self._app_connected and self.session.negotiated is None
+
+    @property
+    def early_bytes(self) -> int:
+        """How many of the plaintext bytes the app reads (from the start) arrived as 0-RTT data."""
+        return self.session.early_bytes
+
+    async def wait_handshake(self) -> HandshakeComplete:
+        """The handshake's outcome: ``HandshakeComplete``, or its ``TLSError`` raised."""
+        if self.session.negotiated is None and self._error is None:
+            await self._handshake_ended.wait()
+        done = self.session.negotiated
+        if done is None:
+            raise self._error or UnexpectedEOF("the connection closed during the TLS handshake")
+        return done
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._app_connected and self.session.negotiated is None:  # an app connected on 0-RTT data
+            if self._error is None:
+                self._held.append(bytes(data))
+            return
         if self._ktls is not None:
             self._ktls.write_data(bytes(data))
             return
@@ -130,6 +167,8 @@ class TLSProtocol(asyncio.Protocol):
 
     async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
         """Send a file: ``os.sendfile`` under kTLS TX, else read and written as records; bytes sent."""
+        if self.session.negotiated is None:
+            await self.wait_handshake()
         if self._ktls is not None:
             return await self._ktls.sendfile(file, offset, count)
         file.seek(offset)
@@ -145,11 +184,18 @@ class TLSProtocol(asyncio.Protocol):
 
     def write_eof(self) -> None:
         """Send close_notify (RFC 8446 §6.1); the peer may still send until it closes its side."""
+        if self.in_early_data:
+            if self._close_held is None:
+                self._close_held = True
+            return
         self.session.conn.close()
         self._flush()
 
     def close(self, abort: bool = False) -> None:
         raw = self._raw
+        if self.in_early_data and not abort:  # the held response goes out when the handshake completes
+            self._close_held = False
+            return
         if self.session.conn.handshake_complete and not abort:
             self.session.conn.close()
             self._flush()
@@ -202,16 +248,14 @@ class TLSProtocol(asyncio.Protocol):
         session = self.session
         if not self._app_connected:
             if session.negotiated is None:
-                return
-            self._cancel_timer()
-            if self._ktls_policy is not None and self._raw is not None:
-                self._ktls = KTLSStream.start(self._raw, session, self._ktls_policy)
-            self._app_connected = True
-            if self.on_handshake is not None:
-                self.on_handshake(self, None)
-            self.app.connection_made(self.transport)
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
+                if not (self._early_app and session.plaintext):
+                    return
+                self._app_connected = True  # on 0-RTT data; the handshake completes later
+                self.app.connection_made(self.transport)
+            else:
+                self._handshake_done()
+        elif not self._handshake_ended.is_set() and session.negotiated is not None:
+            self._handshake_done()
         plaintext, app = session.plaintext, self.app
         assert isinstance(app, asyncio.Protocol)
         while plaintext and self._app_connected:
@@ -221,6 +265,25 @@ class TLSProtocol(asyncio.Protocol):
             self._keep_open = bool(app.eof_received())
             if not self._keep_open:
                 self.transport.close()
+
+    def _handshake_done(self) -> None:
+        self._cancel_timer()
+        if self._ktls_policy is not None and self._raw is not None:
+            self._ktls = KTLSStream.start(self._raw, self.session, self._ktls_policy)
+        early = self._app_connected
+        self._app_connected = True
+        if self.on_handshake is not None:
+            self.on_handshake(self, None)
+        if not early:
+            self.app.connection_made(self.transport)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        held, self._held = self._held, []
+        for data in held:
+            self.write(data)
+        if self._close_held is not None:
+            self.write_eof() if self._close_held else self.close()
+        self._handshake_ended.set()
 
     def _fail(self, error: TLSError, *, abort: bool = False) -> None:
         """A fatal error: send our alert, close the transport, report it once."""
@@ -235,11 +298,13 @@ class TLSProtocol(asyncio.Protocol):
             elif out and not abort:
                 raw.write(out)
             raw.abort() if abort else raw.close()
-        if not self._app_connected:
+        if not self._app_connected or self.session.negotiated is None:
             self._handshake_failed(error)
 
     def _handshake_failed(self, error: TLSError) -> None:
         self._error = error
+        self._held.clear()
+        self._handshake_ended.set()
         if self.on_handshake is not None:
             self.on_handshake(self, error)
         if self._waiter is not None:
@@ -385,11 +450,13 @@ async def start_server(
     handshake_timeout: float | None = 30.0,
     limit: int = 1 << 16,
     ktls: KTLSOption = False,
+    early_data: bool = False,
     **kw: Any,
 ) -> asyncio.Server:
     """``asyncio.start_server`` over TLS: ``client_connected_cb`` runs after each successful handshake.
 
     ``ktls`` offloads TX to the kernel after each handshake (``tlskit.io.ktls``; RX stays in userspace).
+    ``early_data``: run ``client_connected_cb`` when accepted 0-RTT data arrives (see ``TLSProtocol``).
     Extra keywords go to ``loop.create_server`` (``reuse_port``, ``backlog``, ``sock``...).
     """
     loop = asyncio.get_running_loop()
@@ -398,7 +465,8 @@ async def start_server(
     def factory() -> TLSProtocol:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         app = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
-        return TLSProtocol(TLSSession(config), app, handshake_timeout=handshake_timeout, ktls=ktls)
+        return TLSProtocol(TLSSession(config), app, handshake_timeout=handshake_timeout, ktls=ktls,
+                           early_data=early_data)
 
     return await loop.create_server(factory, host, port, **kw)
 

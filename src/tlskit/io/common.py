@@ -139,13 +139,14 @@ class TLSSession(ConnectionInfo):
     then sends ``outgoing()`` (the alert) before reporting the error.
     """
 
-    __slots__ = ("_hello", "_started", "conn", "eof", "plaintext", "ragged_eof")
+    __slots__ = ("_hello", "_started", "conn", "early_bytes", "eof", "plaintext", "ragged_eof")
 
     def __init__(self, config: _CONFIG) -> None:
         self.conn = Connection(config)
         self.plaintext: deque[bytes] = deque()
         self.eof = False  # the peer will send nothing more
         self.ragged_eof = False  # ... and said so only by closing the transport
+        self.early_bytes = 0  # server: 0-RTT plaintext received (the first bytes of ``plaintext``, RFC 8446 §4.2.10)
         self._hello = bytearray()  # server: the start of the ClientHello, to name its SNI on failure
         self._started = False
 
@@ -166,6 +167,8 @@ class TLSSession(ConnectionInfo):
                 if type(event) is ApplicationData or type(event) is EarlyData:
                     if event.data:
                         self.plaintext.append(event.data)
+                        if type(event) is EarlyData:
+                            self.early_bytes += len(event.data)
                 elif type(event) is ConnectionClosed and event.by_peer:
                     self.eof = True
                     self.ragged_eof = event.alert is None

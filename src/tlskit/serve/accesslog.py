@@ -8,6 +8,7 @@ client=- rt_ms=0.4``; with ``--log-json`` every log record (access or not) is on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -19,6 +20,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from ..events import HandshakeComplete
+from ..pki.identity import peer_identity
 
 __all__ = ["AccessEntry", "TLSFields", "access_log", "setup_logging"]
 
@@ -39,9 +41,12 @@ class TLSFields:
     handshake_ms: float
     client: str  # the client certificate's subject CN (mTLS), or "-"
     ktls: str = "off"  # kernel TLS offload: "tx" (records sealed by the kernel, files by sendfile) or "off"
+    client_id: str = "-"  # the client certificate's SPIFFE ID (mTLS), or "-"
+    client_xfcc: str = ""  # the client certificate as Envoy's X-Forwarded-Client-Cert element, for upstreams
 
     @classmethod
     def from_handshake(cls, done: HandshakeComplete, handshake_seconds: float) -> TLSFields:
+        client_id, xfcc = client_certificate(done.peer_certificates)
         return cls(
             version="TLSv1.3" if done.version.value == 0x0304 else done.version.name,
             suite=done.cipher_suite.name,
@@ -52,6 +57,8 @@ class TLSFields:
             early_data=done.early_data_accepted,
             handshake_ms=round(handshake_seconds * 1000, 3),
             client=client_identity(done.peer_certificates),
+            client_id=client_id,
+            client_xfcc=xfcc,
         )
 
 
@@ -68,6 +75,27 @@ def client_identity(chain: tuple[bytes, ...]) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
+def client_certificate(chain: tuple[bytes, ...]) -> tuple[str, str]:
+    """(SPIFFE ID or "-", Envoy ``X-Forwarded-Client-Cert`` element: Hash, Subject, URI and DNS SANs)."""
+    if not chain:
+        return "-", ""
+    try:
+        identity = peer_identity(x509.load_der_x509_certificate(chain[0]))
+    except ValueError:
+        return "-", ""
+    parts = [f"Hash={hashlib.sha256(chain[0]).hexdigest()}", f'Subject="{_xfcc_quote(identity.subject)}"']
+    parts += [f"URI={_xfcc_value(u)}" for u in identity.uris] + [f"DNS={_xfcc_value(d)}" for d in identity.dns_names]
+    return identity.spiffe_id or "-", ";".join(parts)
+
+
+def _xfcc_quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _xfcc_value(text: str) -> str:
+    return f'"{_xfcc_quote(text)}"' if any(c in text for c in ',;="') else text
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AccessEntry:
     peer: str  # client address without the port
@@ -82,6 +110,9 @@ class AccessEntry:
     request_ms: float
     tls: TLSFields
 
+    def __str__(self) -> str:
+        return self.combined()
+
     def combined(self) -> str:
         stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(self.time))
         t = self.tls
@@ -89,11 +120,13 @@ class AccessEntry:
                 f'{self.status} {self.size} "{_quote(self.referer)}" "{_quote(self.user_agent)}" '
                 f"tls={t.version} suite={t.suite} group={t.group} sni={t.sni} alpn={t.alpn} "
                 f"resumed={int(t.resumed)} early={int(t.early_data)} hs_ms={t.handshake_ms} "
-                f"client={_quote(t.client).replace(' ', '_')} rt_ms={self.request_ms} ktls={t.ktls}")
+                f"client={_quote(t.client_id if t.client_id != '-' else t.client).replace(' ', '_')} "
+                f"rt_ms={self.request_ms} ktls={t.ktls}")
 
     def fields(self) -> dict[str, Any]:
         fields = asdict(self)
         fields["tls"] = asdict(self.tls)
+        del fields["tls"]["client_xfcc"]
         return fields
 
 

@@ -3,16 +3,22 @@
 A connection waits ``idle_timeout`` for a request's first byte, then ``header_timeout`` for the rest of its
 head (else 408); heads over ``max_header_bytes`` get 431, bodies over ``max_body_bytes`` 413. Routes raise
 ``HTTPError`` for a plain-text error answer; an unexpected exception in a route is a logged 500.
+
+0-RTT (RFC 8470): with ``--early-data`` the connection starts on the client's early data, before the TLS
+handshake completes. A request whose first byte arrived as early data may be a replay: only GET, HEAD and
+OPTIONS are served from it (``Request.early``; proxied with ``Early-Data: 1``), anything else is answered
+``425 Too Early`` so the client retries it after the handshake. Responses wait for the handshake to complete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,7 +29,8 @@ from .accesslog import AccessEntry, TLSFields, access_log
 from .metrics import ServeMetrics
 from .settings import HTTPLimits
 
-__all__ = ["ConnectionTracker", "Exchange", "HTTPError", "Request", "Route", "Router", "serve_connection"]
+__all__ = ["EARLY_SAFE_METHODS", "ConnectionTracker", "Exchange", "HTTPError", "Request", "Route", "Router",
+           "TLSState", "serve_connection"]
 
 _log = logging.getLogger("tlskit.serve")
 READ_SIZE = 1 << 16
@@ -33,6 +40,10 @@ _REASONS = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "N
             412: "Precondition Failed", 413: "Content Too Large", 416: "Range Not Satisfiable",
             425: "Too Early", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+EARLY_SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))  # served from 0-RTT data (RFC 8470 §3; 9110 §9.2.1)
+# What a request read from 0-RTT data sees of the connection until the handshake completes.
+_PENDING = TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="-", resumed=True, early_data=True,
+                     handshake_ms=0.0, client="-")
 
 
 class HTTPError(Exception):
@@ -41,6 +52,18 @@ class HTTPError(Exception):
     def __init__(self, status: int, headers: Sequence[tuple[str, str]] = (), detail: str = "") -> None:
         super().__init__(f"{status} {reason(status)}{': ' + detail if detail else ''}")
         self.status, self.headers = status, tuple(headers)
+
+
+_date = (0, "")
+
+
+def http_date() -> str:
+    """The ``Date`` header value, formatted once per second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
 
 
 def reason(status: int) -> str:
@@ -57,7 +80,8 @@ class Request:
     http_version: str
     peer: str  # client IP address
     tls: TLSFields
-    first_on_connection: bool  # with early_data: this request may have arrived in 0-RTT (RFC 8470)
+    first_on_connection: bool
+    early: bool = False  # its first byte arrived in 0-RTT data: it may be a replay (RFC 8470)
 
     def header(self, name: bytes) -> str | None:
         for key, value in self.headers:
@@ -90,16 +114,49 @@ class Router:
         return None
 
 
+class TLSState:
+    """The connection's TLS as the HTTP layer sees it. ``fields`` is None while the connection runs on 0-RTT
+    data (the handshake not complete); ``early_bytes()`` counts the plaintext that arrived as early data."""
+
+    __slots__ = ("_early_bytes", "_handshake", "fields")
+
+    def __init__(self, fields: TLSFields | None, early_bytes: Callable[[], int] = lambda: 0,
+                 handshake: Callable[[], Awaitable[TLSFields]] | None = None) -> None:
+        self.fields, self._early_bytes, self._handshake = fields, early_bytes, handshake
+
+    def early_bytes(self) -> int:
+        return self._early_bytes()
+
+    async def complete(self) -> TLSFields:
+        """The negotiated fields, waiting for the handshake if need be (its ``TLSError`` if it fails)."""
+        if self.fields is None:
+            assert self._handshake is not None
+            self.fields = await self._handshake()
+        return self.fields
+
+
+class _Counting(h11.Connection):
+    """Counts the bytes fed in, so a request's offset in the stream says whether it began in 0-RTT data."""
+
+    bytes_in = 0
+
+    def receive_data(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        super().receive_data(data)
+
+
 class Exchange:
     """One request/response on the connection: the body as it arrives, and the response events out."""
 
     def __init__(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 limits: HTTPLimits, close_after: bool) -> None:
+                 limits: HTTPLimits, close_after: bool,
+                 ready: Callable[[], Awaitable[object]] | None = None) -> None:
         self.conn, self.reader, self.writer, self.limits = conn, reader, writer, limits
         self.close_after = close_after  # draining or at the request limit: say Connection: close
         self.status = 0
         self.body_bytes = 0
         self._out = bytearray()  # one TLS record and one write per response when it is small
+        self._ready = ready  # in 0-RTT: the handshake to wait for before the first byte goes out
 
     @property
     def started(self) -> bool:
@@ -127,7 +184,7 @@ class Exchange:
     async def start(self, status: int, headers: list[tuple[str, str]], reason_phrase: str | None = None) -> None:
         """Send the response head; adds Date, Server and (when closing) Connection."""
         self.status = status
-        extra = [("date", email.utils.formatdate(usegmt=True)), ("server", "tlskit")]
+        extra = [("date", http_date()), ("server", "tlskit")]
         if self.close_after:
             extra.append(("connection", "close"))
         phrase = (reason_phrase if reason_phrase is not None else reason(status)).encode("latin-1", "replace")
@@ -152,6 +209,9 @@ class Exchange:
                 await self.flush()
 
     async def flush(self) -> None:
+        if self._ready is not None:
+            await self._ready()
+            self._ready = None
         if self._out:
             self.writer.write(bytes(self._out))
             self._out.clear()
@@ -210,13 +270,16 @@ class ConnectionTracker:
             self.empty.set()
 
 
-async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: TLSFields, *,
-                           router: Callable[[], Router], limits: HTTPLimits, tracker: ConnectionTracker,
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: TLSFields | TLSState,
+                           *, router: Callable[[], Router], limits: HTTPLimits, tracker: ConnectionTracker,
                            metrics: ServeMetrics | None, log_access: bool) -> None:
     """Requests on one connection until either side closes, a limit is hit, or the server drains."""
     peer_address = writer.get_extra_info("peername")
     peer = str(peer_address[0]) if isinstance(peer_address, tuple) else "-"
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+    state = tls if isinstance(tls, TLSState) else TLSState(tls)
+    early_possible = state.fields is None or state.fields.early_data
+    conn = (_Counting if early_possible else h11.Connection)(h11.SERVER,
+                                                           max_incomplete_event_size=limits.max_header_bytes)
     entry = tracker.add(writer)
     if metrics:
         metrics.active.inc()
@@ -225,6 +288,7 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             entry.idle = True
             if tracker.draining:
                 break
+            start = conn.bytes_in - len(conn.trailing_data[0]) if isinstance(conn, _Counting) else 0
             try:
                 request_event = await _read_head(conn, reader, limits)
             except TimeoutError:
@@ -239,7 +303,8 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                 break  # ConnectionClosed
             entry.idle = False
             last = n + 1 == limits.max_requests_per_connection
-            await _exchange(conn, reader, writer, request_event, peer, tls, n == 0, router(), limits,
+            early = early_possible and start < state.early_bytes()
+            await _exchange(conn, reader, writer, request_event, peer, state, n == 0, early, router(), limits,
                             tracker.draining or last, metrics, log_access)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 break
@@ -270,7 +335,7 @@ async def _read_head(conn: h11.Connection, reader: asyncio.StreamReader, limits:
 
 
 async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    event: h11.Request, peer: str, tls: TLSFields, first: bool, router: Router,
+                    event: h11.Request, peer: str, state: TLSState, first: bool, early: bool, router: Router,
                     limits: HTTPLimits, close_after: bool, metrics: ServeMetrics | None, log_access: bool) -> None:
     started = time.monotonic()
     target = event.target.decode("ascii", "replace")
@@ -282,8 +347,9 @@ async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: 
             break
     request = Request(method=event.method.decode("ascii", "replace"), target=target,
                       path=target.split("?", 1)[0], host=host, headers=list(event.headers),
-                      http_version=event.http_version.decode(), peer=peer, tls=tls, first_on_connection=first)
-    exchange = Exchange(conn, reader, writer, limits, close_after)
+                      http_version=event.http_version.decode(), peer=peer, tls=state.fields or _PENDING,
+                      first_on_connection=first, early=early)
+    exchange = Exchange(conn, reader, writer, limits, close_after, None if state.fields else state.complete)
     try:
         # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
         if len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers) > limits.max_header_bytes:
@@ -292,6 +358,8 @@ async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: 
         length = request.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
             raise HTTPError(413, detail=f"body over {limits.max_body_bytes} bytes")
+        if early and request.method not in EARLY_SAFE_METHODS:
+            raise HTTPError(425, detail="not replay-safe: send it again now that the handshake is complete")
         route = router.match(host, request.path) if request.path.startswith("/") else None
         if route is None:
             raise HTTPError(404)
@@ -315,12 +383,18 @@ async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: 
     if metrics:
         metrics.requests.labels(str(exchange.status)).inc()
         metrics.request_seconds.observe(elapsed)
-    if log_access:
+    if log_access and access_log.isEnabledFor(logging.INFO):  # -q: no entry built at all
         access = AccessEntry(peer=peer, time=time.time(), method=request.method, target=target,
                              http_version=request.http_version, status=exchange.status, size=exchange.body_bytes,
                              referer=request.header(b"referer") or "-", user_agent=request.header(b"user-agent") or "-",
-                             request_ms=round(elapsed * 1000, 3), tls=tls)
-        access_log.info("%s", access.combined(), extra={"access": access})
+                             request_ms=round(elapsed * 1000, 3), tls=await _logged_fields(state, early))
+        access_log.info("%s", access, extra={"access": access})  # formatted by the handler: combined()
+
+
+async def _logged_fields(state: TLSState, early: bool) -> TLSFields:
+    """The connection's fields, with ``early`` saying whether this request (not the connection) was 0-RTT."""
+    fields = await state.complete()
+    return dataclasses.replace(fields, early_data=False) if fields.early_data and not early else fields
 
 
 async def _answer_error(conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

@@ -1,9 +1,10 @@
 """Reverse proxy to an HTTP/1.1 upstream, h11 on both sides (RFC 9110 §7.6, RFC 7239's de-facto headers).
 
 Hop-by-hop headers are dropped both ways; the upstream sees ``X-Forwarded-For`` (appended),
-``X-Forwarded-Proto: https``, ``X-Forwarded-Host``, ``Early-Data: 1`` for a request that may have arrived in
-0-RTT (RFC 8470 §5.1) and, with mTLS, the client certificate's subject in ``client_cert_header`` (a client
-cannot forge these: incoming copies are removed). No upstream: 502; a silent one: 504.
+``X-Forwarded-Proto: https``, ``X-Forwarded-Host``, ``Early-Data: 1`` for a request that arrived in 0-RTT data
+(RFC 8470 §5.1) and, with mTLS, the client certificate's subject CN in ``client_cert_header`` and the
+certificate as Envoy's ``X-Forwarded-Client-Cert`` (``Hash=<sha256 of the DER>;Subject="...";URI=<SPIFFE
+ID>;DNS=...``) (a client cannot forge these: incoming copies are removed). No upstream: 502; a silent one: 504.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ __all__ = ["ReverseProxy"]
 _log = logging.getLogger("tlskit.serve")
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
                b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-_SET_BY_US = {b"x-forwarded-proto", b"x-forwarded-host", b"early-data", b"date", b"server"}
+_SET_BY_US = {b"x-forwarded-proto", b"x-forwarded-host", b"early-data", b"x-forwarded-client-cert", b"date",
+              b"server"}
 
 
 def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
@@ -51,10 +53,12 @@ class ReverseProxy:
             headers.append((b"x-forwarded-host", request.host.encode()))
         if not r.preserve_host:
             headers.append((b"host", f"{r.upstream_host}:{r.upstream_port}".encode()))
-        if request.tls.early_data and request.first_on_connection:
+        if request.early:
             headers.append((b"early-data", b"1"))
         if request.tls.client != "-":
             headers.append((r.client_cert_header.encode(), request.tls.client.encode("utf-8", "replace")))
+        if request.tls.client_xfcc:
+            headers.append((b"x-forwarded-client-cert", request.tls.client_xfcc.encode("utf-8", "replace")))
         if any(k == b"transfer-encoding" for k, _ in request.headers):
             headers.append((b"transfer-encoding", b"chunked"))  # h11 re-chunks what it streams
         return headers

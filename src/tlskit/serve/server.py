@@ -4,6 +4,10 @@ Everything a config produces is one immutable ``Site``; a reload (SIGHUP, or a w
 file changing) builds a new ``Site`` first and swaps it in only if that worked, so a broken certificate
 leaves the old one serving. Connections keep the ``Site`` they were accepted with. SIGTERM stops accepting,
 closes idle keep-alive connections, and gives requests in flight ``drain_timeout`` seconds.
+
+What must outlive a reload lives in ``Stateful``, handed from one ``Site`` to the next while its settings
+stay the same: rotating or Redis-shared ticket keys (a reload must not orphan every ticket), the 0-RTT replay
+store (a reload must not forget which ClientHellos it saw) and the OCSP staple cache.
 """
 
 from __future__ import annotations
@@ -20,20 +24,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ServerConfig
+from ..config import ClientAuth, EarlyDataPolicy, ServerConfig
 from ..errors import ConfigError, TLSError
 from ..io.asyncio import TLSProtocol
 from ..io.common import TLSSession, with_env_key_log
+from ..pki.identity import SpiffeAllowList
+from ..pki.verify import TrustStore
 from ..tickets.files import load_key_files
 from ..tickets.keyring import TicketKey, TicketKeyRing
 from . import ktls
 from .accesslog import TLSFields
 from .certstore import CertificateStore, files_fingerprint
 from .devca import DevCertificate, dev_certificate
-from .http1 import ConnectionTracker, Route, Router, serve_connection
+from .http1 import ConnectionTracker, Route, Router, TLSState, serve_connection
 from .metrics import ServeMetrics
 from .proxy import ReverseProxy
 from .settings import CertificateSpec, Flags, Settings, SettingsError, StaticRoute, load_settings
+from .stateful import Stateful
 from .static import StaticFiles
 
 __all__ = ["ServeProcess", "Site", "build_site"]
@@ -51,16 +58,24 @@ class Site:
     certificates: CertificateStore
     dev: DevCertificate | None  # the development CA's certificate, when no certificate was configured
     ticket_key: TicketKey | None  # the key made at start when no ticket key files are configured
+    stateful: Stateful = dataclasses.field(default_factory=Stateful)
 
     def watched_files(self) -> tuple[Path, ...]:
         dev = (self.dev.cert, self.dev.key) if self.dev else ()
         return (*self.settings.watched_files(), *dev)
 
+    def start(self) -> None:
+        """In the serving process: the Redis key refresher, the first OCSP fetch for each certificate."""
+        chains = {id(ck): ck for group in (self.certificates.default, *self.certificates.exact.values(),
+                                           *self.certificates.wildcard.values()) for ck in group}
+        self.stateful.start(chains.values())
 
-def build_site(settings: Settings, ticket_key: TicketKey | None = None) -> Site:
+
+def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previous: Site | None = None) -> Site:
     """Load certificates and build routes; ``SettingsError`` (one line) for anything unusable.
 
     ``ticket_key``: the generated ticket key to keep (a reload, a worker of a supervisor), else a new one.
+    ``previous``: the site being replaced, whose ticket keys, replay store and staple cache carry over.
     """
     try:
         ktls.check_mode(settings.ktls)
@@ -72,21 +87,34 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None) -> Site:
         dev = dev_certificate()
         specs = (CertificateSpec(cert=dev.cert, key=dev.key),)
     store = CertificateStore.load(specs)
-    keys: TicketKeyRing | None = None
-    if settings.session_tickets and settings.ticket_key_files:
+    where = settings.source or "settings"
+    stateful = Stateful.carry(previous.stateful if previous is not None else None, settings)
+    keys = stateful.ticket_keys
+    if keys is None and settings.session_tickets and settings.ticket_key_files:
         keys = load_key_files(settings.ticket_key_files)
         ticket_key = None
-    elif settings.session_tickets:
+    elif keys is None and settings.session_tickets:
         ticket_key = ticket_key or TicketKey.generate(os.urandom, time.time())
         keys = TicketKeyRing([ticket_key])
+    else:
+        ticket_key = None
     try:
+        auth = None
+        if settings.verify_client != "none" and settings.client_ca is not None:
+            allowed = SpiffeAllowList(settings.allow_spiffe) if settings.allow_spiffe else None
+            auth = ClientAuth(mode=settings.verify_client,  # type: ignore[arg-type]  # checked by settings
+                              trust=TrustStore.from_pem_file(settings.client_ca), allowed_ids=allowed)
+        early = EarlyDataPolicy(max_early_data_size=settings.max_early_data_size) if settings.early_data else None
         config = ServerConfig(cert_resolver=store.resolve, certificates=store.default, alpn=settings.alpn,
                               cipher_suites=settings.cipher_suites, groups=settings.groups, ticket_keys=keys,
-                              ticket_lifetime=settings.ticket_lifetime)
+                              ticket_lifetime=settings.ticket_lifetime, early_data=early,
+                              replay_store=stateful.replay_store, ocsp_staple=stateful.staples,
+                              client_auth=auth)
     except ConfigError as e:
-        raise SettingsError(f"{settings.source or 'settings'}: {e}") from None
+        stateful.close_except(previous.stateful if previous is not None else None)
+        raise SettingsError(f"{where}: {e}") from None
     routes: list[Route] = [StaticFiles(r) if isinstance(r, StaticRoute) else ReverseProxy(r) for r in settings.routes]
-    return Site(settings, with_env_key_log(config), Router(tuple(routes)), store, dev, ticket_key)
+    return Site(settings, with_env_key_log(config), Router(tuple(routes)), store, dev, ticket_key, stateful)
 
 
 class _ServedTLS(TLSProtocol):
@@ -129,6 +157,7 @@ class ServeProcess:
         if self.reload_signal:
             loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
         poller = asyncio.create_task(self._poll_files()) if self.watch else None
+        self.site.start()
         ready()
         try:
             await self._stopping.wait()
@@ -138,6 +167,7 @@ class ServeProcess:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self._drain()
+            self.site.stateful.close_except(None)
 
     def stop(self) -> None:
         if self._stopping is not None and not self._stopping.is_set():
@@ -148,7 +178,7 @@ class ServeProcess:
     def reload(self, why: str) -> bool:
         """Build the new site from the config file and flags; keep the old one on any error."""
         try:
-            site = build_site(load_settings(self.flags), self.site.ticket_key)
+            site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
         except (ConfigError, OSError) as e:
             _log.error("reload (%s) failed, still serving the previous configuration: %s", why, e)
             if self.metrics:
@@ -156,7 +186,9 @@ class ServeProcess:
             return False
         if site.settings.listeners != self.site.settings.listeners:
             _log.warning("reload (%s): listener changes take effect after a restart", why)
+        self.site.stateful.close_except(site.stateful)
         self.site = site
+        site.start()
         _log.info("reloaded (%s): %d certificate(s), %d route(s)", why,
                   len(site.settings.certificates) or 1, len(site.settings.routes))
         if self.metrics:
@@ -187,7 +219,8 @@ class ServeProcess:
 
         app = asyncio.StreamReaderProtocol(reader, connected, loop=loop)
         tls = _ServedTLS(TLSSession(site.config), app, handshake_timeout=site.settings.http.handshake_timeout,
-                         on_handshake=self._handshake_ended, ktls=ktls.option(site.settings.ktls))
+                         on_handshake=self._handshake_ended, ktls=ktls.option(site.settings.ktls),
+                         early_data=site.settings.early_data)
         return tls
 
     def _handshake_ended(self, protocol: TLSProtocol, error: TLSError | None) -> None:
@@ -204,11 +237,20 @@ class ServeProcess:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: _ServedTLS,
                           site: Site) -> None:
-        done = tls.session.negotiated
-        assert done is not None  # the app protocol is connected only after the handshake
-        fields = dataclasses.replace(TLSFields.from_handshake(done, tls.handshake_seconds),
-                                     ktls=ktls.label(tls.transport))
-        await serve_connection(reader, writer, fields, router=lambda: site.router, limits=site.settings.http,
+        def fields() -> TLSFields:
+            done = tls.session.negotiated
+            assert done is not None
+            return dataclasses.replace(TLSFields.from_handshake(done, tls.handshake_seconds),
+                                       ktls=ktls.label(tls.transport))
+
+        async def handshake() -> TLSFields:
+            await tls.wait_handshake()
+            return fields()
+
+        # Connected on 0-RTT data (``early_data``), the handshake may still be running.
+        state = TLSState(fields() if tls.session.negotiated is not None else None, lambda: tls.early_bytes,
+                         handshake)
+        await serve_connection(reader, writer, state, router=lambda: site.router, limits=site.settings.http,
                                tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
 
     async def _drain(self) -> None:

@@ -22,6 +22,8 @@ from ..crypto.groups import SUPPORTED_GROUPS
 from ..crypto.suites import SUITES
 from ..enums import CipherSuite, NamedGroup
 from ..errors import ConfigError
+from ..pki.identity import SpiffeAllowList
+from ..tickets.rotation import check_rotation
 
 __all__ = ["CertificateSpec", "Flags", "HTTPLimits", "Listener", "MetricsEndpoint", "ProxyRoute", "Route",
            "Settings", "SettingsError", "StaticRoute", "load_settings"]
@@ -103,6 +105,15 @@ class Settings:
     session_tickets: bool = True  # RFC 8446 §4.6.1 tickets, so clients resume (psk_dhe_ke)
     ticket_key_files: tuple[Path, ...] = ()  # nginx format, first encrypts; empty: one key made at start
     ticket_lifetime: int = 7200
+    ticket_rotate: float | None = None  # seconds: keys made in memory and rotated (RotatingTicketKeys)
+    early_data: bool = False  # 0-RTT (RFC 8446 §4.2.10) with RFC 8470 rules: safe methods only, else 425
+    max_early_data_size: int = 16384
+    redis: str | None = None  # fleet: ticket key ring (RedisTicketKeys) and 0-RTT seen-set (RedisReplayStore)
+    stapling: bool = True  # OCSP staples from the responder each leaf names (AIA), fetched in the background
+    staple_file: Path | None = None  # a DER OCSP response kept fresh by something else (nginx ssl_stapling_file)
+    client_ca: Path | None = None  # mTLS: PEM roots that issue client certificates
+    verify_client: str = "none"  # none | optional | required (with client_ca: required unless said otherwise)
+    allow_spiffe: tuple[str, ...] = ()  # mTLS: SPIFFE IDs or patterns allowed in (access_denied otherwise)
     http: HTTPLimits = field(default_factory=HTTPLimits)
     routes: tuple[Route, ...] = (StaticRoute(),)
     metrics: MetricsEndpoint | None = None
@@ -117,6 +128,7 @@ class Settings:
     def watched_files(self) -> tuple[Path, ...]:
         """Files whose change triggers a reload: certificates, keys and the config file itself."""
         files = [p for spec in self.certificates for p in (spec.cert, spec.key)] + list(self.ticket_key_files)
+        files += [p for p in (self.client_ca,) if p is not None]
         return tuple(files + ([self.source] if self.source else []))
 
 
@@ -142,6 +154,15 @@ class Flags:
     log_json: bool | None = None
     access_log: bool | None = None
     ktls: str | None = None  # off | auto | require (tlskit.serve.ktls)
+    ticket_keys: tuple[Path, ...] | None = None
+    ticket_rotate: float | None = None
+    early_data: bool | None = None
+    redis: str | None = None
+    stapling: bool | None = None
+    staple_file: Path | None = None
+    client_ca: Path | None = None
+    verify_client: str | None = None
+    allow_spiffe: tuple[str, ...] | None = None
 
 
 _LIMITS = HTTPLimits()
@@ -202,6 +223,7 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
     tickets = tls.flag("session_tickets", True)
     ticket_files = tuple(tls.file_list("ticket_key_files"))
     ticket_lifetime = tls.integer("ticket_lifetime", 7200, 1, 604800)
+    security = _tls_security(tls, flags, tickets, ticket_files, ticket_lifetime)
     tls.finish()
     settings = Settings(
         source=where.file.resolve() if where.file else None,
@@ -210,13 +232,12 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
         alpn=flags.alpn or alpn,
         cipher_suites=suites,
         groups=groups,
-        session_tickets=tickets,
-        ticket_key_files=ticket_files,
         ticket_lifetime=ticket_lifetime,
+        **security,
         http=limits,
         routes=routes or (StaticRoute(root=base),),
         metrics=_metrics(metrics_t, flags),
-        workers=_flag(flags.workers, server.integer("workers", os.cpu_count() or 1, 1, 1024)),
+        workers=_workers(server, flags, security),
         uvloop=server.flag("uvloop", True),
         access_log=_flag(flags.access_log, server.flag("access_log", True)),
         log_json=_flag(flags.log_json, server.flag("log_json", False)),
@@ -259,6 +280,123 @@ def _apply_flags(s: Settings, flags: Flags) -> Settings:
         if isinstance(r, StaticRoute) and not r.root.is_dir():
             raise SettingsError(f"{r.root}: not a directory to serve (give an existing directory as ROOT)")
     return dataclasses.replace(s, **changes) if changes else s
+
+
+def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Path, ...],
+                  lifetime: int) -> dict[str, Any]:
+    """Ticket keys, 0-RTT, Redis, stapling and mTLS from ``[tls]`` and the flags, with the combinations that
+    cannot work refused in one line (a flag's name when the flag caused it, else the file and line)."""
+    def refuse(key: str, flag: str, message: str) -> NoReturn:
+        if flag:
+            raise SettingsError(f"{flag}: {message}")
+        t.fail(key, message)
+
+    if flags.ticket_keys is not None:
+        ticket_files = tuple(p.resolve() for p in flags.ticket_keys)
+        for path in ticket_files:
+            if not path.is_file():
+                raise SettingsError(f"--ticket-key: {path} is not a readable file (make one with "
+                                    f"`tlskit stek new {path}`)")
+    rotate_flag = "--ticket-rotate" if flags.ticket_rotate is not None else ""
+    rotate = flags.ticket_rotate if flags.ticket_rotate is not None else _duration(t, "ticket_rotate")
+    early = _flag(flags.early_data, t.flag("early_data", False))
+    max_early = t.integer("max_early_data_size", 16384, 1, 1 << 24)
+    redis_flag = "--redis" if flags.redis is not None else ""
+    redis = flags.redis if flags.redis is not None else t.text("redis", "") or None
+    stapling = _flag(flags.stapling, t.flag("stapling", True))
+    staple_file = flags.staple_file.resolve() if flags.staple_file is not None else (
+        t.file("staple_file") if "staple_file" in t.data else None)
+    t.used.add("staple_file")
+    client_ca = flags.client_ca.resolve() if flags.client_ca is not None else (
+        t.file("client_ca") if "client_ca" in t.data else None)
+    t.used.add("client_ca")
+    verify_flag = "--verify-client" if flags.verify_client is not None else ""
+    verify = flags.verify_client or t.text("verify_client", "required" if client_ca else "none")
+    spiffe_flag = "--allow-spiffe" if flags.allow_spiffe is not None else ""
+    allow = flags.allow_spiffe if flags.allow_spiffe is not None else tuple(t.strings("allow_spiffe"))
+
+    if flags.staple_file is not None and not flags.staple_file.is_file():
+        raise SettingsError(f"--staple-file: {flags.staple_file} is not a readable file (a DER OCSP response)")
+    if flags.client_ca is not None and not flags.client_ca.is_file():
+        raise SettingsError(f"--client-ca: {flags.client_ca} is not a readable file (PEM CA certificates)")
+    if staple_file is not None and not stapling:
+        refuse("staple_file", "--staple-file", "staples, so it cannot go with stapling turned off (--no-stapling)")
+    if verify not in ("none", "optional", "required"):
+        refuse("verify_client", verify_flag, f"{verify!r}: use optional or required (with a client CA)")
+    if verify != "none" and client_ca is None:
+        refuse("verify_client", verify_flag, "needs the CAs that issue client certificates (--client-ca FILE, "
+                                             "or client_ca in [tls])")
+    if allow and verify == "none":
+        refuse("allow_spiffe", spiffe_flag, "checks client certificates: give --client-ca FILE too")
+    for pattern in allow:
+        try:
+            SpiffeAllowList([pattern])
+        except ConfigError as e:
+            refuse("allow_spiffe", spiffe_flag, str(e))
+    if redis is not None:
+        parts = urlsplit(redis)
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+            refuse("redis", redis_flag, f"{redis!r} is not a Redis URL (redis://[user:password@]host:port/db, "
+                                        "rediss:// for TLS)")
+    uses = [(key, flag, given) for key, flag, value, given in (
+        ("ticket_key_files", "--ticket-key", ticket_files, flags.ticket_keys is not None),
+        ("ticket_rotate", "--ticket-rotate", rotate, bool(rotate_flag)),
+        ("redis", "--redis", redis, bool(redis_flag)),
+        ("early_data", "--early-data", early, bool(flags.early_data))) if value]
+    if uses and verify != "none":  # a ticket does not carry the client's certificate: see the README
+        key, flag, given = uses[0]
+        refuse(key, flag if given else "", "cannot go with client certificates (verify_client): a resumed "
+               "connection would carry no client identity, so session tickets are off under mTLS")
+    if uses and not tickets:
+        key, flag, given = uses[0]
+        refuse(key, flag if given else "", "needs session tickets, but [tls] session_tickets is false")
+    if ticket_files and (rotate is not None or redis is not None):
+        other = "--ticket-rotate" if rotate is not None else "--redis"
+        refuse("ticket_key_files", rotate_flag or redis_flag, f"ticket key files are rotated outside the server "
+               f"(`tlskit stek rotate`); {other} makes its own keys: give one or the other")
+    if rotate is not None:
+        try:
+            check_rotation(rotate, lifetime)
+        except ConfigError as e:
+            refuse("ticket_rotate", rotate_flag, str(e))
+    return {"session_tickets": tickets and verify == "none", "ticket_key_files": ticket_files,
+            "ticket_rotate": rotate, "early_data": early, "max_early_data_size": max_early, "redis": redis,
+            "stapling": stapling, "staple_file": staple_file, "client_ca": client_ca, "verify_client": verify,
+            "allow_spiffe": allow}
+
+
+def _duration(t: _Table, key: str) -> float | None:
+    """``ticket_rotate = "1h"`` (or seconds as a number)."""
+    value = t._get(key, None, (int, float, str), 'a duration such as "1h" or a number of seconds')
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    if match is None:
+        t.fail(key, f"{value!r} is not a duration (e.g. \"1h\", \"90m\", 3600)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _workers(server: _Table, flags: Flags, security: dict[str, Any]) -> int:
+    """One process per core, except where per-process state would be wrong across processes: a memory
+    replay store (a replayed 0-RTT ClientHello would be accepted once per worker) and keys rotated in
+    memory (each worker would make its own, so tickets would not resume on another worker)."""
+    local = ("--early-data" if security["early_data"] else "--ticket-rotate" if security["ticket_rotate"]
+             else None) if security["redis"] is None else None
+    given = flags.workers if flags.workers is not None else server.data.get("workers")
+    default = 1 if local else os.cpu_count() or 1
+    workers = _flag(flags.workers, server.integer("workers", default, 1, 1024))
+    if local and isinstance(given, int) and given > 1:
+        message = (f"{local} keeps its state in each process, so with {given} workers a replayed 0-RTT request "
+                   "could be accepted once per worker" if local == "--early-data" else
+                   f"{local} makes keys in each process, so with {given} workers tickets would not resume across "
+                   "them")
+        fix = "; share it through --redis URL, or run one worker"
+        if flags.workers is not None:
+            raise SettingsError(f"--workers {given}: {message}{fix}")
+        server.fail("workers", f"is {given}, but {message}{fix}")
+    return workers
 
 
 def _flag(flag: T | None, value: T) -> T:

@@ -5,6 +5,11 @@ Only regular files inside the root are served: ``..`` segments, dot-files and sy
 root answer 404. Validators are a strong ``ETag`` (size and mtime in ns) and ``Last-Modified``;
 ``If-None-Match``/``If-Modified-Since`` give 304, ``If-Match`` 412, one ``bytes=`` range 206 (several ranges
 get the whole file, which RFC 9110 §14.2 allows), a range past the end 416.
+
+Keep-alive cost: what a URL path resolves to (a file, a directory to list, or an error) is cached per route
+for ``RESOLVE_TTL`` seconds, like nginx's ``open_file_cache_valid``; a cached file that can no longer be
+opened is looked up again at once, and each request still opens and ``fstat``s the file, so a changed file
+gets new validators immediately. The validators themselves are kept per (size, mtime).
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ import mimetypes
 import os
 import posixpath
 import re
+import stat
+import time
 import urllib.parse
 from pathlib import Path
 from typing import BinaryIO
+
+import h11
 
 from . import ktls
 from .http1 import Exchange, HTTPError, Request
@@ -34,6 +43,8 @@ _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "applica
           ".zst": "application/zstd"}
 _TEXTUAL = ("application/json", "application/manifest+json", "image/svg+xml", "application/xml")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+RESOLVE_TTL = 1.0  # seconds a URL path's resolution is trusted (a moved symlink or new index.html: this late)
+_RESOLVE_MAX = 4096  # entries per route; the cache starts over when full
 
 
 def content_type(name: str) -> str:
@@ -53,24 +64,45 @@ class StaticFiles:
         self.root = route.root.resolve()
         self.index = route.index
         self.listing = route.listing
+        # request path -> (expires, (file to send | directory to list | HTTPError, is a listing))
+        self._resolved: dict[str, tuple[float, tuple[Path | HTTPError, bool]]] = {}
+        self._validators: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # etag, last-modified, type
 
     async def handle(self, request: Request, exchange: Exchange) -> None:
         if request.method not in ("GET", "HEAD"):
             raise HTTPError(405, [("allow", "GET, HEAD")])
-        await exchange.discard_body()
-        url_path = urllib.parse.unquote(request.path)
-        path = self._resolve(url_path)
+        if exchange.conn.their_state is not h11.DONE:
+            await exchange.discard_body()
+        now = time.monotonic()
+        cached = self._resolved.get(request.path)
+        if cached is None or cached[0] < now:
+            if len(self._resolved) >= _RESOLVE_MAX:
+                self._resolved.clear()
+            cached = (now + RESOLVE_TTL, self._lookup(request.path))
+            self._resolved[request.path] = cached
+        found, listing = cached[1]
+        if isinstance(found, HTTPError):
+            raise HTTPError(found.status, found.headers)  # a fresh one: a re-raised one would grow its traceback
+        if listing:
+            await self._send_listing(request, exchange, found, urllib.parse.unquote(request.path))
+            return
+        if not await self._send_path(request, exchange, found):
+            self._resolved.pop(request.path, None)  # gone or replaced: look it up again
+            raise HTTPError(404)
+
+    def _lookup(self, raw_path: str) -> tuple[Path | HTTPError, bool]:
+        """What a (percent-encoded) request path serves: (file, False), (directory, True) or (HTTPError, False)."""
+        url_path = urllib.parse.unquote(raw_path)
+        try:
+            path = self._resolve(url_path)
+        except HTTPError as e:
+            return e, False
         if path.is_dir():
             for name in self.index:
                 if (path / name).is_file():
-                    path = path / name
-                    break
-            else:
-                if not self.listing:
-                    raise HTTPError(404)
-                await self._send_listing(request, exchange, path, url_path)
-                return
-        await self._send_path(request, exchange, path)
+                    return path / name, False
+            return (path, True) if self.listing else (HTTPError(404), False)
+        return path, False
 
     def _resolve(self, url_path: str) -> Path:
         """The file or directory for a decoded URL path, or HTTPError 404/301."""
@@ -88,27 +120,35 @@ class StaticFiles:
             raise HTTPError(404)
         return path
 
-    async def _send_path(self, request: Request, exchange: Exchange, path: Path) -> None:
+    async def _send_path(self, request: Request, exchange: Exchange, path: Path) -> bool:
+        """Send the file; False (nothing sent) when it cannot be opened or is no longer a regular file."""
         try:
-            f = path.open("rb")
+            f = open(path, "rb")  # noqa: SIM115  # closed by the with below
         except OSError:
-            raise HTTPError(404) from None
+            return False
         with f:
             st = os.fstat(f.fileno())
-            if not path.is_file():
-                raise HTTPError(404)
+            if not stat.S_ISREG(st.st_mode):
+                return False
             size = st.st_size
-            etag = f'"{size:x}-{st.st_mtime_ns:x}"'
-            last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+            key = (str(path), size, st.st_mtime_ns)
+            known = self._validators.get(key)
+            if known is None:
+                if len(self._validators) >= _RESOLVE_MAX:
+                    self._validators.clear()
+                known = (f'"{size:x}-{st.st_mtime_ns:x}"', email.utils.formatdate(st.st_mtime, usegmt=True),
+                         content_type(path.name))
+                self._validators[key] = known
+            etag, last_modified, ctype = known
             validators = [("etag", etag), ("last-modified", last_modified)]
             if _precondition(request, etag, int(st.st_mtime)) is not None:
                 raise HTTPError(412)
             if _not_modified(request, etag, int(st.st_mtime)):
                 await exchange.start(304, validators)
                 await exchange.end()
-                return
+                return True
             offset, count = 0, size
-            headers = [("content-type", content_type(path.name)), *validators, ("accept-ranges", "bytes")]
+            headers = [("content-type", ctype), *validators, ("accept-ranges", "bytes")]
             span = _range(request, etag, last_modified, size)
             if span is not None:
                 offset, count = span
@@ -118,6 +158,7 @@ class StaticFiles:
             if request.method == "GET":
                 await send_file(exchange, f, offset, count)
             await exchange.end()
+        return True
 
     async def _send_listing(self, request: Request, exchange: Exchange, path: Path, url_path: str) -> None:
         entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")),

@@ -38,16 +38,24 @@ _log = logging.getLogger("tlskit.serve")
 
 
 def _flags_json(flags: Flags) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(flags).items()}
+    def plain(v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else [plain(x) for x in v] if isinstance(v, tuple) else v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(flags).items()}
 
 
 def _flags_from_json(data: dict[str, Any]) -> Flags:
-    paths = {f.name for f in dataclasses.fields(Flags) if "Path" in str(f.type)}
-    tuples = {f.name for f in dataclasses.fields(Flags) if "tuple" in str(f.type)}
-    values: dict[str, Any] = {
-        k: v if v is None else Path(v) if k in paths else tuple(v) if k in tuples else v for k, v in data.items()
-    }
-    return Flags(**values)
+    types = {f.name: str(f.type) for f in dataclasses.fields(Flags)}
+
+    def typed(k: str, v: Any) -> Any:
+        kind = types[k]
+        if v is None:
+            return None
+        if "tuple" in kind:
+            return tuple(Path(x) if "Path" in kind else x for x in v)
+        return Path(v) if "Path" in kind else v
+
+    return Flags(**{k: typed(k, v) for k, v in data.items()})
 
 
 class Supervisor:
@@ -132,10 +140,11 @@ class Supervisor:
 
     def _reload(self, why: str) -> None:
         try:
-            site = build_site(load_settings(self.flags), self.site.ticket_key)
+            site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
         except (ConfigError, OSError) as e:
             _log.error("reload (%s) failed, workers keep the previous configuration: %s", why, e)
             return
+        self.site.stateful.close_except(site.stateful)
         self.site = site
         for proc in self.workers.values():
             proc.send_signal(signal.SIGHUP)

@@ -1,0 +1,158 @@
+"""`tlskit serve` with a private CA made by `tlskit ca`: OCSP stapling seen by `openssl s_client -status`,
+client certificates (mTLS, SPIFFE allow-list) with curl, the client identity in the access log and upstream.
+
+The CA names its responder (`ca init --ocsp-url`) and `tlskit ca ocsp-serve` answers; the server fetches the
+staple at start, so the first handshake already carries it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.interop.peers import free_port, require, tool_version, wait_listening
+from tests.served import Served, start
+from tests.test_serve_ops import _Echo
+
+OPENSSL = tool_version("openssl")
+CURL = tool_version("curl")
+WEB = "spiffe://cluster.local/ns/default/sa/web"
+
+
+def tlskit(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "tlskit", *args], check=True, capture_output=True, timeout=30)
+
+
+@dataclass(frozen=True)
+class CA:
+    directory: Path
+    ocsp_port: int
+
+    @property
+    def root(self) -> Path:
+        return self.directory / "root.pem"
+
+    def issued(self, name: str) -> tuple[Path, Path]:
+        return self.directory / "issued" / f"{name}.pem", self.directory / "issued" / f"{name}.key"
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CA]:
+    base = tmp_path_factory.mktemp("serve-ca")
+    port = free_port()
+    directory = base / "ca"
+    tlskit("ca", "init", str(directory), "--intermediate", "--ocsp-url", f"http://127.0.0.1:{port}/")
+    tlskit("ca", "issue", str(directory), "localhost", "127.0.0.1", "--days", "1")
+    tlskit("ca", "issue", str(directory), "web", "--client", "--spiffe", WEB, "--days", "1")
+    tlskit("ca", "issue", str(directory), "db", "--client", "--spiffe", "spiffe://cluster.local/ns/default/sa/db",
+           "--days", "1")
+    responder = subprocess.Popen([sys.executable, "-m", "tlskit", "ca", "ocsp-serve", str(directory), "--port",
+                                  str(port)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc=responder, what="tlskit ca ocsp-serve")
+        yield CA(directory, port)
+    finally:
+        responder.terminate()
+        responder.wait(timeout=10)
+
+
+@pytest.fixture
+def upstream() -> Iterator[int]:
+    import http.server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def serve(ca: CA, tmp_path: Path, *flags: str) -> Served:
+    cert, key = ca.issued("localhost")
+    (tmp_path / "www").mkdir(exist_ok=True)
+    (tmp_path / "www" / "index.html").write_text("hello mtls\n")
+    served = start([str(tmp_path / "www"), "--host", "127.0.0.1", "--port", "0", "--cert", str(cert), "--key",
+                    str(key), *flags], {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}, dev=False)
+    served.host = "localhost"
+    return served
+
+
+def curl(served: Served, ca: CA, client: str | None, path: str = "/") -> subprocess.CompletedProcess[str]:
+    cert: tuple[str, ...] = ()
+    if client is not None:
+        chain, key = ca.issued(client)
+        cert = ("--cert", str(chain), "--key", str(key))
+    return subprocess.run([require("curl"), "-sS", "--cacert", str(ca.root), "--resolve",
+                           f"localhost:{served.port}:127.0.0.1", *cert, served.url(path)],
+                          capture_output=True, text=True, timeout=20, check=False)
+
+
+def test_s_client_status_sees_the_staple_fetched_from_our_responder(ca: CA, tmp_path: Path) -> None:
+    openssl = require("openssl")
+    served = serve(ca, tmp_path)
+    try:
+        served.wait_log(r"OCSP staple for CN=localhost .* refreshed: good")
+        output = ""
+        for _ in range(20):  # the fetch is logged as it is cached: the first handshake should already see it
+            result = subprocess.run([openssl, "s_client", "-connect", f"127.0.0.1:{served.port}", "-servername",
+                                     "localhost", "-CAfile", str(ca.root), "-status"], input=b"",
+                                    capture_output=True, timeout=20, check=False)
+            output = result.stdout.decode("latin-1")
+            if "OCSP Response Status" in output:
+                break
+            time.sleep(0.1)
+        assert "OCSP Response Status: successful" in output, f"{OPENSSL}:\n{output}"
+        assert "Cert Status: good" in output, output
+    finally:
+        served.stop()
+    off = serve(ca, tmp_path, "--no-stapling")
+    try:
+        result = subprocess.run([openssl, "s_client", "-connect", f"127.0.0.1:{off.port}", "-servername",
+                                 "localhost", "-CAfile", str(ca.root), "-status"], input=b"",
+                                capture_output=True, timeout=20, check=False)
+        assert "OCSP response: no response sent" in result.stdout.decode("latin-1")
+    finally:
+        off.stop()
+
+
+def test_curl_needs_a_client_certificate_and_an_allowed_spiffe_id(ca: CA, tmp_path: Path, upstream: int) -> None:
+    served = serve(ca, tmp_path, "--client-ca", str(ca.root), "--verify-client", "required", "--allow-spiffe",
+                   "spiffe://cluster.local/ns/*/sa/web", "--proxy", f"http://127.0.0.1:{upstream}")
+    try:
+        refused = curl(served, ca, None)
+        assert refused.returncode != 0 and "alert certificate required" in refused.stderr, f"{CURL}: {refused}"
+        served.wait_log(r"failed: certificate_required")
+
+        admitted = curl(served, ca, "web", "/whoami")
+        assert admitted.returncode == 0, f"{CURL}: {admitted.stderr}"
+        assert '"x-client-cert-subject": "web"' in admitted.stdout, admitted.stdout
+        assert f"URI={WEB}" in admitted.stdout and '"x-forwarded-client-cert": "Hash=' in admitted.stdout
+        assert served.access(r'"GET /whoami HTTP/1.1" 200 ')["client"] == WEB
+
+        denied = curl(served, ca, "db")
+        assert denied.returncode != 0 and "access denied" in denied.stderr, f"{CURL}: {denied}"
+        served.wait_log(r"access_denied: SPIFFE ID spiffe://cluster.local/ns/default/sa/db is not allowed")
+    finally:
+        served.stop()
+
+
+def test_optional_client_certificates_admit_both(ca: CA, tmp_path: Path) -> None:
+    served = serve(ca, tmp_path, "--client-ca", str(ca.root), "--verify-client", "optional", "--no-stapling")
+    try:
+        anonymous = curl(served, ca, None, "/index.html")
+        assert anonymous.returncode == 0 and anonymous.stdout == "hello mtls\n", f"{CURL}: {anonymous.stderr}"
+        assert served.access(r'"GET /index.html HTTP/1.1" 200 ')["client"] == "-"
+        known = curl(served, ca, "db", "/")
+        assert known.returncode == 0 and known.stdout == "hello mtls\n", f"{CURL}: {known.stderr}"
+        assert served.access(r'"GET / HTTP/1.1" 200 ')["client"] == "spiffe://cluster.local/ns/default/sa/db"
+    finally:
+        served.stop()

@@ -1,0 +1,137 @@
+"""`tlskit serve` session tickets and 0-RTT against `openssl s_client -sess_out` / `-sess_in -early_data`.
+
+RFC 8470 as the server applies it: a GET in early data is served (and proxied with ``Early-Data: 1``), a
+POST in early data is answered ``425 Too Early``; with ``--redis`` the replay set lives in a real
+``redis-server``, and once it is stopped 0-RTT is refused while resumption and 1-RTT keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fleet.conftest import RedisServer, own_redis
+from tests.interop.peers import require, tool_version
+from tests.served import Served, start
+from tests.test_serve_ops import _Echo
+
+__all__ = ["own_redis"]  # the fixture, imported so pytest finds it here
+
+OPENSSL = tool_version("openssl")
+GET = b"GET /api/item HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+POST = b"POST /index.html HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+
+@pytest.fixture
+def upstream() -> Iterator[int]:
+    import http.server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def serve(tmp_path: Path, upstream: int, *flags: str) -> Served:
+    (tmp_path / "www").mkdir(exist_ok=True)
+    (tmp_path / "www" / "index.html").write_text("static\n")
+    config = tmp_path / "site.toml"
+    config.write_text(f'[[route]]\nroot = "www"\n\n[[route]]\npath = "/api/"\nproxy = "http://127.0.0.1:{upstream}"\n')
+    return start(["--config", str(config), "--host", "127.0.0.1", "--port", "0", *flags],
+                 {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")})
+
+
+def s_client(served: Served, session: Path, tmp_path: Path, *, early: bytes | None = None,
+             after: bytes = b"") -> str:
+    """One connection: save the session (first, sending GET) or resume it with ``early`` as 0-RTT data and
+    ``after`` once the handshake is done (openssl does not resend rejected early data). Waits for the server
+    to close."""
+    openssl = require("openssl")
+    args = [openssl, "s_client", "-connect", f"127.0.0.1:{served.port}", "-servername", "localhost",
+            "-CAfile", str(served.cacert), "-ign_eof"]
+    if early is None:
+        args += ["-sess_out", str(session)]
+    else:
+        (tmp_path / "early.txt").write_bytes(early)
+        args += ["-sess_in", str(session), "-early_data", str(tmp_path / "early.txt")]
+    result = subprocess.run(args, input=GET if early is None else after,
+                            capture_output=True, timeout=20, check=False)
+    return result.stdout.decode("latin-1") + result.stderr.decode("latin-1")
+
+
+def upstream_saw(output: str) -> dict[str, Any]:
+    """The echo upstream's JSON in s_client's output."""
+    seen, _ = json.JSONDecoder().raw_decode(output[output.index('{"path"'):])
+    assert isinstance(seen, dict)
+    return seen
+
+
+def test_early_get_is_served_and_proxied_with_early_data_header_and_post_gets_425(tmp_path: Path,
+                                                                                  upstream: int) -> None:
+    served = serve(tmp_path, upstream, "--early-data")
+    try:
+        session = tmp_path / "session.pem"
+        first = s_client(served, session, tmp_path)
+        assert "Max Early Data: 16384" in first, f"{OPENSSL}:\n{first}"
+        seen = upstream_saw(first)
+        assert "early-data" not in seen["headers"]  # 1-RTT: nothing to flag
+
+        resumed = s_client(served, session, tmp_path, early=GET)
+        assert "Reused, TLSv1.3" in resumed and "Early data was accepted" in resumed, f"{OPENSSL}:\n{resumed}"
+        assert "HTTP/1.1 200 OK" in resumed, resumed
+        seen = upstream_saw(resumed)
+        assert seen["headers"]["early-data"] == "1" and seen["path"] == "/api/item"
+        fields = served.access(r'"GET /api/item HTTP/1.1" 200 .* resumed=1')
+        assert fields["early"] == "1", fields
+
+        refused = s_client(served, session, tmp_path, early=POST)
+        assert "Early data was accepted" in refused and "HTTP/1.1 425 Too Early" in refused, f"{OPENSSL}:\n{refused}"
+        assert served.access(r'"POST /index.html HTTP/1.1" 425 ')["early"] == "1"
+    finally:
+        served.stop()
+
+
+def test_redis_shares_the_replay_set_and_when_it_stops_0rtt_is_refused(tmp_path: Path, upstream: int,
+                                                                       own_redis: RedisServer) -> None:
+    served = serve(tmp_path, upstream, "--early-data", "--redis", own_redis.url)
+    try:
+        session = tmp_path / "session.pem"
+        s_client(served, session, tmp_path)
+        accepted = s_client(served, session, tmp_path, early=GET)
+        assert "Early data was accepted" in accepted and "HTTP/1.1 200 OK" in accepted, f"{OPENSSL}:\n{accepted}"
+        assert own_redis.client().keys("tlskit:0rtt:*"), "the ClientHello was not recorded in Redis"
+        assert own_redis.client().hget("tlskit:stek:ring", "current"), "the ticket keys are not in Redis"
+
+        own_redis.stop()
+        refused = s_client(served, session, tmp_path, early=GET, after=GET)
+        assert "Reused, TLSv1.3" in refused, f"resumption needs no Redis ({OPENSSL}):\n{refused}"
+        assert "Early data was rejected" in refused, f"{OPENSSL}:\n{refused}"
+        assert "HTTP/1.1 200 OK" in refused, refused  # sent again after the handshake: served as 1-RTT
+        served.wait_log(r"0-RTT refused for localhost: replay store unavailable")
+        assert served.process.poll() is None
+    finally:
+        served.stop()
+
+
+def test_ticket_key_files_in_nginx_format_resume(tmp_path: Path, upstream: int) -> None:
+    openssl = require("openssl")
+    for name in ("new.key", "old.key"):
+        subprocess.run([openssl, "rand", "-out", str(tmp_path / name), "80"], check=True, timeout=10)
+    served = serve(tmp_path, upstream, "--ticket-key", str(tmp_path / "new.key"), "--ticket-key",
+                   str(tmp_path / "old.key"))
+    try:
+        session = tmp_path / "session.pem"
+        s_client(served, session, tmp_path)
+        again = s_client(served, session, tmp_path, early=b"", after=GET)
+        assert "Reused, TLSv1.3" in again and "HTTP/1.1 200 OK" in again, f"{OPENSSL}:\n{again}"
+        assert "Early data was rejected" in again or "Early data was not sent" in again
+    finally:
+        served.stop()
