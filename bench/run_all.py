@@ -20,6 +20,7 @@ BENCHMARKS = {
     "bulk": [],
     "memory": [],
     "profile_handshake": [],
+    "pki_verify": [],
 }
 QUICK = {
     "handshake": ["--duration", "1", "--tlslite-handshakes", "10"],
@@ -27,6 +28,7 @@ QUICK = {
     "bulk": ["--seconds", "0.3", "--repeat", "1"],
     "memory": ["-n", "300"],
     "profile_handshake": ["-n", "200"],
+    "pki_verify": [],
 }
 
 
