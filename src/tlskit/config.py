@@ -21,6 +21,7 @@ from .crypto.groups import SUPPORTED_GROUPS
 from .crypto.suites import SUITES
 from .enums import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
 from .errors import ConfigError
+from .messages.handshake import Certificate, CertificateEntry
 from .pki.identity import SpiffeAllowList
 from .pki.pinning import PinSet
 from .pki.revocation import RevocationPolicy
@@ -53,6 +54,7 @@ class CertifiedKey:
     ocsp_response: bytes | None = None
     schemes: tuple[SignatureScheme, ...] = field(default=())
     dns_names: tuple[str, ...] = field(default=(), compare=False)
+    certificate_message: bytes = field(default=b"", compare=False, repr=False)  # §4.4.2, without staple
 
     def __post_init__(self) -> None:
         if not self.chain:
@@ -74,6 +76,9 @@ class CertifiedKey:
             except (x509.ExtensionNotFound, ValueError):
                 names = ()
             object.__setattr__(self, "dns_names", names)
+        if not self.certificate_message:
+            message = Certificate(entries=tuple(CertificateEntry(cert_data=c) for c in self.chain)).encode()
+            object.__setattr__(self, "certificate_message", message)
         pub = self.private_key.public_key()
         fmt = serialization.PublicFormat.SubjectPublicKeyInfo
         enc = serialization.Encoding.DER

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..config import ServerConfig
+from ..config import CertifiedKey, ServerConfig
 from ..crypto import groups, keyschedule, signatures
 from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import Transcript
@@ -353,20 +353,18 @@ def _certificate_request(config: ServerConfig) -> bytes:
     return CertificateRequest(context=b"", extensions=tuple(exts)).encode()
 
 
-def _certificate(config: ServerConfig, cert: object, offer: Offer) -> bytes:
+def _certificate(config: ServerConfig, cert: CertifiedKey, offer: Offer) -> bytes:
     """§4.4.2 with the OCSP staple in the leaf's entry when the client asked (§4.4.2.1)."""
-    from ..config import CertifiedKey
-
-    assert isinstance(cert, CertifiedKey)
     staple = None
     if offer.status_request:
         staple = config.ocsp_staple(cert) if config.ocsp_staple is not None else cert.ocsp_response
+    if not staple:
+        return cert.certificate_message  # encoded once per certificate, not per handshake
     entries = [CertificateEntry(cert_data=c) for c in cert.chain]
-    if staple:
-        entries[0] = CertificateEntry(
-            cert_data=cert.chain[0],
-            extensions=(Extension(ExtensionType.status_request, ext.certificate_status_body(staple)),),
-        )
+    entries[0] = CertificateEntry(
+        cert_data=cert.chain[0],
+        extensions=(Extension(ExtensionType.status_request, ext.certificate_status_body(staple)),),
+    )
     return Certificate(entries=tuple(entries)).encode()
 
 
