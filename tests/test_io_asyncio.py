@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import ssl
@@ -14,12 +15,16 @@ from pathlib import Path
 import pytest
 
 from tests.certs import make_ca, make_leaf, write_pem
-from tlskit.config import CertifiedKey, ClientConfig, ServerConfig
+from tlskit.config import CertifiedKey, ClientConfig, EarlyDataPolicy, ServerConfig
+from tlskit.connection import Connection
 from tlskit.enums import AlertDescription
 from tlskit.errors import CertificateError, HandshakeTimeout
+from tlskit.events import ApplicationData, ConnectionClosed, HandshakeComplete
 from tlskit.io.asyncio import open_connection, start_server
 from tlskit.io.common import TLSSession
 from tlskit.pki.verify import TrustStore
+from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
+from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -224,62 +229,129 @@ def test_server_session_names_the_sni_of_the_client_hello(pki: PKI) -> None:
     assert server.client_server_name() == "example.org"
 
 
-def test_server_app_reads_0rtt_data_before_the_handshake_completes_and_its_reply_waits(pki: PKI) -> None:
-    """``early_data=True``: the app is connected on accepted 0-RTT data; what it writes goes out after the
-    client's Finished, and its close follows that."""
-    import dataclasses
+def _early_config(pki: PKI) -> ServerConfig:
+    return dataclasses.replace(pki.server_config, ticket_keys=TicketKeyRing([TicketKey.generate(lambda n: b"k" * n)]),
+                               early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
 
-    from tlskit.config import EarlyDataPolicy
-    from tlskit.connection import Connection
-    from tlskit.events import ApplicationData, ConnectionClosed, HandshakeComplete
-    from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
-    from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
-    config = dataclasses.replace(pki.server_config, ticket_keys=TicketKeyRing([TicketKey.generate(lambda n: b"k" * n)]),
-                                 early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
-    seen: list[tuple[bytes, bool, int]] = []
+class _EarlyClient:
+    """Our sans-IO client on a socket, driven by hand: it resumes with 0-RTT data, and sends its Finished only
+    when told, so a test sees what the server sends before the client's Finished exists."""
+
+    def __init__(self, pki: PKI, store: MemorySessionStore, early: bytes) -> None:
+        self.conn = Connection(ClientConfig(server_name="localhost", trust=pki.trust, alpn=("http/1.1",),
+                                            session_store=store, early_data=True))
+        self.conn.start()
+        self.conn.send_data(early)  # before the handshake: 0-RTT
+        self.done: HandshakeComplete | None = None
+        self.received = b""
+        self.closed = False
+        self.sock = socket.socket()
+        self.sock.setblocking(False)
+
+    async def connect(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(self.sock, ("127.0.0.1", port))
+        await loop.sock_sendall(self.sock, self.conn.data_to_send())
+
+    async def read(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Read and decrypt (sending nothing) until ``until()``; False if ``timeout`` passed first."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                while not until():
+                    data = await loop.sock_recv(self.sock, 65536)
+                    self.conn.receive_data(data)
+                    for event in self.conn.events():
+                        if isinstance(event, HandshakeComplete):
+                            self.done = event
+                        elif isinstance(event, ApplicationData):
+                            self.received += event.data
+                        elif isinstance(event, ConnectionClosed):
+                            self.closed = True
+                    if not data:
+                        self.closed = True
+                        return until()
+        except TimeoutError:
+            return False
+        return True
+
+    async def send_pending(self) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, self.conn.data_to_send())
+
+
+async def _resumable(port: int, pki: PKI) -> MemorySessionStore:
+    """A full handshake that leaves a 0-RTT ticket in the returned store."""
+    store = MemorySessionStore()
+    reader, writer = await open_connection("localhost", port, trust=pki.trust, alpn=["http/1.1"], session_store=store)
+    writer.write(b"first")
+    assert await reader.read() == b"reply to first"  # tickets arrived before the reply
+    writer.close()
+    return store
+
+
+def test_server_answers_0rtt_data_in_half_rtt_data_before_the_clients_finished(pki: PKI) -> None:
+    """``early_data=True``: the app is connected on accepted 0-RTT data and its reply goes out at once, as
+    0.5-RTT data (RFC 8446 §2.3): the client has it before it sent its Finished. Its close waits for the
+    handshake to complete."""
+    seen: list[tuple[bytes, bool, int, bool]] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         data = await reader.read(65536)
         session = writer.get_extra_info("ssl_object")
-        seen.append((data, session.negotiated is None, session.early_bytes))
+        before = session.negotiated is None
         writer.write(b"reply to " + data)
-        writer.close()  # held too: the reply and close_notify leave after the handshake
+        await writer.drain()  # nothing held: drain does not wait for the handshake
+        seen.append((data, before, session.early_bytes, session.negotiated is None))
+        writer.close()  # held: close_notify only after the client's Finished
 
     async def main() -> None:
-        store = MemorySessionStore()
-        server = await start_server(handler, "127.0.0.1", 0, config=config, early_data=True)
+        server = await start_server(handler, "127.0.0.1", 0, config=_early_config(pki), early_data=True)
         async with server:
             port = server.sockets[0].getsockname()[1]
-            reader, writer = await open_connection("localhost", port, trust=pki.trust, alpn=["http/1.1"],
-                                                   session_store=store)
-            writer.write(b"first")
-            assert await reader.read() == b"reply to first"  # tickets arrived before the reply
-            writer.close()
-            client = Connection(ClientConfig(server_name="localhost", trust=pki.trust, alpn=("http/1.1",),
-                                             session_store=store, early_data=True))
-            client.start()
-            client.send_data(b"early request")  # before the handshake: 0-RTT
-            loop = asyncio.get_running_loop()
-            with socket.create_connection(("127.0.0.1", port)) as sock:
-                sock.setblocking(False)
-                await loop.sock_sendall(sock, client.data_to_send())
-                received, done = b"", None
-                while not client.closed:
-                    data = await loop.sock_recv(sock, 65536)
-                    client.receive_data(data)
-                    await loop.sock_sendall(sock, client.data_to_send())
-                    for event in client.events():
-                        if isinstance(event, HandshakeComplete):
-                            done = event
-                        elif isinstance(event, ApplicationData):
-                            received += event.data
-                        elif isinstance(event, ConnectionClosed) or not data:
-                            client.close()
-                    if not data:
-                        break
-            assert done is not None and done.resumed and done.early_data_accepted
-            assert received == b"reply to early request"
+            client = _EarlyClient(pki, await _resumable(port, pki), b"early request")
+            with client.sock:
+                await client.connect(port)
+                # Our Finished is queued in client.conn, not sent: the reply came as 0.5-RTT data.
+                assert await client.read(lambda: client.received == b"reply to early request", 10), client.received
+                assert client.done is not None and client.done.resumed and client.done.early_data_accepted
+                assert not await client.read(lambda: client.closed, 0.3), "the server closed before our Finished"
+                await client.send_pending()  # EndOfEarlyData + Finished
+                assert await client.read(lambda: client.closed, 10)
+            assert client.received == b"reply to early request"
 
     run(main())
-    assert seen[1] == (b"early request", True, len(b"early request")), seen
+    assert seen[1] == (b"early request", True, len(b"early request"), True), seen
+
+
+def test_server_holds_the_reply_where_the_engine_refuses_half_rtt_data(pki: PKI) -> None:
+    """Where ``send_data`` refuses before the client's Finished (``ConfigError``, e.g. a client certificate
+    pending), the front end holds the reply, ``drain()`` waits for the handshake, and the reply follows it."""
+    seen: list[tuple[bool, bool]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(65536)
+        session = writer.get_extra_info("ssl_object")
+        if session.negotiated is None:
+            session.conn._half_rtt = False  # the engine's state while it waits for a client certificate
+        before = session.negotiated is None
+        writer.write(b"reply to " + data)
+        await writer.drain()  # paused while held: returns once the handshake completed and the reply went out
+        seen.append((before, session.negotiated is not None))
+        writer.close()
+
+    async def main() -> None:
+        server = await start_server(handler, "127.0.0.1", 0, config=_early_config(pki), early_data=True)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            client = _EarlyClient(pki, await _resumable(port, pki), b"early request")
+            with client.sock:
+                await client.connect(port)
+                assert not await client.read(lambda: bool(client.received), 0.5), "sent before our Finished"
+                assert client.done is not None and client.done.early_data_accepted
+                await client.send_pending()
+                assert await client.read(lambda: client.closed, 10)
+            assert client.received == b"reply to early request"
+
+    run(main())
+    assert seen[1] == (True, True), seen

@@ -173,7 +173,13 @@ def test_ticket_early_data_stapling_and_mtls_settings_from_file_and_flags(tmp_pa
     assert s.ticket_key_files == ((tmp_path / "a.key").resolve(),)
     s = load_settings(Flags(client_ca=tmp_path / "clients.pem", allow_spiffe=("spiffe://c.test/ns/*/sa/web",),
                             root=tmp_path))
-    assert (s.verify_client, s.session_tickets) == ("required", False)  # tickets would lose the client identity
+    assert (s.verify_client, s.session_tickets) == ("required", True)  # tickets carry the client's chain
+    s = load_settings(Flags(client_ca=tmp_path / "clients.pem", verify_client="optional", early_data=True,
+                            ticket_rotate=3600.0, root=tmp_path))
+    assert (s.verify_client, s.session_tickets, s.early_data, s.ticket_rotate) == ("optional", True, True, 3600.0)
+    s = load_settings(Flags(client_ca=tmp_path / "clients.pem", redis="redis://127.0.0.1:6390/0", early_data=True,
+                            workers=2, root=tmp_path))
+    assert (s.verify_client, s.redis, s.early_data, s.workers) == ("required", "redis://127.0.0.1:6390/0", True, 2)
 
 
 @pytest.mark.parametrize(("flags", "expected"), [
@@ -186,7 +192,6 @@ def test_ticket_early_data_stapling_and_mtls_settings_from_file_and_flags(tmp_pa
      "workers a replayed 0-RTT request could be accepted once per worker; share it through --redis URL"),
     (Flags(ticket_rotate=3600.0, workers=2), "--workers 2: --ticket-rotate makes keys in each process"),
     (Flags(verify_client="required"), "--verify-client: needs the CAs that issue client certificates"),
-    (Flags(client_ca=Path("clients.pem"), early_data=True), "--early-data: cannot go with client certificates"),
     (Flags(client_ca=Path("clients.pem"), allow_spiffe=("spiffe://bad domain/x",)), "--allow-spiffe: SPIFFE "
      "pattern 'spiffe://bad domain/x' must look like"),
     (Flags(staple_file=Path("a.key"), stapling=False), "--staple-file: staples, so it cannot go with stapling"),

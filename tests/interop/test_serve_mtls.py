@@ -156,3 +156,89 @@ def test_optional_client_certificates_admit_both(ca: CA, tmp_path: Path) -> None
         assert served.access(r'"GET / HTTP/1.1" 200 ')["client"] == "spiffe://cluster.local/ns/default/sa/db"
     finally:
         served.stop()
+
+
+GET_WHOAMI = b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def s_client(served: Served, ca: CA, client: str | None, session: Path, *, resume: bool,
+             early: Path | None = None, request: bytes = GET_WHOAMI) -> str:
+    """One ``openssl s_client`` connection with the client certificate ``client``: save the session
+    (``-sess_out``) or resume it (``-sess_in``, with ``early`` as 0-RTT data); waits for the server to close."""
+    args = [require("openssl"), "s_client", "-connect", f"127.0.0.1:{served.port}", "-servername", "localhost",
+            "-CAfile", str(ca.root), "-ign_eof", "-sess_in" if resume else "-sess_out", str(session)]
+    if client is not None:
+        chain, key = ca.issued(client)
+        args += ["-cert", str(chain), "-cert_chain", str(chain), "-key", str(key)]  # leaf, then the intermediate
+    if early is not None:
+        args += ["-early_data", str(early)]
+    result = subprocess.run(args, input=b"" if early is not None else request, capture_output=True, timeout=20,
+                            check=False)
+    return result.stdout.decode("latin-1") + result.stderr.decode("latin-1")
+
+
+def test_s_client_with_a_client_certificate_resumes_and_keeps_its_identity(ca: CA, tmp_path: Path,
+                                                                          upstream: int) -> None:
+    """A ticket carries the client's chain: the resumed connection (no certificate exchanged) is logged with
+    the client's SPIFFE ID and proxied with its CN, as the full handshake was."""
+    served = serve(ca, tmp_path, "--client-ca", str(ca.root), "--verify-client", "required", "--allow-spiffe",
+                   "spiffe://cluster.local/ns/*/sa/web", "--proxy", f"http://127.0.0.1:{upstream}", "--no-stapling")
+    try:
+        session = tmp_path / "web.session"
+        first = s_client(served, ca, "web", session, resume=False)
+        assert "New, TLSv1.3" in first and '"x-client-cert-subject": "web"' in first, f"{OPENSSL}:\n{first}"
+        assert served.access(r'"GET /whoami HTTP/1.1" 200 .*resumed=0')["client"] == WEB
+
+        again = s_client(served, ca, "web", session, resume=True)
+        assert "Reused, TLSv1.3" in again, f"{OPENSSL}:\n{again}"
+        assert '"x-client-cert-subject": "web"' in again and f"URI={WEB}" in again, again
+        assert served.access(r'"GET /whoami HTTP/1.1" 200 .*resumed=1')["client"] == WEB
+    finally:
+        served.stop()
+
+
+def test_early_request_under_mtls_is_answered_with_the_ticket_identity(ca: CA, tmp_path: Path,
+                                                                       upstream: int) -> None:
+    """``--early-data`` with ``--verify-client required``: a GET in 0-RTT data is proxied with the identity the
+    ticket carries (and ``Early-Data: 1``); the access line says resumed, early and the client."""
+    served = serve(ca, tmp_path, "--client-ca", str(ca.root), "--verify-client", "required", "--early-data",
+                   "--proxy", f"http://127.0.0.1:{upstream}", "--no-stapling")
+    try:
+        session = tmp_path / "web.session"
+        first = s_client(served, ca, "web", session, resume=False)
+        assert "Max Early Data: 16384" in first, f"{OPENSSL}:\n{first}"
+        early = tmp_path / "early.txt"
+        early.write_bytes(GET_WHOAMI)
+        resumed = s_client(served, ca, "web", session, resume=True, early=early)
+        assert "Reused, TLSv1.3" in resumed and "Early data was accepted" in resumed, f"{OPENSSL}:\n{resumed}"
+        assert '"early-data": "1"' in resumed and '"x-client-cert-subject": "web"' in resumed, resumed
+        fields = served.access(r'"GET /whoami HTTP/1.1" 200 .*resumed=1')
+        assert (fields["early"], fields["client"]) == ("1", WEB), fields
+    finally:
+        served.stop()
+
+
+def test_a_ticket_without_a_client_certificate_does_not_resume_under_required(ca: CA, tmp_path: Path) -> None:
+    """Two servers sharing a ticket key: a session made without a client certificate under ``optional`` does
+    not let the client skip ``required`` (a full handshake asks for the certificate, and fails without one)."""
+    subprocess.run([require("openssl"), "rand", "-out", str(tmp_path / "stek.key"), "80"], check=True, timeout=10)
+    shared = ("--ticket-key", str(tmp_path / "stek.key"), "--no-stapling", "--client-ca", str(ca.root))
+    session = tmp_path / "anonymous.session"
+    lenient = serve(ca, tmp_path, *shared, "--verify-client", "optional")
+    try:
+        anonymous = s_client(lenient, ca, None, session, resume=False, request=b"GET / HTTP/1.1\r\nHost: localhost"
+                             b"\r\nConnection: close\r\n\r\n")
+        assert "HTTP/1.1 200 OK" in anonymous, f"{OPENSSL}:\n{anonymous}"
+        resumed = s_client(lenient, ca, None, session, resume=True, request=b"GET / HTTP/1.1\r\nHost: localhost"
+                           b"\r\nConnection: close\r\n\r\n")
+        assert "Reused, TLSv1.3" in resumed, f"the shared key resumes under optional ({OPENSSL}):\n{resumed}"
+        assert lenient.access(r'"GET / HTTP/1.1" 200 .*resumed=1')["client"] == "-"
+    finally:
+        lenient.stop()
+    strict = serve(ca, tmp_path, *shared, "--verify-client", "required")
+    try:
+        refused = s_client(strict, ca, None, session, resume=True)
+        assert "Reused" not in refused and "certificate required" in refused, f"{OPENSSL}:\n{refused}"
+        strict.wait_log(r"failed: certificate_required")
+    finally:
+        strict.stop()

@@ -7,6 +7,7 @@ POST in early data is answered ``425 Too Early``; with ``--redis`` the replay se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -133,5 +134,66 @@ def test_ticket_key_files_in_nginx_format_resume(tmp_path: Path, upstream: int) 
         again = s_client(served, session, tmp_path, early=b"", after=GET)
         assert "Reused, TLSv1.3" in again and "HTTP/1.1 200 OK" in again, f"{OPENSSL}:\n{again}"
         assert "Early data was rejected" in again or "Early data was not sent" in again
+    finally:
+        served.stop()
+
+
+def test_early_get_is_answered_in_half_rtt_data_before_the_clients_finished(tmp_path: Path, upstream: int) -> None:
+    """The response to a GET in 0-RTT data leaves right behind the server's Finished (0.5-RTT data, RFC 8446
+    §2.3): our client decrypts it while its own Finished is still unsent; the close follows the handshake."""
+    import socket
+
+    from tlskit.config import ClientConfig
+    from tlskit.connection import Connection
+    from tlskit.events import ApplicationData, ConnectionClosed, HandshakeComplete
+    from tlskit.pki.verify import TrustStore
+    from tlskit.stores.memory import MemorySessionStore
+
+    request = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    served = serve(tmp_path, upstream, "--early-data")
+    try:
+        config = ClientConfig(server_name="localhost", trust=TrustStore.from_pem_file(served.cacert),
+                              alpn=("http/1.1",), session_store=MemorySessionStore(), early_data=True)
+
+        def connection(early: bool, *, finish: bool) -> tuple[bytes, HandshakeComplete | None, bool]:
+            """(plaintext read, the handshake, closed) with ``request`` sent in 0-RTT data (``early``) or after
+            the handshake; ``finish`` False sends nothing after the first flight and stops at the response."""
+            conn = Connection(config)
+            conn.start()
+            if early:
+                conn.send_data(request)
+            received, done, closed, sent = b"", None, False, early
+            with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+                sock.sendall(conn.data_to_send())
+                while not closed and not (not finish and b"static\n" in received):
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    conn.receive_data(data)
+                    for event in conn.events():
+                        if isinstance(event, HandshakeComplete):
+                            done = event
+                        elif isinstance(event, ApplicationData):
+                            received += event.data
+                        elif isinstance(event, ConnectionClosed):
+                            closed = True
+                    if not finish:
+                        continue  # our Finished stays queued
+                    if done is not None and not sent:
+                        conn.send_data(request)
+                        sent = True
+                    sock.sendall(conn.data_to_send())
+                if not finish:
+                    sock.settimeout(0.3)  # and the server does not close before our Finished
+                    with contextlib.suppress(TimeoutError):
+                        closed = closed or not sock.recv(65536)
+            return received, done, closed
+
+        received, done, _ = connection(False, finish=True)  # a full handshake leaves a ticket
+        assert received.startswith(b"HTTP/1.1 200 OK") and done is not None and not done.resumed
+        received, done, closed = connection(True, finish=False)
+        assert done is not None and done.resumed and done.early_data_accepted
+        assert received.startswith(b"HTTP/1.1 200 OK") and received.endswith(b"static\n"), received
+        assert not closed, "the server closed before the handshake completed"
     finally:
         served.stop()

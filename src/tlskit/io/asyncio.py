@@ -6,9 +6,9 @@ standard ``asyncio.StreamReader``/``StreamWriter`` work unchanged.
 
 The app protocol sees ``connection_made`` only after the handshake, unless a server asks for accepted 0-RTT
 data (``early_data=True``): then the app is connected when the first early data arrives, reads it at once,
-and what it writes is held until the handshake completes (``TLSProtocol.in_early_data``,
-``wait_handshake()``). A failed handshake raises from ``open_connection``; on a server it is logged (logger
-``tlskit.io``) with the peer, SNI and reason.
+and what it writes goes out at once as 0.5-RTT data (RFC 8446 §2.3), or is held until the handshake completes
+where the engine does not allow that (``TLSProtocol.in_early_data``, ``wait_handshake()``). A failed handshake
+raises from ``open_connection``; on a server it is logged (logger ``tlskit.io``) with the peer, SNI and reason.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import IO, Any, cast
 
 from ..config import ClientConfig, ServerConfig
-from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF
+from ..errors import ConfigError, HandshakeTimeout, TLSError, UnexpectedEOF
 from ..events import HandshakeComplete
 from ..pki.verify import TrustStore
 from .common import TLSSession, client_config, with_env_key_log
@@ -44,8 +44,12 @@ class TLSProtocol(asyncio.Protocol):
     ``early_data`` (servers): connect the app as soon as accepted 0-RTT data arrives (RFC 8446 §4.2.10), before
     the client's Finished, so it can start on the request. The first ``early_bytes`` bytes it reads were early
     data (replayable: serve only safe requests from them, RFC 8470). Writes made before the handshake completes
-    are held in memory and sent when it does; ``close()`` then waits for that too. If the handshake fails, the
-    app gets ``connection_lost(error)`` and nothing it wrote is sent.
+    go out at once as 0.5-RTT data (RFC 8446 §2.3: under the server's application key, right after its
+    Finished), so the answer to a 0-RTT request reaches the client one round trip after its first flight. Where
+    the engine refuses that (``ConfigError``: it still waits for a client certificate) they are held in memory,
+    the app paused (``pause_writing``: ``drain()`` waits) until the handshake completes and they are sent.
+    ``close()``/``write_eof()`` always wait for the handshake to complete. If it fails, the app gets
+    ``connection_lost(error)`` and nothing still held is sent.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class TLSProtocol(asyncio.Protocol):
         self._ktls: KTLSStream | None = None  # kTLS TX after the handshake (``tlskit.io.ktls``)
         self._writable = asyncio.Event()  # cleared while the TCP transport asks us to pause (sendfile)
         self._writable.set()
+        self._app_paused = False  # what we last told the app: pause_writing() without resume_writing() yet
         self._early_app = early_data
         self._held: list[bytes] = []  # app writes while in early data, sent once the handshake completes
         self._close_held: bool | None = None  # close() while in early data: False close, True write_eof
@@ -125,13 +130,11 @@ class TLSProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable.clear()
-        if self._app_connected:
-            self.app.pause_writing()
+        self._sync_pause()
 
     def resume_writing(self) -> None:
         self._writable.set()
-        if self._app_connected:
-            self.app.resume_writing()
+        self._sync_pause()
 
     # --- what TLSTransport asks for -------------------------------------------------------------------
 
@@ -156,8 +159,18 @@ class TLSProtocol(asyncio.Protocol):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._app_connected and self.session.negotiated is None:  # an app connected on 0-RTT data
-            if self._error is None:
-                self._held.append(bytes(data))
+            if self._error is not None:
+                return
+            if not self._held:  # nothing held yet: send it now as 0.5-RTT data (RFC 8446 §2.3)
+                try:
+                    self.session.conn.send_data(bytes(data))
+                except ConfigError:  # not before the client's Finished here (a client certificate pending)
+                    pass
+                else:
+                    self._flush()
+                    return
+            self._held.append(bytes(data))  # once holding, hold everything after it too: order is kept
+            self._sync_pause()
             return
         if self._ktls is not None:
             self._ktls.write_data(bytes(data))
@@ -252,6 +265,7 @@ class TLSProtocol(asyncio.Protocol):
                     return
                 self._app_connected = True  # on 0-RTT data; the handshake completes later
                 self.app.connection_made(self.transport)
+                self._sync_pause()
             else:
                 self._handshake_done()
         elif not self._handshake_ended.is_set() and session.negotiated is not None:
@@ -281,9 +295,19 @@ class TLSProtocol(asyncio.Protocol):
         held, self._held = self._held, []
         for data in held:
             self.write(data)
+        self._sync_pause()
         if self._close_held is not None:
             self.write_eof() if self._close_held else self.close()
         self._handshake_ended.set()
+
+    def _sync_pause(self) -> None:
+        """Pause the app while the TCP transport is paused or its writes are held; resume it when neither."""
+        if not self._app_connected:
+            return
+        paused = not self._writable.is_set() or bool(self._held)
+        if paused != self._app_paused:
+            self._app_paused = paused
+            self.app.pause_writing() if paused else self.app.resume_writing()
 
     def _fail(self, error: TLSError, *, abort: bool = False) -> None:
         """A fatal error: send our alert, close the transport, report it once."""

@@ -7,7 +7,11 @@ head (else 408); heads over ``max_header_bytes`` get 431, bodies over ``max_body
 0-RTT (RFC 8470): with ``--early-data`` the connection starts on the client's early data, before the TLS
 handshake completes. A request whose first byte arrived as early data may be a replay: only GET, HEAD and
 OPTIONS are served from it (``Request.early``; proxied with ``Early-Data: 1``), anything else is answered
-``425 Too Early`` so the client retries it after the handshake. Responses wait for the handshake to complete.
+``425 Too Early`` so the client retries it after the handshake. Responses go out at once, as 0.5-RTT data
+(RFC 8446 §2.3), so a 0-RTT request is answered one round trip after the client's first flight; the
+transport holds them for the handshake only where the engine does not allow that. A request read from early
+data sees ``Request.tls`` as ``_PENDING`` (the handshake's fields come with the client's Finished); under
+mTLS, a route that passes the client's identity on (``forwards_client_identity``: the proxy) waits for them.
 """
 
 from __future__ import annotations
@@ -116,13 +120,16 @@ class Router:
 
 class TLSState:
     """The connection's TLS as the HTTP layer sees it. ``fields`` is None while the connection runs on 0-RTT
-    data (the handshake not complete); ``early_bytes()`` counts the plaintext that arrived as early data."""
+    data (the handshake not complete); ``early_bytes()`` counts the plaintext that arrived as early data.
+    ``client_auth``: the server checks client certificates, so the client's identity (from the resumed
+    session) is only known once the handshake completes."""
 
-    __slots__ = ("_early_bytes", "_handshake", "fields")
+    __slots__ = ("_early_bytes", "_handshake", "client_auth", "fields")
 
     def __init__(self, fields: TLSFields | None, early_bytes: Callable[[], int] = lambda: 0,
-                 handshake: Callable[[], Awaitable[TLSFields]] | None = None) -> None:
+                 handshake: Callable[[], Awaitable[TLSFields]] | None = None, *, client_auth: bool = False) -> None:
         self.fields, self._early_bytes, self._handshake = fields, early_bytes, handshake
+        self.client_auth = client_auth
 
     def early_bytes(self) -> int:
         return self._early_bytes()
@@ -146,17 +153,18 @@ class _Counting(h11.Connection):
 
 
 class Exchange:
-    """One request/response on the connection: the body as it arrives, and the response events out."""
+    """One request/response on the connection: the body as it arrives, and the response events out.
+
+    In 0-RTT the response goes out before the handshake completes (0.5-RTT data); the TLS transport holds
+    it, and pauses ``drain()``, where the engine does not allow that yet."""
 
     def __init__(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 limits: HTTPLimits, close_after: bool,
-                 ready: Callable[[], Awaitable[object]] | None = None) -> None:
+                 limits: HTTPLimits, close_after: bool) -> None:
         self.conn, self.reader, self.writer, self.limits = conn, reader, writer, limits
         self.close_after = close_after  # draining or at the request limit: say Connection: close
         self.status = 0
         self.body_bytes = 0
         self._out = bytearray()  # one TLS record and one write per response when it is small
-        self._ready = ready  # in 0-RTT: the handshake to wait for before the first byte goes out
 
     @property
     def started(self) -> bool:
@@ -209,9 +217,6 @@ class Exchange:
                 await self.flush()
 
     async def flush(self) -> None:
-        if self._ready is not None:
-            await self._ready()
-            self._ready = None
         if self._out:
             self.writer.write(bytes(self._out))
             self._out.clear()
@@ -349,7 +354,7 @@ async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: 
                       path=target.split("?", 1)[0], host=host, headers=list(event.headers),
                       http_version=event.http_version.decode(), peer=peer, tls=state.fields or _PENDING,
                       first_on_connection=first, early=early)
-    exchange = Exchange(conn, reader, writer, limits, close_after, None if state.fields else state.complete)
+    exchange = Exchange(conn, reader, writer, limits, close_after)
     try:
         # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
         if len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers) > limits.max_header_bytes:
@@ -363,6 +368,10 @@ async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: 
         route = router.match(host, request.path) if request.path.startswith("/") else None
         if route is None:
             raise HTTPError(404)
+        if state.fields is None and state.client_auth and getattr(route, "forwards_client_identity", False):
+            # mTLS in 0-RTT: the client's certificate (restored from its ticket) is known once the handshake
+            # completes; an upstream must not be told "no client certificate" meanwhile.
+            request = dataclasses.replace(request, tls=await state.complete())
         await route.handle(request, exchange)
     except HTTPError as e:
         if exchange.started:

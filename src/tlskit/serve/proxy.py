@@ -35,6 +35,8 @@ def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
 class ReverseProxy:
     """The route for a ``[[route]]`` with ``proxy = "http://host:port"``."""
 
+    forwards_client_identity = True  # under mTLS an early request waits for the handshake's client certificate
+
     def __init__(self, route: ProxyRoute) -> None:
         self.prefix, self.hosts = route.prefix, route.hosts
         self.route = route

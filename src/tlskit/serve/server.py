@@ -249,7 +249,7 @@ class ServeProcess:
 
         # Connected on 0-RTT data (``early_data``), the handshake may still be running.
         state = TLSState(fields() if tls.session.negotiated is not None else None, lambda: tls.early_bytes,
-                         handshake)
+                         handshake, client_auth=site.config.client_auth is not None)
         await serve_connection(reader, writer, state, router=lambda: site.router, limits=site.settings.http,
                                tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
 

@@ -343,10 +343,8 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
         ("ticket_rotate", "--ticket-rotate", rotate, bool(rotate_flag)),
         ("redis", "--redis", redis, bool(redis_flag)),
         ("early_data", "--early-data", early, bool(flags.early_data))) if value]
-    if uses and verify != "none":  # a ticket does not carry the client's certificate: see the README
-        key, flag, given = uses[0]
-        refuse(key, flag if given else "", "cannot go with client certificates (verify_client): a resumed "
-               "connection would carry no client identity, so session tickets are off under mTLS")
+    # With client certificates a ticket carries the client's chain, checked again (trust, allow_spiffe) when it
+    # resumes; a session without one never resumes under verify_client = "required" (the engine's rule).
     if uses and not tickets:
         key, flag, given = uses[0]
         refuse(key, flag if given else "", "needs session tickets, but [tls] session_tickets is false")
@@ -359,7 +357,7 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
             check_rotation(rotate, lifetime)
         except ConfigError as e:
             refuse("ticket_rotate", rotate_flag, str(e))
-    return {"session_tickets": tickets and verify == "none", "ticket_key_files": ticket_files,
+    return {"session_tickets": tickets, "ticket_key_files": ticket_files,
             "ticket_rotate": rotate, "early_data": early, "max_early_data_size": max_early, "redis": redis,
             "stapling": stapling, "staple_file": staple_file, "client_ca": client_ca, "verify_client": verify,
             "allow_spiffe": allow}
