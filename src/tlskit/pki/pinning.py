@@ -39,16 +39,21 @@ def spki_sha256(cert: x509.Certificate | bytes) -> str:
 
 
 def _normalise(pin: str) -> str:
-    """Accept ``BASE64``, ``sha256/BASE64`` (curl) and ``pin-sha256="BASE64"`` (HPKP header)."""
-    text = pin.strip().removeprefix("pin-sha256=").strip('"').removeprefix("sha256//").removeprefix("sha256/")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError(f"pin {pin!r} is not base64 (expected the base64 SHA-256 of a SubjectPublicKeyInfo)"
-                          ) from None
-    if len(raw) != 32:
-        raise ConfigError(f"pin {pin!r} decodes to {len(raw)} bytes; a SHA-256 pin is 32 bytes")
-    return base64.b64encode(raw).decode()
+    """Accept ``BASE64``, ``sha256//BASE64`` (curl), ``sha256/BASE64`` and ``pin-sha256="BASE64"`` (HPKP).
+
+    Base64 may itself start with ``/``, so ``sha256//...`` is ambiguous: every reading that yields a 32-byte
+    hash is tried, curl's first.
+    """
+    text = pin.strip().removeprefix("pin-sha256=").strip('"')
+    candidates = [text.removeprefix(prefix) for prefix in ("sha256//", "sha256/") if text.startswith(prefix)]
+    for candidate in [*candidates, text]:
+        try:
+            raw = base64.b64decode(candidate, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(raw) == 32:
+            return base64.b64encode(raw).decode()
+    raise ConfigError(f"pin {pin!r} is not the base64 SHA-256 (32 bytes) of a SubjectPublicKeyInfo")
 
 
 class PinSet:
