@@ -34,7 +34,11 @@ class Reader:
         return pos
 
     def u8(self) -> int:
-        return self._data[self._take(1)]
+        pos = self._pos
+        if pos >= self._end:
+            raise DecodeError(f"need 1 bytes, have {self._end - pos}")
+        self._pos = pos + 1
+        return self._data[pos]
 
     def u16(self) -> int:
         p = self._take(2)
@@ -57,29 +61,36 @@ class Reader:
     def rest(self) -> bytes:
         return self.raw(self.remaining)
 
-    def _vector_length(self, width: int, minimum: int, maximum: int) -> int:
-        match width:
-            case 1:
-                n = self.u8()
-            case 2:
-                n = self.u16()
-            case 3:
-                n = self.u24()
-            case _:
-                raise ValueError(f"bad length width {width}")
+    def _vector_span(self, width: int, minimum: int, maximum: int) -> tuple[int, int]:
+        """Consume a ``width``-byte length in [minimum, maximum] and the body it announces: the body's span."""
+        d, pos, end = self._data, self._pos, self._end
+        if width == 1 and pos < end:
+            n = d[pos]
+        elif width == 2 and pos + 2 <= end:
+            n = (d[pos] << 8) | d[pos + 1]
+        elif width == 3 and pos + 3 <= end:
+            n = (d[pos] << 16) | (d[pos + 1] << 8) | d[pos + 2]
+        elif width in (1, 2, 3):
+            raise DecodeError(f"need {width} bytes, have {end - pos}")
+        else:
+            raise ValueError(f"bad length width {width}")
         if n < minimum or n > maximum:
             raise DecodeError(f"vector length {n} outside [{minimum}, {maximum}]")
-        return n
+        start = pos + width
+        if n > end - start:
+            raise DecodeError(f"need {n} bytes, have {end - start}")
+        self._pos = start + n
+        return start, start + n
 
     def vector(self, width: int, minimum: int = 0, maximum: int = 1 << 24) -> bytes:
         """An opaque vector ``<minimum..maximum>`` with a ``width``-byte length prefix."""
-        return self.raw(self._vector_length(width, minimum, maximum))
+        start, stop = self._vector_span(width, minimum, maximum)
+        return bytes(self._data[start:stop])
 
     def sub(self, width: int, minimum: int = 0, maximum: int = 1 << 24) -> Reader:
         """A reader over a length-prefixed vector; the caller must ``finish()`` it."""
-        n = self._vector_length(width, minimum, maximum)
-        p = self._take(n)
-        return Reader(self._data, p, p + n)
+        start, stop = self._vector_span(width, minimum, maximum)
+        return Reader(self._data, start, stop)
 
     def finish(self) -> None:
         if self._pos != self._end:

@@ -1,14 +1,16 @@
 """The TLS 1.3 key schedule (RFC 8446 §7.1), one object per stage.
 
 ``EarlySecret`` -> ``HandshakeSecret`` -> ``MasterSecret``: each stage only offers the secrets RFC 8446
-derives from it, so a secret cannot be used at the wrong stage. HKDF is computed with ``hmac.digest``
-(RFC 5869) because a KDF object per call costs more than the hashing itself.
+derives from it, so a secret cannot be used at the wrong stage. HKDF (RFC 5869) is computed on HMAC
+(RFC 2104) built from two ``hashlib`` calls: a KDF object per call costs more than the hashing itself, and
+OpenSSL 3's one-shot HMAC (behind ``hmac.digest``) looks its algorithm up again on every call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 
 from .suites import SuiteParams
 
@@ -27,10 +29,24 @@ __all__ = [
     "traffic_key_iv",
 ]
 
-try:  # the C function behind hmac.digest, without the Python wrapper's per-call overhead
-    from _hashlib import hmac_digest as _digest
-except ImportError:  # pragma: no cover - CPython without OpenSSL's hashlib
-    _digest = hmac.digest  # type: ignore[assignment]
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # translate tables: key XOR ipad / opad, byte by byte
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_HASHES: dict[str, tuple[Callable[[bytes], hashlib._Hash], int]] = {  # hash constructor, block size
+    "sha256": (hashlib.sha256, 64),
+    "sha384": (hashlib.sha384, 128),
+}
+
+
+def _digest(key: bytes, msg: bytes, hash_name: str) -> bytes:
+    """HMAC(key, msg) (RFC 2104 §2): H(K ^ opad || H(K ^ ipad || msg)), K zero-padded to the block size."""
+    known = _HASHES.get(hash_name)
+    if known is None:  # pragma: no cover - the suites only use SHA-256 and SHA-384
+        return hmac.digest(key, msg, hash_name)
+    new, block = known
+    if len(key) > block:
+        key = new(key).digest()
+    key = key.ljust(block, b"\0")
+    return new(key.translate(_OPAD) + new(key.translate(_IPAD) + msg).digest()).digest()
 
 
 def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
@@ -194,12 +210,25 @@ def next_traffic_secret(params: SuiteParams, secret: bytes) -> bytes:
     return hkdf_expand_label(params.hash_name, secret, b"traffic upd", b"", params.hash_len)
 
 
+_KEY_IV_INFO: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+
+
 def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
-    """The record protection write key and IV of a traffic secret (§7.3)."""
-    name = params.hash_name
+    """The record protection write key and IV of a traffic secret (§7.3).
+
+    HKDF-Expand-Label(secret, "key", "", key_length) and (secret, "iv", "", iv_length): each is one HMAC
+    block, so both share the padded secret (key and IV are never longer than the hash).
+    """
+    new, block = _HASHES[params.hash_name]
+    infos = _KEY_IV_INFO.get((params.key_len, params.iv_len))
+    if infos is None:  # the whole HkdfLabel (empty context) and HKDF-Expand's counter byte, per length pair
+        infos = (_label_prefix(b"key", params.key_len) + b"\x00\x01", _label_prefix(b"iv", params.iv_len) + b"\x00\x01")
+        _KEY_IV_INFO[(params.key_len, params.iv_len)] = infos
+    padded = (secret if len(secret) <= block else new(secret).digest()).ljust(block, b"\0")
+    inner, outer = padded.translate(_IPAD), padded.translate(_OPAD)
     return (
-        hkdf_expand_label(name, secret, b"key", b"", params.key_len),
-        hkdf_expand_label(name, secret, b"iv", b"", params.iv_len),
+        new(outer + new(inner + infos[0]).digest()).digest()[: params.key_len],
+        new(outer + new(inner + infos[1]).digest()).digest()[: params.iv_len],
     )
 
 

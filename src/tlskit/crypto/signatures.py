@@ -54,6 +54,7 @@ _ECDSA: dict[S, tuple[type[ec.EllipticCurve], hashes.HashAlgorithm]] = {
     S.ecdsa_secp384r1_sha384: (ec.SECP384R1, hashes.SHA384()),
     S.ecdsa_secp521r1_sha512: (ec.SECP521R1, hashes.SHA512()),
 }
+_ECDSA_ALGORITHM: dict[S, ec.ECDSA] = {s: ec.ECDSA(h) for s, (_, h) in _ECDSA.items()}  # immutable: built once
 _ECDSA_BY_CURVE: dict[str, S] = {
     "secp256r1": S.ecdsa_secp256r1_sha256,
     "secp384r1": S.ecdsa_secp384r1_sha384,
@@ -101,9 +102,8 @@ def schemes_for_key(private_key: PrivateKeyTypes, *, pss_oid: bool = False) -> t
 def sign(private_key: PrivateKeyTypes, scheme: S, data: bytes) -> bytes:
     """Sign ``data`` (a ``certificate_verify_input``); ``ConfigError`` if the key cannot do ``scheme``."""
     if scheme in _ECDSA and isinstance(private_key, ec.EllipticCurvePrivateKey):
-        curve, hash_algorithm = _ECDSA[scheme]
-        if isinstance(private_key.curve, curve):
-            return private_key.sign(data, ec.ECDSA(hash_algorithm))
+        if isinstance(private_key.curve, _ECDSA[scheme][0]):
+            return private_key.sign(data, _ECDSA_ALGORITHM[scheme])
     elif scheme in _RSA_PSS and isinstance(private_key, rsa.RSAPrivateKey):
         hash_algorithm = _RSA_PSS[scheme][0]
         return private_key.sign(data, _pss(hash_algorithm), hash_algorithm)
@@ -122,9 +122,8 @@ def verify(
     """
     try:
         if scheme in _ECDSA and isinstance(public_key, ec.EllipticCurvePublicKey):
-            curve, hash_algorithm = _ECDSA[scheme]
-            if isinstance(public_key.curve, curve):
-                public_key.verify(signature, data, ec.ECDSA(hash_algorithm))
+            if isinstance(public_key.curve, _ECDSA[scheme][0]):
+                public_key.verify(signature, data, _ECDSA_ALGORITHM[scheme])
                 return
         elif scheme in _RSA_PSS and isinstance(public_key, rsa.RSAPublicKey):
             hash_algorithm, is_pss = _RSA_PSS[scheme]

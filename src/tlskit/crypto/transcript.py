@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from ..enums import HandshakeType
 
@@ -17,7 +16,7 @@ class Transcript:
 
     def __init__(self, hash_name: str) -> None:
         self.hash_name = hash_name
-        self._hash: Any = hashlib.new(hash_name)
+        self._hash: hashlib._Hash = hashlib.new(hash_name)
 
     def add(self, message: bytes) -> None:
         """Append one full handshake message."""
@@ -25,7 +24,7 @@ class Transcript:
 
     def digest(self) -> bytes:
         """Hash of everything added so far; the transcript stays usable."""
-        return bytes(self._hash.digest())
+        return self._hash.digest()
 
     def copy(self) -> Transcript:
         """An independent copy (e.g. for the PSK binder's partial ClientHello, §4.2.11.2)."""

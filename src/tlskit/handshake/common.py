@@ -18,7 +18,7 @@ from ..crypto.transcript import Transcript
 from ..enums import AlertDescription, CipherSuite, HandshakeType, NamedGroup, SignatureScheme
 from ..errors import AlertError
 from ..events import Event
-from ..messages.handshake import CertificateVerify, Finished, HandshakeMessage
+from ..messages.handshake import CertificateVerify, Finished, HandshakeMessage, finished_bytes
 
 
 class Context(Protocol):
@@ -95,7 +95,7 @@ def check_finished(params: SuiteParams, base_key: bytes, transcript: Transcript,
 
 
 def make_finished(params: SuiteParams, base_key: bytes, transcript: Transcript) -> bytes:
-    return Finished(verify_data=keyschedule.finished_verify_data(params, base_key, transcript.digest())).encode()
+    return finished_bytes(keyschedule.finished_verify_data(params, base_key, transcript.digest()))
 
 
 def _constant_time_eq(a: bytes, b: bytes) -> bool:

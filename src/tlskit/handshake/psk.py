@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..codec import Reader, Writer
+from ..codec import Reader
 from ..crypto import keyschedule
 from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import Transcript
@@ -27,6 +29,8 @@ __all__ = ["SessionState", "claim_ticket", "client_binder", "issue_tickets", "ob
 log = logging.getLogger("tlskit.handshake")
 
 _STATE_VERSION = 2
+# version, suite, issued_at (ms), age_add, lifetime, max_early_data; then psk, server_name, alpn, client chain
+_STATE_HEAD = struct.Struct(">BHQIII")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,31 +48,43 @@ class SessionState:
     client_chain: tuple[bytes, ...] = ()  # the client's certificates, when it authenticated (§4.2.11)
 
     def encode(self) -> bytes:
-        w = Writer()
-        w.u8(_STATE_VERSION)
-        w.u16(self.suite)
-        w.raw(int(self.issued_at * 1000).to_bytes(8, "big"))
-        w.u32(self.age_add)
-        w.u32(self.lifetime)
-        w.u32(self.max_early_data)
-        w.vector(1, self.psk)
-        w.vector(1, (self.server_name or "").encode("ascii"))
-        w.vector(1, (self.alpn or "").encode("latin-1"))
-        with w.prefixed(3):
-            for cert in self.client_chain:
-                w.vector(3, cert)
-        return w.getvalue()
+        psk = self.psk
+        name = (self.server_name or "").encode("ascii")
+        alpn = (self.alpn or "").encode("latin-1")
+        for field in (psk, name, alpn):
+            if len(field) > 0xFF:
+                raise ValueError(f"vector of {len(field)} bytes does not fit a 1-byte length")
+        chain = b"".join([len(cert).to_bytes(3, "big") + cert for cert in self.client_chain])
+        head = _STATE_HEAD.pack(
+            _STATE_VERSION,
+            self.suite,
+            int(self.issued_at * 1000),
+            self.age_add,
+            self.lifetime,
+            self.max_early_data,
+        )
+        return b"".join(
+            (
+                head,
+                bytes((len(psk),)),
+                psk,
+                bytes((len(name),)),
+                name,
+                bytes((len(alpn),)),
+                alpn,
+                len(chain).to_bytes(3, "big"),
+                chain,
+            )
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> SessionState | None:
         """None for a state we cannot use (another version or malformed): the client just gets a full handshake."""
+        if len(data) < _STATE_HEAD.size or data[0] != _STATE_VERSION:
+            return None
+        _, suite, issued_ms, age_add, lifetime, max_early = _STATE_HEAD.unpack_from(data)
         try:
-            r = Reader(data)
-            if r.u8() != _STATE_VERSION:
-                return None
-            suite = CipherSuite(r.u16())
-            issued_at = int.from_bytes(r.raw(8), "big") / 1000
-            age_add, lifetime, max_early = r.u32(), r.u32(), r.u32()
+            r = Reader(data, _STATE_HEAD.size)
             psk = r.vector(1, 32, 48)
             server_name = r.vector(1).decode("ascii") or None
             alpn = r.vector(1).decode("latin-1") or None
@@ -80,9 +96,9 @@ class SessionState:
         except (DecodeError, UnicodeDecodeError):
             return None
         return cls(
-            suite=suite,
+            suite=CipherSuite.of(suite),
             psk=psk,
-            issued_at=issued_at,
+            issued_at=issued_ms / 1000,
             age_add=age_add,
             lifetime=lifetime,
             max_early_data=max_early,
@@ -123,6 +139,7 @@ class AcceptedPsk:
     state: SessionState
     psk: bytes
     client_age_ms: int
+    early_secret: keyschedule.EarlySecret  # already derived for the binder: the handshake goes on from it
 
 
 def accept_psk(
@@ -153,13 +170,12 @@ def accept_psk(
         partial = raw_hello[: len(raw_hello) - ext.binders_length([len(b) for b in offered.binders])]
         t = prefix.copy()
         t.add(partial)
-        expected = binder(params, state.psk, t.digest())
-        import hmac
-
+        early_secret = keyschedule.EarlySecret(params, state.psk)
+        expected = keyschedule.finished_verify_data(params, early_secret.binder_key(), t.digest())  # as binder()
         if not hmac.compare_digest(expected, offered.binders[index]):
             raise AlertError(AlertDescription.decrypt_error, "PSK binder does not verify")
         client_age = (identity.obfuscated_ticket_age - state.age_add) & 0xFFFFFFFF
-        return AcceptedPsk(index, state, state.psk, client_age)
+        return AcceptedPsk(index, state, state.psk, client_age, early_secret)
     return None
 
 

@@ -26,11 +26,13 @@ from ..messages.handshake import (
     CertificateRequest,
     CertificateVerify,
     ClientHello,
-    EncryptedExtensions,
     EndOfEarlyData,
     Finished,
     HandshakeMessage,
     ServerHello,
+    certificate_verify_bytes,
+    encrypted_extensions_bytes,
+    server_hello_bytes,
 )
 from ..pki.verify import verify_client_chain
 from . import psk
@@ -40,6 +42,12 @@ from .negotiation import Offer, choose_alpn, choose_certificate, choose_group, r
 __all__ = ["ExpectClientHello"]
 
 log = logging.getLogger("tlskit.handshake")
+
+_SUPPORTED_VERSIONS_TLS13 = ext.extension_bytes(
+    ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3)
+)
+_EMPTY_SERVER_NAME = ext.extension_bytes(ExtensionType.server_name, b"")
+_EMPTY_EARLY_DATA = ext.extension_bytes(ExtensionType.early_data, b"")
 
 # Ciphertext we are willing to skip when we reject a client's 0-RTT data (§4.2.10) without a policy of our own.
 _DEFAULT_EARLY_SKIP = 16384 + 4096
@@ -223,29 +231,22 @@ def _server_flight(
             config, accepted, offer.suite, alpn, offer.server_name, offer.psks.binders[0], ctx.now()
         )
     )
-    early_secret = keyschedule.EarlySecret(params, accepted.psk if accepted is not None else None)
+    early_secret = accepted.early_secret if accepted is not None else keyschedule.EarlySecret(params)
     client_early = b""
     if early:
         client_early = early_secret.client_early_traffic_secret(transcript.digest())
         ctx.key_log("CLIENT_EARLY_TRAFFIC_SECRET", client_early)
     shared: bytes | None = None
-    sh_exts: list[Extension] = []
+    sh_exts: list[bytes] = []  # encoded straight to bytes: the same wire as ServerHello(...).encode()
     if accepted is not None:
-        sh_exts.append(Extension(ExtensionType.pre_shared_key, ext.selected_psk_body(accepted.index)))
+        sh_exts.append(ext.extension_bytes(ExtensionType.pre_shared_key, ext.selected_psk_body(accepted.index)))
     if share is not None and group is not None:
         server_share, shared = groups.server_key_share(group, share.key_exchange, config.random)
         sh_exts.append(
-            Extension(ExtensionType.key_share, ext.key_share_server_body(KeyShareEntry(group, server_share)))
+            ext.extension_bytes(ExtensionType.key_share, ext.key_share_server_body(KeyShareEntry(group, server_share)))
         )
-    sh_exts.append(
-        Extension(ExtensionType.supported_versions, ext.supported_versions_server_body(ProtocolVersion.TLS1_3))
-    )
-    sh = ServerHello(
-        random=ctx.random(32),
-        legacy_session_id=offer.hello.legacy_session_id,
-        cipher_suite=offer.suite,
-        extensions=tuple(sh_exts),
-    ).encode()
+    sh_exts.append(_SUPPORTED_VERSIONS_TLS13)
+    sh = server_hello_bytes(ctx.random(32), offer.hello.legacy_session_id, offer.suite, ext.extensions_block(sh_exts))
     ctx.send_handshake(sh)
     transcript.add(sh)
     if config.middlebox_compat and offer.hello.legacy_session_id and not hello_retry:
@@ -277,7 +278,7 @@ def _server_flight(
         ctx.send_handshake(cm)
         transcript.add(cm)
         signature = cert.sign(scheme, signatures.certificate_verify_input(True, transcript.digest()))
-        cv = CertificateVerify(algorithm=scheme, signature=signature).encode()
+        cv = certificate_verify_bytes(scheme, signature)
         ctx.send_handshake(cv)
         transcript.add(cv)
     fin = make_finished(params, s_hs, transcript)
@@ -326,20 +327,20 @@ def _server_flight(
 
 
 def _encrypted_extensions(config: ServerConfig, offer: Offer, alpn: str | None, early: bool) -> list[bytes]:
-    """§4.3.1."""
-    ee: list[Extension] = []
+    """§4.3.1 (encoded straight to bytes: the same wire as ``EncryptedExtensions(...).encode()``)."""
+    ee: list[bytes] = []
     if config.send_supported_groups:
-        ee.append(Extension(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
+        ee.append(ext.extension_bytes(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
     if ExtensionType.record_size_limit in offer.exts:
         own = config.record_size_limit if config.record_size_limit is not None else (1 << 14) + 1
-        ee.append(Extension(ExtensionType.record_size_limit, ext.record_size_limit_body(own)))
+        ee.append(ext.extension_bytes(ExtensionType.record_size_limit, ext.record_size_limit_body(own)))
     if offer.server_name is not None:
-        ee.append(Extension(ExtensionType.server_name, b""))
+        ee.append(_EMPTY_SERVER_NAME)
     if alpn is not None:
-        ee.append(Extension(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body([alpn])))
+        ee.append(ext.extension_bytes(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body([alpn])))
     if early:
-        ee.append(Extension(ExtensionType.early_data, b""))
-    return [EncryptedExtensions(extensions=tuple(ee)).encode()]
+        ee.append(_EMPTY_EARLY_DATA)
+    return [encrypted_extensions_bytes(ext.extensions_block(ee))]
 
 
 def _certificate_request(config: ServerConfig) -> bytes:

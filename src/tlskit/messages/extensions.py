@@ -9,8 +9,9 @@ kept (and ignored by policy) and re-encoding is byte-exact. The ``*_body`` funct
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..codec import Reader, Writer
 from ..enums import (
@@ -25,6 +26,8 @@ from ..enums import (
     SignatureScheme,
 )
 from ..errors import AlertError, DecodeError
+
+_E = TypeVar("_E")
 
 __all__ = [
     "Extension",
@@ -48,27 +51,48 @@ def decode_extensions(r: Reader) -> tuple[Extension, ...]:
     out: list[Extension] = []
     seen: set[int] = set()
     pos, end = 0, len(block)
-    of = ExtensionType.of
+    known = _EXTENSION_TYPES.get
     while pos < end:
         if end - pos < 4:
             raise DecodeError("truncated extension header")
-        ext_type = (block[pos] << 8) | block[pos + 1]
-        n = (block[pos + 2] << 8) | block[pos + 3]
+        ext_type, n = _U16_PAIR.unpack_from(block, pos)
         pos += 4
         if n > end - pos:
             raise DecodeError(f"extension {ext_type:#06x} claims {n} bytes, {end - pos} left")
         if ext_type in seen:
             raise AlertError(AlertDescription.illegal_parameter, f"duplicate extension {ext_type:#06x}")
         seen.add(ext_type)
-        out.append(Extension(of(ext_type), block[pos : pos + n]))
+        kind = known(ext_type)
+        out.append(Extension(ExtensionType.of(ext_type) if kind is None else kind, block[pos : pos + n]))
         pos += n
     return tuple(out)
 
 
+_U16_PAIR = struct.Struct(">HH")
+# value -> member of the enums parsed on every ClientHello (``Enum.of`` without its per-call overhead)
+_EXTENSION_TYPES: dict[int, ExtensionType] = dict(ExtensionType._value2member_map_)
+
+
+def _members(of: Callable[[int], _E], known: dict[int, _E], values: Iterable[int]) -> list[_E]:
+    """``[of(v) for v in values]`` with ``known`` (value -> member) looked up first: ``Enum.of`` costs a
+    call per code point, and the ClientHello lists are parsed on every handshake."""
+    get = known.get
+    return [of(v) if (m := get(v)) is None else m for v in values]
+
+
 def encode_extensions(w: Writer, extensions: Iterable[Extension]) -> None:
-    body = b"".join([e.type.to_bytes(2, "big") + len(e.data).to_bytes(2, "big") + e.data for e in extensions])
-    w.u16(len(body))
-    w.raw(body)
+    w.raw(extensions_block([extension_bytes(e.type, e.data) for e in extensions]))
+
+
+def extension_bytes(ext_type: int, data: bytes) -> bytes:
+    """One encoded ``Extension`` (type, 2-byte length, data), for messages built straight from bytes."""
+    return ext_type.to_bytes(2, "big") + len(data).to_bytes(2, "big") + data
+
+
+def extensions_block(encoded: Iterable[bytes]) -> bytes:
+    """``Extension extensions<0..2^16-1>`` from already-encoded extensions (``extension_bytes``)."""
+    body = b"".join(encoded)
+    return len(body).to_bytes(2, "big") + body
 
 
 def extension_map(extensions: Sequence[Extension]) -> dict[ExtensionType, bytes]:
@@ -196,7 +220,7 @@ def supported_groups_body(groups: Iterable[NamedGroup]) -> bytes:
 
 
 def parse_supported_groups(data: bytes) -> list[NamedGroup]:
-    return [NamedGroup.of(v) for v in _parse_u16_list(data)]
+    return _members(NamedGroup.of, _NAMED_GROUPS, _parse_u16_list(data))
 
 
 def signature_algorithms_body(schemes: Iterable[SignatureScheme]) -> bytes:
@@ -204,7 +228,11 @@ def signature_algorithms_body(schemes: Iterable[SignatureScheme]) -> bytes:
 
 
 def parse_signature_algorithms(data: bytes) -> list[SignatureScheme]:
-    return [SignatureScheme.of(v) for v in _parse_u16_list(data)]
+    return _members(SignatureScheme.of, _SIGNATURE_SCHEMES, _parse_u16_list(data))
+
+
+_NAMED_GROUPS: dict[int, NamedGroup] = dict(NamedGroup._value2member_map_)
+_SIGNATURE_SCHEMES: dict[int, SignatureScheme] = dict(SignatureScheme._value2member_map_)
 
 
 def supported_versions_client_body(versions: Iterable[ProtocolVersion]) -> bytes:

@@ -23,7 +23,7 @@ from ..enums import (
     SignatureScheme,
 )
 from ..errors import AlertError, DecodeError
-from .extensions import Extension, decode_extensions, encode_extensions
+from .extensions import Extension, decode_extensions, encode_extensions, extension_bytes, extensions_block
 
 # §4.1.3: the ServerHello.random of a HelloRetryRequest is SHA-256("HelloRetryRequest").
 HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
@@ -33,8 +33,60 @@ DOWNGRADE_TLS11 = bytes.fromhex("444f574e47524400")
 
 
 def _framed(msg_type: HandshakeType, w: Writer) -> bytes:
-    body = w.buf
-    return bytes((msg_type, len(body) >> 16, (len(body) >> 8) & 0xFF, len(body) & 0xFF)) + body
+    return handshake_bytes(msg_type, w.buf)
+
+
+def handshake_bytes(msg_type: int, body: bytes | bytearray) -> bytes:
+    """A whole handshake message: type, 3-byte length, body (§4)."""
+    n = len(body)
+    if n >> 24:
+        raise ValueError(f"handshake message body of {n} bytes does not fit a 3-byte length")
+    return bytes((msg_type, n >> 16, (n >> 8) & 0xFF, n & 0xFF)) + body
+
+
+# The byte-level encoders below are what the matching classes' ``encode()`` use; the server calls them
+# directly for the messages it builds on every handshake, without the intermediate objects.
+
+
+def server_hello_bytes(
+    random: bytes, legacy_session_id: bytes, cipher_suite: int, extensions: bytes, legacy_version: int = 0x0303
+) -> bytes:
+    """A ServerHello (§4.1.3) with legacy_compression_method 0; ``extensions`` is an ``extensions_block``."""
+    if len(legacy_session_id) > 0xFF:
+        raise ValueError(f"vector of {len(legacy_session_id)} bytes does not fit a 1-byte length")
+    return handshake_bytes(
+        HandshakeType.server_hello,
+        b"".join(
+            (
+                legacy_version.to_bytes(2, "big"),
+                random,
+                bytes((len(legacy_session_id),)),
+                legacy_session_id,
+                cipher_suite.to_bytes(2, "big"),
+                b"\x00",
+                extensions,
+            )
+        ),
+    )
+
+
+def encrypted_extensions_bytes(extensions: bytes) -> bytes:
+    """EncryptedExtensions (§4.3.1) from an ``extensions_block``."""
+    return handshake_bytes(HandshakeType.encrypted_extensions, extensions)
+
+
+def certificate_verify_bytes(algorithm: int, signature: bytes) -> bytes:
+    """CertificateVerify (§4.4.3)."""
+    if len(signature) > 0xFFFF:
+        raise ValueError(f"vector of {len(signature)} bytes does not fit a 2-byte length")
+    return handshake_bytes(
+        HandshakeType.certificate_verify, algorithm.to_bytes(2, "big") + len(signature).to_bytes(2, "big") + signature
+    )
+
+
+def finished_bytes(verify_data: bytes) -> bytes:
+    """Finished (§4.4.4)."""
+    return handshake_bytes(HandshakeType.finished, verify_data)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,6 +155,11 @@ class ServerHello:
         return self.random == HRR_RANDOM
 
     def encode(self) -> bytes:
+        if self.legacy_compression_method == 0:
+            exts = extensions_block([extension_bytes(e.type, e.data) for e in self.extensions])
+            return server_hello_bytes(
+                self.random, self.legacy_session_id, self.cipher_suite, exts, legacy_version=self.legacy_version
+            )
         w = Writer()
         w.u16(self.legacy_version)
         w.raw(self.random)
@@ -140,9 +197,7 @@ class EncryptedExtensions:
     extensions: tuple[Extension, ...] = ()
 
     def encode(self) -> bytes:
-        w = Writer()
-        encode_extensions(w, self.extensions)
-        return _framed(self.TYPE, w)
+        return encrypted_extensions_bytes(extensions_block([extension_bytes(e.type, e.data) for e in self.extensions]))
 
     @classmethod
     def decode(cls, body: bytes) -> EncryptedExtensions:
@@ -222,10 +277,7 @@ class CertificateVerify:
     signature: bytes
 
     def encode(self) -> bytes:
-        w = Writer()
-        w.u16(self.algorithm)
-        w.vector(2, self.signature)
-        return _framed(self.TYPE, w)
+        return certificate_verify_bytes(self.algorithm, self.signature)
 
     @classmethod
     def decode(cls, body: bytes) -> CertificateVerify:
@@ -244,9 +296,7 @@ class Finished:
     verify_data: bytes
 
     def encode(self) -> bytes:
-        w = Writer()
-        w.raw(self.verify_data)
-        return _framed(self.TYPE, w)
+        return finished_bytes(self.verify_data)
 
     @classmethod
     def decode(cls, body: bytes) -> Finished:
@@ -283,13 +333,23 @@ class NewSessionTicket:
     extensions: tuple[Extension, ...] = ()
 
     def encode(self) -> bytes:
-        w = Writer()
-        w.u32(self.lifetime)
-        w.u32(self.age_add)
-        w.vector(1, self.nonce)
-        w.vector(2, self.ticket)
-        encode_extensions(w, self.extensions)
-        return _framed(self.TYPE, w)
+        nonce, ticket = self.nonce, self.ticket
+        if len(nonce) > 0xFF or len(ticket) > 0xFFFF:
+            raise ValueError("NewSessionTicket nonce or ticket too long for its length prefix")
+        return handshake_bytes(
+            self.TYPE,
+            b"".join(
+                (
+                    self.lifetime.to_bytes(4, "big"),
+                    self.age_add.to_bytes(4, "big"),
+                    bytes((len(nonce),)),
+                    nonce,
+                    len(ticket).to_bytes(2, "big"),
+                    ticket,
+                    extensions_block([extension_bytes(e.type, e.data) for e in self.extensions]),
+                )
+            ),
+        )
 
     @classmethod
     def decode(cls, body: bytes) -> NewSessionTicket:

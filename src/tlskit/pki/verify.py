@@ -49,7 +49,7 @@ from cryptography.x509.verification import (
 )
 
 from ..enums import AlertDescription
-from ..errors import CertificateError, ConfigError
+from ..errors import CertificateError, ConfigError, TLSError
 
 __all__ = ["CACHE_SIZE", "TrustStore", "clear_cache", "verify_client_chain", "verify_server_chain"]
 
@@ -136,7 +136,7 @@ def _system_store() -> TrustStore:
 # --- verification -------------------------------------------------------------------------------------
 
 
-def verify_server_chain(
+def _verify_server_chain(
     chain: Sequence[bytes],
     *,
     server_name: str | None,
@@ -192,7 +192,7 @@ def verify_server_chain(
     return certs[0]
 
 
-def verify_client_chain(
+def _verify_client_chain(
     chain: Sequence[bytes],
     *,
     trust: TrustStore,
@@ -404,8 +404,8 @@ def _safe_diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.dat
     """``_diagnose``, but a certificate whose names cryptography cannot parse is ``bad_certificate``."""
     try:
         return _diagnose(certs, trust, now, tolerance, exc, purpose)
-    except (ValueError, KeyError) as malformed:
-        return CertificateError(AlertDescription.bad_certificate, f"malformed certificate: {malformed!r}")
+    except _MALFORMED as malformed:
+        return CertificateError(AlertDescription.bad_certificate, f"malformed certificate: {malformed}")
 
 
 def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime, tolerance: dt.timedelta,
@@ -526,3 +526,48 @@ def _key_ids_match(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return True
     return aki is None or aki == ski
+
+
+# What cryptography raises for certificates it parses lazily (names, extensions) or refuses while verifying.
+_MALFORMED = (ValueError, KeyError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, VerificationError)
+
+
+def verify_server_chain(
+    chain: Sequence[bytes],
+    *,
+    server_name: str | None,
+    trust: TrustStore,
+    now: dt.datetime,
+    max_chain_depth: int = 8,
+    skew: float = 0.0,
+) -> x509.Certificate:
+    """Verify a server's Certificate chain (RFC 8446 §4.4.2) and return the leaf; see ``_verify_server_chain``.
+
+    A certificate that cryptography cannot parse or refuses outright is ``bad_certificate`` (§6.2), never an
+    exception of cryptography's own.
+    """
+    try:
+        return _verify_server_chain(
+            chain, server_name=server_name, trust=trust, now=now, max_chain_depth=max_chain_depth, skew=skew
+        )
+    except TLSError:  # our own verdicts, and ConfigError (a ValueError) for a bad server_name
+        raise
+    except _MALFORMED as malformed:
+        raise CertificateError(AlertDescription.bad_certificate, f"malformed certificate: {malformed}") from None
+
+
+def verify_client_chain(
+    chain: Sequence[bytes],
+    *,
+    trust: TrustStore,
+    now: dt.datetime,
+    max_chain_depth: int = 8,
+    skew: float = 0.0,
+) -> x509.Certificate:
+    """Verify a client's Certificate chain for mutual TLS (§4.4.2.4); see ``_verify_client_chain``."""
+    try:
+        return _verify_client_chain(chain, trust=trust, now=now, max_chain_depth=max_chain_depth, skew=skew)
+    except TLSError:
+        raise
+    except _MALFORMED as malformed:
+        raise CertificateError(AlertDescription.bad_certificate, f"malformed certificate: {malformed}") from None
