@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from types import ModuleType
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem
@@ -17,6 +18,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..enums import AlertDescription, NamedGroup
 from ..errors import AlertError
+
+try:  # the Rust functions behind cryptography's public X25519 classmethods (see ``_x25519_generate``)
+    from cryptography.hazmat.backends.openssl.backend import backend as _backend
+    from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+
+    _RUST_X25519: ModuleType | None = _rust_openssl.x25519
+except (ImportError, AttributeError):  # pragma: no cover - another layout of cryptography's internals
+    _RUST_X25519 = None
 
 __all__ = [
     "SUPPORTED_GROUPS",
@@ -69,12 +78,30 @@ def _illegal(message: str) -> AlertError:
     return AlertError(AlertDescription.illegal_parameter, message)
 
 
+def _x25519_generate() -> X25519PrivateKey:
+    """``X25519PrivateKey.generate()``, calling cryptography's Rust binding directly when the backend
+    supports X25519: the public classmethod re-imports the backend and re-checks support on every call, a
+    measurable share of a handshake. Same OpenSSL key generation either way."""
+    if _RUST_X25519 is not None and _backend.x25519_supported():
+        key: X25519PrivateKey = _RUST_X25519.generate_key()
+        return key
+    return X25519PrivateKey.generate()
+
+
+def _x25519_public(peer: bytes) -> X25519PublicKey:
+    """``X25519PublicKey.from_public_bytes(peer)`` by the same direct route as ``_x25519_generate``."""
+    if _RUST_X25519 is not None and _backend.x25519_supported():
+        key: X25519PublicKey = _RUST_X25519.from_public_bytes(peer)
+        return key
+    return X25519PublicKey.from_public_bytes(peer)
+
+
 def _x25519_exchange(private: X25519PrivateKey, peer: bytes) -> bytes:
     """X25519 with the §7.4.2 checks: 32-byte share, non-zero shared secret."""
     if len(peer) != _X25519_LEN:
         raise _illegal(f"x25519 share must be 32 bytes, got {len(peer)}")
     try:
-        shared = private.exchange(X25519PublicKey.from_public_bytes(peer))
+        shared = private.exchange(_x25519_public(peer))
     except ValueError:  # OpenSSL refuses the all-zero result of a low-order point
         raise _illegal("x25519 share is a low-order point") from None
     if shared == _ZERO32:
@@ -111,7 +138,7 @@ class _X25519Share:
     def __init__(self, private_key_bytes: bytes | None) -> None:
         self.group = NamedGroup.x25519
         self._private = (
-            X25519PrivateKey.generate()
+            _x25519_generate()
             if private_key_bytes is None
             else X25519PrivateKey.from_private_bytes(private_key_bytes)
         )
@@ -214,7 +241,7 @@ def server_key_share(group: NamedGroup, client_share: bytes, random: Callable[[i
     """
     if group == NamedGroup.x25519:
         if random is os.urandom:
-            private = X25519PrivateKey.generate()
+            private = _x25519_generate()
             return private.public_key().public_bytes_raw(), _x25519_exchange(private, client_share)
         return server_key_share_from_private(group, client_share, random(_X25519_LEN))
     if group in _CURVES:

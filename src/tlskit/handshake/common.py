@@ -3,6 +3,7 @@ the checks both sides make (RFC 8446 §4)."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -99,8 +100,6 @@ def make_finished(params: SuiteParams, base_key: bytes, transcript: Transcript) 
 
 
 def _constant_time_eq(a: bytes, b: bytes) -> bool:
-    import hmac
-
     return hmac.compare_digest(a, b)
 
 
@@ -108,11 +107,11 @@ def choose_suite(
     offered: tuple[CipherSuite, ...], ours: tuple[CipherSuite, ...], server_order: bool
 ) -> CipherSuite | None:
     """§4.1.1: the client's preference by default, ours when configured."""
-    if server_order:
-        offered_set = set(offered)
-        return next((s for s in ours if s in offered_set), None)
-    ours_set = set(ours)
-    return next((s for s in offered if s in ours_set), None)
+    first, second = (ours, frozenset(offered)) if server_order else (offered, frozenset(ours))
+    for suite in first:
+        if suite in second:
+            return suite
+    return None
 
 
 def choose_scheme(ours: Sequence[SignatureScheme], offered: Sequence[SignatureScheme]) -> SignatureScheme | None:

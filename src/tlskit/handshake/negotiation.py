@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..config import CertifiedKey, ServerConfig
@@ -42,29 +42,57 @@ class Offer:
     early_data: bool
 
 
+# Hot members as plain names: an enum class attribute lookup costs more than a global on every ClientHello.
+_SERVER_NAME = ExtensionType.server_name
+_STATUS_REQUEST = ExtensionType.status_request
+_SUPPORTED_GROUPS = ExtensionType.supported_groups
+_SIGNATURE_ALGORITHMS = ExtensionType.signature_algorithms
+_ALPN = ExtensionType.application_layer_protocol_negotiation
+_PADDING = ExtensionType.padding
+_RECORD_SIZE_LIMIT = ExtensionType.record_size_limit
+_PRE_SHARED_KEY = ExtensionType.pre_shared_key
+_EARLY_DATA = ExtensionType.early_data
+_SUPPORTED_VERSIONS = ExtensionType.supported_versions
+_COOKIE = ExtensionType.cookie
+_PSK_KEY_EXCHANGE_MODES = ExtensionType.psk_key_exchange_modes
+_CERTIFICATE_AUTHORITIES = ExtensionType.certificate_authorities
+_SIGNATURE_ALGORITHMS_CERT = ExtensionType.signature_algorithms_cert
+_KEY_SHARE = ExtensionType.key_share
+_TLS1_3 = ProtocolVersion.TLS1_3
+
+
 def read_offer(config: ServerConfig, ch: ClientHello) -> Offer:
-    """Decode every extension we act on and enforce the mandatory-extension rules of §9.2."""
+    """Decode every extension we act on and enforce the mandatory-extension rules of §9.2.
+
+    Extensions we only check (padding, cookie, record_size_limit, ...) are parsed strictly too, so a
+    malformed one fails the handshake whatever we negotiate.
+    """
     exts = ext.extension_map(ch.extensions)
-    sv = exts.get(ExtensionType.supported_versions)
-    if sv is None or ProtocolVersion.TLS1_3 not in ext.parse_supported_versions_client(sv):
+    get = exts.get
+    sv = get(_SUPPORTED_VERSIONS)
+    if sv is None or _TLS1_3 not in ext.parse_supported_versions_client(sv):
         raise AlertError(AlertDescription.protocol_version, "client does not offer TLS 1.3 (TLS 1.2 is not enabled)")
     if ch.legacy_compression_methods != b"\x00":
         raise AlertError(AlertDescription.illegal_parameter, "TLS 1.3 ClientHello must offer only null compression")
     psks: OfferedPsks | None = None
     psk_modes: list[PskKeyExchangeMode] = []
-    if ExtensionType.psk_key_exchange_modes in exts:
-        psk_modes = ext.parse_psk_modes(exts[ExtensionType.psk_key_exchange_modes])
-    if ExtensionType.pre_shared_key in exts:
-        if ch.extensions[-1].type is not ExtensionType.pre_shared_key:
+    data = get(_PSK_KEY_EXCHANGE_MODES)
+    if data is not None:
+        psk_modes = ext.parse_psk_modes(data)
+    data = get(_PRE_SHARED_KEY)
+    if data is not None:
+        if ch.extensions[-1].type is not _PRE_SHARED_KEY:
             raise AlertError(AlertDescription.illegal_parameter, "pre_shared_key is not the last extension")
-        psks = ext.parse_offered_psks(exts[ExtensionType.pre_shared_key])
-        if ExtensionType.psk_key_exchange_modes not in exts:
+        psks = ext.parse_offered_psks(data)
+        if _PSK_KEY_EXCHANGE_MODES not in exts:
             raise AlertError(AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes")
-    has_groups = ExtensionType.supported_groups in exts
-    if has_groups != (ExtensionType.key_share in exts):
+    groups_data = get(_SUPPORTED_GROUPS)
+    shares_data = get(_KEY_SHARE)
+    if (groups_data is None) != (shares_data is None):
         raise AlertError(AlertDescription.missing_extension, "supported_groups and key_share must come together")
+    schemes_data = get(_SIGNATURE_ALGORITHMS)
     if psks is None:
-        for kind in (ExtensionType.supported_groups, ExtensionType.signature_algorithms):
+        for kind in (_SUPPORTED_GROUPS, _SIGNATURE_ALGORITHMS):
             if kind not in exts:
                 raise AlertError(AlertDescription.missing_extension, f"ClientHello lacks {kind.name}")
     suite = choose_suite(ch.cipher_suites, config.cipher_suites, config.prefer_server_order)
@@ -73,38 +101,30 @@ def read_offer(config: ServerConfig, ch: ClientHello) -> Offer:
             AlertDescription.handshake_failure,
             f"no common cipher suite (client offered {[s.name for s in ch.cipher_suites]})",
         )
-    client_groups = ext.parse_supported_groups(exts[ExtensionType.supported_groups]) if has_groups else []
-    shares = ext.parse_key_share_client(exts[ExtensionType.key_share]) if has_groups else []
-    offered = set(client_groups)
-    for share in shares:
-        if share.group not in offered:
-            raise AlertError(AlertDescription.illegal_parameter, f"key share for unoffered group {share.group.name}")
-    schemes: list[SignatureScheme] = []
-    if ExtensionType.signature_algorithms in exts:
-        schemes = ext.parse_signature_algorithms(exts[ExtensionType.signature_algorithms])
-    server_name = None
-    if ExtensionType.server_name in exts:
-        server_name = ext.parse_server_name(exts[ExtensionType.server_name])
-    alpn = None
-    if ExtensionType.application_layer_protocol_negotiation in exts:
-        alpn = ext.parse_alpn(exts[ExtensionType.application_layer_protocol_negotiation])
-    status_request = False
-    if ExtensionType.status_request in exts:
-        status_request = ext.parse_status_request(exts[ExtensionType.status_request]) == 1
+    client_groups: list[NamedGroup] = []
+    shares: list[KeyShareEntry] = []
+    if groups_data is not None and shares_data is not None:
+        client_groups = ext.parse_supported_groups(groups_data)
+        shares = ext.parse_key_share_client(shares_data)
+        offered = set(client_groups)
+        for share in shares:
+            if share.group not in offered:
+                raise AlertError(
+                    AlertDescription.illegal_parameter, f"key share for unoffered group {share.group.name}"
+                )
+    schemes = ext.parse_signature_algorithms(schemes_data) if schemes_data is not None else []
+    data = get(_SERVER_NAME)
+    server_name = ext.parse_server_name(data) if data is not None else None
+    data = get(_ALPN)
+    alpn = ext.parse_alpn(data) if data is not None else None
+    data = get(_STATUS_REQUEST)
+    status_request = data is not None and ext.parse_status_request(data) == 1
     early_data = False
-    if ExtensionType.early_data in exts:
-        ext.parse_empty(exts[ExtensionType.early_data], "early_data")
+    data = get(_EARLY_DATA)
+    if data is not None:
+        ext.parse_empty(data, "early_data")
         early_data = psks is not None
-    if ExtensionType.padding in exts:
-        ext.parse_padding(exts[ExtensionType.padding])
-    if ExtensionType.record_size_limit in exts:
-        ext.parse_record_size_limit(exts[ExtensionType.record_size_limit])
-    if ExtensionType.cookie in exts:
-        ext.parse_cookie(exts[ExtensionType.cookie])
-    if ExtensionType.signature_algorithms_cert in exts:
-        ext.parse_signature_algorithms(exts[ExtensionType.signature_algorithms_cert])
-    if ExtensionType.certificate_authorities in exts:
-        ext.parse_certificate_authorities(exts[ExtensionType.certificate_authorities])
+    _check_other_extensions(get)
     return Offer(
         hello=ch,
         exts=exts,
@@ -119,6 +139,25 @@ def read_offer(config: ServerConfig, ch: ClientHello) -> Offer:
         psk_modes=psk_modes,
         early_data=early_data,
     )
+
+
+def _check_other_extensions(get: Callable[[ExtensionType], bytes | None]) -> None:
+    """Strictly parse the ClientHello extensions we accept but do not act on here (§4.2)."""
+    data = get(_PADDING)
+    if data is not None:
+        ext.parse_padding(data)
+    data = get(_RECORD_SIZE_LIMIT)
+    if data is not None:
+        ext.parse_record_size_limit(data)
+    data = get(_COOKIE)
+    if data is not None:
+        ext.parse_cookie(data)
+    data = get(_SIGNATURE_ALGORITHMS_CERT)
+    if data is not None:
+        ext.parse_signature_algorithms(data)
+    data = get(_CERTIFICATE_AUTHORITIES)
+    if data is not None:
+        ext.parse_certificate_authorities(data)
 
 
 def choose_group(config: ServerConfig, offer: Offer) -> tuple[NamedGroup, KeyShareEntry | None]:
@@ -158,8 +197,10 @@ def choose_certificate(
     if config.cert_resolver is not None:
         chosen = config.cert_resolver(server_name, schemes)
         candidates: list[CertifiedKey] = [chosen] if chosen is not None else []
+    elif len(config.certificates) == 1 or not server_name:  # nothing to reorder
+        candidates = list(config.certificates)
     else:
-        named = [c for c in config.certificates if server_name and _matches_name(c, server_name)]
+        named = [c for c in config.certificates if _matches_name(c, server_name)]
         candidates = named + [c for c in config.certificates if c not in named]
     for cert in candidates:
         scheme = choose_scheme(cert.schemes, schemes)

@@ -242,9 +242,7 @@ def _server_flight(
         sh_exts.append(ext.extension_bytes(ExtensionType.pre_shared_key, ext.selected_psk_body(accepted.index)))
     if share is not None and group is not None:
         server_share, shared = groups.server_key_share(group, share.key_exchange, config.random)
-        sh_exts.append(
-            ext.extension_bytes(ExtensionType.key_share, ext.key_share_server_body(KeyShareEntry(group, server_share)))
-        )
+        sh_exts.append(ext.extension_bytes(ExtensionType.key_share, ext.key_share_entry_bytes(group, server_share)))
     sh_exts.append(_SUPPORTED_VERSIONS_TLS13)
     sh = server_hello_bytes(ctx.random(32), offer.hello.legacy_session_id, offer.suite, ext.extensions_block(sh_exts))
     ctx.send_handshake(sh)
@@ -254,8 +252,9 @@ def _server_flight(
     hs = early_secret.handshake_secret(shared)
     th = transcript.digest()
     c_hs, s_hs = hs.client_traffic_secret(th), hs.server_traffic_secret(th)
-    ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
-    ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
+    if config.key_log is not None:
+        ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
+        ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
     if ExtensionType.record_size_limit in offer.exts:
         setter = getattr(ctx, "set_send_record_limit", None)
         if setter is not None:  # RFC 8449: applies to every protected record we send from here on
@@ -288,9 +287,10 @@ def _server_flight(
     th = transcript.digest()
     c_ap, s_ap = master.client_traffic_secret(th), master.server_traffic_secret(th)
     exporter = master.exporter_master_secret(th)
-    ctx.key_log("CLIENT_TRAFFIC_SECRET_0", c_ap)
-    ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
-    ctx.key_log("EXPORTER_SECRET", exporter)
+    if config.key_log is not None:
+        ctx.key_log("CLIENT_TRAFFIC_SECRET_0", c_ap)
+        ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
+        ctx.key_log("EXPORTER_SECRET", exporter)
     ctx.set_write_secret(params, s_ap)
     if not request_cert:  # §2.3: data to an unauthenticated client is fine, to one we are vetting it is not
         ctx.allow_half_rtt()

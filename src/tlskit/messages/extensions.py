@@ -47,7 +47,12 @@ class Extension:
 
 def decode_extensions(r: Reader) -> tuple[Extension, ...]:
     """``Extension extensions<0..2^16-1>``; a repeated type is ``illegal_parameter`` (§4.2)."""
-    block = r.vector(2)
+    return extensions_from_block(r.vector(2))
+
+
+def extensions_from_block(block: bytes) -> tuple[Extension, ...]:
+    """The extensions in ``block`` (an extension list without its 2-byte length); a repeated type is
+    ``illegal_parameter`` (§4.2), a truncated or overlong entry ``DecodeError``."""
     out: list[Extension] = []
     seen: set[int] = set()
     pos, end = 0, len(block)
@@ -63,7 +68,10 @@ def decode_extensions(r: Reader) -> tuple[Extension, ...]:
             raise AlertError(AlertDescription.illegal_parameter, f"duplicate extension {ext_type:#06x}")
         seen.add(ext_type)
         kind = known(ext_type)
-        out.append(Extension(ExtensionType.of(ext_type) if kind is None else kind, block[pos : pos + n]))
+        e: Extension = _NEW_EXTENSION(Extension)  # as ``_extension``, inlined: a dozen per ClientHello
+        _SET_TYPE(e, ExtensionType.of(ext_type) if kind is None else kind)
+        _SET_DATA(e, block[pos : pos + n])
+        out.append(e)
         pos += n
     return tuple(out)
 
@@ -71,6 +79,19 @@ def decode_extensions(r: Reader) -> tuple[Extension, ...]:
 _U16_PAIR = struct.Struct(">HH")
 # value -> member of the enums parsed on every ClientHello (``Enum.of`` without its per-call overhead)
 _EXTENSION_TYPES: dict[int, ExtensionType] = dict(ExtensionType._value2member_map_)
+# The slots of the frozen ``Extension``: setting them directly builds the same value as ``Extension(t, d)``
+# without the frozen dataclass's ``object.__setattr__`` round trips (a ClientHello carries a dozen).
+_NEW_EXTENSION = object.__new__
+_SET_TYPE = Extension.__dict__["type"].__set__
+_SET_DATA = Extension.__dict__["data"].__set__
+
+
+def _extension(ext_type: ExtensionType, data: bytes) -> Extension:
+    """``Extension(ext_type, data)``, built through the slot descriptors (decoding hot path)."""
+    e: Extension = _NEW_EXTENSION(Extension)
+    _SET_TYPE(e, ext_type)
+    _SET_DATA(e, data)
+    return e
 
 
 def _members(of: Callable[[int], _E], known: dict[int, _E], values: Iterable[int]) -> list[_E]:
@@ -170,17 +191,29 @@ def server_name_body(host: str) -> bytes:
 
 
 def parse_server_name(data: bytes) -> str | None:
-    """The host_name in a ClientHello's server_name; an empty body (a server's ack) gives None."""
+    """The host_name in a ClientHello's server_name; an empty body (a server's ack) gives None.
+
+    ``ServerName server_name_list<1..2^16-1>`` of ``{NameType; opaque name<1..2^16-1>}``, read straight off
+    the bytes (one per ClientHello): the list must fill the body exactly.
+    """
     if not data:
         return None
-    r = Reader(data)
-    names = r.sub(2, 1)
-    r.finish()
+    end = len(data)
+    if end < 2 or (data[0] << 8) | data[1] != end - 2 or end == 2:
+        raise DecodeError(f"server_name list length does not match its {end}-byte body")
     host: str | None = None
-    while names.remaining:
-        name_type = names.u8()
-        name = names.vector(2, 1)
-        if name_type == NameType.host_name:
+    pos = 2
+    while pos < end:
+        if end - pos < 3:
+            raise DecodeError("truncated server_name entry")
+        name_type = data[pos]
+        n = (data[pos + 1] << 8) | data[pos + 2]
+        pos += 3
+        if n < 1 or n > end - pos:
+            raise DecodeError(f"server_name entry claims {n} bytes, {end - pos} left")
+        name = data[pos : pos + n]
+        pos += n
+        if name_type == _HOST_NAME:
             if host is not None:
                 raise AlertError(AlertDescription.illegal_parameter, "two host_name entries in server_name")
             try:
@@ -190,6 +223,9 @@ def parse_server_name(data: bytes) -> str | None:
             if host.endswith(".") or "\x00" in host:
                 raise AlertError(AlertDescription.illegal_parameter, f"bad server_name {host!r}")
     return host
+
+
+_HOST_NAME = int(NameType.host_name)
 
 
 # --- lists of u16 code points ----------------------------------------------------------------------------
@@ -219,8 +255,18 @@ def supported_groups_body(groups: Iterable[NamedGroup]) -> bytes:
     return _u16_list_body(groups)
 
 
+def _parse_u16_members(data: bytes, of: Callable[[int], _E], known: dict[int, _E]) -> list[_E]:
+    """``_members(of, known, _parse_u16_list(data))`` in one pass, for the lists every ClientHello has."""
+    end = len(data)
+    n = (data[0] << 8) | data[1] if end >= 2 else -1
+    if n != end - 2 or n < 2 or n % 2:
+        raise DecodeError(f"list of 16-bit values claims {n} bytes in a {end}-byte body")
+    get = known.get
+    return [of(v) if (m := get(v)) is None else m for v in struct.unpack_from(f">{n >> 1}H", data, 2)]
+
+
 def parse_supported_groups(data: bytes) -> list[NamedGroup]:
-    return _members(NamedGroup.of, _NAMED_GROUPS, _parse_u16_list(data))
+    return _parse_u16_members(data, NamedGroup.of, _NAMED_GROUPS)
 
 
 def signature_algorithms_body(schemes: Iterable[SignatureScheme]) -> bytes:
@@ -228,7 +274,7 @@ def signature_algorithms_body(schemes: Iterable[SignatureScheme]) -> bytes:
 
 
 def parse_signature_algorithms(data: bytes) -> list[SignatureScheme]:
-    return _members(SignatureScheme.of, _SIGNATURE_SCHEMES, _parse_u16_list(data))
+    return _parse_u16_members(data, SignatureScheme.of, _SIGNATURE_SCHEMES)
 
 
 _NAMED_GROUPS: dict[int, NamedGroup] = dict(NamedGroup._value2member_map_)
@@ -277,27 +323,42 @@ def key_share_client_body(entries: Iterable[KeyShareEntry]) -> bytes:
 
 
 def parse_key_share_client(data: bytes) -> list[KeyShareEntry]:
-    """Client shares; a group offered twice is ``illegal_parameter`` (§4.2.8)."""
-    r = Reader(data)
-    sub = r.sub(2)
-    r.finish()
+    """``KeyShareEntry client_shares<0..2^16-1>``; a group offered twice is ``illegal_parameter`` (§4.2.8).
+
+    Read straight off the bytes (one per ClientHello): the list must fill the body exactly and every
+    ``key_exchange<1..2^16-1>`` must be non-empty.
+    """
+    end = len(data)
+    if end < 2 or (data[0] << 8) | data[1] != end - 2:
+        raise DecodeError(f"client_shares length does not match its {end}-byte body")
     out: list[KeyShareEntry] = []
     seen: set[int] = set()
-    while sub.remaining:
-        group = sub.u16()
-        key = sub.vector(2, 1)
+    pos = 2
+    while pos < end:
+        if end - pos < 4:
+            raise DecodeError("truncated KeyShareEntry")
+        group, n = _U16_PAIR.unpack_from(data, pos)
+        pos += 4
+        if n < 1 or n > end - pos:
+            raise DecodeError(f"key_exchange claims {n} bytes, {end - pos} left")
         if group in seen:
             raise AlertError(AlertDescription.illegal_parameter, f"two key shares for group {group:#06x}")
         seen.add(group)
-        out.append(KeyShareEntry(NamedGroup.of(group), key))
+        member = _NAMED_GROUPS.get(group)
+        out.append(KeyShareEntry(NamedGroup.of(group) if member is None else member, data[pos : pos + n]))
+        pos += n
     return out
 
 
 def key_share_server_body(entry: KeyShareEntry) -> bytes:
-    w = Writer()
-    w.u16(entry.group)
-    w.vector(2, entry.key_exchange)
-    return w.getvalue()
+    return key_share_entry_bytes(entry.group, entry.key_exchange)
+
+
+def key_share_entry_bytes(group: int, key_exchange: bytes) -> bytes:
+    """One encoded ``KeyShareEntry`` (a ServerHello's whole key_share body)."""
+    if len(key_exchange) > 0xFFFF:
+        raise ValueError(f"vector of {len(key_exchange)} bytes does not fit a 2-byte length")
+    return group.to_bytes(2, "big") + len(key_exchange).to_bytes(2, "big") + key_exchange
 
 
 def parse_key_share_server(data: bytes) -> KeyShareEntry:
@@ -380,10 +441,13 @@ def psk_modes_body(modes: Iterable[PskKeyExchangeMode]) -> bytes:
 
 
 def parse_psk_modes(data: bytes) -> list[PskKeyExchangeMode]:
-    r = Reader(data)
-    sub = r.sub(1, 1)
-    r.finish()
-    return [PskKeyExchangeMode(sub.u8()) for _ in range(sub.remaining)]
+    """``PskKeyExchangeMode ke_modes<1..255>``, filling the body exactly."""
+    if len(data) < 2 or data[0] != len(data) - 1:
+        raise DecodeError(f"psk_key_exchange_modes length does not match its {len(data)}-byte body")
+    return _members(PskKeyExchangeMode.of, _PSK_MODES, data[1:])
+
+
+_PSK_MODES: dict[int, PskKeyExchangeMode] = dict(PskKeyExchangeMode._value2member_map_)
 
 
 def parse_padding(data: bytes) -> None:

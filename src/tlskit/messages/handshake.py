@@ -23,7 +23,14 @@ from ..enums import (
     SignatureScheme,
 )
 from ..errors import AlertError, DecodeError
-from .extensions import Extension, decode_extensions, encode_extensions, extension_bytes, extensions_block
+from .extensions import (
+    Extension,
+    decode_extensions,
+    encode_extensions,
+    extension_bytes,
+    extensions_block,
+    extensions_from_block,
+)
 
 # §4.1.3: the ServerHello.random of a HelloRetryRequest is SHA-256("HelloRetryRequest").
 HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
@@ -115,19 +122,39 @@ class ClientHello:
 
     @classmethod
     def decode(cls, body: bytes) -> ClientHello:
-        r = Reader(body)
-        legacy_version = r.u16()
-        random = r.raw(32)
-        session_id = r.vector(1, 0, 32)
-        suites = r.vector(2, 2)
-        if len(suites) % 2:
-            raise DecodeError("odd cipher_suites length")
+        """Strict decode, read straight off the bytes: every server parses one per handshake."""
+        if type(body) is not bytes:
+            body = bytes(body)
+        end = len(body)
+        if end < 35:
+            raise DecodeError(f"ClientHello of {end} bytes is truncated")
+        legacy_version = (body[0] << 8) | body[1]
+        random = body[2:34]
+        pos = 35 + body[34]
+        if body[34] > 32:
+            raise DecodeError(f"legacy_session_id of {body[34]} bytes (at most 32)")
+        if pos + 2 > end:
+            raise DecodeError("ClientHello truncated before cipher_suites")
+        session_id = body[35:pos]
+        n = (body[pos] << 8) | body[pos + 1]
+        pos += 2
+        if n < 2 or n % 2 or n > end - pos:
+            raise DecodeError(f"cipher_suites of {n} bytes (even, at least 2, {end - pos} left)")
+        known = _CIPHER_SUITES.get
         of = CipherSuite.of
-        cipher_suites = tuple([of(v) for v in struct.unpack(f">{len(suites) // 2}H", suites)])
-        compression = r.vector(1, 1)
-        # A ClientHello from TLS <= 1.2 may omit extensions entirely (§4.1.2).
-        extensions = decode_extensions(r) if r.remaining else ()
-        r.finish()
+        cipher_suites = tuple(
+            [of(v) if (m := known(v)) is None else m for v in struct.unpack_from(f">{n // 2}H", body, pos)]
+        )
+        pos += n
+        if pos >= end or body[pos] < 1 or body[pos] > end - pos - 1:
+            raise DecodeError("legacy_compression_methods missing, empty or truncated")
+        compression = body[pos + 1 : pos + 1 + body[pos]]
+        pos += 1 + body[pos]
+        extensions: tuple[Extension, ...] = ()
+        if pos < end:  # a ClientHello from TLS <= 1.2 may omit extensions entirely (§4.1.2)
+            if end - pos < 2 or (body[pos] << 8) | body[pos + 1] != end - pos - 2:
+                raise DecodeError("extensions length does not match the rest of the ClientHello")
+            extensions = extensions_from_block(body[pos + 2 :])
         return cls(
             legacy_version=legacy_version,
             random=random,
@@ -136,6 +163,9 @@ class ClientHello:
             legacy_compression_methods=compression,
             extensions=extensions,
         )
+
+
+_CIPHER_SUITES: dict[int, CipherSuite] = dict(CipherSuite._value2member_map_)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
