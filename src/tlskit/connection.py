@@ -78,7 +78,6 @@ class Connection:
         "_ccs_ok",
         "_client_random",
         "_complete",
-        "_ctx",
         "_early_recv",
         "_early_send",
         "_early_sent",
@@ -131,7 +130,8 @@ class Connection:
         self._early_recv: int | None = None  # server: 0-RTT bytes we still accept
         self._early_skip = 0  # server: bytes of rejected 0-RTT records still to skip (§4.2.10)
         self._half_rtt = False  # server: may send before the client's Finished (§2.3)
-        self._ctx = _HandshakeContext(self)
+        # The states get a fresh _HandshakeContext per call rather than one kept here: a stored one would make
+        # a Connection <-> context reference cycle, leaving every finished connection to the cyclic GC.
 
     # --- the user's API ---------------------------------------------------------------------------
 
@@ -145,7 +145,7 @@ class Connection:
 
     def _advance_start(self) -> None:
         assert isinstance(self._state, ClientStart)
-        self._state = self._state.start(self._ctx)
+        self._state = self._state.start(_HandshakeContext(self))
         self._ccs_ok = True
 
     @property
@@ -376,7 +376,7 @@ class Connection:
                 self._ccs_ok = True
             if self._complete is None:
                 state = self._state
-                self._state = state.handle(self._ctx, msg, raw)  # type: ignore[attr-defined]
+                self._state = state.handle(_HandshakeContext(self), msg, raw)  # type: ignore[attr-defined]
             else:
                 self._post_handshake(msg)
 

@@ -49,6 +49,36 @@ def _digest(key: bytes, msg: bytes, hash_name: str) -> bytes:
     return new(key.translate(_OPAD) + new(key.translate(_IPAD) + msg).digest()).digest()
 
 
+class _KeyedHmac:
+    """HMAC (RFC 2104 §2) with the key absorbed once: the inner (K ^ ipad) and outer (K ^ opad) hash states are
+    kept and copied per message, so a PRK used for several HKDF-Expand-Label calls (§7.1) is padded and hashed
+    into its first block only once."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, hash_name: str, key: bytes) -> None:
+        new, block = _HASHES[hash_name]
+        if len(key) > block:  # pragma: no cover - TLS 1.3 secrets are never longer than the hash
+            key = new(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = new(key.translate(_IPAD))
+        self._outer = new(key.translate(_OPAD))
+
+    def digest(self, msg: bytes) -> bytes:
+        """HMAC(key, msg)."""
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def derive_secret(self, label: bytes, transcript_hash: bytes) -> bytes:
+        """Derive-Secret(key, label, messages) (§7.1) given Hash(messages): one HKDF-Expand block, since
+        the output is exactly one hash long (RFC 5869 §2.3, N = 1)."""
+        length = len(transcript_hash)
+        return self.digest(_label_prefix(label, length) + bytes((length,)) + transcript_hash + b"\x01")
+
+
 def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2); an empty salt means zeros of hash length."""
     return _digest(salt, ikm, hash_name)
@@ -150,53 +180,62 @@ def _no_psk_early(params: SuiteParams) -> tuple[bytes, bytes]:
 
 
 class HandshakeSecret:
-    """Handshake Secret and the handshake traffic secrets (§7.1)."""
+    """Handshake Secret and the handshake traffic secrets (§7.1).
 
-    __slots__ = ("params", "secret")
+    The secret is the PRK of three Derive-Secret calls (``c hs traffic``, ``s hs traffic``, ``derived``),
+    so it is keyed into HMAC once.
+    """
+
+    __slots__ = ("_hmac", "params", "secret")
 
     def __init__(self, params: SuiteParams, secret: bytes) -> None:
         self.params = params
         self.secret = secret
+        self._hmac = _KeyedHmac(params.hash_name, secret)
 
     def client_traffic_secret(self, transcript_hash: bytes) -> bytes:
         """``c hs traffic`` over Hash(ClientHello..ServerHello)."""
-        return derive_secret(self.params, self.secret, b"c hs traffic", transcript_hash)
+        return self._hmac.derive_secret(b"c hs traffic", transcript_hash)
 
     def server_traffic_secret(self, transcript_hash: bytes) -> bytes:
         """``s hs traffic`` over Hash(ClientHello..ServerHello)."""
-        return derive_secret(self.params, self.secret, b"s hs traffic", transcript_hash)
+        return self._hmac.derive_secret(b"s hs traffic", transcript_hash)
 
     def master_secret(self) -> MasterSecret:
         """Next stage: Master Secret = HKDF-Extract(Derive-Secret(., "derived", ""), 0)."""
         params = self.params
-        salt = derive_secret(params, self.secret, b"derived", params.empty_hash)
+        salt = self._hmac.derive_secret(b"derived", params.empty_hash)
         return MasterSecret(params, hkdf_extract(params.hash_name, salt, bytes(params.hash_len)))
 
 
 class MasterSecret:
-    """Master Secret and the application, exporter and resumption secrets (§7.1)."""
+    """Master Secret and the application, exporter and resumption secrets (§7.1).
 
-    __slots__ = ("params", "secret")
+    The secret is the PRK of up to four Derive-Secret calls, so it is keyed into HMAC once.
+    """
+
+    __slots__ = ("_hmac", "params", "secret")
 
     def __init__(self, params: SuiteParams, secret: bytes) -> None:
         self.params = params
         self.secret = secret
+        self._hmac = _KeyedHmac(params.hash_name, secret)
 
     def client_traffic_secret(self, transcript_hash: bytes) -> bytes:
         """``c ap traffic`` over Hash(ClientHello..server Finished)."""
-        return derive_secret(self.params, self.secret, b"c ap traffic", transcript_hash)
+        return self._hmac.derive_secret(b"c ap traffic", transcript_hash)
 
     def server_traffic_secret(self, transcript_hash: bytes) -> bytes:
         """``s ap traffic`` over Hash(ClientHello..server Finished)."""
-        return derive_secret(self.params, self.secret, b"s ap traffic", transcript_hash)
+        return self._hmac.derive_secret(b"s ap traffic", transcript_hash)
 
     def exporter_master_secret(self, transcript_hash: bytes) -> bytes:
         """``exp master`` over Hash(ClientHello..server Finished)."""
-        return derive_secret(self.params, self.secret, b"exp master", transcript_hash)
+        return self._hmac.derive_secret(b"exp master", transcript_hash)
 
     def resumption_master_secret(self, transcript_hash: bytes) -> bytes:
         """``res master`` over Hash(ClientHello..client Finished)."""
-        return derive_secret(self.params, self.secret, b"res master", transcript_hash)
+        return self._hmac.derive_secret(b"res master", transcript_hash)
 
 
 def finished_verify_data(params: SuiteParams, base_key: bytes, transcript_hash: bytes) -> bytes:
