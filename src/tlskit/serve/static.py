@@ -8,8 +8,11 @@ get the whole file, which RFC 9110 §14.2 allows), a range past the end 416.
 
 Keep-alive cost: what a URL path resolves to (a file, a directory to list, or an error) is cached per route
 for ``RESOLVE_TTL`` seconds, like nginx's ``open_file_cache_valid``; a cached file that can no longer be
-opened is looked up again at once, and each request still opens and ``fstat``s the file, so a changed file
-gets new validators immediately. The validators themselves are kept per (size, mtime).
+opened is looked up again at once. Each request still ``stat``s the file, so a changed file gets new
+validators (and contents) immediately. The validators themselves are kept per (size, mtime). Files up to
+``SMALL_FILE_MAX`` bytes are served from memory (``FileCache``: keyed by path, size, mtime, ctime and inode,
+LRU within ``CACHE_MAX_BYTES`` per process); larger ones are opened per request and streamed (``os.sendfile``
+under kTLS TX).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import stat
 import time
 import urllib.parse
+from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,7 +36,7 @@ from . import ktls
 from .http1 import Exchange, HTTPError, Request
 from .settings import StaticRoute
 
-__all__ = ["StaticFiles", "content_type", "send_file"]
+__all__ = ["CACHE_MAX_BYTES", "SMALL_FILE_MAX", "FileCache", "StaticFiles", "content_type", "send_file"]
 
 CHUNK = 1 << 16
 # Types browsers need exactly (module scripts, wasm streaming) that mimetypes may lack or get wrong.
@@ -45,6 +49,11 @@ _TEXTUAL = ("application/json", "application/manifest+json", "image/svg+xml", "a
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 RESOLVE_TTL = 1.0  # seconds a URL path's resolution is trusted (a moved symlink or new index.html: this late)
 _RESOLVE_MAX = 4096  # entries per route; the cache starts over when full
+SMALL_FILE_MAX = 64 * 1024  # files up to this many bytes are served from memory (FileCache)
+CACHE_MAX_BYTES = 32 * 1024 * 1024  # all cached file contents together, per process (least recently used go)
+SETTLE_NS = 1_000_000_000  # a file changed this recently is not cached: another write could keep its mtime
+
+_FileKey = tuple[str, int, int, int, int]  # path, size, mtime ns, ctime ns, inode
 
 
 def content_type(name: str) -> str:
@@ -59,7 +68,7 @@ def content_type(name: str) -> str:
 class StaticFiles:
     """The route for a ``[[route]]`` with ``root``."""
 
-    def __init__(self, route: StaticRoute) -> None:
+    def __init__(self, route: StaticRoute, files: FileCache | None = None) -> None:
         self.prefix, self.hosts = route.prefix, route.hosts
         self.root = route.root.resolve()
         self.index = route.index
@@ -67,6 +76,7 @@ class StaticFiles:
         # request path -> (expires, (file to send | directory to list | HTTPError, is a listing))
         self._resolved: dict[str, tuple[float, tuple[Path | HTTPError, bool]]] = {}
         self._validators: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # etag, last-modified, type
+        self.files = FILES if files is None else files
 
     async def handle(self, request: Request, exchange: Exchange) -> None:
         if request.method not in ("GET", "HEAD"):
@@ -122,43 +132,68 @@ class StaticFiles:
 
     async def _send_path(self, request: Request, exchange: Exchange, path: Path) -> bool:
         """Send the file; False (nothing sent) when it cannot be opened or is no longer a regular file."""
+        name = str(path)
         try:
-            f = open(path, "rb")  # noqa: SIM115  # closed by the with below
+            st = os.stat(name)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        body = self.files.get(_file_key(name, st)) if st.st_size <= self.files.max_file else None
+        if body is not None:
+            await self._respond(request, exchange, path, st, body, None)
+            return True
+        try:
+            f = open(name, "rb", buffering=0)  # noqa: SIM115  # raw: no buffer, lseek or isatty; closed below
         except OSError:
             return False
         with f:
-            st = os.fstat(f.fileno())
+            st = os.fstat(f.fileno())  # the file actually opened (it may have been replaced since the stat)
             if not stat.S_ISREG(st.st_mode):
                 return False
-            size = st.st_size
-            key = (str(path), size, st.st_mtime_ns)
-            known = self._validators.get(key)
-            if known is None:
-                if len(self._validators) >= _RESOLVE_MAX:
-                    self._validators.clear()
-                known = (f'"{size:x}-{st.st_mtime_ns:x}"', email.utils.formatdate(st.st_mtime, usegmt=True),
-                         content_type(path.name))
-                self._validators[key] = known
-            etag, last_modified, ctype = known
-            validators = [("etag", etag), ("last-modified", last_modified)]
-            if _precondition(request, etag, int(st.st_mtime)) is not None:
-                raise HTTPError(412)
-            if _not_modified(request, etag, int(st.st_mtime)):
-                await exchange.start(304, validators)
-                await exchange.end()
-                return True
-            offset, count = 0, size
-            headers = [("content-type", ctype), *validators, ("accept-ranges", "bytes")]
-            span = _range(request, etag, last_modified, size)
-            if span is not None:
-                offset, count = span
-                headers.append(("content-range", f"bytes {offset}-{offset + count - 1}/{size}"))
-            headers.append(("content-length", str(count)))
-            await exchange.start(206 if span is not None else 200, headers)
-            if request.method == "GET":
-                await send_file(exchange, f, offset, count)
-            await exchange.end()
+            if st.st_size <= self.files.max_file:
+                body = _read_whole(f.fileno(), st.st_size)
+                if body is not None and st.st_ctime_ns < time.time_ns() - SETTLE_NS:
+                    self.files.put(_file_key(name, st), body)
+            await self._respond(request, exchange, path, st, body, f)
         return True
+
+    async def _respond(self, request: Request, exchange: Exchange, path: Path, st: os.stat_result,
+                       body: bytes | None, file: BinaryIO | None) -> None:
+        """The response for a regular file: its contents are ``body`` when read whole, else read from ``file``."""
+        size = st.st_size
+        key = (str(path), size, st.st_mtime_ns)
+        known = self._validators.get(key)
+        if known is None:
+            if len(self._validators) >= _RESOLVE_MAX:
+                self._validators.clear()
+            known = (f'"{size:x}-{st.st_mtime_ns:x}"', email.utils.formatdate(st.st_mtime, usegmt=True),
+                     content_type(path.name))
+            self._validators[key] = known
+        etag, last_modified, ctype = known
+        validators = [("etag", etag), ("last-modified", last_modified)]
+        if _precondition(request, etag, int(st.st_mtime)) is not None:
+            raise HTTPError(412)
+        if _not_modified(request, etag, int(st.st_mtime)):
+            await exchange.start(304, validators)
+            await exchange.end()
+            return
+        offset, count = 0, size
+        headers = [("content-type", ctype), *validators, ("accept-ranges", "bytes")]
+        span = _range(request, etag, last_modified, size)
+        if span is not None:
+            offset, count = span
+            headers.append(("content-range", f"bytes {offset}-{offset + count - 1}/{size}"))
+        headers.append(("content-length", str(count)))
+        await exchange.start(206 if span is not None else 200, headers)
+        if request.method == "GET":
+            if body is not None:
+                if count:
+                    await exchange.write(body if count == len(body) else body[offset:offset + count])
+            else:
+                assert file is not None
+                await send_file(exchange, file, offset, count)
+        await exchange.end()
 
     async def _send_listing(self, request: Request, exchange: Exchange, path: Path, url_path: str) -> None:
         entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")),
@@ -185,14 +220,83 @@ async def send_file(exchange: Exchange, file: BinaryIO, offset: int, count: int)
     """
     if await ktls.send_file(exchange, file, offset, count):  # kTLS TX: os.sendfile
         return
-    file.seek(offset)
+    fd = file.fileno()
     remaining = count
     while remaining > 0:
-        chunk = file.read(min(CHUNK, remaining))
+        chunk = os.pread(fd, min(CHUNK, remaining), offset)
         if not chunk:
             raise ConnectionError("the file shrank while it was being sent")
         remaining -= len(chunk)
+        offset += len(chunk)
         await exchange.write(chunk)
+
+
+class FileCache:
+    """Whole contents of small files, least recently used dropped beyond ``max_bytes``.
+
+    Keys carry size, mtime, ctime and inode: a file written, replaced or renamed over gets a new key on the
+    next request's ``stat``, so nothing stale is ever served; an older version of a path is dropped when a
+    newer one is cached."""
+
+    def __init__(self, max_file: int = SMALL_FILE_MAX, max_bytes: int = CACHE_MAX_BYTES) -> None:
+        self.max_file, self.max_bytes = max_file, max_bytes
+        self.size = 0  # bytes held
+        self._entries: OrderedDict[_FileKey, bytes] = OrderedDict()
+        self._by_path: dict[str, _FileKey] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def get(self, key: _FileKey) -> bytes | None:
+        body = self._entries.get(key)
+        if body is not None:
+            self._entries.move_to_end(key)
+        return body
+
+    def put(self, key: _FileKey, body: bytes) -> None:
+        if len(body) > self.max_file or len(body) > self.max_bytes:
+            return
+        old = self._by_path.get(key[0])
+        if old is not None:
+            self._drop(old)
+        self._entries[key] = body
+        self._by_path[key[0]] = key
+        self.size += len(body)
+        while self.size > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_path.clear()
+        self.size = 0
+
+    def _drop(self, key: _FileKey) -> None:
+        body = self._entries.pop(key, None)
+        if body is not None:
+            self.size -= len(body)
+            if self._by_path.get(key[0]) == key:
+                del self._by_path[key[0]]
+
+
+FILES = FileCache()  # shared by every static route of the process (and kept across reloads)
+
+
+def _file_key(name: str, st: os.stat_result) -> _FileKey:
+    return name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _read_whole(fd: int, size: int) -> bytes | None:
+    """The first ``size`` bytes of the file; None when it has fewer now (it shrank since the ``fstat``)."""
+    body = os.pread(fd, size, 0)
+    while len(body) < size:
+        more = os.pread(fd, size - len(body), len(body))
+        if not more:
+            return None
+        body += more
+    return body
 
 
 def _etags(header: str) -> list[str]:
