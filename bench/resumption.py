@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import _common as C
@@ -443,25 +444,34 @@ def half_rtt_server(config: Any) -> Callable[[socket.socket], None]:
     return handle
 
 
-def fetch(port: int, config: Any, *, early: bool) -> tuple[float, Any]:
-    """TCP connect, handshake, ``GET /`` (as early data when ``early``), read the response to the server's
-    close; seconds from the connect to the first response byte, and the client's ``HandshakeComplete``.
-    (Reading to the end also takes the server's new ticket, which may come after a 0.5-RTT response.)"""
+@dataclass
+class Exchange:
+    """One request over a fresh tlskit connection: time to first response byte, whether that byte came before
+    our Finished went out (0.5-RTT data), the client's ``HandshakeComplete``, and the response."""
+
+    ttfb: float
+    before_finished: bool
+    done: Any
+    body: bytes
+
+
+def exchange(port: int, config: Any, request: bytes, *, early: bool) -> Exchange:
+    """TCP connect, handshake, ``request`` (as early data when ``early``), read the response to the server's
+    close. (Reading to the end also takes the server's new ticket, which may come after a 0.5-RTT response.)"""
     from tlskit.connection import Connection
     from tlskit.events import ApplicationData, ConnectionClosed, HandshakeComplete
 
     conn = Connection(config)
-    ttfb = None
-    done = None
+    ttfb, before, done = None, False, None
+    body = b""
     t0 = perf()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.start()
         if early:
-            conn.send_data(REQUEST)  # raises unless the store had a ticket that allows 0-RTT
+            conn.send_data(request)  # raises unless the store had a ticket that allows 0-RTT
         sock.sendall(conn.data_to_send())
-        sent = early
-        closed = False
+        sent, finished_sent, closed = early, False, False
         while not closed:
             data = sock.recv(65536)
             if not data:
@@ -470,21 +480,30 @@ def fetch(port: int, config: Any, *, early: bool) -> tuple[float, Any]:
             for event in conn.events():
                 if isinstance(event, HandshakeComplete):
                     done = event
-                elif isinstance(event, ApplicationData) and event.data and ttfb is None:
-                    ttfb = perf() - t0
+                elif isinstance(event, ApplicationData) and event.data:
+                    if ttfb is None:
+                        ttfb, before = perf() - t0, not finished_sent
+                    body += event.data
                 elif isinstance(event, ConnectionClosed):
                     closed = True
             if conn.handshake_complete and not sent:
-                conn.send_data(REQUEST)
+                conn.send_data(request)
                 sent = True
             if out := conn.data_to_send():
                 sock.sendall(out)
+            finished_sent = finished_sent or conn.handshake_complete  # our Finished left with that sendall
         conn.close()
         with contextlib.suppress(OSError):
             sock.sendall(conn.data_to_send())
     if ttfb is None:
         raise RuntimeError("the server closed without answering")
-    return ttfb, done
+    return Exchange(ttfb, before, done, body)
+
+
+def fetch(port: int, config: Any, *, early: bool) -> tuple[float, Any]:
+    """``GET /``: seconds from the connect to the first response byte, and the client's ``HandshakeComplete``."""
+    result = exchange(port, config, REQUEST, early=early)
+    return result.ttfb, result.done
 
 
 def tcp_rtt(port: int, samples: int = 20) -> float:

@@ -26,7 +26,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-from resumption import DelayRelay, tcp_rtt
+from resumption import DelayRelay, exchange, tcp_rtt
 
 perf = time.perf_counter
 REQUEST = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -89,47 +88,10 @@ def tlskit_serve(root: Path, dev: Any, *, src: str | None = None) -> Iterator[in
 
 def fetch(port: int, config: Any, *, early: bool) -> Fetch:
     """TCP connect, handshake, ``GET /index.html`` (as early data when ``early``), read to the server's close."""
-    from tlskit.connection import Connection
-    from tlskit.events import ApplicationData, ConnectionClosed, HandshakeComplete
-
-    conn = Connection(config)
-    ttfb, before, done = None, False, None
-    body = b""
-    t0 = perf()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.start()
-        if early:
-            conn.send_data(REQUEST)  # raises unless the store had a ticket that allows 0-RTT
-        sock.sendall(conn.data_to_send())
-        sent, finished_sent, closed = early, False, False
-        while not closed:
-            data = sock.recv(65536)
-            if not data:
-                break
-            conn.receive_data(data)
-            for event in conn.events():
-                if isinstance(event, HandshakeComplete):
-                    done = event
-                elif isinstance(event, ApplicationData) and event.data:
-                    if ttfb is None:
-                        ttfb, before = perf() - t0, not finished_sent
-                    body += event.data
-                elif isinstance(event, ConnectionClosed):
-                    closed = True
-            if conn.handshake_complete and not sent:
-                conn.send_data(REQUEST)
-                sent = True
-            if out := conn.data_to_send():
-                sock.sendall(out)
-            finished_sent = finished_sent or conn.handshake_complete  # our Finished left with that sendall
-        conn.close()
-        with contextlib.suppress(OSError):
-            sock.sendall(conn.data_to_send())
-    if ttfb is None:
-        raise RuntimeError("the server closed without answering")
-    return Fetch(ttfb, before, bool(done and done.resumed), bool(done and done.early_data_accepted),
-                 body.split(b"\r\n", 1)[0])
+    result = exchange(port, config, REQUEST, early=early)
+    done = result.done
+    return Fetch(result.ttfb, result.before_finished, bool(done and done.resumed),
+                 bool(done and done.early_data_accepted), result.body.split(b"\r\n", 1)[0])
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
