@@ -16,7 +16,6 @@ tlslite-ng's client is run without a checker (it verifies nothing), which flatte
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import gc
 import sys
@@ -33,40 +32,8 @@ perf = time.perf_counter
 
 def ssl_batch(cctx: Any, sctx: Any, n: int) -> tuple[float, float]:
     """``n`` pair handshakes; (total seconds, seconds inside the server's calls)."""
-    import ssl
-
-    bio, want = ssl.MemoryBIO, ssl.SSLWantReadError
-    srv = 0.0
-    t_start = perf()
-    for _ in range(n):
-        cin, cout = bio(), bio()
-        c = cctx.wrap_bio(cin, cout, server_hostname="localhost")
-        t = perf()
-        sin, sout = bio(), bio()
-        s = sctx.wrap_bio(sin, sout, server_side=True)
-        srv += perf() - t
-        with contextlib.suppress(want):
-            c.do_handshake()
-        hello = cout.read()
-        t = perf()
-        sin.write(hello)
-        with contextlib.suppress(want):
-            s.do_handshake()
-        flight = sout.read()
-        srv += perf() - t
-        cin.write(flight)
-        c.do_handshake()
-        fin = cout.read()
-        t = perf()
-        sin.write(fin)
-        s.do_handshake()
-        extra = sout.read()  # session tickets, when enabled
-        srv += perf() - t
-        if extra:
-            cin.write(extra)
-            with contextlib.suppress(want):
-                c.read(1)
-    return perf() - t_start, srv
+    elapsed, srv, _ = C.ssl_timed_batch(cctx, sctx, n)
+    return elapsed, srv
 
 
 # --- tlskit ------------------------------------------------------------------------------------------------

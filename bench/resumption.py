@@ -77,42 +77,7 @@ def ssl_session(cctx: Any, sctx: Any) -> Any:
 
 def ssl_batch(cctx: Any, sctx: Any, session: Any, n: int) -> tuple[float, float]:
     """``n`` resumed pair handshakes; (total seconds, seconds inside the server's calls)."""
-    import ssl
-
-    bio, want = ssl.MemoryBIO, ssl.SSLWantReadError
-    srv = 0.0
-    reused = 0
-    t_start = perf()
-    for _ in range(n):
-        cin, cout = bio(), bio()
-        c = cctx.wrap_bio(cin, cout, server_hostname="localhost", session=session)
-        t = perf()
-        sin, sout = bio(), bio()
-        s = sctx.wrap_bio(sin, sout, server_side=True)
-        srv += perf() - t
-        with contextlib.suppress(want):
-            c.do_handshake()
-        hello = cout.read()
-        t = perf()
-        sin.write(hello)
-        with contextlib.suppress(want):
-            s.do_handshake()
-        flight = sout.read()
-        srv += perf() - t
-        cin.write(flight)
-        c.do_handshake()
-        fin = cout.read()
-        t = perf()
-        sin.write(fin)
-        s.do_handshake()
-        extra = sout.read()  # the new ticket(s)
-        srv += perf() - t
-        if extra:
-            cin.write(extra)
-            with contextlib.suppress(want):
-                c.read(1)
-        reused += c.session_reused
-    elapsed = perf() - t_start
+    elapsed, srv, reused = C.ssl_timed_batch(cctx, sctx, n, session=session)
     if reused != n:
         raise RuntimeError(f"ssl resumed {reused} of {n} handshakes")
     return elapsed, srv
