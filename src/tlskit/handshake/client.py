@@ -401,7 +401,7 @@ class ExpectEncryptedExtensions:
             core.alpn = chosen[0]
         if ExtensionType.record_size_limit in exts:
             limit = ext.parse_record_size_limit(exts[ExtensionType.record_size_limit])
-            _set_send_limit(ctx, limit)
+            ctx.set_send_record_limit(limit)
         if ExtensionType.supported_groups in exts:
             ext.parse_supported_groups(exts[ExtensionType.supported_groups])
         if ExtensionType.early_data in exts:
@@ -416,12 +416,6 @@ class ExpectEncryptedExtensions:
         if core.resumed:
             return ExpectFinished(core)
         return ExpectCertificateOrRequest(core)
-
-
-def _set_send_limit(ctx: Context, limit: int) -> None:
-    setter = getattr(ctx, "set_send_record_limit", None)
-    if setter is not None:
-        setter(limit)
 
 
 @dataclass(slots=True)

@@ -42,6 +42,9 @@ class Context(Protocol):
 
     def set_write_secret(self, params: SuiteParams, secret: bytes) -> None: ...
 
+    def set_send_record_limit(self, limit: int) -> None:
+        """The peer's RFC 8449 record_size_limit: our protected records carry at most ``limit - 1`` bytes."""
+
     def clear_write_secret(self) -> None:
         """Back to plaintext records (a client that sent 0-RTT data and then got a HelloRetryRequest)."""
 

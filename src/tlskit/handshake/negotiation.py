@@ -141,23 +141,22 @@ def read_offer(config: ServerConfig, ch: ClientHello) -> Offer:
     )
 
 
+# ClientHello extensions we accept but do not act on during negotiation: still parsed strictly (§4.2).
+_CHECKED_ONLY: tuple[tuple[ExtensionType, Callable[[bytes], object]], ...] = (
+    (_PADDING, ext.parse_padding),
+    (_RECORD_SIZE_LIMIT, ext.parse_record_size_limit),
+    (_COOKIE, ext.parse_cookie),
+    (_SIGNATURE_ALGORITHMS_CERT, ext.parse_signature_algorithms),
+    (_CERTIFICATE_AUTHORITIES, ext.parse_certificate_authorities),
+)
+
+
 def _check_other_extensions(get: Callable[[ExtensionType], bytes | None]) -> None:
     """Strictly parse the ClientHello extensions we accept but do not act on here (§4.2)."""
-    data = get(_PADDING)
-    if data is not None:
-        ext.parse_padding(data)
-    data = get(_RECORD_SIZE_LIMIT)
-    if data is not None:
-        ext.parse_record_size_limit(data)
-    data = get(_COOKIE)
-    if data is not None:
-        ext.parse_cookie(data)
-    data = get(_SIGNATURE_ALGORITHMS_CERT)
-    if data is not None:
-        ext.parse_signature_algorithms(data)
-    data = get(_CERTIFICATE_AUTHORITIES)
-    if data is not None:
-        ext.parse_certificate_authorities(data)
+    for kind, parse in _CHECKED_ONLY:
+        data = get(kind)
+        if data is not None:
+            parse(data)
 
 
 def choose_group(config: ServerConfig, offer: Offer) -> tuple[NamedGroup, KeyShareEntry | None]:

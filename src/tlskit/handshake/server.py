@@ -255,10 +255,8 @@ def _server_flight(
     if config.key_log is not None:
         ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
         ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
-    if ExtensionType.record_size_limit in offer.exts:
-        setter = getattr(ctx, "set_send_record_limit", None)
-        if setter is not None:  # RFC 8449: applies to every protected record we send from here on
-            setter(ext.parse_record_size_limit(offer.exts[ExtensionType.record_size_limit]))
+    if ExtensionType.record_size_limit in offer.exts:  # RFC 8449: binds every protected record we send
+        ctx.set_send_record_limit(ext.parse_record_size_limit(offer.exts[ExtensionType.record_size_limit]))
     ctx.set_write_secret(params, s_hs)
 
     for message in _encrypted_extensions(config, offer, alpn, early):
