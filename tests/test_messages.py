@@ -283,6 +283,19 @@ def test_unknown_code_points_survive_decoding() -> None:
     assert decoded.extensions[0].type == 0xFAFA
 
 
+def test_unknown_code_points_are_cached_and_bounded() -> None:
+    """A TLS 1.2 client's extensions are unknown to us on every handshake: one pseudo-member each, reused, and
+    a peer cycling through values cannot make the cache grow past its bound."""
+    from tlskit import enums
+
+    first = ExtensionType.of(0x3377)
+    assert first is ExtensionType.of(0x3377) and first.name == "unknown_0x3377" and first == 0x3377
+    for value in range(0x4000, 0x4000 + 3 * enums._UNKNOWN_CACHED):
+        assert ExtensionType.of(value) == value  # still answered past the bound, just not remembered
+    assert len(enums._UNKNOWN[ExtensionType]) == enums._UNKNOWN_CACHED
+    assert ExtensionType.of(ExtensionType.key_share) is ExtensionType.key_share
+
+
 # --- extension bodies -----------------------------------------------------------------------------------
 
 

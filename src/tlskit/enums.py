@@ -9,15 +9,29 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
+_UNKNOWN: dict[type, dict[int, Any]] = {}  # per enum class: unknown value -> its pseudo-member
+_UNKNOWN_CACHED = 512  # values a peer can make us remember, per enum class
+
 
 class _OpenEnum(IntEnum):
     """An IntEnum that represents unknown values as pseudo-members instead of raising."""
 
     @classmethod
     def of(cls, value: int) -> Any:
-        """``cls(value)`` through a dict lookup: the parsers call this for every code point on the wire."""
+        """``cls(value)`` through a dict lookup: the parsers call this for every code point on the wire.
+
+        Unknown values (a TLS 1.2 client's extensions, GREASE) are cached as pseudo-members too, up to a bound:
+        building one through ``Enum.__new__`` and ``_missing_`` costs microseconds, several per handshake."""
         member = cls._value2member_map_.get(value)
-        return member if member is not None else cls(value)
+        if member is not None:
+            return member
+        unknown = _UNKNOWN.setdefault(cls, {})
+        member = unknown.get(value)
+        if member is None:
+            member = cls(value)
+            if len(unknown) < _UNKNOWN_CACHED:
+                unknown[value] = member
+        return member
 
     @classmethod
     def _missing_(cls, value: object) -> Any:

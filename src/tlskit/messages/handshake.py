@@ -459,35 +459,46 @@ def decode_handshake(msg_type: int, body: bytes) -> HandshakeMessage:
 class HandshakeBuffer:
     """Reassembles handshake messages from record payloads (§5.1), with a cap on one message's size."""
 
-    __slots__ = ("_buf", "max_message_size")
+    __slots__ = ("_buf", "_pos", "max_message_size")
 
     def __init__(self, max_message_size: int = 1 << 17) -> None:
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
+        self._pos = 0  # start of the next message in ``_buf``
         self.max_message_size = max_message_size
 
     def __bool__(self) -> bool:
-        return bool(self._buf)
+        return len(self._buf) > self._pos
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        """Append a record's payload. A payload that starts on a message boundary (the usual case) is kept as
+        it is and messages are sliced out of it; only a message split across records is copied together."""
+        if len(self._buf) <= self._pos:
+            self._buf, self._pos = data, 0
+        else:
+            self._buf = bytearray(self._buf[self._pos :]) + data
+            self._pos = 0
 
     def next_message(self) -> tuple[int, bytes, bytes] | None:
         """``(type, body, whole message bytes)`` or None while incomplete."""
-        buf = self._buf
-        if len(buf) < 4:
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 4:
             return None
-        n = (buf[1] << 16) | (buf[2] << 8) | buf[3]
+        n = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
         if n > self.max_message_size:
             raise AlertError(
                 AlertDescription.unexpected_message
-                if buf[0] not in _DECODERS
+                if buf[pos] not in _DECODERS
                 else AlertDescription.decode_error,
                 f"handshake message of {n} bytes exceeds the {self.max_message_size}-byte limit",
             )
-        if len(buf) < 4 + n:
+        end = pos + 4 + n
+        if len(buf) < end:
             return None
-        whole = bytes(buf[: 4 + n])
-        del buf[: 4 + n]
+        whole = bytes(buf) if pos == 0 and end == len(buf) and type(buf) is bytes else bytes(buf[pos:end])
+        if end == len(buf):
+            self._buf, self._pos = b"", 0
+        else:
+            self._pos = end
         return whole[0], whole[4:], whole
 
 
