@@ -19,7 +19,7 @@ from cryptography.x509.oid import PublicKeyAlgorithmOID
 from .crypto import signatures
 from .crypto.groups import SUPPORTED_GROUPS
 from .crypto.suites import SUITES
-from .enums import CipherSuite, NamedGroup, PskKeyExchangeMode, SignatureScheme
+from .enums import CipherSuite, Direction, EncryptionLevel, NamedGroup, PskKeyExchangeMode, SignatureScheme
 from .errors import ConfigError
 from .messages.handshake import Certificate, CertificateEntry
 from .pki.identity import SpiffeAllowList
@@ -29,6 +29,9 @@ from .pki.verify import TrustStore
 from .stores.base import ReplayStore, SessionStore
 from .tickets.keyring import TicketKeys
 from .tickets.rotation import check_rotation
+
+SecretHook = Callable[[EncryptionLevel, Direction, CipherSuite, bytes], None]
+"""``on_secret(level, direction, suite, secret)``: called for every traffic secret the connection installs."""
 
 DEFAULT_CIPHER_SUITES: tuple[CipherSuite, ...] = (
     CipherSuite.TLS_AES_128_GCM_SHA256,
@@ -203,6 +206,7 @@ class ClientConfig:
     random: Callable[[int], bytes] = os.urandom
     key_log: Callable[[str], None] | None = None
     message_trace: Callable[[bool, bytes], None] | None = None  # (sent?, whole handshake message) for tools
+    on_secret: SecretHook | None = None  # every traffic secret as it is installed (QUIC, kTLS, tools)
     session_store: SessionStore | None = None
     psk_modes: tuple[PskKeyExchangeMode, ...] = (PskKeyExchangeMode.psk_dhe_ke,)
     early_data: bool = False
@@ -255,6 +259,7 @@ class ServerConfig:
     random: Callable[[int], bytes] = os.urandom
     key_log: Callable[[str], None] | None = None
     message_trace: Callable[[bool, bytes], None] | None = None  # (sent?, whole handshake message) for tools
+    on_secret: SecretHook | None = None  # every traffic secret as it is installed (QUIC, kTLS, tools)
     ticket_keys: TicketKeys | None = None
     ticket_count: int = 2
     ticket_lifetime: int = 7200

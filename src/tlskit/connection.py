@@ -14,7 +14,15 @@ from typing import Protocol
 from .config import ClientConfig, ServerConfig
 from .crypto import keyschedule
 from .crypto.suites import SuiteParams
-from .enums import AlertDescription, CipherSuite, ContentType, HandshakeType, KeyUpdateRequest
+from .enums import (
+    AlertDescription,
+    CipherSuite,
+    ContentType,
+    Direction,
+    EncryptionLevel,
+    HandshakeType,
+    KeyUpdateRequest,
+)
 from .errors import AlertError, ConfigError, ConnectionClosedError, RemoteAlert, TLSError, UnexpectedEOF
 from .events import (
     AlertReceived,
@@ -393,6 +401,8 @@ class Connection:
                 self._read = RecordDecryptor(
                     params, keyschedule.next_traffic_secret(params, self._read.secret), max_inner=self._read.max_inner
                 )
+                if self.config.on_secret is not None:
+                    self.config.on_secret(EncryptionLevel.application, Direction.read, params.suite, self._read.secret)
                 requested = msg.request_update is KeyUpdateRequest.update_requested
                 self._events.append(KeyUpdated(received=True, update_requested=requested))
                 if requested and not self._sent_close:
@@ -447,6 +457,8 @@ class Connection:
         self._out += write.seal(ContentType.handshake, KeyUpdate(request_update=request).encode())
         params = session.params
         self._write = self._encryptor(params, keyschedule.next_traffic_secret(params, write.secret))
+        if self.config.on_secret is not None:
+            self.config.on_secret(EncryptionLevel.application, Direction.write, params.suite, self._write.secret)
         self._events.append(KeyUpdated(received=False, update_requested=request_peer))
 
     def _receive_alert(self, payload: bytes) -> None:
@@ -519,18 +531,22 @@ class _HandshakeContext:
         conn._flush_handshake()
         conn._out += _CCS_RECORD
 
-    def set_read_secret(self, params: SuiteParams, secret: bytes) -> None:
+    def set_read_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel) -> None:
         conn = self._conn
         if conn._hs_buf:
             raise AlertError(AlertDescription.unexpected_message, "handshake message spans a key change")
         limit = conn.config.record_size_limit if conn._limit_announced else None
         conn._read = RecordDecryptor(params, secret, max_inner=limit if limit is not None else MAX_PLAINTEXT + 1)
         conn._early_recv = None
+        if conn.config.on_secret is not None:
+            conn.config.on_secret(level, Direction.read, params.suite, secret)
 
-    def set_write_secret(self, params: SuiteParams, secret: bytes) -> None:
+    def set_write_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel) -> None:
         conn = self._conn
         conn._flush_handshake()
         conn._write = conn._encryptor(params, secret)
+        if conn.config.on_secret is not None:
+            conn.config.on_secret(level, Direction.write, params.suite, secret)
 
     def clear_write_secret(self) -> None:
         conn = self._conn

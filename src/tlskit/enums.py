@@ -6,7 +6,7 @@ Every enum here keeps values it does not know (``NamedGroup(0x1234)`` is represe
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 _UNKNOWN: dict[type, dict[int, Any]] = {}  # per enum class: unknown value -> its pseudo-member
@@ -223,3 +223,18 @@ class NameType(_OpenEnum):
     """RFC 6066 §3 server_name name types."""
 
     host_name = 0
+
+
+class EncryptionLevel(IntEnum):
+    """Which records a traffic secret protects (RFC 8446 §7.1; RFC 9001 §4.1 calls these encryption levels)."""
+
+    early_data = 1  # client_early_traffic_secret: 0-RTT application data
+    handshake = 2  # [sender]_handshake_traffic_secret
+    application = 3  # [sender]_application_traffic_secret_N, including those after a KeyUpdate (§7.2)
+
+
+class Direction(StrEnum):
+    """Whether a secret protects what we receive or what we send."""
+
+    read = "read"
+    write = "write"

@@ -14,6 +14,7 @@ from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import PendingTranscript, Transcript
 from ..enums import (
     AlertDescription,
+    EncryptionLevel,
     ExtensionType,
     HandshakeType,
     NamedGroup,
@@ -168,7 +169,7 @@ class ClientStart:
             if config.middlebox_compat:  # §D.4: the CCS goes right after a ClientHello with early data
                 ctx.send_change_cipher_spec()
                 sent_ccs = True
-            ctx.set_write_secret(params, secret)
+            ctx.set_write_secret(params, secret, EncryptionLevel.early_data)
             ctx.allow_early_data(ticket.max_early_data_size)
         return ExpectServerHello(
             config=config,
@@ -240,7 +241,7 @@ class ExpectServerHello:
         c_hs, s_hs = hs.client_traffic_secret(th), hs.server_traffic_secret(th)
         ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
         ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
-        ctx.set_read_secret(params, s_hs)
+        ctx.set_read_secret(params, s_hs, EncryptionLevel.handshake)
         early = self.early and psk_secret is not None
         if self.early and not early:
             ctx.early_data_finished(accepted=False)
@@ -248,7 +249,7 @@ class ExpectServerHello:
             # From here on our alerts go out under the client handshake key, which the server reads with (§6).
             if self.config.middlebox_compat and not self.sent_ccs:
                 ctx.send_change_cipher_spec()
-            ctx.set_write_secret(params, c_hs)
+            ctx.set_write_secret(params, c_hs, EncryptionLevel.handshake)
         return ExpectEncryptedExtensions(
             core=_Core(
                 config=self.config,
@@ -411,7 +412,7 @@ class ExpectEncryptedExtensions:
             core.early_accepted = True
         elif core.early:
             ctx.early_data_finished(accepted=False)
-            ctx.set_write_secret(core.params, core.c_hs)
+            ctx.set_write_secret(core.params, core.c_hs, EncryptionLevel.handshake)
         core.transcript.add(raw)
         if core.resumed:
             return ExpectFinished(core)
@@ -520,18 +521,18 @@ class ExpectFinished:
         ctx.key_log("CLIENT_TRAFFIC_SECRET_0", c_ap)
         ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
         ctx.key_log("EXPORTER_SECRET", exporter)
-        ctx.set_read_secret(params, s_ap)
+        ctx.set_read_secret(params, s_ap, EncryptionLevel.application)
         if core.early_accepted:
             ctx.early_data_finished(accepted=True)
             ctx.send_handshake(EndOfEarlyData().encode())  # §4.5, still under the early traffic key
             transcript.add(EndOfEarlyData().encode())
-            ctx.set_write_secret(params, core.c_hs)
+            ctx.set_write_secret(params, core.c_hs, EncryptionLevel.handshake)
         if core.certificate_request is not None:
             self._send_client_certificate(ctx, core.certificate_request)
         fin = make_finished(params, core.c_hs, transcript)
         ctx.send_handshake(fin)
         transcript.add(fin)
-        ctx.set_write_secret(params, c_ap)
+        ctx.set_write_secret(params, c_ap, EncryptionLevel.application)
         session = Session(
             params=params,
             exporter_master_secret=exporter,

@@ -16,7 +16,7 @@ from ..config import ClientConfig, ServerConfig
 from ..crypto import keyschedule, signatures
 from ..crypto.suites import SuiteParams
 from ..crypto.transcript import Transcript
-from ..enums import AlertDescription, CipherSuite, HandshakeType, NamedGroup, SignatureScheme
+from ..enums import AlertDescription, CipherSuite, EncryptionLevel, HandshakeType, NamedGroup, SignatureScheme
 from ..errors import AlertError
 from ..events import Event
 from ..messages.handshake import CertificateVerify, Finished, HandshakeMessage, finished_bytes
@@ -38,9 +38,11 @@ class Context(Protocol):
     def send_change_cipher_spec(self) -> None:
         """Queue the middlebox-compatibility ChangeCipherSpec record (§D.4)."""
 
-    def set_read_secret(self, params: SuiteParams, secret: bytes) -> None: ...
+    def set_read_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel) -> None:
+        """Protect what we receive from here on with ``secret`` (and tell ``config.on_secret``)."""
 
-    def set_write_secret(self, params: SuiteParams, secret: bytes) -> None: ...
+    def set_write_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel) -> None:
+        """Protect what we send from here on with ``secret`` (queued messages go out under the old key first)."""
 
     def set_send_record_limit(self, limit: int) -> None:
         """The peer's RFC 8449 record_size_limit: our protected records carry at most ``limit - 1`` bytes."""

@@ -14,7 +14,14 @@ from ..config import CertifiedKey, ServerConfig
 from ..crypto import groups, keyschedule, signatures
 from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import Transcript
-from ..enums import AlertDescription, ExtensionType, NamedGroup, ProtocolVersion, PskKeyExchangeMode
+from ..enums import (
+    AlertDescription,
+    EncryptionLevel,
+    ExtensionType,
+    NamedGroup,
+    ProtocolVersion,
+    PskKeyExchangeMode,
+)
 from ..errors import AlertError, CertificateError
 from ..events import HandshakeComplete
 from ..messages import extensions as ext
@@ -257,7 +264,7 @@ def _server_flight(
         ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
     if ExtensionType.record_size_limit in offer.exts:  # RFC 8449: binds every protected record we send
         ctx.set_send_record_limit(ext.parse_record_size_limit(offer.exts[ExtensionType.record_size_limit]))
-    ctx.set_write_secret(params, s_hs)
+    ctx.set_write_secret(params, s_hs, EncryptionLevel.handshake)
 
     for message in _encrypted_extensions(config, offer, alpn, early):
         ctx.send_handshake(message)
@@ -289,7 +296,7 @@ def _server_flight(
         ctx.key_log("CLIENT_TRAFFIC_SECRET_0", c_ap)
         ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
         ctx.key_log("EXPORTER_SECRET", exporter)
-    ctx.set_write_secret(params, s_ap)
+    ctx.set_write_secret(params, s_ap, EncryptionLevel.application)
     if not request_cert:  # §2.3: data to an unauthenticated client is fine, to one we are vetting it is not
         ctx.allow_half_rtt()
     after = _AfterServerFinished(
@@ -315,10 +322,10 @@ def _server_flight(
     next_state: object = ExpectClientCertificate(after) if request_cert else ExpectClientFinished(after)
     if early:
         assert config.early_data is not None
-        ctx.set_read_secret(params, client_early)
+        ctx.set_read_secret(params, client_early, EncryptionLevel.early_data)
         ctx.accept_early_data(config.early_data.max_early_data_size)
         return ExpectEndOfEarlyData(after, next_state)
-    ctx.set_read_secret(params, c_hs)
+    ctx.set_read_secret(params, c_hs, EncryptionLevel.handshake)
     if offer.early_data:
         ctx.skip_early_data(_early_skip_budget(config))
     return next_state
@@ -391,7 +398,7 @@ class ExpectEndOfEarlyData:
         if not isinstance(msg, EndOfEarlyData):
             raise unexpected("EndOfEarlyData", msg)
         self.after.transcript.add(raw)
-        ctx.set_read_secret(self.after.params, self.after.c_hs)
+        ctx.set_read_secret(self.after.params, self.after.c_hs, EncryptionLevel.handshake)
         return self.next_state
 
 
@@ -456,7 +463,7 @@ class ExpectClientFinished:
         after = self.after
         check_finished(after.params, after.c_hs, after.transcript, msg)
         after.transcript.add(raw)
-        ctx.set_read_secret(after.params, after.c_ap)
+        ctx.set_read_secret(after.params, after.c_ap, EncryptionLevel.application)
         complete = after.complete
         session = Session(
             params=after.params,
