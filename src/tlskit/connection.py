@@ -58,6 +58,7 @@ from .stores.base import StoredTicket
 __all__ = ["Connection", "TrafficSecrets"]
 
 _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
+_HANDSHAKE_RECORD_PREFIX = b"\x16\x03\x03"  # content type handshake, legacy_record_version 0x0303
 
 
 class _State(Protocol):
@@ -495,7 +496,10 @@ class Connection:
         pending.clear()
         if self._write is None:
             first = data[0] == HandshakeType.client_hello and not self._client_random
-            self._out += plaintext_records(ContentType.handshake, data, first_client_hello=first)
+            if first or len(data) > MAX_PLAINTEXT:
+                self._out += plaintext_records(ContentType.handshake, data, first_client_hello=first)
+            else:  # one TLSPlaintext record (§5.1): a ServerHello, a HelloRetryRequest, a second ClientHello
+                self._out += _HANDSHAKE_RECORD_PREFIX + len(data).to_bytes(2, "big") + data
             if first:
                 self._client_random = data[6:38]
         else:

@@ -143,6 +143,14 @@ class EarlySecret:
         zeros = bytes(params.hash_len)
         self.secret = hkdf_extract(params.hash_name, zeros, psk)
 
+    @classmethod
+    def without_psk(cls, params: SuiteParams) -> EarlySecret:
+        """The early secret of a full handshake (PSK = zeros): one shared, immutable object per suite."""
+        shared = _NO_PSK_STAGE.get(params.suite)
+        if shared is None:
+            shared = _NO_PSK_STAGE[params.suite] = cls(params)
+        return shared
+
     def _derive(self, label: bytes, transcript_hash: bytes) -> bytes:
         return derive_secret(self.params, self.secret, label, transcript_hash)
 
@@ -166,6 +174,7 @@ class EarlySecret:
 
 
 _NO_PSK: dict[str, tuple[bytes, bytes]] = {}
+_NO_PSK_STAGE: dict[int, EarlySecret] = {}  # by cipher suite
 
 
 def _no_psk_early(params: SuiteParams) -> tuple[bytes, bytes]:
@@ -240,8 +249,14 @@ class MasterSecret:
 
 def finished_verify_data(params: SuiteParams, base_key: bytes, transcript_hash: bytes) -> bytes:
     """Finished.verify_data = HMAC(finished_key, transcript hash) (§4.4.4)."""
-    finished_key = hkdf_expand_label(params.hash_name, base_key, b"finished", b"", params.hash_len)
-    return _digest(finished_key, transcript_hash, params.hash_name)
+    hash_name = params.hash_name
+    info = _FINISHED_INFO.get(params.hash_len)
+    if info is None:  # HkdfLabel(hash_len, "tls13 finished", "") and HKDF-Expand's counter byte
+        info = _FINISHED_INFO[params.hash_len] = _label_prefix(b"finished", params.hash_len) + b"\x00\x01"
+    return _digest(_digest(base_key, info, hash_name), transcript_hash, hash_name)
+
+
+_FINISHED_INFO: dict[int, bytes] = {}
 
 
 def next_traffic_secret(params: SuiteParams, secret: bytes) -> bytes:

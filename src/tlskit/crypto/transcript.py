@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from ..enums import HandshakeType
 
@@ -10,17 +11,21 @@ __all__ = ["PendingTranscript", "Transcript"]
 
 
 class Transcript:
-    """Running hash over full handshake messages (4-byte header included), §4.4.1."""
+    """Running hash over full handshake messages (4-byte header included), §4.4.1.
 
-    __slots__ = ("_hash", "hash_name")
+    ``add(message)`` appends one full handshake message; it is the hash object's own ``update`` (a
+    handshake adds a dozen messages, so no Python frame in between).
+    """
+
+    __slots__ = ("_hash", "add", "hash_name")
 
     def __init__(self, hash_name: str) -> None:
         self.hash_name = hash_name
-        self._hash: hashlib._Hash = hashlib.new(hash_name)
+        self._reset(_CONSTRUCTORS[hash_name]() if hash_name in _CONSTRUCTORS else hashlib.new(hash_name))
 
-    def add(self, message: bytes) -> None:
-        """Append one full handshake message."""
-        self._hash.update(message)
+    def _reset(self, state: hashlib._Hash) -> None:
+        self._hash = state
+        self.add: Callable[[bytes], None] = state.update
 
     def digest(self) -> bytes:
         """Hash of everything added so far; the transcript stays usable."""
@@ -30,14 +35,17 @@ class Transcript:
         """An independent copy (e.g. for the PSK binder's partial ClientHello, §4.2.11.2)."""
         clone = Transcript.__new__(Transcript)
         clone.hash_name = self.hash_name
-        clone._hash = self._hash.copy()
+        clone._reset(self._hash.copy())
         return clone
 
     def replace_with_message_hash(self) -> None:
         """After HelloRetryRequest: replace Hash(ClientHello1) by the message_hash message (§4.4.1)."""
         ch1_hash = self.digest()
-        self._hash = hashlib.new(self.hash_name)
-        self._hash.update(bytes((HandshakeType.message_hash, 0, 0, len(ch1_hash))) + ch1_hash)
+        self._reset(hashlib.new(self.hash_name))
+        self.add(bytes((HandshakeType.message_hash, 0, 0, len(ch1_hash))) + ch1_hash)
+
+
+_CONSTRUCTORS: dict[str, Callable[[], hashlib._Hash]] = {"sha256": hashlib.sha256, "sha384": hashlib.sha384}
 
 
 class PendingTranscript:

@@ -112,7 +112,7 @@ def choose_suite(
     offered: tuple[CipherSuite, ...], ours: tuple[CipherSuite, ...], server_order: bool
 ) -> CipherSuite | None:
     """§4.1.1: the client's preference by default, ours when configured."""
-    first, second = (ours, frozenset(offered)) if server_order else (offered, frozenset(ours))
+    first, second = (ours, offered) if server_order else (offered, ours)  # short tuples: scans beat sets
     for suite in first:
         if suite in second:
             return suite
@@ -120,8 +120,11 @@ def choose_suite(
 
 
 def choose_scheme(ours: Sequence[SignatureScheme], offered: Sequence[SignatureScheme]) -> SignatureScheme | None:
-    offered_set = set(offered)
-    return next((s for s in ours if s in offered_set), None)
+    """Our first scheme the peer offered (a certificate's key signs with one or a few: scanning beats a set)."""
+    for scheme in ours:
+        if scheme in offered:
+            return scheme
+    return None
 
 
 def check_certificate_verify(

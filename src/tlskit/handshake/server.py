@@ -88,7 +88,7 @@ def _negotiate(
     """Resume a ticket if we can (§4.2.11), pick the key exchange, and answer with a ServerHello or a
     HelloRetryRequest (§4.1.4). ``claimed``: the single-use ticket this connection's first ClientHello took."""
     accepted: psk.AcceptedPsk | None = None
-    modes = [m for m in config.psk_modes if m in offer.psk_modes]
+    modes = [m for m in config.psk_modes if m in offer.psk_modes] if offer.psk_modes else []
     if offer.psks is not None and modes:
         accepted = psk.accept_psk(config, offer.psks, raw, transcript, params, offer.server_name, ctx.now())
         if accepted is not None and config.single_use_tickets:
@@ -238,7 +238,7 @@ def _server_flight(
             config, accepted, offer.suite, alpn, offer.server_name, offer.psks.binders[0], ctx.now()
         )
     )
-    early_secret = accepted.early_secret if accepted is not None else keyschedule.EarlySecret(params)
+    early_secret = accepted.early_secret if accepted is not None else keyschedule.EarlySecret.without_psk(params)
     client_early = b""
     if early:
         client_early = early_secret.client_early_traffic_secret(transcript.digest())
@@ -266,9 +266,9 @@ def _server_flight(
         ctx.set_send_record_limit(ext.parse_record_size_limit(offer.exts[ExtensionType.record_size_limit]))
     ctx.set_write_secret(params, s_hs, EncryptionLevel.handshake)
 
-    for message in _encrypted_extensions(config, offer, alpn, early):
-        ctx.send_handshake(message)
-        transcript.add(message)
+    ee = _encrypted_extensions(config, offer, alpn, early)
+    ctx.send_handshake(ee)
+    transcript.add(ee)
     auth = config.client_auth
     request_cert = accepted is None and auth is not None and auth.mode != "none"
     if request_cert:
@@ -331,21 +331,35 @@ def _server_flight(
     return next_state
 
 
-def _encrypted_extensions(config: ServerConfig, offer: Offer, alpn: str | None, early: bool) -> list[bytes]:
-    """§4.3.1 (encoded straight to bytes: the same wire as ``EncryptedExtensions(...).encode()``)."""
-    ee: list[bytes] = []
-    if config.send_supported_groups:
-        ee.append(ext.extension_bytes(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
+def _encrypted_extensions(config: ServerConfig, offer: Offer, alpn: str | None, early: bool) -> bytes:
+    """§4.3.1 (encoded straight to bytes: the same wire as ``EncryptedExtensions(...).encode()``). It depends
+    on a handful of settings only, so each combination is encoded once."""
+    groups = config.groups if config.send_supported_groups else None
+    own_limit = None
     if ExtensionType.record_size_limit in offer.exts:
-        own = config.record_size_limit if config.record_size_limit is not None else (1 << 14) + 1
-        ee.append(ext.extension_bytes(ExtensionType.record_size_limit, ext.record_size_limit_body(own)))
+        own_limit = config.record_size_limit if config.record_size_limit is not None else (1 << 14) + 1
+    key = (groups, own_limit, offer.server_name is not None, alpn, early)
+    message = _EE_CACHE.get(key)
+    if message is not None:
+        return message
+    ee: list[bytes] = []
+    if groups is not None:
+        ee.append(ext.extension_bytes(ExtensionType.supported_groups, ext.supported_groups_body(groups)))
+    if own_limit is not None:
+        ee.append(ext.extension_bytes(ExtensionType.record_size_limit, ext.record_size_limit_body(own_limit)))
     if offer.server_name is not None:
         ee.append(_EMPTY_SERVER_NAME)
     if alpn is not None:
         ee.append(ext.extension_bytes(ExtensionType.application_layer_protocol_negotiation, ext.alpn_body([alpn])))
     if early:
         ee.append(_EMPTY_EARLY_DATA)
-    return [encrypted_extensions_bytes(ext.extensions_block(ee))]
+    message = encrypted_extensions_bytes(ext.extensions_block(ee))
+    if len(_EE_CACHE) < 256:  # bounded: the ALPN and the group list come from our configs, never from a peer
+        _EE_CACHE[key] = message
+    return message
+
+
+_EE_CACHE: dict[tuple[tuple[NamedGroup, ...] | None, int | None, bool, str | None, bool], bytes] = {}
 
 
 def _certificate_request(config: ServerConfig) -> bytes:

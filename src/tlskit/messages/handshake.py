@@ -59,22 +59,16 @@ def server_hello_bytes(
     random: bytes, legacy_session_id: bytes, cipher_suite: int, extensions: bytes, legacy_version: int = 0x0303
 ) -> bytes:
     """A ServerHello (§4.1.3) with legacy_compression_method 0; ``extensions`` is an ``extensions_block``."""
-    if len(legacy_session_id) > 0xFF:
-        raise ValueError(f"vector of {len(legacy_session_id)} bytes does not fit a 1-byte length")
-    return handshake_bytes(
-        HandshakeType.server_hello,
-        b"".join(
-            (
-                legacy_version.to_bytes(2, "big"),
-                random,
-                bytes((len(legacy_session_id),)),
-                legacy_session_id,
-                cipher_suite.to_bytes(2, "big"),
-                b"\x00",
-                extensions,
-            )
-        ),
-    )
+    sid = len(legacy_session_id)
+    if sid > 0xFF:
+        raise ValueError(f"vector of {sid} bytes does not fit a 1-byte length")
+    if len(random) != 32:
+        raise ValueError(f"ServerHello.random must be 32 bytes, got {len(random)}")
+    n = 38 + sid + len(extensions)  # version 2, random 32, session id 1+sid, suite 2, compression 1
+    head = bytes((HandshakeType.server_hello, n >> 16, (n >> 8) & 0xFF, n & 0xFF, legacy_version >> 8,
+                  legacy_version & 0xFF))
+    return b"".join((head, random, bytes((sid,)), legacy_session_id, bytes((cipher_suite >> 8, cipher_suite & 0xFF, 0)),
+                     extensions))
 
 
 def encrypted_extensions_bytes(extensions: bytes) -> bytes:
