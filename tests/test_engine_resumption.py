@@ -56,7 +56,7 @@ def test_server_issues_two_tickets_by_default_and_client_stores_them() -> None:
     assert len(tickets) == 2
     assert tickets[0].ticket.lifetime == 7200 and tickets[0].ticket.ticket != tickets[1].ticket.ticket
     assert tickets[0].psk != tickets[1].psk
-    assert store.take("localhost", clock()) is not None
+    assert store.take(client_config().session_key or "", clock()) is not None
 
 
 @pytest.mark.parametrize("mode", [PskKeyExchangeMode.psk_dhe_ke, PskKeyExchangeMode.psk_ke])
@@ -106,9 +106,10 @@ def test_ticket_is_not_resumed_for_another_server_name() -> None:
     store, clock = MemorySessionStore(), Clock()
     tickets = first_connection(store, clock)
     other = MemorySessionStore()
-    stored = store.take("localhost", clock())
+    stored = store.take(client_config().session_key or "", clock())
     assert stored is not None and tickets
-    other.put("other.test", dataclasses.replace(stored, server_name="other.test"))
+    other_key = client_config(server_name="other.test").session_key or ""
+    other.put(other_key, dataclasses.replace(stored, server_name="other.test"))
     both = certified("ec256", ("localhost", "other.test"))
     pair = handshake(
         client_config(session_store=other, clock=clock, server_name="other.test"),
@@ -139,6 +140,37 @@ def test_resumption_survives_hello_retry_request() -> None:
     )
     assert pair.server_complete.resumed and pair.server_complete.hello_retry
     assert pair.server_complete.group is NamedGroup.secp256r1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"check_hostname": False},
+        {"pins": "pinned"},
+        {"certificate": "client certificate"},
+        {"verify_peer": False},
+    ],
+    ids=["hostname-check-off", "pins", "client-certificate", "no-verification"],
+)
+def test_a_config_with_other_authentication_does_not_resume_a_shared_stores_session(other: dict[str, object]) -> None:
+    """§4.6.1: a resumed session carries the original authentication, so a client config that would have
+    checked the server differently (or presents another client certificate) must not resume it, even when
+    both share one session store; the original config still can."""
+    from tlskit.pki.pinning import PinSet, spki_sha256
+
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock)
+    changes: dict[str, object] = dict(other)
+    if "pins" in changes:
+        changes["pins"] = PinSet([spki_sha256(certified("ec256").chain[0]), spki_sha256(certified("ec384").chain[0])])
+    if "certificate" in changes:
+        changes["certificate"] = certified("ec256")
+    stranger = client_config(session_store=store, clock=clock, **changes)
+    assert stranger.session_key != client_config().session_key
+    pair = handshake(stranger, servers(clock=clock))  # type: ignore[arg-type]
+    assert not pair.client_complete.resumed and not pair.server_complete.resumed
+    again = handshake(client_config(session_store=store, clock=clock), servers(clock=clock))  # type: ignore[arg-type]
+    assert again.client_complete.resumed and again.server_complete.resumed
 
 
 # --- 0-RTT -------------------------------------------------------------------------------------------------

@@ -153,12 +153,13 @@ def ticketed_store(clock: Clock) -> MemorySessionStore:
 def test_single_use_ticket_resumes_once_then_full_handshake() -> None:
     clock = Clock()
     tickets = ticketed_store(clock)
-    ticket = tickets.take("localhost", clock())
+    ticket = tickets.take(client_config().session_key or "", clock())
     assert ticket is not None
     cfg = single_use_server(clock)
     for expect_resumed in (True, False):
         only_this = MemorySessionStore()
-        only_this.put("localhost", ticket)  # the client (or an attacker with its PSK) offers the same ticket
+        # the client (or an attacker with its PSK) offers the same ticket
+        only_this.put(client_config().session_key or "", ticket)
         pair = handshake(client_config(session_store=only_this, clock=clock), cfg)
         assert pair.server_complete.resumed is expect_resumed
         assert pair.client_complete.resumed is expect_resumed
@@ -191,13 +192,13 @@ def test_single_use_ticket_gives_0rtt_once_even_in_a_fresh_client_hello() -> Non
     early = EarlyDataPolicy(max_early_data_size=1024)
     handshake(client_config(session_store=tickets, clock=clock),
               server_config(ticket_keys=RING, clock=clock, early_data=early, replay_store=MemoryReplayStore()))
-    ticket = tickets.take("localhost", clock())
+    ticket = tickets.take(client_config().session_key or "", clock())
     assert ticket is not None and ticket.max_early_data_size == 1024
     cfg = single_use_server(clock, early_data=early)
     accepted = []
     for _ in range(2):
         only_this = MemorySessionStore()
-        only_this.put("localhost", ticket)
+        only_this.put(client_config().session_key or "", ticket)
         client = Connection(client_config(session_store=only_this, clock=clock, early_data=True))
         client.start()
         client.send_data(b"GET / HTTP/1.1\r\n\r\n")

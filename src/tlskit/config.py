@@ -3,6 +3,7 @@ what lets the engine replay RFC 8448 byte for byte and run under any I/O model."
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -183,6 +184,19 @@ class ClientAuth:
             raise ConfigError("client_auth needs trust=TrustStore(...) with the CAs that issue client certificates")
 
 
+def _session_scope(config: ClientConfig) -> str:
+    """A short digest of what a resumed session does not check again (see ``ClientConfig.session_key``)."""
+    digest = hashlib.sha256(b"tlskit session scope 1")
+    digest.update(bytes((config.verify_peer, config.check_hostname)))
+    digest.update(config.trust.fingerprint if config.trust is not None else b"no trust store")
+    for pin in sorted(config.pins.pins) if config.pins is not None else ():
+        digest.update(b"pin " + pin.encode())
+    digest.update(b"revocation " + (config.revocation.mode.encode() if config.revocation is not None else b"-"))
+    if config.certificate is not None:
+        digest.update(b"client " + config.certificate.chain[0])
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClientConfig:
     """Everything a client connection needs; ``trust=None`` means the system trust store."""
@@ -215,6 +229,7 @@ class ClientConfig:
     pins: PinSet | None = None
     clock_skew: float = 0.0  # seconds of tolerance on the server chain's validity periods
     check_hostname: bool = True  # False: a chain to a trusted root is enough (no server_name needed)
+    session_scope: str = field(init=False, default="", repr=False, compare=False)  # see ``session_key``
 
     def __post_init__(self) -> None:
         _check_common(self.cipher_suites, self.groups, self.alpn, self.key_update_after_records)
@@ -234,6 +249,17 @@ class ClientConfig:
             object.__setattr__(self, "request_ocsp", True)  # a staple is the cheapest revocation answer
         if not self.verify_peer and self.pins is None and self.revocation is not None:
             raise ConfigError("revocation checks need verify_peer=True (or pins) to know which chain to check")
+        object.__setattr__(self, "session_scope", _session_scope(self))
+
+    @property
+    def session_key(self) -> str | None:
+        """Where this config keeps its tickets in ``session_store``: the server name and ``session_scope``.
+
+        A resumed session skips the server's certificate and carries our client certificate (§2.2, §4.6.1), so
+        it may only be resumed under the policy that authenticated it: configs that differ in trust, pins,
+        hostname checking, revocation policy or client certificate never resume each other's sessions, even
+        when they share a store."""
+        return f"{self.server_name}#{self.session_scope}" if self.server_name else None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

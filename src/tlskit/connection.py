@@ -423,10 +423,11 @@ class Connection:
                 max_early = int.from_bytes(e.data, "big")
         psk = keyschedule.resumption_psk(session.params, session.resumption_master_secret, msg.nonce)
         now = self.config.clock()
-        store = self.config.session_store if isinstance(self.config, ClientConfig) else None
-        if store is not None and session.server_name:
+        config = self.config
+        store, key = (config.session_store, config.session_key) if isinstance(config, ClientConfig) else (None, None)
+        if store is not None and key is not None and session.server_name:
             store.put(
-                session.server_name,
+                key,
                 StoredTicket(
                     ticket=msg.ticket,
                     psk=psk,

@@ -130,8 +130,9 @@ def _second_connection(options: ProbeOptions, config: ClientConfig, first: Hands
 
     store = MemorySessionStore()
     name = config.server_name or options.host
+    key = config.session_key or name
     for t in first.tickets:
-        store.put(name, StoredTicket(ticket=t.ticket.ticket, psk=t.psk, cipher_suite=t.cipher_suite,
+        store.put(key, StoredTicket(ticket=t.ticket.ticket, psk=t.psk, cipher_suite=t.cipher_suite,
                                      server_name=t.server_name, alpn=t.alpn, received_at=t.received_at,
                                      lifetime=t.ticket.lifetime, age_add=t.ticket.age_add,
                                      max_early_data_size=t.max_early_data_size))

@@ -109,9 +109,10 @@ def offered_extensions(ch: ClientHello) -> frozenset[ExtensionType]:
 
 def _usable_ticket(config: ClientConfig, now: float) -> StoredTicket | None:
     """A stored ticket for this server whose suite we still offer (§4.2.11, §4.6.1)."""
-    if config.session_store is None or not config.server_name:
+    key = config.session_key
+    if config.session_store is None or key is None:
         return None
-    ticket = config.session_store.take(config.server_name, now)
+    ticket = config.session_store.take(key, now)
     if ticket is None or ticket.cipher_suite not in config.cipher_suites:
         return None
     return ticket

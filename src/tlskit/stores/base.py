@@ -36,7 +36,8 @@ class StoredTicket:
 
 
 class SessionStore(Protocol):
-    """Client-side tickets per server name."""
+    """Client-side tickets per key: the client uses ``ClientConfig.session_key`` (the server name and a digest
+    of the verification policy and client certificate the session was authenticated under)."""
 
     def put(self, server_name: str, ticket: StoredTicket) -> None: ...
 
