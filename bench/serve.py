@@ -1,4 +1,4 @@
-"""HTTPS server benchmark (not part of CI): `tlskit serve` vs nginx vs a Python ``ssl`` + asyncio server.
+"""HTTPS server benchmark (not part of CI): `tlskit serve` vs nginx vs two Python ``ssl`` + asyncio servers.
 
 What the issue-6 target ("full-handshake connections per second >= 1.0x the Python ``ssl`` asyncio server
 per worker") means, measured so the client is not the limit: every server runs ONE worker process pinned to
@@ -26,12 +26,23 @@ disturbed round is kept.
 Pinned for every server: the same ~1 KiB file, the same ECDSA P-256 certificate (tlskit's development CA),
 TLS 1.3, x25519 and TLS_AES_128_GCM_SHA256 (the client offers only those, so every server negotiates them;
 the servers are also set to x25519). tlskit runs with its defaults (uvloop when installed, kTLS auto) and
-``-q`` (no access log); nginx with ``worker_processes 1`` and access logging off; the Python baseline on the
-stdlib asyncio loop, and the same server on uvloop for reference. Loopback only.
+``-q`` (no access log); nginx with ``worker_processes 1`` and access logging off. Two Python baselines, both
+asyncio streams over the stdlib ``ssl`` on the stdlib asyncio loop:
 
-    python bench/serve.py                       # about 1.5 minutes; nginx, wrk and pyOpenSSL optional
+* ``python ssl+asyncio`` (``--server python-ssl``; the issue's baseline): minimal HTTP, no parsing at all:
+  ``readuntil`` the blank line, write one prebuilt response. Its ratio is tlskit's whole cost, TLS and HTTP;
+* ``python ssl+h11`` (``--server python-ssl-h11``): the same HTTP work as tlskit serve does for the file:
+  h11 parses each request and frames the response, which carries the same fields (Date, Server,
+  Content-Type, Content-Length, ETag, Last-Modified, Accept-Ranges) after one ``os.stat``. Its ratio
+  isolates TLS and server overhead from HTTP work;
+* ``python ssl+uvloop`` (``--server python-ssl-uvloop``): the minimal one on uvloop, for reference.
+
+Loopback only.
+
+    python bench/serve.py                       # about 2 minutes; nginx, wrk and pyOpenSSL optional
     python bench/serve.py --handshakes 4000 --requests 40000 --rounds 1 --json
     python bench/serve.py --server tlskit --server python-ssl --full-only
+    python bench/serve.py --server tlskit --server python-ssl --server python-ssl-h11 --rounds 1
 
 The machine has 2 cores (server on one, load generator on the other): compare the servers with each other,
 not with published figures.
@@ -106,6 +117,8 @@ http {{
 """
 
 MODES = {"full": "full handshakes", "resumed": "resumed handshakes", "keepalive": "keep-alive requests"}
+SERVERS = ["tlskit", "python-ssl", "python-ssl-h11", "python-ssl-uvloop", "nginx"]  # --server choices
+BASELINES = ("python ssl+asyncio", "python ssl+h11", "python ssl+uvloop", "nginx")  # table names, for ratios
 
 
 # --- server processes and their CPU time ------------------------------------------------------------------
@@ -469,14 +482,34 @@ def _run_wrk(port: int, total: int, clients: int, server_pid: int, script: Path,
             "resumed": 0, "negotiated": "(wrk, system OpenSSL)", "client": "wrk"}
 
 
-# --- the Python ssl baseline ----------------------------------------------------------------------------
+# --- the Python ssl baselines ---------------------------------------------------------------------------
 
-def python_ssl_server(port: int, root: str, cert: str, key: str, use_uvloop: bool = False) -> None:
-    """The baseline: asyncio streams over ``ssl``, the smallest HTTP/1.1 keep-alive static file loop."""
+def _server_context(cert: str, key: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ecdh_curve(GROUP)
+    return ctx
+
+
+def _serve_forever(handle: Any, port: int, ctx: ssl.SSLContext, use_uvloop: bool) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, ssl=ctx, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    if use_uvloop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def python_ssl_server(port: int, root: str, cert: str, key: str, use_uvloop: bool = False) -> None:
+    """Baseline "python ssl+asyncio" (minimal HTTP): asyncio streams over ``ssl``; a request is read up to
+    its blank line and answered with one prebuilt response (no HTTP parsing, no stat)."""
+    ctx = _server_context(cert, key)
     body = (Path(root) / "index.html").read_bytes()
     head = (f"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {len(body)}\r\n"
             "server: python-ssl\r\n").encode()
@@ -495,17 +528,67 @@ def python_ssl_server(port: int, root: str, cert: str, key: str, use_uvloop: boo
         finally:
             writer.close()
 
-    async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port, ssl=ctx, backlog=1024)
-        async with server:
-            await server.serve_forever()
+    _serve_forever(handle, port, ctx, use_uvloop)
 
-    if use_uvloop:
-        import uvloop
 
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+def python_ssl_h11_server(port: int, root: str, cert: str, key: str, use_uvloop: bool = False) -> None:
+    """Baseline "python ssl+h11" (the same HTTP work as tlskit serve): asyncio streams over ``ssl``; each
+    request parsed by h11 and answered through h11 with the header fields ``tlskit serve`` sends for a small
+    static file (Date, Server, Content-Type, Content-Length, ETag, Last-Modified, Accept-Ranges) after one
+    ``os.stat``, the body from memory. Like tlskit it formats Date once a second and the validators once per
+    file version, and hands h11 fields it built itself (``_parsed=True``: no per-field regexes), so the ratio
+    against it is TLS and server overhead, not HTTP work."""
+    import email.utils
+
+    import h11
+    from h11._headers import Headers
+
+    ctx = _server_context(cert, key)
+    path = os.path.join(root, "index.html")
+    body = Path(path).read_bytes()
+    fields: dict[tuple[int, int], list[tuple[bytes, bytes, bytes]]] = {}
+    date: list[Any] = [0, b""]
+
+    def response() -> h11.Response:
+        st = os.stat(path)
+        known = fields.get((st.st_size, st.st_mtime_ns))
+        if known is None:
+            known = fields[st.st_size, st.st_mtime_ns] = [
+                (b"content-type", b"content-type", b"text/html; charset=utf-8"),
+                (b"etag", b"etag", f'"{st.st_size:x}-{st.st_mtime_ns:x}"'.encode()),
+                (b"last-modified", b"last-modified", email.utils.formatdate(st.st_mtime, usegmt=True).encode()),
+                (b"accept-ranges", b"accept-ranges", b"bytes"),
+                (b"content-length", b"content-length", str(st.st_size).encode())]
+        now = int(time.time())
+        if date[0] != now:
+            date[:] = [now, email.utils.formatdate(now, usegmt=True).encode()]
+        items = [*known, (b"date", b"date", date[1]), (b"server", b"server", b"python-ssl-h11")]
+        return h11.Response(status_code=200, headers=Headers(items), reason=b"OK", http_version=b"1.1", _parsed=True)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        out = b""
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                elif isinstance(event, h11.Request):
+                    out = (conn.send(response()) or b"") + (conn.send(h11.Data(data=body)) or b"")
+                elif isinstance(event, h11.EndOfMessage):
+                    writer.write(out + (conn.send(h11.EndOfMessage()) or b""))
+                    await writer.drain()
+                    if conn.our_state is not h11.DONE:
+                        break  # MUST_CLOSE: Connection: close or HTTP/1.0
+                    conn.start_next_cycle()
+                else:
+                    break  # ConnectionClosed
+        except (ConnectionError, ssl.SSLError, h11.ProtocolError):
+            pass
+        finally:
+            writer.close()
+
+    _serve_forever(handle, port, ctx, use_uvloop)
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -549,7 +632,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     use_wrk = args.keepalive_client == "wrk" or (args.keepalive_client == "auto" and shutil.which("wrk"))
     dev = dev_certificate(work / "ca")
     cert, key, www = str(dev.cert), str(dev.key), str(work / "www")
-    wanted = set(args.server or ["tlskit", "python-ssl", "python-ssl-uvloop", "nginx"])
+    wanted = set(args.server or ["tlskit", "python-ssl", "python-ssl-h11", "python-ssl-uvloop", "nginx"])
     servers: dict[str, tuple[list[str], int]] = {}
     if "tlskit" in wanted:
         port = _free_port()
@@ -560,6 +643,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = _free_port()
         servers["python ssl+asyncio"] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert,
                                           key], port)
+    if "python-ssl-h11" in wanted:
+        port = _free_port()
+        servers["python ssl+h11"] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert, key,
+                                      "--h11"], port)
     if "python-ssl-uvloop" in wanted and _has_uvloop():
         port = _free_port()
         servers["python ssl+uvloop"] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert,
@@ -650,9 +737,11 @@ def report(results: dict[str, Any]) -> None:
             print(f"{name:<20}{MODES[mode]:<21}{r['count']:>7}{r['per_second']:>9.0f}{r['cpu_ms_per_op']:>12.3f}"
                   f"{100 * r['server_busy']:>5.0f}%{100 * r['client_cpu'] / r['seconds']:>12.0f}%"
                   f"{100 * r['other_load']:>6.0f}%{r['errors']:>7}  {r['negotiated']}{extra}")
+    print("baselines: python ssl+asyncio = minimal HTTP (readuntil + one prebuilt response); python ssl+h11 = the "
+          "same HTTP work as tlskit (h11 parsing and framing, os.stat, the same header fields)")
     print("ratios tlskit / other (>1: tlskit better): ops/s, and CPU efficiency = other's CPU s/1000 / tlskit's "
           "(the per-worker figure; ops/s marked * had a server below 90% busy, so it is not a capacity ratio)")
-    for other in ("python ssl+asyncio", "python ssl+uvloop", "nginx"):
+    for other in BASELINES:
         for mode, q in _ratios(servers, "tlskit serve", other).items():
             busy = min(servers["tlskit serve"][mode]["server_busy"], servers[other][mode]["server_busy"])
             print(f"  vs {other:<19} {MODES[mode]:<20} ops/s {q['throughput']:5.2f}x{'*' if busy < 0.9 else ' '}  "
@@ -669,7 +758,7 @@ def main() -> None:
     parser.add_argument("--handshakes", type=int, default=2000, help="full (and resumed) handshakes per server")
     parser.add_argument("--requests", type=int, default=20000, help="keep-alive requests per server")
     parser.add_argument("--clients", type=int, default=8, help="load generator processes (default 8)")
-    parser.add_argument("--server", action="append", choices=["tlskit", "python-ssl", "python-ssl-uvloop", "nginx"],
+    parser.add_argument("--server", action="append", choices=SERVERS,
                         help="server(s) to measure (repeatable; default all)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="measure every server this many times, keep each one's least disturbed run (default 2)")
@@ -679,6 +768,7 @@ def main() -> None:
     parser.add_argument("--python-ssl-server", nargs=4, metavar=("PORT", "ROOT", "CERT", "KEY"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--h11", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=["auto", "pyopenssl", "ssl"], default="auto",
                         help="load generator TLS library (default: pyopenssl when installed, else ssl)")
     parser.add_argument("--keepalive-client", choices=["auto", "wrk", "python"], default="auto",
@@ -687,7 +777,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.python_ssl_server:
         port, root, cert, key = args.python_ssl_server
-        python_ssl_server(int(port), root, cert, key, args.uvloop)
+        (python_ssl_h11_server if args.h11 else python_ssl_server)(int(port), root, cert, key, args.uvloop)
         return
     if args.load:
         lib, mode, port, total, clients, pid = args.load
@@ -696,7 +786,7 @@ def main() -> None:
     results = run(args)
     if args.json:
         results["ratios"] = {other: _ratios(results["servers"], "tlskit serve", other)
-                             for other in ("python ssl+asyncio", "python ssl+uvloop", "nginx")}
+                             for other in BASELINES}
         print(json.dumps(results, indent=2))
         return
     report(results)

@@ -12,23 +12,21 @@ import h11
 import pytest
 
 from tlskit.serve import static
-from tlskit.serve.http1 import _PENDING, Exchange, HTTPError, Request
+from tlskit.serve.channel import Channel
+from tlskit.serve.http1 import _PENDING, Exchange, HTTPError, Request, TLSState
 from tlskit.serve.settings import HTTPLimits, StaticRoute
 from tlskit.serve.static import FileCache, StaticFiles
 
 OLD = 1_600_000_000  # an mtime/atime long settled
 
 
-class _Writer:
+class _Transport(asyncio.Transport):
     def __init__(self) -> None:
+        super().__init__()
         self.data = bytearray()
-        self.transport = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.data += data
-
-    async def drain(self) -> None:
-        return None
 
 
 def fetch(route: StaticFiles, path: str, headers: dict[str, str] | None = None,
@@ -42,12 +40,13 @@ def fetch(route: StaticFiles, path: str, headers: dict[str, str] | None = None,
         assert isinstance(event, h11.Request)
         assert isinstance(conn.next_event(), h11.EndOfMessage)
         request = Request(method=method, target=path, path=path, host="localhost",
-                          headers=list(event.headers), http_version="1.1", peer="-", tls=_PENDING,
+                          headers=list(event.headers), http_version="1.1", peer="-", tls_state=TLSState(_PENDING),
                           first_on_connection=True)
-        writer = _Writer()
+        writer = _Transport()
+        channel = Channel(lambda _: None)
+        channel.connection_made(writer)
         try:
-            await route.handle(request, Exchange(conn, asyncio.StreamReader(), writer, HTTPLimits(),  # type: ignore[arg-type]
-                                                 close_after=False))
+            await route.handle(request, Exchange(conn, channel, HTTPLimits(), close_after=False))
         except HTTPError as e:
             return e.status, dict(e.headers), b""
         client = h11.Connection(h11.CLIENT)

@@ -84,6 +84,7 @@ class TLSProtocol(asyncio.Protocol):
         self._held: list[bytes] = []  # app writes while in early data, sent once the handshake completes
         self._close_held: bool | None = None  # close() while in early data: False close, True write_eof
         self._handshake_ended = asyncio.Event()
+        self._flush_soon: asyncio.Handle | None = None  # a deferred _flush (see _deliver)
 
     # --- the TCP side -------------------------------------------------------------------------------
 
@@ -119,6 +120,9 @@ class TLSProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
         if self._ktls is not None:
             self._ktls.connection_lost()
         if self.session.negotiated is None and self._error is None:  # the peer went away mid-handshake
@@ -176,7 +180,8 @@ class TLSProtocol(asyncio.Protocol):
             self._ktls.write_data(bytes(data))
             return
         self.session.conn.send_data(bytes(data))
-        self._flush()
+        if self._flush_soon is None:  # else it leaves with what is deferred, at the latest this loop iteration
+            self._flush()
 
     async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
         """Send a file: ``os.sendfile`` under kTLS TX, else read and written as records; bytes sent."""
@@ -247,6 +252,9 @@ class TLSProtocol(asyncio.Protocol):
     # --- internals ----------------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
         out = self.session.outgoing()
         # A closed transport drops the bytes (uvloop's would raise): e.g. close_notify after the peer reset.
         if out and self._raw is not None and not self._raw.is_closing():
@@ -257,8 +265,13 @@ class TLSProtocol(asyncio.Protocol):
 
     def _deliver(self) -> None:
         """Send what the engine queued; hand plaintext and EOF to the app once the handshake is done."""
-        self._flush()
         session = self.session
+        # When the handshake completes now, what it still sends (session tickets) waits until the end of this
+        # loop iteration: an app that answers the request which came with the client's Finished (and closes)
+        # then sends it all in one write. kTLS needs it sent before it starts.
+        defer = session.negotiated is not None and not self._handshake_ended.is_set() and self._ktls_policy is None
+        if not defer:
+            self._flush()
         if not self._app_connected:
             if session.negotiated is None:
                 if not (self._early_app and session.plaintext):
@@ -279,6 +292,8 @@ class TLSProtocol(asyncio.Protocol):
             self._keep_open = bool(app.eof_received())
             if not self._keep_open:
                 self.transport.close()
+        if defer and self._flush_soon is None:  # after the app's task was scheduled: it runs first
+            self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
 
     def _handshake_done(self) -> None:
         self._cancel_timer()

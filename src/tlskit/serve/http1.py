@@ -12,6 +12,11 @@ OPTIONS are served from it (``Request.early``; proxied with ``Early-Data: 1``), 
 transport holds them for the handshake only where the engine does not allow that. A request read from early
 data sees ``Request.tls`` as ``_PENDING`` (the handshake's fields come with the client's Finished); under
 mTLS, a route that passes the client's identity on (``forwards_client_identity``: the proxy) waits for them.
+
+Per-request cost: the connection reads through ``Channel`` (one deadline timer, no ``asyncio.timeout`` per
+read); a response built from ``checked`` fields (validated by h11 once, e.g. per file version) skips h11's
+per-field regexes, and a small one goes out as one write, awaiting only while the transport is paused. The
+connection's ``TLSFields`` are built only when something reads them (access log, proxy, mTLS).
 """
 
 from __future__ import annotations
@@ -27,27 +32,38 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import h11
+from h11._headers import Headers  # a response from fields already checked skips h11's regexes: see checked()
 
 from ..errors import TLSError
 from .accesslog import AccessEntry, TLSFields, access_log
+from .channel import Channel
 from .metrics import ServeMetrics
 from .settings import HTTPLimits
 
-__all__ = ["EARLY_SAFE_METHODS", "ConnectionTracker", "Exchange", "HTTPError", "Request", "Route", "Router",
-           "TLSState", "serve_connection"]
+__all__ = ["EARLY_SAFE_METHODS", "ConnectionTracker", "Exchange", "Field", "HTTPError", "Request", "Route", "Router",
+           "TLSState", "checked", "serve_connection"]
 
 _log = logging.getLogger("tlskit.serve")
-READ_SIZE = 1 << 16
 FLUSH_SIZE = 1 << 16
 _REASONS = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
             403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
             412: "Precondition Failed", 413: "Content Too Large", 416: "Range Not Satisfiable",
             425: "Too Early", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_PHRASES = {status: phrase.encode() for status, phrase in _REASONS.items()}
 EARLY_SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))  # served from 0-RTT data (RFC 8470 §3; 9110 §9.2.1)
 # What a request read from 0-RTT data sees of the connection until the handshake completes.
 _PENDING = TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="-", resumed=True, early_data=True,
                      handshake_ms=0.0, client="-")
+
+Field = tuple[bytes, bytes, bytes]  # a response header as h11 keeps it: (name, lower-case name, value)
+_SERVER: Field = (b"server", b"server", b"tlskit")
+_CLOSE: Field = (b"connection", b"connection", b"close")
+
+
+def checked(headers: Sequence[tuple[str, str]]) -> tuple[Field, ...]:
+    """Response header fields validated by h11 (names, values, Content-Length), to send as they are."""
+    return tuple((name, name, value) for name, value in h11.Response(status_code=200, headers=list(headers)).headers)
 
 
 class HTTPError(Exception):
@@ -58,20 +74,60 @@ class HTTPError(Exception):
         self.status, self.headers = status, tuple(headers)
 
 
-_date = (0, "")
+_date: tuple[int, str, Field] = (0, "", (b"date", b"date", b""))
 
 
-def http_date() -> str:
-    """The ``Date`` header value, formatted once per second."""
+def _date_now() -> tuple[int, str, Field]:
+    """The ``Date`` header value (and field), formatted once per second."""
     global _date
     now = int(time.time())
     if _date[0] != now:
-        _date = (now, email.utils.formatdate(now, usegmt=True))
-    return _date[1]
+        text = email.utils.formatdate(now, usegmt=True)
+        _date = (now, text, (b"date", b"date", text.encode()))
+    return _date
+
+
+def http_date() -> str:
+    return _date_now()[1]
 
 
 def reason(status: int) -> str:
     return _REASONS.get(status, "Unknown")
+
+
+class TLSState:
+    """The connection's TLS as the HTTP layer sees it. ``fields`` is None while the connection runs on 0-RTT
+    data (the handshake not complete); given ``make``, they are built on first use (the access log, the proxy
+    and mTLS need them, a plain static request does not). ``early``: requests may arrive in 0-RTT data, whose
+    first ``early_bytes()`` plaintext bytes were early data. ``client_auth``: the server checks client
+    certificates, so the client's identity (from the resumed session) is only known once the handshake
+    completes."""
+
+    __slots__ = ("_early_bytes", "_fields", "_handshake", "_make", "client_auth", "early")
+
+    def __init__(self, fields: TLSFields | None = None, early_bytes: Callable[[], int] = lambda: 0,
+                 handshake: Callable[[], Awaitable[TLSFields]] | None = None, *, client_auth: bool = False,
+                 make: Callable[[], TLSFields | None] | None = None, early: bool | None = None) -> None:
+        self._fields, self._early_bytes, self._handshake, self._make = fields, early_bytes, handshake, make
+        self.client_auth = client_auth
+        self.early = early if early is not None else fields is None or fields.early_data
+
+    @property
+    def fields(self) -> TLSFields | None:
+        if self._fields is None and self._make is not None:
+            self._fields = self._make()
+        return self._fields
+
+    def early_bytes(self) -> int:
+        return self._early_bytes()
+
+    async def complete(self) -> TLSFields:
+        """The negotiated fields, waiting for the handshake if need be (its ``TLSError`` if it fails)."""
+        fields = self.fields
+        if fields is None:
+            assert self._handshake is not None
+            fields = self._fields = await self._handshake()
+        return fields
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -83,9 +139,14 @@ class Request:
     headers: list[tuple[bytes, bytes]]  # lower-case names, as h11 gives them
     http_version: str
     peer: str  # client IP address
-    tls: TLSFields
+    tls_state: TLSState
     first_on_connection: bool
     early: bool = False  # its first byte arrived in 0-RTT data: it may be a replay (RFC 8470)
+
+    @property
+    def tls(self) -> TLSFields:
+        """What the connection negotiated; ``_PENDING`` while its handshake is incomplete (0-RTT)."""
+        return self.tls_state.fields or _PENDING
 
     def header(self, name: bytes) -> str | None:
         for key, value in self.headers:
@@ -118,30 +179,6 @@ class Router:
         return None
 
 
-class TLSState:
-    """The connection's TLS as the HTTP layer sees it. ``fields`` is None while the connection runs on 0-RTT
-    data (the handshake not complete); ``early_bytes()`` counts the plaintext that arrived as early data.
-    ``client_auth``: the server checks client certificates, so the client's identity (from the resumed
-    session) is only known once the handshake completes."""
-
-    __slots__ = ("_early_bytes", "_handshake", "client_auth", "fields")
-
-    def __init__(self, fields: TLSFields | None, early_bytes: Callable[[], int] = lambda: 0,
-                 handshake: Callable[[], Awaitable[TLSFields]] | None = None, *, client_auth: bool = False) -> None:
-        self.fields, self._early_bytes, self._handshake = fields, early_bytes, handshake
-        self.client_auth = client_auth
-
-    def early_bytes(self) -> int:
-        return self._early_bytes()
-
-    async def complete(self) -> TLSFields:
-        """The negotiated fields, waiting for the handshake if need be (its ``TLSError`` if it fails)."""
-        if self.fields is None:
-            assert self._handshake is not None
-            self.fields = await self._handshake()
-        return self.fields
-
-
 class _Counting(h11.Connection):
     """Counts the bytes fed in, so a request's offset in the stream says whether it began in 0-RTT data."""
 
@@ -156,94 +193,109 @@ class Exchange:
     """One request/response on the connection: the body as it arrives, and the response events out.
 
     In 0-RTT the response goes out before the handshake completes (0.5-RTT data); the TLS transport holds
-    it, and pauses ``drain()``, where the engine does not allow that yet."""
+    it, and pauses writing, where the engine does not allow that yet."""
 
-    def __init__(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 limits: HTTPLimits, close_after: bool) -> None:
-        self.conn, self.reader, self.writer, self.limits = conn, reader, writer, limits
-        self.close_after = close_after  # draining or at the request limit: say Connection: close
+    def __init__(self, conn: h11.Connection, channel: Channel, limits: HTTPLimits, close_after: bool,
+                 tracker: ConnectionTracker | None = None) -> None:
+        self.conn, self.channel, self.limits = conn, channel, limits
+        self.close_after = close_after  # at the request limit, or after an error: say Connection: close
+        self._tracker = tracker  # ... and when the server started draining before the response did
         self.status = 0
         self.body_bytes = 0
-        self._out = bytearray()  # one TLS record and one write per response when it is small
+        self._received = 0
+        self._out: list[bytes] = []  # one TLS record and one write per response when it is small
+        self._pending = 0  # body bytes in _out
 
     @property
     def started(self) -> bool:
         return self.status != 0
 
+    async def receive(self) -> bytes | None:
+        """The next part of the request body, None at its end; over ``max_body_bytes`` raises HTTPError(413)."""
+        conn = self.conn
+        while (event := conn.next_event()) is h11.NEED_DATA:
+            self.channel.set_timeout(self.limits.idle_timeout)
+            conn.receive_data(await self.channel.read())
+        if type(event) is h11.Data:
+            self._received += len(event.data)
+            if self._received > self.limits.max_body_bytes:
+                raise HTTPError(413, detail=f"body over {self.limits.max_body_bytes} bytes")
+            return bytes(event.data)
+        if type(event) is h11.EndOfMessage:
+            return None
+        raise ConnectionError("the client closed the connection inside a request body")
+
     async def body(self) -> AsyncIterator[bytes]:
-        """The request body in chunks; more than ``max_body_bytes`` raises HTTPError(413)."""
-        received = 0
-        while True:
-            event = await next_event(self.conn, self.reader, self.limits.idle_timeout)
-            if isinstance(event, h11.Data):
-                received += len(event.data)
-                if received > self.limits.max_body_bytes:
-                    raise HTTPError(413, detail=f"body over {self.limits.max_body_bytes} bytes")
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return
-            else:
-                raise ConnectionError("the client closed the connection inside a request body")
+        """The request body in chunks (see ``receive``)."""
+        while (chunk := await self.receive()) is not None:
+            yield chunk
 
     async def discard_body(self) -> None:
-        async for _ in self.body():
+        while self.conn.their_state is h11.SEND_BODY and await self.receive() is not None:
             pass
 
-    async def start(self, status: int, headers: list[tuple[str, str]], reason_phrase: str | None = None) -> None:
+    async def start(self, status: int, headers: Sequence[tuple[str, str]], reason_phrase: str | None = None) -> None:
         """Send the response head; adds Date, Server and (when closing) Connection."""
-        self.status = status
-        extra = [("date", http_date()), ("server", "tlskit")]
-        if self.close_after:
-            extra.append(("connection", "close"))
-        phrase = (reason_phrase if reason_phrase is not None else reason(status)).encode("latin-1", "replace")
-        await self.send(h11.Response(status_code=status, headers=[*headers, *extra], reason=phrase))
+        phrase = None if reason_phrase is None else reason_phrase.encode("latin-1", "replace")
+        self.send_head(status, checked(headers), phrase)
+
+    async def respond(self, status: int, fields: Sequence[Field], body: bytes = b"", *, send_body: bool = True) -> None:
+        """A whole response from ``checked`` fields: head and body in one write. ``send_body`` is False for
+        HEAD (the fields still describe the body)."""
+        self.send_head(status, fields)
+        if body and send_body:
+            self.body_bytes += len(body)
+            self._send(h11.Data(data=body))
+        await self.end()
 
     async def write(self, data: bytes, *, flush: bool = False) -> None:
         """Body bytes; buffered up to ``FLUSH_SIZE`` unless ``flush`` (streaming a proxied response)."""
         self.body_bytes += len(data)
-        await self.send(h11.Data(data=data))
-        if flush:
+        self._pending += len(data)
+        self._send(h11.Data(data=data))
+        if flush or self._pending >= FLUSH_SIZE:
             await self.flush()
 
     async def end(self) -> None:
-        await self.send(h11.EndOfMessage())
+        self._send(h11.EndOfMessage())
         await self.flush()
 
-    async def send(self, event: h11.Event) -> None:
-        data = self.conn.send(event)
-        if data:
-            self._out += data
-            if len(self._out) >= FLUSH_SIZE:
-                await self.flush()
-
     async def flush(self) -> None:
-        if self._out:
-            self.writer.write(bytes(self._out))
-            self._out.clear()
-            await self.writer.drain()
+        """Write what is buffered; wait only while the transport has paused writing."""
+        out = self._out
+        if out:
+            self.channel.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+            self._pending = 0
+        if self.channel.paused:
+            await self.channel.drain()
 
     async def simple(self, status: int, headers: Sequence[tuple[str, str]] = (), head: bool = False) -> None:
         """A complete plain-text answer such as ``404 Not Found``."""
         body = f"{status} {reason(status)}\n".encode()
-        await self.start(status, [("content-type", "text/plain; charset=utf-8"),
-                                  ("content-length", str(len(body))), *headers])
-        if not head:
-            await self.write(body)
-        await self.end()
+        fields = [(b"content-type", b"content-type", b"text/plain; charset=utf-8"),
+                  (b"content-length", b"content-length", b"%d" % len(body)), *checked(headers)]
+        await self.respond(status, fields, body, send_body=not head)
 
+    def send_head(self, status: int, fields: Sequence[Field], phrase: bytes | None = None) -> None:
+        """The response head from ``checked`` fields (buffered: the body follows, then ``end()``); adds Date,
+        Server and (when closing) Connection."""
+        self.status = status
+        items = [*fields, _date_now()[2], _SERVER]
+        if self.close_after or (self._tracker is not None and self._tracker.draining):
+            items.append(_CLOSE)
+        self._send(h11.Response(headers=Headers(items), status_code=status, http_version=b"1.1", _parsed=True,
+                                reason=_PHRASES.get(status, b"Unknown") if phrase is None else phrase))
 
-async def next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> object:
-    """The next h11 event, reading (at most ``timeout`` seconds per read) when h11 needs data."""
-    while (event := conn.next_event()) is h11.NEED_DATA:
-        async with asyncio.timeout(timeout):
-            data = await reader.read(READ_SIZE)
-        conn.receive_data(data)
-    return event
+    def _send(self, event: h11.Event) -> None:
+        parts = self.conn.send_with_data_passthrough(event)
+        if parts:
+            self._out += parts
 
 
 @dataclass(slots=True)
 class _Open:
-    writer: asyncio.StreamWriter
+    channel: Channel
     idle: bool = True
 
 
@@ -259,12 +311,12 @@ class ConnectionTracker:
         self.draining = True
         for entry in list(self.open.values()):
             if entry.idle:
-                entry.writer.close()
+                entry.channel.close()
         if not self.open:
             self.empty.set()
 
-    def add(self, writer: asyncio.StreamWriter) -> _Open:
-        entry = _Open(writer)
+    def add(self, channel: Channel) -> _Open:
+        entry = _Open(channel)
         self.open[id(entry)] = entry
         self.empty.clear()
         return entry
@@ -275,17 +327,15 @@ class ConnectionTracker:
             self.empty.set()
 
 
-async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: TLSFields | TLSState,
-                           *, router: Callable[[], Router], limits: HTTPLimits, tracker: ConnectionTracker,
-                           metrics: ServeMetrics | None, log_access: bool) -> None:
+async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, router: Callable[[], Router],
+                           limits: HTTPLimits, tracker: ConnectionTracker, metrics: ServeMetrics | None,
+                           log_access: bool) -> None:
     """Requests on one connection until either side closes, a limit is hit, or the server drains."""
-    peer_address = writer.get_extra_info("peername")
+    peer_address = channel.get_extra_info("peername")
     peer = str(peer_address[0]) if isinstance(peer_address, tuple) else "-"
     state = tls if isinstance(tls, TLSState) else TLSState(tls)
-    early_possible = state.fields is None or state.fields.early_data
-    conn = (_Counting if early_possible else h11.Connection)(h11.SERVER,
-                                                           max_incomplete_event_size=limits.max_header_bytes)
-    entry = tracker.add(writer)
+    conn = (_Counting if state.early else h11.Connection)(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+    entry = tracker.add(channel)
     if metrics:
         metrics.active.inc()
     try:
@@ -295,69 +345,75 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                 break
             start = conn.bytes_in - len(conn.trailing_data[0]) if isinstance(conn, _Counting) else 0
             try:
-                request_event = await _read_head(conn, reader, limits)
+                request_event = await _read_head(conn, channel, limits)
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
                     break  # idle keep-alive connection: close quietly
-                await _answer_error(conn, reader, writer, limits, HTTPError(408))
+                await _answer_error(conn, channel, limits, HTTPError(408))
                 break
             except h11.RemoteProtocolError as e:
-                await _answer_error(conn, reader, writer, limits, HTTPError(e.error_status_hint))
+                await _answer_error(conn, channel, limits, HTTPError(e.error_status_hint))
                 break
-            if not isinstance(request_event, h11.Request):
+            if type(request_event) is not h11.Request:
                 break  # ConnectionClosed
             entry.idle = False
             last = n + 1 == limits.max_requests_per_connection
-            early = early_possible and start < state.early_bytes()
-            await _exchange(conn, reader, writer, request_event, peer, state, n == 0, early, router(), limits,
-                            tracker.draining or last, metrics, log_access)
+            early = state.early and start < state.early_bytes()
+            await _exchange(conn, channel, request_event, peer, state, n == 0, early, router(), limits, last,
+                            tracker, metrics, log_access)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 break
             conn.start_next_cycle()
     except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError) as e:
         _log.debug("%s: connection ended: %s", peer, e)
     finally:
-        tracker.remove(entry)
         if metrics:
             metrics.active.dec()
-        writer.close()
-        with contextlib.suppress(ConnectionError, TLSError):
-            await writer.wait_closed()
+        channel.close()
+        if channel.write_pending:  # the last response is still on its way: a draining server waits for it
+            with contextlib.suppress(ConnectionError, TLSError):
+                await channel.wait_closed()
+        tracker.remove(entry)
 
 
-async def _read_head(conn: h11.Connection, reader: asyncio.StreamReader, limits: HTTPLimits) -> object:
+async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits) -> object:
     """Idle timeout until the first byte, then the header timeout for the whole head."""
-    loop = asyncio.get_running_loop()
-    deadline: float | None = loop.time() + limits.header_timeout if conn.trailing_data[0] else None
-    while (event := conn.next_event()) is h11.NEED_DATA:
-        timeout = limits.idle_timeout if deadline is None else max(deadline - loop.time(), 0.0)
-        async with asyncio.timeout(timeout):
-            data = await reader.read(READ_SIZE)
-        if deadline is None:
-            deadline = loop.time() + limits.header_timeout
-        conn.receive_data(data)
+    if conn.trailing_data[0]:  # pipelined: (part of) the next head is here already
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        channel.set_timeout(limits.header_timeout)
+    else:  # nothing buffered: h11 needs data (it is idle, between requests)
+        channel.set_timeout(limits.idle_timeout)
+        conn.receive_data(await channel.read())
+        channel.set_timeout(limits.header_timeout)
+        event = conn.next_event()
+    while event is h11.NEED_DATA:
+        conn.receive_data(await channel.read())
+        event = conn.next_event()
     return event
 
 
-async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    event: h11.Request, peer: str, state: TLSState, first: bool, early: bool, router: Router,
-                    limits: HTTPLimits, close_after: bool, metrics: ServeMetrics | None, log_access: bool) -> None:
-    started = time.monotonic()
+async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, peer: str, state: TLSState,
+                    first: bool, early: bool, router: Router, limits: HTTPLimits, close_after: bool,
+                    tracker: ConnectionTracker, metrics: ServeMetrics | None, log_access: bool) -> None:
+    logged = log_access and access_log.isEnabledFor(logging.INFO)  # -q: no entry built at all
+    started = time.monotonic() if metrics or logged else 0.0
     target = event.target.decode("ascii", "replace")
+    headers = list(event.headers)
     host = ""
-    for name, value in event.headers:
+    for name, value in headers:
         if name == b"host":
             host = value.decode("ascii", "replace").lower()
             host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             break
-    request = Request(method=event.method.decode("ascii", "replace"), target=target,
-                      path=target.split("?", 1)[0], host=host, headers=list(event.headers),
-                      http_version=event.http_version.decode(), peer=peer, tls=state.fields or _PENDING,
-                      first_on_connection=first, early=early)
-    exchange = Exchange(conn, reader, writer, limits, close_after)
+    request = Request(method=event.method.decode("ascii", "replace"), target=target, path=target.partition("?")[0],
+                      host=host, headers=headers, http_version=event.http_version.decode(), peer=peer,
+                      tls_state=state, first_on_connection=first, early=early)
+    exchange = Exchange(conn, channel, limits, close_after, tracker)
     try:
         # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
-        if len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers) > limits.max_header_bytes:
+        if len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes:
             exchange.close_after = True
             raise HTTPError(431)
         length = request.header(b"content-length")
@@ -368,10 +424,10 @@ async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: 
         route = router.match(host, request.path) if request.path.startswith("/") else None
         if route is None:
             raise HTTPError(404)
-        if state.fields is None and state.client_auth and getattr(route, "forwards_client_identity", False):
+        if state.client_auth and getattr(route, "forwards_client_identity", False) and state.fields is None:
             # mTLS in 0-RTT: the client's certificate (restored from its ticket) is known once the handshake
             # completes; an upstream must not be told "no client certificate" meanwhile.
-            request = dataclasses.replace(request, tls=await state.complete())
+            await state.complete()
         await route.handle(request, exchange)
     except HTTPError as e:
         if exchange.started:
@@ -388,15 +444,15 @@ async def _exchange(conn: h11.Connection, reader: asyncio.StreamReader, writer: 
     if conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE:
         with contextlib.suppress(HTTPError):  # leave the connection in a state to read the next request
             await exchange.discard_body()
-    elapsed = time.monotonic() - started
     if metrics:
         metrics.requests.labels(str(exchange.status)).inc()
-        metrics.request_seconds.observe(elapsed)
-    if log_access and access_log.isEnabledFor(logging.INFO):  # -q: no entry built at all
+        metrics.request_seconds.observe(time.monotonic() - started)
+    if logged:
         access = AccessEntry(peer=peer, time=time.time(), method=request.method, target=target,
                              http_version=request.http_version, status=exchange.status, size=exchange.body_bytes,
                              referer=request.header(b"referer") or "-", user_agent=request.header(b"user-agent") or "-",
-                             request_ms=round(elapsed * 1000, 3), tls=await _logged_fields(state, early))
+                             request_ms=round((time.monotonic() - started) * 1000, 3),
+                             tls=await _logged_fields(state, early))
         access_log.info("%s", access, extra={"access": access})  # formatted by the handler: combined()
 
 
@@ -406,11 +462,10 @@ async def _logged_fields(state: TLSState, early: bool) -> TLSFields:
     return dataclasses.replace(fields, early_data=False) if fields.early_data and not early else fields
 
 
-async def _answer_error(conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        limits: HTTPLimits, error: HTTPError) -> None:
+async def _answer_error(conn: h11.Connection, channel: Channel, limits: HTTPLimits, error: HTTPError) -> None:
     """408/400/431 for a request we could not read; always followed by closing the connection."""
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
-    exchange = Exchange(conn, reader, writer, limits, close_after=True)
+    exchange = Exchange(conn, channel, limits, close_after=True)
     with contextlib.suppress(h11.LocalProtocolError, ConnectionError, TLSError):
         await exchange.simple(error.status)

@@ -38,10 +38,11 @@ def check_mode(mode: str) -> None:
 
 
 def option(mode: str) -> ktls.KTLSOption:
-    """The front end's ``ktls=`` for a serve mode (TX only: the event loop reads with plain ``recv``)."""
+    """The front end's ``ktls=`` for a serve mode (TX only: the event loop reads with plain ``recv``).
+    ``auto`` on a kernel without kTLS is off: no per-connection attempt (and its syscalls) that must fail."""
     if mode == "require":
         return True  # fallbacks are logged as warnings
-    return "auto" if mode == "auto" else False
+    return "auto" if mode == "auto" and ktls.probe().available else False
 
 
 def label(transport: asyncio.BaseTransport | None) -> str:
@@ -63,18 +64,19 @@ class _Span:
 async def send_file(exchange: Exchange, file: BinaryIO, offset: int, count: int) -> bool:
     """Send ``count`` bytes of ``file`` by ``os.sendfile`` when the connection has kTLS TX; False (nothing
     sent) otherwise, and the caller writes the body as records."""
-    transport = exchange.writer.transport
+    channel = exchange.channel
+    transport = channel.transport
     if not isinstance(transport, TLSTransport) or label(transport) != "tx":
         return False
     await exchange.flush()  # the response head Exchange has buffered goes before the file
     parts = exchange.conn.send_with_data_passthrough(h11.Data(data=_Span(count)))  # type: ignore[arg-type]
     for part in parts or ():
         if isinstance(part, _Span):
-            await exchange.writer.drain()
+            await channel.drain()
             sent = await transport.sendfile(file, offset, count)
             if sent != count:
                 raise ConnectionError(f"sendfile sent {sent} of {count} bytes (the file shrank?)")
         else:
-            exchange.writer.write(bytes(part))
+            channel.write(bytes(part))
     exchange.body_bytes += count
     return True

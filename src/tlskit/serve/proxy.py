@@ -15,7 +15,7 @@ import logging
 
 import h11
 
-from .http1 import Exchange, HTTPError, Request, next_event
+from .http1 import Exchange, HTTPError, Request
 from .settings import ProxyRoute
 
 __all__ = ["ReverseProxy"]
@@ -25,6 +25,15 @@ _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authen
                b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 _SET_BY_US = {b"x-forwarded-proto", b"x-forwarded-host", b"early-data", b"x-forwarded-client-cert", b"date",
               b"server"}
+
+
+async def next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> object:
+    """The upstream's next h11 event, reading (at most ``timeout`` seconds per read) when h11 needs data."""
+    while (event := conn.next_event()) is h11.NEED_DATA:
+        async with asyncio.timeout(timeout):
+            data = await reader.read(1 << 16)
+        conn.receive_data(data)
+    return event
 
 
 def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> set[bytes]:

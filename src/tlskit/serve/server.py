@@ -35,6 +35,7 @@ from ..tickets.keyring import TicketKey, TicketKeyRing
 from . import ktls
 from .accesslog import TLSFields
 from .certstore import CertificateStore, files_fingerprint
+from .channel import Channel
 from .devca import DevCertificate, dev_certificate
 from .http1 import ConnectionTracker, Route, Router, TLSState, serve_connection
 from .metrics import ServeMetrics
@@ -118,17 +119,14 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
 
 
 class _ServedTLS(TLSProtocol):
-    """``TLSProtocol`` that remembers when TCP was accepted, for the handshake time."""
+    """``TLSProtocol`` that remembers when TCP was accepted, for the handshake time. (The event loops set
+    TCP_NODELAY on accepted connections themselves.)"""
 
     accepted_at = 0.0
     handshake_seconds = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.accepted_at = asyncio.get_running_loop().time()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:  # responses go out as several small records: Nagle would hold them for an ACK
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
 
 
@@ -210,17 +208,14 @@ class ServeProcess:
                 seen = files_fingerprint(self.site.watched_files())
 
     def _accept(self) -> TLSProtocol:
-        loop = asyncio.get_running_loop()
         site = self.site
-        reader = asyncio.StreamReader(limit=1 << 16, loop=loop)
 
-        def connected(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> asyncio.Task[None]:
-            return loop.create_task(self._connection(r, w, tls, site))
+        def connected(channel: Channel) -> asyncio.Task[None]:
+            return asyncio.get_running_loop().create_task(self._connection(channel, tls, site))
 
-        app = asyncio.StreamReaderProtocol(reader, connected, loop=loop)
-        tls = _ServedTLS(TLSSession(site.config), app, handshake_timeout=site.settings.http.handshake_timeout,
-                         on_handshake=self._handshake_ended, ktls=ktls.option(site.settings.ktls),
-                         early_data=site.settings.early_data)
+        tls = _ServedTLS(TLSSession(site.config), Channel(connected),
+                         handshake_timeout=site.settings.http.handshake_timeout, on_handshake=self._handshake_ended,
+                         ktls=ktls.option(site.settings.ktls), early_data=site.settings.early_data)
         return tls
 
     def _handshake_ended(self, protocol: TLSProtocol, error: TLSError | None) -> None:
@@ -235,22 +230,26 @@ class ServeProcess:
         elif error is not None:
             self.metrics.handshake_failed(error)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: _ServedTLS,
-                          site: Site) -> None:
-        def fields() -> TLSFields:
+    async def _connection(self, channel: Channel, tls: _ServedTLS, site: Site) -> None:
+        def fields() -> TLSFields | None:
             done = tls.session.negotiated
-            assert done is not None
+            if done is None:
+                return None
             return dataclasses.replace(TLSFields.from_handshake(done, tls.handshake_seconds),
                                        ktls=ktls.label(tls.transport))
 
         async def handshake() -> TLSFields:
             await tls.wait_handshake()
-            return fields()
+            done = fields()
+            assert done is not None
+            return done
 
         # Connected on 0-RTT data (``early_data``), the handshake may still be running.
-        state = TLSState(fields() if tls.session.negotiated is not None else None, lambda: tls.early_bytes,
-                         handshake, client_auth=site.config.client_auth is not None)
-        await serve_connection(reader, writer, state, router=lambda: site.router, limits=site.settings.http,
+        negotiated = tls.session.negotiated
+        state = TLSState(make=fields, early=negotiated is None or negotiated.early_data_accepted,
+                         early_bytes=lambda: tls.early_bytes, handshake=handshake,
+                         client_auth=site.config.client_auth is not None)
+        await serve_connection(channel, state, router=lambda: site.router, limits=site.settings.http,
                                tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
 
     async def _drain(self) -> None:
@@ -264,7 +263,7 @@ class ServeProcess:
             _log.warning("%d connection(s) still busy after %.0f s: closing them", len(self.tracker.open),
                          self.site.settings.drain_timeout)
             for entry in list(self.tracker.open.values()):
-                entry.writer.transport.abort()
+                entry.channel.abort()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1):
                     await self.tracker.empty.wait()

@@ -9,10 +9,11 @@ get the whole file, which RFC 9110 §14.2 allows), a range past the end 416.
 Keep-alive cost: what a URL path resolves to (a file, a directory to list, or an error) is cached per route
 for ``RESOLVE_TTL`` seconds, like nginx's ``open_file_cache_valid``; a cached file that can no longer be
 opened is looked up again at once. Each request still ``stat``s the file, so a changed file gets new
-validators (and contents) immediately. The validators themselves are kept per (size, mtime). Files up to
-``SMALL_FILE_MAX`` bytes are served from memory (``FileCache``: keyed by path, size, mtime, ctime and inode,
-LRU within ``CACHE_MAX_BYTES`` per process); larger ones are opened per request and streamed (``os.sendfile``
-under kTLS TX).
+validators (and contents) immediately. The validators and the 200 response's header fields (checked by h11
+once) are kept per (path, size, mtime); a request without conditional or Range headers skips their parsing.
+Files up to ``SMALL_FILE_MAX`` bytes are served from memory (``FileCache``: keyed by path, size, mtime, ctime
+and inode, LRU within ``CACHE_MAX_BYTES`` per process), head and body in one write; larger ones are opened per
+request and streamed (``os.sendfile`` under kTLS TX).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import BinaryIO
 import h11
 
 from . import ktls
-from .http1 import Exchange, HTTPError, Request
+from .http1 import Exchange, HTTPError, Request, checked
 from .settings import StaticRoute
 
 __all__ = ["CACHE_MAX_BYTES", "SMALL_FILE_MAX", "FileCache", "StaticFiles", "content_type", "send_file"]
@@ -47,6 +48,7 @@ _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "applica
           ".zst": "application/zstd"}
 _TEXTUAL = ("application/json", "application/manifest+json", "image/svg+xml", "application/xml")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_CONDITIONAL = frozenset((b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"range"))
 RESOLVE_TTL = 1.0  # seconds a URL path's resolution is trusted (a moved symlink or new index.html: this late)
 _RESOLVE_MAX = 4096  # entries per route; the cache starts over when full
 SMALL_FILE_MAX = 64 * 1024  # files up to this many bytes are served from memory (FileCache)
@@ -65,6 +67,20 @@ def content_type(name: str) -> str:
     return ctype
 
 
+class _FileFields:
+    """A file version's validators and the header fields of its 200 response, checked once."""
+
+    __slots__ = ("ctype", "etag", "last_modified", "ok", "validators")
+
+    def __init__(self, name: str, st: os.stat_result) -> None:
+        self.etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+        self.last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+        self.ctype = content_type(os.path.basename(name))
+        self.ok = checked([("content-type", self.ctype), ("etag", self.etag), ("last-modified", self.last_modified),
+                           ("accept-ranges", "bytes"), ("content-length", str(st.st_size))])
+        self.validators = self.ok[1:3]
+
+
 class StaticFiles:
     """The route for a ``[[route]]`` with ``root``."""
 
@@ -74,12 +90,12 @@ class StaticFiles:
         self.index = route.index
         self.listing = route.listing
         # request path -> (expires, (file to send | directory to list | HTTPError, is a listing))
-        self._resolved: dict[str, tuple[float, tuple[Path | HTTPError, bool]]] = {}
-        self._validators: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # etag, last-modified, type
+        self._resolved: dict[str, tuple[float, tuple[str | HTTPError, bool]]] = {}
+        self._fields: dict[tuple[str, int, int], _FileFields] = {}  # by path, size and mtime
         self.files = FILES if files is None else files
 
     async def handle(self, request: Request, exchange: Exchange) -> None:
-        if request.method not in ("GET", "HEAD"):
+        if request.method != "GET" and request.method != "HEAD":
             raise HTTPError(405, [("allow", "GET, HEAD")])
         if exchange.conn.their_state is not h11.DONE:
             await exchange.discard_body()
@@ -100,7 +116,7 @@ class StaticFiles:
             self._resolved.pop(request.path, None)  # gone or replaced: look it up again
             raise HTTPError(404)
 
-    def _lookup(self, raw_path: str) -> tuple[Path | HTTPError, bool]:
+    def _lookup(self, raw_path: str) -> tuple[str | HTTPError, bool]:
         """What a (percent-encoded) request path serves: (file, False), (directory, True) or (HTTPError, False)."""
         url_path = urllib.parse.unquote(raw_path)
         try:
@@ -110,9 +126,9 @@ class StaticFiles:
         if path.is_dir():
             for name in self.index:
                 if (path / name).is_file():
-                    return path / name, False
-            return (path, True) if self.listing else (HTTPError(404), False)
-        return path, False
+                    return str(path / name), False
+            return (str(path), True) if self.listing else (HTTPError(404), False)
+        return str(path), False
 
     def _resolve(self, url_path: str) -> Path:
         """The file or directory for a decoded URL path, or HTTPError 404/301."""
@@ -130,9 +146,8 @@ class StaticFiles:
             raise HTTPError(404)
         return path
 
-    async def _send_path(self, request: Request, exchange: Exchange, path: Path) -> bool:
+    async def _send_path(self, request: Request, exchange: Exchange, name: str) -> bool:
         """Send the file; False (nothing sent) when it cannot be opened or is no longer a regular file."""
-        name = str(path)
         try:
             st = os.stat(name)
         except OSError:
@@ -141,7 +156,7 @@ class StaticFiles:
             return False
         body = self.files.get(_file_key(name, st)) if st.st_size <= self.files.max_file else None
         if body is not None:
-            await self._respond(request, exchange, path, st, body, None)
+            await self._respond(request, exchange, name, st, body, None)
             return True
         try:
             f = open(name, "rb", buffering=0)  # noqa: SIM115  # raw: no buffer, lseek or isatty; closed below
@@ -155,47 +170,53 @@ class StaticFiles:
                 body = _read_whole(f.fileno(), st.st_size)
                 if body is not None and st.st_ctime_ns < time.time_ns() - SETTLE_NS:
                     self.files.put(_file_key(name, st), body)
-            await self._respond(request, exchange, path, st, body, f)
+            await self._respond(request, exchange, name, st, body, f)
         return True
 
-    async def _respond(self, request: Request, exchange: Exchange, path: Path, st: os.stat_result,
+    def _file_fields(self, name: str, st: os.stat_result) -> _FileFields:
+        key = (name, st.st_size, st.st_mtime_ns)
+        known = self._fields.get(key)
+        if known is None:
+            if len(self._fields) >= _RESOLVE_MAX:
+                self._fields.clear()
+            known = self._fields[key] = _FileFields(name, st)
+        return known
+
+    async def _respond(self, request: Request, exchange: Exchange, name: str, st: os.stat_result,
                        body: bytes | None, file: BinaryIO | None) -> None:
         """The response for a regular file: its contents are ``body`` when read whole, else read from ``file``."""
-        size = st.st_size
-        key = (str(path), size, st.st_mtime_ns)
-        known = self._validators.get(key)
-        if known is None:
-            if len(self._validators) >= _RESOLVE_MAX:
-                self._validators.clear()
-            known = (f'"{size:x}-{st.st_mtime_ns:x}"', email.utils.formatdate(st.st_mtime, usegmt=True),
-                     content_type(path.name))
-            self._validators[key] = known
-        etag, last_modified, ctype = known
-        validators = [("etag", etag), ("last-modified", last_modified)]
-        if _precondition(request, etag, int(st.st_mtime)) is not None:
-            raise HTTPError(412)
-        if _not_modified(request, etag, int(st.st_mtime)):
-            await exchange.start(304, validators)
-            await exchange.end()
-            return
-        offset, count = 0, size
-        headers = [("content-type", ctype), *validators, ("accept-ranges", "bytes")]
-        span = _range(request, etag, last_modified, size)
-        if span is not None:
-            offset, count = span
-            headers.append(("content-range", f"bytes {offset}-{offset + count - 1}/{size}"))
-        headers.append(("content-length", str(count)))
-        await exchange.start(206 if span is not None else 200, headers)
-        if request.method == "GET":
+        meta = self._file_fields(name, st)
+        get = request.method == "GET"
+        span = None
+        if any(k in _CONDITIONAL for k, _ in request.headers):
+            mtime = int(st.st_mtime)
+            if _precondition(request, meta.etag, mtime) is not None:
+                raise HTTPError(412)
+            if _not_modified(request, meta.etag, mtime):
+                await exchange.respond(304, meta.validators)
+                return
+            span = _range(request, meta.etag, meta.last_modified, st.st_size)
+        if span is None:
             if body is not None:
-                if count:
-                    await exchange.write(body if count == len(body) else body[offset:offset + count])
-            else:
-                assert file is not None
-                await send_file(exchange, file, offset, count)
+                await exchange.respond(200, meta.ok, body, send_body=get)
+                return
+            offset, count, status, fields = 0, st.st_size, 200, meta.ok
+        else:
+            offset, count = span
+            status = 206
+            fields = (*meta.ok[:4], (b"content-range", b"content-range",
+                                     b"bytes %d-%d/%d" % (offset, offset + count - 1, st.st_size)),
+                      (b"content-length", b"content-length", b"%d" % count))
+            if body is not None:
+                await exchange.respond(206, fields, body[offset:offset + count], send_body=get)
+                return
+        exchange.send_head(status, fields)
+        if get:
+            assert file is not None
+            await send_file(exchange, file, offset, count)
         await exchange.end()
 
-    async def _send_listing(self, request: Request, exchange: Exchange, path: Path, url_path: str) -> None:
+    async def _send_listing(self, request: Request, exchange: Exchange, path: str, url_path: str) -> None:
         entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")),
                          key=lambda e: (not e.is_dir(), e.name))
         title = html.escape(url_path)

@@ -1,0 +1,171 @@
+"""The app protocol under ``TLSProtocol`` for one served connection: plaintext in, responses out.
+
+It does what ``asyncio.StreamReader``/``StreamWriter`` did for HTTP/1.1 serving with less per request: a
+read hands over everything received since the last one, and one lazily re-armed timer per connection
+enforces the current read ``deadline`` (instead of an ``asyncio.timeout`` per read). Writes go straight to
+the transport; ``drain()`` is only needed while the transport has paused writing (``paused``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any, cast
+
+__all__ = ["Channel"]
+
+HIGH_WATER = 1 << 18  # plaintext buffered unread (pipelined requests, a body): pause reading from the socket
+_SLACK = 0.001  # a timer may fire this much early (libuv counts milliseconds): it still counts as expired
+
+
+class Channel(asyncio.Protocol):
+    """One connection's plaintext stream. ``connected(channel)`` runs at ``connection_made`` (it starts the
+    handler task); ``deadline`` is the loop time after which a ``read()`` still waiting raises TimeoutError."""
+
+    def __init__(self, connected: Callable[[Channel], object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._connected = connected
+        self.transport: asyncio.Transport | None = None
+        self.handler: object = None
+        self.deadline = math.inf
+        self.paused = False  # the transport asked us to stop writing: ``await drain()`` before more
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._reading = True
+        self._eof = False
+        self._lost = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None  # read() or drain() waiting
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._closed: asyncio.Future[None] | None = None
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.handler = self._connected(self)  # held here: the loop keeps only weak references to tasks
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER and self._reading and self.transport is not None:
+            self._reading = False
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # half-closed: the response to what was read still goes out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = self._eof = True
+        if exc is not None:
+            self._error = exc
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    # --- for the handler ----------------------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """What arrived since the last read, b"" at EOF; the connection's error (``TLSError``,
+        ``ConnectionError``) once it is lost; TimeoutError when ``deadline`` passes first."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            await self._wait(timed=True)
+        chunks, self._chunks, self._buffered = self._chunks, [], 0
+        if not self._reading and self.transport is not None:
+            self._reading = True
+            self.transport.resume_reading()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def write(self, data: bytes) -> None:
+        """ConnectionResetError once the connection is lost (a long body stops there, as with ``drain``)."""
+        if self._lost or self.transport is None:
+            raise ConnectionResetError("the connection was lost")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport has paused writing."""
+        while self.paused and not self._lost:
+            await self._wait(timed=False)
+        if self._lost:
+            raise ConnectionResetError("the connection was lost")
+
+    def set_timeout(self, seconds: float) -> None:
+        """Reads from now on must complete within ``seconds`` (until the next call)."""
+        self.deadline = self._loop.time() + seconds
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default if self.transport is None else self.transport.get_extra_info(name, default)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def wait_closed(self) -> None:
+        if not self._lost:
+            if self._closed is None:
+                self._closed = self._loop.create_future()
+            await self._closed
+
+    @property
+    def write_pending(self) -> int:
+        """Bytes the transport still holds for the socket."""
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    async def _wait(self, *, timed: bool) -> None:
+        if timed:
+            if self._loop.time() + _SLACK >= self.deadline:
+                raise TimeoutError
+            if self.deadline < self._timer_at:  # the one timer fires by the deadline (later moves: re-armed)
+                self._arm()
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        if timed and not self._chunks and not self._eof and self._loop.time() + _SLACK >= self.deadline:
+            raise TimeoutError
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = self.deadline
+        self._timer = self._loop.call_at(self.deadline, self._expired)
+
+    def _expired(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        if self._waiter is None or self._lost:
+            return  # nobody reading: the next read arms it again
+        if self._loop.time() + _SLACK >= self.deadline:
+            self._wake()  # _wait sees the deadline passed
+        elif self.deadline < math.inf:
+            self._arm()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

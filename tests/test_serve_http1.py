@@ -1,0 +1,350 @@
+"""HTTP/1.1 serving over ``Channel`` in process: requests split across reads and pipelined, the idle and
+header timeouts (one deadline timer per connection), write flow control, drain, HTTP/1.0 and checked header
+fields. A fake transport stands in for ``TLSProtocol``; ``StaticFiles`` serves a temporary directory."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import h11
+import pytest
+
+from tlskit.serve.channel import Channel
+from tlskit.serve.http1 import ConnectionTracker, Router, TLSState, checked, serve_connection
+from tlskit.serve.settings import HTTPLimits, StaticRoute
+from tlskit.serve.static import FileCache, StaticFiles
+
+PAGE = b"<!doctype html><title>t</title>\n"
+GET = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+class _Transport(asyncio.Transport):
+    """Records what the server writes; ``close()`` reports the connection lost, as a real transport does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.channel: Channel | None = None
+        self.buffered = 0  # what get_write_buffer_size() reports
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+            assert self.channel is not None
+            asyncio.get_running_loop().call_soon(self.channel.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self.closed.done()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("192.0.2.1", 50000) if name == "peername" else default
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class Conn:
+    """One served connection: ``send`` request bytes, read ``statuses()``/``data``, ``closed`` when over."""
+
+    def __init__(self, root: Path, limits: HTTPLimits, tracker: ConnectionTracker) -> None:
+        router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
+        self.transport = _Transport()
+        self.task: asyncio.Task[None] | None = None
+
+        def connected(channel: Channel) -> asyncio.Task[None]:
+            self.task = asyncio.get_running_loop().create_task(serve_connection(
+                channel, TLSState(None, early=False), router=lambda: router, limits=limits, tracker=tracker,
+                metrics=None, log_access=False))
+            return self.task
+
+        self.channel = Channel(connected)
+        self.transport.channel = self.channel
+        self.channel.connection_made(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.channel.data_received(data)
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self.transport.data)
+
+    def statuses(self) -> list[int]:
+        return [int(s) for s in re.findall(rb"^HTTP/1\.1 (\d{3}) ", self.data, re.MULTILINE)]
+
+    async def finished(self, timeout: float = 5) -> None:
+        assert self.task is not None
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 20))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "index.html").write_bytes(PAGE)
+    return tmp_path
+
+
+def test_request_split_across_reads_is_answered_once_whole(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(), ConnectionTracker())
+        for i in range(len(GET)):
+            conn.send(GET[i:i + 1])
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        assert conn.statuses() == [200] and conn.data.endswith(PAGE)
+        conn.send(b"")  # nothing: an empty read is not EOF
+        conn.channel.eof_received()
+        await conn.finished()
+
+    run(go)
+
+
+def test_pipelined_requests_are_answered_in_order(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(), ConnectionTracker())
+        conn.send(GET + b"GET /missing HTTP/1.1\r\nHost: localhost\r\n\r\n" + GET[:20])
+        await asyncio.sleep(0.01)
+        assert conn.statuses() == [200, 404]
+        conn.send(GET[20:] + b"HEAD /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await conn.finished()
+        assert conn.statuses() == [200, 404, 200, 200]
+        assert conn.data.lower().endswith(b"connection: close\r\n\r\n")  # HEAD: no body; the client asked to close
+
+    run(go)
+
+
+def test_idle_connection_closes_quietly_after_idle_timeout(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(idle_timeout=0.2, header_timeout=5), ConnectionTracker())
+        conn.send(GET)
+        await asyncio.sleep(0.1)
+        started = asyncio.get_running_loop().time()
+        await conn.finished()
+        waited = asyncio.get_running_loop().time() - started
+        assert conn.statuses() == [200] and 0.05 < waited < 1  # the idle clock starts after each response
+
+    run(go)
+
+
+def test_incomplete_head_gets_408_after_header_timeout(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(idle_timeout=60, header_timeout=0.2), ConnectionTracker())
+        conn.send(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n")
+        started = asyncio.get_running_loop().time()
+        for _ in range(3):  # more bytes keep coming, but the head's deadline does not move
+            await asyncio.sleep(0.05)
+            conn.send(b"X-Slow: 1\r\n")
+        await conn.finished()
+        assert conn.statuses() == [408] and b"connection: close" in conn.data.lower()
+        assert 0.15 < asyncio.get_running_loop().time() - started < 1
+
+    run(go)
+
+
+def test_a_later_deadline_does_not_fire_early_and_an_earlier_one_does() -> None:
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        channel = Channel(lambda _: None)
+        channel.connection_made(_Transport())
+        channel.set_timeout(0.1)
+        with pytest.raises(TimeoutError):
+            await channel.read()
+        channel.set_timeout(0.3)  # the timer armed for the old deadline is gone; a new one fires at 0.3 s
+        reader = asyncio.ensure_future(channel.read())
+        await asyncio.sleep(0.15)
+        channel.set_timeout(0.5)  # moved later while waiting: the armed timer fires and re-arms
+        await asyncio.sleep(0.25)
+        assert not reader.done()
+        channel.data_received(b"late but in time")
+        assert await reader == b"late but in time"
+        channel.set_timeout(10)
+        started = loop.time()
+        reader = asyncio.ensure_future(channel.read())
+        await asyncio.sleep(0.01)
+        channel.set_timeout(0.05)  # moved earlier: takes effect at the next wait
+        channel.data_received(b"x")
+        assert await reader == b"x"
+        with pytest.raises(TimeoutError):
+            await channel.read()
+        assert loop.time() - started < 1
+
+    run(go)
+
+
+def test_response_waits_while_the_transport_is_paused(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(), ConnectionTracker())
+        conn.channel.pause_writing()
+        conn.send(GET + GET)
+        await asyncio.sleep(0.05)
+        assert conn.statuses() == [200]  # written, then waiting in drain(): the second is not answered yet
+        conn.channel.resume_writing()
+        await asyncio.sleep(0.05)
+        assert conn.statuses() == [200, 200]
+
+    run(go)
+
+
+def test_lost_connection_ends_a_paused_writer(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(), ConnectionTracker())
+        conn.channel.pause_writing()
+        conn.send(GET)
+        await asyncio.sleep(0.01)
+        conn.channel.connection_lost(ConnectionResetError("reset by peer"))
+        await conn.finished()
+        with pytest.raises(ConnectionResetError):
+            conn.channel.write(b"more")
+
+    run(go)
+
+
+def test_drain_closes_idle_connections_and_lets_busy_ones_finish_with_close(root: Path) -> None:
+    async def go() -> None:
+        tracker = ConnectionTracker()
+        idle, busy = Conn(root, HTTPLimits(), tracker), Conn(root, HTTPLimits(), tracker)
+        idle.send(GET)
+        busy.send(b"GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")  # body to come
+        await asyncio.sleep(0.01)
+        assert len(tracker.open) == 2
+        tracker.drain()
+        await idle.finished()
+        assert idle.statuses() == [200] and not tracker.empty.is_set()
+        busy.send(b"cd" + GET)  # the request in progress is answered, with Connection: close; not the next
+        await busy.finished()
+        assert busy.statuses() == [200] and b"connection: close" in busy.data.lower()
+        assert tracker.empty.is_set() and not tracker.open
+
+    run(go)
+
+
+def test_closing_waits_for_the_last_response_to_leave(root: Path) -> None:
+    async def go() -> None:
+        tracker = ConnectionTracker()
+        conn = Conn(root, HTTPLimits(), tracker)
+        conn.transport.buffered = 100  # the socket has not taken the response yet
+
+        def close() -> None:  # the transport closes, but reports the connection lost only later
+            conn.transport.closed.set_result(None)
+            asyncio.get_running_loop().call_later(0.1, conn.channel.connection_lost, None)
+
+        conn.transport.close = close  # type: ignore[method-assign]
+        conn.send(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await asyncio.sleep(0.05)
+        assert conn.statuses() == [200] and len(tracker.open) == 1  # a draining server still waits for it
+        await conn.finished()
+        assert not tracker.open
+
+    run(go)
+
+
+def test_http_1_0_request_is_answered_and_closed(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(), ConnectionTracker())
+        conn.send(b"GET /index.html HTTP/1.0\r\n\r\n")
+        await conn.finished()
+        assert conn.statuses() == [200] and conn.data.endswith(PAGE) and b"connection: close" in conn.data.lower()
+
+    run(go)
+
+
+def test_body_is_read_across_reads_and_a_too_large_one_is_413(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(max_body_bytes=10), ConnectionTracker())
+        conn.send(b"GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+        await asyncio.sleep(0.01)
+        assert conn.statuses() == []  # the body is discarded before the answer: not all here yet
+        conn.send(b"cdef" + b"GET /index.html HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await asyncio.sleep(0.01)
+        assert conn.statuses() == [200]
+        conn.send(b"8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
+        await conn.finished()
+        assert conn.statuses() == [200, 413]
+
+    run(go)
+
+
+def test_checked_fields_reject_what_h11_would() -> None:
+    assert checked([("Content-Type", "text/plain"), ("content-length", "5")]) == (
+        (b"content-type", b"content-type", b"text/plain"), (b"content-length", b"content-length", b"5"))
+    with pytest.raises(h11.LocalProtocolError):
+        checked([("location", "/a\r\nSet-Cookie: x=1")])
+    with pytest.raises(h11.LocalProtocolError):
+        checked([("bad name", "x")])
+
+
+class _Raw(asyncio.Transport):
+    """The TCP side under ``TLSProtocol``: each write is kept whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("192.0.2.1", 50000) if name == "peername" else default
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_first_response_leaves_with_the_tickets_and_close_notify_in_one_write(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tlskit.config import ClientConfig
+    from tlskit.connection import Connection
+    from tlskit.events import ApplicationData, ConnectionClosed
+    from tlskit.serve.server import ServeProcess, build_site
+    from tlskit.serve.settings import Flags, load_settings
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the development CA's certificate
+
+    async def go() -> None:
+        flags = Flags(root=root, ktls="off", access_log=False)
+        served = ServeProcess(build_site(load_settings(flags)), flags, [], watch=False)
+        tls, raw = served._accept(), _Raw()
+        tls.connection_made(raw)
+        client = Connection(ClientConfig(server_name="localhost", verify_peer=False))
+        client.start()
+        tls.data_received(client.data_to_send())  # ClientHello
+        client.receive_data(b"".join(raw.writes))  # the server's flight
+        assert client.handshake_complete
+        client.send_data(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        raw.writes.clear()
+        tls.data_received(client.data_to_send())  # Finished and the request, in one TCP segment
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(raw.writes) == 1 and raw.closed  # tickets, response and close_notify: one send
+        client.receive_data(raw.writes[0])
+        events = client.events()
+        response = b"".join(e.data for e in events if isinstance(e, ApplicationData))
+        assert response.startswith(b"HTTP/1.1 200 OK\r\n") and response.endswith(PAGE)
+        assert any(isinstance(e, ConnectionClosed) for e in events)
+
+    run(go)
