@@ -58,6 +58,7 @@ from .stores.base import StoredTicket
 __all__ = ["Connection", "TrafficSecrets"]
 
 _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
+_APPLICATION_DATA = ContentType.application_data
 _HANDSHAKE_RECORD_PREFIX = b"\x16\x03\x03"  # content type handshake, legacy_record_version 0x0303
 
 
@@ -177,7 +178,16 @@ class Connection:
         if not data:
             self._eof()
             return
-        self._guard(lambda: self._receive(data))
+        try:
+            self._receive(data)
+            self._flush_handshake()
+        except AlertError as e:
+            self._pending_hs.clear()
+            self._fail(e)
+            raise
+        except RemoteAlert as e:
+            self._error = e
+            raise
 
     def data_to_send(self) -> bytes:
         """Everything queued for the transport (including a final alert after a failure)."""
@@ -217,6 +227,11 @@ class Connection:
             return
         self._check_sendable()
         if not data:
+            return
+        write = self._write
+        assert write is not None
+        if len(data) <= self._max_fragment and write.seq < self.config.key_update_after_records - 1:
+            self._out += write.seal(_APPLICATION_DATA, data)  # the usual case: one record, no KeyUpdate due
             return
         limit = self.config.key_update_after_records
         while data:
@@ -325,19 +340,27 @@ class Connection:
             if self._peer_closed:
                 return  # §6.1: data after close_notify is ignored
             content_type, header, fragment = record
-            if content_type is ContentType.change_cipher_spec:
+            if content_type is _APPLICATION_DATA and self._complete is not None and not self._early_skip:
+                # Established (the usual case): protected records only; application data is delivered
+                # unless a handshake message is pending reassembly.
+                assert self._read is not None
+                content_type, payload = self._read.open(header, fragment)
+                if content_type is _APPLICATION_DATA and not self._hs_buf:
+                    self._events.append(ApplicationData(data=payload))
+                    continue
+            elif content_type is ContentType.change_cipher_spec:
                 if not self._ccs_ok or self._complete is not None:
                     raise AlertError(AlertDescription.unexpected_message, "unexpected change_cipher_spec")
                 check_change_cipher_spec(fragment)
                 continue
-            if self._read is None or (content_type is ContentType.alert and self._complete is None):
+            elif self._read is None or (content_type is ContentType.alert and self._complete is None):
                 # A peer that fails before it has our keys sends its alert in plaintext (§6, §5.1).
                 if content_type is ContentType.application_data:
                     if self._early_skip >= len(fragment):  # 0-RTT data around a HelloRetryRequest (§4.2.10)
                         self._early_skip -= len(fragment)
                         continue
                     raise AlertError(AlertDescription.unexpected_message, "protected record before keys exist")
-                payload: bytes = bytes(fragment)  # plaintext records are handshake or alert: small
+                payload = bytes(fragment)  # plaintext records are handshake or alert: small
             else:
                 if content_type is not ContentType.application_data:
                     raise AlertError(
