@@ -124,7 +124,7 @@ def read_offer(config: ServerConfig, ch: ClientHello) -> Offer:
     if data is not None:
         ext.parse_empty(data, "early_data")
         early_data = psks is not None
-    _check_other_extensions(get)
+    _check_other_extensions(exts)
     return Offer(
         hello=ch,
         exts=exts,
@@ -151,10 +151,15 @@ _CHECKED_ONLY: tuple[tuple[ExtensionType, Callable[[bytes], object]], ...] = (
 )
 
 
-def _check_other_extensions(get: Callable[[ExtensionType], bytes | None]) -> None:
+_CHECKED_ONLY_KINDS = frozenset(kind for kind, _ in _CHECKED_ONLY)
+
+
+def _check_other_extensions(exts: dict[ExtensionType, bytes]) -> None:
     """Strictly parse the ClientHello extensions we accept but do not act on here (§4.2)."""
+    if _CHECKED_ONLY_KINDS.isdisjoint(exts):  # the usual case: none of them
+        return
     for kind, parse in _CHECKED_ONLY:
-        data = get(kind)
+        data = exts.get(kind)
         if data is not None:
             parse(data)
 

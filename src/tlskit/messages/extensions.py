@@ -248,7 +248,20 @@ def _parse_u16_list(data: bytes, width: int = 2) -> list[int]:
         raise DecodeError(f"list claims {n} bytes, has {len(data) - width}")
     if n < 2 or n % 2:
         raise DecodeError(f"list of 16-bit values with {n} bytes")
-    return list(struct.unpack(f">{n // 2}H", data[width:]))
+    return list(u16_struct(n >> 1).unpack_from(data, width))
+
+
+_U16S: dict[int, struct.Struct] = {}
+
+
+def u16_struct(count: int) -> struct.Struct:
+    """A compiled ``>{count}H`` (cached: a ClientHello has several such lists)."""
+    compiled = _U16S.get(count)
+    if compiled is None:
+        compiled = struct.Struct(f">{count}H")
+        if len(_U16S) < 1024:
+            _U16S[count] = compiled
+    return compiled
 
 
 def supported_groups_body(groups: Iterable[NamedGroup]) -> bytes:
@@ -262,7 +275,7 @@ def _parse_u16_members(data: bytes, of: Callable[[int], _E], known: dict[int, _E
     if n != end - 2 or n < 2 or n % 2:
         raise DecodeError(f"list of 16-bit values claims {n} bytes in a {end}-byte body")
     get = known.get
-    return [of(v) if (m := get(v)) is None else m for v in struct.unpack_from(f">{n >> 1}H", data, 2)]
+    return [of(v) if (m := get(v)) is None else m for v in u16_struct(n >> 1).unpack_from(data, 2)]
 
 
 def parse_supported_groups(data: bytes) -> list[NamedGroup]:

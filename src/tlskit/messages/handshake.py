@@ -7,7 +7,6 @@ messages that arrive fragmented across records or coalesced into one (§5.1).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -30,6 +29,7 @@ from .extensions import (
     extension_bytes,
     extensions_block,
     extensions_from_block,
+    u16_struct,
 )
 
 # §4.1.3: the ServerHello.random of a HelloRetryRequest is SHA-256("HelloRetryRequest").
@@ -137,7 +137,7 @@ class ClientHello:
         known = _CIPHER_SUITES.get
         of = CipherSuite.of
         cipher_suites = tuple(
-            [of(v) if (m := known(v)) is None else m for v in struct.unpack_from(f">{n // 2}H", body, pos)]
+            [of(v) if (m := known(v)) is None else m for v in u16_struct(n >> 1).unpack_from(body, pos)]
         )
         pos += n
         if pos >= end or body[pos] < 1 or body[pos] > end - pos - 1:
