@@ -89,6 +89,42 @@ def test_client_certificate_from_an_unknown_ca_is_unknown_ca() -> None:
     assert info.value.description is AlertDescription.unknown_ca
 
 
+def test_client_picks_the_certificate_the_servers_ca_names_ask_for() -> None:
+    """§4.2.4: certificate_authorities guides the client's choice among several identities."""
+    pair = connect(
+        client_config(certificates=(stranger_cert(), client_cert())),
+        server_config(client_auth=ClientAuth(mode="required", trust=trust())),  # names root() by default
+    )
+    pair.pump()
+    (s_done,) = [e for e in pair.server.events() if isinstance(e, HandshakeComplete)]
+    assert s_done.peer_certificates == client_cert().chain
+
+
+def test_without_ca_names_the_client_sends_its_first_usable_certificate() -> None:
+    pair = connect(
+        client_config(certificates=(stranger_cert(), client_cert())),
+        server_config(client_auth=ClientAuth(mode="required", trust=trust(), send_ca_names=False)),
+    )
+    pair.server.receive_data(pair.client.data_to_send())
+    pair.client.receive_data(pair.server.data_to_send())
+    with pytest.raises(CertificateError) as info:  # the stranger's certificate went first
+        pair.server.receive_data(pair.client.data_to_send())
+    assert info.value.description is AlertDescription.unknown_ca
+
+
+def test_an_identity_that_cannot_sign_a_requested_scheme_is_skipped() -> None:
+    from tlskit.enums import SignatureScheme
+    from tlskit.handshake.client import choose_identity
+
+    issued = make_leaf(root(), ("client.test",), key_type="ed25519", client_auth=True, server_auth=False)
+    ed = CertifiedKey(chain=(issued.der,), private_key=issued.key)
+    ecdsa_only = [SignatureScheme.ecdsa_secp256r1_sha256]
+    assert choose_identity((ed, client_cert()), ecdsa_only, []) == (client_cert(), ecdsa_only[0])
+    assert choose_identity((ed,), ecdsa_only, []) is None
+    names = [root().cert.subject.public_bytes()]
+    assert choose_identity((stranger_cert(), client_cert()), ecdsa_only, names)[0] is client_cert()  # type: ignore[index]
+
+
 def test_client_auth_needs_a_trust_store() -> None:
     with pytest.raises(ConfigError, match="trust"):
         ClientAuth(mode="required")

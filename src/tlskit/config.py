@@ -49,6 +49,19 @@ DEFAULT_GROUPS: tuple[NamedGroup, ...] = (
 DEFAULT_KEY_UPDATE_RECORDS = 1 << 24
 
 
+def _chain_names(leaf: x509.Certificate, chain: tuple[bytes, ...]) -> frozenset[bytes]:
+    """The issuer and subject names (DER) of every certificate in ``chain`` (§4.2.4 DistinguishedName)."""
+    names: set[bytes] = set()
+    for i, der in enumerate(chain):
+        try:
+            cert = leaf if i == 0 else x509.load_der_x509_certificate(der)
+            names.add(cert.issuer.public_bytes())
+            names.add(cert.subject.public_bytes())
+        except ValueError:
+            continue  # an unparsable intermediate only loses its names for matching
+    return frozenset(names)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CertifiedKey:
     """A certificate chain (DER, leaf first) with the private key that signs for it."""
@@ -59,6 +72,8 @@ class CertifiedKey:
     schemes: tuple[SignatureScheme, ...] = field(default=())
     dns_names: tuple[str, ...] = field(default=(), compare=False)
     certificate_message: bytes = field(default=b"", compare=False, repr=False)  # §4.4.2, without staple
+    # DER subject and issuer names along the chain: what a peer's certificate_authorities list is matched to
+    ca_names: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.chain:
@@ -83,6 +98,8 @@ class CertifiedKey:
         if not self.certificate_message:
             message = Certificate(entries=tuple(CertificateEntry(cert_data=c) for c in self.chain)).encode()
             object.__setattr__(self, "certificate_message", message)
+        if not self.ca_names:
+            object.__setattr__(self, "ca_names", _chain_names(leaf, self.chain))
         pub = self.private_key.public_key()
         fmt = serialization.PublicFormat.SubjectPublicKeyInfo
         enc = serialization.Encoding.DER
@@ -192,8 +209,8 @@ def _session_scope(config: ClientConfig) -> str:
     for pin in sorted(config.pins.pins) if config.pins is not None else ():
         digest.update(b"pin " + pin.encode())
     digest.update(b"revocation " + (config.revocation.mode.encode() if config.revocation is not None else b"-"))
-    if config.certificate is not None:
-        digest.update(b"client " + config.certificate.chain[0])
+    for identity in config.identities():
+        digest.update(b"client " + identity.chain[0])
     return digest.hexdigest()[:16]
 
 
@@ -214,6 +231,7 @@ class ClientConfig:
     pad_to: int = 0
     request_ocsp: bool = False
     certificate: CertifiedKey | None = None
+    certificates: tuple[CertifiedKey, ...] = ()  # more client identities, picked by the server's CA names (§4.2.4)
     key_update_after_records: int = DEFAULT_KEY_UPDATE_RECORDS
     max_handshake_message: int = 1 << 17
     clock: Callable[[], float] = time.time
@@ -250,6 +268,10 @@ class ClientConfig:
         if not self.verify_peer and self.pins is None and self.revocation is not None:
             raise ConfigError("revocation checks need verify_peer=True (or pins) to know which chain to check")
         object.__setattr__(self, "session_scope", _session_scope(self))
+
+    def identities(self) -> tuple[CertifiedKey, ...]:
+        """Our client certificates in preference order: ``certificate`` first, then ``certificates``."""
+        return ((self.certificate,) if self.certificate is not None else ()) + self.certificates
 
     @property
     def session_key(self) -> str | None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from cryptography import x509
 
-from ..config import ClientConfig
+from ..config import CertifiedKey, ClientConfig
 from ..crypto import groups, keyschedule, signatures
 from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import PendingTranscript, Transcript
@@ -565,8 +566,10 @@ class ExpectFinished:
         core = self.core
         exts = ext.extension_map(request.extensions)
         wanted = ext.parse_signature_algorithms(exts[ExtensionType.signature_algorithms])
-        cert = core.config.certificate
-        scheme = choose_scheme(cert.schemes, wanted) if cert is not None else None
+        names_data = exts.get(ExtensionType.certificate_authorities)
+        names = ext.parse_certificate_authorities(names_data) if names_data is not None else []
+        chosen = choose_identity(core.config.identities(), wanted, names)
+        cert, scheme = chosen if chosen is not None else (None, None)
         if cert is None or scheme is None:
             empty = Certificate(context=request.context, entries=()).encode()
             ctx.send_handshake(empty)
@@ -581,6 +584,21 @@ class ExpectFinished:
         cv = CertificateVerify(algorithm=scheme, signature=signature).encode()
         ctx.send_handshake(cv)
         core.transcript.add(cv)
+
+
+def choose_identity(
+    identities: Sequence[CertifiedKey], wanted: Sequence[SignatureScheme], ca_names: Sequence[bytes]
+) -> tuple[CertifiedKey, SignatureScheme] | None:
+    """Our client certificate for a CertificateRequest (§4.3.2): one that can sign with a scheme the server
+    accepts, preferring a chain that names one of its ``certificate_authorities`` (§4.2.4 says they guide the
+    choice); without a match, the first usable one (what OpenSSL does with the one certificate it has)."""
+    usable = [(cert, scheme) for cert in identities if (scheme := choose_scheme(cert.schemes, wanted)) is not None]
+    if ca_names:
+        wanted_names = frozenset(ca_names)
+        for cert, scheme in usable:
+            if not cert.ca_names.isdisjoint(wanted_names):
+                return cert, scheme
+    return usable[0] if usable else None
 
 
 @dataclass(slots=True)
