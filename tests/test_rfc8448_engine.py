@@ -2,9 +2,15 @@
 
 The client side of §3 is reproduced byte for byte: given the RFC's ClientHello and x25519 key, our client
 must accept the RFC's server records and emit exactly the RFC's Finished, application data and alert
-records. The server side reproduces the ServerHello and handshake secrets byte for byte; its
-EncryptedExtensions differ by design (the RFC's server advertises secp521r1 and FFDHE groups, which tlskit
-does not implement), so what follows is checked by decrypting with the RFC's keys instead.
+records. The client side of §5 likewise, with both of the RFC's ClientHellos injected (NSS's second one
+orders and pads its extensions its own way) and its P-256 key: the second ClientHello record, every secret
+after the HelloRetryRequest's message_hash transcript, the Finished and alert records are the RFC's.
+
+The server side of §3 reproduces the ServerHello and handshake secrets byte for byte; its EncryptedExtensions
+differ by design (the RFC's server advertises secp521r1 and FFDHE groups, which tlskit does not implement),
+so what follows is checked by decrypting with the RFC's keys instead. On §5's server side the
+HelloRetryRequest is checked structurally (its cookie is NSS's own opaque value); from the state it leaves,
+the RFC's second ClientHello yields the RFC's ServerHello record and handshake secrets byte for byte.
 """
 
 from __future__ import annotations
@@ -267,6 +273,62 @@ def test_client_answers_the_rfc_hello_retry_request() -> None:
     assert ch2.random == ch1.random and ch2.cipher_suites == ch1.cipher_suites
 
 
+def test_client_replays_section_5_hello_retry_byte_for_byte() -> None:
+    """§5 from the client's side: given the RFC's two ClientHellos (NSS orders and pads its extensions its own
+    way, so the second one is injected like the first) and key shares, every record we send is the RFC's and
+    every secret the RFC's — the transcript's message_hash (§4.4.1) included."""
+    ch1 = ClientHello.decode(payload(5, "client", "send handshake record", 0)[4:])
+    ch2 = ClientHello.decode(payload(5, "client", "send handshake record", 1)[4:])
+    x_private = rfc.find(5, "client", "create an ephemeral x25519 key pair").values["private key"]
+    scalar = int.from_bytes(rfc.find(5, "client", "create an ephemeral P-256 key pair").values["private key"], "big")
+    lines, sink = key_log_sink()
+    config = ClientConfig(
+        server_name="server",
+        verify_peer=False,
+        middlebox_compat=False,
+        groups=(NamedGroup.x25519, NamedGroup.secp256r1),
+        random=fixed_random((scalar - 1).to_bytes(40, "big")),  # client_key_share reduces 40 bytes mod (n - 1), + 1
+        key_log=sink,
+    )
+    share = groups.client_key_share_from_private(NamedGroup.x25519, x_private)
+    conn = Connection(config, initial_state=ClientStart(client_hello=ch1, shares=[share], retry_hello=ch2))
+    conn.start()
+    assert conn.data_to_send() == record(5, "client", "send handshake record", 0)
+    conn.receive_data(record(5, "server", "send handshake record", 0))  # HelloRetryRequest
+    assert conn.data_to_send() == record(5, "client", "send handshake record", 1)
+    conn.receive_data(record(5, "server", "send handshake record", 1))  # ServerHello
+    conn.receive_data(record(5, "server", "send handshake record", 2))  # EE, Certificate, CV, Finished
+    assert conn.data_to_send() == record(5, "client", "send handshake record", 2)  # client Finished
+    for label, key in (("CLIENT_HANDSHAKE_TRAFFIC_SECRET", "c hs traffic"),
+                       ("SERVER_HANDSHAKE_TRAFFIC_SECRET", "s hs traffic"),
+                       ("CLIENT_TRAFFIC_SECRET_0", "c ap traffic"), ("SERVER_TRAFFIC_SECRET_0", "s ap traffic"),
+                       ("EXPORTER_SECRET", "exp master")):
+        assert logged(lines, label) == secret(5, "server", key), label
+    (complete,) = conn.events()
+    assert isinstance(complete, HandshakeComplete) and complete.hello_retry
+    assert complete.group is NamedGroup.secp256r1
+    conn.close()
+    assert conn.data_to_send() == record(5, "client", "send alert record")
+    conn.receive_data(record(5, "server", "send alert record"))
+    (closed,) = conn.events()
+    assert isinstance(closed, ConnectionClosed) and closed.by_peer and closed.error is None
+
+
+def test_an_injected_second_client_hello_must_answer_the_hello_retry_request() -> None:
+    from tlskit.errors import ConfigError
+
+    ch1 = ClientHello.decode(payload(5, "client", "send handshake record", 0)[4:])
+    x_private = rfc.find(5, "client", "create an ephemeral x25519 key pair").values["private key"]
+    config = ClientConfig(server_name="server", verify_peer=False, middlebox_compat=False,
+                          groups=(NamedGroup.x25519, NamedGroup.secp256r1))  # a fresh P-256 key, not the RFC's
+    share = groups.client_key_share_from_private(NamedGroup.x25519, x_private)
+    ch2 = ClientHello.decode(payload(5, "client", "send handshake record", 1)[4:])
+    conn = Connection(config, initial_state=ClientStart(client_hello=ch1, shares=[share], retry_hello=ch2))
+    conn.start()
+    with pytest.raises(ConfigError):
+        conn.receive_data(record(5, "server", "send handshake record", 0))
+
+
 def test_server_sends_hello_retry_request_for_the_rfc_first_client_hello() -> None:
     cert_msg = rfc.find(3, "server", "construct a Certificate handshake message").values["Certificate"]
     cert_der = cert_msg[4 + 1 + 3 + 3 :][: int.from_bytes(cert_msg[8:11], "big")]
@@ -286,6 +348,47 @@ def test_server_sends_hello_retry_request_for_the_rfc_first_client_hello() -> No
     assert set(ours) == set(theirs)  # key_share, cookie, supported_versions
     ks = next(e.type for e in hrr.extensions if e.type.name == "key_share")
     assert ours[ks] == theirs[ks]  # both select secp256r1
+
+
+def test_server_answers_the_rfc_second_client_hello_byte_for_byte() -> None:
+    """§5 from the server's side, after its HelloRetryRequest: the state the RFC's HRR left (its NSS cookie
+    included) is given, then the RFC's second ClientHello must yield the RFC's ServerHello record and
+    handshake secrets (its EncryptedExtensions differ by design, as in §3)."""
+    from tlskit.crypto.transcript import Transcript
+    from tlskit.handshake.negotiation import read_offer
+    from tlskit.handshake.server import ExpectSecondClientHello
+    from tlskit.messages.extensions import parse_cookie
+
+    cert_msg = rfc.find(3, "server", "construct a Certificate handshake message").values["Certificate"]
+    cert_der = cert_msg[4 + 1 + 3 + 3 :][: int.from_bytes(cert_msg[8:11], "big")]
+    server_p256 = int.from_bytes(rfc.find(5, "server", "create an ephemeral P-256 key pair").values["private key"], "big")
+    server_hello = ServerHello.decode(payload(5, "server", "send handshake record", 1)[4:])
+    lines, sink = key_log_sink()
+    config = ServerConfig(
+        certificates=(CertifiedKey(chain=(cert_der,), private_key=rfc_server_key()),),
+        groups=(NamedGroup.secp256r1,),
+        middlebox_compat=False,
+        random=fixed_random((server_p256 - 1).to_bytes(40, "big"), server_hello.random),
+        key_log=sink,
+    )
+    ch1_raw = payload(5, "client", "send handshake record", 0)
+    hrr_raw = payload(5, "server", "send handshake record", 0)
+    hrr = ServerHello.decode(hrr_raw[4:])
+    offer = read_offer(config, ClientHello.decode(ch1_raw[4:]))
+    params = suite_params(offer.suite)
+    transcript = Transcript(params.hash_name)
+    transcript.add(ch1_raw)
+    transcript.replace_with_message_hash()  # §4.4.1
+    transcript.add(hrr_raw)
+    cookie = parse_cookie(next(e.data for e in hrr.extensions if e.type.name == "cookie"))
+    state = ExpectSecondClientHello(
+        first=offer, group=NamedGroup.secp256r1, params=params, transcript=transcript, cookie=cookie
+    )
+    conn = Connection(config, initial_state=state)
+    conn.receive_data(record(5, "client", "send handshake record", 1))
+    assert conn.data_to_send().startswith(record(5, "server", "send handshake record", 1))
+    assert logged(lines, "CLIENT_HANDSHAKE_TRAFFIC_SECRET") == secret(5, "server", "c hs traffic")
+    assert logged(lines, "SERVER_HANDSHAKE_TRAFFIC_SECRET") == secret(5, "server", "s hs traffic")
 
 
 # --- §4 resumed 0-RTT, client side byte for byte -------------------------------------------------------------

@@ -23,7 +23,7 @@ from ..enums import (
     PskKeyExchangeMode,
     SignatureScheme,
 )
-from ..errors import AlertError
+from ..errors import AlertError, ConfigError
 from ..events import HandshakeComplete
 from ..messages import extensions as ext
 from ..messages.extensions import Extension, KeyShareEntry
@@ -133,6 +133,7 @@ class ClientStart:
     client_hello: ClientHello | None = None
     shares: list[groups.ClientKeyShare] | None = None
     ticket: StoredTicket | None = None
+    retry_hello: ClientHello | None = None  # RFC 8448 §5 replay: the second ClientHello to answer an HRR with
 
     def start(self, ctx: Context) -> ExpectServerHello:
         config = ctx.config
@@ -181,6 +182,7 @@ class ClientStart:
             ticket=ticket,
             early=early,
             sent_ccs=sent_ccs,
+            retry_hello=self.retry_hello,
         )
 
 
@@ -196,6 +198,7 @@ class ExpectServerHello:
     early: bool = False
     hrr: ServerHello | None = None
     sent_ccs: bool = False
+    retry_hello: ClientHello | None = None
 
     def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
         if not isinstance(msg, ServerHello):
@@ -336,6 +339,8 @@ class ExpectServerHello:
             if e.type is ExtensionType.key_share and cookie is not None:
                 new_exts.append(Extension(ExtensionType.cookie, cookie))
         ch2 = replace(self.client_hello, extensions=tuple(new_exts))
+        if self.retry_hello is not None:
+            ch2 = _injected_retry(self.retry_hello, self.client_hello, shares, cookie)
         if self.early:
             ctx.early_data_finished(accepted=False)
             ctx.clear_write_secret()  # the second ClientHello goes out in plaintext again
@@ -358,6 +363,27 @@ class ExpectServerHello:
             hrr=msg,
             sent_ccs=sent_ccs,
         )
+
+
+def _injected_retry(
+    injected: ClientHello, first: ClientHello, shares: list[groups.ClientKeyShare], cookie: bytes | None
+) -> ClientHello:
+    """An injected second ClientHello (RFC 8448 §5 replay: NSS orders and pads its extensions its own way),
+    accepted only if it answers the HelloRetryRequest as ours would (§4.1.2): same random, session id and
+    suites, exactly our new key share, the cookie echoed."""
+    exts = ext.extension_map(injected.extensions)
+    entries = ext.parse_key_share_client(exts.get(ExtensionType.key_share, b"\x00\x00"))
+    same = (injected.random, injected.legacy_session_id, injected.cipher_suites) == (
+        first.random, first.legacy_session_id, first.cipher_suites
+    )
+    if (
+        not same
+        or [(e.group, e.key_exchange) for e in entries] != [(s.group, s.public) for s in shares]
+        or exts.get(ExtensionType.cookie) != cookie
+        or ExtensionType.early_data in exts
+    ):
+        raise ConfigError("the injected second ClientHello does not answer this HelloRetryRequest")
+    return injected
 
 
 @dataclass(slots=True)
