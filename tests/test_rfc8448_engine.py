@@ -361,7 +361,8 @@ def test_server_answers_the_rfc_second_client_hello_byte_for_byte() -> None:
 
     cert_msg = rfc.find(3, "server", "construct a Certificate handshake message").values["Certificate"]
     cert_der = cert_msg[4 + 1 + 3 + 3 :][: int.from_bytes(cert_msg[8:11], "big")]
-    server_p256 = int.from_bytes(rfc.find(5, "server", "create an ephemeral P-256 key pair").values["private key"], "big")
+    p256 = rfc.find(5, "server", "create an ephemeral P-256 key pair").values["private key"]
+    server_p256 = int.from_bytes(p256, "big")
     server_hello = ServerHello.decode(payload(5, "server", "send handshake record", 1)[4:])
     lines, sink = key_log_sink()
     config = ServerConfig(
