@@ -27,6 +27,7 @@ from tests.pairing import (
     plaintext_alert,
     plaintext_handshake,
     pss_oid_certified,
+    records,
     rsa_leaf_with_spki_algorithm,
     server_config,
     split_messages,
@@ -287,6 +288,21 @@ def test_change_cipher_spec_after_the_handshake_is_unexpected_message() -> None:
     pair = handshake()
     wire = fails_with(pair.server, b"\x14\x03\x03\x00\x01\x01", A.unexpected_message)
     assert alert_seen_by_peer(wire, pair.client) is A.unexpected_message
+
+
+def test_change_cipher_spec_inside_a_split_handshake_message_is_unexpected_message() -> None:
+    """§5.1: handshake messages must not be interleaved with other record types, the compatibility CCS
+    included."""
+    client = Connection(client_config())  # offers an x25519 share; the server wants P-256: HelloRetryRequest
+    server = Connection(server_config(groups=(NamedGroup.secp256r1,)))
+    client.start()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    (second_hello,) = [payload for kind, payload in records(client.data_to_send()) if kind == 22]  # handshake
+    server.receive_data(handshake_record(second_hello[: len(second_hello) // 2]))  # incomplete; a CCS is now
+    assert not server.closed and not server.data_to_send()  # allowed (§D.4), just not inside a message
+    wire = fails_with(server, b"\x14\x03\x03\x00\x01\x01", A.unexpected_message)
+    assert plaintext_alert(wire) is A.unexpected_message
 
 
 def test_plaintext_handshake_record_after_keys_is_unexpected_message() -> None:

@@ -711,6 +711,27 @@ def test_records_after_close_notify_are_ignored() -> None:
     ]
 
 
+def test_data_after_close_notify_is_neither_buffered_nor_checked() -> None:
+    """§6.1: everything after the peer's close_notify is ignored — later calls are not framed or kept."""
+    pair = handshake()
+    pair.server.close()
+    pair.client.receive_data(pair.server.data_to_send())
+    late = _seal_as(pair.server, b"z" * 1000, ContentType.application_data)
+    for _ in range(50):
+        pair.client.receive_data(late * 3 + b"\xff garbage that is not a record")
+    assert pair.client.buffered_input == 0 and not pair.client.closed
+    assert pair.client.events() == [ConnectionClosed(by_peer=True, alert=AlertDescription.close_notify)]
+    pair.client.send_data(b"half-closed: we may still send")
+    pair.server.receive_data(pair.client.data_to_send())
+    assert ApplicationData(data=b"half-closed: we may still send") in pair.server.events()
+
+
+def test_encrypted_extensions_with_a_list_of_groups() -> None:
+    """Configs given lists rather than tuples still work (the EncryptedExtensions cache keys on them)."""
+    pair = handshake(server_cfg=server_config(send_supported_groups=True, groups=[NamedGroup.x25519]))
+    assert pair.server_complete.group is NamedGroup.x25519
+
+
 # --- key log (NSS format) -------------------------------------------------------------------------------
 
 

@@ -173,6 +173,22 @@ def test_a_config_with_other_authentication_does_not_resume_a_shared_stores_sess
     assert again.client_complete.resumed and again.server_complete.resumed
 
 
+def test_session_scope_covers_the_whole_revocation_policy_and_clock_skew() -> None:
+    from tlskit.pki.revocation import RevocationPolicy
+
+    base = client_config(revocation=RevocationPolicy(mode="hard-fail"))
+    keys = {
+        base.session_key,
+        client_config(revocation=RevocationPolicy(mode="hard-fail", fetch_ocsp=True)).session_key,
+        client_config(revocation=RevocationPolicy(mode="hard-fail", fetch_crl=True)).session_key,
+        client_config(revocation=RevocationPolicy(mode="soft-fail")).session_key,
+        client_config(revocation=RevocationPolicy(mode="hard-fail"), clock_skew=3600.0).session_key,
+        client_config().session_key,
+    }
+    assert len(keys) == 6
+    assert client_config(revocation=RevocationPolicy(mode="hard-fail")).session_key == base.session_key
+
+
 # --- 0-RTT -------------------------------------------------------------------------------------------------
 
 

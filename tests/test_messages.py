@@ -163,6 +163,24 @@ def test_handshake_buffer_reassembles_any_fragmentation(message, data) -> None:
     assert not buf
 
 
+def test_handshake_buffer_reassembles_in_place_and_keeps_no_caller_buffer() -> None:
+    """A message arriving a byte at a time is appended to one buffer (linear work, not a copy of everything
+    so far per record), and a caller's reused bytearray never aliases what is buffered."""
+    message = bytes((HandshakeType.certificate, 0, 1, 0)) + bytes(range(256))
+    buf = HandshakeBuffer()
+    scratch = bytearray(message[:1])
+    buf.feed(scratch)
+    scratch[0] = 0x63  # the caller reuses its buffer
+    buf.feed(message[1:2])
+    reassembly = buf._buf
+    for i in range(2, len(message)):
+        assert buf.next_message() is None
+        buf.feed(message[i : i + 1])
+        assert buf._buf is reassembly  # appended in place
+    assert buf.next_message() == (HandshakeType.certificate, message[4:], message)
+    assert not buf
+
+
 # --- strict decoding ----------------------------------------------------------------------------------
 
 

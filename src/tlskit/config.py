@@ -208,7 +208,12 @@ def _session_scope(config: ClientConfig) -> str:
     digest.update(config.trust.fingerprint if config.trust is not None else b"no trust store")
     for pin in sorted(config.pins.pins) if config.pins is not None else ():
         digest.update(b"pin " + pin.encode())
-    digest.update(b"revocation " + (config.revocation.mode.encode() if config.revocation is not None else b"-"))
+    revocation = config.revocation
+    if revocation is not None:
+        policy = (revocation.mode, sorted(os.fspath(p) for p in revocation.crl_files), revocation.fetch_ocsp,
+                  revocation.fetch_crl, revocation.skew.total_seconds())
+        digest.update(b"revocation " + repr(policy).encode())
+    digest.update(b"clock skew " + repr(float(config.clock_skew)).encode())
     for identity in config.identities():
         digest.update(b"client " + identity.chain[0])
     return digest.hexdigest()[:16]

@@ -178,6 +178,8 @@ class Connection:
         if not data:
             self._eof()
             return
+        if self._peer_closed:
+            return  # §6.1: data after the peer's close_notify is ignored (and not buffered)
         try:
             self._receive(data)
             self._flush_handshake()
@@ -349,7 +351,7 @@ class Connection:
                     self._events.append(ApplicationData(data=payload))
                     continue
             elif content_type is ContentType.change_cipher_spec:
-                if not self._ccs_ok or self._complete is not None:
+                if not self._ccs_ok or self._complete is not None or self._hs_buf:  # §5.1: not inside a message
                     raise AlertError(AlertDescription.unexpected_message, "unexpected change_cipher_spec")
                 check_change_cipher_spec(fragment)
                 continue

@@ -334,7 +334,7 @@ def _server_flight(
 def _encrypted_extensions(config: ServerConfig, offer: Offer, alpn: str | None, early: bool) -> bytes:
     """§4.3.1 (encoded straight to bytes: the same wire as ``EncryptedExtensions(...).encode()``). It depends
     on a handful of settings only, so each combination is encoded once."""
-    groups = config.groups if config.send_supported_groups else None
+    groups = tuple(config.groups) if config.send_supported_groups else None
     own_limit = None
     if ExtensionType.record_size_limit in offer.exts:
         own_limit = config.record_size_limit if config.record_size_limit is not None else (1 << 14) + 1

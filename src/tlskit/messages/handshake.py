@@ -466,10 +466,17 @@ class HandshakeBuffer:
     def feed(self, data: bytes) -> None:
         """Append a record's payload. A payload that starts on a message boundary (the usual case) is kept as
         it is and messages are sliced out of it; only a message split across records is copied together."""
-        if len(self._buf) <= self._pos:
-            self._buf, self._pos = data, 0
+        buf, pos = self._buf, self._pos
+        if len(buf) <= pos:
+            self._buf, self._pos = bytes(data), 0  # a no-op for bytes; a caller's bytearray is not kept
+        elif type(buf) is bytearray:  # already reassembling: append in place (linear in what arrives)
+            if pos:
+                del buf[:pos]
+                self._pos = 0
+            buf += data
         else:
-            self._buf = bytearray(self._buf[self._pos :]) + data
+            self._buf = bytearray(memoryview(buf)[pos:])
+            self._buf += data
             self._pos = 0
 
     def next_message(self) -> tuple[int, bytes, bytes] | None:
