@@ -35,6 +35,7 @@ _TYPES = {int(t): t for t in _KNOWN_TYPES}
 _TYPE_BYTE = {t: bytes((t,)) for t in _KNOWN_TYPES}
 _APPLICATION_DATA = ContentType.application_data
 _OPAQUE_HEADER = b"\x17\x03\x03"  # opaque_type application_data, legacy_record_version 0x0303
+_EMPTY_VIEW = memoryview(b"")
 
 
 class RecordReader:
@@ -70,6 +71,8 @@ class RecordReader:
         buf = self._buf
         pos = self._pos
         if len(buf) - pos < HEADER_LEN:
+            if pos and pos == len(buf):  # all taken: an idle connection keeps no received bytes
+                self._buf, self._view, self._pos = b"", _EMPTY_VIEW, 0
             return None
         content_type = _TYPES.get(buf[pos])
         if content_type is None:
