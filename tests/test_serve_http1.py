@@ -12,8 +12,9 @@ from pathlib import Path
 import h11
 import pytest
 
+from tlskit.serve import http1
 from tlskit.serve.channel import Channel
-from tlskit.serve.http1 import ConnectionTracker, Router, TLSState, checked, serve_connection
+from tlskit.serve.http1 import ConnectionTracker, Exchange, Router, TLSState, checked, serve_connection
 from tlskit.serve.settings import HTTPLimits, StaticRoute
 from tlskit.serve.static import FileCache, StaticFiles
 
@@ -278,6 +279,77 @@ def test_body_is_read_across_reads_and_a_too_large_one_is_413(root: Path) -> Non
         conn.send(b"8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
         await conn.finished()
         assert conn.statuses() == [200, 413]
+
+    run(go)
+
+
+def test_a_whole_head_over_the_limit_in_one_read_is_431_and_a_small_one_is_not_measured(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(max_header_bytes=200), ConnectionTracker())
+        conn.send(GET)  # under the limit whatever its fields: served
+        big = b"GET /index.html HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 300 + b"\r\n\r\n"
+        conn.send(big)  # arrived whole in one read, so h11 did not bound it: measured here
+        await conn.finished()
+        assert conn.statuses() == [200, 431]
+
+    run(go)
+
+
+def test_a_body_already_received_is_skipped_without_awaiting_and_a_late_one_is_read(root: Path) -> None:
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(), ConnectionTracker())
+        conn.send(b"GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" + GET)
+        await asyncio.sleep(0.01)
+        assert conn.statuses() == [200, 200]
+        conn.send(b"GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\na")
+        await asyncio.sleep(0.01)
+        assert conn.statuses() == [200, 200]  # the rest of the body first
+        conn.send(b"bc")
+        await asyncio.sleep(0.01)
+        assert conn.statuses() == [200, 200, 200]
+
+    run(go)
+
+
+def test_skip_body_reports_whether_more_must_be_read() -> None:
+    async def go() -> None:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert isinstance(conn.next_event(), h11.Request)
+        channel = Channel(lambda _: None)
+        exchange = Exchange(conn, channel, HTTPLimits(), close_after=False)
+        assert exchange.skip_body() and conn.their_state is h11.DONE  # no body: nothing to wait for
+        conn.send(h11.Response(status_code=204, headers=[]))
+        conn.send(h11.EndOfMessage())
+        conn.start_next_cycle()
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        assert isinstance(conn.next_event(), h11.Request)
+        exchange = Exchange(conn, channel, HTTPLimits(), close_after=False)
+        assert not exchange.skip_body() and conn.their_state is h11.SEND_BODY
+        conn.receive_data(b"cd")
+        assert exchange.skip_body() and conn.their_state is h11.DONE
+
+    run(go)
+
+
+def test_a_file_response_is_rebuilt_each_second_and_when_closing(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> None:
+        now = [1_700_000_000.0]
+        monkeypatch.setattr(http1.time, "time", lambda: now[0])
+        tracker = ConnectionTracker()
+        conn = Conn(root, HTTPLimits(), tracker)
+        conn.send(GET + GET)
+        await asyncio.sleep(0.01)
+        now[0] += 1
+        conn.send(GET)
+        await asyncio.sleep(0.01)
+        tracker.draining = True  # the next response says Connection: close
+        conn.send(GET)
+        await conn.finished()
+        dates = re.findall(rb"(?i)date: ([^\r]+)", bytes(conn.data))
+        assert dates == [b"Tue, 14 Nov 2023 22:13:20 GMT"] * 2 + [b"Tue, 14 Nov 2023 22:13:21 GMT"] * 2
+        closing = [b"connection: close" in r.lower() for r in bytes(conn.data).split(b"HTTP/1.1 ")[1:]]
+        assert closing == [False, False, False, True]
 
     run(go)
 

@@ -85,6 +85,7 @@ class TLSProtocol(asyncio.Protocol):
         self._close_held: bool | None = None  # close() while in early data: False close, True write_eof
         self._handshake_ended = asyncio.Event()
         self._flush_soon: asyncio.Handle | None = None  # a deferred _flush (see _deliver)
+        self._established = False  # the handshake completed with the app connected (until connection_lost)
 
     # --- the TCP side -------------------------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class TLSProtocol(asyncio.Protocol):
             self._handshake_failed(UnexpectedEOF(f"the transport closed during the TLS handshake ({exc or 'EOF'})"))
         if not self._app_connected:
             return
-        self._app_connected = False
+        self._app_connected = self._established = False
         self.app.connection_lost(self._error or exc)
 
     def pause_writing(self) -> None:
@@ -162,7 +163,7 @@ class TLSProtocol(asyncio.Protocol):
         return done
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._app_connected and self.session.negotiated is None:  # an app connected on 0-RTT data
+        if not self._established and self._app_connected and self.session.negotiated is None:  # on 0-RTT data
             if self._error is not None:
                 return
             if not self._held:  # nothing held yet: send it now as 0.5-RTT data (RFC 8446 §2.3)
@@ -266,23 +267,27 @@ class TLSProtocol(asyncio.Protocol):
     def _deliver(self) -> None:
         """Send what the engine queued; hand plaintext and EOF to the app once the handshake is done."""
         session = self.session
-        # When the handshake completes now, what it still sends (session tickets) waits until the end of this
-        # loop iteration: an app that answers the request which came with the client's Finished (and closes)
-        # then sends it all in one write. kTLS needs it sent before it starts.
-        defer = session.negotiated is not None and not self._handshake_ended.is_set() and self._ktls_policy is None
-        if not defer:
+        defer = False
+        if self._established:  # the common case, once per record: nothing about the handshake to check
             self._flush()
-        if not self._app_connected:
-            if session.negotiated is None:
-                if not (self._early_app and session.plaintext):
-                    return
-                self._app_connected = True  # on 0-RTT data; the handshake completes later
-                self.app.connection_made(self.transport)
-                self._sync_pause()
-            else:
+        else:
+            # When the handshake completes now, what it still sends (session tickets) waits until the end of
+            # this loop iteration: an app that answers the request which came with the client's Finished (and
+            # closes) then sends it all in one write. kTLS needs it sent before it starts.
+            defer = session.negotiated is not None and not self._handshake_ended.is_set() and self._ktls_policy is None
+            if not defer:
+                self._flush()
+            if not self._app_connected:
+                if session.negotiated is None:
+                    if not (self._early_app and session.plaintext):
+                        return
+                    self._app_connected = True  # on 0-RTT data; the handshake completes later
+                    self.app.connection_made(self.transport)
+                    self._sync_pause()
+                else:
+                    self._handshake_done()
+            elif not self._handshake_ended.is_set() and session.negotiated is not None:
                 self._handshake_done()
-        elif not self._handshake_ended.is_set() and session.negotiated is not None:
-            self._handshake_done()
         plaintext, app = session.plaintext, self.app
         assert isinstance(app, asyncio.Protocol)
         while plaintext and self._app_connected:
@@ -314,6 +319,7 @@ class TLSProtocol(asyncio.Protocol):
         if self._close_held is not None:
             self.write_eof() if self._close_held else self.close()
         self._handshake_ended.set()
+        self._established = self._app_connected
 
     def _sync_pause(self) -> None:
         """Pause the app while the TCP transport is paused or its writes are held; resume it when neither."""

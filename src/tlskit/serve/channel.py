@@ -88,7 +88,13 @@ class Channel(asyncio.Protocol):
                 raise self._error
             if self._eof:
                 return b""
-            await self._wait(timed=True)
+            if self._loop.time() + _SLACK >= self.deadline:
+                raise TimeoutError
+            if self.deadline < self._timer_at:  # the one timer fires by the deadline (later moves: re-armed)
+                self._arm()
+            await self._wait()
+            if not self._chunks and not self._eof and self._loop.time() + _SLACK >= self.deadline:
+                raise TimeoutError
         chunks, self._chunks, self._buffered = self._chunks, [], 0
         if not self._reading and self.transport is not None:
             self._reading = True
@@ -104,7 +110,7 @@ class Channel(asyncio.Protocol):
     async def drain(self) -> None:
         """Wait while the transport has paused writing."""
         while self.paused and not self._lost:
-            await self._wait(timed=False)
+            await self._wait()
         if self._lost:
             raise ConnectionResetError("the connection was lost")
 
@@ -136,19 +142,10 @@ class Channel(asyncio.Protocol):
 
     # --- internals ----------------------------------------------------------------------------------
 
-    async def _wait(self, *, timed: bool) -> None:
-        if timed:
-            if self._loop.time() + _SLACK >= self.deadline:
-                raise TimeoutError
-            if self.deadline < self._timer_at:  # the one timer fires by the deadline (later moves: re-armed)
-                self._arm()
+    def _wait(self) -> asyncio.Future[None]:
+        """The future ``_wake`` resolves (data, EOF, loss, resumed writing or an expired deadline)."""
         waiter = self._waiter = self._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-        if timed and not self._chunks and not self._eof and self._loop.time() + _SLACK >= self.deadline:
-            raise TimeoutError
+        return waiter
 
     def _arm(self) -> None:
         if self._timer is not None:
@@ -167,5 +164,7 @@ class Channel(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)

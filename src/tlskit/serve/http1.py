@@ -15,7 +15,9 @@ mTLS, a route that passes the client's identity on (``forwards_client_identity``
 
 Per-request cost: the connection reads through ``Channel`` (one deadline timer, no ``asyncio.timeout`` per
 read); a response built from ``checked`` fields (validated by h11 once, e.g. per file version) skips h11's
-per-field regexes, and a small one goes out as one write, awaiting only while the transport is paused. The
+per-field regexes, and its h11 ``Response`` (with Date and Server) is reused for the rest of the second. A
+whole response (``Exchange.respond``) goes out as one write without awaiting, and a request without a body
+is finished without awaiting (``skip_body``); the connection waits only while the transport is paused. The
 connection's ``TLSFields`` are built only when something reads them (access log, proxy, mTLS).
 """
 
@@ -130,8 +132,10 @@ class TLSState:
         return fields
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class Request:
+    """One request as routes see it (read-only by convention: not frozen, which costs a µs per request)."""
+
     method: str
     target: str  # as sent: path and query, percent-encoded
     path: str  # the target's path, still percent-encoded
@@ -192,8 +196,13 @@ class _Counting(h11.Connection):
 class Exchange:
     """One request/response on the connection: the body as it arrives, and the response events out.
 
-    In 0-RTT the response goes out before the handshake completes (0.5-RTT data); the TLS transport holds
-    it, and pauses writing, where the engine does not allow that yet."""
+    A whole response (``respond``, ``simple``) is written at once without awaiting: the connection waits for
+    a paused transport before it reads the next request. In 0-RTT the response goes out before the handshake
+    completes (0.5-RTT data); the TLS transport holds it, and pauses writing, where the engine does not allow
+    that yet."""
+
+    __slots__ = ("_out", "_pending", "_received", "_tracker", "body_bytes", "channel", "close_after", "conn",
+                 "limits", "status")
 
     def __init__(self, conn: h11.Connection, channel: Channel, limits: HTTPLimits, close_after: bool,
                  tracker: ConnectionTracker | None = None) -> None:
@@ -216,6 +225,9 @@ class Exchange:
         while (event := conn.next_event()) is h11.NEED_DATA:
             self.channel.set_timeout(self.limits.idle_timeout)
             conn.receive_data(await self.channel.read())
+        return self._body_part(event)
+
+    def _body_part(self, event: object) -> bytes | None:
         if type(event) is h11.Data:
             self._received += len(event.data)
             if self._received > self.limits.max_body_bytes:
@@ -230,8 +242,19 @@ class Exchange:
         while (chunk := await self.receive()) is not None:
             yield chunk
 
+    def skip_body(self) -> bool:
+        """Drop the request body received so far; True when it has ended (always, for a request without one:
+        no awaiting), False when more must be read (``discard_body``)."""
+        conn = self.conn
+        while conn.their_state is h11.SEND_BODY:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                return False
+            self._body_part(event)
+        return True
+
     async def discard_body(self) -> None:
-        while self.conn.their_state is h11.SEND_BODY and await self.receive() is not None:
+        while not self.skip_body() and await self.receive() is not None:
             pass
 
     async def start(self, status: int, headers: Sequence[tuple[str, str]], reason_phrase: str | None = None) -> None:
@@ -239,14 +262,15 @@ class Exchange:
         phrase = None if reason_phrase is None else reason_phrase.encode("latin-1", "replace")
         self.send_head(status, checked(headers), phrase)
 
-    async def respond(self, status: int, fields: Sequence[Field], body: bytes = b"", *, send_body: bool = True) -> None:
+    def respond(self, status: int, fields: Sequence[Field], body: bytes = b"", *, send_body: bool = True) -> None:
         """A whole response from ``checked`` fields: head and body in one write. ``send_body`` is False for
         HEAD (the fields still describe the body)."""
         self.send_head(status, fields)
         if body and send_body:
             self.body_bytes += len(body)
             self._send(h11.Data(data=body))
-        await self.end()
+        self._send(_END)
+        self._write()
 
     async def write(self, data: bytes, *, flush: bool = False) -> None:
         """Body bytes; buffered up to ``FLUSH_SIZE`` unless ``flush`` (streaming a proxied response)."""
@@ -257,40 +281,74 @@ class Exchange:
             await self.flush()
 
     async def end(self) -> None:
-        self._send(h11.EndOfMessage())
+        self._send(_END)
         await self.flush()
 
     async def flush(self) -> None:
         """Write what is buffered; wait only while the transport has paused writing."""
-        out = self._out
-        if out:
-            self.channel.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-            self._pending = 0
+        self._write()
         if self.channel.paused:
             await self.channel.drain()
 
-    async def simple(self, status: int, headers: Sequence[tuple[str, str]] = (), head: bool = False) -> None:
+    def simple(self, status: int, headers: Sequence[tuple[str, str]] = (), head: bool = False) -> None:
         """A complete plain-text answer such as ``404 Not Found``."""
         body = f"{status} {reason(status)}\n".encode()
         fields = [(b"content-type", b"content-type", b"text/plain; charset=utf-8"),
                   (b"content-length", b"content-length", b"%d" % len(body)), *checked(headers)]
-        await self.respond(status, fields, body, send_body=not head)
+        self.respond(status, fields, body, send_body=not head)
 
     def send_head(self, status: int, fields: Sequence[Field], phrase: bytes | None = None) -> None:
         """The response head from ``checked`` fields (buffered: the body follows, then ``end()``); adds Date,
         Server and (when closing) Connection."""
         self.status = status
-        items = [*fields, _date_now()[2], _SERVER]
-        if self.close_after or (self._tracker is not None and self._tracker.draining):
-            items.append(_CLOSE)
-        self._send(h11.Response(headers=Headers(items), status_code=status, http_version=b"1.1", _parsed=True,
-                                reason=_PHRASES.get(status, b"Unknown") if phrase is None else phrase))
+        close = self.close_after or (self._tracker is not None and self._tracker.draining)
+        self._send(_response(status, fields, close) if phrase is None else
+                   _build_response(status, fields, close, phrase))
 
     def _send(self, event: h11.Event) -> None:
         parts = self.conn.send_with_data_passthrough(event)
         if parts:
             self._out += parts
+
+    def _write(self) -> None:
+        out = self._out
+        if out:
+            self.channel.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+            self._pending = 0
+
+
+_END = h11.EndOfMessage()  # events are immutable: one serves every response
+_RESPONSES_MAX = 256
+# (id of the fields, status, closing) -> (the fields, the second its Date says, the Response): a file version's
+# head is built once a second. Only tuples of fields are kept (a file's are; per-request lists are built each
+# time); an entry holds its fields, so their id is not reused while it is here.
+_responses: dict[tuple[int, int, bool], tuple[tuple[Field, ...], int, h11.Response]] = {}
+
+
+def _response(status: int, fields: Sequence[Field], close: bool) -> h11.Response:
+    """The h11 Response for ``fields`` plus Date, Server and (``close``) Connection, reused within a second."""
+    if type(fields) is not tuple:
+        return _build_response(status, fields, close)
+    key = (id(fields), status, close)
+    date = _date_now()
+    known = _responses.get(key)
+    if known is not None and known[1] == date[0] and known[0] is fields:
+        return known[2]
+    if len(_responses) >= _RESPONSES_MAX:
+        _responses.clear()
+    response = _build_response(status, fields, close, date=date[2])
+    _responses[key] = (fields, date[0], response)
+    return response
+
+
+def _build_response(status: int, fields: Sequence[Field], close: bool, phrase: bytes | None = None,
+                    date: Field | None = None) -> h11.Response:
+    items = [*fields, date or _date_now()[2], _SERVER]
+    if close:
+        items.append(_CLOSE)
+    return h11.Response(headers=Headers(items), status_code=status, http_version=b"1.1", _parsed=True,
+                        reason=_PHRASES.get(status, b"Unknown") if phrase is None else phrase)
 
 
 @dataclass(slots=True)
@@ -335,6 +393,7 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
     peer = str(peer_address[0]) if isinstance(peer_address, tuple) else "-"
     state = tls if isinstance(tls, TLSState) else TLSState(tls)
     conn = (_Counting if state.early else h11.Connection)(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+    logged = log_access and access_log.isEnabledFor(logging.INFO)  # -q: no entry built at all
     entry = tracker.add(channel)
     if metrics:
         metrics.active.inc()
@@ -345,22 +404,23 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
                 break
             start = conn.bytes_in - len(conn.trailing_data[0]) if isinstance(conn, _Counting) else 0
             try:
-                request_event = await _read_head(conn, channel, limits)
+                request_event, head_bytes = await _read_head(conn, channel, limits)
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
                     break  # idle keep-alive connection: close quietly
-                await _answer_error(conn, channel, limits, HTTPError(408))
+                _answer_error(conn, channel, limits, HTTPError(408))
                 break
             except h11.RemoteProtocolError as e:
-                await _answer_error(conn, channel, limits, HTTPError(e.error_status_hint))
+                _answer_error(conn, channel, limits, HTTPError(e.error_status_hint))
                 break
             if type(request_event) is not h11.Request:
                 break  # ConnectionClosed
             entry.idle = False
-            last = n + 1 == limits.max_requests_per_connection
             early = state.early and start < state.early_bytes()
-            await _exchange(conn, channel, request_event, peer, state, n == 0, early, router(), limits, last,
-                            tracker, metrics, log_access)
+            await _exchange(conn, channel, request_event, head_bytes, peer, state, n == 0, early, router(), limits,
+                            n + 1 == limits.max_requests_per_connection, tracker, metrics, logged)
+            if channel.paused:  # the response is written: read the next request once the transport takes more
+                await channel.drain()
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 break
             conn.start_next_cycle()
@@ -376,47 +436,53 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
         tracker.remove(entry)
 
 
-async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits) -> object:
-    """Idle timeout until the first byte, then the header timeout for the whole head."""
-    if conn.trailing_data[0]:  # pipelined: (part of) the next head is here already
+async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits) -> tuple[object, int]:
+    """The next event (a Request, or ConnectionClosed) and at most how many bytes its head has: idle timeout
+    until the first byte, then the header timeout for the whole head."""
+    buffered = len(conn.trailing_data[0])
+    if buffered:  # pipelined: (part of) the next head is here already
         event = conn.next_event()
         if event is not h11.NEED_DATA:
-            return event
+            return event, buffered
         channel.set_timeout(limits.header_timeout)
     else:  # nothing buffered: h11 needs data (it is idle, between requests)
         channel.set_timeout(limits.idle_timeout)
-        conn.receive_data(await channel.read())
+        data = await channel.read()
+        buffered = len(data)
+        conn.receive_data(data)
         channel.set_timeout(limits.header_timeout)
         event = conn.next_event()
     while event is h11.NEED_DATA:
-        conn.receive_data(await channel.read())
+        data = await channel.read()
+        buffered += len(data)
+        conn.receive_data(data)
         event = conn.next_event()
-    return event
+    return event, buffered
 
 
-async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, peer: str, state: TLSState,
-                    first: bool, early: bool, router: Router, limits: HTTPLimits, close_after: bool,
-                    tracker: ConnectionTracker, metrics: ServeMetrics | None, log_access: bool) -> None:
-    logged = log_access and access_log.isEnabledFor(logging.INFO)  # -q: no entry built at all
+async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, head_bytes: int, peer: str,
+                    state: TLSState, first: bool, early: bool, router: Router, limits: HTTPLimits, close_after: bool,
+                    tracker: ConnectionTracker, metrics: ServeMetrics | None, logged: bool) -> None:
     started = time.monotonic() if metrics or logged else 0.0
     target = event.target.decode("ascii", "replace")
-    headers = list(event.headers)
-    host = ""
+    headers = [(name, value) for _, name, value in event.headers._full_items]  # h11's (raw, lower, value)
+    host, length = "", None
     for name, value in headers:
         if name == b"host":
             host = value.decode("ascii", "replace").lower()
             host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            break
+        elif name == b"content-length":
+            length = value
     request = Request(method=event.method.decode("ascii", "replace"), target=target, path=target.partition("?")[0],
                       host=host, headers=headers, http_version=event.http_version.decode(), peer=peer,
                       tls_state=state, first_on_connection=first, early=early)
     exchange = Exchange(conn, channel, limits, close_after, tracker)
     try:
         # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
-        if len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes:
+        if head_bytes > limits.max_header_bytes and (
+                len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes):
             exchange.close_after = True
             raise HTTPError(431)
-        length = request.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
             raise HTTPError(413, detail=f"body over {limits.max_body_bytes} bytes")
         if early and request.method not in EARLY_SAFE_METHODS:
@@ -433,14 +499,14 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
         if exchange.started:
             raise ConnectionError(f"failed after the response started: {e}") from None
         exchange.close_after = exchange.close_after or e.status == 413  # the rest of the body stays unread
-        await exchange.simple(e.status, e.headers, head=request.method == "HEAD")
+        exchange.simple(e.status, e.headers, head=request.method == "HEAD")
     except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError):
         raise
     except Exception:  # a bug in a route must cost one request, not the server: log it, answer 500
         _log.exception("%s %s from %s failed", request.method, request.target, peer)
         if exchange.started:
             raise ConnectionError("failed after the response started") from None
-        await exchange.simple(500, head=request.method == "HEAD")
+        exchange.simple(500, head=request.method == "HEAD")
     if conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE:
         with contextlib.suppress(HTTPError):  # leave the connection in a state to read the next request
             await exchange.discard_body()
@@ -462,10 +528,10 @@ async def _logged_fields(state: TLSState, early: bool) -> TLSFields:
     return dataclasses.replace(fields, early_data=False) if fields.early_data and not early else fields
 
 
-async def _answer_error(conn: h11.Connection, channel: Channel, limits: HTTPLimits, error: HTTPError) -> None:
+def _answer_error(conn: h11.Connection, channel: Channel, limits: HTTPLimits, error: HTTPError) -> None:
     """408/400/431 for a request we could not read; always followed by closing the connection."""
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     exchange = Exchange(conn, channel, limits, close_after=True)
     with contextlib.suppress(h11.LocalProtocolError, ConnectionError, TLSError):
-        await exchange.simple(error.status)
+        exchange.simple(error.status)

@@ -12,8 +12,8 @@ opened is looked up again at once. Each request still ``stat``s the file, so a c
 validators (and contents) immediately. The validators and the 200 response's header fields (checked by h11
 once) are kept per (path, size, mtime); a request without conditional or Range headers skips their parsing.
 Files up to ``SMALL_FILE_MAX`` bytes are served from memory (``FileCache``: keyed by path, size, mtime, ctime
-and inode, LRU within ``CACHE_MAX_BYTES`` per process), head and body in one write; larger ones are opened per
-request and streamed (``os.sendfile`` under kTLS TX).
+and inode, LRU within ``CACHE_MAX_BYTES`` per process), head and body in one write and without awaiting;
+larger ones are opened per request and streamed (``os.sendfile`` under kTLS TX).
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ import stat
 import time
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import h11
-
 from . import ktls
-from .http1 import Exchange, HTTPError, Request, checked
+from .http1 import Exchange, Field, HTTPError, Request, checked
 from .settings import StaticRoute
 
 __all__ = ["CACHE_MAX_BYTES", "SMALL_FILE_MAX", "FileCache", "StaticFiles", "content_type", "send_file"]
@@ -97,7 +96,7 @@ class StaticFiles:
     async def handle(self, request: Request, exchange: Exchange) -> None:
         if request.method != "GET" and request.method != "HEAD":
             raise HTTPError(405, [("allow", "GET, HEAD")])
-        if exchange.conn.their_state is not h11.DONE:
+        if not exchange.skip_body():
             await exchange.discard_body()
         now = time.monotonic()
         cached = self._resolved.get(request.path)
@@ -112,7 +111,11 @@ class StaticFiles:
         if listing:
             await self._send_listing(request, exchange, found, urllib.parse.unquote(request.path))
             return
-        if not await self._send_path(request, exchange, found):
+        # A small cached file is answered here without awaiting; others are opened and sent by _send_file.
+        sent = self._send_cached(request, exchange, found)
+        if sent is None:
+            sent = await self._send_file(request, exchange, found)
+        if not sent:
             self._resolved.pop(request.path, None)  # gone or replaced: look it up again
             raise HTTPError(404)
 
@@ -146,8 +149,9 @@ class StaticFiles:
             raise HTTPError(404)
         return path
 
-    async def _send_path(self, request: Request, exchange: Exchange, name: str) -> bool:
-        """Send the file; False (nothing sent) when it cannot be opened or is no longer a regular file."""
+    def _send_cached(self, request: Request, exchange: Exchange, name: str) -> bool | None:
+        """Answer from ``FileCache`` when the file's current version is there; False when it is no longer a
+        regular file, None when it must be opened (``_send_file``)."""
         try:
             st = os.stat(name)
         except OSError:
@@ -155,9 +159,17 @@ class StaticFiles:
         if not stat.S_ISREG(st.st_mode):
             return False
         body = self.files.get(_file_key(name, st)) if st.st_size <= self.files.max_file else None
-        if body is not None:
-            await self._respond(request, exchange, name, st, body, None)
-            return True
+        if body is None:
+            return None
+        span = self._span(request, exchange, name, st)
+        if span is not None:
+            offset, count, status, fields = span
+            exchange.respond(status, fields, body[offset:offset + count], send_body=request.method == "GET")
+        return True
+
+    async def _send_file(self, request: Request, exchange: Exchange, name: str) -> bool:
+        """Send the file (read whole into ``FileCache`` when small); False (nothing sent) when it cannot be
+        opened or is no longer a regular file."""
         try:
             f = open(name, "rb", buffering=0)  # noqa: SIM115  # raw: no buffer, lseek or isatty; closed below
         except OSError:
@@ -166,11 +178,23 @@ class StaticFiles:
             st = os.fstat(f.fileno())  # the file actually opened (it may have been replaced since the stat)
             if not stat.S_ISREG(st.st_mode):
                 return False
+            body = None
             if st.st_size <= self.files.max_file:
                 body = _read_whole(f.fileno(), st.st_size)
                 if body is not None and st.st_ctime_ns < time.time_ns() - SETTLE_NS:
                     self.files.put(_file_key(name, st), body)
-            await self._respond(request, exchange, name, st, body, f)
+            span = self._span(request, exchange, name, st)
+            if span is None:
+                return True
+            offset, count, status, fields = span
+            get = request.method == "GET"
+            if body is not None:
+                exchange.respond(status, fields, body[offset:offset + count], send_body=get)
+                return True
+            exchange.send_head(status, fields)
+            if get:
+                await send_file(exchange, f, offset, count)
+            await exchange.end()
         return True
 
     def _file_fields(self, name: str, st: os.stat_result) -> _FileFields:
@@ -182,39 +206,29 @@ class StaticFiles:
             known = self._fields[key] = _FileFields(name, st)
         return known
 
-    async def _respond(self, request: Request, exchange: Exchange, name: str, st: os.stat_result,
-                       body: bytes | None, file: BinaryIO | None) -> None:
-        """The response for a regular file: its contents are ``body`` when read whole, else read from ``file``."""
+    def _span(self, request: Request, exchange: Exchange, name: str,
+              st: os.stat_result) -> tuple[int, int, int, Sequence[Field]] | None:
+        """What to send of a regular file: (offset, count, status, header fields); None when a 304 answered
+        already. Conditional and Range headers are parsed only when the request has one."""
         meta = self._file_fields(name, st)
-        get = request.method == "GET"
-        span = None
-        if any(k in _CONDITIONAL for k, _ in request.headers):
-            mtime = int(st.st_mtime)
-            if _precondition(request, meta.etag, mtime) is not None:
-                raise HTTPError(412)
-            if _not_modified(request, meta.etag, mtime):
-                await exchange.respond(304, meta.validators)
-                return
-            span = _range(request, meta.etag, meta.last_modified, st.st_size)
-        if span is None:
-            if body is not None:
-                await exchange.respond(200, meta.ok, body, send_body=get)
-                return
-            offset, count, status, fields = 0, st.st_size, 200, meta.ok
+        for k, _ in request.headers:
+            if k in _CONDITIONAL:
+                break
         else:
-            offset, count = span
-            status = 206
-            fields = (*meta.ok[:4], (b"content-range", b"content-range",
-                                     b"bytes %d-%d/%d" % (offset, offset + count - 1, st.st_size)),
-                      (b"content-length", b"content-length", b"%d" % count))
-            if body is not None:
-                await exchange.respond(206, fields, body[offset:offset + count], send_body=get)
-                return
-        exchange.send_head(status, fields)
-        if get:
-            assert file is not None
-            await send_file(exchange, file, offset, count)
-        await exchange.end()
+            return 0, st.st_size, 200, meta.ok
+        mtime = int(st.st_mtime)
+        if _precondition(request, meta.etag, mtime) is not None:
+            raise HTTPError(412)
+        if _not_modified(request, meta.etag, mtime):
+            exchange.respond(304, meta.validators)
+            return None
+        span = _range(request, meta.etag, meta.last_modified, st.st_size)
+        if span is None:
+            return 0, st.st_size, 200, meta.ok
+        offset, count = span
+        return offset, count, 206, (*meta.ok[:4], (b"content-range", b"content-range",
+                                                   b"bytes %d-%d/%d" % (offset, offset + count - 1, st.st_size)),
+                                    (b"content-length", b"content-length", b"%d" % count))
 
     async def _send_listing(self, request: Request, exchange: Exchange, path: str, url_path: str) -> None:
         entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")),
