@@ -9,8 +9,17 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 from typing import Any
 
-_UNKNOWN: dict[type, dict[int, Any]] = {}  # per enum class: unknown value -> its pseudo-member
-_UNKNOWN_CACHED = 512  # values a peer can make us remember, per enum class
+_LOOKUP: dict[type, dict[int, Any]] = {}  # per enum class: value -> member, known and unknown ones met so far
+_UNKNOWN_CACHED = 512  # unknown values a peer can make us remember, per enum class
+
+
+def member_lookup(cls: type[_OpenEnum]) -> dict[int, Any]:
+    """``value -> member`` for ``cls``: its members and the pseudo-members of unknown values met so far (up to
+    ``_UNKNOWN_CACHED``). Parsers look code points up here directly; ``of`` adds what is missing."""
+    table = _LOOKUP.get(cls)
+    if table is None:
+        table = _LOOKUP[cls] = dict(cls._value2member_map_)
+    return table
 
 
 class _OpenEnum(IntEnum):
@@ -20,17 +29,17 @@ class _OpenEnum(IntEnum):
     def of(cls, value: int) -> Any:
         """``cls(value)`` through a dict lookup: the parsers call this for every code point on the wire.
 
-        Unknown values (a TLS 1.2 client's extensions, GREASE) are cached as pseudo-members too, up to a bound:
-        building one through ``Enum.__new__`` and ``_missing_`` costs microseconds, several per handshake."""
-        member = cls._value2member_map_.get(value)
-        if member is not None:
-            return member
-        unknown = _UNKNOWN.setdefault(cls, {})
-        member = unknown.get(value)
+        Unknown values (a TLS 1.2 client's extensions and signature schemes, GREASE) are remembered as
+        pseudo-members too, up to a bound: building one through ``Enum.__new__`` and ``_missing_`` costs
+        microseconds, several per handshake."""
+        table = _LOOKUP.get(cls)
+        if table is None:
+            table = member_lookup(cls)
+        member = table.get(value)
         if member is None:
             member = cls(value)
-            if len(unknown) < _UNKNOWN_CACHED:
-                unknown[value] = member
+            if len(table) < len(cls._value2member_map_) + _UNKNOWN_CACHED:
+                table[value] = member
         return member
 
     @classmethod

@@ -24,6 +24,7 @@ from ..enums import (
     ProtocolVersion,
     PskKeyExchangeMode,
     SignatureScheme,
+    member_lookup,
 )
 from ..errors import AlertError, DecodeError
 
@@ -78,7 +79,7 @@ def extensions_from_block(block: bytes) -> tuple[Extension, ...]:
 
 _U16_PAIR = struct.Struct(">HH")
 # value -> member of the enums parsed on every ClientHello (``Enum.of`` without its per-call overhead)
-_EXTENSION_TYPES: dict[int, ExtensionType] = dict(ExtensionType._value2member_map_)
+_EXTENSION_TYPES: dict[int, ExtensionType] = member_lookup(ExtensionType)  # grows with unknown values
 # The slots of the frozen ``Extension``: setting them directly builds the same value as ``Extension(t, d)``
 # without the frozen dataclass's ``object.__setattr__`` round trips (a ClientHello carries a dozen).
 _NEW_EXTENSION = object.__new__
@@ -290,8 +291,8 @@ def parse_signature_algorithms(data: bytes) -> list[SignatureScheme]:
     return _parse_u16_members(data, SignatureScheme.of, _SIGNATURE_SCHEMES)
 
 
-_NAMED_GROUPS: dict[int, NamedGroup] = dict(NamedGroup._value2member_map_)
-_SIGNATURE_SCHEMES: dict[int, SignatureScheme] = dict(SignatureScheme._value2member_map_)
+_NAMED_GROUPS: dict[int, NamedGroup] = member_lookup(NamedGroup)
+_SIGNATURE_SCHEMES: dict[int, SignatureScheme] = member_lookup(SignatureScheme)
 
 
 def supported_versions_client_body(versions: Iterable[ProtocolVersion]) -> bytes:

@@ -20,6 +20,7 @@ from ..enums import (
     KeyUpdateRequest,
     ProtocolVersion,
     SignatureScheme,
+    member_lookup,
 )
 from ..errors import AlertError, DecodeError
 from .extensions import (
@@ -159,7 +160,7 @@ class ClientHello:
         )
 
 
-_CIPHER_SUITES: dict[int, CipherSuite] = dict(CipherSuite._value2member_map_)
+_CIPHER_SUITES: dict[int, CipherSuite] = member_lookup(CipherSuite)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
