@@ -13,6 +13,7 @@ imports), ``src/`` and the guest scripts, left uncompressed so that TCG boots it
 from __future__ import annotations
 
 import argparse
+import hashlib
 import lzma
 import os
 import re
@@ -241,7 +242,9 @@ def _guest_site_packages() -> set[Path]:
 def base_image(kernel: Kernel) -> Path:
     """Busybox, Python with its libraries and packages, and the kernel modules (cached per kernel)."""
     version = ".".join(map(str, sys.version_info[:3]))
-    out = CACHE / kernel.package / f"base-py{version}.cpio"
+    packages = sorted(_guest_site_packages())  # in the name: a new dependency (h2) builds a new image
+    digest = hashlib.sha256("\n".join(p.name for p in packages).encode()).hexdigest()[:12]
+    out = CACHE / kernel.package / f"base-py{version}-{digest}.cpio"
     if out.exists():
         return out
     image = Cpio()
@@ -258,7 +261,7 @@ def base_image(kernel: Kernel) -> Path:
     image.add_tree(str(stdlib), stdlib, frozenset(STDLIB_SKIP))
     elf = [python, *(str(p) for p in stdlib.rglob("*.so") if "site-packages" not in p.parts
                      and not p.name.startswith("_tkinter") and not p.parent.name.startswith("config-"))]
-    for package in _guest_site_packages():
+    for package in packages:
         if package.is_dir():
             image.add_tree(str(package), package, frozenset({"tests"}))
             elf += map(str, package.rglob("*.so"))

@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="PEM certificate chain, leaf first (default: the development CA's localhost one)")
     serve.add_argument("--key", type=Path, metavar="FILE", help="PEM private key for --cert")
     serve.add_argument("--alpn", action="append", metavar="PROTOCOL",
-                       help="ALPN protocol to accept; repeat for several (default: http/1.1)")
+                       help="ALPN protocol to accept, in preference order; repeat for several (default: http/1.1). "
+                            "HTTP/2 is opt-in: --alpn h2 --alpn http/1.1")
     serve.add_argument("--ciphers", metavar="SUITES",
                        help="TLS 1.3 suites in order, colon-separated (e.g. TLS_AES_256_GCM_SHA384)")
     serve.add_argument("--groups", metavar="GROUPS",

@@ -36,7 +36,8 @@ class Channel(asyncio.Protocol):
         self._eof = False
         self._lost = False
         self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None  # read() or drain() waiting
+        self._waiter: asyncio.Future[None] | None = None  # read() waiting
+        self._drained: asyncio.Future[None] | None = None  # drain() waiting (HTTP/2: another task than read())
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._closed: asyncio.Future[None] | None = None
@@ -68,6 +69,7 @@ class Channel(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._wake()
+        self._wake_drain()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
@@ -76,7 +78,7 @@ class Channel(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        self._wake()
+        self._wake_drain()
 
     # --- for the handler ----------------------------------------------------------------------------
 
@@ -108,9 +110,10 @@ class Channel(asyncio.Protocol):
         self.transport.write(data)
 
     async def drain(self) -> None:
-        """Wait while the transport has paused writing."""
+        """Wait while the transport has paused writing (one task at a time; it may be another than read's)."""
         while self.paused and not self._lost:
-            await self._wait()
+            waiter = self._drained = self._loop.create_future()
+            await waiter
         if self._lost:
             raise ConnectionResetError("the connection was lost")
 
@@ -143,7 +146,7 @@ class Channel(asyncio.Protocol):
     # --- internals ----------------------------------------------------------------------------------
 
     def _wait(self) -> asyncio.Future[None]:
-        """The future ``_wake`` resolves (data, EOF, loss, resumed writing or an expired deadline)."""
+        """The future ``_wake`` resolves (data, EOF, loss or an expired deadline)."""
         waiter = self._waiter = self._loop.create_future()
         return waiter
 
@@ -161,6 +164,13 @@ class Channel(asyncio.Protocol):
             self._wake()  # _wait sees the deadline passed
         elif self.deadline < math.inf:
             self._arm()
+
+    def _wake_drain(self) -> None:
+        waiter = self._drained
+        if waiter is not None:
+            self._drained = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter

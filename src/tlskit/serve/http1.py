@@ -39,6 +39,7 @@ from h11._headers import Headers  # a response from fields already checked skips
 from ..errors import TLSError
 from .accesslog import AccessEntry, TLSFields, access_log
 from .channel import Channel
+from .exchange import Field, HTTPExchange
 from .metrics import ServeMetrics
 from .settings import HTTPLimits
 
@@ -58,7 +59,6 @@ EARLY_SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))  # served from 0-RTT 
 _PENDING = TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="-", resumed=True, early_data=True,
                      handshake_ms=0.0, client="-")
 
-Field = tuple[bytes, bytes, bytes]  # a response header as h11 keeps it: (name, lower-case name, value)
 _SERVER: Field = (b"server", b"server", b"tlskit")
 _CLOSE: Field = (b"connection", b"connection", b"close")
 
@@ -163,7 +163,7 @@ class Route(Protocol):
     prefix: str
     hosts: tuple[str, ...]
 
-    async def handle(self, request: Request, exchange: Exchange) -> None: ...
+    async def handle(self, request: Request, exchange: HTTPExchange) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +355,7 @@ def _build_response(status: int, fields: Sequence[Field], close: bool, phrase: b
 class _Open:
     channel: Channel
     idle: bool = True
+    on_drain: Callable[[], None] | None = None  # HTTP/2: send GOAWAY, finish the streams in flight
 
 
 @dataclass(slots=True)
@@ -368,7 +369,9 @@ class ConnectionTracker:
     def drain(self) -> None:
         self.draining = True
         for entry in list(self.open.values()):
-            if entry.idle:
+            if entry.on_drain is not None:
+                entry.on_drain()
+            elif entry.idle:
                 entry.channel.close()
         if not self.open:
             self.empty.set()

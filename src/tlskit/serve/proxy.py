@@ -15,7 +15,8 @@ import logging
 
 import h11
 
-from .http1 import Exchange, HTTPError, Request
+from .exchange import HTTPExchange
+from .http1 import HTTPError, Request
 from .settings import ProxyRoute
 
 __all__ = ["ReverseProxy"]
@@ -74,7 +75,7 @@ class ReverseProxy:
             headers.append((b"transfer-encoding", b"chunked"))  # h11 re-chunks what it streams
         return headers
 
-    async def handle(self, request: Request, exchange: Exchange) -> None:
+    async def handle(self, request: Request, exchange: HTTPExchange) -> None:
         r = self.route
         try:
             async with asyncio.timeout(r.timeout):
@@ -98,7 +99,7 @@ class ReverseProxy:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _forward(self, request: Request, exchange: Exchange, upstream: h11.Connection,
+    async def _forward(self, request: Request, exchange: HTTPExchange, upstream: h11.Connection,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         r = self.route
 

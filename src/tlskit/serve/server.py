@@ -38,6 +38,7 @@ from .certstore import CertificateStore, files_fingerprint
 from .channel import Channel
 from .devca import DevCertificate, dev_certificate
 from .http1 import ConnectionTracker, Route, Router, TLSState, serve_connection
+from .http2 import serve_h2_connection
 from .metrics import ServeMetrics
 from .proxy import ReverseProxy
 from .settings import CertificateSpec, Flags, Settings, SettingsError, StaticRoute, load_settings
@@ -246,11 +247,20 @@ class ServeProcess:
 
         # Connected on 0-RTT data (``early_data``), the handshake may still be running.
         negotiated = tls.session.negotiated
+        if negotiated is None and "h2" in site.settings.alpn:
+            # The protocol follows ALPN, known once the handshake completes: with h2 offered, 0-RTT requests
+            # are read then (still as early data, RFC 8470) rather than answered as 0.5-RTT data.
+            try:
+                negotiated = await tls.wait_handshake()
+            except TLSError:
+                channel.close()
+                return
         state = TLSState(make=fields, early=negotiated is None or negotiated.early_data_accepted,
                          early_bytes=lambda: tls.early_bytes, handshake=handshake,
                          client_auth=site.config.client_auth is not None)
-        await serve_connection(channel, state, router=lambda: site.router, limits=site.settings.http,
-                               tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
+        serve = serve_h2_connection if negotiated is not None and negotiated.alpn == "h2" else serve_connection
+        await serve(channel, state, router=lambda: site.router, limits=site.settings.http,
+                    tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
 
     async def _drain(self) -> None:
         for server in self._servers:

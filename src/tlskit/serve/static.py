@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import ktls
-from .http1 import Exchange, Field, HTTPError, Request, checked
+from .exchange import Field, HTTPExchange
+from .http1 import Exchange, HTTPError, Request, checked
 from .settings import StaticRoute
 
 __all__ = ["CACHE_MAX_BYTES", "SMALL_FILE_MAX", "FileCache", "StaticFiles", "content_type", "send_file"]
@@ -93,7 +94,7 @@ class StaticFiles:
         self._fields: dict[tuple[str, int, int], _FileFields] = {}  # by path, size and mtime
         self.files = FILES if files is None else files
 
-    async def handle(self, request: Request, exchange: Exchange) -> None:
+    async def handle(self, request: Request, exchange: HTTPExchange) -> None:
         if request.method != "GET" and request.method != "HEAD":
             raise HTTPError(405, [("allow", "GET, HEAD")])
         if not exchange.skip_body():
@@ -149,7 +150,7 @@ class StaticFiles:
             raise HTTPError(404)
         return path
 
-    def _send_cached(self, request: Request, exchange: Exchange, name: str) -> bool | None:
+    def _send_cached(self, request: Request, exchange: HTTPExchange, name: str) -> bool | None:
         """Answer from ``FileCache`` when the file's current version is there; False when it is no longer a
         regular file, None when it must be opened (``_send_file``)."""
         try:
@@ -167,7 +168,7 @@ class StaticFiles:
             exchange.respond(status, fields, body[offset:offset + count], send_body=request.method == "GET")
         return True
 
-    async def _send_file(self, request: Request, exchange: Exchange, name: str) -> bool:
+    async def _send_file(self, request: Request, exchange: HTTPExchange, name: str) -> bool:
         """Send the file (read whole into ``FileCache`` when small); False (nothing sent) when it cannot be
         opened or is no longer a regular file."""
         try:
@@ -206,7 +207,7 @@ class StaticFiles:
             known = self._fields[key] = _FileFields(name, st)
         return known
 
-    def _span(self, request: Request, exchange: Exchange, name: str,
+    def _span(self, request: Request, exchange: HTTPExchange, name: str,
               st: os.stat_result) -> tuple[int, int, int, Sequence[Field]] | None:
         """What to send of a regular file: (offset, count, status, header fields); None when a 304 answered
         already. Conditional and Range headers are parsed only when the request has one."""
@@ -230,7 +231,7 @@ class StaticFiles:
                                                    b"bytes %d-%d/%d" % (offset, offset + count - 1, st.st_size)),
                                     (b"content-length", b"content-length", b"%d" % count))
 
-    async def _send_listing(self, request: Request, exchange: Exchange, path: str, url_path: str) -> None:
+    async def _send_listing(self, request: Request, exchange: HTTPExchange, path: str, url_path: str) -> None:
         entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")),
                          key=lambda e: (not e.is_dir(), e.name))
         title = html.escape(url_path)
@@ -247,13 +248,13 @@ class StaticFiles:
         await exchange.end()
 
 
-async def send_file(exchange: Exchange, file: BinaryIO, offset: int, count: int) -> None:
+async def send_file(exchange: HTTPExchange, file: BinaryIO, offset: int, count: int) -> None:
     """Write ``count`` bytes of ``file`` from ``offset`` as the response body.
 
     The one place file contents go out: with kTLS TX this is where ``os.sendfile`` belongs. Reads are
     blocking: from the page cache a 64 KiB read is shorter than a hop to a thread.
     """
-    if await ktls.send_file(exchange, file, offset, count):  # kTLS TX: os.sendfile
+    if isinstance(exchange, Exchange) and await ktls.send_file(exchange, file, offset, count):  # kTLS TX (HTTP/1.1)
         return
     fd = file.fileno()
     remaining = count

@@ -1,0 +1,469 @@
+"""HTTP/2 (RFC 9113) on the ``h2`` package for one TLS connection whose ALPN is "h2": each stream a request.
+
+Opt-in: the server offers "h2" only when ``alpn`` lists it. Every stream runs the same routes as HTTP/1.1 in
+its own task, through ``StreamExchange`` (the ``HTTPExchange`` the routes know), at most
+``MAX_CONCURRENT_STREAMS`` at once (h2 refuses more). Response bodies respect the client's flow-control windows
+(a whole response from ``respond`` goes out as far as the windows allow and the rest when they open); request
+body bytes are acknowledged as the route consumes them. A RST_STREAM from the client cancels its stream's task.
+
+Limits from ``HTTPLimits``: SETTINGS_MAX_HEADER_LIST_SIZE is ``max_header_bytes`` (a larger header list ends the
+connection, as h2 enforces it), bodies over ``max_body_bytes`` get 413, a connection without streams closes
+after ``idle_timeout`` (GOAWAY), and so does one whose client keeps a window shut that long. A protocol error
+from the client is answered by h2's GOAWAY, then the connection closes. SIGTERM (``ConnectionTracker.drain``)
+sends GOAWAY naming the last stream accepted, finishes the streams in flight and refuses newer ones
+(REFUSED_STREAM: the client retries them elsewhere). h2 cannot send after its own GOAWAY, so the draining one
+is written with hyperframe and h2's final GOAWAY follows the last stream; a GOAWAY from the client likewise
+ends the connection at once.
+
+0-RTT (RFC 8470): a stream whose HEADERS were read in a chunk that began within the early data counts as
+early (conservative: a chunk straddling the end of early data marks its streams early); only GET, HEAD and
+OPTIONS are served from it, anything else gets 425.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
+
+from ..errors import TLSError
+from . import http1
+from .accesslog import AccessEntry, access_log
+from .channel import Channel
+from .exchange import Field
+from .http1 import EARLY_SAFE_METHODS, ConnectionTracker, HTTPError, Request, Router, TLSState, checked
+from .metrics import ServeMetrics
+from .settings import HTTPLimits
+
+__all__ = ["MAX_CONCURRENT_STREAMS", "StreamExchange", "serve_h2_connection"]
+
+_log = logging.getLogger("tlskit.serve")
+MAX_CONCURRENT_STREAMS = 100
+CONNECTION_WINDOW = 1 << 24  # receive window for the whole connection: a stalled stream does not block the rest
+_SERVER = (b"server", b"tlskit")
+_PSEUDO = (b":method", b":scheme", b":authority", b":path")
+_Failed = (TimeoutError, ConnectionError, TLSError, h2.exceptions.ProtocolError)
+
+
+class _StreamFailed(Exception):
+    """The stream cannot continue (the response already started): reset it."""
+
+
+class StreamExchange:
+    """One stream's request body in and response out; the ``HTTPExchange`` routes use, plus ``simple``."""
+
+    __slots__ = ("_chunks", "_end", "_ended", "_in_end", "_out", "_received", "_window", "arrived", "body_bytes",
+                 "conn", "status", "stream_id")
+
+    def __init__(self, conn: _Connection, stream_id: int, in_end: bool) -> None:
+        self.conn, self.stream_id = conn, stream_id
+        self.status = 0
+        self.body_bytes = 0
+        self._received = 0
+        self._chunks: deque[tuple[bytes, int]] = deque()  # request body: (data, flow-controlled length)
+        self._in_end = in_end  # the client ended its side (END_STREAM)
+        self.arrived = asyncio.Event()  # body data or its end arrived
+        self._out: deque[bytes] = deque()  # response body waiting for the client's window
+        self._end = False  # the response ends after _out
+        self._ended = False  # END_STREAM sent
+        self._window = asyncio.Event()  # the client's window for this stream (or the connection) grew
+
+    # --- the request body --------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self.status != 0
+
+    def feed(self, data: bytes, flow_length: int, end: bool) -> None:
+        if data or flow_length:
+            self._chunks.append((data, flow_length))
+        self._in_end = self._in_end or end
+        self.arrived.set()
+
+    async def receive(self) -> bytes | None:
+        """The next part of the request body, None at its end; over ``max_body_bytes`` raises HTTPError(413)."""
+        limits = self.conn.limits
+        while not self._chunks:
+            if self._in_end:
+                return None
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), limits.idle_timeout)
+        data, flow_length = self._chunks.popleft()
+        self.conn.acknowledge(self.stream_id, flow_length)
+        self._received += len(data)
+        if self._received > limits.max_body_bytes:
+            raise HTTPError(413, detail=f"body over {limits.max_body_bytes} bytes")
+        return data
+
+    async def body(self) -> AsyncIterator[bytes]:
+        while (chunk := await self.receive()) is not None:
+            yield chunk
+
+    def skip_body(self) -> bool:
+        while self._chunks:
+            self.conn.acknowledge(self.stream_id, self._chunks.popleft()[1])
+        return self._in_end
+
+    async def discard_body(self) -> None:
+        while not self.skip_body() and await self.receive() is not None:
+            pass
+
+    # --- the response ------------------------------------------------------------------------------
+
+    async def start(self, status: int, headers: Sequence[tuple[str, str]], reason_phrase: str | None = None) -> None:
+        """The response head (HTTP/2 has no reason phrase); fields are checked as for HTTP/1.1."""
+        self.send_head(status, checked(headers))
+
+    def send_head(self, status: int, fields: Sequence[Field], phrase: bytes | None = None, *,
+                  end: bool = False) -> None:
+        self.status = status
+        headers = [(b":status", b"%d" % status), *((name, value) for _, name, value in fields),
+                   (b"date", http1.http_date().encode()), _SERVER]
+        self.conn.h2.send_headers(self.stream_id, headers, end_stream=end)
+        self._ended = end
+        self.conn.send()
+
+    def respond(self, status: int, fields: Sequence[Field], body: bytes = b"", *, send_body: bool = True) -> None:
+        """Head and as much of the body as the client's windows take now; ``finish`` sends the rest."""
+        if not (body and send_body):
+            self.send_head(status, fields, end=True)
+            return
+        self.send_head(status, fields)
+        self.body_bytes += len(body)
+        self._out.append(body)
+        self._end = True
+        self._push()
+
+    def simple(self, status: int, headers: Sequence[tuple[str, str]] = (), head: bool = False) -> None:
+        body = f"{status} {http1.reason(status)}\n".encode()
+        fields = [(b"content-type", b"content-type", b"text/plain; charset=utf-8"),
+                  (b"content-length", b"content-length", b"%d" % len(body)), *checked(headers)]
+        self.respond(status, fields, body, send_body=not head)
+
+    async def write(self, data: bytes, *, flush: bool = False) -> None:
+        """Body bytes, sent as the windows allow (``flush`` changes nothing: DATA frames go out at once)."""
+        if data:
+            self.body_bytes += len(data)
+            self._out.append(data)
+        await self.flush()
+
+    async def end(self) -> None:
+        self._end = True
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Send what waits for the client's windows; the client must open them within ``idle_timeout``."""
+        conn = self.conn
+        while True:
+            self._push()
+            if conn.channel.paused:
+                await conn.writable()
+            if not self._out:
+                return
+            self._window.clear()
+            try:
+                await asyncio.wait_for(self._window.wait(), conn.limits.idle_timeout)
+            except TimeoutError:
+                raise _StreamFailed("the client kept its flow-control window shut") from None
+
+    async def finish(self) -> None:
+        """After the route: the rest of a ``respond`` body, END_STREAM if the route did not send it."""
+        if not self._ended:
+            self._end = True
+            await self.flush()
+
+    def window_opened(self) -> None:
+        self._window.set()
+
+    def _push(self) -> None:
+        """DATA frames for what the windows allow now, END_STREAM after the last when the response ends."""
+        h2c, sid, out = self.conn.h2, self.stream_id, self._out
+        while out:
+            size = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+            if size <= 0:
+                break
+            chunk = out[0]
+            if len(chunk) > size:
+                out[0] = chunk[size:]
+                chunk = chunk[:size]
+            else:
+                out.popleft()
+            last = self._end and not out
+            h2c.send_data(sid, chunk, end_stream=last)
+            self._ended = last
+        if self._end and not out and not self._ended:
+            h2c.end_stream(sid)
+            self._ended = True
+        self.conn.send()
+
+
+class _Connection:
+    """The h2 state machine over one ``Channel``: reads frames, starts a task per stream, writes frames."""
+
+    def __init__(self, channel: Channel, state: TLSState, router: Callable[[], Router], limits: HTTPLimits,
+                 tracker: ConnectionTracker, metrics: ServeMetrics | None, logged: bool, peer: str) -> None:
+        self.channel, self.state, self.router, self.limits = channel, state, router, limits
+        self.tracker, self.metrics, self.logged, self.peer = tracker, metrics, logged, peer
+        self.h2 = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False,
+                                                                               header_encoding=None))
+        self.streams: dict[int, StreamExchange] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.last_stream = 0  # the highest stream id accepted (named in the draining GOAWAY)
+        self.draining = False
+        self.closed = False
+        self.bytes_in = 0
+        self._drain: asyncio.Future[None] | None = None
+
+    def send(self) -> None:
+        """Write what h2 has queued (after the final GOAWAY, nothing more)."""
+        data = self.h2.data_to_send()
+        if data and not self.closed:
+            self.channel.write(data)
+
+    def acknowledge(self, stream_id: int, flow_length: int) -> None:
+        """Received data was consumed: give the client its window back (stream and connection)."""
+        if flow_length and not self.closed:
+            self.h2.acknowledge_received_data(flow_length, stream_id)
+            self.send()
+
+    async def writable(self) -> None:
+        """Wait while the transport has paused writing: one task awaits the channel, the others its result."""
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.ensure_future(self.channel.drain())
+        await asyncio.shield(self._drain)
+
+    def close(self, error: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
+        """h2's GOAWAY, then close the connection."""
+        if self.closed:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection(error_code=error, last_stream_id=self.last_stream)
+        with contextlib.suppress(ConnectionError):
+            self.send()
+        self.closed = True
+        self.channel.close()
+
+    def drain(self) -> None:
+        """SIGTERM: GOAWAY now, in-flight streams finish, newer ones are refused; close after the last."""
+        if self.draining or self.closed:
+            return
+        self.draining = True
+        if not self.streams:
+            self.close()
+            return
+        goaway = GoAwayFrame(stream_id=0, last_stream_id=self.last_stream, error_code=ErrorCodes.NO_ERROR)
+        self.send()
+        with contextlib.suppress(ConnectionError):
+            self.channel.write(goaway.serialize())
+
+    async def run(self) -> None:
+        h2c, channel, limits = self.h2, self.channel, self.limits
+        h2c.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes})
+        h2c.initiate_connection()
+        h2c.increment_flow_control_window(CONNECTION_WINDOW - h2c.inbound_flow_control_window)
+        self.send()
+        if self.tracker.draining:
+            self.drain()
+        while not self.closed:
+            channel.set_timeout(limits.idle_timeout)
+            try:
+                data = await channel.read()
+            except TimeoutError:
+                if self.streams:
+                    continue  # streams bound their own waits
+                self.close()
+                break
+            if not data:
+                break
+            start, self.bytes_in = self.bytes_in, self.bytes_in + len(data)
+            try:
+                events = h2c.receive_data(data)
+            except h2.exceptions.ProtocolError as e:
+                _log.debug("%s: HTTP/2 protocol error: %s", self.peer, e)
+                if h2c.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                    h2c.close_connection(error_code=e.error_code)  # a bad preface: h2 raises before its GOAWAY
+                self.send()  # the GOAWAY with the error
+                self.closed = True
+                channel.close()
+                break
+            early = self.state.early and start < self.state.early_bytes()
+            for event in events:
+                self._event(event, early)
+            self.send()
+
+    def _event(self, event: h2.events.Event, early: bool) -> None:
+        match event:
+            case h2.events.RequestReceived(stream_id=int(sid)):
+                self._request(sid, event, early)
+            case h2.events.DataReceived(stream_id=int(sid)):
+                stream = self.streams.get(sid)
+                if stream is not None:
+                    stream.feed(event.data or b"", event.flow_controlled_length or 0, bool(event.stream_ended))
+                else:
+                    self.acknowledge(sid, event.flow_controlled_length or 0)
+            case h2.events.StreamEnded(stream_id=int(sid)):
+                if (stream := self.streams.get(sid)) is not None:
+                    stream.feed(b"", 0, True)
+            case h2.events.StreamReset(stream_id=int(sid)):
+                task = self.tasks.get(sid)
+                if task is not None:
+                    task.cancel()  # the client gave up on it
+            case h2.events.WindowUpdated(stream_id=sid):
+                streams = self.streams.values() if not sid else [s for s in (self.streams.get(sid),) if s]
+                for stream in streams:
+                    stream.window_opened()
+            case h2.events.RemoteSettingsChanged():
+                for stream in self.streams.values():  # INITIAL_WINDOW_SIZE may have grown every window
+                    stream.window_opened()
+            case h2.events.ConnectionTerminated():
+                self.closed = True  # h2 sends nothing after a GOAWAY: the streams in flight end with it
+                self.channel.close()
+
+    def _request(self, sid: int, event: h2.events.RequestReceived, early: bool) -> None:
+        if self.draining or self.closed:
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        self.last_stream = max(self.last_stream, sid)
+        stream = StreamExchange(self, sid, bool(event.stream_ended))
+        self.streams[sid] = stream
+        self.tasks[sid] = asyncio.get_running_loop().create_task(
+            self._serve(stream, list(event.headers or ()), early, not event.stream_ended))
+
+    async def _serve(self, stream: StreamExchange, raw: list[tuple[bytes, bytes]], early: bool, body: bool) -> None:
+        started = time.monotonic()
+        request = _request(raw, self.peer, self.state, early, stream.stream_id == 1, body)
+        try:
+            await self._exchange(request, stream)
+            await stream.finish()
+            if not stream._in_end:  # answered before the whole body came: the client may stop (§8.1)
+                self.h2.reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
+                self.send()
+        except (_StreamFailed, *_Failed) as e:
+            _log.debug("%s: stream %d failed: %s", self.peer, stream.stream_id, e)
+            with contextlib.suppress(*_Failed):
+                if not self.closed:
+                    self.h2.reset_stream(stream.stream_id, ErrorCodes.INTERNAL_ERROR)
+                    self.send()
+            return
+        finally:
+            self.streams.pop(stream.stream_id, None)
+            self.tasks.pop(stream.stream_id, None)
+            stream.skip_body()
+            if self.draining and not self.streams:
+                self.close()
+        if self.metrics:
+            self.metrics.requests.labels(str(stream.status)).inc()
+            self.metrics.request_seconds.observe(time.monotonic() - started)
+        if self.logged:
+            access = AccessEntry(peer=self.peer, time=time.time(), method=request.method, target=request.target,
+                                 http_version="2.0", status=stream.status, size=stream.body_bytes,
+                                 referer=request.header(b"referer") or "-",
+                                 user_agent=request.header(b"user-agent") or "-",
+                                 request_ms=round((time.monotonic() - started) * 1000, 3),
+                                 tls=await http1._logged_fields(self.state, early))
+            access_log.info("%s", access, extra={"access": access})
+
+    async def _exchange(self, request: Request, stream: StreamExchange) -> None:
+        """Route the request; errors answered as HTTP/1.1 answers them (a started response: reset instead)."""
+        head = request.method == "HEAD"
+        try:
+            length = request.header(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
+                raise HTTPError(413, detail=f"body over {self.limits.max_body_bytes} bytes")
+            if request.early and request.method not in EARLY_SAFE_METHODS:
+                raise HTTPError(425, detail="not replay-safe: send it again now that the handshake is complete")
+            route = self.router().match(request.host, request.path) if request.path.startswith("/") else None
+            if route is None:
+                raise HTTPError(404)
+            if (self.state.client_auth and getattr(route, "forwards_client_identity", False)
+                    and self.state.fields is None):
+                await self.state.complete()  # mTLS in 0-RTT: the upstream must see the client's identity
+            await route.handle(request, stream)
+        except HTTPError as e:
+            if stream.started:
+                raise _StreamFailed(f"failed after the response started: {e}") from None
+            stream.simple(e.status, e.headers, head=head)
+        except (*_Failed, _StreamFailed):
+            raise
+        except Exception:  # a bug in a route costs one stream: log it, answer 500
+            _log.exception("%s %s from %s failed (HTTP/2)", request.method, request.target, self.peer)
+            if stream.started:
+                raise _StreamFailed("failed after the response started") from None
+            stream.simple(500, head=head)
+
+
+def _request(raw: list[tuple[bytes, bytes]], peer: str, state: TLSState, early: bool, first: bool,
+             body: bool) -> Request:
+    """The ``Request`` for a stream's header list (h2 has checked the pseudo-headers, RFC 9113 §8.3).
+
+    Cookie fields are joined (§8.2.3) and ``:authority`` becomes Host, as an HTTP/1.1 request carries them;
+    a body without Content-Length is presented as ``Transfer-Encoding: chunked`` (which HTTP/2 clients may
+    not send), so a proxy re-frames it for an HTTP/1.1 upstream."""
+    pseudo: dict[bytes, bytes] = {}
+    headers: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    for name, value in raw:
+        if name in _PSEUDO:
+            pseudo[name] = value
+        elif name == b"cookie":
+            cookies.append(value)
+        else:
+            headers.append((name, value))
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))
+    authority = pseudo.get(b":authority")
+    if authority is not None and not any(name == b"host" for name, _ in headers):
+        headers.insert(0, (b"host", authority))
+    if body and not any(name == b"content-length" for name, _ in headers):
+        headers.append((b"transfer-encoding", b"chunked"))
+    host = next((v for k, v in headers if k == b"host"), b"").decode("ascii", "replace").lower()
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    target = pseudo.get(b":path", b"").decode("ascii", "replace")
+    return Request(method=pseudo.get(b":method", b"").decode("ascii", "replace"), target=target,
+                   path=target.partition("?")[0], host=host, headers=headers, http_version="2.0", peer=peer,
+                   tls_state=state, first_on_connection=first, early=early)
+
+
+async def serve_h2_connection(channel: Channel, state: TLSState, *, router: Callable[[], Router],
+                              limits: HTTPLimits, tracker: ConnectionTracker, metrics: ServeMetrics | None,
+                              log_access: bool) -> None:
+    """Streams on one connection until either side closes, it idles out, or the server has drained it."""
+    peer_address = channel.get_extra_info("peername")
+    peer = str(peer_address[0]) if isinstance(peer_address, tuple) else "-"
+    logged = log_access and access_log.isEnabledFor(logging.INFO)
+    conn = _Connection(channel, state, router, limits, tracker, metrics, logged, peer)
+    entry = tracker.add(channel)
+    entry.idle = False
+    entry.on_drain = conn.drain
+    if metrics:
+        metrics.active.inc()
+    try:
+        await conn.run()
+    except _Failed as e:
+        _log.debug("%s: HTTP/2 connection ended: %s", peer, e)
+    finally:
+        conn.closed = True
+        tasks = list(conn.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if metrics:
+            metrics.active.dec()
+        channel.close()
+        if channel.write_pending:
+            with contextlib.suppress(ConnectionError, TLSError):
+                await channel.wait_closed()
+        tracker.remove(entry)

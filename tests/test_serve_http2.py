@@ -1,0 +1,354 @@
+"""HTTP/2 in `tlskit serve` (``--alpn h2``) against the ``h2`` package as the client over Python's ``ssl``: an
+independent implementation of the framing, driven frame by frame. Many concurrent streams under small flow-
+control windows, a client RST_STREAM, request bodies through the reverse proxy, a malformed preface, the idle
+timeout and SIGTERM's GOAWAY with a stream in flight; in process, RFC 8470's rule for streams in 0-RTT data."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import pytest
+from h2.errors import ErrorCodes
+
+from tests.served import Served, start
+from tlskit.serve.accesslog import TLSFields
+from tlskit.serve.channel import Channel
+from tlskit.serve.http1 import ConnectionTracker, Router, TLSState
+from tlskit.serve.http2 import serve_h2_connection
+from tlskit.serve.settings import HTTPLimits, StaticRoute
+from tlskit.serve.static import FileCache, StaticFiles
+
+BIG = os.urandom(300_000)
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Upstream answering with the request it saw (JSON); ``/slow`` waits a second first."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/slow"):
+            time.sleep(1.0)
+        length = int(self.headers.get("content-length") or 0)
+        if self.headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while (size := int(self.rfile.readline().strip(), 16)) > 0:
+                body += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
+        else:
+            body = self.rfile.read(length)
+        out = json.dumps({"method": self.command, "path": self.path, "body": body.decode(),
+                          "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class Client:
+    """One HTTP/2 connection: ``request`` opens a stream, ``pump`` reads frames until a condition holds."""
+
+    def __init__(self, served: Served, settings: dict[int, int] | None = None) -> None:
+        ctx = served.context()
+        ctx.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.conn.initiate_connection()
+        if settings:
+            self.conn.update_settings(settings)
+        self.bodies: dict[int, bytearray] = {}
+        self.headers: dict[int, dict[bytes, bytes]] = {}
+        self.ended: set[int] = set()
+        self.reset: dict[int, int] = {}
+        self.goaway: tuple[int, int] | None = None  # (last stream id, error code)
+        self._frames = b""
+        self.closed = False
+        self.consume = True  # give flow-control credit back as data arrives
+        self.flush()
+
+    def flush(self) -> None:
+        if data := self.conn.data_to_send():
+            self.sock.sendall(data)
+
+    def request(self, path: str, method: str = "GET", body: bytes | None = None,
+                headers: tuple[tuple[bytes, bytes], ...] = ()) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(b":method", method.encode()), (b":scheme", b"https"),
+                                     (b":authority", b"localhost"), (b":path", path.encode()), *headers],
+                               end_stream=body is None)
+        if body is not None:
+            self.conn.send_data(sid, body, end_stream=True)
+        self.flush()
+        return sid
+
+    def pump(self, done: object, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not (callable(done) and done()):
+            assert time.monotonic() < deadline, "timed out waiting for the server"
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionError, ssl.SSLError):
+                data = b""
+            if not data:
+                self.closed = True
+                return
+            for event in self.conn.receive_data(self._without_goaway(data)):
+                match event:
+                    case h2.events.ResponseReceived():
+                        self.headers[event.stream_id] = dict(event.headers)
+                    case h2.events.DataReceived():
+                        self.bodies.setdefault(event.stream_id, bytearray()).extend(event.data)
+                        if self.consume:
+                            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    case h2.events.StreamEnded():
+                        self.ended.add(event.stream_id)
+                    case h2.events.StreamReset():
+                        self.reset[event.stream_id] = event.error_code
+            self.flush()
+
+    def _without_goaway(self, data: bytes) -> bytes:
+        """Whole frames except GOAWAY, which is recorded: h2 would refuse the rest of a stream in flight after it
+        (its connection closes on GOAWAY), though RFC 9113 §6.8 lets the server finish that stream."""
+        self._frames += data
+        out = b""
+        while len(self._frames) >= 9 and len(self._frames) >= 9 + (size := int.from_bytes(self._frames[:3], "big")):
+            frame, self._frames = self._frames[:9 + size], self._frames[9 + size:]
+            if frame[3] == 0x7:
+                self.goaway = (int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF, int.from_bytes(frame[13:17], "big"))
+            else:
+                out += frame
+        return out
+
+    def status(self, sid: int) -> int:
+        return int(self.headers[sid][b":status"])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "big.bin").write_bytes(BIG)
+    (www / "index.html").write_text("<h1>h2</h1>\n")
+    return www
+
+
+@pytest.fixture
+def upstream() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _serve(tmp_path: Path, *args: str, toml: str = "") -> Served:
+    config = tmp_path / "site.toml"
+    config.write_text('[tls]\nalpn = ["h2", "http/1.1"]\n' + toml)
+    return start(["--config", str(config), "--host", "127.0.0.1", "--port", "0", *args],
+                 {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")})
+
+
+@pytest.fixture
+def served(tmp_path: Path, root: Path) -> Iterator[Served]:
+    s = _serve(tmp_path, str(root))
+    yield s
+    s.stop()
+
+
+def _no_traceback(served: Served) -> None:
+    assert not any("Traceback" in line for line in served.log), "".join(served.log)
+
+
+def test_forty_concurrent_streams_under_a_small_client_window(served: Served) -> None:
+    """Each response is 300 KB through a 16 KiB stream window: the server waits for WINDOW_UPDATEs."""
+    client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384})
+    sids = [client.request("/big.bin" if i % 2 else "/index.html") for i in range(40)]
+    client.pump(lambda: client.ended >= set(sids), timeout=30)
+    for i, sid in enumerate(sids):
+        assert client.status(sid) == 200
+        assert bytes(client.bodies[sid]) == (BIG if i % 2 else b"<h1>h2</h1>\n")
+    client.close()
+    assert served.access(r'"GET /big\.bin HTTP/2\.0" 200 300000 ')["alpn"] == "h2"
+    _no_traceback(served)
+
+
+def test_client_rst_stream_cancels_it_and_the_connection_goes_on(served: Served) -> None:
+    client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
+    client.consume = False  # the big response stalls on the client's window
+    big = client.request("/big.bin")
+    client.pump(lambda: big in client.headers)
+    client.conn.reset_stream(big, ErrorCodes.CANCEL)
+    client.consume = True
+    client.flush()
+    small = client.request("/index.html")
+    client.pump(lambda: small in client.ended)
+    assert client.status(small) == 200 and bytes(client.bodies[small]) == b"<h1>h2</h1>\n"
+    assert len(client.bodies.get(big, b"")) <= 1024 and big not in client.ended
+    client.close()
+    served.access(r'"GET /index\.html HTTP/2\.0" 200 ')
+    time.sleep(0.2)
+    assert not any('"GET /big.bin HTTP/2.0"' in line for line in served.log)  # cancelled: no response logged
+    _no_traceback(served)
+
+
+def test_malformed_preface_gets_goaway_and_close_without_traceback(served: Served) -> None:
+    ctx = served.context()
+    ctx.set_alpn_protocols(["h2"])
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", served.port), timeout=10),
+                         server_hostname="localhost") as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")  # not the HTTP/2 connection preface
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    # The server's SETTINGS, then GOAWAY (type 7) with PROTOCOL_ERROR (1); then the connection closed.
+    assert b"\x00\x00\x00\x01" in received and received[3] == 0x04, received[:64]
+    goaway = received.find(b"\x07\x00\x00\x00\x00\x00")
+    assert goaway > 0 and received[goaway + 10:goaway + 14] == b"\x00\x00\x00\x01", received
+    time.sleep(0.3)
+    _no_traceback(served)
+
+
+def test_proxy_over_http2_forwards_request_bodies(tmp_path: Path, upstream: int) -> None:
+    served = _serve(tmp_path, "--proxy", f"http://127.0.0.1:{upstream}")
+    try:
+        client = Client(served)
+        sized = client.request("/api/a?x=1", "POST", b"hello upstream", ((b"content-length", b"14"),
+                                                                         (b"cookie", b"a=1"), (b"cookie", b"b=2")))
+        unsized = client.request("/api/b", "POST", b"no length")
+        get = client.request("/api/c")
+        client.pump(lambda: client.ended >= {sized, unsized, get})
+        seen = {sid: json.loads(client.bodies[sid]) for sid in (sized, unsized, get)}
+        assert [client.status(s) for s in (sized, unsized, get)] == [200, 200, 200]
+        assert seen[sized]["body"] == "hello upstream" and seen[sized]["path"] == "/api/a?x=1"
+        assert seen[sized]["headers"]["cookie"] == "a=1; b=2"
+        assert seen[sized]["headers"]["x-forwarded-proto"] == "https"
+        assert seen[unsized]["body"] == "no length" and seen[get]["method"] == "GET"
+        client.close()
+        served.access(r'"POST /api/a\?x=1 HTTP/2\.0" 200 ')
+    finally:
+        served.stop()
+    _no_traceback(served)
+
+
+def test_idle_connection_gets_goaway_after_idle_timeout(tmp_path: Path, root: Path) -> None:
+    served = _serve(tmp_path, str(root), toml="[http]\nidle_timeout = 0.5\n")
+    try:
+        client = Client(served)
+        sid = client.request("/index.html")
+        client.pump(lambda: sid in client.ended)
+        started = time.monotonic()
+        client.pump(lambda: client.goaway is not None and client.closed, timeout=5)
+        assert client.goaway is not None and client.goaway[1] == ErrorCodes.NO_ERROR
+        assert client.goaway[0] == sid and 0.3 < time.monotonic() - started < 3
+    finally:
+        served.stop()
+
+
+def test_sigterm_sends_goaway_and_finishes_the_stream_in_flight(tmp_path: Path, upstream: int) -> None:
+    served = _serve(tmp_path, "--proxy", f"http://127.0.0.1:{upstream}")
+    client = Client(served)
+    slow = client.request("/slow")
+    time.sleep(0.4)  # at the upstream now
+    served.signal(signal.SIGTERM)
+    client.pump(lambda: client.goaway is not None)
+    assert client.goaway is not None and client.goaway[0] == slow
+    late = client.request("/late")  # after GOAWAY: refused, the client may retry it elsewhere
+    client.pump(lambda: slow in client.ended and late in client.reset)
+    assert client.status(slow) == 200 and json.loads(client.bodies[slow])["path"] == "/slow"
+    assert client.reset[late] == ErrorCodes.REFUSED_STREAM
+    client.pump(lambda: False)  # then the server closes the connection
+    assert client.closed
+    assert served.process.wait(timeout=10) == 0
+    _no_traceback(served)
+
+
+class _Transport(asyncio.Transport):
+    """Collects what the server writes; ``close()`` reports the connection lost, as a real transport does."""
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.channel = channel
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().call_soon(self.channel.connection_lost, None)
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("192.0.2.1", 50000) if name == "peername" else default
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_early_data_streams_follow_rfc8470_get_served_post_425(root: Path) -> None:
+    """Streams whose HEADERS arrived in 0-RTT data: GET is served, POST gets 425 Too Early (in process)."""
+
+    async def run() -> tuple[dict[int, int], bytes]:
+        router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
+        state = TLSState(None, early_bytes=lambda: 1 << 20, early=True,
+                         make=lambda: TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="h2",
+                                                resumed=True, early_data=True, handshake_ms=0.0, client="-"))
+        task: list[asyncio.Task[None]] = []
+        channel = Channel(lambda ch: task.append(asyncio.get_running_loop().create_task(serve_h2_connection(
+            ch, state, router=lambda: router, limits=HTTPLimits(), tracker=ConnectionTracker(), metrics=None,
+            log_access=False))))
+        transport = _Transport(channel)
+        channel.connection_made(transport)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        request = [(b":scheme", b"https"), (b":authority", b"localhost"), (b":path", b"/index.html")]
+        client.send_headers(1, [(b":method", b"GET"), *request], end_stream=True)
+        client.send_headers(3, [(b":method", b"POST"), *request], end_stream=True)
+        channel.data_received(client.data_to_send())  # all of it in the early data
+        statuses: dict[int, int] = {}
+        body = b""
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            for event in client.receive_data(bytes(transport.data)):
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == 1:
+                    body += event.data
+            transport.data.clear()
+            if len(statuses) == 2 and body:
+                break
+        transport.close()
+        await asyncio.wait_for(task[0], 5)
+        return statuses, body
+
+    statuses, body = asyncio.run(run())
+    assert statuses == {1: 200, 3: 425}
+    assert body == b"<h1>h2</h1>\n"
