@@ -220,7 +220,9 @@ def _guest_site_packages() -> set[Path]:
     """Top-level site-packages entries the guest programs import, found by importing them here without
     ``site`` (so no ``.pth`` hook drags in unrelated packages)."""
     purelib, platlib = sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]
-    site_dirs = [Path(p) for p in dict.fromkeys((purelib, platlib))]
+    # A venv made with --system-site-packages imports from the base interpreter's site-packages too.
+    on_path = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    site_dirs = [Path(p) for p in dict.fromkeys((purelib, platlib, *on_path))]
     code = ("import sys, importlib\n"
             "for m in sys.argv[1:]:\n"
             "    try: importlib.import_module(m)\n"
