@@ -420,3 +420,72 @@ def test_first_response_leaves_with_the_tickets_and_close_notify_in_one_write(
         assert any(isinstance(e, ConnectionClosed) for e in events)
 
     run(go)
+
+
+class _PausingRaw(_Raw):
+    """Like uvloop's transport: asks the protocol to pause writing once it holds more than 64 KiB."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self.protocol, self.paused = protocol, False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        super().write(data)
+        if sum(map(len, self.writes)) > 1 << 16 and not self.paused:
+            self.paused = True
+            self.protocol.pause_writing()
+
+
+def test_a_large_first_response_with_the_finished_still_meets_flow_control(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flush deferred to send tickets with the first response must not hold a big response back from the
+    transport's flow control: a 4 MiB file asked for together with the client's Finished reaches the socket in
+    bounded writes, and the writer pauses instead of encrypting the whole file at once."""
+    from tlskit.config import ClientConfig
+    from tlskit.connection import Connection
+    from tlskit.serve.server import ServeProcess, build_site
+    from tlskit.serve.settings import Flags, load_settings
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    (root / "big.bin").write_bytes(bytes(4 << 20))
+
+    async def go() -> None:
+        flags = Flags(root=root, ktls="off", access_log=False)
+        served = ServeProcess(build_site(load_settings(flags)), flags, [], watch=False)
+        tls = served._accept()
+        raw = _PausingRaw(tls)
+        tls.connection_made(raw)
+        client = Connection(ClientConfig(server_name="localhost", verify_peer=False))
+        client.start()
+        tls.data_received(client.data_to_send())
+        client.receive_data(b"".join(raw.writes))
+        raw.writes.clear()
+        client.send_data(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        tls.data_received(client.data_to_send())  # Finished and the request, in one TCP segment
+        for _ in range(20):
+            await asyncio.sleep(0)
+        sent = sum(map(len, raw.writes))
+        assert raw.paused and 0 < sent < 1 << 18, f"{sent} bytes reached the transport before it paused"
+        tls.connection_lost(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    run(go)
+
+
+def test_writing_to_a_closing_connection_is_a_reset_not_a_route_error() -> None:
+    """A request that arrives just as SIGTERM's drain closes the connection: the answer meets a closing
+    transport, which must end the connection quietly (ConnectionResetError), not look like a bug in a route."""
+
+    async def go() -> None:
+        channel = Channel(lambda _: None)
+        transport = _Transport()
+        transport.channel = channel
+        channel.connection_made(transport)
+        channel.write(b"fine while open")
+        transport.close()  # closing; connection_lost comes later
+        with pytest.raises(ConnectionResetError):
+            channel.write(b"too late")
+        assert transport.data == b"fine while open"
+
+    run(go)

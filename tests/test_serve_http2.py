@@ -306,6 +306,9 @@ class _Transport(asyncio.Transport):
             self.closed = True
             asyncio.get_running_loop().call_soon(self.channel.connection_lost, None)
 
+    def is_closing(self) -> bool:
+        return self.closed
+
     def get_extra_info(self, name: str, default: object = None) -> object:
         return ("192.0.2.1", 50000) if name == "peername" else default
 

@@ -28,6 +28,9 @@ class _Transport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.data += data
 
+    def is_closing(self) -> bool:
+        return False
+
 
 def fetch(route: StaticFiles, path: str, headers: dict[str, str] | None = None,
           method: str = "GET") -> tuple[int, dict[str, str], bytes]:

@@ -34,6 +34,8 @@ _log = logging.getLogger("tlskit.io")
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
 
 
+_DEFER_LIMIT = 1 << 16  # bytes of application data that may wait for a deferred flush
+
 class TLSProtocol(asyncio.Protocol):
     """Sits on the TCP transport: feeds the engine, and serves ``app`` through a ``TLSTransport``.
 
@@ -85,6 +87,7 @@ class TLSProtocol(asyncio.Protocol):
         self._close_held: bool | None = None  # close() while in early data: False close, True write_eof
         self._handshake_ended = asyncio.Event()
         self._flush_soon: asyncio.Handle | None = None  # a deferred _flush (see _deliver)
+        self._deferred = 0  # application bytes written while the flush is deferred
         self._established = False  # the handshake completed with the app connected (until connection_lost)
 
     # --- the TCP side -------------------------------------------------------------------------------
@@ -181,8 +184,12 @@ class TLSProtocol(asyncio.Protocol):
             self._ktls.write_data(bytes(data))
             return
         self.session.conn.send_data(bytes(data))
-        if self._flush_soon is None:  # else it leaves with what is deferred, at the latest this loop iteration
+        if self._flush_soon is None:
             self._flush()
+        else:  # deferred (see _deliver): it leaves with the tickets this loop iteration, or now once it is large,
+            self._deferred += len(data)  # so a big first response still meets the transport's flow control
+            if self._deferred >= _DEFER_LIMIT:
+                self._flush()
 
     async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
         """Send a file: ``os.sendfile`` under kTLS TX, else read and written as records; bytes sent."""
@@ -256,6 +263,7 @@ class TLSProtocol(asyncio.Protocol):
         if self._flush_soon is not None:
             self._flush_soon.cancel()
             self._flush_soon = None
+            self._deferred = 0
         out = self.session.outgoing()
         # A closed transport drops the bytes (uvloop's would raise): e.g. close_notify after the peer reset.
         if out and self._raw is not None and not self._raw.is_closing():

@@ -104,8 +104,9 @@ class Channel(asyncio.Protocol):
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def write(self, data: bytes) -> None:
-        """ConnectionResetError once the connection is lost (a long body stops there, as with ``drain``)."""
-        if self._lost or self.transport is None:
+        """ConnectionResetError once the connection is lost or closing (a long body stops there, as with
+        ``drain``; e.g. a request that arrived just as SIGTERM's drain closed the idle connection)."""
+        if self._lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("the connection was lost")
         self.transport.write(data)
 
