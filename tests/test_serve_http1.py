@@ -74,7 +74,7 @@ class Conn:
                 metrics=None, log_access=False))
             return self.task
 
-        self.channel = Channel(connected)
+        self.channel = Channel(connected, send_timeout=limits.idle_timeout)
         self.transport.channel = self.channel
         self.channel.connection_made(self.transport)
 
@@ -200,6 +200,19 @@ def test_response_waits_while_the_transport_is_paused(root: Path) -> None:
         conn.channel.resume_writing()
         await asyncio.sleep(0.05)
         assert conn.statuses() == [200, 200]
+
+    run(go)
+
+
+def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(root: Path) -> None:
+    """Like nginx's send_timeout: a response that cannot leave (the client reads nothing, the transport stays
+    paused) ends the connection after ``idle_timeout`` instead of holding it and its task forever."""
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(idle_timeout=0.2), ConnectionTracker())
+        conn.channel.pause_writing()
+        conn.send(GET + GET)
+        await conn.finished(timeout=3)
+        assert conn.transport.closed.done() and conn.statuses() == [200]
 
     run(go)
 

@@ -23,9 +23,10 @@ class Channel(asyncio.Protocol):
     """One connection's plaintext stream. ``connected(channel)`` runs at ``connection_made`` (it starts the
     handler task); ``deadline`` is the loop time after which a ``read()`` still waiting raises TimeoutError."""
 
-    def __init__(self, connected: Callable[[Channel], object]) -> None:
+    def __init__(self, connected: Callable[[Channel], object], *, send_timeout: float = 60.0) -> None:
         self._loop = asyncio.get_running_loop()
         self._connected = connected
+        self.send_timeout = send_timeout  # a client that reads nothing this long while we wait to write: cut off
         self.transport: asyncio.Transport | None = None
         self.handler: object = None
         self.deadline = math.inf
@@ -111,10 +112,18 @@ class Channel(asyncio.Protocol):
         self.transport.write(data)
 
     async def drain(self) -> None:
-        """Wait while the transport has paused writing (one task at a time; it may be another than read's)."""
-        while self.paused and not self._lost:
-            waiter = self._drained = self._loop.create_future()
-            await waiter
+        """Wait while the transport has paused writing (one task at a time; it may be another than read's). A
+        client that reads nothing for ``send_timeout`` seconds meanwhile is cut off: the connection is aborted
+        and TimeoutError raised (as nginx's ``send_timeout``)."""
+        if self.paused and not self._lost:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    while self.paused and not self._lost:
+                        waiter = self._drained = self._loop.create_future()
+                        await waiter
+            except TimeoutError:
+                self.abort()
+                raise
         if self._lost:
             raise ConnectionResetError("the connection was lost")
 

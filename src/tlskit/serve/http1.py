@@ -434,8 +434,13 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
             metrics.active.dec()
         channel.close()
         if channel.write_pending:  # the last response is still on its way: a draining server waits for it
-            with contextlib.suppress(ConnectionError, TLSError):
-                await channel.wait_closed()
+            try:
+                async with asyncio.timeout(channel.send_timeout):
+                    await channel.wait_closed()
+            except TimeoutError:
+                channel.abort()  # the client stopped reading it (send timeout)
+            except (ConnectionError, TLSError):
+                pass
         tracker.remove(entry)
 
 

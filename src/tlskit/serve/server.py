@@ -214,7 +214,8 @@ class ServeProcess:
         def connected(channel: Channel) -> asyncio.Task[None]:
             return asyncio.get_running_loop().create_task(self._connection(channel, tls, site))
 
-        tls = _ServedTLS(TLSSession(site.config), Channel(connected),
+        channel = Channel(connected, send_timeout=site.settings.http.idle_timeout)
+        tls = _ServedTLS(TLSSession(site.config), channel,
                          handshake_timeout=site.settings.http.handshake_timeout, on_handshake=self._handshake_ended,
                          ktls=ktls.option(site.settings.ktls), early_data=site.settings.early_data)
         return tls
