@@ -1,7 +1,8 @@
 """HTTP/1.1 on h11 for one TLS connection: keep-alive, size limits, timeouts, routing, access log.
 
 A connection waits ``idle_timeout`` for a request's first byte, then ``header_timeout`` for the rest of its
-head (else 408); heads over ``max_header_bytes`` get 431, bodies over ``max_body_bytes`` 413. Routes raise
+head (else 408); a client that reads nothing of a response for ``idle_timeout`` is cut off (the channel's
+send timeout); heads over ``max_header_bytes`` get 431, bodies over ``max_body_bytes`` 413. Routes raise
 ``HTTPError`` for a plain-text error answer; an unexpected exception in a route is a logged 500.
 
 0-RTT (RFC 8470): with ``--early-data`` the connection starts on the client's early data, before the TLS
