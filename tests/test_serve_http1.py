@@ -502,3 +502,20 @@ def test_writing_to_a_closing_connection_is_a_reset_not_a_route_error() -> None:
         assert transport.data == b"fine while open"
 
     run(go)
+
+
+def test_per_request_responses_do_not_fill_the_response_cache(root: Path) -> None:
+    """Range answers (and any route's own headers) are built per request: they must not take places in the
+    per-second response cache meant for a file version's fields (which would evict those every 256)."""
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(), ConnectionTracker())
+        conn.send(GET)  # the file's 200 fields: cached
+        await asyncio.sleep(0.05)
+        before = len(http1._responses)
+        for i in range(20):
+            conn.send(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nRange: bytes=%d-%d\r\n\r\n" % (i, i + 3))
+        await asyncio.sleep(0.1)
+        assert conn.data.count(b"HTTP/1.1 206 Partial Content\r\n") == 20
+        assert len(http1._responses) == before
+
+    run(go)

@@ -261,7 +261,7 @@ class Exchange:
     async def start(self, status: int, headers: Sequence[tuple[str, str]], reason_phrase: str | None = None) -> None:
         """Send the response head; adds Date, Server and (when closing) Connection."""
         phrase = None if reason_phrase is None else reason_phrase.encode("latin-1", "replace")
-        self.send_head(status, checked(headers), phrase)
+        self.send_head(status, list(checked(headers)), phrase)  # a list: built per request, so not cached
 
     def respond(self, status: int, fields: Sequence[Field], body: bytes = b"", *, send_body: bool = True) -> None:
         """A whole response from ``checked`` fields: head and body in one write. ``send_body`` is False for
@@ -328,7 +328,8 @@ _responses: dict[tuple[int, int, bool], tuple[tuple[Field, ...], int, h11.Respon
 
 
 def _response(status: int, fields: Sequence[Field], close: bool) -> h11.Response:
-    """The h11 Response for ``fields`` plus Date, Server and (``close``) Connection, reused within a second."""
+    """The h11 Response for ``fields`` plus Date, Server and (``close``) Connection, reused within a second
+    when ``fields`` is a tuple kept across requests (a file version's fields); a list is built per request."""
     if type(fields) is not tuple:
         return _build_response(status, fields, close)
     key = (id(fields), status, close)

@@ -227,9 +227,10 @@ class StaticFiles:
         if span is None:
             return 0, st.st_size, 200, meta.ok
         offset, count = span
-        return offset, count, 206, (*meta.ok[:4], (b"content-range", b"content-range",
+        # a list, not a tuple: per-request fields are not worth a place in the per-second response cache
+        return offset, count, 206, [*meta.ok[:4], (b"content-range", b"content-range",
                                                    b"bytes %d-%d/%d" % (offset, offset + count - 1, st.st_size)),
-                                    (b"content-length", b"content-length", b"%d" % count))
+                                    (b"content-length", b"content-length", b"%d" % count)]
 
     async def _send_listing(self, request: Request, exchange: HTTPExchange, path: str, url_path: str) -> None:
         entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")),
