@@ -5,6 +5,7 @@ fields. A fake transport stands in for ``TLSProtocol``; ``StaticFiles`` serves a
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,12 +14,15 @@ import h11
 import pytest
 
 from tlskit.serve import http1
+from tlskit.serve.accesslog import TLSFields
 from tlskit.serve.channel import Channel
 from tlskit.serve.http1 import ConnectionTracker, Exchange, Router, TLSState, checked, serve_connection
 from tlskit.serve.settings import HTTPLimits, StaticRoute
 from tlskit.serve.static import FileCache, StaticFiles
 
 PAGE = b"<!doctype html><title>t</title>\n"
+_FIELDS = TLSFields(version="TLSv1.3", suite="TLS_AES_128_GCM_SHA256", group="x25519", sni="localhost",
+                    alpn="http/1.1", resumed=False, early_data=False, handshake_ms=1.0, client="-")
 GET = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
@@ -63,15 +67,15 @@ class _Transport(asyncio.Transport):
 class Conn:
     """One served connection: ``send`` request bytes, read ``statuses()``/``data``, ``closed`` when over."""
 
-    def __init__(self, root: Path, limits: HTTPLimits, tracker: ConnectionTracker) -> None:
+    def __init__(self, root: Path, limits: HTTPLimits, tracker: ConnectionTracker, *, log: bool = False) -> None:
         router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
         self.transport = _Transport()
         self.task: asyncio.Task[None] | None = None
 
         def connected(channel: Channel) -> asyncio.Task[None]:
             self.task = asyncio.get_running_loop().create_task(serve_connection(
-                channel, TLSState(None, early=False), router=lambda: router, limits=limits, tracker=tracker,
-                metrics=None, log_access=False))
+                channel, TLSState(_FIELDS if log else None, early=False), router=lambda: router, limits=limits,
+                tracker=tracker, metrics=None, log_access=log))
             return self.task
 
         self.channel = Channel(connected, send_timeout=limits.idle_timeout)
@@ -519,3 +523,18 @@ def test_per_request_responses_do_not_fill_the_response_cache(root: Path) -> Non
         assert len(http1._responses) == before
 
     run(go)
+
+
+def test_a_response_is_logged_even_when_the_unread_request_body_then_stalls(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 405 to a POST whose body never finishes: the answer went out, so it is in the access log, and then the
+    connection ends at the read timeout."""
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(idle_timeout=0.2), ConnectionTracker(), log=True)
+        conn.send(b"POST /index.html HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\npartial")
+        await conn.finished(timeout=3)
+        assert conn.statuses() == [405]
+
+    with caplog.at_level(logging.INFO, logger="tlskit.access"):
+        run(go)
+    assert any('"POST /index.html HTTP/1.1" 405' in r.getMessage() for r in caplog.records), caplog.text

@@ -517,9 +517,14 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
         if exchange.started:
             raise ConnectionError("failed after the response started") from None
         exchange.simple(500, head=request.method == "HEAD")
+    unread: BaseException | None = None
     if conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE:
-        with contextlib.suppress(HTTPError):  # leave the connection in a state to read the next request
+        try:  # leave the connection in a state to read the next request
             await exchange.discard_body()
+        except HTTPError:
+            pass
+        except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError) as e:
+            unread = e  # the response went out: log it, then end the connection
     if metrics:
         metrics.requests.labels(str(exchange.status)).inc()
         metrics.request_seconds.observe(time.monotonic() - started)
@@ -530,6 +535,8 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
                              request_ms=round((time.monotonic() - started) * 1000, 3),
                              tls=await _logged_fields(state, early))
         access_log.info("%s", access, extra={"access": access})  # formatted by the handler: combined()
+    if unread is not None:
+        raise unread
 
 
 async def _logged_fields(state: TLSState, early: bool) -> TLSFields:
