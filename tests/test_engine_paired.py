@@ -787,3 +787,19 @@ def test_message_trace_sees_every_handshake_message_in_order() -> None:
     assert client_view == [(True, 1), (False, 2), (False, 8), (False, 11), (False, 15), (False, 20), (True, 20)]
     server_sent = [kind for who, sent, kind in seen if who == "server" and sent]
     assert server_sent == [2, 8, 11, 15, 20]
+
+
+def test_alpn_is_known_before_the_handshake_completes() -> None:
+    """RFC 7301: the server settles ALPN with its flight — before the client's Finished, so 0-RTT data can be
+    routed by it — and the client learns it from EncryptedExtensions."""
+    pair = connect(client_config(alpn=("h2", "http/1.1")), server_config(alpn=("http/1.1", "h2")))
+    assert pair.client.alpn is None and pair.server.alpn is None
+    pair.server.receive_data(pair.client.data_to_send())  # ClientHello -> the server's whole flight
+    assert pair.server.alpn == "http/1.1" and not pair.server.handshake_complete
+    pair.client.receive_data(pair.server.data_to_send())
+    assert pair.client.alpn == "http/1.1"
+    pair.server.receive_data(pair.client.data_to_send())
+    assert pair.server.handshake_complete and pair.server.negotiated is not None
+    assert pair.server.negotiated.alpn == pair.server.alpn
+    plain = handshake()  # no ALPN offered: none settled
+    assert plain.client.alpn is None and plain.server.alpn is None

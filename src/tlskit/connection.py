@@ -85,6 +85,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_alpn",
         "_ccs_ok",
         "_client_random",
         "_complete",
@@ -121,6 +122,7 @@ class Connection:
         self._out = bytearray()
         self._pending_hs = bytearray()
         self._events: list[Event] = []
+        self._alpn: str | None = None
         self._read: RecordDecryptor | None = None
         self._write: RecordEncryptor | None = None
         self._state: object = initial_state or (ClientStart() if self.is_client else ExpectClientHello())
@@ -166,6 +168,13 @@ class Connection:
     def negotiated(self) -> HandshakeComplete | None:
         """What the handshake settled (the same value as the ``HandshakeComplete`` event)."""
         return self._complete
+
+    @property
+    def alpn(self) -> str | None:
+        """The negotiated application protocol (RFC 7301), known before the handshake completes: to a server
+        once its flight is out (so early data can be routed by it, §4.2.10), to a client from
+        EncryptedExtensions. None when none was negotiated."""
+        return self._alpn
 
     @property
     def closed(self) -> bool:
@@ -608,6 +617,9 @@ class _HandshakeContext:
         conn._max_fragment = min(MAX_PLAINTEXT, limit - 1)
         if conn._write is not None:
             conn._write.max_fragment = conn._max_fragment
+
+    def select_alpn(self, protocol: str) -> None:
+        self._conn._alpn = protocol
 
     def key_log(self, label: str, secret: bytes) -> None:
         conn = self._conn

@@ -197,3 +197,70 @@ def test_early_get_is_answered_in_half_rtt_data_before_the_clients_finished(tmp_
         assert not closed, "the server closed before the handshake completed"
     finally:
         served.stop()
+
+
+def test_early_h2_request_is_answered_in_half_rtt_data_before_the_clients_finished(tmp_path: Path,
+                                                                                  upstream: int) -> None:
+    """With h2 offered, a 0-RTT HTTP/2 request is routed by the ALPN the server settled with its flight and is
+    answered as 0.5-RTT data too (the h2 package frames the client side)."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from tlskit.config import ClientConfig
+    from tlskit.connection import Connection
+    from tlskit.events import ApplicationData, HandshakeComplete
+    from tlskit.pki.verify import TrustStore
+    from tlskit.stores.memory import MemorySessionStore
+
+    served = serve(tmp_path, upstream, "--early-data", "--alpn", "h2", "--alpn", "http/1.1")
+    try:
+        config = ClientConfig(server_name="localhost", trust=TrustStore.from_pem_file(served.cacert),
+                              alpn=("h2",), session_store=MemorySessionStore(), early_data=True)
+
+        def fetch(early: bool) -> tuple[bytes, HandshakeComplete | None, bool]:
+            """(body, the handshake, whether our Finished had been sent when the body arrived)."""
+            h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+            h2c.initiate_connection()
+            h2c.send_headers(1, [(b":method", b"GET"), (b":path", b"/index.html"), (b":scheme", b"https"),
+                                 (b":authority", b"localhost")], end_stream=True)
+            conn = Connection(config)
+            conn.start()
+            if early:
+                conn.send_data(h2c.data_to_send())
+            body, done, finished_sent, ended = b"", None, False, False
+            with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+                sock.sendall(conn.data_to_send())
+                while not ended:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    conn.receive_data(data)
+                    for event in conn.events():
+                        if isinstance(event, HandshakeComplete):
+                            done = event
+                        elif isinstance(event, ApplicationData):
+                            for h2_event in h2c.receive_data(event.data):
+                                if isinstance(h2_event, h2.events.DataReceived):
+                                    body += h2_event.data
+                                    h2c.acknowledge_received_data(h2_event.flow_controlled_length, 1)
+                                ended = ended or isinstance(h2_event, h2.events.StreamEnded)
+                    if ended:
+                        break  # the answer is complete: was our Finished out yet?
+                    if not early and done is not None and not finished_sent:
+                        conn.send_data(h2c.data_to_send())  # the request, after the handshake
+                    if not early or ended:
+                        out = conn.data_to_send()
+                        finished_sent = finished_sent or bool(out)
+                        sock.sendall(out)
+            return body, done, finished_sent
+
+        body, done, _ = fetch(False)  # a full handshake over h2 leaves a ticket
+        assert body.endswith(b"static\n") and done is not None and done.alpn == "h2" and not done.resumed
+        body, done, finished_sent = fetch(True)
+        assert done is not None and done.resumed and done.early_data_accepted and done.alpn == "h2"
+        assert body.endswith(b"static\n") and not finished_sent, "the h2 answer waited for our Finished"
+    finally:
+        served.stop()

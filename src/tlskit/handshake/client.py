@@ -428,6 +428,7 @@ class ExpectEncryptedExtensions:
             if len(chosen) != 1 or chosen[0] not in core.config.alpn:
                 raise AlertError(AlertDescription.illegal_parameter, f"server selected ALPN {chosen!r}")
             core.alpn = chosen[0]
+            ctx.select_alpn(core.alpn)
         if ExtensionType.record_size_limit in exts:
             limit = ext.parse_record_size_limit(exts[ExtensionType.record_size_limit])
             ctx.set_send_record_limit(limit)

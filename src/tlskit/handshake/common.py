@@ -65,6 +65,10 @@ class Context(Protocol):
     def skip_early_data(self, max_bytes: int) -> None:
         """Server: drop the client's rejected 0-RTT records (trial decryption, §4.2.10)."""
 
+    def select_alpn(self, protocol: str) -> None:
+        """The application protocol is settled (RFC 7301): a server's with its flight, a client's from
+        EncryptedExtensions — before the handshake completes, so 0-RTT data can be routed by it."""
+
     def key_log(self, label: str, secret: bytes) -> None:
         """Emit one NSS key log line (keyed by the client random) if the config asks for it."""
 

@@ -228,6 +228,8 @@ def _server_flight(
 ) -> object:
     """ServerHello, then EncryptedExtensions, [CertificateRequest, Certificate, CertificateVerify,] Finished."""
     alpn = choose_alpn(config, offer.alpn)
+    if alpn is not None:
+        ctx.select_alpn(alpn)
     certified = None if accepted is not None else choose_certificate(config, offer.server_name, offer.schemes)
     early = (
         accepted is not None

@@ -246,20 +246,14 @@ class ServeProcess:
             assert done is not None
             return done
 
-        # Connected on 0-RTT data (``early_data``), the handshake may still be running.
+        # Connected on 0-RTT data (``early_data``), the handshake may still be running; the protocol follows
+        # the ALPN the engine settled with its flight (``Connection.alpn``), so 0-RTT requests over h2 too are
+        # answered as 0.5-RTT data (RFC 8470 still applies).
         negotiated = tls.session.negotiated
-        if negotiated is None and "h2" in site.settings.alpn:
-            # The protocol follows ALPN, known once the handshake completes: with h2 offered, 0-RTT requests
-            # are read then (still as early data, RFC 8470) rather than answered as 0.5-RTT data.
-            try:
-                negotiated = await tls.wait_handshake()
-            except TLSError:
-                channel.close()
-                return
         state = TLSState(make=fields, early=negotiated is None or negotiated.early_data_accepted,
                          early_bytes=lambda: tls.early_bytes, handshake=handshake,
                          client_auth=site.config.client_auth is not None)
-        serve = serve_h2_connection if negotiated is not None and negotiated.alpn == "h2" else serve_connection
+        serve = serve_h2_connection if tls.session.conn.alpn == "h2" else serve_connection
         await serve(channel, state, router=lambda: site.router, limits=site.settings.http,
                     tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
 
