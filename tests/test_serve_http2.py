@@ -69,10 +69,14 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 class Client:
     """One HTTP/2 connection: ``request`` opens a stream, ``pump`` reads frames until a condition holds."""
 
-    def __init__(self, served: Served, settings: dict[int, int] | None = None) -> None:
+    def __init__(self, served: Served, settings: dict[int, int] | None = None, *, rcvbuf: int = 0) -> None:
         ctx = served.context()
         ctx.set_alpn_protocols(["h2"])
-        raw = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+        raw = socket.socket()
+        if rcvbuf:  # a small receive buffer makes the server's transport pause sooner
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", served.port))
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
@@ -355,3 +359,89 @@ def test_early_data_streams_follow_rfc8470_get_served_post_425(root: Path) -> No
     statuses, body = asyncio.run(run())
     assert statuses == {1: 200, 3: 425}
     assert body == b"<h1>h2</h1>\n"
+
+
+def test_rapid_reset_is_answered_with_goaway_and_reset_streams_are_forgotten(tmp_path: Path, root: Path) -> None:
+    """CVE-2023-44487: streams opened and reset at once cost the server, not the client. A few are forgotten (the
+    idle timeout still closes the connection afterwards: nothing is left in flight); hundreds end it."""
+    served = _serve(tmp_path, str(root), toml="[http]\nidle_timeout = 0.5\n")
+    try:
+        client = Client(served)
+        for _ in range(20):
+            sid = client.request("/big.bin")
+            client.conn.reset_stream(sid, ErrorCodes.CANCEL)
+        client.flush()
+        client.pump(lambda: client.goaway is not None and client.closed, timeout=5)
+        assert client.goaway is not None and client.goaway[1] == ErrorCodes.NO_ERROR  # the idle timeout's
+
+        flood = Client(served)
+        cut_off = False
+        try:
+            for _ in range(400):
+                sid = flood.request("/big.bin")
+                flood.conn.reset_stream(sid, ErrorCodes.CANCEL)
+                if sid % 64 == 1:
+                    flood.flush()
+            flood.flush()
+            flood.pump(lambda: flood.goaway is not None and flood.closed, timeout=5)
+        except (ConnectionError, ssl.SSLError):
+            cut_off = True  # the server closed while we were still sending (its GOAWAY unread)
+        # Without the limit the streams would just be served and reset, and only the idle timeout's NO_ERROR
+        # GOAWAY would come.
+        assert cut_off or (flood.goaway is not None and flood.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM)
+        healthy = Client(served)
+        sid = healthy.request("/index.html")
+        healthy.pump(lambda: sid in healthy.ended)
+        assert healthy.status(sid) == 200
+    finally:
+        served.stop()
+    _no_traceback(served)
+
+
+def test_streams_finish_when_the_client_returns_credit_a_window_at_a_time(tmp_path: Path, root: Path) -> None:
+    """WINDOW_UPDATEs that arrive while a stream waits for the transport must not be lost (clients often give a
+    window's credit back at once when it is used up)."""
+    served = _serve(tmp_path, str(root), toml="[http]\nidle_timeout = 4\n")
+    window = 100_000
+    try:
+        client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}, rcvbuf=16384)
+        client.consume = False
+        client.conn.increment_flow_control_window((1 << 31) - 1 - 65535)
+        sids = [client.request("/big.bin") for _ in range(80)]
+        time.sleep(0.5)  # the server fills the socket and waits for the transport
+        unacked: dict[int, int] = {}
+        deadline = time.monotonic() + 15
+        while len(client.ended | set(client.reset)) < len(sids) and time.monotonic() < deadline:
+            before = {sid: len(client.bodies.get(sid, b"")) for sid in sids}
+
+            def progressed(before: dict[int, int] = before) -> bool:
+                return any(len(client.bodies.get(s, b"")) != before[s] for s in sids)
+
+            client.pump(progressed, timeout=5)
+            for sid in sids:
+                unacked[sid] = unacked.get(sid, 0) + len(client.bodies.get(sid, b"")) - before[sid]
+                if unacked[sid] >= window:
+                    client.conn.acknowledge_received_data(unacked.pop(sid), sid)
+            client.flush()
+        assert client.reset == {} and client.ended == set(sids)
+        assert all(bytes(client.bodies[sid]) == BIG for sid in sids)
+    finally:
+        served.stop()
+
+
+def test_header_list_limit_is_enforced_and_proxy_refuses_what_http11_cannot_carry(tmp_path: Path,
+                                                                                 upstream: int) -> None:
+    served = _serve(tmp_path, "--proxy", f"http://127.0.0.1:{upstream}")
+    try:
+        client = Client(served)
+        odd = client.request("/api/x", headers=((b"x(y", b"1"),))  # a valid HTTP/2 name, not an HTTP/1.1 token
+        spaced = client.request("/api/a b")
+        client.pump(lambda: {odd, spaced} <= client.ended)
+        assert [client.status(odd), client.status(spaced)] == [400, 400]
+        big = client.request("/api/y", headers=((b"x-big", b"v" * 40_000),))  # over max_header_bytes (16 KiB)
+        client.pump(lambda: client.goaway is not None, timeout=5)
+        assert client.goaway is not None and client.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM
+        assert big not in client.headers
+    finally:
+        served.stop()
+    _no_traceback(served)

@@ -50,6 +50,7 @@ __all__ = ["MAX_CONCURRENT_STREAMS", "StreamExchange", "serve_h2_connection"]
 
 _log = logging.getLogger("tlskit.serve")
 MAX_CONCURRENT_STREAMS = 100
+MAX_CLIENT_RESETS = 200  # streams in flight a client may cancel (if they are half its streams or more): then GOAWAY
 CONNECTION_WINDOW = 1 << 24  # receive window for the whole connection: a stalled stream does not block the rest
 _SERVER = (b"server", b"tlskit")
 _PSEUDO = (b":method", b":scheme", b":authority", b":path")
@@ -166,12 +167,13 @@ class StreamExchange:
         """Send what waits for the client's windows; the client must open them within ``idle_timeout``."""
         conn = self.conn
         while True:
+            self._window.clear()  # before pushing: a WINDOW_UPDATE from here on is not missed
             self._push()
             if conn.channel.paused:
                 await conn.writable()
+                continue  # windows may have opened meanwhile: push again
             if not self._out:
                 return
-            self._window.clear()
             try:
                 await asyncio.wait_for(self._window.wait(), conn.limits.idle_timeout)
             except TimeoutError:
@@ -220,6 +222,8 @@ class _Connection:
         self.streams: dict[int, StreamExchange] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.last_stream = 0  # the highest stream id accepted (named in the draining GOAWAY)
+        self.requests = 0  # streams opened by the client
+        self.resets = 0  # streams the client reset (RST_STREAM) while we were still serving them
         self.draining = False
         self.closed = False
         self.bytes_in = 0
@@ -272,12 +276,17 @@ class _Connection:
         h2c.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes})
+        h2c.decoder.max_header_list_size = limits.max_header_bytes  # enforced, not only advertised
         h2c.initiate_connection()
         h2c.increment_flow_control_window(CONNECTION_WINDOW - h2c.inbound_flow_control_window)
         self.send()
         if self.tracker.draining:
             self.drain()
         while not self.closed:
+            if channel.paused:  # the client reads nothing: read no more requests, PINGs or SETTINGS meanwhile
+                await self.writable()
+                if self.closed:
+                    break
             channel.set_timeout(limits.idle_timeout)
             try:
                 data = await channel.read()
@@ -319,8 +328,16 @@ class _Connection:
                     stream.feed(b"", 0, True)
             case h2.events.StreamReset(stream_id=int(sid)):
                 task = self.tasks.get(sid)
-                if task is not None:
-                    task.cancel()  # the client gave up on it
+                if task is None:
+                    return
+                task.cancel()  # the client gave up on it
+                self.resets += 1
+                if self.resets > MAX_CLIENT_RESETS and 2 * self.resets > self.requests:
+                    # rapid reset (CVE-2023-44487): opening and cancelling streams costs us, not the client
+                    self.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+                    self.send()
+                    self.closed = True
+                    self.channel.close()
             case h2.events.WindowUpdated(stream_id=sid):
                 streams = self.streams.values() if not sid else [s for s in (self.streams.get(sid),) if s]
                 for stream in streams:
@@ -337,10 +354,22 @@ class _Connection:
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
         self.last_stream = max(self.last_stream, sid)
+        self.requests += 1
         stream = StreamExchange(self, sid, bool(event.stream_ended))
         self.streams[sid] = stream
-        self.tasks[sid] = asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self._serve(stream, list(event.headers or ()), early, not event.stream_ended))
+        self.tasks[sid] = task
+        # A task cancelled before its first step (HEADERS and RST_STREAM in one read) never runs its finally:
+        # the stream is forgotten here, whatever happened to the task.
+        task.add_done_callback(lambda _: self._forget(stream))
+
+    def _forget(self, stream: StreamExchange) -> None:
+        self.streams.pop(stream.stream_id, None)
+        self.tasks.pop(stream.stream_id, None)
+        stream.skip_body()
+        if self.draining and not self.streams:
+            self.close()
 
     async def _serve(self, stream: StreamExchange, raw: list[tuple[bytes, bytes]], early: bool, body: bool) -> None:
         started = time.monotonic()
@@ -359,11 +388,7 @@ class _Connection:
                     self.send()
             return
         finally:
-            self.streams.pop(stream.stream_id, None)
-            self.tasks.pop(stream.stream_id, None)
-            stream.skip_body()
-            if self.draining and not self.streams:
-                self.close()
+            self._forget(stream)
         if self.metrics:
             self.metrics.requests.labels(str(stream.status)).inc()
             self.metrics.request_seconds.observe(time.monotonic() - started)
@@ -463,7 +488,12 @@ async def serve_h2_connection(channel: Channel, state: TLSState, *, router: Call
         if metrics:
             metrics.active.dec()
         channel.close()
-        if channel.write_pending:
-            with contextlib.suppress(ConnectionError, TLSError):
-                await channel.wait_closed()
+        if channel.write_pending:  # as HTTP/1.1: the last bytes may leave, within the send timeout
+            try:
+                async with asyncio.timeout(channel.send_timeout):
+                    await channel.wait_closed()
+            except TimeoutError:
+                channel.abort()
+            except (ConnectionError, TLSError):
+                pass
         tracker.remove(entry)

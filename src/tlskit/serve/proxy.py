@@ -107,8 +107,12 @@ class ReverseProxy:
             if data := upstream.send(event):
                 writer.write(data)
 
-        send(h11.Request(method=request.method, target=r.upstream_path + request.target,
-                         headers=self._request_headers(request)))
+        try:  # HTTP/2 lets through what HTTP/1.1 cannot carry (a space in :path, odd header names): 400
+            head = h11.Request(method=request.method, target=r.upstream_path + request.target,
+                               headers=self._request_headers(request))
+        except (h11.LocalProtocolError, UnicodeEncodeError) as e:
+            raise HTTPError(400, detail=f"cannot be forwarded as HTTP/1.1: {e}") from None
+        send(head)
         async for chunk in exchange.body():
             send(h11.Data(data=chunk))
             await writer.drain()
