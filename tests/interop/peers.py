@@ -85,6 +85,26 @@ def tool_version(tool: str) -> str:
 # --------------------------------------------------------------------------------------------- ports
 
 
+def chromium_dump_dom(url: str, leaf_pem: Path, profile: Path) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium's ``--dump-dom`` of ``url``, trusting the leaf certificate in ``leaf_pem`` by its SPKI
+    pin (no NSS database needed); ``profile`` is a fresh user-data directory."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    chromium = require("chromium")
+    leaf = x509.load_pem_x509_certificates(leaf_pem.read_bytes())[0]
+    spki = leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    return subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", f"--ignore-certificate-errors-spki-list={pin}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=60, check=False)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -6,19 +6,15 @@ development CA is trusted through Chromium's SPKI allow-list (base64 SHA-256 of 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from tests.certs import make_ca, make_leaf
-from tests.interop.peers import require, tool_version
+from tests.interop.peers import chromium_dump_dom, require, tool_version
 from tests.served import Served, start
 
 PAGE = "<!doctype html><title>tlskit</title><h1 id=greeting>Hello from tlskit serve</h1>\n"
@@ -37,17 +33,7 @@ def site(tmp_path: Path) -> Iterator[Served]:
 
 
 def test_chromium_loads_the_page_over_x25519mlkem768(site: Served, tmp_path: Path) -> None:
-    chromium = require("chromium")
-    leaf = x509.load_pem_x509_certificates((site.cacert.parent / "localhost.pem").read_bytes())[0]
-    spki = leaf.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
-    result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'chromium'}", f"--ignore-certificate-errors-spki-list={pin}",
-         "--dump-dom", site.url("/")],
-        capture_output=True, text=True, timeout=60, check=False)
+    result = chromium_dump_dom(site.url("/"), site.cacert.parent / "localhost.pem", tmp_path / "chromium")
     version = tool_version("chromium")
     assert '<h1 id="greeting">Hello from tlskit serve</h1>' in result.stdout, (version, result.stderr[-2000:])
     fields = site.access(r'"GET / HTTP/1\.1" 200 .*HeadlessChrome')

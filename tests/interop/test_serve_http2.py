@@ -4,18 +4,14 @@ Without ``--alpn h2`` the same clients get HTTP/1.1."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from tests.interop.peers import require, tool_version
+from tests.interop.peers import chromium_dump_dom, require, tool_version
 from tests.served import Served, start
 
 PAGE = ('<!doctype html><title>h2</title><link rel=stylesheet href="style.css">'
@@ -98,17 +94,7 @@ def test_without_alpn_h2_curl_gets_http11(tmp_path: Path) -> None:
 
 
 def test_chromium_loads_a_page_over_http2(h2_site: Served, tmp_path: Path) -> None:
-    chromium = require("chromium")
-    leaf = x509.load_pem_x509_certificates((h2_site.cacert.parent / "localhost.pem").read_bytes())[0]
-    spki = leaf.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
-    result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'chromium'}", f"--ignore-certificate-errors-spki-list={pin}",
-         "--dump-dom", h2_site.url("/")],
-        capture_output=True, text=True, timeout=60, check=False)
+    result = chromium_dump_dom(h2_site.url("/"), h2_site.cacert.parent / "localhost.pem", tmp_path / "chromium")
     version = tool_version("chromium")
     assert '<h1 id="greeting">Hello over HTTP/2</h1>' in result.stdout, (version, result.stderr[-2000:])
     page = h2_site.access(r'"GET / HTTP/2\.0" 200 .*HeadlessChrome')
