@@ -8,6 +8,7 @@ use, and the error is re-raised to the caller.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -153,7 +154,7 @@ class Connection:
             return
         if not isinstance(self._state, ClientStart):
             raise ConfigError("start() was already called")
-        self._guard(lambda: self._advance_start())
+        self._guard(self._advance_start)
 
     def _advance_start(self) -> None:
         assert isinstance(self._state, ClientStart)
@@ -189,16 +190,7 @@ class Connection:
             return
         if self._peer_closed:
             return  # §6.1: data after the peer's close_notify is ignored (and not buffered)
-        try:
-            self._receive(data)
-            self._flush_handshake()
-        except AlertError as e:
-            self._pending_hs.clear()
-            self._fail(e)
-            raise
-        except RemoteAlert as e:
-            self._error = e
-            raise
+        self._guard(self._receive, data)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the transport (including a final alert after a failure)."""
@@ -306,11 +298,10 @@ class Connection:
         if self._complete is None:
             raise ConfigError("the handshake is not complete yet")
 
-    def _guard(self, step: object) -> None:
-        """Run ``step``; turn an AlertError into the alert on the wire and a dead connection."""
-        assert callable(step)
+    def _guard(self, step: Callable[[bytes], None] | Callable[[], None], *args: bytes) -> None:
+        """Run ``step(*args)``; turn an AlertError into the alert on the wire and a dead connection."""
         try:
-            step()
+            step(*args)
             self._flush_handshake()
         except AlertError as e:
             self._pending_hs.clear()
