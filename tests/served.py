@@ -7,6 +7,7 @@ after 10 s, and the fixtures using it stop it at teardown.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import queue
@@ -19,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -129,3 +130,48 @@ def json_lines(lines: Sequence[str]) -> list[dict[str, object]]:
         with contextlib.suppress(ValueError):
             out.append(json.loads(line))
     return out
+
+
+class EchoUpstream(http.server.BaseHTTPRequestHandler):
+    """An HTTP/1.1 upstream for proxy tests: answers with the request it saw as JSON (method, path, headers,
+    body — chunked bodies decoded) and ``x-upstream: echo``; ``/slow`` waits a second first."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/slow"):
+            time.sleep(1.0)
+        if self.headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while (size := int(self.rfile.readline().strip(), 16)) > 0:
+                body += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
+        else:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        out = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                          "body": body.decode(), "method": self.command}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.send_header("x-upstream", "echo")
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+
+@contextlib.contextmanager
+def echo_upstream() -> Iterator[int]:
+    """The port of an ``EchoUpstream`` on 127.0.0.1, for the duration of the block."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,13 +6,11 @@ timeout and SIGTERM's GOAWAY with a stream in flight; in process, RFC 8470's rul
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import os
 import signal
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,36 +32,6 @@ from tlskit.serve.static import FileCache, StaticFiles
 
 BIG = os.urandom(300_000)
 
-
-class _Echo(http.server.BaseHTTPRequestHandler):
-    """Upstream answering with the request it saw (JSON); ``/slow`` waits a second first."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        if self.path.endswith("/slow"):
-            time.sleep(1.0)
-        length = int(self.headers.get("content-length") or 0)
-        if self.headers.get("transfer-encoding") == "chunked":
-            body = b""
-            while (size := int(self.rfile.readline().strip(), 16)) > 0:
-                body += self.rfile.read(size)
-                self.rfile.readline()
-            self.rfile.readline()
-        else:
-            body = self.rfile.read(length)
-        out = json.dumps({"method": self.command, "path": self.path, "body": body.decode(),
-                          "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    do_POST = do_GET
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 class Client:
@@ -161,14 +129,6 @@ def root(tmp_path: Path) -> Path:
     (www / "index.html").write_text("<h1>h2</h1>\n")
     return www
 
-
-@pytest.fixture
-def upstream() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 def _serve(tmp_path: Path, *args: str, toml: str = "") -> Served:

@@ -14,45 +14,12 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.certs import make_ca, make_leaf
 from tests.served import Served, json_lines, start
-
-
-class _Echo(http.server.BaseHTTPRequestHandler):
-    """Upstream that answers with the request it saw, as JSON; ``/slow`` waits a second first."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        if self.path.endswith("/slow"):
-            time.sleep(1.0)
-        body = json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                           "body": self.rfile.read(int(self.headers.get("content-length") or 0)).decode()}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.send_header("x-upstream", "echo")
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_POST = do_GET
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def upstream() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

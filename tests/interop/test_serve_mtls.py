@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ import pytest
 
 from tests.interop.peers import free_port, require, tool_version, wait_listening
 from tests.served import Served, start
-from tests.test_serve_ops import _Echo
 
 OPENSSL = tool_version("openssl")
 CURL = tool_version("curl")
@@ -64,16 +62,6 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CA]:
         responder.terminate()
         responder.wait(timeout=10)
 
-
-@pytest.fixture
-def upstream() -> Iterator[int]:
-    import http.server
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 def serve(ca: CA, tmp_path: Path, *flags: str) -> Served:

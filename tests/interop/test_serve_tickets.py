@@ -11,17 +11,12 @@ import contextlib
 import json
 import os
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.fleet.conftest import RedisServer, own_redis
 from tests.interop.peers import require, tool_version
 from tests.served import Served, start
-from tests.test_serve_ops import _Echo
 
 __all__ = ["own_redis"]  # the fixture, imported so pytest finds it here
 
@@ -29,16 +24,6 @@ OPENSSL = tool_version("openssl")
 GET = b"GET /api/item HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 POST = b"POST /index.html HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
 
-
-@pytest.fixture
-def upstream() -> Iterator[int]:
-    import http.server
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 def serve(tmp_path: Path, upstream: int, *flags: str) -> Served:
