@@ -6,6 +6,7 @@ after 10 s, and the fixtures using it stop it at teardown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import json
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from tlskit.serve.channel import Channel
 
 
 @dataclass
@@ -175,3 +178,42 @@ def echo_upstream() -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class ChannelTransport(asyncio.Transport):
+    """The TCP side under a served ``Channel``, in process: records what the server writes; ``close()`` reports
+    the connection lost, as a real transport does. Create it inside the running loop."""
+
+    def __init__(self, channel: Channel | None = None) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.channel = channel
+        self.buffered = 0  # what get_write_buffer_size() reports
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+            assert self.channel is not None
+            asyncio.get_running_loop().call_soon(self.channel.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self.closed.done()
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("192.0.2.1", 50000) if name == "peername" else default
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass

@@ -13,6 +13,7 @@ from pathlib import Path
 import h11
 import pytest
 
+from tests.served import ChannelTransport
 from tlskit.serve import http1
 from tlskit.serve.accesslog import TLSFields
 from tlskit.serve.channel import Channel
@@ -26,50 +27,12 @@ _FIELDS = TLSFields(version="TLSv1.3", suite="TLS_AES_128_GCM_SHA256", group="x2
 GET = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
-class _Transport(asyncio.Transport):
-    """Records what the server writes; ``close()`` reports the connection lost, as a real transport does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = bytearray()
-        self.closed = asyncio.get_running_loop().create_future()
-        self.channel: Channel | None = None
-        self.buffered = 0  # what get_write_buffer_size() reports
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.data += data
-
-    def close(self) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-            assert self.channel is not None
-            asyncio.get_running_loop().call_soon(self.channel.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def is_closing(self) -> bool:
-        return self.closed.done()
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("192.0.2.1", 50000) if name == "peername" else default
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 class Conn:
     """One served connection: ``send`` request bytes, read ``statuses()``/``data``, ``closed`` when over."""
 
     def __init__(self, root: Path, limits: HTTPLimits, tracker: ConnectionTracker, *, log: bool = False) -> None:
         router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
-        self.transport = _Transport()
+        self.transport = ChannelTransport()
         self.task: asyncio.Task[None] | None = None
 
         def connected(channel: Channel) -> asyncio.Task[None]:
@@ -168,7 +131,7 @@ def test_a_later_deadline_does_not_fire_early_and_an_earlier_one_does() -> None:
     async def go() -> None:
         loop = asyncio.get_running_loop()
         channel = Channel(lambda _: None)
-        channel.connection_made(_Transport())
+        channel.connection_made(ChannelTransport())
         channel.set_timeout(0.1)
         with pytest.raises(TimeoutError):
             await channel.read()
@@ -496,8 +459,7 @@ def test_writing_to_a_closing_connection_is_a_reset_not_a_route_error() -> None:
 
     async def go() -> None:
         channel = Channel(lambda _: None)
-        transport = _Transport()
-        transport.channel = channel
+        transport = ChannelTransport(channel)
         channel.connection_made(transport)
         channel.write(b"fine while open")
         transport.close()  # closing; connection_lost comes later

@@ -22,7 +22,7 @@ import h2.settings
 import pytest
 from h2.errors import ErrorCodes
 
-from tests.served import Served, start
+from tests.served import ChannelTransport, Served, start
 from tlskit.serve.accesslog import TLSFields
 from tlskit.serve.channel import Channel
 from tlskit.serve.http1 import ConnectionTracker, Router, TLSState
@@ -253,33 +253,6 @@ def test_sigterm_sends_goaway_and_finishes_the_stream_in_flight(tmp_path: Path, 
     _no_traceback(served)
 
 
-class _Transport(asyncio.Transport):
-    """Collects what the server writes; ``close()`` reports the connection lost, as a real transport does."""
-
-    def __init__(self, channel: Channel) -> None:
-        super().__init__()
-        self.data = bytearray()
-        self.channel = channel
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.data += data
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            asyncio.get_running_loop().call_soon(self.channel.connection_lost, None)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("192.0.2.1", 50000) if name == "peername" else default
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
 def test_early_data_streams_follow_rfc8470_get_served_post_425(root: Path) -> None:
     """Streams whose HEADERS arrived in 0-RTT data: GET is served, POST gets 425 Too Early (in process)."""
 
@@ -292,7 +265,7 @@ def test_early_data_streams_follow_rfc8470_get_served_post_425(root: Path) -> No
         channel = Channel(lambda ch: task.append(asyncio.get_running_loop().create_task(serve_h2_connection(
             ch, state, router=lambda: router, limits=HTTPLimits(), tracker=ConnectionTracker(), metrics=None,
             log_access=False))))
-        transport = _Transport(channel)
+        transport = ChannelTransport(channel)
         channel.connection_made(transport)
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         client.initiate_connection()

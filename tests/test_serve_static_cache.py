@@ -11,6 +11,7 @@ from pathlib import Path
 import h11
 import pytest
 
+from tests.served import ChannelTransport
 from tlskit.serve import static
 from tlskit.serve.channel import Channel
 from tlskit.serve.http1 import _PENDING, Exchange, HTTPError, Request, TLSState
@@ -18,18 +19,6 @@ from tlskit.serve.settings import HTTPLimits, StaticRoute
 from tlskit.serve.static import FileCache, StaticFiles
 
 OLD = 1_600_000_000  # an mtime/atime long settled
-
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.data = bytearray()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.data += data
-
-    def is_closing(self) -> bool:
-        return False
 
 
 def fetch(route: StaticFiles, path: str, headers: dict[str, str] | None = None,
@@ -45,7 +34,7 @@ def fetch(route: StaticFiles, path: str, headers: dict[str, str] | None = None,
         request = Request(method=method, target=path, path=path, host="localhost",
                           headers=list(event.headers), http_version="1.1", peer="-", tls_state=TLSState(_PENDING),
                           first_on_connection=True)
-        writer = _Transport()
+        writer = ChannelTransport()
         channel = Channel(lambda _: None)
         channel.connection_made(writer)
         try:
