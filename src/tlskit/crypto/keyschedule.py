@@ -137,18 +137,17 @@ class EarlySecret:
     def __init__(self, params: SuiteParams, psk: bytes | None = None) -> None:
         self.params = params
         self._derived: bytes | None = None
-        if psk is None:  # without a PSK the early secret and its "derived" salt are constants per hash
-            self.secret, self._derived = _no_psk_early(params)
-            return
         zeros = bytes(params.hash_len)
-        self.secret = hkdf_extract(params.hash_name, zeros, psk)
+        self.secret = hkdf_extract(params.hash_name, zeros, zeros if psk is None else psk)
+        if psk is None:  # a constant per suite: its "derived" salt too (see ``without_psk``)
+            self._derived = self._derive(b"derived", params.empty_hash)
 
     @classmethod
     def without_psk(cls, params: SuiteParams) -> EarlySecret:
         """The early secret of a full handshake (PSK = zeros): one shared, immutable object per suite."""
-        shared = _NO_PSK_STAGE.get(params.suite)
+        shared = _NO_PSK.get(params.suite)
         if shared is None:
-            shared = _NO_PSK_STAGE[params.suite] = cls(params)
+            shared = _NO_PSK[params.suite] = cls(params)
         return shared
 
     def _derive(self, label: bytes, transcript_hash: bytes) -> bytes:
@@ -173,19 +172,7 @@ class EarlySecret:
         return HandshakeSecret(self.params, hkdf_extract(self.params.hash_name, salt, ikm))
 
 
-_NO_PSK: dict[str, tuple[bytes, bytes]] = {}
-_NO_PSK_STAGE: dict[int, EarlySecret] = {}  # by cipher suite
-
-
-def _no_psk_early(params: SuiteParams) -> tuple[bytes, bytes]:
-    """(Early Secret, Derive-Secret(., "derived", "")) for a handshake without PSK, computed once per hash."""
-    cached = _NO_PSK.get(params.hash_name)
-    if cached is None:
-        zeros = bytes(params.hash_len)
-        secret = hkdf_extract(params.hash_name, zeros, zeros)
-        cached = (secret, derive_secret(params, secret, b"derived", params.empty_hash))
-        _NO_PSK[params.hash_name] = cached
-    return cached
+_NO_PSK: dict[int, EarlySecret] = {}  # by cipher suite
 
 
 class HandshakeSecret:

@@ -241,7 +241,12 @@ class ExpectServerHello:
         if transcript.hash_name != params.hash_name:
             raise AlertError(AlertDescription.illegal_parameter, "ServerHello suite hash differs from HRR's")
         transcript.add(raw)
-        hs = keyschedule.EarlySecret(params, psk_secret).handshake_secret(shared)
+        early_secret = (
+            keyschedule.EarlySecret(params, psk_secret)
+            if psk_secret is not None
+            else keyschedule.EarlySecret.without_psk(params)
+        )
+        hs = early_secret.handshake_secret(shared)
         th = transcript.digest()
         c_hs, s_hs = hs.client_traffic_secret(th), hs.server_traffic_secret(th)
         ctx.key_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET", c_hs)
