@@ -493,17 +493,7 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
                 len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes):
             exchange.close_after = True
             raise HTTPError(431)
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            raise HTTPError(413, detail=f"body over {limits.max_body_bytes} bytes")
-        if early and request.method not in EARLY_SAFE_METHODS:
-            raise HTTPError(425, detail="not replay-safe: send it again now that the handshake is complete")
-        route = router.match(host, request.path) if request.path.startswith("/") else None
-        if route is None:
-            raise HTTPError(404)
-        if state.client_auth and getattr(route, "forwards_client_identity", False) and state.fields is None:
-            # mTLS in 0-RTT: the client's certificate (restored from its ticket) is known once the handshake
-            # completes; an upstream must not be told "no client certificate" meanwhile.
-            await state.complete()
+        route = await route_for(request, length, router, limits)
         await route.handle(request, exchange)
     except HTTPError as e:
         if exchange.started:
@@ -525,24 +515,46 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
             pass
         except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError) as e:
             unread = e  # the response went out: log it, then end the connection
-    if metrics:
-        metrics.requests.labels(str(exchange.status)).inc()
-        metrics.request_seconds.observe(time.monotonic() - started)
-    if logged:
-        access = AccessEntry(peer=peer, time=time.time(), method=request.method, target=target,
-                             http_version=request.http_version, status=exchange.status, size=exchange.body_bytes,
-                             referer=request.header(b"referer") or "-", user_agent=request.header(b"user-agent") or "-",
-                             request_ms=round((time.monotonic() - started) * 1000, 3),
-                             tls=await _logged_fields(state, early))
-        access_log.info("%s", access, extra={"access": access})  # formatted by the handler: combined()
+    await record_request(request, exchange.status, exchange.body_bytes, started, metrics=metrics, logged=logged)
     if unread is not None:
         raise unread
 
 
-async def _logged_fields(state: TLSState, early: bool) -> TLSFields:
-    """The connection's fields, with ``early`` saying whether this request (not the connection) was 0-RTT."""
-    fields = await state.complete()
-    return dataclasses.replace(fields, early_data=False) if fields.early_data and not early else fields
+async def route_for(request: Request, content_length: bytes | str | None, router: Router,
+                    limits: HTTPLimits) -> Route:
+    """The route for a request, after the checks both HTTP versions make: 413 for a declared body over the
+    limit, 425 for what is not replay-safe in 0-RTT data (RFC 8470), 404 without a route. Under mTLS in 0-RTT
+    it waits for the handshake before a route that passes the client's identity on (the client's certificate,
+    restored from its ticket, is known then: an upstream must not be told "no client certificate")."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > limits.max_body_bytes:
+        raise HTTPError(413, detail=f"body over {limits.max_body_bytes} bytes")
+    if request.early and request.method not in EARLY_SAFE_METHODS:
+        raise HTTPError(425, detail="not replay-safe: send it again now that the handshake is complete")
+    route = router.match(request.host, request.path) if request.path.startswith("/") else None
+    if route is None:
+        raise HTTPError(404)
+    state = request.tls_state
+    if state.client_auth and getattr(route, "forwards_client_identity", False) and state.fields is None:
+        await state.complete()
+    return route
+
+
+async def record_request(request: Request, status: int, size: int, started: float, *,
+                         metrics: ServeMetrics | None, logged: bool) -> None:
+    """Count an answered request in the metrics and write its access log entry (combined format + TLS fields,
+    with ``early`` saying whether this request, not just its connection, came in 0-RTT data)."""
+    if metrics:
+        metrics.requests.labels(str(status)).inc()
+        metrics.request_seconds.observe(time.monotonic() - started)
+    if logged:
+        fields = await request.tls_state.complete()
+        if fields.early_data and not request.early:
+            fields = dataclasses.replace(fields, early_data=False)
+        access = AccessEntry(peer=request.peer, time=time.time(), method=request.method, target=request.target,
+                             http_version=request.http_version, status=status, size=size,
+                             referer=request.header(b"referer") or "-", user_agent=request.header(b"user-agent") or "-",
+                             request_ms=round((time.monotonic() - started) * 1000, 3), tls=fields)
+        access_log.info("%s", access, extra={"access": access})  # formatted by the handler: combined()
 
 
 def _answer_error(conn: h11.Connection, channel: Channel, limits: HTTPLimits, error: HTTPError) -> None:

@@ -39,10 +39,10 @@ from hyperframe.frame import GoAwayFrame
 
 from ..errors import TLSError
 from . import http1
-from .accesslog import AccessEntry, access_log
+from .accesslog import access_log
 from .channel import Channel
 from .exchange import Field
-from .http1 import EARLY_SAFE_METHODS, ConnectionTracker, HTTPError, Request, Router, TLSState, checked
+from .http1 import ConnectionTracker, HTTPError, Request, Router, TLSState, checked, record_request, route_for
 from .metrics import ServeMetrics
 from .settings import HTTPLimits
 
@@ -389,33 +389,14 @@ class _Connection:
             return
         finally:
             self._forget(stream)
-        if self.metrics:
-            self.metrics.requests.labels(str(stream.status)).inc()
-            self.metrics.request_seconds.observe(time.monotonic() - started)
-        if self.logged:
-            access = AccessEntry(peer=self.peer, time=time.time(), method=request.method, target=request.target,
-                                 http_version="2.0", status=stream.status, size=stream.body_bytes,
-                                 referer=request.header(b"referer") or "-",
-                                 user_agent=request.header(b"user-agent") or "-",
-                                 request_ms=round((time.monotonic() - started) * 1000, 3),
-                                 tls=await http1._logged_fields(self.state, early))
-            access_log.info("%s", access, extra={"access": access})
+        await record_request(request, stream.status, stream.body_bytes, started, metrics=self.metrics,
+                             logged=self.logged)
 
     async def _exchange(self, request: Request, stream: StreamExchange) -> None:
         """Route the request; errors answered as HTTP/1.1 answers them (a started response: reset instead)."""
         head = request.method == "HEAD"
         try:
-            length = request.header(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
-                raise HTTPError(413, detail=f"body over {self.limits.max_body_bytes} bytes")
-            if request.early and request.method not in EARLY_SAFE_METHODS:
-                raise HTTPError(425, detail="not replay-safe: send it again now that the handshake is complete")
-            route = self.router().match(request.host, request.path) if request.path.startswith("/") else None
-            if route is None:
-                raise HTTPError(404)
-            if (self.state.client_auth and getattr(route, "forwards_client_identity", False)
-                    and self.state.fields is None):
-                await self.state.complete()  # mTLS in 0-RTT: the upstream must see the client's identity
+            route = await route_for(request, request.header(b"content-length"), self.router(), self.limits)
             await route.handle(request, stream)
         except HTTPError as e:
             if stream.started:
