@@ -148,6 +148,17 @@ class Channel(asyncio.Protocol):
                 self._closed = self._loop.create_future()
             await self._closed
 
+    async def close_gracefully(self) -> None:
+        """Close; what is still on its way to the client may leave within ``send_timeout``, then the connection
+        is aborted (the client stopped reading it). A draining server waits for this."""
+        self.close()
+        if self.write_pending:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await self.wait_closed()
+            except TimeoutError:
+                self.abort()
+
     @property
     def write_pending(self) -> int:
         """Bytes the transport still holds for the socket."""

@@ -434,15 +434,7 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
     finally:
         if metrics:
             metrics.active.dec()
-        channel.close()
-        if channel.write_pending:  # the last response is still on its way: a draining server waits for it
-            try:
-                async with asyncio.timeout(channel.send_timeout):
-                    await channel.wait_closed()
-            except TimeoutError:
-                channel.abort()  # the client stopped reading it (send timeout)
-            except (ConnectionError, TLSError):
-                pass
+        await channel.close_gracefully()
         tracker.remove(entry)
 
 

@@ -468,13 +468,5 @@ async def serve_h2_connection(channel: Channel, state: TLSState, *, router: Call
         await asyncio.gather(*tasks, return_exceptions=True)
         if metrics:
             metrics.active.dec()
-        channel.close()
-        if channel.write_pending:  # as HTTP/1.1: the last bytes may leave, within the send timeout
-            try:
-                async with asyncio.timeout(channel.send_timeout):
-                    await channel.wait_closed()
-            except TimeoutError:
-                channel.abort()
-            except (ConnectionError, TLSError):
-                pass
+        await channel.close_gracefully()
         tracker.remove(entry)
