@@ -47,6 +47,8 @@ from .messages.handshake import (
     decode_handshake,
 )
 from .record import (
+    HEADER_LEN,
+    MAX_CIPHERTEXT,
     MAX_PLAINTEXT,
     RecordDecryptor,
     RecordEncryptor,
@@ -61,6 +63,8 @@ __all__ = ["Connection", "TrafficSecrets"]
 _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
 _APPLICATION_DATA = ContentType.application_data
 _HANDSHAKE_RECORD_PREFIX = b"\x16\x03\x03"  # content type handshake, legacy_record_version 0x0303
+_MIN_PROTECTED = HEADER_LEN + 1 + 16  # header, content type, AEAD tag
+_MAX_RECORD = HEADER_LEN + MAX_CIPHERTEXT
 
 
 class _State(Protocol):
@@ -190,10 +194,36 @@ class Connection:
             return
         if self._peer_closed:
             return  # §6.1: data after the peer's close_notify is ignored (and not buffered)
+        size = len(data)
+        if (
+            _MIN_PROTECTED <= size <= _MAX_RECORD
+            and data[0] == 23
+            and (data[3] << 8 | data[4]) == size - 5
+            and data[1] == 3
+            and self._complete is not None
+            and not self._early_skip
+            and not self._reader.buffered
+            and not self._hs_buf
+        ):
+            # Exactly one protected record on an established connection (the usual case): straight to the AEAD.
+            assert self._read is not None
+            try:
+                content_type, payload = self._read.open(data[:5], data[5:] if size < 2048 else memoryview(data)[5:])
+                if content_type is _APPLICATION_DATA:
+                    self._events.append(ApplicationData(data=payload))
+                    return
+                self._dispatch(content_type, payload)
+                self._flush_handshake()
+            except (AlertError, RemoteAlert) as e:
+                self._failed(e)
+                raise
+            return
         self._guard(self._receive, data)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the transport (including a final alert after a failure)."""
+        if not self._out:
+            return b""
         out = bytes(self._out)
         self._out.clear()
         return out
@@ -213,6 +243,17 @@ class Connection:
         its flight is out (0.5-RTT data, §2.3: e.g. the answer to a 0-RTT request), except while it is
         still waiting for a client certificate.
         """
+        write = self._write
+        if (
+            self._complete is not None
+            and 0 < len(data) <= self._max_fragment
+            and self._error is None
+            and not self._sent_close
+            and write is not None
+            and write.seq < self.config.key_update_after_records - 1
+        ):
+            self._out += write.seal(_APPLICATION_DATA, data)  # the usual case: one record, no KeyUpdate due
+            return
         if self._complete is None and self._early_send is not None and self._error is None:
             if len(data) > self._early_send:
                 raise ConfigError(f"{len(data)} bytes exceed the {self._early_send} bytes of early data left")
@@ -230,11 +271,6 @@ class Connection:
             return
         self._check_sendable()
         if not data:
-            return
-        write = self._write
-        assert write is not None
-        if len(data) <= self._max_fragment and write.seq < self.config.key_update_after_records - 1:
-            self._out += write.seal(_APPLICATION_DATA, data)  # the usual case: one record, no KeyUpdate due
             return
         limit = self.config.key_update_after_records
         while data:
@@ -303,13 +339,17 @@ class Connection:
         try:
             step(*args)
             self._flush_handshake()
-        except AlertError as e:
+        except (AlertError, RemoteAlert) as e:
+            self._failed(e)
+            raise
+
+    def _failed(self, error: AlertError | RemoteAlert) -> None:
+        """After a step raised: our alert goes on the wire (nothing queued before it), or the peer's is kept."""
+        if isinstance(error, AlertError):
             self._pending_hs.clear()
-            self._fail(e)
-            raise
-        except RemoteAlert as e:
-            self._error = e
-            raise
+            self._fail(error)
+        else:
+            self._error = error
 
     def _fail(self, error: AlertError) -> None:
         self._error = error
@@ -380,22 +420,26 @@ class Connection:
                     self._early_skip = 0
                 else:
                     content_type, payload = self._read.open(header, fragment)
-            match content_type:
-                case ContentType.handshake:
-                    self._receive_handshake(payload)
-                case ContentType.alert:
-                    self._receive_alert(payload)
-                case ContentType.application_data if self._complete is None and self._early_recv is not None:
-                    if len(payload) > self._early_recv or self._hs_buf:
-                        raise AlertError(AlertDescription.unexpected_message, "more early data than we allowed")
-                    self._early_recv -= len(payload)
-                    self._events.append(EarlyData(data=payload))
-                case ContentType.application_data:
-                    if self._complete is None or self._hs_buf:
-                        raise AlertError(AlertDescription.unexpected_message, "application data during handshake")
-                    self._events.append(ApplicationData(data=payload))
-                case _:
-                    raise AlertError(AlertDescription.unexpected_message, f"{content_type.name} record")
+            self._dispatch(content_type, payload)
+
+    def _dispatch(self, content_type: ContentType, payload: bytes) -> None:
+        """Act on one record's content (§5): handshake messages, alerts, early or application data."""
+        match content_type:
+            case ContentType.handshake:
+                self._receive_handshake(payload)
+            case ContentType.alert:
+                self._receive_alert(payload)
+            case ContentType.application_data if self._complete is None and self._early_recv is not None:
+                if len(payload) > self._early_recv or self._hs_buf:
+                    raise AlertError(AlertDescription.unexpected_message, "more early data than we allowed")
+                self._early_recv -= len(payload)
+                self._events.append(EarlyData(data=payload))
+            case ContentType.application_data:
+                if self._complete is None or self._hs_buf:
+                    raise AlertError(AlertDescription.unexpected_message, "application data during handshake")
+                self._events.append(ApplicationData(data=payload))
+            case _:
+                raise AlertError(AlertDescription.unexpected_message, f"{content_type.name} record")
 
     def _receive_handshake(self, payload: bytes) -> None:
         buf = self._hs_buf

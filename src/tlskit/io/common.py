@@ -147,7 +147,8 @@ class TLSSession(ConnectionInfo):
         self.eof = False  # the peer will send nothing more
         self.ragged_eof = False  # ... and said so only by closing the transport
         self.early_bytes = 0  # server: 0-RTT plaintext received (the first bytes of ``plaintext``, RFC 8446 §4.2.10)
-        self._hello = bytearray()  # server: the start of the ClientHello, to name its SNI on failure
+        # server, until its handshake completes: the start of the ClientHello, to name its SNI on failure
+        self._hello: bytearray | None = None if self.conn.is_client else bytearray()
         self._started = False
 
     def start(self) -> None:
@@ -158,7 +159,7 @@ class TLSSession(ConnectionInfo):
 
     def receive(self, data: bytes) -> None:
         conn = self.conn
-        if not conn.is_client and conn.negotiated is None and len(self._hello) < _HELLO_KEEP:
+        if self._hello is not None and len(self._hello) < _HELLO_KEEP:
             self._hello += data[: _HELLO_KEEP - len(self._hello)]
         try:
             conn.receive_data(data)
@@ -173,7 +174,7 @@ class TLSSession(ConnectionInfo):
                     self.eof = True
                     self.ragged_eof = event.alert is None
                 elif type(event) is HandshakeComplete:
-                    self._hello = bytearray()
+                    self._hello = None
 
     def outgoing(self) -> bytes:
         return self.conn.data_to_send()
@@ -209,7 +210,7 @@ class TLSSession(ConnectionInfo):
 
     def client_server_name(self) -> str | None:
         """Server side: the SNI of the ClientHello received so far (for logging a failed handshake)."""
-        data = bytes(self._hello)
+        data = bytes(self._hello or b"")
         if len(data) < 9 or data[0] != ContentType.handshake or data[5] != HandshakeType.client_hello:
             return None
         size = int.from_bytes(data[6:9], "big")

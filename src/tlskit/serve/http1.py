@@ -485,7 +485,9 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
                 len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes):
             exchange.close_after = True
             raise HTTPError(431)
-        route = await route_for(request, length, router, limits)
+        route = checked_route(request, length, router, limits)
+        if awaits_identity(request, route):
+            await request.tls_state.complete()
         await route.handle(request, exchange)
     except HTTPError as e:
         if exchange.started:
@@ -507,17 +509,32 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
             pass
         except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError) as e:
             unread = e  # the response went out: log it, then end the connection
-    await record_request(request, exchange.status, exchange.body_bytes, started, metrics=metrics, logged=logged)
+    if metrics or logged:
+        await record_request(request, exchange.status, exchange.body_bytes, started, metrics=metrics, logged=logged)
     if unread is not None:
         raise unread
 
 
 async def route_for(request: Request, content_length: bytes | str | None, router: Router,
                     limits: HTTPLimits) -> Route:
+    """``checked_route``, then (``awaits_identity``) the wait for the handshake to complete."""
+    route = checked_route(request, content_length, router, limits)
+    if awaits_identity(request, route):
+        await request.tls_state.complete()
+    return route
+
+
+def awaits_identity(request: Request, route: Route) -> bool:
+    """Under mTLS in 0-RTT, a route that passes the client's identity on waits for the handshake: the client's
+    certificate, restored from its ticket, is known then (an upstream must not be told "no client
+    certificate")."""
+    state = request.tls_state
+    return state.client_auth and state.fields is None and bool(getattr(route, "forwards_client_identity", False))
+
+
+def checked_route(request: Request, content_length: bytes | str | None, router: Router, limits: HTTPLimits) -> Route:
     """The route for a request, after the checks both HTTP versions make: 413 for a declared body over the
-    limit, 425 for what is not replay-safe in 0-RTT data (RFC 8470), 404 without a route. Under mTLS in 0-RTT
-    it waits for the handshake before a route that passes the client's identity on (the client's certificate,
-    restored from its ticket, is known then: an upstream must not be told "no client certificate")."""
+    limit, 425 for what is not replay-safe in 0-RTT data (RFC 8470), 404 without a route."""
     if content_length is not None and content_length.isdigit() and int(content_length) > limits.max_body_bytes:
         raise HTTPError(413, detail=f"body over {limits.max_body_bytes} bytes")
     if request.early and request.method not in EARLY_SAFE_METHODS:
@@ -525,9 +542,6 @@ async def route_for(request: Request, content_length: bytes | str | None, router
     route = router.match(request.host, request.path) if request.path.startswith("/") else None
     if route is None:
         raise HTTPError(404)
-    state = request.tls_state
-    if state.client_auth and getattr(route, "forwards_client_identity", False) and state.fields is None:
-        await state.complete()
     return route
 
 
