@@ -1,7 +1,9 @@
 """HTTP/2 in `tlskit serve` (``--alpn h2``) against the ``h2`` package as the client over Python's ``ssl``: an
 independent implementation of the framing, driven frame by frame. Many concurrent streams under small flow-
 control windows, a client RST_STREAM, request bodies through the reverse proxy, a malformed preface, the idle
-timeout and SIGTERM's GOAWAY with a stream in flight; in process, RFC 8470's rule for streams in 0-RTT data."""
+timeout, SIGTERM's GOAWAY and the client's with a stream in flight, and the stream errors that leave the
+connection serving (431, REFUSED_STREAM over the stream limit, PROTOCOL_ERROR for a malformed request); in
+process, RFC 8470's rule for streams in 0-RTT data."""
 
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ import h2.events
 import h2.settings
 import pytest
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 from tests.served import ChannelTransport, Served, start
 from tlskit.serve.accesslog import TLSFields
 from tlskit.serve.channel import Channel
 from tlskit.serve.http1 import ConnectionTracker, Router, TLSState
-from tlskit.serve.http2 import serve_h2_connection
+from tlskit.serve.http2 import MAX_CONCURRENT_STREAMS, _InboundFrames, serve_h2_connection
 from tlskit.serve.settings import HTTPLimits, StaticRoute
 from tlskit.serve.static import FileCache, StaticFiles
 
@@ -37,7 +40,8 @@ BIG = os.urandom(300_000)
 class Client:
     """One HTTP/2 connection: ``request`` opens a stream, ``pump`` reads frames until a condition holds."""
 
-    def __init__(self, served: Served, settings: dict[int, int] | None = None, *, rcvbuf: int = 0) -> None:
+    def __init__(self, served: Served, settings: dict[int, int] | None = None, *, rcvbuf: int = 0,
+                 strict: bool = True) -> None:
         ctx = served.context()
         ctx.set_alpn_protocols(["h2"])
         raw = socket.socket()
@@ -47,7 +51,10 @@ class Client:
         raw.connect(("127.0.0.1", served.port))
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         assert self.sock.selected_alpn_protocol() == "h2"
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        # strict=False: h2 sends header lists as given (uppercase names, pseudo-headers missing), as a broken client
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=strict,
+            normalize_outbound_headers=strict))
         self.conn.initiate_connection()
         if settings:
             self.conn.update_settings(settings)
@@ -113,6 +120,11 @@ class Client:
             else:
                 out += frame
         return out
+
+    def send_goaway(self, last_stream_id: int = 0) -> None:
+        """A GOAWAY written past h2, which would refuse to read the rest of the streams in flight after its own."""
+        self.flush()
+        self.sock.sendall(GoAwayFrame(0, last_stream_id=last_stream_id, error_code=ErrorCodes.NO_ERROR).serialize())
 
     def status(self, sid: int) -> int:
         return int(self.headers[sid][b":status"])
@@ -371,10 +383,113 @@ def test_header_list_limit_is_enforced_and_proxy_refuses_what_http11_cannot_carr
         spaced = client.request("/api/a b")
         client.pump(lambda: {odd, spaced} <= client.ended)
         assert [client.status(odd), client.status(spaced)] == [400, 400]
-        big = client.request("/api/y", headers=((b"x-big", b"v" * 40_000),))  # over max_header_bytes (16 KiB)
+        # Over four times max_header_bytes (16 KiB) the HPACK decoder stops mid-block: the connection ends.
+        huge = client.request("/api/y", headers=((b"x-big", b"v" * 100_000),))
         client.pump(lambda: client.goaway is not None, timeout=5)
         assert client.goaway is not None and client.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM
-        assert big not in client.headers
+        assert huge not in client.headers
     finally:
         served.stop()
+    _no_traceback(served)
+
+
+def test_header_list_over_the_limit_gets_431_and_the_connection_goes_on(served: Served) -> None:
+    """RFC 9113 §10.5.1: a field block over SETTINGS_MAX_HEADER_LIST_SIZE (max_header_bytes, 16 KiB) is decoded, so
+    the HPACK tables stay in step, and answered 431 on its stream; the next request on the connection is served."""
+    client = Client(served)
+    big = client.request("/index.html", headers=((b"x-big", b"v" * 20_000),))
+    client.pump(lambda: big in client.ended)
+    assert client.status(big) == 431
+    after = client.request("/index.html", headers=((b"x-small", b"v" * 100),))
+    client.pump(lambda: after in client.ended)
+    assert client.status(after) == 200 and bytes(client.bodies[after]) == b"<h1>h2</h1>\n"
+    assert client.goaway is None and not client.closed
+    client.close()
+    served.access(r'"GET /index\.html HTTP/2\.0" 431 ')
+    _no_traceback(served)
+
+
+def test_client_goaway_lets_the_stream_in_flight_finish_then_the_server_closes(served: Served) -> None:
+    """RFC 9113 §6.8: a client's GOAWAY (last stream 0: it takes no pushed streams) ends the connection once the
+    server has answered the streams it is processing; the rest of a stalled response still follows the client's
+    WINDOW_UPDATEs. A stream the client opens after its GOAWAY is refused."""
+    client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16384})
+    client.consume = False  # the response stalls on the client's window
+    big = client.request("/big.bin")
+    client.pump(lambda: len(client.bodies.get(big, b"")) >= 16384)
+    client.send_goaway()
+    late = client.request("/index.html")
+    client.consume = True
+    client.conn.acknowledge_received_data(len(client.bodies[big]), big)
+    client.flush()
+    client.pump(lambda: big in client.ended and late in client.reset)
+    assert client.status(big) == 200 and bytes(client.bodies[big]) == BIG
+    assert client.reset[late] == ErrorCodes.REFUSED_STREAM
+    client.pump(lambda: False)  # then the server closes the connection
+    assert client.closed and client.goaway == (big, ErrorCodes.NO_ERROR)
+    served.access(r'"GET /big\.bin HTTP/2\.0" 200 300000 ')
+    _no_traceback(served)
+
+
+def test_client_goaway_is_kept_from_h2_whatever_the_reads() -> None:
+    """The server keeps the client's GOAWAY from h2 (which would stop reading the connection): found in every
+    chunking of the bytes, also after a header block in CONTINUATION frames; everything else passes on intact."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    client.send_headers(1, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                            (b":path", b"/"), (b"x-big", b"v" * 40_000)])  # HEADERS and CONTINUATIONs
+    client.send_data(1, b"d" * 5000, end_stream=True)
+    before = client.data_to_send()
+    client.ping(b"12345678")
+    after = client.data_to_send()
+    sent = before + GoAwayFrame(0, last_stream_id=0, error_code=0, additional_data=b"bye").serialize() + after
+    for size in (1, 5, 9, 17, 4096, len(sent)):
+        inbound, passed, goaways = _InboundFrames(), b"", []
+        for i in range(0, len(sent), size):
+            for part in inbound.split(sent[i:i + size], 16384):
+                if isinstance(part, GoAwayFrame):
+                    goaways.append((len(passed), part.additional_data))
+                else:
+                    passed += part
+        assert passed == before + after and goaways == [(len(before), b"bye")], size
+
+
+def test_streams_over_max_concurrent_streams_are_refused_not_the_connection(served: Served) -> None:
+    """RFC 9113 §5.1.2: HEADERS over SETTINGS_MAX_CONCURRENT_STREAMS is a stream error (REFUSED_STREAM); once the
+    client has reset its streams in flight, a new one on the same connection is served."""
+    client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
+    client.consume = False  # every response stalls on its stream's window: the stream stays open
+    client.conn.increment_flow_control_window((1 << 31) - 1 - 65535)  # but not on the connection's
+    # All sent before the client has read the server's SETTINGS: h2 would not open more than the limit after.
+    sids = [client.request("/big.bin") for _ in range(MAX_CONCURRENT_STREAMS + 3)]
+    accepted, refused = sids[:MAX_CONCURRENT_STREAMS], sids[MAX_CONCURRENT_STREAMS:]
+    client.pump(lambda: set(accepted) <= client.headers.keys() and set(refused) <= client.reset.keys())
+    assert [client.reset[sid] for sid in refused] == [ErrorCodes.REFUSED_STREAM] * 3
+    assert all(client.status(sid) == 200 for sid in accepted) and not client.reset.keys() & set(accepted)
+    for sid in accepted:
+        client.conn.reset_stream(sid, ErrorCodes.CANCEL)
+    after = client.request("/index.html")  # in the same read as the resets
+    client.pump(lambda: after in client.ended)
+    assert client.status(after) == 200 and client.goaway is None
+    client.close()
+    _no_traceback(served)
+
+
+def test_malformed_request_headers_reset_their_stream_only(served: Served) -> None:
+    """RFC 9113 §8.1.1: a malformed request (no :path, an uppercase field name) is a stream error: RST_STREAM with
+    PROTOCOL_ERROR, and the other streams on the connection are served."""
+    client = Client(served, strict=False)
+    no_path = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(no_path, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost")],
+                             end_stream=True)
+    upper = client.request("/index.html", headers=((b"X-Upper", b"1"),))
+    with_body = client.request("/index.html", "POST", b"x" * 1000, headers=((b"Bad", b"1"),))
+    ok = client.request("/index.html")
+    client.pump(lambda: {no_path, upper, with_body} <= client.reset.keys() and ok in client.ended)
+    assert [client.reset[sid] for sid in (no_path, upper, with_body)] == [ErrorCodes.PROTOCOL_ERROR] * 3
+    assert client.status(ok) == 200 and client.goaway is None
+    again = client.request("/index.html")
+    client.pump(lambda: again in client.ended)
+    assert client.status(again) == 200
+    client.close()
     _no_traceback(served)

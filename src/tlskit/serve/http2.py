@@ -2,18 +2,22 @@
 
 Opt-in: the server offers "h2" only when ``alpn`` lists it. Every stream runs the same routes as HTTP/1.1 in
 its own task, through ``StreamExchange`` (the ``HTTPExchange`` the routes know), at most
-``MAX_CONCURRENT_STREAMS`` at once (h2 refuses more). Response bodies respect the client's flow-control windows
-(a whole response from ``respond`` goes out as far as the windows allow and the rest when they open); request
-body bytes are acknowledged as the route consumes them. A RST_STREAM from the client cancels its stream's task.
+``MAX_CONCURRENT_STREAMS`` at once (more are refused: REFUSED_STREAM, §5.1.2). Response bodies respect the
+client's flow-control windows (a whole response from ``respond`` goes out as far as the windows allow and the rest
+when they open); request body bytes are acknowledged as the route consumes them. A RST_STREAM from the client
+cancels its stream's task; a malformed request (§8.1.1: h2's header checks, made here) gets RST_STREAM with
+PROTOCOL_ERROR, and the connection goes on (but not for a Content-Length that is no number or that the DATA
+frames contradict: h2 checks that inside ``receive_data`` and ends the connection).
 
-Limits from ``HTTPLimits``: SETTINGS_MAX_HEADER_LIST_SIZE is ``max_header_bytes`` (a larger header list ends the
-connection, as h2 enforces it), bodies over ``max_body_bytes`` get 413, a connection without streams closes
-after ``idle_timeout`` (GOAWAY), and so does one whose client keeps a window shut that long. A protocol error
-from the client is answered by h2's GOAWAY, then the connection closes. SIGTERM (``ConnectionTracker.drain``)
-sends GOAWAY naming the last stream accepted, finishes the streams in flight and refuses newer ones
-(REFUSED_STREAM: the client retries them elsewhere). h2 cannot send after its own GOAWAY, so the draining one
-is written with hyperframe and h2's final GOAWAY follows the last stream; a GOAWAY from the client likewise
-ends the connection at once.
+Limits from ``HTTPLimits``: SETTINGS_MAX_HEADER_LIST_SIZE is ``max_header_bytes`` and a larger header list gets 431
+on its stream (up to ``HEADER_LIST_DECODED`` times that; beyond, the connection ends, see ``_Connection.run``),
+bodies over ``max_body_bytes`` get 413, a connection without streams closes after ``idle_timeout`` (GOAWAY), and
+so does one whose client keeps a window shut that long. A protocol error from the client is answered by h2's
+GOAWAY, then the connection closes. SIGTERM (``ConnectionTracker.drain``) sends GOAWAY naming the last stream
+accepted, finishes the streams in flight and refuses newer ones (REFUSED_STREAM: the client retries them
+elsewhere); a GOAWAY from the client does the same (§6.8). h2 cannot send after its own GOAWAY, so the draining
+one is written with hyperframe and h2's final GOAWAY follows the last stream; the client's never reaches h2
+(``_InboundFrames``).
 
 0-RTT (RFC 8470): a stream whose HEADERS were read in a chunk that began within the early data counts as
 early (conservative: a chunk straddling the end of early data marks its streams early); only GET, HEAD and
@@ -35,6 +39,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from h2.utilities import HeaderValidationFlags, validate_headers
 from hyperframe.frame import GoAwayFrame
 
 from ..errors import TLSError
@@ -51,10 +56,16 @@ __all__ = ["MAX_CONCURRENT_STREAMS", "StreamExchange", "serve_h2_connection"]
 _log = logging.getLogger("tlskit.serve")
 MAX_CONCURRENT_STREAMS = 100
 MAX_CLIENT_RESETS = 200  # streams in flight a client may cancel (if they are half its streams or more): then GOAWAY
+# What h2 enforces: over it, in one read, h2 ends the connection (it raises before decoding the HEADERS block).
+_H2_STREAM_CEILING = MAX_CONCURRENT_STREAMS + MAX_CLIENT_RESETS
+HEADER_LIST_DECODED = 4  # header lists up to 4 times max_header_bytes get 431; larger ones end the connection
 CONNECTION_WINDOW = 1 << 24  # receive window for the whole connection: a stalled stream does not block the rest
 _SERVER = (b"server", b"tlskit")
 _PSEUDO = (b":method", b":scheme", b":authority", b":path")
 _Failed = (TimeoutError, ConnectionError, TLSError, h2.exceptions.ProtocolError)
+_REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
+_TRAILERS = _REQUEST._replace(is_trailer=True)
+_GOAWAY, _HEADER_BLOCK, _END_HEADERS = 0x7, (0x1, 0x5, 0x9), 0x4  # frame types (HEADERS, PUSH_PROMISE, CONTINUATION)
 
 
 class _StreamFailed(Exception):
@@ -210,6 +221,56 @@ class StreamExchange:
         self.conn.send()
 
 
+class _InboundFrames:
+    """What the client sends, as runs of bytes for h2 and the GOAWAY frames between them (RFC 9113 §6.8).
+
+    h2 takes a GOAWAY from the peer as the end of the connection: its state machine then refuses to send HEADERS
+    or DATA and treats any further frame but GOAWAY (WINDOW_UPDATE, DATA, RST_STREAM) as a protocol error, so the
+    streams in flight could neither be answered nor follow flow control, even with their frames written past h2.
+    A well-formed GOAWAY on stream 0 outside a header block is therefore kept from h2; any other, malformed ones
+    included, goes to h2, which raises the protocol error. Only frame headers are looked at: payloads pass on."""
+
+    __slots__ = ("_block", "_held", "_left", "_preface")
+
+    def __init__(self) -> None:
+        self._preface = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # passed on: h2 checks it
+        self._held = b""  # a frame header, or a GOAWAY frame, not complete yet
+        self._left = 0  # payload bytes of the current frame still to pass on
+        self._block = False  # inside a header block: HEADERS or PUSH_PROMISE without END_HEADERS, CONTINUATION
+
+    def split(self, data: bytes, max_frame_size: int) -> list[bytes | GoAwayFrame]:
+        if self._held:
+            data, self._held = self._held + data, b""
+        parts: list[bytes | GoAwayFrame] = []
+        start, pos = 0, min(self._preface, len(data))
+        self._preface -= pos
+        while pos < len(data):
+            if self._left:
+                step = min(self._left, len(data) - pos)
+                pos, self._left = pos + step, self._left - step
+                continue
+            if len(data) - pos < 9:
+                self._held = data[pos:]
+                break
+            length, kind, flags = int.from_bytes(data[pos:pos + 3], "big"), data[pos + 3], data[pos + 4]
+            if (kind == _GOAWAY and not self._block and 8 <= length <= max_frame_size
+                    and not int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF):
+                if len(data) - pos < 9 + length:
+                    self._held = data[pos:]
+                    break
+                goaway = GoAwayFrame(0)
+                goaway.parse_body(memoryview(data[pos + 9:pos + 9 + length]))
+                parts += [data[start:pos], goaway] if start < pos else [goaway]
+                start = pos = pos + 9 + length
+                continue
+            if kind in _HEADER_BLOCK:
+                self._block = not flags & _END_HEADERS
+            pos, self._left = pos + 9, length
+        if start < len(data) - len(self._held):
+            parts.append(data[start:len(data) - len(self._held)])
+        return parts
+
+
 class _Connection:
     """The h2 state machine over one ``Channel``: reads frames, starts a task per stream, writes frames."""
 
@@ -217,13 +278,15 @@ class _Connection:
                  tracker: ConnectionTracker, metrics: ServeMetrics | None, logged: bool, peer: str) -> None:
         self.channel, self.state, self.router, self.limits = channel, state, router, limits
         self.tracker, self.metrics, self.logged, self.peer = tracker, metrics, logged, peer
-        self.h2 = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False,
-                                                                               header_encoding=None))
+        # h2's header checks raise out of receive_data as a connection error: ``_request`` makes them, per stream
+        self.h2 = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=False))
+        self.inbound = _InboundFrames()
         self.streams: dict[int, StreamExchange] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.last_stream = 0  # the highest stream id accepted (named in the draining GOAWAY)
         self.requests = 0  # streams opened by the client
-        self.resets = 0  # streams the client reset (RST_STREAM) while we were still serving them
+        self.resets = 0  # streams that cost us and served nothing: reset by the client in flight, refused, malformed
         self.draining = False
         self.closed = False
         self.bytes_in = 0
@@ -273,11 +336,17 @@ class _Connection:
 
     async def run(self) -> None:
         h2c, channel, limits = self.h2, self.channel, self.limits
-        h2c.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes})
-        h2c.decoder.max_header_list_size = limits.max_header_bytes  # enforced, not only advertised
-        h2c.initiate_connection()
+        h2c.local_settings = _settings(MAX_CONCURRENT_STREAMS, limits)
+        h2c.initiate_connection()  # advertises these
+        # h2 raises TooManyStreamsError over its limit before it decodes the HEADERS block: a connection error, as
+        # ignoring the block would leave the HPACK tables out of step. So h2 holds a higher ceiling (settings
+        # replaced, not updated: nothing waits for an ACK) and ``_request`` refuses the streams between.
+        h2c.local_settings = _settings(_H2_STREAM_CEILING, limits)
+        # The decoder stops as soon as the list outgrows this, mid-block: the entries the rest of the block adds to
+        # the dynamic table are missing, so only a connection error (h2's, ENHANCE_YOUR_CALM) can follow. Lists
+        # over max_header_bytes but under this are decoded whole and get 431 (§10.5.1), the connection goes on;
+        # decoding any list whole would let an HPACK bomb (indexed references to a large entry) cost unbounded memory.
+        h2c.decoder.max_header_list_size = HEADER_LIST_DECODED * limits.max_header_bytes
         h2c.increment_flow_control_window(CONNECTION_WINDOW - h2c.inbound_flow_control_window)
         self.send()
         if self.tracker.draining:
@@ -298,19 +367,30 @@ class _Connection:
             if not data:
                 break
             start, self.bytes_in = self.bytes_in, self.bytes_in + len(data)
-            try:
-                events = h2c.receive_data(data)
-            except h2.exceptions.ProtocolError as e:
-                _log.debug("%s: HTTP/2 protocol error: %s", self.peer, e)
-                if h2c.state_machine.state is not h2.connection.ConnectionState.CLOSED:
-                    h2c.close_connection(error_code=e.error_code)  # a bad preface: h2 raises before its GOAWAY
-                self.send()  # the GOAWAY with the error
-                self.closed = True
-                channel.close()
-                break
             early = self.state.early and start < self.state.early_bytes()
-            for event in events:
-                self._event(event, early)
+            for part in self.inbound.split(data, h2c.max_inbound_frame_size):
+                if self.closed:
+                    break
+                if isinstance(part, GoAwayFrame):
+                    _log.debug("%s: GOAWAY from the client, error code %d", self.peer, part.error_code)
+                    # §6.8: its last stream id names streams we opened (none: we never push), not the client's; so
+                    # as for SIGTERM, every stream in flight is answered and newer ones are refused, then we close
+                    self.drain()
+                    continue
+                try:
+                    events = h2c.receive_data(part)
+                except h2.exceptions.ProtocolError as e:
+                    _log.debug("%s: HTTP/2 protocol error: %s", self.peer, e)
+                    if h2c.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                        h2c.close_connection(error_code=e.error_code)  # a bad preface: h2 raises before its GOAWAY
+                    self.send()  # the GOAWAY with the error
+                    self.closed = True
+                    channel.close()
+                    break
+                for event in events:
+                    if self.closed:  # h2 has sent its GOAWAY (rapid reset): it would refuse to reset streams
+                        break
+                    self._event(event, early)
             self.send()
 
     def _event(self, event: h2.events.Event, early: bool) -> None:
@@ -326,18 +406,13 @@ class _Connection:
             case h2.events.StreamEnded(stream_id=int(sid)):
                 if (stream := self.streams.get(sid)) is not None:
                     stream.feed(b"", 0, True)
+            case h2.events.TrailersReceived(stream_id=int(sid)):
+                if not _valid(event.headers, _TRAILERS, self.peer):
+                    self._abort(sid)  # before the route takes the body as complete
+                    self._refuse(sid, ErrorCodes.PROTOCOL_ERROR)
             case h2.events.StreamReset(stream_id=int(sid)):
-                task = self.tasks.get(sid)
-                if task is None:
-                    return
-                task.cancel()  # the client gave up on it
-                self.resets += 1
-                if self.resets > MAX_CLIENT_RESETS and 2 * self.resets > self.requests:
-                    # rapid reset (CVE-2023-44487): opening and cancelling streams costs us, not the client
-                    self.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
-                    self.send()
-                    self.closed = True
-                    self.channel.close()
+                if self._abort(sid):  # the client gave up on it
+                    self._costly()
             case h2.events.WindowUpdated(stream_id=sid):
                 streams = self.streams.values() if not sid else [s for s in (self.streams.get(sid),) if s]
                 for stream in streams:
@@ -345,16 +420,21 @@ class _Connection:
             case h2.events.RemoteSettingsChanged():
                 for stream in self.streams.values():  # INITIAL_WINDOW_SIZE may have grown every window
                     stream.window_opened()
-            case h2.events.ConnectionTerminated():
-                self.closed = True  # h2 sends nothing after a GOAWAY: the streams in flight end with it
-                self.channel.close()
 
     def _request(self, sid: int, event: h2.events.RequestReceived, early: bool) -> None:
         if self.draining or self.closed:
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self._refuse(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        self.requests += 1
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:  # §5.1.2: a stream error, the client may retry it
+            self._refuse(sid, ErrorCodes.REFUSED_STREAM)
+            self._costly()
+            return
+        if not _valid(event.headers, _REQUEST, self.peer):  # §8.1.1: malformed, a stream error
+            self._refuse(sid, ErrorCodes.PROTOCOL_ERROR)
+            self._costly()
             return
         self.last_stream = max(self.last_stream, sid)
-        self.requests += 1
         stream = StreamExchange(self, sid, bool(event.stream_ended))
         self.streams[sid] = stream
         task = asyncio.get_running_loop().create_task(
@@ -363,6 +443,29 @@ class _Connection:
         # A task cancelled before its first step (HEADERS and RST_STREAM in one read) never runs its finally:
         # the stream is forgotten here, whatever happened to the task.
         task.add_done_callback(lambda _: self._forget(stream))
+
+    def _refuse(self, sid: int, error: ErrorCodes) -> None:
+        with contextlib.suppress(h2.exceptions.StreamClosedError):  # the client reset it in the same read
+            self.h2.reset_stream(sid, error)
+
+    def _abort(self, sid: int) -> bool:
+        """Cancel a stream's task; it stops counting against ``MAX_CONCURRENT_STREAMS`` at once, as the client
+        may open the next (the task is forgotten when it has ended). False if the stream was not in flight."""
+        task, stream = self.tasks.get(sid), self.streams.pop(sid, None)
+        if task is None or stream is None:
+            return False
+        task.cancel()
+        return True
+
+    def _costly(self) -> None:
+        """One more stream that cost us and served nothing: hundreds of them, half the client's or more, end the
+        connection (rapid reset, CVE-2023-44487: opening and cancelling streams costs us, not the client)."""
+        self.resets += 1
+        if self.resets > MAX_CLIENT_RESETS and 2 * self.resets > self.requests:
+            self.h2.close_connection(error_code=ErrorCodes.ENHANCE_YOUR_CALM)
+            self.send()
+            self.closed = True
+            self.channel.close()
 
     def _forget(self, stream: StreamExchange) -> None:
         self.streams.pop(stream.stream_id, None)
@@ -374,8 +477,10 @@ class _Connection:
     async def _serve(self, stream: StreamExchange, raw: list[tuple[bytes, bytes]], early: bool, body: bool) -> None:
         started = time.monotonic()
         request = _request(raw, self.peer, self.state, early, stream.stream_id == 1, body)
+        # The size SETTINGS_MAX_HEADER_LIST_SIZE limits (§6.5.2): names, values and 32 octets a field
+        oversized = sum(len(name) + len(value) + 32 for name, value in raw) > self.limits.max_header_bytes
         try:
-            await self._exchange(request, stream)
+            await self._exchange(request, stream, oversized)
             await stream.finish()
             if not stream._in_end:  # answered before the whole body came: the client may stop (§8.1)
                 self.h2.reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
@@ -392,10 +497,12 @@ class _Connection:
         await record_request(request, stream.status, stream.body_bytes, started, metrics=self.metrics,
                              logged=self.logged)
 
-    async def _exchange(self, request: Request, stream: StreamExchange) -> None:
+    async def _exchange(self, request: Request, stream: StreamExchange, oversized: bool) -> None:
         """Route the request; errors answered as HTTP/1.1 answers them (a started response: reset instead)."""
         head = request.method == "HEAD"
         try:
+            if oversized:
+                raise HTTPError(431, detail=f"header list over {self.limits.max_header_bytes} bytes")
             route = await route_for(request, request.header(b"content-length"), self.router(), self.limits)
             await route.handle(request, stream)
         except HTTPError as e:
@@ -411,9 +518,26 @@ class _Connection:
             stream.simple(500, head=head)
 
 
+def _valid(headers: Sequence[tuple[bytes, bytes]] | None, flags: HeaderValidationFlags, peer: str) -> bool:
+    """h2's checks of a received header list (RFC 9113 §8.2, §8.3), made here so that one failing costs a stream."""
+    try:
+        for _ in validate_headers(headers or (), flags):
+            pass
+    except h2.exceptions.ProtocolError as e:
+        _log.debug("%s: malformed header list: %s", peer, e)
+        return False
+    return True
+
+
+def _settings(concurrent_streams: int, limits: HTTPLimits) -> h2.settings.Settings:
+    return h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: concurrent_streams,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes})
+
+
 def _request(raw: list[tuple[bytes, bytes]], peer: str, state: TLSState, early: bool, first: bool,
              body: bool) -> Request:
-    """The ``Request`` for a stream's header list (h2 has checked the pseudo-headers, RFC 9113 §8.3).
+    """The ``Request`` for a stream's header list (``_valid`` has checked the pseudo-headers, RFC 9113 §8.3).
 
     Cookie fields are joined (§8.2.3) and ``:authority`` becomes Host, as an HTTP/1.1 request carries them;
     a body without Content-Length is presented as ``Transfer-Encoding: chunked`` (which HTTP/2 clients may
