@@ -551,7 +551,7 @@ class ExpectFinished:
         master = core.hs.master_secret()
         th = transcript.digest()
         c_ap, s_ap = master.client_traffic_secret(th), master.server_traffic_secret(th)
-        exporter = master.exporter_master_secret(th) if core.config.key_log is not None else b""
+        exporter = master.exporter_master_secret(th)
         ctx.key_log("CLIENT_TRAFFIC_SECRET_0", c_ap)
         ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
         ctx.key_log("EXPORTER_SECRET", exporter)
@@ -569,9 +569,7 @@ class ExpectFinished:
         ctx.set_write_secret(params, c_ap, EncryptionLevel.application)
         session = Session(
             params=params,
-            master=master,
-            finished_hash=th,
-            exporter=exporter,
+            exporter_master_secret=exporter,
             resumption_master_secret=master.resumption_master_secret(transcript.digest()),
             server_name=core.config.server_name,
             alpn=core.alpn,

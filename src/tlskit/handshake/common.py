@@ -83,20 +83,11 @@ class Session:
     """Secrets and parameters that outlive the handshake (exporters §7.5, resumption §4.6.1)."""
 
     params: SuiteParams
+    exporter_master_secret: bytes
     resumption_master_secret: bytes
     server_name: str | None
     alpn: str | None
     group: NamedGroup | None
-    master: keyschedule.MasterSecret  # the exporter master secret is derived from it when first asked for
-    finished_hash: bytes  # Hash(ClientHello..server Finished), the exporter master secret's context (§7.1)
-    exporter: bytes = b""  # once derived (most connections never export: one HMAC saved)
-
-    @property
-    def exporter_master_secret(self) -> bytes:
-        """``exp master`` (§7.1), derived on first use."""
-        if not self.exporter:
-            self.exporter = self.master.exporter_master_secret(self.finished_hash)
-        return self.exporter
 
 
 def unexpected(expected: str, msg: HandshakeMessage) -> AlertError:

@@ -293,9 +293,8 @@ def _server_flight(
     master = hs.master_secret()
     th = transcript.digest()
     c_ap, s_ap = master.client_traffic_secret(th), master.server_traffic_secret(th)
-    exporter = b""  # derived when first exported (``Session.exporter_master_secret``), or now for the key log
+    exporter = master.exporter_master_secret(th)
     if config.key_log is not None:
-        exporter = master.exporter_master_secret(th)
         ctx.key_log("CLIENT_TRAFFIC_SECRET_0", c_ap)
         ctx.key_log("SERVER_TRAFFIC_SECRET_0", s_ap)
         ctx.key_log("EXPORTER_SECRET", exporter)
@@ -309,7 +308,6 @@ def _server_flight(
         c_hs=c_hs,
         c_ap=c_ap,
         exporter=exporter,
-        finished_hash=th,
         complete=HandshakeComplete(
             version=ProtocolVersion.TLS1_3,
             cipher_suite=offer.suite,
@@ -401,8 +399,7 @@ class _AfterServerFinished:
     master: keyschedule.MasterSecret
     c_hs: bytes
     c_ap: bytes
-    exporter: bytes  # empty until derived
-    finished_hash: bytes
+    exporter: bytes
     complete: HandshakeComplete
 
 
@@ -486,9 +483,7 @@ class ExpectClientFinished:
         complete = after.complete
         session = Session(
             params=after.params,
-            master=after.master,
-            finished_hash=after.finished_hash,
-            exporter=after.exporter,
+            exporter_master_secret=after.exporter,
             resumption_master_secret=(
                 after.master.resumption_master_secret(after.transcript.digest())
                 if isinstance(ctx.config, ServerConfig) and ctx.config.ticket_keys is not None
