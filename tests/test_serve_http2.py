@@ -493,3 +493,78 @@ def test_malformed_request_headers_reset_their_stream_only(served: Served) -> No
     assert client.status(again) == 200
     client.close()
     _no_traceback(served)
+
+
+def test_malformed_trailers_count_as_resets_so_a_flood_ends_the_connection(served: Served) -> None:
+    """A stream whose trailers are malformed (a pseudo-header in them) is reset by the server after its task
+    started: it costs the server as a client's RST_STREAM does, so hundreds of them are rapid reset
+    (CVE-2023-44487) and end the connection with ENHANCE_YOUR_CALM, while a few leave it serving."""
+    client = Client(served, strict=False)
+    few = []
+    for _ in range(3):
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"),
+                                       (b":authority", b"localhost"), (b":path", b"/index.html")])
+        client.conn.send_data(sid, b"x")
+        client.conn.send_headers(sid, [(b":path", b"/again")], end_stream=True)
+        few.append(sid)
+    client.flush()
+    client.pump(lambda: set(few) <= client.reset.keys())
+    assert [client.reset[sid] for sid in few] == [ErrorCodes.PROTOCOL_ERROR] * 3 and client.goaway is None
+    cut_off = False
+    try:
+        for i in range(400):
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"),
+                                           (b":authority", b"localhost"), (b":path", b"/index.html")])
+            client.conn.send_headers(sid, [(b":path", b"/again")], end_stream=True)
+            if i % 32 == 31:  # read the resets, or h2 stops us at the server's MAX_CONCURRENT_STREAMS
+                client.flush()
+                client.pump(lambda sid=sid: sid in client.reset or client.closed)
+                if client.closed:
+                    break
+        client.flush()
+        client.pump(lambda: client.goaway is not None and client.closed, timeout=10)
+    except (ConnectionError, ssl.SSLError):
+        cut_off = True  # closed while we were still sending
+    # Without counting them, every stream is reset and the connection stays open (the pump times out).
+    assert cut_off or (client.goaway is not None and client.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM)
+    _no_traceback(served)
+
+
+def test_streams_refused_while_draining_after_a_client_goaway_stay_bounded(served: Served) -> None:
+    """After a client's GOAWAY the server drains: new streams are refused. A client that keeps opening them while
+    one stream stays in flight (its window shut) is cut off like a rapid-reset flood, not refused forever."""
+    client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
+    client.consume = False
+    slow = client.request("/big.bin")
+    client.pump(lambda: slow in client.headers)
+    client.send_goaway()
+    cut_off = False
+    try:
+        for i in range(1000):
+            sid = client.request("/index.html")
+            if i % 32 == 31:  # read the refusals, or h2 stops us at the server's MAX_CONCURRENT_STREAMS
+                client.pump(lambda sid=sid: sid in client.reset or client.closed)
+                if client.closed:
+                    break
+        client.pump(lambda: client.closed, timeout=10)
+    except (ConnectionError, ssl.SSLError):
+        cut_off = True
+    assert cut_off or (client.closed and client.goaway is not None
+                       and client.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM)
+    _no_traceback(served)
+
+
+def test_cookie_crumbs_count_as_separate_fields_against_the_header_list_limit(served: Served) -> None:
+    """RFC 9113 §6.5.2 counts 32 octets per field; h2 joins cookie crumbs (§8.2.3) into one field, so the server
+    counts each crumb again: 600 one-byte cookies (23,579 bytes as sent, over the 16 KiB limit) get 431."""
+    client = Client(served)
+    sid = client.request("/index.html", headers=tuple((b"cookie", b"c") for _ in range(600)))
+    client.pump(lambda: sid in client.ended)
+    assert client.status(sid) == 431
+    ok = client.request("/index.html", headers=tuple((b"cookie", b"c") for _ in range(100)))
+    client.pump(lambda: ok in client.ended)
+    assert client.status(ok) == 200
+    client.close()
+    _no_traceback(served)

@@ -407,8 +407,11 @@ class _Connection:
                 if (stream := self.streams.get(sid)) is not None:
                     stream.feed(b"", 0, True)
             case h2.events.TrailersReceived(stream_id=int(sid)):
-                if not _valid(event.headers, _TRAILERS, self.peer):
-                    self._abort(sid)  # before the route takes the body as complete
+                # malformed, or over the header list limit (the response may have started: no 431 then)
+                if (not _valid(event.headers, _TRAILERS, self.peer)
+                        or header_list_size(event.headers or ()) > self.limits.max_header_bytes):
+                    if self._abort(sid):  # before the route takes the body as complete
+                        self._costly()  # as a reset by the client: a flood of them is rapid reset too
                     self._refuse(sid, ErrorCodes.PROTOCOL_ERROR)
             case h2.events.StreamReset(stream_id=int(sid)):
                 if self._abort(sid):  # the client gave up on it
@@ -422,10 +425,11 @@ class _Connection:
                     stream.window_opened()
 
     def _request(self, sid: int, event: h2.events.RequestReceived, early: bool) -> None:
+        self.requests += 1
         if self.draining or self.closed:
             self._refuse(sid, ErrorCodes.REFUSED_STREAM)
+            self._costly()  # draining can last (a slow stream in flight): new streams stay bounded
             return
-        self.requests += 1
         if len(self.streams) >= MAX_CONCURRENT_STREAMS:  # §5.1.2: a stream error, the client may retry it
             self._refuse(sid, ErrorCodes.REFUSED_STREAM)
             self._costly()
@@ -477,8 +481,7 @@ class _Connection:
     async def _serve(self, stream: StreamExchange, raw: list[tuple[bytes, bytes]], early: bool, body: bool) -> None:
         started = time.monotonic()
         request = _request(raw, self.peer, self.state, early, stream.stream_id == 1, body)
-        # The size SETTINGS_MAX_HEADER_LIST_SIZE limits (§6.5.2): names, values and 32 octets a field
-        oversized = sum(len(name) + len(value) + 32 for name, value in raw) > self.limits.max_header_bytes
+        oversized = header_list_size(raw) > self.limits.max_header_bytes
         try:
             await self._exchange(request, stream, oversized)
             await stream.finish()
@@ -527,6 +530,17 @@ def _valid(headers: Sequence[tuple[bytes, bytes]] | None, flags: HeaderValidatio
         _log.debug("%s: malformed header list: %s", peer, e)
         return False
     return True
+
+
+def header_list_size(headers: Sequence[tuple[bytes, bytes]]) -> int:
+    """The size SETTINGS_MAX_HEADER_LIST_SIZE limits (RFC 9113 §6.5.2): names, values and 32 octets a field,
+    counting each crumb of a cookie h2 has joined (§8.2.3) as the field it arrived as."""
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value) + 32
+        if name == b"cookie":
+            size += value.count(b"; ") * (32 + len(name) - 2)  # a crumb each: its own name and overhead, less "; "
+    return size
 
 
 def _settings(concurrent_streams: int, limits: HTTPLimits) -> h2.settings.Settings:
