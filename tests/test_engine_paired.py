@@ -138,6 +138,17 @@ def test_traffic_secrets_match_across_the_pair() -> None:
     assert c.write_seq == 1
 
 
+def test_send_data_takes_any_bytes_like_object() -> None:
+    """bytes, bytearray and memoryview (also one spanning several records) arrive as the same bytes."""
+    pair = handshake()
+    big = bytes(range(256)) * 100  # 25,600 bytes: two records
+    for payload in (memoryview(b"view"), bytearray(b"array"), memoryview(big)):
+        pair.client.send_data(payload)
+        pair.pump()
+        _, s = pair.collect()
+        assert b"".join(e.data for e in events_of(s, ApplicationData)) == bytes(payload)
+
+
 # --- HelloRetryRequest and preference order (§4.1.1, §4.1.4) ------------------------------------------
 
 

@@ -162,7 +162,8 @@ class RecordEncryptor:
         header = _OPAQUE_HEADER + (size + len(tail) + _TAG_LEN).to_bytes(2, "big")
         seq = self.seq
         self.seq = seq + 1
-        return header + self._aead.encrypt((self._iv ^ seq).to_bytes(12, "big"), data + tail, header)
+        inner = data + tail if type(data) is bytes else b"".join((data, tail))  # a memoryview has no +
+        return header + self._aead.encrypt((self._iv ^ seq).to_bytes(12, "big"), inner, header)
 
 
 class RecordDecryptor:
