@@ -133,6 +133,43 @@ def test_reader_reassembles_records_fed_byte_by_byte() -> None:
     assert reader.buffered == 0
 
 
+@pytest.mark.parametrize("chunk", [2, 7, 9, 100, 1000, 4099])
+def test_reader_gives_the_same_records_whatever_the_reads(chunk: int) -> None:
+    """Records split across reads (completed from the start of the next read, whose rest stays in place) come
+    out whole and in order, as from one read."""
+    stream = b"".join(plaintext_records(HS, bytes([i]) * (i * 37 % 3000 + 1)) for i in range(40))
+    reader, got = RecordReader(), []
+    for i in range(0, len(stream), chunk):
+        reader.feed(memoryview(stream)[i : i + chunk])
+        if i % (3 * chunk) == 0:  # sometimes two reads before the records are taken
+            continue
+        while (record := reader.next_record()) is not None:
+            got.append((record[0], record[1], bytes(record[2])))
+    while (record := reader.next_record()) is not None:
+        got.append((record[0], record[1], bytes(record[2])))
+    assert got == [(t, h, bytes(f)) for t, h, f in _records(stream)]
+    assert reader.buffered == 0
+
+
+def test_reader_checks_the_header_of_a_record_completed_across_reads() -> None:
+    """A bad header whose record completes in the next read still fails when the record is taken."""
+    reader = RecordReader()
+    reader.feed(b"\x16\x02\x00\x00\x04ab")  # version 0x0200, body incomplete
+    reader.feed(b"cd" + plaintext_records(HS, b"next"))
+    with pytest.raises(AlertError) as info:
+        reader.next_record()
+    assert info.value.description == AlertDescription.decode_error
+
+
+def _records(stream: bytes) -> list[tuple[ContentType, bytes, memoryview]]:
+    reader = RecordReader()
+    reader.feed(stream)
+    out = []
+    while (record := reader.next_record()) is not None:
+        out.append(record)
+    return out
+
+
 def test_reader_returns_several_records_from_one_feed_and_keeps_partial() -> None:
     reader = RecordReader()
     reader.feed(plaintext_records(HS, b"a" * 3) * 2 + b"\x16\x03\x03\x00\x09abc")

@@ -44,51 +44,79 @@ class RecordReader:
     ``feed`` takes any amount; the header of the next record is checked as soon as its 5 bytes arrive, so
     an incomplete record never makes the reader hold more than one maximal record plus header beyond the
     complete records the caller has not yet taken with ``next_record``. Fragments are returned as views of
-    the (immutable) received bytes: a 16 KiB record is never copied on its way to the AEAD.
+    the (immutable) received bytes: a 16 KiB record is never copied on its way to the AEAD, and a record split
+    across two reads is completed from the start of the second one, whose rest is kept where it is.
     """
 
-    __slots__ = ("_buf", "_pos", "_view")
+    __slots__ = ("_buf", "_first", "_pos", "_view")
 
     def __init__(self) -> None:
         self._buf = b""
         self._view = memoryview(self._buf)
         self._pos = 0
+        self._first: bytes | None = None  # a record completed across two feeds: it comes before ``_buf[_pos:]``
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as records."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + (len(self._first) if self._first is not None else 0)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes from the transport (only an unfinished record is ever copied)."""
-        buf = bytes(data) if self._pos >= len(self._buf) else self._buf[self._pos:] + bytes(data)
-        self._buf = buf
-        self._view = memoryview(buf)
-        self._pos = 0
+        """Append bytes from the transport (only what completes an unfinished record is ever copied)."""
+        buf, pos = self._buf, self._pos
+        left = len(buf) - pos
+        if left <= 0:
+            buf, pos = bytes(data), 0
+        elif left >= HEADER_LEN and self._first is None and 0 < (
+            need := HEADER_LEN + ((buf[pos + 3] << 8) | buf[pos + 4]) - left
+        ) < len(data):
+            # The usual case in bulk transfer: a read ends inside a record. Copy just that record together;
+            # the records after it stay in the new bytes (its header is checked when it is taken).
+            self._first = buf[pos:] + bytes(data[:need])
+            buf, pos = bytes(data), need
+        else:
+            buf, pos = buf[pos:] + bytes(data), 0
+        self._buf, self._view, self._pos = buf, memoryview(buf), pos
 
     def next_record(self) -> tuple[ContentType, bytes, memoryview] | None:
         """(content type, 5-byte header, fragment view) of the next complete record, or None."""
-        buf = self._buf
-        pos = self._pos
+        first = self._first
+        if first is not None:
+            self._first = None
+            whole = _record_at(first, 0, memoryview(first))
+            assert whole is not None  # complete by construction
+            return whole[0]
+        buf, pos = self._buf, self._pos
         if len(buf) - pos < HEADER_LEN:
             if pos and pos == len(buf):  # all taken: an idle connection keeps no received bytes
                 self._buf, self._view, self._pos = b"", _EMPTY_VIEW, 0
             return None
-        content_type = _TYPES.get(buf[pos])
-        if content_type is None:
-            raise AlertError(AlertDescription.unexpected_message, f"unknown record content type {buf[pos]}")
-        if buf[pos + 1] != 3:
-            raise DecodeError(f"record version {buf[pos + 1]:#04x}{buf[pos + 2]:02x} is not TLS")
-        length = (buf[pos + 3] << 8) | buf[pos + 4]
-        if length > MAX_CIPHERTEXT or (length > MAX_PLAINTEXT and content_type is not _APPLICATION_DATA):
-            raise AlertError(AlertDescription.record_overflow, f"{content_type.name} record of {length} B")
-        if length == 0 and content_type is not _APPLICATION_DATA:
-            raise DecodeError(f"zero-length {content_type.name} record")
-        end = pos + HEADER_LEN + length
-        if len(buf) < end:
+        found = _record_at(buf, pos, self._view)
+        if found is None:
             return None
-        self._pos = end
-        return content_type, buf[pos : pos + HEADER_LEN], self._view[pos + HEADER_LEN : end]
+        record, self._pos = found
+        return record
+
+
+def _record_at(
+    buf: bytes, pos: int, view: memoryview
+) -> tuple[tuple[ContentType, bytes, memoryview], int] | None:
+    """The record whose header starts at ``pos`` (at least 5 bytes there) and where it ends; None while its body
+    is incomplete. The header is checked first: content type, version, length (§5.1, §5.2)."""
+    content_type = _TYPES.get(buf[pos])
+    if content_type is None:
+        raise AlertError(AlertDescription.unexpected_message, f"unknown record content type {buf[pos]}")
+    if buf[pos + 1] != 3:
+        raise DecodeError(f"record version {buf[pos + 1]:#04x}{buf[pos + 2]:02x} is not TLS")
+    length = (buf[pos + 3] << 8) | buf[pos + 4]
+    if length > MAX_CIPHERTEXT or (length > MAX_PLAINTEXT and content_type is not _APPLICATION_DATA):
+        raise AlertError(AlertDescription.record_overflow, f"{content_type.name} record of {length} B")
+    if length == 0 and content_type is not _APPLICATION_DATA:
+        raise DecodeError(f"zero-length {content_type.name} record")
+    end = pos + HEADER_LEN + length
+    if len(buf) < end:
+        return None
+    return (content_type, buf[pos : pos + HEADER_LEN], view[pos + HEADER_LEN : end]), end
 
 
 def check_change_cipher_spec(fragment: bytes | memoryview) -> None:
