@@ -72,7 +72,7 @@ class RecordReader:
         ) < len(data):
             # The usual case in bulk transfer: a read ends inside a record. Copy just that record together;
             # the records after it stay in the new bytes (its header is checked when it is taken).
-            self._first = buf[pos:] + bytes(data[:need])
+            self._first = b"".join((self._view[pos:], memoryview(data)[:need]))  # one copy
             buf, pos = bytes(data), need
         else:
             buf, pos = buf[pos:] + bytes(data), 0
