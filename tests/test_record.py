@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import hashlib
 
 import pytest
@@ -159,6 +160,31 @@ def test_reader_checks_the_header_of_a_record_completed_across_reads() -> None:
     with pytest.raises(AlertError) as info:
         reader.next_record()
     assert info.value.description == AlertDescription.decode_error
+
+
+def test_reader_repeats_a_header_error_found_in_a_record_completed_across_reads() -> None:
+    """The bad record is not skipped: the error comes again on the next call, and nothing is taken."""
+    bad = b"\x16\x03\x03\x40\x01" + b"x" * 0x4001  # a handshake record of 2^14 + 1 bytes
+    reader = RecordReader()
+    reader.feed(bad[:10])
+    reader.feed(bad[10:] + plaintext_records(HS, b"ok"))
+    for _ in range(2):
+        with pytest.raises(AlertError) as info:
+            reader.next_record()
+        assert info.value.description == AlertDescription.record_overflow
+        assert reader.buffered == len(bad) + 7
+
+
+def test_reader_takes_views_of_wide_or_scattered_items_as_their_bytes() -> None:
+    records = plaintext_records(HS, b"abcd") * 2
+    scattered = memoryview(bytes(x for y in records[6:] for x in (y, 0)))[::2]  # not contiguous
+    wide = memoryview(array.array("H", records[6:]))  # two bytes an item: len() counts items
+    for view in (scattered, wide):
+        reader = RecordReader()
+        reader.feed(records[:6])
+        reader.feed(view)
+        assert reader.buffered == len(records)
+        assert [bytes(reader.next_record()[2]) for _ in range(2)] == [b"abcd", b"abcd"]  # type: ignore[index]
 
 
 def _records(stream: bytes) -> list[tuple[ContentType, bytes, memoryview]]:

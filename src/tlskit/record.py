@@ -41,9 +41,9 @@ _EMPTY_VIEW = memoryview(b"")
 class RecordReader:
     """Splits a byte stream into records (§5.1).
 
-    ``feed`` takes any amount; the header of the next record is checked as soon as its 5 bytes arrive, so
-    an incomplete record never makes the reader hold more than one maximal record plus header beyond the
-    complete records the caller has not yet taken with ``next_record``. Fragments are returned as views of
+    ``feed`` takes any amount; ``next_record`` checks a record's header as soon as its 5 bytes are there, so a
+    caller that takes records after each feed (as ``Connection`` does) never holds more than one maximal record
+    plus header of an incomplete one. Fragments are returned as views of
     the (immutable) received bytes: a 16 KiB record is never copied on its way to the AEAD, and a record split
     across two reads is completed from the start of the second one, whose rest is kept where it is.
     """
@@ -63,28 +63,30 @@ class RecordReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes from the transport (only what completes an unfinished record is ever copied)."""
+        if type(data) is not bytes:
+            data = bytes(data)  # a caller's buffer is not kept; a view of wide or scattered items becomes bytes
         buf, pos = self._buf, self._pos
         left = len(buf) - pos
         if left <= 0:
-            buf, pos = bytes(data), 0
+            buf, pos = data, 0
         elif left >= HEADER_LEN and self._first is None and 0 < (
             need := HEADER_LEN + ((buf[pos + 3] << 8) | buf[pos + 4]) - left
         ) < len(data):
             # The usual case in bulk transfer: a read ends inside a record. Copy just that record together;
             # the records after it stay in the new bytes (its header is checked when it is taken).
             self._first = b"".join((self._view[pos:], memoryview(data)[:need]))  # one copy
-            buf, pos = bytes(data), need
+            buf, pos = data, need
         else:
-            buf, pos = buf[pos:] + bytes(data), 0
+            buf, pos = buf[pos:] + data, 0
         self._buf, self._view, self._pos = buf, memoryview(buf), pos
 
     def next_record(self) -> tuple[ContentType, bytes, memoryview] | None:
         """(content type, 5-byte header, fragment view) of the next complete record, or None."""
         first = self._first
         if first is not None:
-            self._first = None
-            whole = _record_at(first, 0, memoryview(first))
+            whole = _record_at(first, 0, memoryview(first))  # a bad header raises, and again on the next call
             assert whole is not None  # complete by construction
+            self._first = None
             return whole[0]
         buf, pos = self._buf, self._pos
         if len(buf) - pos < HEADER_LEN:
