@@ -43,9 +43,9 @@ class RecordReader:
 
     ``feed`` takes any amount; ``next_record`` checks a record's header as soon as its 5 bytes are there, so a
     caller that takes records after each feed (as ``Connection`` does) never holds more than one maximal record
-    plus header of an incomplete one. Fragments are returned as views of
-    the (immutable) received bytes: a 16 KiB record is never copied on its way to the AEAD, and a record split
-    across two reads is completed from the start of the second one, whose rest is kept where it is.
+    plus header of an incomplete one. Fragments are returned as views of the (immutable) received bytes: a
+    16 KiB record is never copied on its way to the AEAD, and a record split across two reads is completed from
+    the start of the second one, whose rest is kept where it is.
     """
 
     __slots__ = ("_buf", "_first", "_pos", "_view")
