@@ -485,7 +485,7 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
                 len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes):
             exchange.close_after = True
             raise HTTPError(431)
-        route = checked_route(request, length, router, limits)
+        route = checked_route(request, length, router, limits)  # route_for, without a coroutine per request
         if awaits_identity(request, route):
             await request.tls_state.complete()
         await route.handle(request, exchange)
