@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -51,6 +52,46 @@ def test_reverse_proxy_forwards_with_x_forwarded_headers(tmp_path: Path, env: di
         assert "x-client-cert-subject" not in seen["headers"] and "early-data" not in seen["headers"]
         status, _, body = served.fetch("/api/post", method="POST", data=b"payload")
         assert status == 200 and json.loads(body)["body"] == "payload"
+    finally:
+        served.stop()
+
+
+def _raw_exchange(served: Served, request: bytes) -> bytes:
+    """Send ``request`` as it is over TLS; everything the server answers until it closes (or 5 s pass)."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \
+            served.context().wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(request)
+        out = b""
+        with contextlib.suppress(TimeoutError, ssl.SSLError, ConnectionError):
+            while chunk := tls.recv(65536):
+                out += chunk
+        return out
+
+
+def test_proxy_cannot_be_tricked_by_paths_underscores_or_double_framing(
+        tmp_path: Path, env: dict[str, str], upstream: int) -> None:
+    """nginx's defaults: routes match the normalized path, header names with "_" never reach the upstream, and a
+    request with both Content-Length and Transfer-Encoding is refused (400) and its connection closed."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("static\n")
+    path = config(tmp_path, f'[[route]]\nroot = "www"\n\n[[route]]\npath = "/api/"\nproxy = "http://127.0.0.1:{upstream}"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        status, _, body = served.fetch("/api/a/../b/%2e/c?q=1", headers={
+            "X_Client_Cert_Subject": "admin", "X_Forwarded_Proto": "http", "x-plain": "kept"})
+        seen = json.loads(body)
+        assert status == 200 and seen["path"] == "/api/b/c?q=1"  # resolved, so the upstream sees what was routed
+        assert seen["headers"]["x-forwarded-proto"] == "https" and seen["headers"]["x-plain"] == "kept"
+        assert not [name for name in seen["headers"] if "_" in name]
+        for escape in ("/api/../index.html", "/api/%2e%2e/index.html"):  # leaves the proxy for the static route
+            status, headers, body = served.fetch(escape)
+            assert (status, body) == (200, b"static\n") and "x-upstream" not in headers, escape
+        assert served.fetch("/api/..%2f..%2fetc/passwd")[0] == 400
+        smuggle = (b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/second HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = _raw_exchange(served, smuggle)
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"connection: close" in answer.lower()
+        assert answer.count(b"HTTP/1.1 ") == 1 and b"/api/second" not in answer  # closed: the second is never read
     finally:
         served.stop()
 

@@ -43,6 +43,7 @@ from .channel import Channel
 from .exchange import Field, HTTPExchange
 from .metrics import ServeMetrics
 from .settings import HTTPLimits
+from .target import split_target
 
 __all__ = ["EARLY_SAFE_METHODS", "ConnectionTracker", "Exchange", "Field", "HTTPError", "Request", "Route", "Router",
            "TLSState", "checked", "serve_connection"]
@@ -147,6 +148,7 @@ class Request:
     tls_state: TLSState
     first_on_connection: bool
     early: bool = False  # its first byte arrived in 0-RTT data: it may be a replay (RFC 8470)
+    bad_target: str | None = None  # why the target cannot be routed (a 400), from ``route_target``
 
     @property
     def tls(self) -> TLSFields:
@@ -158,6 +160,16 @@ class Request:
             if key == name:
                 return value.decode("latin-1")
         return None
+
+
+def route_target(target: str, host: str) -> tuple[str, str, str | None]:
+    """(path to route on, host, None) for a request target, or ("", host, why) for one answered 400
+    (``target.split_target``: dot segments resolved, absolute form accepted)."""
+    try:
+        path, host = split_target(target, host)
+    except ValueError as e:
+        return "", host, str(e)
+    return path, host, None
 
 
 class Route(Protocol):
@@ -468,18 +480,24 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
     started = time.monotonic() if metrics or logged else 0.0
     target = event.target.decode("ascii", "replace")
     headers = [(name, value) for _, name, value in event.headers._full_items]  # h11's (raw, lower, value)
-    host, length = "", None
+    host, length, chunked = "", None, False
     for name, value in headers:
         if name == b"host":
             host = value.decode("ascii", "replace").lower()
             host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         elif name == b"content-length":
             length = value
-    request = Request(method=event.method.decode("ascii", "replace"), target=target, path=target.partition("?")[0],
-                      host=host, headers=headers, http_version=event.http_version.decode(), peer=peer,
-                      tls_state=state, first_on_connection=first, early=early)
+        elif name == b"transfer-encoding":
+            chunked = True
+    path, host, bad_target = route_target(target, host)
+    request = Request(method=event.method.decode("ascii", "replace"), target=target, path=path, host=host,
+                      headers=headers, http_version=event.http_version.decode(), peer=peer, tls_state=state,
+                      first_on_connection=first, early=early, bad_target=bad_target)
     exchange = Exchange(conn, channel, limits, close_after, tracker)
     try:
+        if chunked and length is not None:  # RFC 9112 §6.1: a smuggling pattern; nginx answers 400 too, and closes
+            exchange.close_after = True
+            raise HTTPError(400, detail="both Content-Length and Transfer-Encoding")
         # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
         if head_bytes > limits.max_header_bytes and (
                 len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes):
@@ -537,6 +555,8 @@ def checked_route(request: Request, content_length: bytes | str | None, router: 
     limit, 425 for what is not replay-safe in 0-RTT data (RFC 8470), 404 without a route."""
     if content_length is not None and content_length.isdigit() and int(content_length) > limits.max_body_bytes:
         raise HTTPError(413, detail=f"body over {limits.max_body_bytes} bytes")
+    if request.bad_target is not None:
+        raise HTTPError(400, detail=request.bad_target)
     if request.early and request.method not in EARLY_SAFE_METHODS:
         raise HTTPError(425, detail="not replay-safe: send it again now that the handshake is complete")
     route = router.match(request.host, request.path) if request.path.startswith("/") else None

@@ -576,9 +576,10 @@ def _request(raw: list[tuple[bytes, bytes]], peer: str, state: TLSState, early: 
     host = next((v for k, v in headers if k == b"host"), b"").decode("ascii", "replace").lower()
     host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     target = pseudo.get(b":path", b"").decode("ascii", "replace")
-    return Request(method=pseudo.get(b":method", b"").decode("ascii", "replace"), target=target,
-                   path=target.partition("?")[0], host=host, headers=headers, http_version="2.0", peer=peer,
-                   tls_state=state, first_on_connection=first, early=early)
+    path, host, bad_target = http1.route_target(target, host)
+    return Request(method=pseudo.get(b":method", b"").decode("ascii", "replace"), target=target, path=path,
+                   host=host, headers=headers, http_version="2.0", peer=peer, tls_state=state,
+                   first_on_connection=first, early=early, bad_target=bad_target)
 
 
 async def serve_h2_connection(channel: Channel, state: TLSState, *, router: Callable[[], Router],

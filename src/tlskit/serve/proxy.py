@@ -4,7 +4,9 @@ Hop-by-hop headers are dropped both ways; the upstream sees ``X-Forwarded-For`` 
 ``X-Forwarded-Proto: https``, ``X-Forwarded-Host``, ``Early-Data: 1`` for a request that arrived in 0-RTT data
 (RFC 8470 §5.1) and, with mTLS, the client certificate's subject CN in ``client_cert_header`` and the
 certificate as Envoy's ``X-Forwarded-Client-Cert`` (``Hash=<sha256 of the DER>;Subject="...";URI=<SPIFFE
-ID>;DNS=...``) (a client cannot forge these: incoming copies are removed). No upstream: 502; a silent one: 504.
+ID>;DNS=...``) (a client cannot forge these: incoming copies are removed, and so is every header whose name has
+an underscore, as nginx drops them). The path sent on is the one routed on (dot segments resolved, see
+``target``), with the query as received. No upstream: 502; a silent one: 504.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ class ReverseProxy:
         drop = _hop_by_hop(request.headers) | _SET_BY_US | {r.client_cert_header.encode()}
         if not r.preserve_host:
             drop.add(b"host")
-        headers = [(k, v) for k, v in request.headers if k not in drop and k != b"x-forwarded-for"]
+        # Names with "_" are dropped, as nginx does (underscores_in_headers off): a WSGI/CGI upstream reads
+        # X_Client_Cert and X-Client-Cert as one variable, so an underscore copy would forge what we set.
+        headers = [(k, v) for k, v in request.headers if k not in drop and k != b"x-forwarded-for" and b"_" not in k]
         forwarded_for = ", ".join([v.decode("latin-1") for k, v in request.headers if k == b"x-forwarded-for"]
                                   + [request.peer])
         headers += [(b"x-forwarded-for", forwarded_for.encode()), (b"x-forwarded-proto", b"https"),
@@ -108,7 +112,8 @@ class ReverseProxy:
                 writer.write(data)
 
         try:  # HTTP/2 lets through what HTTP/1.1 cannot carry (a space in :path, odd header names): 400
-            head = h11.Request(method=request.method, target=r.upstream_path + request.target,
+            query = request.target.partition("?")
+            head = h11.Request(method=request.method, target=r.upstream_path + request.path + query[1] + query[2],
                                headers=self._request_headers(request))
         except (h11.LocalProtocolError, UnicodeEncodeError) as e:
             raise HTTPError(400, detail=f"cannot be forwarded as HTTP/1.1: {e}") from None

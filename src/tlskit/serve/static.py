@@ -125,13 +125,15 @@ class StaticFiles:
         url_path = urllib.parse.unquote(raw_path)
         try:
             path = self._resolve(url_path)
+            if path.is_dir():
+                for name in self.index:
+                    if (path / name).is_file():
+                        return str(path / name), False
+                return (str(path), True) if self.listing else (HTTPError(404), False)
         except HTTPError as e:
             return e, False
-        if path.is_dir():
-            for name in self.index:
-                if (path / name).is_file():
-                    return str(path / name), False
-            return (str(path), True) if self.listing else (HTTPError(404), False)
+        except (OSError, RuntimeError, ValueError):  # a name too long, a symlink loop: nothing to serve (nginx: 404)
+            return HTTPError(404), False
         return str(path), False
 
     def _resolve(self, url_path: str) -> Path:
@@ -371,15 +373,21 @@ def _range(request: Request, etag: str, last_modified: str, size: int) -> tuple[
         return None  # several ranges or another unit: ignoring Range is allowed (§14.2)
     first, last = m.group(1), m.group(2)
     if first == "":  # suffix: the last N bytes
-        count = min(int(last), size)
+        count = min(_position(last), size)
         if count == 0:
             raise HTTPError(416, [("content-range", f"bytes */{size}")])
         return size - count, count
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+    start = _position(first)
+    end = min(_position(last), size - 1) if last else size - 1
     if start >= size or end < start:
         raise HTTPError(416, [("content-range", f"bytes */{size}")])
     return start, end - start + 1
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range header: past any file when longer than 18 digits (and not converted, so a
+    client cannot make ``int()`` parse thousands of digits)."""
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 def _http_date(value: str | None) -> int | None:

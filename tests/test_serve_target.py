@@ -1,0 +1,49 @@
+"""Request targets as routes see them: dot segments resolved, slashes merged, the absolute form accepted."""
+
+from __future__ import annotations
+
+import pytest
+
+from tlskit.serve.target import split_target
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        ("/", "/"),
+        ("/docs/notes.txt?x=1", "/docs/notes.txt"),
+        ("/a/./b/../c", "/a/c"),
+        ("/a/b/..", "/a/"),
+        ("/a/b/.", "/a/b/"),
+        ("/a/..", "/"),
+        ("//a///b//", "/a/b/"),
+        ("/a/%2e%2E/b", "/b"),
+        ("/a/%2e/b", "/a/b"),
+        ("/api/group%2Fname/x", "/api/group%2Fname/x"),  # an encoded slash inside a name stays a name
+        ("/caf%C3%A9/%20x", "/caf%C3%A9/%20x"),  # other escapes are left as the client sent them
+        ("/a/b%2F", "/a/b%2F"),
+    ],
+)
+def test_origin_form_paths_are_normalized(target: str, path: str) -> None:
+    assert split_target(target, "host") == (path, "host")
+
+
+@pytest.mark.parametrize(
+    "target", ["/..", "/../x", "/a/../../x", "/%2e%2e/x", "/a/..%2f..%2fx", "/a/..%5cx", "/a/x%2f..", "/.%2e/x"]
+)
+def test_climbing_above_the_root_or_hiding_a_dot_segment_is_refused(target: str) -> None:
+    with pytest.raises(ValueError):
+        split_target(target, "host")
+
+
+def test_absolute_form_takes_its_host_from_the_target() -> None:
+    """RFC 9112 §3.2.2: the authority of an absolute-form target replaces the Host header."""
+    assert split_target("https://Example.COM:8443/a/../b?q", "other") == ("/b", "example.com")
+    assert split_target("http://example.com", "other") == ("/", "example.com")
+    with pytest.raises(ValueError):
+        split_target("https:///nohost", "other")
+
+
+def test_asterisk_and_authority_forms_pass_unchanged() -> None:
+    assert split_target("*", "h") == ("*", "h")
+    assert split_target("example.com:443", "h") == ("example.com:443", "h")
