@@ -61,6 +61,7 @@ class Client:
         self.bodies: dict[int, bytearray] = {}
         self.headers: dict[int, dict[bytes, bytes]] = {}
         self.ended: set[int] = set()
+        self.informational: list[tuple[int, bytes]] = []  # (stream, :status) of 1xx responses
         self.reset: dict[int, int] = {}
         self.goaway: tuple[int, int] | None = None  # (last stream id, error code)
         self._frames = b""
@@ -98,6 +99,8 @@ class Client:
                 match event:
                     case h2.events.ResponseReceived():
                         self.headers[event.stream_id] = dict(event.headers)
+                    case h2.events.InformationalResponseReceived():
+                        self.informational.append((event.stream_id, dict(event.headers)[b":status"]))
                     case h2.events.DataReceived():
                         self.bodies.setdefault(event.stream_id, bytearray()).extend(event.data)
                         if self.consume:
@@ -228,6 +231,28 @@ def test_proxy_over_http2_forwards_request_bodies(tmp_path: Path, upstream: int)
         assert seen[unsized]["body"] == "no length" and seen[get]["method"] == "GET"
         client.close()
         served.access(r'"POST /api/a\?x=1 HTTP/2\.0" 200 ')
+    finally:
+        served.stop()
+    _no_traceback(served)
+
+
+def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path, upstream: int) -> None:
+    """RFC 9110 §10.1.1: a client that waits for 100 Continue gets it as soon as the route reads the body."""
+    served = _serve(tmp_path, "--proxy", f"http://127.0.0.1:{upstream}")
+    try:
+        client = Client(served)
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                                       (b":path", b"/up"), (b"content-length", b"4"), (b"expect", b"100-continue")])
+        client.flush()
+        client.pump(lambda: client.informational, timeout=3)
+        assert client.informational == [(sid, b"100")] and sid not in client.headers
+        client.conn.send_data(sid, b"body", end_stream=True)
+        client.flush()
+        client.pump(lambda: sid in client.ended)
+        seen = json.loads(client.bodies[sid])
+        assert client.status(sid) == 200 and seen["body"] == "body" and "expect" not in seen["headers"]
+        client.close()
     finally:
         served.stop()
     _no_traceback(served)

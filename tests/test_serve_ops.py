@@ -96,6 +96,56 @@ def test_proxy_cannot_be_tricked_by_paths_underscores_or_double_framing(
         served.stop()
 
 
+def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path, env: dict[str, str], upstream: int) -> None:
+    """RFC 9110 §10.1.1: curl waits (1 s) for 100 Continue before a body; the proxy asks for it when it reads the
+    body, and a static route, which answers without reading it, sends its final status instead."""
+    (tmp_path / "www").mkdir()
+    path = config(tmp_path, f'[[route]]\nroot = "www"\n\n[[route]]\npath = "/api/"\nproxy = "http://127.0.0.1:{upstream}"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        for target, first in ((b"/api/up", b"HTTP/1.1 100 "), (b"/static", b"HTTP/1.1 405 ")):
+            with socket.create_connection(("127.0.0.1", served.port), timeout=3) as raw, \
+                    served.context().wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"POST " + target + b" HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n"
+                            b"Expect: 100-continue\r\n\r\n")
+                head = tls.recv(65536)  # within the socket's 3 s timeout: not left waiting for the body
+                assert head.startswith(first), head
+                if first.startswith(b"HTTP/1.1 100"):
+                    tls.sendall(b"body")
+                    answer = b""
+                    while b'"body": "body"' not in answer:
+                        answer += tls.recv(65536)
+                    assert b"HTTP/1.1 200 " in answer and b'"expect"' not in answer
+    finally:
+        served.stop()
+
+
+def test_unreadable_requests_are_answered_logged_and_counted(tmp_path: Path, env: dict[str, str]) -> None:
+    """What nginx does with requests it cannot serve: 400 for garbage, 501 for an unknown transfer coding, 505 for
+    another HTTP version, each in the access log (with the request line as far as it came) and in the metrics;
+    empty lines before a request line are skipped (RFC 9112 §2.2)."""
+    (tmp_path / "index.html").write_text("i\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--metrics-port", str(metrics_port)], env)
+    try:
+        assert _raw_exchange(served, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        served.wait_log(r'"GARBAGE" 400 ')
+        answer = _raw_exchange(served, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
+        served.wait_log(r'"POST / HTTP/1\.1" 501 ')
+        answer = _raw_exchange(served, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
+        answer = _raw_exchange(served, b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\ni\n")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        for status in ("400", "501", "505", "200"):
+            assert f'tlskit_http_requests_total{{code="{status}"}} 1.0' in text, status
+    finally:
+        served.stop()
+
+
 def test_proxy_without_upstream_is_502(tmp_path: Path, env: dict[str, str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -169,6 +219,7 @@ def test_json_log_lines(tmp_path: Path, env: dict[str, str]) -> None:
     tls = access["tls"]
     assert isinstance(tls, dict) and tls["version"] == "TLSv1.3" and tls["group"] == "x25519"
     assert any(r.get("message", "").startswith("shutting down") for r in records)  # type: ignore[union-attr]
+    assert {type(r["time"]) for r in records} == {str}  # the same type for a key in every line (log pipelines)
 
 
 def _leaf_serial(served: Served) -> int:

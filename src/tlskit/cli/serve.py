@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="directory to serve (default: the config's root, else the current directory)")
     serve.add_argument("-c", "--config", type=Path, metavar="FILE", help="TOML configuration file")
     serve.add_argument("--host", help="address or name to listen on (default: localhost, IPv4 and IPv6)")
-    serve.add_argument("--port", type=int, help="TCP port; 0 picks a free one (default: 8443)")
+    serve.add_argument("--port", type=port_number, help="TCP port; 0 picks a free one (default: 8443)")
     serve.add_argument("--reuse-port", action="store_true", default=None,
                        help="set SO_REUSEPORT so other servers can share the port")
     serve.add_argument("--cert", type=Path, metavar="FILE",
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="list directories that have no index.html")
     serve.add_argument("-w", "--workers", type=_positive, metavar="N",
                        help="worker processes sharing the port (default: the number of cores)")
-    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+    serve.add_argument("--metrics-port", type=port_number, metavar="PORT",
                        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
     serve.add_argument("--metrics-host", metavar="ADDRESS", help="address for the metrics port (default 127.0.0.1)")
     serve.add_argument("--log-json", action="store_true", default=None, help="log one JSON object per line")
@@ -100,6 +100,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                           "repeat for several")
     serve.add_argument("-q", "--quiet", action="store_true", help="log only warnings (no access log)")
     serve.set_defaults(run=_serve)
+
+
+def port_number(text: str) -> int:
+    """A TCP port for argparse: 0-65535 (0: the system picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0 picks a free one)")
+    return value
 
 
 def _positive(text: str) -> int:

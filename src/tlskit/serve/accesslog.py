@@ -109,6 +109,7 @@ class AccessEntry:
     user_agent: str
     request_ms: float
     tls: TLSFields
+    request_line: str | None = None  # logged instead of method, target and version: a request we could not read
 
     def __str__(self) -> str:
         return self.combined()
@@ -116,7 +117,9 @@ class AccessEntry:
     def combined(self) -> str:
         stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(self.time))
         t = self.tls
-        return (f'{self.peer} - - [{stamp}] "{_quote(self.method)} {_quote(self.target)} HTTP/{self.http_version}" '
+        line = (f"{_quote(self.method)} {_quote(self.target)} HTTP/{self.http_version}" if self.request_line is None
+                else _quote(self.request_line) or "-")
+        return (f'{self.peer} - - [{stamp}] "{line}" '
                 f'{self.status} {self.size} "{_quote(self.referer)}" "{_quote(self.user_agent)}" '
                 f"tls={t.version} suite={t.suite} group={t.group} sni={t.sni} alpn={t.alpn} "
                 f"resumed={int(t.resumed)} early={int(t.early_data)} hs_ms={t.handshake_ms} "
@@ -155,7 +158,9 @@ class _JSONFormatter(logging.Formatter):
         }
         entry = getattr(record, "access", None)
         if isinstance(entry, AccessEntry):
-            out.update(entry.fields())
+            fields = entry.fields()
+            del fields["time"]  # one type per key in every line: the ISO "time" above (when it was logged)
+            out.update(fields)
         else:
             out["message"] = record.getMessage()
         if record.exc_info:

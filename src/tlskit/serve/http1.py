@@ -52,9 +52,11 @@ _log = logging.getLogger("tlskit.serve")
 FLUSH_SIZE = 1 << 16
 _REASONS = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
             403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-            412: "Precondition Failed", 413: "Content Too Large", 416: "Range Not Satisfiable",
-            425: "Too Early", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+            410: "Gone", 411: "Length Required", 412: "Precondition Failed", 413: "Content Too Large",
+            414: "URI Too Long", 415: "Unsupported Media Type", 416: "Range Not Satisfiable", 417: "Expectation Failed",
+            425: "Too Early", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout", 505: "HTTP Version Not Supported"}
 _PHRASES = {status: phrase.encode() for status, phrase in _REASONS.items()}
 EARLY_SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))  # served from 0-RTT data (RFC 8470 §3; 9110 §9.2.1)
 # What a request read from 0-RTT data sees of the connection until the handshake completes.
@@ -236,6 +238,9 @@ class Exchange:
         """The next part of the request body, None at its end; over ``max_body_bytes`` raises HTTPError(413)."""
         conn = self.conn
         while (event := conn.next_event()) is h11.NEED_DATA:
+            if conn.they_are_waiting_for_100_continue:  # RFC 9110 §10.1.1: the route reads the body, so ask for it
+                self._send(_CONTINUE)
+                self._write()
             self.channel.set_timeout(self.limits.idle_timeout)
             conn.receive_data(await self.channel.read())
         return self._body_part(event)
@@ -332,6 +337,7 @@ class Exchange:
 
 
 _END = h11.EndOfMessage()  # events are immutable: one serves every response
+_CONTINUE = h11.InformationalResponse(status_code=100, headers=[])
 _RESPONSES_MAX = 256
 # (id of the fields, status, closing) -> (the fields, the second its Date says, the Response): a file version's
 # head is built once a second. Only tuples of fields are kept (a file's are; per-request lists are built each
@@ -425,10 +431,11 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
                     break  # idle keep-alive connection: close quietly
-                _answer_error(conn, channel, limits, HTTPError(408))
+                await _answer_unread(conn, channel, limits, 408, peer, state, metrics, logged,
+                                     bytes(conn.trailing_data[0][:_LOGGED_LINE]))
                 break
-            except h11.RemoteProtocolError as e:
-                _answer_error(conn, channel, limits, HTTPError(e.error_status_hint))
+            except _Unreadable as e:
+                await _answer_unread(conn, channel, limits, e.status, peer, state, metrics, logged, e.start)
                 break
             if type(request_event) is not h11.Request:
                 break  # ConnectionClosed
@@ -450,27 +457,46 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
         tracker.remove(entry)
 
 
+class _Unreadable(Exception):
+    """h11 could not parse a request head: the status to answer and the start of what was sent."""
+
+    def __init__(self, status: int, start: bytes) -> None:
+        super().__init__(status)
+        self.status, self.start = status, start
+
+
 async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits) -> tuple[object, int]:
     """The next event (a Request, or ConnectionClosed) and at most how many bytes its head has: idle timeout
-    until the first byte, then the header timeout for the whole head."""
-    buffered = len(conn.trailing_data[0])
-    if buffered:  # pipelined: (part of) the next head is here already
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event, buffered
-        channel.set_timeout(limits.header_timeout)
-    else:  # nothing buffered: h11 needs data (it is idle, between requests)
-        channel.set_timeout(limits.idle_timeout)
-        data = await channel.read()
-        buffered = len(data)
-        conn.receive_data(data)
-        channel.set_timeout(limits.header_timeout)
-        event = conn.next_event()
-    while event is h11.NEED_DATA:
-        data = await channel.read()
-        buffered += len(data)
-        conn.receive_data(data)
-        event = conn.next_event()
+    until the first byte, then the header timeout for the whole head. ``_Unreadable`` for a malformed head."""
+    first = conn.trailing_data[0]
+    buffered = len(first)
+    try:
+        if buffered:  # pipelined: (part of) the next head is here already
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event, buffered
+            channel.set_timeout(limits.header_timeout)
+        else:  # nothing buffered: h11 needs data (it is idle, between requests)
+            channel.set_timeout(limits.idle_timeout)
+            data = await channel.read()
+            while data[:1] == b"\r" or data[:1] == b"\n":  # RFC 9112 §2.2: empty lines before a request line
+                if data := data.lstrip(b"\r\n"):
+                    break
+                data = await channel.read()
+                if not data:
+                    break
+            first = data
+            buffered = len(data)
+            conn.receive_data(data)
+            channel.set_timeout(limits.header_timeout)
+            event = conn.next_event()
+        while event is h11.NEED_DATA:
+            data = await channel.read()
+            buffered += len(data)
+            conn.receive_data(data)
+            event = conn.next_event()
+    except h11.RemoteProtocolError as e:  # h11 consumed what it parsed: the start is the first bytes read
+        raise _Unreadable(e.error_status_hint, bytes(first[:_LOGGED_LINE])) from None
     return event, buffered
 
 
@@ -498,6 +524,9 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
         if chunked and length is not None:  # RFC 9112 §6.1: a smuggling pattern; nginx answers 400 too, and closes
             exchange.close_after = True
             raise HTTPError(400, detail="both Content-Length and Transfer-Encoding")
+        if event.http_version != b"1.1" and event.http_version != b"1.0":  # "HTTP/2.0" in a request line: §2.5
+            exchange.close_after = True
+            raise HTTPError(505)
         # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
         if head_bytes > limits.max_header_bytes and (
                 len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes):
@@ -583,10 +612,24 @@ async def record_request(request: Request, status: int, size: int, started: floa
         access_log.info("%s", access, extra={"access": access})  # formatted by the handler: combined()
 
 
-def _answer_error(conn: h11.Connection, channel: Channel, limits: HTTPLimits, error: HTTPError) -> None:
-    """408/400/431 for a request we could not read; always followed by closing the connection."""
+async def _answer_unread(conn: h11.Connection, channel: Channel, limits: HTTPLimits, status: int, peer: str,
+                         state: TLSState, metrics: ServeMetrics | None, logged: bool, start: bytes) -> None:
+    """408/400/431/501 for a request we could not read, logged and counted like any answer (its first line as
+    far as it came, from ``start``, as nginx logs it); the connection closes after it."""
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
+    line = start.partition(b"\r\n")[0].partition(b"\n")[0]
     exchange = Exchange(conn, channel, limits, close_after=True)
     with contextlib.suppress(h11.LocalProtocolError, ConnectionError, TLSError):
-        exchange.simple(error.status)
+        exchange.simple(status)
+    if metrics:
+        metrics.requests.labels(str(status)).inc()
+    if logged:
+        fields = await state.complete()
+        access = AccessEntry(peer=peer, time=time.time(), method="-", target="-", http_version="-", status=status,
+                             size=exchange.body_bytes, referer="-", user_agent="-", request_ms=0.0, tls=fields,
+                             request_line=line.decode("latin-1"))
+        access_log.info("%s", access, extra={"access": access})
+
+
+_LOGGED_LINE = 1024  # bytes of an unreadable request's first line that reach the access log

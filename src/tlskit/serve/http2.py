@@ -76,10 +76,11 @@ class StreamExchange:
     """One stream's request body in and response out; the ``HTTPExchange`` routes use, plus ``simple``."""
 
     __slots__ = ("_chunks", "_end", "_ended", "_in_end", "_out", "_received", "_window", "arrived", "body_bytes",
-                 "conn", "status", "stream_id")
+                 "conn", "expects_continue", "status", "stream_id")
 
-    def __init__(self, conn: _Connection, stream_id: int, in_end: bool) -> None:
+    def __init__(self, conn: _Connection, stream_id: int, in_end: bool, expects_continue: bool = False) -> None:
         self.conn, self.stream_id = conn, stream_id
+        self.expects_continue = expects_continue and not in_end  # "Expect: 100-continue" not answered yet
         self.status = 0
         self.body_bytes = 0
         self._received = 0
@@ -109,6 +110,10 @@ class StreamExchange:
         while not self._chunks:
             if self._in_end:
                 return None
+            if self.expects_continue and not self.status:  # RFC 9110 §10.1.1: the route reads the body, so ask
+                self.expects_continue = False
+                self.conn.h2.send_headers(self.stream_id, [(b":status", b"100")])
+                self.conn.send()
             self.arrived.clear()
             await asyncio.wait_for(self.arrived.wait(), limits.idle_timeout)
         data, flow_length = self._chunks.popleft()
@@ -439,7 +444,8 @@ class _Connection:
             self._costly()
             return
         self.last_stream = max(self.last_stream, sid)
-        stream = StreamExchange(self, sid, bool(event.stream_ended))
+        expects = any(name == b"expect" and value.lower() == b"100-continue" for name, value in event.headers or ())
+        stream = StreamExchange(self, sid, bool(event.stream_ended), expects)
         self.streams[sid] = stream
         task = asyncio.get_running_loop().create_task(
             self._serve(stream, list(event.headers or ()), early, not event.stream_ended))

@@ -55,7 +55,7 @@ class ReverseProxy:
 
     def _request_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
         r = self.route
-        drop = _hop_by_hop(request.headers) | _SET_BY_US | {r.client_cert_header.encode()}
+        drop = _hop_by_hop(request.headers) | _SET_BY_US | {r.client_cert_header.encode(), b"expect"}  # 100: ours
         if not r.preserve_host:
             drop.add(b"host")
         # Names with "_" are dropped, as nginx does (underscores_in_headers off): a WSGI/CGI upstream reads
