@@ -170,6 +170,13 @@ def test_odd_paths_and_ranges_get_clean_answers_not_500s(tmp_path: Path, env: di
     served = start([str(root), "--host", "127.0.0.1", "--port", "0"], env)
     try:
         assert served.fetch("/" + "a" * 300)[0] == 404
+        assert served.fetch("/docs/notes.txt/")[0] == 404
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as plain:  # HTTP to the HTTPS port
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while chunk := plain.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and answer.endswith(b"use https:// in the URL\n")
         assert served.fetch("/loop")[0] == 404
         status, headers, body = served.fetch("/docs/notes.txt", headers={"range": "bytes=3-" + "9" * 5000})
         assert (status, headers.get("content-range"), body) == (206, "bytes 3-11/12", b"in notes\n")

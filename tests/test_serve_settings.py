@@ -128,6 +128,23 @@ def test_bad_config_names_file_line_and_fix(tmp_path: Path, text: str, expected:
         tmp=tmp_path)), message
 
 
+def test_certificate_and_route_mistakes_name_the_setting(tmp_path: Path) -> None:
+    """A chain or key that cannot be used names the [[certificate]] it came from as well as the PEM file; a
+    route that could never answer (same path and hosts as an earlier one) and an ALPN protocol we do not speak
+    are refused."""
+    path = write(tmp_path, '[[route]]\npath = "/"\n\n[[certificate]]\ncert = "site.pem"\nkey = "site.pem"\n')
+    with pytest.raises(SettingsError) as info:
+        CertificateStore.load(load_settings(Flags(config=path)).certificates)
+    assert str(info.value).startswith(f"{path}:4: [[certificate]] #1: {tmp_path / 'site.pem'}: "), info.value
+    message = error(tmp_path, '[[route]]\npath = "/a/"\n\n[[route]]\npath = "/a/"\n')
+    assert message.startswith(f"{tmp_path / 'site.toml'}:5: [[route]] #2: 'path' '/a/' is already the path"), message
+    # the same path for other hosts is no duplicate
+    other_hosts = '[[route]]\npath = "/a/"\nhosts = ["x.test"]\n\n[[route]]\npath = "/a/"\n'
+    assert len(load_settings(Flags(config=write(tmp_path, other_hosts))).routes) == 2
+    message = error(tmp_path, '[tls]\nalpn = ["h3"]\n')
+    assert message.startswith(f"{tmp_path / 'site.toml'}:2: [tls]: 'alpn' 'h3' is not served here"), message
+
+
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, '[http]\nidle_timeout = "long"\n')
     result = subprocess.run([sys.executable, "-m", "tlskit", "serve", "--config", str(path)],

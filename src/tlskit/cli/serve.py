@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--cert", type=Path, metavar="FILE",
                        help="PEM certificate chain, leaf first (default: the development CA's localhost one)")
     serve.add_argument("--key", type=Path, metavar="FILE", help="PEM private key for --cert")
-    serve.add_argument("--alpn", action="append", metavar="PROTOCOL",
+    serve.add_argument("--alpn", action="append", metavar="PROTOCOL", choices=("h2", "http/1.1"),
                        help="ALPN protocol to accept, in preference order; repeat for several (default: http/1.1). "
                             "HTTP/2 is opt-in: --alpn h2 --alpn http/1.1")
     serve.add_argument("--ciphers", metavar="SUITES",

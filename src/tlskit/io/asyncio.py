@@ -64,8 +64,10 @@ class TLSProtocol(asyncio.Protocol):
         ktls: KTLSOption = False,
         on_handshake: Callable[[TLSProtocol, TLSError | None], None] | None = None,
         early_data: bool = False,
+        plain_http_reply: bytes | None = None,
     ) -> None:
         self.session = session
+        self.plain_http_reply = plain_http_reply  # server: sent instead of our alert to a plain HTTP request
         self.on_handshake = on_handshake
         self.app = app
         self.transport = TLSTransport(self)
@@ -343,6 +345,8 @@ class TLSProtocol(asyncio.Protocol):
         self._cancel_timer()
         self._error = error
         out = self.session.outgoing()
+        if self.plain_http_reply is not None and self.session.plain_http():  # as nginx: an HTTP answer, not an alert
+            out = self.plain_http_reply
         raw = self._raw
         if raw is not None and not raw.is_closing():
             if out and not abort and self._ktls is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, TypeVar
@@ -208,6 +209,12 @@ class TLSSession(ConnectionInfo):
                 plaintext[0] = head[n:]
         return filled
 
+    def plain_http(self) -> bool:
+        """Server side, before the handshake completes: the peer's first bytes are an HTTP/1.x request line
+        (``GET /...``), not a TLS record, i.e. someone spoke plain HTTP to the TLS port."""
+        hello = self._hello
+        return hello is not None and _HTTP_METHOD.match(hello) is not None
+
     def client_server_name(self) -> str | None:
         """Server side: the SNI of the ClientHello received so far (for logging a failed handshake)."""
         data = bytes(self._hello or b"")
@@ -260,6 +267,7 @@ def peer_cert_dict(der: bytes) -> dict[str, Any]:
 
 
 _HELLO_KEEP = 5 + (1 << 14)
+_HTTP_METHOD = re.compile(rb"[A-Z]{3,10} \S")  # GET /, OPTIONS *, PRI * (a TLS record starts with 0x14-0x18)
 _VERSION_NAMES = {ProtocolVersion.TLS1_3: "TLSv1.3", ProtocolVersion.TLS1_2: "TLSv1.2"}
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # OpenSSL's long names, which ``ssl`` reports; other attributes appear as dotted OIDs.

@@ -37,8 +37,8 @@ class CertificateStore:
         for spec in specs:
             try:
                 ck = CertifiedKey.from_pem_files(spec.cert, spec.key)
-            except ConfigError as e:  # its message names the file and the problem
-                raise SettingsError(str(e)) from None
+            except ConfigError as e:  # its message names the PEM file and the problem; the origin, the setting
+                raise SettingsError(f"{spec.origin}{e}") from None
             loaded.append(ck)
             for name in spec.names or _dns_names(ck.leaf):
                 if name.startswith("*."):

@@ -119,6 +119,11 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
     return Site(settings, with_env_key_log(config), Router(tuple(routes)), store, dev, ticket_key, stateful)
 
 
+_PLAIN_HTTP_BODY = b"400 Bad Request: this port speaks HTTPS; use https:// in the URL\n"
+_PLAIN_HTTP_REPLY = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n%s" % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY))
+
+
 class _ServedTLS(TLSProtocol):
     """``TLSProtocol`` that remembers when TCP was accepted, for the handshake time (``perf_counter``: uvloop's
     clock ticks in milliseconds, too coarse for the sub-millisecond histogram buckets). (The event loops set
@@ -218,7 +223,8 @@ class ServeProcess:
         channel = Channel(connected, send_timeout=site.settings.http.idle_timeout)
         tls = _ServedTLS(TLSSession(site.config), channel,
                          handshake_timeout=site.settings.http.handshake_timeout, on_handshake=self._handshake_ended,
-                         ktls=ktls.option(site.settings.ktls), early_data=site.settings.early_data)
+                         ktls=ktls.option(site.settings.ktls), early_data=site.settings.early_data,
+                         plain_http_reply=_PLAIN_HTTP_REPLY)
         return tls
 
     def _handshake_ended(self, protocol: TLSProtocol, error: TLSError | None) -> None:

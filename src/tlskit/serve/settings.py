@@ -30,6 +30,7 @@ __all__ = ["CertificateSpec", "Flags", "HTTPLimits", "Listener", "MetricsEndpoin
 
 # Post-quantum hybrid first: clients that offer it (Chromium, Firefox, OpenSSL 3.5) get it, as nginx does.
 SERVE_GROUPS = (NamedGroup.X25519MLKEM768, NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1)
+SERVE_ALPN = ("h2", "http/1.1")  # what ``tlskit serve`` speaks: only these may be negotiated
 
 
 class SettingsError(ConfigError):
@@ -52,6 +53,7 @@ class CertificateSpec:
     cert: Path
     key: Path
     names: tuple[str, ...] = ()
+    origin: str = field(default="", compare=False)  # "site.toml:7: [[certificate]] #1: ", to prefix a loading error
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -204,7 +206,13 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
     metrics_t = top.table("metrics") if "metrics" in doc else None
     listeners = tuple(_listener(t) for t in top.tables("listen"))
     certificates = tuple(_certificate(t) for t in top.tables("certificate"))
-    routes = tuple(_route(t) for t in top.tables("route"))
+    route_tables = top.tables("route")
+    routes = tuple(_route(t) for t in route_tables)
+    for i, r in enumerate(routes):  # nginx: "duplicate location"; here the second would never be reached
+        for earlier in routes[:i]:
+            if (earlier.prefix, sorted(earlier.hosts)) == (r.prefix, sorted(r.hosts)):
+                route_tables[i].fail("path", f"{r.prefix!r} is already the path of an earlier [[route]] with the "
+                                             "same hosts: that one would always answer (remove one, or give hosts)")
     top.finish(("server", "tls", "http", "metrics", "listen", "certificate", "route"))
 
     limits = HTTPLimits(
@@ -218,6 +226,9 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
     )
     http.finish()
     alpn = tuple(tls.strings("alpn", ("http/1.1",)))
+    for protocol in alpn:
+        if protocol not in SERVE_ALPN:
+            tls.fail("alpn", f"{protocol!r} is not served here: use {' and/or '.join(SERVE_ALPN)}")
     suites = _named(tls, "cipher_suites", flags.cipher_suites, CipherSuite, SUITES, DEFAULT_CIPHER_SUITES)
     groups = _named(tls, "groups", flags.groups, NamedGroup, SUPPORTED_GROUPS, SERVE_GROUPS)
     tickets = tls.flag("session_tickets", True)
@@ -262,7 +273,8 @@ def _apply_flags(s: Settings, flags: Flags) -> Settings:
         raise SettingsError("give both --cert and --key, or neither (the development CA then issues a localhost "
                             "certificate)")
     if flags.cert is not None and flags.key is not None:
-        changes["certificates"] = (CertificateSpec(cert=flags.cert.resolve(), key=flags.key.resolve()),)
+        changes["certificates"] = (CertificateSpec(cert=flags.cert.resolve(), key=flags.key.resolve(),
+                                                   origin="--cert/--key: "),)
     if flags.proxy is not None:
         changes["routes"] = (_proxy_from_url(flags.proxy, "--proxy", ProxyRoute()),)
     elif flags.root is not None or flags.listing is not None:
@@ -411,7 +423,8 @@ def _listener(t: _Table) -> Listener:
 
 
 def _certificate(t: _Table) -> CertificateSpec:
-    spec = CertificateSpec(cert=t.file("cert"), key=t.file("key"), names=tuple(n.lower() for n in t.strings("names")))
+    spec = CertificateSpec(cert=t.file("cert"), key=t.file("key"), names=tuple(n.lower() for n in t.strings("names")),
+                           origin=f"{t.where.prefix(t.name, t.index, None)}{t.label()}: ")
     for name in spec.names:
         if "*" in name and not (name.startswith("*.") and "*" not in name[2:]):
             t.fail("names", f"{name!r} is not a usable wildcard (only a leading '*.', e.g. '*.example.com')")

@@ -130,6 +130,8 @@ class StaticFiles:
                     if (path / name).is_file():
                         return str(path / name), False
                 return (str(path), True) if self.listing else (HTTPError(404), False)
+            if url_path.endswith("/"):  # "/index.html/": a file is no directory (nginx: 404)
+                return HTTPError(404), False
         except HTTPError as e:
             return e, False
         except (OSError, RuntimeError, ValueError):  # a name too long, a symlink loop: nothing to serve (nginx: 404)
