@@ -351,3 +351,128 @@ def test_connect_rejects_unknown_config_fields() -> None:
     with pytest.raises(ValueError, match="ClientConfig fields"):
         connect("127.0.0.1", 9, verify_pear=False)
 
+
+
+def _ssl_server(pki: PKI, handler: Callable[[ssl.SSLSocket], object]) -> Peer:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.cert_pem, pki.key_pem)
+
+    def run(raw: socket.socket) -> object:
+        with ctx.wrap_socket(raw, server_side=True) as s:
+            return handler(s)
+
+    return Peer(socket.create_server(("127.0.0.1", 0)), run)
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_a_write_that_times_out_or_would_block_leaves_the_record_stream_whole(pki: PKI, blocking: bool) -> None:
+    """ssl keeps the unsent part of a record: so must we, or the next record breaks the peer's decryption."""
+    release = threading.Event()
+
+    def handler(s: ssl.SSLSocket) -> bytes:
+        release.wait(10)  # reads nothing until the client has filled the socket buffers
+        got = bytearray()
+        while data := s.recv(1 << 16):
+            got += data
+        return bytes(got)
+
+    server = _ssl_server(pki, handler)
+    sent = bytearray()
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        tls.settimeout(0.2) if blocking else tls.setblocking(False)
+        assert tls.getblocking() is blocking
+        chunk = os.urandom(16384)
+        with pytest.raises((TimeoutError, BlockingIOError)):  # the loop ends when the buffers are full
+            for _ in range(10_000):
+                sent += chunk[: tls.send(chunk)]
+        release.set()
+        tls.settimeout(None)
+        tail = os.urandom(200_000)
+        tls.sendall(tail)  # what the interrupted write left goes first, whole
+        sent += tail
+        tls.shutdown(socket.SHUT_WR)
+        received = server.join()  # before closing: a close with the server's tickets unread would be a reset
+    assert server.error is None and received == bytes(sent)
+
+
+def test_non_blocking_handshake_completes_with_select(pki: PKI) -> None:
+    server = tlskit_server(pki, echo_until_eof)
+    raw = socket.create_connection(("127.0.0.1", server.port))
+    raw.setblocking(False)
+    from tlskit.io.common import TLSSession, client_config
+
+    tls = TLSSocket(raw, TLSSession(client_config("localhost", server_name=None, cafile=pki.ca_pem, trust=None,
+                                                  alpn=(), config=None, overrides={})))
+    import select
+
+    attempts = 0
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except BlockingIOError:
+            attempts += 1
+            assert attempts < 100
+            select.select([tls], [], [], 5)
+    assert tls.version() == "TLSv1.3"  # (attempts may be 0: the server thread can answer before our first recv)
+    tls.setblocking(True)
+    tls.sendall(b"after")
+    assert tls.recv(10) == b"after"
+    tls.close()
+    server.join()
+
+
+def test_recv_timeout_bounds_the_whole_call_not_each_read(pki: PKI) -> None:
+    """As ssl: one deadline for a recv, so a peer trickling a record cannot stretch it (slowloris)."""
+    done = threading.Event()
+
+    def handler(raw: socket.socket) -> None:
+        tls = wrap_server_socket(raw, pki.server_config)
+        tls.do_handshake()
+        record = tls.conn
+        record.send_data(b"x" * 16000)
+        out = tls._session.outgoing()
+        for i in range(0, len(out), 50):  # the record, 50 bytes every 0.1 s: 32 s in all
+            if done.is_set():
+                break
+            raw.sendall(out[i:i + 50])
+            time.sleep(0.1)
+
+    server = Peer(socket.create_server(("127.0.0.1", 0)), handler)
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        tls.settimeout(1.0)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            tls.recv(100_000)
+        assert time.monotonic() - started < 2.5
+        done.set()
+    server.join()
+
+
+def test_recv_returns_everything_decrypted_so_select_stays_true(pki: PKI) -> None:
+    """Four records arrive in one read; recv(65536) returns all of them (ssl does: it reads one record at a
+    time), so a select() loop does not stall with data left in our buffer."""
+    import select
+
+    payload = os.urandom(65536)
+
+    def handler(s: ssl.SSLSocket) -> None:
+        s.sendall(payload)
+        s.recv(1)  # wait for the client to finish
+
+    server = _ssl_server(pki, handler)
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        got = bytearray()
+        while len(got) < len(payload):  # the naive loop: select before every recv, never asking pending()
+            assert select.select([tls], [], [], 3)[0], f"select stalled with {len(got)} bytes read"
+            got += tls.recv(65536)
+        assert bytes(got) == payload
+        tls.sendall(b"k")
+    server.join()
+
+
+def test_connect_takes_suppress_ragged_eofs() -> None:
+    import inspect
+
+    assert inspect.signature(connect).parameters["suppress_ragged_eofs"].default is True
+    assert inspect.signature(wrap_server_socket).parameters["suppress_ragged_eofs"].default is True

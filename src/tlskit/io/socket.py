@@ -40,8 +40,8 @@ class TLSSocket(ConnectionInfo):
     Failures raise ``TLSError`` subclasses, after our alert has been sent to the peer.
     """
 
-    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_refs", "_send_lock", "_session", "_sock", "conn",
-                 "suppress_ragged_eofs")
+    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_refs", "_send_lock", "_session", "_sock", "_unsent",
+                 "conn", "suppress_ragged_eofs")
 
     def __init__(self, sock: socket.socket, session: TLSSession, *, suppress_ragged_eofs: bool = True,
                  ktls: KTLSOption = False) -> None:
@@ -57,16 +57,24 @@ class TLSSocket(ConnectionInfo):
         self._closed = False
         self._ktls_policy: KTLSPolicy | None = policy(ktls)
         self._ktls: KernelTLS | None = None
+        self._unsent = b""  # sealed records a timed-out or would-block write left: they go out first, whole
 
     # --- handshake ----------------------------------------------------------------------------------
 
     def do_handshake(self) -> None:
-        """Run the handshake to completion; the socket's timeout bounds all of it (``HandshakeTimeout``)."""
+        """Run the handshake to completion; the socket's timeout bounds all of it (``HandshakeTimeout``).
+
+        On a non-blocking socket (``setblocking(False)``) each call goes as far as the data allows and raises
+        ``BlockingIOError`` until the handshake completes (``ssl``'s ``SSLWantReadError``): call it again when
+        ``select`` says the socket is readable (or writable, if the error came from sending)."""
         session, sock = self._session, self._sock
         with self._send_lock:
             if session.conn.handshake_complete:
                 return
             timeout = sock.gettimeout()
+            if timeout == 0.0:
+                self._handshake_step()
+                return
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
                 with self._lock:
@@ -89,14 +97,38 @@ class TLSSocket(ConnectionInfo):
                 if deadline is not None:
                     sock.settimeout(timeout)
 
+    def _handshake_step(self) -> None:
+        """``do_handshake`` on a non-blocking socket: BlockingIOError while the peer has not answered."""
+        session = self._session
+        with self._lock:
+            session.start()
+        while not session.conn.handshake_complete:
+            self._flush()
+            self._receive(self._sock.recv(READ_SIZE))  # BlockingIOError: nothing to read yet
+        self._flush()
+        if self._ktls_policy is not None:
+            with self._lock:
+                self._ktls = enable(self._sock, session, self._ktls_policy)
+
     # --- reading ------------------------------------------------------------------------------------
 
     def recv(self, bufsize: int = READ_SIZE, flags: int = 0) -> bytes:
-        """Up to ``bufsize`` bytes of application data (at most one record); ``b""`` at EOF."""
+        """Up to ``bufsize`` bytes of application data; ``b""`` at EOF. It returns as soon as some data is
+        there, with everything decrypted so far up to ``bufsize`` (so ``select`` stays true to what is left
+        unread; what is decrypted and not yet read is ``pending()``, as with ``ssl``)."""
         _no_flags(flags)
         if bufsize <= 0 or not self._fill():
             return b""
-        return self._session.take(bufsize)
+        session = self._session
+        data = session.take(bufsize)
+        if len(data) < bufsize and session.plaintext:
+            parts = [data]
+            left = bufsize - len(data)
+            while left and session.plaintext:
+                parts.append(part := session.take(left))
+                left -= len(part)
+            data = b"".join(parts)
+        return data
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         """Fill ``buffer`` (or its first ``nbytes``) with what is available; 0 at EOF."""
@@ -129,10 +161,12 @@ class TLSSocket(ConnectionInfo):
             self._send_chunk(bytes(view[start : start + WRITE_SIZE]))
 
     def send(self, data: ReadableBuffer, flags: int = 0) -> int:
-        """Send a prefix of ``data`` (up to 256 KiB) and return its length."""
+        """Send a prefix of ``data`` (up to 256 KiB) and return its length. With a timeout or non-blocking,
+        records the socket does not take at once are kept and go out first on the next call (which raises
+        ``TimeoutError``/``BlockingIOError``, taking nothing new, while they still cannot)."""
         _no_flags(flags)
         view = _byte_view(data)[:WRITE_SIZE]
-        self._send_chunk(bytes(view))
+        self._send_chunk(bytes(view), buffered=True)
         return len(view)
 
     def write(self, data: ReadableBuffer) -> int:
@@ -202,7 +236,7 @@ class TLSSocket(ConnectionInfo):
             if self.conn.handshake_complete:
                 with self._lock:
                     self.conn.close()
-                    out = self._session.outgoing()
+                    out = self._unsent + self._session.outgoing()
                 sock.setblocking(False)  # a courtesy alert must not hang close()
                 if self._ktls is not None and self._ktls.tx:
                     self._ktls.send_records(out)
@@ -272,6 +306,13 @@ class TLSSocket(ConnectionInfo):
     def settimeout(self, timeout: float | None) -> None:
         self._sock.settimeout(timeout)
 
+    def setblocking(self, flag: bool) -> None:
+        """``socket.setblocking``: non-blocking calls raise ``BlockingIOError`` (see ``do_handshake``)."""
+        self._sock.setblocking(flag)
+
+    def getblocking(self) -> bool:
+        return self._sock.getblocking()
+
     def getpeername(self) -> Any:
         return self._sock.getpeername()
 
@@ -295,16 +336,34 @@ class TLSSocket(ConnectionInfo):
             self.do_handshake()
 
     def _fill(self) -> bool:
-        """Read until application data is buffered (True) or the peer is done (False)."""
+        """Read until application data is buffered (True) or the peer is done (False). The socket's timeout
+        bounds the whole wait, however many reads a record takes (a peer trickling bytes cannot stretch it)."""
         self._ensure_handshake()
         session = self._session
-        while not session.plaintext:
-            if session.eof:
-                if session.ragged_eof and not self.suppress_ragged_eofs:
-                    raise UnexpectedEOF("the peer closed the transport without close_notify")
-                return False
-            self._read_transport()
-            self._flush()  # e.g. the answer to a KeyUpdate that requested one
+        if session.plaintext:
+            return True
+        if self._unsent:
+            self._flush()  # what an interrupted write left goes out before we wait for an answer to it
+        sock = self._sock
+        timeout = deadline = None
+        try:
+            while not session.plaintext:
+                if session.eof:
+                    if session.ragged_eof and not self.suppress_ragged_eofs:
+                        raise UnexpectedEOF("the peer closed the transport without close_notify")
+                    return False
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("timed out")
+                    sock.settimeout(remaining)
+                elif timeout is None and (timeout := sock.gettimeout()):
+                    deadline = time.monotonic() + timeout
+                self._read_transport()
+                self._flush()  # e.g. the answer to a KeyUpdate that requested one
+        finally:
+            if deadline is not None:
+                sock.settimeout(timeout)
         return True
 
     def _read_transport(self) -> None:
@@ -335,7 +394,7 @@ class TLSSocket(ConnectionInfo):
         with self._send_lock:
             with self._lock:
                 out = self._session.outgoing()
-            if out:
+            if out or self._unsent:
                 self._send_records(out)
 
     def _send_records(self, out: bytes) -> None:
@@ -343,19 +402,56 @@ class TLSSocket(ConnectionInfo):
         if ktls is not None and ktls.tx:
             ktls.send_records(out)
         else:
-            self._sock.sendall(out)
+            self._write_wire(out)
 
-    def _send_chunk(self, data: bytes) -> None:
+    def _send_chunk(self, data: bytes, *, buffered: bool = False) -> None:
+        """Seal and write ``data``; ``buffered``: once sealed, it counts as sent even if the socket takes only
+        part of the records now (the rest is kept, see ``_write_wire``)."""
         self._ensure_handshake()
         with self._send_lock:
             ktls = self._ktls
             if ktls is not None and ktls.tx:
                 ktls.send_data(data)
                 return
+            if self._unsent:
+                self._write_wire(b"")  # raises (no new data taken) while the last write cannot finish
             with self._lock:
                 self.conn.send_data(data)
                 out = self._session.outgoing()
-            self._sock.sendall(out)
+            try:
+                self._write_wire(out)
+            except (TimeoutError, BlockingIOError):
+                if not buffered:
+                    raise
+
+    def _write_wire(self, out: bytes) -> None:
+        """Write ``out`` after what an interrupted write left, within the socket's timeout for all of it. When
+        the socket times out (``TimeoutError``) or would block (``BlockingIOError``), the records not yet
+        written are kept and go out first next time: the peer never sees a record cut short and another after
+        it (whose sequence number would no longer match: bad_record_mac)."""
+        if self._unsent:
+            out, self._unsent = self._unsent + out, b""
+        sock = self._sock
+        timeout = sock.gettimeout()
+        if timeout is None:
+            sock.sendall(out)  # blocking: all of it, or the connection failed
+            return
+        view, sent = memoryview(out), 0
+        deadline = time.monotonic() + timeout
+        try:
+            while sent < len(out):
+                sent += sock.send(view[sent:])
+                if sent < len(out) and timeout:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("timed out")
+                    sock.settimeout(remaining)
+        except (TimeoutError, BlockingIOError):
+            self._unsent = out[sent:]
+            raise
+        finally:
+            if timeout:
+                sock.settimeout(timeout)
 
     def _close_notify(self) -> None:
         if self.conn.handshake_complete:
@@ -417,19 +513,20 @@ def connect(
     config: ClientConfig | None = None,
     timeout: float | None = None,
     ktls: KTLSOption = False,
+    suppress_ragged_eofs: bool = True,
     **config_overrides: Any,
 ) -> TLSSocket:
     """Open TCP to ``host``:``port`` (IPv4 or IPv6) and complete the handshake.
 
     ``server_name`` (SNI and the name verified) defaults to ``host``; ``cafile``/``trust`` replace the
     system roots; other keywords set ``ClientConfig`` fields. ``timeout`` bounds the connect and the
-    handshake, then stays the socket's timeout. ``ktls`` as ``TLSSocket``.
+    handshake, then stays the socket's timeout. ``ktls`` and ``suppress_ragged_eofs`` as ``TLSSocket``.
     """
     cfg = client_config(host, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
                         config=config, overrides=config_overrides)
     sock = socket.create_connection((host, port), timeout)
     try:
-        tls = TLSSocket(sock, TLSSession(cfg), ktls=ktls)
+        tls = TLSSocket(sock, TLSSession(cfg), ktls=ktls, suppress_ragged_eofs=suppress_ragged_eofs)
         tls.do_handshake()
     except BaseException:
         sock.close()
@@ -437,9 +534,11 @@ def connect(
     return tls
 
 
-def wrap_server_socket(sock: socket.socket, config: ServerConfig, *, ktls: KTLSOption = False) -> TLSSocket:
+def wrap_server_socket(sock: socket.socket, config: ServerConfig, *, ktls: KTLSOption = False,
+                       suppress_ragged_eofs: bool = True) -> TLSSocket:
     """Serve TLS on an accepted socket; the handshake runs on ``do_handshake()`` or the first I/O."""
-    return TLSSocket(sock, TLSSession(with_env_key_log(config)), ktls=ktls)
+    return TLSSocket(sock, TLSSession(with_env_key_log(config)), ktls=ktls,
+                     suppress_ragged_eofs=suppress_ragged_eofs)
 
 
 class TLSListener:
