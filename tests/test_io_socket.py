@@ -387,6 +387,8 @@ def test_a_write_that_times_out_or_would_block_leaves_the_record_stream_whole(pk
                 sent += chunk[: tls.send(chunk)]
         release.set()
         tls.settimeout(None)
+        assert tls.send(chunk) == len(chunk)  # the retry (as ssl wants it): finishes the sealed records, no copy
+        sent += chunk
         tail = os.urandom(200_000)
         tls.sendall(tail)  # what the interrupted write left goes first, whole
         sent += tail
@@ -445,6 +447,7 @@ def test_recv_timeout_bounds_the_whole_call_not_each_read(pki: PKI) -> None:
         with pytest.raises(TimeoutError):
             tls.recv(100_000)
         assert time.monotonic() - started < 2.5
+        assert tls.gettimeout() == 1.0  # deadlines by poll(): the socket's timeout is never changed under a thread
         done.set()
     server.join()
 
@@ -476,3 +479,35 @@ def test_connect_takes_suppress_ragged_eofs() -> None:
 
     assert inspect.signature(connect).parameters["suppress_ragged_eofs"].default is True
     assert inspect.signature(wrap_server_socket).parameters["suppress_ragged_eofs"].default is True
+
+
+def test_a_stuck_write_does_not_block_reading(pki: PKI) -> None:
+    """Records an interrupted send left must not make recv wait for the peer to read: two peers that both
+    write first would deadlock."""
+    release = threading.Event()
+
+    def handler(s: ssl.SSLSocket) -> bytes:
+        s.sendall(b"hello")  # and reads nothing until told
+        release.wait(10)
+        got = bytearray()
+        while data := s.recv(1 << 16):
+            got += data
+        return bytes(got)
+
+    server = _ssl_server(pki, handler)
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        tls.settimeout(0.3)
+        chunk = os.urandom(16384)
+        sent = bytearray()
+        with pytest.raises(TimeoutError):
+            for _ in range(10_000):
+                sent += chunk[: tls.send(chunk)]
+        started = time.monotonic()
+        assert tls.recv(10) == b"hello" and time.monotonic() - started < 0.2
+        release.set()
+        tls.settimeout(None)
+        assert tls.send(chunk) == len(chunk)
+        sent += chunk
+        tls.shutdown(socket.SHUT_WR)
+        received = server.join()
+    assert server.error is None and received == bytes(sent)

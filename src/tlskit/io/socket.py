@@ -11,8 +11,10 @@ second (re-entrant) lock keeps records on the wire in the order they were sealed
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import select
 import socket
 import threading
 import time
@@ -40,8 +42,8 @@ class TLSSocket(ConnectionInfo):
     Failures raise ``TLSError`` subclasses, after our alert has been sent to the peer.
     """
 
-    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_refs", "_send_lock", "_session", "_sock", "_unsent",
-                 "conn", "suppress_ragged_eofs")
+    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_owed", "_ready", "_refs", "_send_lock", "_session",
+                 "_sock", "_unsent", "conn", "suppress_ragged_eofs")
 
     def __init__(self, sock: socket.socket, session: TLSSession, *, suppress_ragged_eofs: bool = True,
                  ktls: KTLSOption = False) -> None:
@@ -57,7 +59,9 @@ class TLSSocket(ConnectionInfo):
         self._closed = False
         self._ktls_policy: KTLSPolicy | None = policy(ktls)
         self._ktls: KernelTLS | None = None
-        self._unsent = b""  # sealed records a timed-out or would-block write left: they go out first, whole
+        self._unsent = b""  # sealed records an interrupted write left: they go out first, whole (send lock)
+        self._owed = 0  # plaintext a send() sealed and then raised on: its retry returns this count (as ssl)
+        self._ready = False  # handshake done, its last flight written and kTLS set up
 
     # --- handshake ----------------------------------------------------------------------------------
 
@@ -67,48 +71,24 @@ class TLSSocket(ConnectionInfo):
         On a non-blocking socket (``setblocking(False)``) each call goes as far as the data allows and raises
         ``BlockingIOError`` until the handshake completes (``ssl``'s ``SSLWantReadError``): call it again when
         ``select`` says the socket is readable (or writable, if the error came from sending)."""
-        session, sock = self._session, self._sock
+        session = self._session
         with self._send_lock:
-            if session.conn.handshake_complete:
+            if self._ready:
                 return
-            timeout = sock.gettimeout()
-            if timeout == 0.0:
-                self._handshake_step()
-                return
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = self._deadline()
             try:
                 with self._lock:
                     session.start()
                 while not session.conn.handshake_complete:
-                    self._flush()
-                    if deadline is not None:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            raise TimeoutError
-                        sock.settimeout(remaining)
-                    self._receive(sock.recv(READ_SIZE))
-                self._flush()
+                    self._write_engine_output(deadline)
+                    self._receive(self._recv_wire(deadline))
+                self._write_engine_output(deadline)
                 if self._ktls_policy is not None:
                     with self._lock:
-                        self._ktls = enable(sock, session, self._ktls_policy)
+                        self._ktls = enable(self._sock, session, self._ktls_policy)
+                self._ready = True
             except TimeoutError:
-                raise HandshakeTimeout(f"TLS handshake did not complete within {timeout} s") from None
-            finally:
-                if deadline is not None:
-                    sock.settimeout(timeout)
-
-    def _handshake_step(self) -> None:
-        """``do_handshake`` on a non-blocking socket: BlockingIOError while the peer has not answered."""
-        session = self._session
-        with self._lock:
-            session.start()
-        while not session.conn.handshake_complete:
-            self._flush()
-            self._receive(self._sock.recv(READ_SIZE))  # BlockingIOError: nothing to read yet
-        self._flush()
-        if self._ktls_policy is not None:
-            with self._lock:
-                self._ktls = enable(self._sock, session, self._ktls_policy)
+                raise HandshakeTimeout(f"TLS handshake did not complete within {self._sock.gettimeout()} s") from None
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -151,23 +131,35 @@ class TLSSocket(ConnectionInfo):
     # --- writing ------------------------------------------------------------------------------------
 
     def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
-        """Send all of ``data`` as full-size records."""
+        """Send all of ``data`` as full-size records, within the socket's timeout for all of it. After a
+        ``TimeoutError`` (as after ``socket.sendall``'s) how much went out is unknown: close the connection."""
         _no_flags(flags)
-        if type(data) is bytes and len(data) <= WRITE_SIZE:
-            self._send_chunk(data)
-            return
+        self._ensure_handshake()
         view = _byte_view(data)
-        for start in range(0, len(view), WRITE_SIZE):
-            self._send_chunk(bytes(view[start : start + WRITE_SIZE]))
+        with self._send_lock:
+            deadline = self._deadline()
+            start = self._settle(deadline, len(view))  # a send() retried as sendall: skip what it sealed
+            for offset in range(start, len(view), WRITE_SIZE):
+                self._seal_and_write(bytes(view[offset : offset + WRITE_SIZE]), deadline)
 
     def send(self, data: ReadableBuffer, flags: int = 0) -> int:
-        """Send a prefix of ``data`` (up to 256 KiB) and return its length. With a timeout or non-blocking,
-        records the socket does not take at once are kept and go out first on the next call (which raises
-        ``TimeoutError``/``BlockingIOError``, taking nothing new, while they still cannot)."""
+        """Send a prefix of ``data`` (up to 256 KiB) and return its length. Like ``ssl``: when the socket times
+        out or would block after that prefix was sealed into records, the error is raised and the records are
+        kept; call ``send`` again with the same data and it finishes them and returns the prefix's length."""
         _no_flags(flags)
+        self._ensure_handshake()
         view = _byte_view(data)[:WRITE_SIZE]
-        self._send_chunk(bytes(view), buffered=True)
-        return len(view)
+        with self._send_lock:
+            deadline = self._deadline()
+            if (owed := self._settle(deadline, len(view))) or not view:
+                return owed
+            try:
+                self._seal_and_write(bytes(view), deadline)
+            except (TimeoutError, BlockingIOError):
+                if self._unsent:
+                    self._owed = len(view)
+                raise
+            return len(view)
 
     def write(self, data: ReadableBuffer) -> int:
         """``ssl.SSLSocket.write``: send everything, return the length."""
@@ -182,7 +174,7 @@ class TLSSocket(ConnectionInfo):
         with self._send_lock:
             with self._lock:
                 self.conn.key_update(request_peer)
-            self._flush()
+            self._write_engine_output(self._deadline())
 
     def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
         """Send a file (``socket.sendfile``): ``os.sendfile`` when kTLS TX is on, else records; bytes sent."""
@@ -197,7 +189,7 @@ class TLSSocket(ConnectionInfo):
             chunk = file.read(WRITE_SIZE if count is None else min(WRITE_SIZE, count - sent))
             if not chunk:
                 break
-            self._send_chunk(chunk)
+            self.sendall(chunk)
             sent += len(chunk)
         return sent
 
@@ -330,47 +322,59 @@ class TLSSocket(ConnectionInfo):
         return f"<TLSSocket fd={self._sock.fileno()} {state} server_hostname={self.server_hostname!r}>"
 
     # --- the I/O loop -------------------------------------------------------------------------------
+    # Deadlines, not socket timeouts: a call waits with poll() for what is left of the socket's timeout and
+    # never calls settimeout, so a reader and a writer thread cannot change each other's timeout.
 
     def _ensure_handshake(self) -> None:
-        if not self.conn.handshake_complete:
+        if not self._ready:
             self.do_handshake()
 
+    def _deadline(self) -> float | None:
+        """When the current call must end: None on a blocking socket, 0.0 on a non-blocking one."""
+        timeout = self._sock.gettimeout()
+        return timeout if not timeout else time.monotonic() + timeout
+
+    def _wait(self, events: int, deadline: float) -> None:
+        """Until the socket is readable (POLLIN) or writable (POLLOUT): at once or BlockingIOError when
+        ``deadline`` is 0.0 (non-blocking), else TimeoutError at the deadline."""
+        remaining = 0.0 if deadline == 0.0 else deadline - time.monotonic()
+        if remaining >= 0:
+            poller = select.poll()
+            poller.register(self._sock, events)
+            if poller.poll(remaining * 1000):
+                return
+        if deadline == 0.0:
+            raise BlockingIOError(errno.EAGAIN, "the operation would block")
+        raise TimeoutError("timed out")
+
+    def _recv_wire(self, deadline: float | None) -> bytes:
+        if deadline:
+            self._wait(select.POLLIN, deadline)  # then recv does not wait: Python's own wait is per call
+        return self._sock.recv(READ_SIZE)
+
     def _fill(self) -> bool:
-        """Read until application data is buffered (True) or the peer is done (False). The socket's timeout
+        """Read until application data is buffered (True) or the peer is done (False); the socket's timeout
         bounds the whole wait, however many reads a record takes (a peer trickling bytes cannot stretch it)."""
         self._ensure_handshake()
         session = self._session
         if session.plaintext:
             return True
-        if self._unsent:
-            self._flush()  # what an interrupted write left goes out before we wait for an answer to it
-        sock = self._sock
-        timeout = deadline = None
-        try:
-            while not session.plaintext:
-                if session.eof:
-                    if session.ragged_eof and not self.suppress_ragged_eofs:
-                        raise UnexpectedEOF("the peer closed the transport without close_notify")
-                    return False
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError("timed out")
-                    sock.settimeout(remaining)
-                elif timeout is None and (timeout := sock.gettimeout()):
-                    deadline = time.monotonic() + timeout
-                self._read_transport()
-                self._flush()  # e.g. the answer to a KeyUpdate that requested one
-        finally:
-            if deadline is not None:
-                sock.settimeout(timeout)
+        deadline = self._deadline()
+        while not session.plaintext:
+            self._push_without_waiting()  # an interrupted write's records, a KeyUpdate answer: never blocks reads
+            if session.eof:
+                if session.ragged_eof and not self.suppress_ragged_eofs:
+                    raise UnexpectedEOF("the peer closed the transport without close_notify")
+                return False
+            self._read_transport(deadline)
+        self._push_without_waiting()
         return True
 
-    def _read_transport(self) -> None:
+    def _read_transport(self, deadline: float | None = None) -> None:
         """One socket read into the session (with kTLS RX: one record from the kernel)."""
         ktls = self._ktls
         if ktls is None or not ktls.rx:
-            self._receive(self._sock.recv(READ_SIZE))
+            self._receive(self._recv_wire(deadline))
             return
         try:
             record = ktls.recv_record(READ_SIZE)
@@ -378,7 +382,7 @@ class TLSSocket(ConnectionInfo):
                 ktls.deliver(self._session, record)
         except TLSError:
             with contextlib.suppress(OSError, TLSError):
-                self._flush()
+                self._write_engine_output(None)
             raise
 
     def _receive(self, data: bytes) -> None:
@@ -387,78 +391,77 @@ class TLSSocket(ConnectionInfo):
                 self._session.receive(data)
         except TLSError:
             with contextlib.suppress(OSError):
-                self._flush()  # the alert tells the peer why
+                self._push_without_waiting()  # the alert tells the peer why
             raise
 
-    def _flush(self) -> None:
+    def _settle(self, deadline: float | None, size: int) -> int:
+        """Before new data: finish an interrupted write (raising while it cannot) and return how much of the
+        caller's data a send() that raised already sealed (a retry owes nothing more), else 0."""
+        if self._unsent:
+            self._write(b"", deadline)
+        owed, self._owed = min(self._owed, size), 0
+        return owed
+
+    def _seal_and_write(self, data: bytes, deadline: float | None) -> None:
+        ktls = self._ktls
+        if ktls is not None and ktls.tx:
+            ktls.send_data(data)
+            return
+        with self._lock:
+            self.conn.send_data(data)
+            out = self._session.outgoing()
+        self._write(out, deadline)
+
+    def _write_engine_output(self, deadline: float | None) -> None:
+        """What the engine queued (handshake flights, KeyUpdate, close_notify, alerts), after any leftovers."""
         with self._send_lock:
             with self._lock:
                 out = self._session.outgoing()
             if out or self._unsent:
-                self._send_records(out)
+                ktls = self._ktls
+                if ktls is not None and ktls.tx:
+                    ktls.send_records(out)
+                else:
+                    self._write(out, deadline)
 
-    def _send_records(self, out: bytes) -> None:
-        ktls = self._ktls
-        if ktls is not None and ktls.tx:
-            ktls.send_records(out)
-        else:
-            self._write_wire(out)
+    def _push_without_waiting(self) -> None:
+        """Write what is pending as far as the socket takes it now, unless a writer thread is at it."""
+        if not self._send_lock.acquire(blocking=False):
+            return
+        try:
+            with contextlib.suppress(BlockingIOError, TimeoutError):
+                self._write_engine_output(0.0)
+        finally:
+            self._send_lock.release()
 
-    def _send_chunk(self, data: bytes, *, buffered: bool = False) -> None:
-        """Seal and write ``data``; ``buffered``: once sealed, it counts as sent even if the socket takes only
-        part of the records now (the rest is kept, see ``_write_wire``)."""
-        self._ensure_handshake()
-        with self._send_lock:
-            ktls = self._ktls
-            if ktls is not None and ktls.tx:
-                ktls.send_data(data)
-                return
-            if self._unsent:
-                self._write_wire(b"")  # raises (no new data taken) while the last write cannot finish
-            with self._lock:
-                self.conn.send_data(data)
-                out = self._session.outgoing()
-            try:
-                self._write_wire(out)
-            except (TimeoutError, BlockingIOError):
-                if not buffered:
-                    raise
-
-    def _write_wire(self, out: bytes) -> None:
-        """Write ``out`` after what an interrupted write left, within the socket's timeout for all of it. When
-        the socket times out (``TimeoutError``) or would block (``BlockingIOError``), the records not yet
-        written are kept and go out first next time: the peer never sees a record cut short and another after
-        it (whose sequence number would no longer match: bad_record_mac)."""
+    def _write(self, out: bytes, deadline: float | None) -> None:
+        """Write ``out`` after what an interrupted write left (send lock held). When the socket would block
+        (non-blocking) or the deadline passes, the records not yet written are kept and go out first next
+        time: the peer never sees a record cut short and another after it (bad_record_mac)."""
         if self._unsent:
             out, self._unsent = self._unsent + out, b""
         sock = self._sock
-        timeout = sock.gettimeout()
-        if timeout is None:
-            sock.sendall(out)  # blocking: all of it, or the connection failed
-            return
+        if deadline is None:
+            if sock.gettimeout() is None:
+                sock.sendall(out)  # blocking: all of it, or the connection failed
+                return
+            deadline = self._deadline()
+            assert deadline is not None
         view, sent = memoryview(out), 0
-        deadline = time.monotonic() + timeout
         try:
             while sent < len(out):
-                sent += sock.send(view[sent:])
-                if sent < len(out) and timeout:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError("timed out")
-                    sock.settimeout(remaining)
+                self._wait(select.POLLOUT, deadline)  # writable: the send takes some bytes without waiting
+                sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
         except (TimeoutError, BlockingIOError):
             self._unsent = out[sent:]
             raise
-        finally:
-            if timeout:
-                sock.settimeout(timeout)
 
     def _close_notify(self) -> None:
         if self.conn.handshake_complete:
             with self._send_lock:
                 with self._lock:
                     self.conn.close()
-                self._flush()
+                self._write_engine_output(self._deadline())
 
     def _decref(self) -> None:
         self._refs -= 1
