@@ -593,3 +593,16 @@ def test_cookie_crumbs_count_as_separate_fields_against_the_header_list_limit(se
     assert client.status(ok) == 200
     client.close()
     _no_traceback(served)
+
+
+def test_path_must_be_origin_form_and_is_routed_normalized(served: Served) -> None:
+    """RFC 9113 §8.3.1: ``:path`` is origin form (or "*"); an absolute URL there gets 400 on its stream. Dot
+    segments are resolved before routing, as over HTTP/1.1."""
+    client = Client(served, strict=False)
+    absolute = client.request("https://public.example/index.html")
+    dotted = client.request("/x/../%69ndex.html")
+    above = client.request("/../index.html")
+    client.pump(lambda: {absolute, dotted, above} <= client.ended)
+    assert [client.status(s) for s in (absolute, dotted, above)] == [400, 200, 400]
+    client.close()
+    _no_traceback(served)

@@ -22,14 +22,18 @@ from tlskit.serve.target import split_target
         ("/api/group%2Fname/x", "/api/group%2Fname/x"),  # an encoded slash inside a name stays a name
         ("/caf%C3%A9/%20x", "/caf%C3%A9/%20x"),  # other escapes are left as the client sent them
         ("/a/b%2F", "/a/b%2F"),
+        ("/%61dmin/x%7E", "/admin/x~"),  # unreserved escapes decoded (RFC 3986 §6.2.2.2): routed as nginx does
+        ("/a/b;v=1/c", "/a/b;v=1/c"),  # path parameters on a name are the upstream's business
     ],
 )
 def test_origin_form_paths_are_normalized(target: str, path: str) -> None:
-    assert split_target(target, "host") == (path, "host")
+    assert split_target(target, "host") == (path, "host", None)
 
 
 @pytest.mark.parametrize(
-    "target", ["/..", "/../x", "/a/../../x", "/%2e%2e/x", "/a/..%2f..%2fx", "/a/..%5cx", "/a/x%2f..", "/.%2e/x"]
+    "target",
+    ["/..", "/../x", "/a/../../x", "/%2e%2e/x", "/a/..%2f..%2fx", "/a/..%5cx", "/a/x%2f..", "/.%2e/x",
+     "/api\\..\\admin", "/admin/x\\..\\..\\y", "/admin/..;/x", "/a/.;x/b"],
 )
 def test_climbing_above_the_root_or_hiding_a_dot_segment_is_refused(target: str) -> None:
     with pytest.raises(ValueError):
@@ -38,12 +42,13 @@ def test_climbing_above_the_root_or_hiding_a_dot_segment_is_refused(target: str)
 
 def test_absolute_form_takes_its_host_from_the_target() -> None:
     """RFC 9112 §3.2.2: the authority of an absolute-form target replaces the Host header."""
-    assert split_target("https://Example.COM:8443/a/../b?q", "other") == ("/b", "example.com")
-    assert split_target("http://example.com", "other") == ("/", "example.com")
-    with pytest.raises(ValueError):
-        split_target("https:///nohost", "other")
+    assert split_target("https://Example.COM:8443/a/../b?q", "other") == ("/b", "example.com", "example.com:8443")
+    assert split_target("http://example.com", "other") == ("/", "example.com", "example.com")
+    for bad in ("https:///nohost", "https://user:pw@example.com/"):
+        with pytest.raises(ValueError):
+            split_target(bad, "other")
 
 
 def test_asterisk_and_authority_forms_pass_unchanged() -> None:
-    assert split_target("*", "h") == ("*", "h")
-    assert split_target("example.com:443", "h") == ("example.com:443", "h")
+    assert split_target("*", "h") == ("*", "h", None)
+    assert split_target("example.com:443", "h") == ("example.com:443", "h", None)

@@ -50,8 +50,8 @@ __all__ = ["EARLY_SAFE_METHODS", "ConnectionTracker", "Exchange", "Field", "HTTP
 
 _log = logging.getLogger("tlskit.serve")
 FLUSH_SIZE = 1 << 16
-_REASONS = {200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request",
-            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+_REASONS = {100: "Continue", 200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
+            400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
             410: "Gone", 411: "Length Required", 412: "Precondition Failed", 413: "Content Too Large",
             414: "URI Too Long", 415: "Unsupported Media Type", 416: "Range Not Satisfiable", 417: "Expectation Failed",
             425: "Too Early", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
@@ -164,13 +164,17 @@ class Request:
         return None
 
 
-def route_target(target: str, host: str) -> tuple[str, str, str | None]:
+def route_target(target: str, host: str, headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str | None]:
     """(path to route on, host, None) for a request target, or ("", host, why) for one answered 400
-    (``target.split_target``: dot segments resolved, absolute form accepted)."""
+    (``target.split_target``: dot segments resolved, absolute form accepted). An absolute-form target's
+    authority replaces the Host header in ``headers`` (RFC 9112 §3.2.2), so what is routed on and what an
+    upstream is told agree."""
     try:
-        path, host = split_target(target, host)
+        path, host, authority = split_target(target, host)
     except ValueError as e:
         return "", host, str(e)
+    if authority is not None:
+        headers[:] = [(b"host", authority.encode("ascii", "replace")), *((k, v) for k, v in headers if k != b"host")]
     return path, host, None
 
 
@@ -337,7 +341,7 @@ class Exchange:
 
 
 _END = h11.EndOfMessage()  # events are immutable: one serves every response
-_CONTINUE = h11.InformationalResponse(status_code=100, headers=[])
+_CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
 _RESPONSES_MAX = 256
 # (id of the fields, status, closing) -> (the fields, the second its Date says, the Response): a file version's
 # head is built once a second. Only tuples of fields are kept (a file's are; per-request lists are built each
@@ -448,6 +452,9 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 break
             conn.start_next_cycle()
+            leftover = conn.trailing_data[0]
+            if leftover[:1] == b"\r" or leftover[:1] == b"\n":  # an empty line after a body (RFC 9112 §2.2)
+                conn = _restarted(conn, leftover, limits)
     except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError) as e:
         _log.debug("%s: connection ended: %s", peer, e)
     finally:
@@ -455,6 +462,18 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
             metrics.active.dec()
         await channel.close_gracefully()
         tracker.remove(entry)
+
+
+def _restarted(conn: h11.Connection, leftover: bytes | bytearray, limits: HTTPLimits) -> h11.Connection:
+    """A fresh h11 connection (between requests both are idle: nothing else is lost) fed ``leftover``
+    without its leading empty lines, which h11 would take for a malformed request line."""
+    rest = bytes(leftover).lstrip(b"\r\n")
+    fresh = type(conn)(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+    if isinstance(conn, _Counting) and isinstance(fresh, _Counting):
+        fresh.bytes_in = conn.bytes_in - len(rest)  # the next request's offset (0-RTT accounting) is kept
+    if rest:
+        fresh.receive_data(rest)
+    return fresh
 
 
 class _Unreadable(Exception):
@@ -515,7 +534,7 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
             length = value
         elif name == b"transfer-encoding":
             chunked = True
-    path, host, bad_target = route_target(target, host)
+    path, host, bad_target = route_target(target, host, headers)
     request = Request(method=event.method.decode("ascii", "replace"), target=target, path=path, host=host,
                       headers=headers, http_version=event.http_version.decode(), peer=peer, tls_state=state,
                       first_on_connection=first, early=early, bad_target=bad_target)
@@ -524,7 +543,7 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
         if chunked and length is not None:  # RFC 9112 §6.1: a smuggling pattern; nginx answers 400 too, and closes
             exchange.close_after = True
             raise HTTPError(400, detail="both Content-Length and Transfer-Encoding")
-        if event.http_version != b"1.1" and event.http_version != b"1.0":  # "HTTP/2.0" in a request line: §2.5
+        if event.http_version[:2] != b"1.":  # "HTTP/2.0" in a request line (a 1.x minor is served as 1.1: §2.3)
             exchange.close_after = True
             raise HTTPError(505)
         # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.

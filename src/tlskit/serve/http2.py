@@ -582,7 +582,9 @@ def _request(raw: list[tuple[bytes, bytes]], peer: str, state: TLSState, early: 
     host = next((v for k, v in headers if k == b"host"), b"").decode("ascii", "replace").lower()
     host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     target = pseudo.get(b":path", b"").decode("ascii", "replace")
-    path, host, bad_target = http1.route_target(target, host)
+    path, host, bad_target = http1.route_target(target, host, headers)
+    if not target.startswith("/") and target != "*":  # RFC 9113 §8.3.1: origin form (or "*" for OPTIONS) only
+        path, bad_target = "", ":path is not in origin form"
     return Request(method=pseudo.get(b":method", b"").decode("ascii", "replace"), target=target, path=path,
                    host=host, headers=headers, http_version="2.0", peer=peer, tls_state=state,
                    first_on_connection=first, early=early, bad_target=bad_target)

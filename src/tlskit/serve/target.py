@@ -1,41 +1,46 @@
-"""Request targets as routes see them (RFC 9112 §3.2, RFC 3986 §5.2.4), the way nginx builds ``$uri``.
+"""Request targets as routes see them (RFC 9112 §3.2, RFC 3986 §5.2.4, §6.2.2), the way nginx builds ``$uri``.
 
-Routes match on the path with its dot segments resolved and repeated slashes merged, so a prefix route cannot be
-left with ``/api/../admin``, ``/api/%2e%2e/admin`` or ``/api/..%2fadmin``, and ``//host`` never reaches a
-``Location`` header as a network-path reference. Segments keep the client's percent-encoding (an encoded slash
-inside a name, as some APIs use, stays encoded); one that hides a ``..`` behind an encoded slash or backslash
-is refused. The absolute form (``GET https://host/path``) is accepted, its authority taking the place of Host.
+Routes match on the path with percent-encoded unreserved characters decoded (``/%61dmin`` is ``/admin``), dot
+segments resolved and repeated slashes merged, so a prefix route cannot be left with ``/api/../admin``,
+``/api/%2e%2e/admin`` or ``/api/..%2fadmin``, and ``//host`` never reaches a ``Location`` header as a
+network-path reference. Other escapes stay as the client sent them (an encoded slash inside a name, as some
+APIs use, stays encoded); a segment that hides a ``..`` behind an encoded slash or a backslash, or carries
+path parameters on a dot segment (``..;``, which Java servers resolve), is refused. The absolute form
+(``GET https://host/path``) is accepted, its authority taking the place of Host (§3.2.2).
 """
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 __all__ = ["split_target"]
 
 _DOT_SEGMENTS = frozenset((".", ".."))
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
-def split_target(target: str, host: str) -> tuple[str, str]:
-    """(route path, host) of a request target: the origin form's path, normalized, or the absolute form's path
-    and authority (§3.2.2: the Host header is then ignored). ``*`` and the authority form pass unchanged (no
-    route matches them). ValueError (a 400) for a path that climbs above the root or hides a dot segment."""
+def split_target(target: str, host: str) -> tuple[str, str, str | None]:
+    """(route path, host, authority) of a request target: the origin form's path, normalized, and ``host``
+    with no authority; or the absolute form's path and host, and its authority (host[:port]) for the Host
+    header, which §3.2.2 says to ignore then. ``*`` and the authority form pass unchanged (no route matches
+    them). ValueError (a 400) for a path that climbs above the root or hides a dot segment."""
     if target.startswith("/"):
-        return _normalized(target.partition("?")[0]), host
-    scheme = target[:8].lower()
-    if scheme.startswith(("http://", "https://")):
+        return _normalized(target.partition("?")[0]), host, None
+    if target[:8].lower().startswith(("http://", "https://")):
         parts = urllib.parse.urlsplit(target)
-        authority = (parts.hostname or "").lower()
-        if not authority:
-            raise ValueError("absolute request target without a host")
-        return _normalized(parts.path or "/"), authority
-    return target.partition("?")[0], host
+        name = (parts.hostname or "").lower()
+        if not name or parts.username is not None or parts.password is not None:
+            raise ValueError("absolute request target without a plain host")
+        return _normalized(parts.path or "/"), name, parts.netloc.lower()
+    return target.partition("?")[0], host, None
 
 
 def _normalized(path: str) -> str:
-    """``path`` (percent-encoded, from "/") with "." and ".." segments (also percent-encoded) resolved and empty
-    segments dropped, keeping a final slash; the common clean path returns as it is."""
-    if "%" not in path and "/." not in path and "//" not in path:
+    """``path`` (percent-encoded, from "/") with unreserved escapes decoded, "." and ".." segments (also
+    percent-encoded) resolved and empty segments dropped, keeping a final slash; a clean path returns as is."""
+    if "%" not in path and "/." not in path and "//" not in path and "\\" not in path:
         return path
     kept: list[str] = []
     segments = path.split("/")
@@ -50,9 +55,16 @@ def _normalized(path: str) -> str:
                 raise ValueError("the path climbs above the root")
             kept.pop()
             continue
-        if ("/" in name or "\\" in name) and not _DOT_SEGMENTS.isdisjoint(name.replace("\\", "/").split("/")):
-            raise ValueError("a path segment hides a dot segment behind an encoded separator")
-        kept.append(raw)
+        parts = name.replace("\\", "/").split("/")
+        if not _DOT_SEGMENTS.isdisjoint(parts) or not _DOT_SEGMENTS.isdisjoint(p.split(";", 1)[0] for p in parts):
+            raise ValueError("a path segment hides a dot segment (behind an encoded slash, a backslash or ';')")
+        kept.append(_ESCAPE.sub(_unreserved, raw) if "%" in raw else raw)
     last = segments[-1]
     trailing = bool(kept) and (not last or urllib.parse.unquote(last) in _DOT_SEGMENTS)
     return "/" + "/".join(kept) + ("/" if trailing else "")
+
+
+def _unreserved(match: re.Match[str]) -> str:
+    """An escape of an unreserved character decoded (RFC 3986 §6.2.2.2), any other kept as sent."""
+    code = int(match.group(1), 16)
+    return chr(code) if code in _UNRESERVED else match.group(0)
