@@ -511,3 +511,73 @@ def test_a_stuck_write_does_not_block_reading(pki: PKI) -> None:
         tls.shutdown(socket.SHUT_WR)
         received = server.join()
     assert server.error is None and received == bytes(sent)
+
+
+def test_shutdown_never_waits_for_a_blocked_writer(pki: PKI) -> None:
+    """close_notify is a courtesy: with another thread stuck writing to a peer that reads nothing, shutdown()
+    still shuts the socket down at once (the writer then fails), as ssl's shutdown does."""
+    stop = threading.Event()
+    server = _ssl_server(pki, lambda s: stop.wait(10))
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        failure: list[BaseException] = []
+
+        def writer() -> None:
+            try:
+                tls.sendall(b"x" * (64 << 20))
+            except OSError as e:
+                failure.append(e)
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        time.sleep(0.3)  # the writer is blocked, holding the send lock
+        started = time.monotonic()
+        tls.shutdown(socket.SHUT_RDWR)
+        assert time.monotonic() - started < 1.0
+        thread.join(5)
+        assert not thread.is_alive() and failure
+    stop.set()
+    server.join()
+
+
+def test_unwrap_leaves_plaintext_after_close_notify_in_the_socket(pki: PKI) -> None:
+    """As ssl: records are read one at a time while unwrapping, so what the peer sends in the clear after its
+    close_notify is for the caller to read from the plain socket."""
+    def handler(tls: TLSSocket) -> None:
+        tls.do_handshake()
+        assert tls.recv(10) == b"bye?"
+        plain = tls.unwrap()
+        plain.sendall(b"PLAIN after TLS")
+
+    server = tlskit_server(pki, handler)
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        tls.sendall(b"bye?")
+        time.sleep(0.2)  # close_notify and the plaintext arrive together
+        plain = tls.unwrap()
+        plain.settimeout(5)
+        assert plain.recv(100) == b"PLAIN after TLS"
+    server.join()
+    assert server.error is None
+
+
+def test_send_retry_must_carry_the_data_it_raised_on(pki: PKI) -> None:
+    release = threading.Event()
+
+    def handler(s: ssl.SSLSocket) -> None:
+        release.wait(10)
+        while s.recv(1 << 16):
+            pass
+
+    server = _ssl_server(pki, handler)
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        tls.setblocking(False)
+        chunk = os.urandom(16384)
+        with pytest.raises(BlockingIOError):
+            for _ in range(10_000):
+                tls.send(chunk)
+        assert tls.send(b"") == 0  # keeps what is owed
+        release.set()
+        tls.setblocking(True)
+        with pytest.raises(ValueError):  # shorter than what the interrupted send sealed (OpenSSL: "bad length")
+            tls.send(chunk[:10])
+        assert tls.send(chunk) == len(chunk)  # the real retry
+    server.join()

@@ -378,9 +378,7 @@ class Connection:
     def _receive(self, data: bytes) -> None:
         reader = self._reader
         reader.feed(data)
-        while (record := reader.next_record()) is not None:
-            if self._peer_closed:
-                return  # §6.1: data after close_notify is ignored
+        while not self._peer_closed and (record := reader.next_record()) is not None:  # §6.1: then ignored
             content_type, header, fragment = record
             if content_type is _APPLICATION_DATA and self._complete is not None and not self._early_skip:
                 # Established (the usual case): protected records only; application data is delivered

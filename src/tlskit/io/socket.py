@@ -42,8 +42,8 @@ class TLSSocket(ConnectionInfo):
     Failures raise ``TLSError`` subclasses, after our alert has been sent to the peer.
     """
 
-    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_owed", "_ready", "_refs", "_send_lock", "_session",
-                 "_sock", "_unsent", "conn", "suppress_ragged_eofs")
+    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_owed", "_push_wanted", "_ready", "_refs", "_send_lock",
+                 "_session", "_sock", "_unsent", "conn", "suppress_ragged_eofs")
 
     def __init__(self, sock: socket.socket, session: TLSSession, *, suppress_ragged_eofs: bool = True,
                  ktls: KTLSOption = False) -> None:
@@ -62,6 +62,7 @@ class TLSSocket(ConnectionInfo):
         self._unsent = b""  # sealed records an interrupted write left: they go out first, whole (send lock)
         self._owed = 0  # plaintext a send() sealed and then raised on: its retry returns this count (as ssl)
         self._ready = False  # handshake done, its last flight written and kTLS set up
+        self._push_wanted = False  # a reader queued output while a writer held the send lock
 
     # --- handshake ----------------------------------------------------------------------------------
 
@@ -136,11 +137,14 @@ class TLSSocket(ConnectionInfo):
         _no_flags(flags)
         self._ensure_handshake()
         view = _byte_view(data)
-        with self._send_lock:
-            deadline = self._deadline()
-            start = self._settle(deadline, len(view))  # a send() retried as sendall: skip what it sealed
-            for offset in range(start, len(view), WRITE_SIZE):
-                self._seal_and_write(bytes(view[offset : offset + WRITE_SIZE]), deadline)
+        try:
+            with self._send_lock:
+                deadline = self._deadline()
+                start = self._settle(deadline, len(view))  # a send() retried as sendall: skip what it sealed
+                for offset in range(start, len(view), WRITE_SIZE):
+                    self._seal_and_write(bytes(view[offset : offset + WRITE_SIZE]), deadline)
+        finally:
+            self._after_write()
 
     def send(self, data: ReadableBuffer, flags: int = 0) -> int:
         """Send a prefix of ``data`` (up to 256 KiB) and return its length. Like ``ssl``: when the socket times
@@ -149,17 +153,22 @@ class TLSSocket(ConnectionInfo):
         _no_flags(flags)
         self._ensure_handshake()
         view = _byte_view(data)[:WRITE_SIZE]
-        with self._send_lock:
-            deadline = self._deadline()
-            if (owed := self._settle(deadline, len(view))) or not view:
-                return owed
-            try:
-                self._seal_and_write(bytes(view), deadline)
-            except (TimeoutError, BlockingIOError):
-                if self._unsent:
-                    self._owed = len(view)
-                raise
-            return len(view)
+        if not view:
+            return 0
+        try:
+            with self._send_lock:
+                deadline = self._deadline()
+                if owed := self._settle(deadline, len(view)):
+                    return owed
+                try:
+                    self._seal_and_write(bytes(view), deadline)
+                except (TimeoutError, BlockingIOError):
+                    if self._unsent:
+                        self._owed = len(view)
+                    raise
+                return len(view)
+        finally:
+            self._after_write()
 
     def write(self, data: ReadableBuffer) -> int:
         """``ssl.SSLSocket.write``: send everything, return the length."""
@@ -201,18 +210,41 @@ class TLSSocket(ConnectionInfo):
     # --- closing ------------------------------------------------------------------------------------
 
     def shutdown(self, how: int) -> None:
-        """Send close_notify when the write side closes (``SHUT_WR``/``SHUT_RDWR``), then shut the socket."""
-        if how in (socket.SHUT_WR, socket.SHUT_RDWR):
-            self._close_notify()
-        self._sock.shutdown(how)
+        """Send close_notify when the write side closes (``SHUT_WR``/``SHUT_RDWR``), then shut the socket. The
+        close_notify is a courtesy: it is skipped while another thread is writing, or dropped when the socket
+        will not take it in time; the socket is shut down in any case (another thread's blocked write ends)."""
+        try:
+            if how in (socket.SHUT_WR, socket.SHUT_RDWR) and self._send_lock.acquire(blocking=False):
+                try:
+                    with contextlib.suppress(TimeoutError, BlockingIOError):
+                        self._close_notify()
+                finally:
+                    self._send_lock.release()
+        finally:
+            self._sock.shutdown(how)
 
     def unwrap(self) -> socket.socket:
-        """Close TLS both ways (send close_notify, read up to the peer's) and return the plain socket."""
+        """Close TLS both ways (send close_notify, read up to the peer's) and return the plain socket. Records
+        are read one at a time from here on, so what the peer sends in plaintext after its close_notify stays
+        in the socket for the caller (bytes already read before ``unwrap`` was called excepted)."""
         self._close_notify()
         session = self._session
+        ktls = self._ktls
         while session.conn.handshake_complete and not session.eof:
-            self._read_transport()
+            if ktls is not None and ktls.rx:
+                self._read_transport()
+                continue
+            header = self._recv_exact(5)
+            self._receive(header + self._recv_exact(int.from_bytes(header[3:5], "big")) if header else b"")
         return self._sock
+
+    def _recv_exact(self, n: int) -> bytes:
+        """``n`` bytes from the socket, or fewer at EOF (the engine then reports it)."""
+        parts: list[bytes] = []
+        while n > 0 and (part := self._sock.recv(n)):
+            parts.append(part)
+            n -= len(part)
+        return b"".join(parts)
 
     def close(self) -> None:
         """Close the socket (after any ``makefile`` objects are closed), sending close_notify if we can."""
@@ -399,7 +431,10 @@ class TLSSocket(ConnectionInfo):
         caller's data a send() that raised already sealed (a retry owes nothing more), else 0."""
         if self._unsent:
             self._write(b"", deadline)
-        owed, self._owed = min(self._owed, size), 0
+        owed = self._owed
+        if owed > size:
+            raise ValueError(f"retry send() with the data it raised on ({owed} bytes were sealed), as with ssl")
+        self._owed = 0
         return owed
 
     def _seal_and_write(self, data: bytes, deadline: float | None) -> None:
@@ -425,14 +460,24 @@ class TLSSocket(ConnectionInfo):
                     self._write(out, deadline)
 
     def _push_without_waiting(self) -> None:
-        """Write what is pending as far as the socket takes it now, unless a writer thread is at it."""
+        """Write what is pending as far as the socket takes it now. While a writer thread holds the send lock,
+        it is asked to do it when it is done (``_push_wanted``); trying the lock once more after asking closes
+        the window where the writer released it before seeing the request."""
         if not self._send_lock.acquire(blocking=False):
-            return
+            self._push_wanted = True
+            if not self._send_lock.acquire(blocking=False):
+                return
         try:
+            self._push_wanted = False
             with contextlib.suppress(BlockingIOError, TimeoutError):
                 self._write_engine_output(0.0)
         finally:
             self._send_lock.release()
+
+    def _after_write(self) -> None:
+        """A writer leaving the send lock: push what a reader queued meanwhile (a KeyUpdate answer, an alert)."""
+        if self._push_wanted:
+            self._push_without_waiting()
 
     def _write(self, out: bytes, deadline: float | None) -> None:
         """Write ``out`` after what an interrupted write left (send lock held). When the socket would block
