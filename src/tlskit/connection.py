@@ -320,6 +320,11 @@ class Connection:
         )
 
     @property
+    def pending_output(self) -> int:
+        """Bytes queued for the transport: what ``data_to_send()`` would return now."""
+        return len(self._out)
+
+    @property
     def buffered_input(self) -> int:
         """Received bytes not yet processed (a partial record)."""
         return self._reader.buffered

@@ -135,16 +135,23 @@ class TLSSocket(ConnectionInfo):
         """Send all of ``data`` as full-size records, within the socket's timeout for all of it. After a
         ``TimeoutError`` (as after ``socket.sendall``'s) how much went out is unknown: close the connection."""
         _no_flags(flags)
-        self._ensure_handshake()
+        if not self._ready:
+            self.do_handshake()
+        whole = type(data) is bytes and len(data) <= WRITE_SIZE  # the usual call: one chunk, no copy
         view = _byte_view(data)
         try:
             with self._send_lock:
                 deadline = self._deadline()
-                start = self._settle(deadline, len(view))  # a send() retried as sendall: skip what it sealed
+                # a send() retried as sendall: skip what it sealed
+                start = self._settle(deadline, len(view)) if self._unsent or self._owed else 0
+                if whole and not start:
+                    self._seal_and_write(data, deadline)  # type: ignore[arg-type]  # bytes, checked above
+                    return
                 for offset in range(start, len(view), WRITE_SIZE):
                     self._seal_and_write(bytes(view[offset : offset + WRITE_SIZE]), deadline)
         finally:
-            self._after_write()
+            if self._push_wanted:
+                self._after_write()
 
     def send(self, data: ReadableBuffer, flags: int = 0) -> int:
         """Send a prefix of ``data`` (up to 256 KiB) and return its length. Like ``ssl``: when the socket times
@@ -392,14 +399,17 @@ class TLSSocket(ConnectionInfo):
         if session.plaintext:
             return True
         deadline = self._deadline()
+        conn = self.conn
         while not session.plaintext:
-            self._push_without_waiting()  # an interrupted write's records, a KeyUpdate answer: never blocks reads
+            if self._unsent or conn.pending_output:  # an interrupted write, a KeyUpdate answer: never blocks reads
+                self._push_without_waiting()
             if session.eof:
                 if session.ragged_eof and not self.suppress_ragged_eofs:
                     raise UnexpectedEOF("the peer closed the transport without close_notify")
                 return False
             self._read_transport(deadline)
-        self._push_without_waiting()
+        if self._unsent or conn.pending_output:
+            self._push_without_waiting()
         return True
 
     def _read_transport(self, deadline: float | None = None) -> None:
@@ -487,7 +497,7 @@ class TLSSocket(ConnectionInfo):
             out, self._unsent = self._unsent + out, b""
         sock = self._sock
         if deadline is None:
-            if sock.gettimeout() is None:
+            if sock.gettimeout() is None:  # (a deadline of None from _deadline() means just that)
                 sock.sendall(out)  # blocking: all of it, or the connection failed
                 return
             deadline = self._deadline()
