@@ -19,6 +19,8 @@ from .errors import (
     RemoteAlert,
     TLSError,
     UnexpectedEOF,
+    WantReadError,
+    WantWriteError,
 )
 from .pki.verify import TrustStore
 
@@ -46,5 +48,7 @@ __all__ = [
     "TrafficSecrets",
     "TrustStore",
     "UnexpectedEOF",
+    "WantReadError",
+    "WantWriteError",
     "__version__",
 ]

@@ -66,5 +66,14 @@ class HandshakeTimeout(TLSError, TimeoutError):
     """The handshake did not complete within the front end's timeout."""
 
 
+class WantReadError(BlockingIOError):
+    """A non-blocking socket has nothing to read yet: call again once it is readable (``ssl.SSLWantReadError``;
+    a ``BlockingIOError``, so code written for plain sockets catches it too)."""
+
+
+class WantWriteError(BlockingIOError):
+    """A non-blocking socket cannot take more now: call again once it is writable (``ssl.SSLWantWriteError``)."""
+
+
 class UnexpectedEOF(TLSError, EOFError):
     """The transport closed without a close_notify alert (a truncation, or a peer that just hung up)."""

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from ..config import ClientConfig, ServerConfig
-from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF
+from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF, WantReadError, WantWriteError
 from ..pki.verify import TrustStore
 from .common import READ_SIZE, WRITE_SIZE, ConnectionInfo, TLSSession, client_config, with_env_key_log
 from .ktls import KernelTLS, KTLSOption, KTLSPolicy, enable, policy
@@ -70,8 +70,9 @@ class TLSSocket(ConnectionInfo):
         """Run the handshake to completion; the socket's timeout bounds all of it (``HandshakeTimeout``).
 
         On a non-blocking socket (``setblocking(False)``) each call goes as far as the data allows and raises
-        ``BlockingIOError`` until the handshake completes (``ssl``'s ``SSLWantReadError``): call it again when
-        ``select`` says the socket is readable (or writable, if the error came from sending)."""
+        ``WantReadError`` or ``WantWriteError`` (both ``BlockingIOError``, as ``ssl``'s ``SSLWantReadError`` and
+        ``SSLWantWriteError``) until the handshake completes: call it again when ``select`` says the socket is
+        readable, or writable."""
         session = self._session
         with self._send_lock:
             if self._ready:
@@ -383,12 +384,18 @@ class TLSSocket(ConnectionInfo):
             if poller.poll(remaining * 1000):
                 return
         if deadline == 0.0:
-            raise BlockingIOError(errno.EAGAIN, "the operation would block")
+            kind = WantReadError if events == select.POLLIN else WantWriteError
+            raise kind(errno.EAGAIN, "the socket is not ready: call again when select() says it is")
         raise TimeoutError("timed out")
 
     def _recv_wire(self, deadline: float | None) -> bytes:
         if deadline:
             self._wait(select.POLLIN, deadline)  # then recv does not wait: Python's own wait is per call
+        elif deadline == 0.0:  # non-blocking: say which way to wait
+            try:
+                return self._sock.recv(READ_SIZE)
+            except BlockingIOError:
+                raise WantReadError(errno.EAGAIN, "nothing to read yet: call again when readable") from None
         return self._sock.recv(READ_SIZE)
 
     def _fill(self) -> bool:
@@ -533,17 +540,26 @@ class _RawTLSIO(io.RawIOBase):
         self._reading = reading
         self._writing = writing
 
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
+        """Bytes read into ``buffer``; None when a non-blocking socket has none yet (``socket.SocketIO``)."""
         self._checkClosed()
         if not self._reading:
             raise io.UnsupportedOperation("not readable")
-        return self._tls.recv_into(buffer)
+        try:
+            return self._tls.recv_into(buffer)
+        except BlockingIOError:
+            return None
 
-    def write(self, data: ReadableBuffer, /) -> int:
+    def write(self, data: ReadableBuffer, /) -> int | None:
+        """Bytes taken; None when a non-blocking socket takes none now (the buffer above retries the same data,
+        which is what a sealed, interrupted send needs)."""
         self._checkClosed()
         if not self._writing:
             raise io.UnsupportedOperation("not writable")
-        return self._tls.send(data)
+        try:
+            return self._tls.send(data)
+        except BlockingIOError:
+            return None
 
     def readable(self) -> bool:
         return self._reading
