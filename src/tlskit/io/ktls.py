@@ -268,6 +268,11 @@ class KernelTLS:
         self._check_writable()
         self.sock.sendall(data)
 
+    def send_some(self, data: ReadableBuffer) -> int:
+        """As much of ``data`` as the kernel takes now (it seals what it takes): ``socket.send``'s count."""
+        self._check_writable()
+        return self.sock.send(data)
+
     def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
         """``socket.sendfile`` (``os.sendfile`` underneath) on the kTLS socket; bytes sent."""
         self._check_writable()

@@ -166,6 +166,11 @@ class TLSSocket(ConnectionInfo):
         try:
             with self._send_lock:
                 deadline = self._deadline()
+                ktls = self._ktls
+                if ktls is not None and ktls.tx:  # the kernel seals what it takes: a plain partial count
+                    if deadline:
+                        self._wait(select.POLLOUT, deadline)
+                    return ktls.send_some(view)
                 if owed := self._settle(deadline, len(view)):
                     return owed
                 try:
