@@ -171,6 +171,8 @@ def test_odd_paths_and_ranges_get_clean_answers_not_500s(tmp_path: Path, env: di
     try:
         assert served.fetch("/" + "a" * 300)[0] == 404
         assert served.fetch("/docs/notes.txt/")[0] == 404
+        for encoded_slash in ("/docs%2Fnotes.txt", "/%2Fdocs", "/%2F%2Fdocs"):  # no file name has a slash; no
+            assert served.fetch(encoded_slash)[0] == 404, encoded_slash  # redirect to a network path either
         with socket.create_connection(("127.0.0.1", served.port), timeout=5) as plain:  # HTTP to the HTTPS port
             plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             answer = b""

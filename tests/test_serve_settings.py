@@ -141,6 +141,9 @@ def test_certificate_and_route_mistakes_name_the_setting(tmp_path: Path) -> None
     # the same path for other hosts is no duplicate
     other_hosts = '[[route]]\npath = "/a/"\nhosts = ["x.test"]\n\n[[route]]\npath = "/a/"\n'
     assert len(load_settings(Flags(config=write(tmp_path, other_hosts))).routes) == 2
+    tilde = '[[route]]\npath = "/%7Euser/"\nhosts = ["::1", "A.test"]\n'
+    routes = load_settings(Flags(config=write(tmp_path, tilde))).routes
+    assert (routes[0].prefix, routes[0].hosts) == ("/~user/", ("[::1]", "a.test"))  # matched as requests are
     message = error(tmp_path, '[tls]\nalpn = ["h3"]\n')
     assert message.startswith(f"{tmp_path / 'site.toml'}:2: [tls]: 'alpn' 'h3' is not served here"), message
 

@@ -44,7 +44,9 @@ def test_absolute_form_takes_its_host_from_the_target() -> None:
     """RFC 9112 §3.2.2: the authority of an absolute-form target replaces the Host header."""
     assert split_target("https://Example.COM:8443/a/../b?q", "other") == ("/b", "example.com", "example.com:8443")
     assert split_target("http://example.com", "other") == ("/", "example.com", "example.com")
-    for bad in ("https:///nohost", "https://user:pw@example.com/"):
+    assert split_target("https://[::1]:8443/x", "other") == ("/x", "[::1]", "[::1]:8443")  # as Host writes it
+    for bad in ("https:///nohost", "https://user:pw@example.com/", "https://a:b:c/x", "https://h:99999999/",
+                "https://localhost:+1/", "https://[fe80::1%25eth0]/", "https://loc%61lhost/", "/x#/../y"):
         with pytest.raises(ValueError):
             split_target(bad, "other")
 

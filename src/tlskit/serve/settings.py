@@ -24,6 +24,7 @@ from ..enums import CipherSuite, NamedGroup
 from ..errors import ConfigError
 from ..pki.identity import SpiffeAllowList
 from ..tickets.rotation import check_rotation
+from .target import normalize_path
 
 __all__ = ["CertificateSpec", "Flags", "HTTPLimits", "Listener", "MetricsEndpoint", "ProxyRoute", "Route",
            "Settings", "SettingsError", "StaticRoute", "load_settings"]
@@ -436,7 +437,12 @@ def _route(t: _Table) -> Route:
     prefix = t.text("path", "/")
     if not prefix.startswith("/"):
         t.fail("path", f"{prefix!r} must start with '/' (e.g. path = \"/api/\")")
-    hosts = tuple(h.lower() for h in t.strings("hosts"))
+    try:
+        prefix = normalize_path(prefix)  # requests are matched normalized: "/%7Euser/" is "/~user/"
+    except ValueError as e:
+        t.fail("path", f"{prefix!r}: {e}")
+    # IPv6 literals bracketed, as Host headers and absolute targets name them
+    hosts = tuple(f"[{h}]" if ":" in h and not h.startswith("[") else h for h in map(str.lower, t.strings("hosts")))
     if "proxy" in t.data and "root" in t.data:
         t.fail("proxy", "a route has either root (static files) or proxy (upstream URL), not both")
     route: Route

@@ -122,6 +122,8 @@ class StaticFiles:
 
     def _lookup(self, raw_path: str) -> tuple[str | HTTPError, bool]:
         """What a (percent-encoded) request path serves: (file, False), (directory, True) or (HTTPError, False)."""
+        if "%" in raw_path and any("/" in urllib.parse.unquote(name) for name in raw_path.split("/")):
+            return HTTPError(404), False  # an encoded slash: routing kept it inside a name, and no file name has one
         url_path = urllib.parse.unquote(raw_path)
         try:
             path = self._resolve(url_path)

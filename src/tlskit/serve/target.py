@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-__all__ = ["split_target"]
+__all__ = ["normalize_path", "split_target"]
 
 _DOT_SEGMENTS = frozenset((".", ".."))
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HOST = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")  # a DNS name or IPv4 address, or an IPv6 literal (unbracketed)
 
 
 def split_target(target: str, host: str) -> tuple[str, str, str | None]:
@@ -26,18 +27,24 @@ def split_target(target: str, host: str) -> tuple[str, str, str | None]:
     with no authority; or the absolute form's path and host, and its authority (host[:port]) for the Host
     header, which §3.2.2 says to ignore then. ``*`` and the authority form pass unchanged (no route matches
     them). ValueError (a 400) for a path that climbs above the root or hides a dot segment."""
+    if "#" in target:
+        raise ValueError("a request target has no fragment (#)")
     if target.startswith("/"):
-        return _normalized(target.partition("?")[0]), host, None
+        return normalize_path(target.partition("?")[0]), host, None
     if target[:8].lower().startswith(("http://", "https://")):
         parts = urllib.parse.urlsplit(target)
         name = (parts.hostname or "").lower()
-        if not name or parts.username is not None or parts.password is not None:
+        port = parts.port  # ValueError for one that is no port number
+        if not name or parts.username is not None or parts.password is not None or "%" in name \
+                or not _HOST.fullmatch(name):
             raise ValueError("absolute request target without a plain host")
-        return _normalized(parts.path or "/"), name, parts.netloc.lower()
+        if ":" in name:  # an IPv6 literal: bracketed, as the Host header writes it and routes name it
+            name = f"[{name}]"
+        return normalize_path(parts.path or "/"), name, name if port is None else f"{name}:{port}"
     return target.partition("?")[0], host, None
 
 
-def _normalized(path: str) -> str:
+def normalize_path(path: str) -> str:
     """``path`` (percent-encoded, from "/") with unreserved escapes decoded, "." and ".." segments (also
     percent-encoded) resolved and empty segments dropped, keeping a final slash; a clean path returns as is."""
     if "%" not in path and "/." not in path and "//" not in path and "\\" not in path:
