@@ -585,3 +585,38 @@ def test_send_retry_must_carry_the_data_it_raised_on(pki: PKI) -> None:
             tls.send(chunk[:10])
         assert tls.send(chunk) == len(chunk)  # the real retry
     server.join()
+
+
+def test_non_blocking_makefile_writer_retries_without_duplicates(pki: PKI) -> None:
+    """BufferedWriter keeps what it could not write and writes it again: each raw write seals no more than that
+    buffer keeps, so the retry is the same data and nothing is sent twice or lost."""
+    go = threading.Event()
+
+    def handler(s: ssl.SSLSocket) -> bytes:
+        go.wait(10)
+        got = bytearray()
+        while data := s.recv(1 << 16):
+            got += data
+        return bytes(got)
+
+    server = _ssl_server(pki, handler)
+    data = bytes(range(256)) * 4000
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        tls.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        tls.setblocking(False)
+        writer = tls.makefile("wb")
+        try:
+            writer.write(data)
+            accepted = len(data)
+        except BlockingIOError as e:
+            accepted = e.characters_written
+        go.set()
+        tls.setblocking(True)
+        writer.write(data[accepted:])
+        writer.flush()
+        writer.close()
+        assert tls.sendall(b"") is None
+        tls.shutdown(socket.SHUT_WR)
+        tls.sendall(b"")  # nothing to send after the write side is closed: no error, as ssl
+        received = server.join()
+    assert server.error is None and received == data

@@ -45,6 +45,7 @@ def test_absolute_form_takes_its_host_from_the_target() -> None:
     assert split_target("https://Example.COM:8443/a/../b?q", "other") == ("/b", "example.com", "example.com:8443")
     assert split_target("http://example.com", "other") == ("/", "example.com", "example.com")
     assert split_target("https://[::1]:8443/x", "other") == ("/x", "[::1]", "[::1]:8443")  # as Host writes it
+    assert split_target("http://my_host./x", "other") == ("/x", "my_host.", "my_host.")  # names as Host carries
     for bad in ("https:///nohost", "https://user:pw@example.com/", "https://a:b:c/x", "https://h:99999999/",
                 "https://localhost:+1/", "https://[fe80::1%25eth0]/", "https://loc%61lhost/", "/x#/../y"):
         with pytest.raises(ValueError):

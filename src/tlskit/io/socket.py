@@ -138,7 +138,7 @@ class TLSSocket(ConnectionInfo):
         _no_flags(flags)
         if not self._ready:
             self.do_handshake()
-        whole = type(data) is bytes and len(data) <= WRITE_SIZE  # the usual call: one chunk, no copy
+        whole = type(data) is bytes and 0 < len(data) <= WRITE_SIZE  # the usual call: one chunk, no copy
         view = _byte_view(data)
         try:
             with self._send_lock:
@@ -308,10 +308,10 @@ class TLSSocket(ConnectionInfo):
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
         writing = "w" in mode
         reading = "r" in mode or not writing
-        raw = _RawTLSIO(self, reading, writing)
-        self._refs += 1
         if buffering is None or buffering < 0:
             buffering = io.DEFAULT_BUFFER_SIZE
+        raw = _RawTLSIO(self, reading, writing, buffering or io.DEFAULT_BUFFER_SIZE)
+        self._refs += 1
         if buffering == 0:
             if "b" not in mode:
                 raise ValueError("unbuffered streams must be binary")
@@ -539,11 +539,12 @@ class TLSSocket(ConnectionInfo):
 class _RawTLSIO(io.RawIOBase):
     """The raw stream under ``makefile``'s buffers (what ``socket.SocketIO`` is to a plain socket)."""
 
-    def __init__(self, tls: TLSSocket, reading: bool, writing: bool) -> None:
+    def __init__(self, tls: TLSSocket, reading: bool, writing: bool, limit: int) -> None:
         super().__init__()
         self._tls = tls
         self._reading = reading
         self._writing = writing
+        self._limit = limit  # the buffer above: what it keeps to retry when a non-blocking write would block
 
     def readinto(self, buffer: WriteableBuffer, /) -> int | None:
         """Bytes read into ``buffer``; None when a non-blocking socket has none yet (``socket.SocketIO``)."""
@@ -561,6 +562,8 @@ class _RawTLSIO(io.RawIOBase):
         self._checkClosed()
         if not self._writing:
             raise io.UnsupportedOperation("not writable")
+        if self._tls.gettimeout() == 0:  # seal no more than the buffer keeps for its retry (the same bytes)
+            data = memoryview(data)[: self._limit]
         try:
             return self._tls.send(data)
         except BlockingIOError:

@@ -19,7 +19,7 @@ __all__ = ["normalize_path", "split_target"]
 _DOT_SEGMENTS = frozenset((".", ".."))
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_HOST = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")  # a DNS name or IPv4 address, or an IPv6 literal (unbracketed)
+_HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")  # a host name (as Host headers carry them) or an IPv6 literal
 
 
 def split_target(target: str, host: str) -> tuple[str, str, str | None]:
