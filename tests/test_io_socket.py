@@ -364,19 +364,25 @@ def _ssl_server(pki: PKI, handler: Callable[[ssl.SSLSocket], object]) -> Peer:
     return Peer(socket.create_server(("127.0.0.1", 0)), run)
 
 
-@pytest.mark.parametrize("blocking", [True, False])
-def test_a_write_that_times_out_or_would_block_leaves_the_record_stream_whole(pki: PKI, blocking: bool) -> None:
-    """ssl keeps the unsent part of a record: so must we, or the next record breaks the peer's decryption."""
-    release = threading.Event()
-
+def _reads_after(event: threading.Event, first: bytes = b"") -> Callable[[ssl.SSLSocket], bytes]:
+    """An ssl server handler: sends ``first``, reads nothing until ``event`` is set, then everything to EOF."""
     def handler(s: ssl.SSLSocket) -> bytes:
-        release.wait(10)  # reads nothing until the client has filled the socket buffers
+        if first:
+            s.sendall(first)
+        event.wait(10)
         got = bytearray()
         while data := s.recv(1 << 16):
             got += data
         return bytes(got)
 
-    server = _ssl_server(pki, handler)
+    return handler
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_a_write_that_times_out_or_would_block_leaves_the_record_stream_whole(pki: PKI, blocking: bool) -> None:
+    """ssl keeps the unsent part of a record: so must we, or the next record breaks the peer's decryption."""
+    release = threading.Event()
+    server = _ssl_server(pki, _reads_after(release))  # reads nothing until the client has filled the buffers
     sent = bytearray()
     with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
         tls.settimeout(0.2) if blocking else tls.setblocking(False)
@@ -489,16 +495,7 @@ def test_a_stuck_write_does_not_block_reading(pki: PKI) -> None:
     """Records an interrupted send left must not make recv wait for the peer to read: two peers that both
     write first would deadlock."""
     release = threading.Event()
-
-    def handler(s: ssl.SSLSocket) -> bytes:
-        s.sendall(b"hello")  # and reads nothing until told
-        release.wait(10)
-        got = bytearray()
-        while data := s.recv(1 << 16):
-            got += data
-        return bytes(got)
-
-    server = _ssl_server(pki, handler)
+    server = _ssl_server(pki, _reads_after(release, b"hello"))
     with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
         tls.settimeout(0.3)
         chunk = os.urandom(16384)
@@ -565,13 +562,7 @@ def test_unwrap_leaves_plaintext_after_close_notify_in_the_socket(pki: PKI) -> N
 
 def test_send_retry_must_carry_the_data_it_raised_on(pki: PKI) -> None:
     release = threading.Event()
-
-    def handler(s: ssl.SSLSocket) -> None:
-        release.wait(10)
-        while s.recv(1 << 16):
-            pass
-
-    server = _ssl_server(pki, handler)
+    server = _ssl_server(pki, _reads_after(release))
     with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
         tls.setblocking(False)
         chunk = os.urandom(16384)
@@ -591,15 +582,7 @@ def test_non_blocking_makefile_writer_retries_without_duplicates(pki: PKI) -> No
     """BufferedWriter keeps what it could not write and writes it again: each raw write seals no more than that
     buffer keeps, so the retry is the same data and nothing is sent twice or lost."""
     go = threading.Event()
-
-    def handler(s: ssl.SSLSocket) -> bytes:
-        go.wait(10)
-        got = bytearray()
-        while data := s.recv(1 << 16):
-            got += data
-        return bytes(got)
-
-    server = _ssl_server(pki, handler)
+    server = _ssl_server(pki, _reads_after(go))
     data = bytes(range(256)) * 4000
     with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
         tls.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
