@@ -500,3 +500,31 @@ def test_a_response_is_logged_even_when_the_unread_request_body_then_stalls(
     with caplog.at_level(logging.INFO, logger="tlskit.access"):
         run(go)
     assert any('"POST /index.html HTTP/1.1" 405' in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_empty_lines_before_a_request_still_count_toward_the_0rtt_offset(root: Path) -> None:
+    """The first 2 bytes were 0-RTT data and are an empty line (skipped, RFC 9112 §2.2): the POST after them
+    began after the early data, so it is not answered 425 Too Early (it gets the static route's 405)."""
+    async def go() -> None:
+        router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
+        transport = ChannelTransport()
+        tasks: list[asyncio.Task[None]] = []
+
+        def connected(channel: Channel) -> asyncio.Task[None]:
+            state = TLSState(_FIELDS, early_bytes=lambda: 2, early=True)
+            tasks.append(asyncio.get_running_loop().create_task(serve_connection(
+                channel, state, router=lambda: router, limits=HTTPLimits(), tracker=ConnectionTracker(),
+                metrics=None, log_access=False)))
+            return tasks[-1]
+
+        channel = Channel(connected, send_timeout=5)
+        transport.channel = channel
+        channel.connection_made(transport)
+        channel.data_received(b"\r\n")
+        await asyncio.sleep(0.01)
+        channel.data_received(b"POST /index.html HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        await asyncio.sleep(0.05)
+        assert re.findall(rb"^HTTP/1\.1 (\d{3}) ", bytes(transport.data), re.MULTILINE) == [b"405"]
+        channel.close()
+
+    run(go)

@@ -429,7 +429,6 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
             entry.idle = True
             if tracker.draining:
                 break
-            start = conn.bytes_in - len(conn.trailing_data[0]) if isinstance(conn, _Counting) else 0
             try:
                 request_event, head_bytes = await _read_head(conn, channel, limits)
             except TimeoutError:
@@ -444,7 +443,8 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
             if type(request_event) is not h11.Request:
                 break  # ConnectionClosed
             entry.idle = False
-            early = state.early and start < state.early_bytes()
+            # where the request began: all bytes fed (skipped empty lines included) less those read for its head
+            early = state.early and isinstance(conn, _Counting) and conn.bytes_in - head_bytes < state.early_bytes()
             await _exchange(conn, channel, request_event, head_bytes, peer, state, n == 0, early, router(), limits,
                             n + 1 == limits.max_requests_per_connection, tracker, metrics, logged)
             if channel.paused:  # the response is written: read the next request once the transport takes more
@@ -499,7 +499,10 @@ async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits)
             channel.set_timeout(limits.idle_timeout)
             data = await channel.read()
             while data[:1] == b"\r" or data[:1] == b"\n":  # RFC 9112 §2.2: empty lines before a request line
-                if data := data.lstrip(b"\r\n"):
+                stripped = data.lstrip(b"\r\n")
+                if isinstance(conn, _Counting):
+                    conn.bytes_in += len(data) - len(stripped)  # still counted: the 0-RTT offset stays true
+                if data := stripped:
                     break
                 data = await channel.read()
                 if not data:
