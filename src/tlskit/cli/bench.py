@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .argtypes import count, seconds
+
 EXAMPLES = """\
 examples:
   tlskit bench localhost:8443 --cafile ca.pem --duration 10
@@ -33,10 +35,13 @@ def register(sub: Any) -> None:
     parser.add_argument("--sni", metavar="NAME", help="server name (default: HOST)")
     parser.add_argument("--cafile", metavar="FILE", help="PEM CA bundle (default: system roots)")
     parser.add_argument("--insecure", "-k", action="store_true", help="do not verify certificates")
-    parser.add_argument("--concurrency", "-c", type=int, default=1, metavar="N", help="parallel workers (default 1)")
-    parser.add_argument("--duration", "-d", type=float, default=10.0, metavar="SECONDS", help="time bound (default 10)")
-    parser.add_argument("--count", "-n", type=int, metavar="N", help="handshake bound (all targets together)")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per handshake (default 5)")
+    parser.add_argument("--concurrency", "-c", type=count(1, 256), default=1, metavar="N",
+                        help="parallel workers (default 1, at most 256)")
+    parser.add_argument("--duration", "-d", type=seconds, default=10.0, metavar="SECONDS",
+                        help="time bound (default 10)")
+    parser.add_argument("--count", "-n", type=count(1, 10_000_000), metavar="N",
+                        help="handshake bound (all targets together)")
+    parser.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS", help="per handshake (default 5)")
     parser.add_argument("--mode", choices=("full", "resumed", "0rtt"), default="full", help="handshake kind")
     parser.add_argument("--png", type=Path, metavar="FILE", help="write a plot of rate and latency over time")
     parser.add_argument("--html", type=Path, metavar="FILE", help="write a small HTML report (with --png, or "

@@ -15,7 +15,7 @@ from typing import Any
 from cryptography import x509
 
 from ..errors import ConfigError
-from .serve import port_number
+from .argtypes import count, port_number
 
 __all__ = ["register"]
 
@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser("init", help="create a root CA (and optionally an intermediate) in DIR")
     p.add_argument("dir", type=Path, metavar="DIR")
-    p.add_argument("--name", default="tlskit private CA", help="CA name used in the certificates' CN")
+    p.add_argument("--name", type=_ca_name, default="tlskit private CA",
+                   help="CA name used in the certificates' CN (at most 48 characters)")
     p.add_argument("--ocsp-url", metavar="URL", help="OCSP responder URL put into issued certificates (AIA)")
     p.add_argument("--crl-url", metavar="URL", help="CRL URL put into issued certificates (distribution point)")
     p.add_argument("--rsa", action="store_true", help="RSA keys (3072-bit CAs, 2048-bit leaves) instead of ECDSA P-256")
@@ -56,8 +57,8 @@ def register(sub: Any) -> None:
     p.add_argument("--server", action="store_true", help="for TLS servers (the default unless --client alone)")
     p.add_argument("--client", action="store_true", help="for TLS clients (mutual TLS)")
     p.add_argument("--spiffe", metavar="ID", help="add a SPIFFE ID URI SAN, e.g. spiffe://cluster.local/ns/x/sa/y")
-    p.add_argument("--days", type=int, default=90, help="lifetime in days (default: 90)")
-    p.add_argument("--backdate", type=int, default=5, metavar="MINUTES",
+    p.add_argument("--days", type=count(1, 36500), default=90, help="lifetime in days (default: 90)")
+    p.add_argument("--backdate", type=count(0, 525600), default=5, metavar="MINUTES",
                    help="set notBefore this far in the past, for peers with slow clocks (default: 5)")
     p.add_argument("--rsa", action="store_true", help="an RSA-2048 key (default: the CA's key type)")
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.pem and PREFIX.key (default: DIR/issued/NAME)")
@@ -73,7 +74,7 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser("crl", help="sign a fresh CRL into DIR/crl.pem and DIR/crl.der")
     p.add_argument("dir", type=Path, metavar="DIR")
-    p.add_argument("--days", type=int, default=7, help="days until nextUpdate (default: 7)")
+    p.add_argument("--days", type=count(1, 3650), default=7, help="days until nextUpdate (default: 7)")
     p.set_defaults(run=_crl)
 
     p = cmds.add_parser("list", help="list issued certificates")
@@ -87,9 +88,16 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=port_number, default=8080, help="TCP port; 0 picks a free one (default: 8080)")
     p.add_argument("--delegated", action="store_true",
                    help="sign with a delegated OCSP responder certificate instead of the CA key")
-    p.add_argument("--validity", type=int, default=60, metavar="MINUTES",
+    p.add_argument("--validity", type=count(1, 525600), default=60, metavar="MINUTES",
                    help="thisUpdate to nextUpdate of each response (default: 60)")
     p.set_defaults(run=_ocsp_serve)
+
+
+def _ca_name(text: str) -> str:
+    """The CA's name: its certificates' CN is "NAME root" / "NAME OCSP responder", at most 64 characters."""
+    if not 1 <= len(text) <= 48:
+        raise argparse.ArgumentTypeError(f"{len(text)} characters: give 1 to 48 (the CN of the CA's certificates)")
+    return text
 
 
 def _fail(command: str, error: Exception) -> int:

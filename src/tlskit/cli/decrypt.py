@@ -59,8 +59,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"tlskit decrypt: error: {e}", file=sys.stderr)
         return 2
     if args.write_dir is not None:
-        for path in write_payloads(streams, args.write_dir):
-            print(f"wrote {path}", file=sys.stderr)
+        try:
+            for path in write_payloads(streams, args.write_dir):
+                print(f"wrote {path}", file=sys.stderr)
+        except OSError as e:
+            print(f"tlskit decrypt: error: --write-dir {args.write_dir}: {e.strerror or e} (give a directory)",
+                  file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps([stream_json(s) for s in streams if s.is_tls], indent=2))
     else:

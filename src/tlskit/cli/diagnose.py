@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .argtypes import seconds
+
 EXAMPLES = """\
 examples:
   tlskit diagnose example.com:443
@@ -39,7 +41,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--cafile", metavar="FILE", help="live: PEM CA bundle (default: system roots)")
     parser.add_argument("--cert", metavar="FILE", help="live: client certificate (PEM)")
     parser.add_argument("--key", metavar="FILE", help="live: client key (PEM)")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="live: per connection")
+    parser.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS", help="live: per connection")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
 

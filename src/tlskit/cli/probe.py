@@ -9,6 +9,7 @@ from typing import Any
 
 from ..enums import CipherSuite, NamedGroup
 from ..errors import ConfigError
+from .argtypes import seconds
 
 EXAMPLES = """\
 examples:
@@ -52,7 +53,7 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sni", metavar="NAME", help="server name to send and verify (default: HOST; '' for none)")
     parser.add_argument("--cafile", metavar="FILE", help="PEM CA bundle to verify against (default: system roots)")
     parser.add_argument("--insecure", "-k", action="store_true", help="do not verify the certificate chain")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per connection (default 10)")
+    parser.add_argument("--timeout", type=seconds, default=10.0, metavar="SECONDS", help="per connection (default 10)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -84,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"tlskit probe: error: bad target {args.target!r} (HOST[:PORT])", file=sys.stderr)
         return 2
-    key_log = KeyLogFile(args.keylog) if args.keylog else None
+    try:
+        key_log = KeyLogFile(args.keylog) if args.keylog else None
+    except OSError as e:
+        print(f"tlskit probe: error: --keylog {args.keylog}: {e.strerror or e} (give a file path to append to)",
+              file=sys.stderr)
+        return 2
     options = ProbeOptions(host=host, port=port, sni=args.sni, alpn=tuple(args.alpn), suites=args.suites,
                            groups=args.groups, cafile=args.cafile, insecure=args.insecure, client_cert=args.cert,
                            client_key=args.key, key_log=key_log, timeout=args.timeout, resume=args.resume,

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from .argtypes import count, seconds
+
 EXAMPLES = """\
 examples:
   tlskit scan example.com
@@ -30,8 +32,8 @@ def register(sub: Any) -> None:
     parser.add_argument("target", metavar="HOST[:PORT]", help="server to scan (default port 443)")
     parser.add_argument("--sni", metavar="NAME", help="server name to send (default: HOST; '' for none)")
     parser.add_argument("--cafile", metavar="FILE", help="PEM CA bundle to check the chain against")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per connection (default 5)")
-    parser.add_argument("--max-connections", type=int, default=40, metavar="N", help="connection budget")
+    parser.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS", help="per connection (default 5)")
+    parser.add_argument("--max-connections", type=count(1, 10_000), default=40, metavar="N", help="connection budget")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .argtypes import port_number
+
 __all__ = ["register"]
 
 _SERVE_EXAMPLES = """\
@@ -62,7 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--proxy", metavar="URL", help="forward every request to this http:// upstream")
     serve.add_argument("--listing", action="store_true", default=None,
                        help="list directories that have no index.html")
-    serve.add_argument("-w", "--workers", type=_positive, metavar="N",
+    serve.add_argument("-w", "--workers", type=_workers, metavar="N",
                        help="worker processes sharing the port (default: the number of cores)")
     serve.add_argument("--metrics-port", type=port_number, metavar="PORT",
                        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
@@ -102,21 +104,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.set_defaults(run=_serve)
 
 
-def port_number(text: str) -> int:
-    """A TCP port for argparse: 0-65535 (0: the system picks a free one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0 picks a free one)")
-    return value
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = _positive(text)
+    if value > 1024:
+        raise argparse.ArgumentTypeError(f"{value} workers: at most 1024 (one per core is the usual choice)")
     return value
 
 

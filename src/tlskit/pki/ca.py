@@ -136,6 +136,10 @@ class CertificateAuthority:
                               f"`tlskit ca init {self.directory}`") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {self.directory / _SETTINGS}: {exc}") from None
+        if not isinstance(self.settings, dict) or self.settings.get("key_type") not in ("ec", "rsa") \
+                or not isinstance(self.settings.get("name"), str):
+            raise ConfigError(f"{self.directory / _SETTINGS} is damaged (needs key_type \"ec\" or \"rsa\" and a name); "
+                              "restore it from a backup")
         self.root = _load_cert(self.directory / "root.pem")
         stem = "intermediate" if self.settings.get("intermediate") else "root"
         self.issuer = _load_cert(self.directory / f"{stem}.pem")
@@ -415,6 +419,8 @@ class CertificateAuthority:
             index: dict[str, Any] = json.loads(path.read_bytes())
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read the CA index {path}: {exc}") from None
+        if not isinstance(index, dict) or not isinstance(index.get("certificates"), dict):
+            raise ConfigError(f"the CA index {path} is damaged (no \"certificates\" table); restore it from a backup")
         self._index_cache = (stamp, index)
         return _copy(index)
 

@@ -8,6 +8,7 @@ Paths in the file are relative to the file's directory. An example is in the REA
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -347,8 +348,12 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
         except ConfigError as e:
             refuse("allow_spiffe", spiffe_flag, str(e))
     if redis is not None:
-        parts = urlsplit(redis)
-        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        try:
+            parts = urlsplit(redis)
+            usable = parts.scheme in ("redis", "rediss", "unix") and bool(parts.hostname or parts.path)
+        except ValueError:  # e.g. "redis://[::1" (an unclosed IPv6 literal)
+            usable = False
+        if not usable:
             refuse("redis", redis_flag, f"{redis!r} is not a Redis URL (redis://[user:password@]host:port/db, "
                                         "rediss:// for TLS)")
     uses = [(key, flag, given) for key, flag, value, given in (
@@ -382,6 +387,8 @@ def _duration(t: _Table, key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, int | float):
+        if not math.isfinite(value) or value <= 0:
+            t.fail(key, f"must be a finite number of seconds above 0, not {value}")
         return float(value)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
     if match is None:
@@ -460,11 +467,11 @@ def _route(t: _Table) -> Route:
 
 
 def _proxy_from_url(url: str, what: str, base: ProxyRoute, t: _Table | None = None) -> ProxyRoute:
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port or 80
-    except ValueError:
-        port = -1
+    except ValueError:  # a port that is no number, an unclosed "[::1"
+        parts, port = urlsplit(""), -1
     if parts.scheme != "http" or not parts.hostname or port < 0 or parts.query:
         message = f"{url!r} is not an upstream URL (use http://host:port[/path]; the upstream speaks HTTP/1.1)"
         if t is not None:
@@ -503,8 +510,9 @@ def _named(t: _Table, key: str, flag: Sequence[str] | None, enum: type[E], suppo
         member = by_name.get(name.lower())
         if member is None:
             message = f"{name!r} is not supported; use some of: {', '.join(m.name for m in by_name.values())}"
-            if flag is not None:
-                raise SettingsError(f"--{key.replace('_', '-')}: {message}")
+            if flag is not None:  # the flags: --ciphers and --groups, colon-separated
+                option = "--ciphers" if key == "cipher_suites" else f"--{key.replace('_', '-')}"
+                raise SettingsError(f"{option}: {message}" + (" (separate them with ':')" if "," in name else ""))
             t.fail(key, message)
         values.append(member)
     if not values:
@@ -611,8 +619,8 @@ class _Table:
 
     def number(self, key: str, default: float, minimum: float = 0.001) -> float:
         value = float(self._get(key, default, (int, float), "a number of seconds"))
-        if value < minimum:
-            self.fail(key, f"must be at least {minimum}, not {value}")
+        if not math.isfinite(value) or value < minimum:  # TOML has nan and inf
+            self.fail(key, f"must be a finite number, at least {minimum}, not {value}")
         return value
 
     def strings(self, key: str, default: Any = ()) -> Any:

@@ -1,0 +1,70 @@
+"""Bad command-line values are usage errors naming the flag (exit 2), never tracebacks from deep inside."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tlskit.cli.main import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["probe", "localhost:1", "--timeout", "-1"], "--timeout"),
+        (["probe", "localhost:1", "--timeout", "nan"], "--timeout"),
+        (["scan", "localhost:1", "--timeout", "inf"], "--timeout"),
+        (["scan", "localhost:1", "--max-connections", "0"], "--max-connections"),
+        (["diagnose", "localhost:1", "--timeout", "0"], "--timeout"),
+        (["bench", "localhost:1", "--concurrency", "100000"], "--concurrency"),
+        (["bench", "localhost:1", "--duration", "-1"], "--duration"),
+        (["bench", "localhost:1", "--count", "-5"], "--count"),
+        (["serve", "--workers", "100000"], "-w/--workers"),
+        (["ca", "init", "/tmp/never-made", "--name", "A" * 200], "--name"),
+        (["ca", "issue", "/tmp/never-made", "x.test", "--days", "99999999"], "--days"),
+        (["ca", "crl", "/tmp/never-made", "--days", "0"], "--days"),
+        (["ca", "ocsp-serve", "/tmp/never-made", "--validity", "-5"], "--validity"),
+    ],
+)
+def test_out_of_range_values_are_usage_errors(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
+
+
+def _run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tlskit", *argv], capture_output=True, text=True, timeout=60,
+                          cwd=cwd)
+
+
+def test_files_that_cannot_be_used_are_one_line_errors(tmp_path: Path) -> None:
+    probe = _run("probe", "localhost:1", "--keylog", str(tmp_path))
+    assert probe.returncode == 2 and "--keylog" in probe.stderr and "Traceback" not in probe.stderr
+    ca = tmp_path / "ca"
+    assert _run("ca", "init", str(ca)).returncode == 0
+    (ca / "index.json").write_text(json.dumps({"x": 1}))
+    listed = _run("ca", "list", str(ca))
+    assert listed.returncode == 2 and "index.json is damaged" in listed.stderr and "Traceback" not in listed.stderr
+    (ca / "ca.json").write_text("{}")
+    issued = _run("ca", "issue", str(ca), "x.test")
+    assert issued.returncode == 2 and "ca.json is damaged" in issued.stderr and "Traceback" not in issued.stderr
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--proxy", "http://[::1"), ("--redis", "redis://[::1")])
+def test_unparsable_urls_name_their_flag(flag: str, value: str, tmp_path: Path) -> None:
+    result = _run("serve", str(tmp_path), flag, value, "--port", "0")
+    assert result.returncode == 2 and result.stderr.startswith(f"tlskit serve: error: {flag}: ")
+
+
+def test_nan_durations_in_the_config_are_refused(tmp_path: Path) -> None:
+    for text in ("[server]\ndrain_timeout = nan\n", "[server]\ncert_poll_interval = inf\n",
+                 "[tls]\nticket_rotate = nan\n"):
+        config = tmp_path / "c.toml"
+        config.write_text(text)
+        result = _run("serve", "--config", str(config), "--port", "0")
+        assert result.returncode == 2 and "must be a finite number" in result.stderr, (text, result.stderr)
