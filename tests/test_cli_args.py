@@ -68,3 +68,23 @@ def test_nan_durations_in_the_config_are_refused(tmp_path: Path) -> None:
         config.write_text(text)
         result = _run("serve", "--config", str(config), "--port", "0")
         assert result.returncode == 2 and "must be a finite number" in result.stderr, (text, result.stderr)
+
+
+@pytest.mark.parametrize("target", [":443", "", "localhost:99999", "[::1", "host:", "[::1]x"])
+def test_bad_targets_are_usage_errors(target: str) -> None:
+    from tlskit.analysis.probe import parse_target
+
+    with pytest.raises(ValueError, match="bad target"):
+        parse_target(target)
+    result = _run("probe", target, "--timeout", "2")
+    assert result.returncode == 2 and "bad target" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_scan_of_a_closed_port_is_not_graded() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    result = _run("scan", f"127.0.0.1:{closed}", "--timeout", "2", "--json")
+    assert result.returncode == 3 and json.loads(result.stdout)["grade"] == "-"

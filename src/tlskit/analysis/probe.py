@@ -27,14 +27,21 @@ EXIT_CERTIFICATE = 4  # handshake refused because the certificate did not verify
 
 
 def parse_target(target: str, default_port: int = 443) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address; ValueError for anything else (an empty
+    host, a port that is no number in 1-65535, an unclosed bracket)."""
+    bad = ValueError(f"bad target {target!r} (HOST[:PORT], [IPv6]:PORT; PORT 1-65535)")
     if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if target.count(":") == 1:
-        host, port = target.split(":")
-        return host, int(port)
-    return target, default_port
+        host, bracket, rest = target[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise bad
+        text = rest[1:] if rest else str(default_port)
+    elif target.count(":") == 1:
+        host, text = target.split(":")
+    else:
+        host, text = target, str(default_port)
+    if not host or not text.isdigit() or not 0 < int(text) < 65536:
+        raise bad
+    return host, int(text)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -66,6 +66,9 @@ class ScanReport:
 
     @property
     def grade(self) -> str:
+        """A (best) to F from the findings; "-" when no version was accepted: nothing answered to grade."""
+        if not any(a.accepted for a in self.versions.values()):
+            return "-"
         worst = max((_GRADES.index(g) for g, _ in self.findings), default=0)
         return _GRADES[worst]
 
@@ -284,4 +287,5 @@ def render_scan(report: ScanReport, out: Callable[[str], None]) -> None:
         + (f" (budget reached; not tested: {', '.join(report.skipped)})" if report.skipped else ""))
     for grade, reason in report.findings:
         out(f"  [{grade}] {reason}")
-    out(f"  grade: {report.grade}")
+    graded = report.grade != "-"
+    out(f"  grade: {report.grade}" if graded else "  grade: - (no TLS version was accepted: nothing to grade)")
