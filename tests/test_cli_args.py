@@ -88,3 +88,15 @@ def test_scan_of_a_closed_port_is_not_graded() -> None:
         closed = s.getsockname()[1]
     result = _run("scan", f"127.0.0.1:{closed}", "--timeout", "2", "--json")
     assert result.returncode == 3 and json.loads(result.stdout)["grade"] == "-"
+
+
+def test_bench_and_probe_say_what_is_wrong() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    bench = _run("bench", f"127.0.0.1:{closed}", "--count", "2", "--timeout", "1", "--insecure")
+    assert "no handshake completed" in bench.stdout + bench.stderr and "None ms" not in bench.stdout
+    probe = _run("probe", f"127.0.0.1:{closed}", "--key", "k.pem")
+    assert probe.returncode == 2 and "--key goes with --cert" in probe.stderr

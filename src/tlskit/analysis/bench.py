@@ -187,8 +187,10 @@ def render_bench(results: list[BenchResult], out: Callable[[str], None]) -> None
     for result in results:
         s = result.summary()
         lat = s["latency_ms"]
+        latency = (f"  latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
+                   if s["handshakes"] else "  no handshake completed")
         out(f"{s['target']}: {s['handshakes']} handshakes in {s['seconds']:.2f} s = {s['rate_per_second']:.1f}/s"
-            f"  latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['max']} ms"
+            + latency
             + (f"  ({s['errors']} errors, first: {s['first_error']})" if s["errors"] else "")
             + (f"  resumed {s['resumed']}, 0-RTT accepted {s['early_data_accepted']}"
                if s["resumed"] or s["early_data_accepted"] else ""))

@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"tlskit probe: error: bad target {args.target!r} (HOST[:PORT])", file=sys.stderr)
         return 2
+    if args.key and not args.cert:
+        print("tlskit probe: error: --key goes with --cert (the client certificate it belongs to)", file=sys.stderr)
+        return 2
     try:
         key_log = KeyLogFile(args.keylog) if args.keylog else None
     except OSError as e:
