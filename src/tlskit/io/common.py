@@ -185,15 +185,19 @@ class TLSSession(ConnectionInfo):
         return sum(map(len, self.plaintext))
 
     def take(self, limit: int) -> bytes:
-        """Up to ``limit`` buffered plaintext bytes (one record's worth at most, without copying it)."""
+        """Up to ``limit`` buffered plaintext bytes, across records (one record that is all of it, or fills
+        ``limit``, is returned without a copy)."""
         plaintext = self.plaintext
-        if not plaintext:
-            return b""
-        head = plaintext[0]
-        if len(head) <= limit:
-            return plaintext.popleft()
-        plaintext[0] = head[limit:]
-        return head[:limit]
+        parts: list[bytes] = []
+        while limit and plaintext:
+            head = plaintext[0]
+            if len(head) <= limit:
+                parts.append(plaintext.popleft())
+            else:
+                plaintext[0] = head[limit:]
+                parts.append(head[:limit])
+            limit -= len(parts[-1])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def take_into(self, buffer: memoryview) -> int:
         """Copy buffered plaintext into ``buffer``; the number of bytes copied."""

@@ -101,16 +101,7 @@ class TLSSocket(ConnectionInfo):
         _no_flags(flags)
         if bufsize <= 0 or not self._fill():
             return b""
-        session = self._session
-        data = session.take(bufsize)
-        if len(data) < bufsize and session.plaintext:
-            parts = [data]
-            left = bufsize - len(data)
-            while left and session.plaintext:
-                parts.append(part := session.take(left))
-                left -= len(part)
-            data = b"".join(parts)
-        return data
+        return self._session.take(bufsize)
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         """Fill ``buffer`` (or its first ``nbytes``) with what is available; 0 at EOF."""
