@@ -43,7 +43,7 @@ from .channel import Channel
 from .exchange import Field, HTTPExchange
 from .metrics import ServeMetrics
 from .settings import HTTPLimits
-from .target import split_target
+from .target import host_name, split_target
 
 __all__ = ["EARLY_SAFE_METHODS", "ConnectionTracker", "Exchange", "Field", "HTTPError", "Request", "Route", "Router",
            "TLSState", "checked", "serve_connection"]
@@ -531,8 +531,7 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
     host, length, chunked = "", None, False
     for name, value in headers:
         if name == b"host":
-            host = value.decode("ascii", "replace").lower()
-            host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            host = host_name(value)
         elif name == b"content-length":
             length = value
         elif name == b"transfer-encoding":

@@ -50,6 +50,7 @@ from .exchange import Field
 from .http1 import ConnectionTracker, HTTPError, Request, Router, TLSState, checked, record_request, route_for
 from .metrics import ServeMetrics
 from .settings import HTTPLimits
+from .target import host_name
 
 __all__ = ["MAX_CONCURRENT_STREAMS", "StreamExchange", "serve_h2_connection"]
 
@@ -579,8 +580,7 @@ def _request(raw: list[tuple[bytes, bytes]], peer: str, state: TLSState, early: 
         headers.insert(0, (b"host", authority))
     if body and not any(name == b"content-length" for name, _ in headers):
         headers.append((b"transfer-encoding", b"chunked"))
-    host = next((v for k, v in headers if k == b"host"), b"").decode("ascii", "replace").lower()
-    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    host = host_name(next((v for k, v in headers if k == b"host"), b""))
     target = pseudo.get(b":path", b"").decode("ascii", "replace")
     path, host, bad_target = http1.route_target(target, host, headers)
     if not target.startswith("/") and target != "*":  # RFC 9113 §8.3.1: origin form (or "*" for OPTIONS) only

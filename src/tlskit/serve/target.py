@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-__all__ = ["normalize_path", "split_target"]
+__all__ = ["host_name", "normalize_path", "split_target"]
 
 _DOT_SEGMENTS = frozenset((".", ".."))
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -42,6 +42,13 @@ def split_target(target: str, host: str) -> tuple[str, str, str | None]:
             name = f"[{name}]"
         return normalize_path(parts.path or "/"), name, name if port is None else f"{name}:{port}"
     return target.partition("?")[0], host, None
+
+
+def host_name(value: bytes) -> str:
+    """A Host header's name as routes match it: lower case, without the port (an IPv6 literal keeps its
+    brackets, as ``split_target`` gives it)."""
+    host = value.decode("ascii", "replace").lower()
+    return host.rsplit(":", 1)[0] if not host.endswith("]") else host
 
 
 def normalize_path(path: str) -> str:
