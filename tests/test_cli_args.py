@@ -55,6 +55,21 @@ def test_files_that_cannot_be_used_are_one_line_errors(tmp_path: Path) -> None:
     assert issued.returncode == 2 and "ca.json is damaged" in issued.stderr and "Traceback" not in issued.stderr
 
 
+def test_unreadable_inputs_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "runs.txt"
+    assert main(["diagnose", "--s-client", str(missing)]) == 2
+    expected = f"tlskit diagnose: error: cannot read --s-client {missing}: No such file or directory"
+    assert capsys.readouterr().err.strip() == expected
+    assert main(["diagnose", "--haproxy", str(tmp_path)]) == 2
+    assert f"cannot read --haproxy {tmp_path}: Is a directory" in capsys.readouterr().err
+    capture, keylog = tmp_path / "not.pcap", tmp_path / "keys.log"
+    capture.write_bytes(b"garbage\n")
+    keylog.write_text("")
+    assert main(["decrypt", "--keylog", str(keylog), str(capture)]) == 2
+    err = capsys.readouterr().err
+    assert f"{capture} is not a pcap or pcapng capture" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(("flag", "value"), [("--proxy", "http://[::1"), ("--redis", "redis://[::1")])
 def test_unparsable_urls_name_their_flag(flag: str, value: str, tmp_path: Path) -> None:
     result = _run("serve", str(tmp_path), flag, value, "--port", "0")

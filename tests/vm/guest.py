@@ -30,7 +30,7 @@ from tests.certs import make_ca, make_leaf, write_pem
 from tlskit.config import CertifiedKey, ClientConfig, ServerConfig
 from tlskit.connection import Connection
 from tlskit.enums import CipherSuite
-from tlskit.errors import ConnectionClosedError
+from tlskit.errors import ConnectionClosedError, WantReadError, WantWriteError
 from tlskit.events import ApplicationData
 from tlskit.io import ktls
 from tlskit.io.asyncio import TLSTransport, start_server
@@ -170,6 +170,72 @@ def test_tlskit_peer(pki: PKI, suite: CipherSuite) -> None:
     ok = (tx and rx and echoed[32:] == data and echoed[:32] == hashlib.sha256(data).digest()
           and delta.get("TlsTxSw", 0) >= 1 and delta.get("TlsRxSw", 0) >= 1 and sent >= 1 and received >= 1)
     report(ok, f"tlskit-peer/{suite.name}", f"TX={tx} RX={rx} cmsg sent={sent} received={received} stat={delta}")
+
+
+def test_deadlines(pki: PKI) -> None:
+    """kTLS TX+RX keep the front end's contract: a socket timeout bounds a whole recv/sendall (one deadline,
+    not one per kernel call), and a non-blocking socket raises WantReadError/WantWriteError, as without
+    kTLS. The peer (tlskit userspace) stays silent and reads nothing until told to."""
+    release = threading.Event()
+
+    def server(sock: socket.socket) -> bytes:
+        tls = wrap_server_socket(sock, pki.server_config(CipherSuite.TLS_AES_128_GCM_SHA256))
+        tls.do_handshake()
+        tls.sendall(b"go")
+        release.wait(TIMEOUT)  # reads nothing meanwhile: the client's socket buffer fills
+        got = b""
+        while not got.endswith(b"end"):
+            chunk = tls.recv(1 << 20)
+            if not chunk:
+                break
+            got = got[-3:] + chunk
+        tls.close()
+        return got[-3:]
+
+    def client(port: int) -> list[str]:
+        notes: list[str] = []
+        tls = connect("127.0.0.1", port, config=pki.client_config(CipherSuite.TLS_AES_128_GCM_SHA256),
+                      timeout=TIMEOUT, ktls=RX_ALWAYS)
+        k = tls.ktls
+        assert k is not None and k.tx and k.rx, "kTLS TX+RX not enabled"
+        assert recv_exactly(tls, 2) == b"go"
+        tls.settimeout(0.5)
+        began = time.monotonic()
+        try:
+            tls.recv(100)
+            notes.append("recv with a 0.5 s timeout returned with a silent peer")
+        except TimeoutError:
+            if not 0.4 <= time.monotonic() - began < 3:
+                notes.append(f"recv timed out after {time.monotonic() - began:.2f} s, not 0.5 s")
+        tls.setblocking(False)
+        try:
+            tls.recv(100)
+            notes.append("non-blocking recv returned with nothing to read")
+        except WantReadError:
+            pass
+        block = b"x" * 65536
+        try:
+            for _ in range(10_000):  # ~650 MB at most: the socket buffers fill long before
+                tls.send(block)
+            notes.append("non-blocking send never raised against a peer that reads nothing")
+        except WantWriteError:
+            pass
+        tls.settimeout(0.5)
+        began = time.monotonic()
+        try:
+            tls.sendall(b"y" * (8 << 20))  # 32 chunks of 256 KiB: one deadline for all of them
+            notes.append("sendall of 8 MiB finished against a peer that reads nothing")
+        except TimeoutError:
+            if not 0.4 <= time.monotonic() - began < 3:
+                notes.append(f"sendall timed out after {time.monotonic() - began:.2f} s, not 0.5 s")
+        release.set()
+        tls.settimeout(TIMEOUT)
+        tls.sendall(b"end")
+        tls.close()
+        return notes
+
+    tail, notes = pair(server, client)
+    report(not notes and tail == b"end", "deadlines", "; ".join(notes) or "timeouts and non-blocking as without kTLS")
 
 
 def test_ssl_server_peer(pki: PKI, suite: CipherSuite) -> None:
@@ -487,6 +553,7 @@ def main() -> int:
                       (f"ssl-client-sendfile/{suite.name}",
                        functools.partial(test_ssl_client_sendfile, pki, suite, tmp))]
         tests += [("handover", lambda: test_buffered_handover(pki)),
+                  ("deadlines", lambda: test_deadlines(pki)),
                   ("keyupdate", lambda: test_key_update(pki)),
                   ("asyncio/sendfile", lambda: test_asyncio_sendfile(pki, tmp)),
                   ("serve/sendfile", lambda: test_serve(tmp)),

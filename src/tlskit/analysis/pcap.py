@@ -45,14 +45,14 @@ class TcpStream:
     notes: list[str]
 
 
-def _packets(fh: BinaryIO) -> Iterator[tuple[float, Any, int]]:
+def _packets(fh: BinaryIO, name: str) -> Iterator[tuple[float, Any, int]]:
     magic = fh.read(4)
     fh.seek(0)
     reader: Any
     try:
         reader = dpkt.pcapng.Reader(fh) if magic == b"\n\r\r\n" else dpkt.pcap.Reader(fh)
     except (ValueError, dpkt.dpkt.NeedData, dpkt.dpkt.UnpackError) as e:
-        raise CaptureError(f"not a pcap or pcapng file ({e})") from None
+        raise CaptureError(f"{name} is not a pcap or pcapng capture (tcpdump -w / dumpcap writes one): {e}") from None
     link = reader.datalink()
     for ts, buf in reader:
         yield float(ts), buf, link
@@ -88,7 +88,7 @@ def read_streams(path: str | os.PathLike[str]) -> list[TcpStream]:
     flows: dict[tuple[Endpoint, Endpoint], _Flow] = {}
     try:
         with open(path, "rb") as fh:
-            for ts, buf, link in _packets(fh):
+            for ts, buf, link in _packets(fh, os.fspath(path)):
                 ip = _ip_layer(buf, link)
                 if not isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) or not isinstance(ip.data, dpkt.tcp.TCP):
                     continue

@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.s_client is not None:
-            diagnosis = diagnose_s_client(args.s_client.read_text(errors="replace"))
+            diagnosis = diagnose_s_client(_read(args.s_client, "--s-client").read_text(errors="replace"))
         elif args.haproxy is not None:
-            with args.haproxy.open(errors="replace") as fh:
+            with _read(args.haproxy, "--haproxy").open(errors="replace") as fh:
                 diagnosis = diagnose_haproxy(fh)
         else:
             host, port = parse_target(args.target)
@@ -82,3 +82,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         render_diagnosis(diagnosis, print)
     return diagnosis.exit_status
+
+
+def _read(path: Path, flag: str) -> Path:
+    """``path`` if it is a readable file; else ValueError naming the flag, the file and why."""
+    try:
+        with path.open("rb"):
+            return path
+    except OSError as e:
+        raise ValueError(f"cannot read {flag} {path}: {e.strerror or e}") from None

@@ -159,9 +159,7 @@ class TLSSocket(ConnectionInfo):
                 deadline = self._deadline()
                 ktls = self._ktls
                 if ktls is not None and ktls.tx:  # the kernel seals what it takes: a plain partial count
-                    if deadline:
-                        self._wait(select.POLLOUT, deadline)
-                    return ktls.send_some(view)
+                    return self._kernel_send_some(view, deadline)
                 if owed := self._settle(deadline, len(view)):
                     return owed
                 try:
@@ -422,7 +420,14 @@ class TLSSocket(ConnectionInfo):
             self._receive(self._recv_wire(deadline))
             return
         try:
-            record = ktls.recv_record(READ_SIZE)
+            if deadline:
+                self._wait(select.POLLIN, deadline)  # one deadline per call, as for records we read ourselves
+            try:
+                record = ktls.recv_record(READ_SIZE)
+            except BlockingIOError:
+                if deadline == 0.0:
+                    raise WantReadError(errno.EAGAIN, "nothing to read yet: call again when readable") from None
+                raise
             with self._lock:
                 ktls.deliver(self._session, record)
         except TLSError:
@@ -453,12 +458,33 @@ class TLSSocket(ConnectionInfo):
     def _seal_and_write(self, data: bytes, deadline: float | None) -> None:
         ktls = self._ktls
         if ktls is not None and ktls.tx:
-            ktls.send_data(data)
+            if deadline is None and self._sock.gettimeout() is None:
+                ktls.send_data(data)  # blocking: all of it, or the connection failed
+                return
+            view, sent = memoryview(data), 0
+            deadline = deadline if deadline is not None else self._deadline()
+            while sent < len(view):  # one deadline for all of it (a socket timeout would restart per call)
+                sent += self._kernel_send_some(view[sent:], deadline)
             return
         with self._lock:
             self.conn.send_data(data)
             out = self._session.outgoing()
         self._write(out, deadline)
+
+    def _kernel_send_some(self, view: memoryview, deadline: float | None) -> int:
+        """kTLS TX: what the kernel takes of ``view`` once the socket is writable by ``deadline`` (it seals
+        what it takes, so a partial write cuts no record). Non-blocking: ``WantWriteError`` when it takes
+        nothing now, as for records we seal."""
+        ktls = self._ktls
+        assert ktls is not None
+        if deadline:
+            self._wait(select.POLLOUT, deadline)
+        try:
+            return ktls.send_some(view)
+        except BlockingIOError:
+            if deadline == 0.0:
+                raise WantWriteError(errno.EAGAIN, "the socket takes nothing now: call again when writable") from None
+            raise
 
     def _write_engine_output(self, deadline: float | None) -> None:
         """What the engine queued (handshake flights, KeyUpdate, close_notify, alerts), after any leftovers."""
