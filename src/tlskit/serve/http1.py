@@ -424,13 +424,14 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
     entry = tracker.add(channel)
     if metrics:
         metrics.active.inc()
+    leftover: bytes | bytearray = b""  # what h11 holds of the next request (pipelined) when it starts
     try:
         for n in range(limits.max_requests_per_connection):
             entry.idle = True
             if tracker.draining:
                 break
             try:
-                request_event, head_bytes = await _read_head(conn, channel, limits)
+                request_event, head_bytes = await _read_head(conn, channel, limits, leftover)
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
                     break  # idle keep-alive connection: close quietly
@@ -455,6 +456,7 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
             leftover = conn.trailing_data[0]
             if leftover[:1] == b"\r" or leftover[:1] == b"\n":  # an empty line after a body (RFC 9112 §2.2)
                 conn = _restarted(conn, leftover, limits)
+                leftover = conn.trailing_data[0]
     except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError) as e:
         _log.debug("%s: connection ended: %s", peer, e)
     finally:
@@ -484,10 +486,11 @@ class _Unreadable(Exception):
         self.status, self.start = status, start
 
 
-async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits) -> tuple[object, int]:
+async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits,
+                     first: bytes | bytearray) -> tuple[object, int]:
     """The next event (a Request, or ConnectionClosed) and at most how many bytes its head has: idle timeout
-    until the first byte, then the header timeout for the whole head. ``_Unreadable`` for a malformed head."""
-    first = conn.trailing_data[0]
+    until the first byte, then the header timeout for the whole head. ``first``: what h11 already holds
+    (``trailing_data``). ``_Unreadable`` for a malformed head."""
     buffered = len(first)
     try:
         if buffered:  # pipelined: (part of) the next head is here already
