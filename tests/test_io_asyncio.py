@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import tlskit
 from tests.certs import make_ca, make_leaf, write_pem
 from tlskit.config import CertifiedKey, ClientConfig, EarlyDataPolicy, ServerConfig
 from tlskit.connection import Connection
@@ -127,7 +128,7 @@ def test_our_asyncio_client_against_python_ssl_server(pki: PKI) -> None:
         server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=ctx)
         async with server:
             port = server.sockets[0].getsockname()[1]
-            reader, writer = await open_connection("localhost", port, cafile=pki.ca_pem)
+            reader, writer = await tlskit.open_connection("localhost", port, cafile=pki.ca_pem)  # as the README
             assert writer.get_extra_info("cipher")[1] == "TLSv1.3"
             writer.write(b"hello " * 1000)
             assert await reader.readexactly(6000) == b"hello " * 1000

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import tlskit
 from tests.certs import Issued, make_ca, make_leaf, write_pem
 from tlskit.config import CertifiedKey, ServerConfig
 from tlskit.enums import AlertDescription
@@ -137,7 +138,7 @@ def test_our_client_against_python_ssl_server(pki: PKI) -> None:
             return s.version(), s.cipher(), s.selected_alpn_protocol()
 
     server = Peer(socket.create_server(("127.0.0.1", 0)), handler)
-    with connect("localhost", server.port, cafile=pki.ca_pem, alpn=["http/1.1"]) as tls:
+    with tlskit.connect("localhost", server.port, cafile=pki.ca_pem, alpn=["http/1.1"]) as tls:  # as the README
         tls.sendall(b"hello ssl")
         assert tls.recv(100) == b"HELLO SSL"
         ours = tls.version(), tls.cipher(), tls.selected_alpn_protocol()

@@ -1,9 +1,12 @@
 """tlskit: a TLS 1.3 stack for Python — a sans-IO engine (RFC 8446) with blocking and asyncio front ends.
 
     import tlskit
-    conn = tlskit.Connection(tlskit.ClientConfig(server_name="example.com"))
+    conn = tlskit.Connection(tlskit.ClientConfig(server_name="example.com"))   # sans-IO
+    tls = tlskit.connect("example.com", 443)                                  # blocking, like ssl.SSLSocket
+    reader, writer = await tlskit.open_connection("example.com", 443)         # asyncio streams
 
-See ``tlskit.io.socket.connect`` / ``tlskit.io.asyncio.open_connection`` for ready-made front ends.
+The front ends live in ``tlskit.io.socket`` (``connect``, ``wrap_server_socket``, ``listen``) and
+``tlskit.io.asyncio`` (``open_connection``, ``start_server``); the common ones are re-exported here.
 """
 
 from .config import CertifiedKey, ClientAuth, ClientConfig, EarlyDataPolicy, ServerConfig
@@ -22,6 +25,8 @@ from .errors import (
     WantReadError,
     WantWriteError,
 )
+from .io.asyncio import open_connection, start_server
+from .io.socket import connect, listen, wrap_server_socket
 from .pki.verify import TrustStore
 
 __version__ = "0.1.0"
@@ -51,4 +56,9 @@ __all__ = [
     "WantReadError",
     "WantWriteError",
     "__version__",
+    "connect",
+    "listen",
+    "open_connection",
+    "start_server",
+    "wrap_server_socket",
 ]
