@@ -545,6 +545,21 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
                       first_on_connection=first, early=early, bad_target=bad_target)
     exchange = Exchange(conn, channel, limits, close_after, tracker)
     try:
+        await _answer(conn, event, request, exchange, chunked, length, head_bytes, router, limits)
+    finally:  # whatever happened, as nginx logs it: the status sent (and bytes), or 499 if the client left first
+        if metrics or logged:
+            await record_request(request, exchange.status or CLIENT_CLOSED, exchange.body_bytes, started,
+                                 metrics=metrics, logged=logged)
+
+
+CLIENT_CLOSED = 499  # nginx's status for a request whose client went away before the response began
+
+
+async def _answer(conn: h11.Connection, event: h11.Request, request: Request, exchange: Exchange, chunked: bool,
+                  length: bytes | None, head_bytes: int, router: Router, limits: HTTPLimits) -> None:
+    """Route and answer one request; errors answered (400/413/431/505/500) unless the response had started
+    (then ConnectionError: the connection ends), and what is left of the body read or the connection ended."""
+    try:
         if chunked and length is not None:  # RFC 9112 §6.1: a smuggling pattern; nginx answers 400 too, and closes
             exchange.close_after = True
             raise HTTPError(400, detail="both Content-Length and Transfer-Encoding")
@@ -553,7 +568,7 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
             raise HTTPError(505)
         # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
         if head_bytes > limits.max_header_bytes and (
-                len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes):
+                len(event.target) + sum(len(k) + len(v) + 4 for k, v in request.headers) > limits.max_header_bytes):
             exchange.close_after = True
             raise HTTPError(431)
         route = checked_route(request, length, router, limits)  # route_for, without a coroutine per request
@@ -563,27 +578,18 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
     except HTTPError as e:
         if exchange.started:
             raise ConnectionError(f"failed after the response started: {e}") from None
-        exchange.close_after = exchange.close_after or e.status == 413  # the rest of the body stays unread
+        exchange.close_after = exchange.close_after or e.status in (408, 413)  # the rest of the body stays unread
         exchange.simple(e.status, e.headers, head=request.method == "HEAD")
     except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError):
         raise
     except Exception:  # a bug in a route must cost one request, not the server: log it, answer 500
-        _log.exception("%s %s from %s failed", request.method, request.target, peer)
+        _log.exception("%s %s from %s failed", request.method, request.target, request.peer)
         if exchange.started:
             raise ConnectionError("failed after the response started") from None
         exchange.simple(500, head=request.method == "HEAD")
-    unread: BaseException | None = None
     if conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE:
-        try:  # leave the connection in a state to read the next request
-            await exchange.discard_body()
-        except HTTPError:
-            pass
-        except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError) as e:
-            unread = e  # the response went out: log it, then end the connection
-    if metrics or logged:
-        await record_request(request, exchange.status, exchange.body_bytes, started, metrics=metrics, logged=logged)
-    if unread is not None:
-        raise unread
+        with contextlib.suppress(HTTPError):  # leave the connection in a state to read the next request (a
+            await exchange.discard_body()  # client that fails to send the rest ends it, after the log entry)
 
 
 async def route_for(request: Request, content_length: bytes | str | None, router: Router,
@@ -626,7 +632,10 @@ async def record_request(request: Request, status: int, size: int, started: floa
         metrics.requests.labels(str(status)).inc()
         metrics.request_seconds.observe(time.monotonic() - started)
     if logged:
-        fields = await request.tls_state.complete()
+        try:
+            fields = await request.tls_state.complete()
+        except (TLSError, ConnectionError):  # a 0-RTT request whose handshake failed: logged all the same
+            fields = _PENDING
         if fields.early_data and not request.early:
             fields = dataclasses.replace(fields, early_data=False)
         access = AccessEntry(peer=request.peer, time=time.time(), method=request.method, target=request.target,

@@ -501,11 +501,10 @@ class _Connection:
                 if not self.closed:
                     self.h2.reset_stream(stream.stream_id, ErrorCodes.INTERNAL_ERROR)
                     self.send()
-            return
-        finally:
+        finally:  # also when the client reset the stream or closed the connection (the task is cancelled then)
             self._forget(stream)
-        await record_request(request, stream.status, stream.body_bytes, started, metrics=self.metrics,
-                             logged=self.logged)
+            await record_request(request, stream.status or http1.CLIENT_CLOSED, stream.body_bytes, started,
+                                 metrics=self.metrics, logged=self.logged)
 
     async def _exchange(self, request: Request, stream: StreamExchange, oversized: bool) -> None:
         """Route the request; errors answered as HTTP/1.1 answers them (a started response: reset instead)."""

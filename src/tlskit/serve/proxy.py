@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 
 import h11
 
+from ..errors import TLSError
 from .exchange import HTTPExchange
 from .http1 import HTTPError, Request
 from .settings import ProxyRoute
@@ -26,6 +28,17 @@ __all__ = ["ReverseProxy"]
 _log = logging.getLogger("tlskit.serve")
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
                b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # not in a field value (RFC 9110 §5.5; HTAB is)
+
+
+class _ClientTimeout(Exception):
+    """The client's request body stopped arriving (the channel's idle timeout)."""
+
+
+class _ClientGone(Exception):
+    """The client closed the connection, or broke it, in the middle of its request body."""
+
+
 _SET_BY_US = {b"x-forwarded-proto", b"x-forwarded-host", b"early-data", b"x-forwarded-client-cert", b"date",
               b"server"}
 
@@ -92,11 +105,15 @@ class ReverseProxy:
         upstream = h11.Connection(h11.CLIENT)
         try:
             await self._forward(request, exchange, upstream, reader, writer)
+        except _ClientTimeout:  # the client stopped sending its body: not the upstream's fault (nginx: 408)
+            raise HTTPError(408, detail="the request body stalled") from None
+        except _ClientGone as e:  # ... or went away (logged as 499, nginx's "client closed request")
+            raise ConnectionError(f"the client failed while sending its body: {e}") from None
         except TimeoutError:
             raise HTTPError(504, detail="the upstream did not answer in time") from None
-        except (OSError, h11.RemoteProtocolError) as e:
-            if isinstance(e, ConnectionError) and exchange.started:
-                raise
+        except (OSError, h11.ProtocolError) as e:
+            if isinstance(e, ConnectionError | h11.LocalProtocolError) and exchange.started:
+                raise ConnectionError(f"upstream response cut short: {e}") from None
             raise HTTPError(502, detail=f"upstream: {e}") from None
         finally:
             writer.close()
@@ -118,7 +135,16 @@ class ReverseProxy:
         except (h11.LocalProtocolError, UnicodeEncodeError) as e:
             raise HTTPError(400, detail=f"cannot be forwarded as HTTP/1.1: {e}") from None
         send(head)
-        async for chunk in exchange.body():
+        body = exchange.body()
+        while True:
+            try:
+                chunk = await anext(body)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise _ClientTimeout from None
+            except (OSError, TLSError, h11.ProtocolError) as e:
+                raise _ClientGone(str(e)) from None
             send(h11.Data(data=chunk))
             await writer.drain()
         send(h11.EndOfMessage())
@@ -127,6 +153,10 @@ class ReverseProxy:
             if not isinstance(event, h11.InformationalResponse):  # 100 Continue and friends stay upstream
                 raise h11.RemoteProtocolError("the upstream closed without a response")
         drop = _hop_by_hop(list(event.headers)) | {b"date", b"server"}
+        if any(k == b"transfer-encoding" for k, _ in event.headers):
+            drop.add(b"content-length")  # RFC 9112 §6.3: chunked wins, and a proxy MUST remove the Content-Length
+        if any(_CONTROL.search(v) for _, v in event.headers):  # h11 lets them through; HTTP/2 clients refuse them
+            raise h11.RemoteProtocolError("the upstream sent a header field value with control characters")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers if k not in drop]
         await exchange.start(event.status_code, headers, event.reason.decode("latin-1"))
         await exchange.flush()  # the client sees the head while a slow upstream streams the body
