@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tlskit.serve.target import split_target
+from tlskit.serve.target import host_name, split_target
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,16 @@ def test_absolute_form_takes_its_host_from_the_target() -> None:
 def test_asterisk_and_authority_forms_pass_unchanged() -> None:
     assert split_target("*", "h") == ("*", "h", None)
     assert split_target("example.com:443", "h") == ("example.com:443", "h", None)
+
+
+@pytest.mark.parametrize(("value", "name"), [(b"Example.COM:8443", "example.com"), (b"[::1]:443", "[::1]"),
+                                             (b"a_b.internal", "a_b.internal"), (b"", ""), (b"10.0.0.1", "10.0.0.1")])
+def test_host_names_as_routes_match_them(value: bytes, name: str) -> None:
+    assert host_name(value) == name
+
+
+@pytest.mark.parametrize("value", [b"a b", b"a/b", b"a\\b", b"h\xffst", b"a@b", b"host:80:80", b"[::1"])
+def test_a_host_header_that_is_no_host_is_refused(value: bytes) -> None:
+    """RFC 9112 §3.2: a Host field with an invalid value is a 400 (nginx refuses these too)."""
+    with pytest.raises(ValueError, match="Host header"):
+        host_name(value)

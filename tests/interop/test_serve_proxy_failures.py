@@ -116,6 +116,14 @@ def test_upstream_framing_faults_are_not_passed_on(site: Served) -> None:
         assert response.getheader("content-length") is None and response.getheader("transfer-encoding") == "chunked"
         sockets.add(id(client.sock))
     assert len(sockets) == 1
+    for host in ("a b", "a/b"):  # RFC 9112 §3.2: 400, and nothing reaches the upstream (nginx: 400 too)
+        client.putrequest("GET", "/api/ok", skip_host=True)
+        client.putheader("Host", host)
+        client.endheaders()
+        response = client.getresponse()
+        assert response.status == 400, host
+        response.read()
+        client.close()
     client.request("GET", "/api/ctl")
     response = client.getresponse()
     assert response.status == 502 and response.getheader("x-a") is None

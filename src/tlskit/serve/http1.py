@@ -531,10 +531,13 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
     started = time.monotonic() if metrics or logged else 0.0
     target = event.target.decode("ascii", "replace")
     headers = [(name, value) for _, name, value in event.headers._full_items]  # h11's (raw, lower, value)
-    host, length, chunked = "", None, False
+    host, length, chunked, bad_host = "", None, False, None
     for name, value in headers:
         if name == b"host":
-            host = host_name(value)
+            try:
+                host = host_name(value)
+            except ValueError as e:
+                bad_host = str(e)
         elif name == b"content-length":
             length = value
         elif name == b"transfer-encoding":
@@ -542,7 +545,7 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
     path, host, bad_target = route_target(target, host, headers)
     request = Request(method=event.method.decode("ascii", "replace"), target=target, path=path, host=host,
                       headers=headers, http_version=event.http_version.decode(), peer=peer, tls_state=state,
-                      first_on_connection=first, early=early, bad_target=bad_target)
+                      first_on_connection=first, early=early, bad_target=bad_host or bad_target)
     exchange = Exchange(conn, channel, limits, close_after, tracker)
     try:
         await _answer(conn, event, request, exchange, chunked, length, head_bytes, router, limits)

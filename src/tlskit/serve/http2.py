@@ -579,9 +579,14 @@ def _request(raw: list[tuple[bytes, bytes]], peer: str, state: TLSState, early: 
         headers.insert(0, (b"host", authority))
     if body and not any(name == b"content-length" for name, _ in headers):
         headers.append((b"transfer-encoding", b"chunked"))
-    host = host_name(next((v for k, v in headers if k == b"host"), b""))
+    bad_host = None
+    try:
+        host = host_name(next((v for k, v in headers if k == b"host"), b""))
+    except ValueError as e:
+        host, bad_host = "", str(e)
     target = pseudo.get(b":path", b"").decode("ascii", "replace")
     path, host, bad_target = http1.route_target(target, host, headers)
+    bad_target = bad_host or bad_target
     if not target.startswith("/") and target != "*":  # RFC 9113 §8.3.1: origin form (or "*" for OPTIONS) only
         path, bad_target = "", ":path is not in origin form"
     return Request(method=pseudo.get(b":method", b"").decode("ascii", "replace"), target=target, path=path,

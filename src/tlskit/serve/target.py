@@ -44,10 +44,17 @@ def split_target(target: str, host: str) -> tuple[str, str, str | None]:
     return target.partition("?")[0], host, None
 
 
+# uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets, or a reg-name
+_HOST_FIELD = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+
+
 def host_name(value: bytes) -> str:
     """A Host header's name as routes match it: lower case, without the port (an IPv6 literal keeps its
-    brackets, as ``split_target`` gives it)."""
-    host = value.decode("ascii", "replace").lower()
+    brackets, as ``split_target`` gives it). ValueError for a value that is no host[:port] (RFC 9112 §3.2:
+    a 400), such as ``a b`` or ``a/b``."""
+    if not _HOST_FIELD.fullmatch(value):
+        raise ValueError("the Host header is not a host name or address (with an optional port)")
+    host = value.decode("ascii").lower()
     return host.rsplit(":", 1)[0] if not host.endswith("]") else host
 
 
