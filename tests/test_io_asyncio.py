@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import socket
 import ssl
@@ -150,6 +151,74 @@ def test_client_handshake_timeout_against_a_silent_server() -> None:
             with pytest.raises(HandshakeTimeout):
                 await open_connection("127.0.0.1", port, verify_peer=False, handshake_timeout=0.3)
             assert time.monotonic() - started < 2
+
+    run(main())
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_cancelling_open_connection_while_it_connects_leaves_nothing_unretrieved(
+        pki: PKI, monkeypatch: pytest.MonkeyPatch, use_uvloop: bool) -> None:
+    """A timeout that fires as the TCP connection is made (the task cancelled inside create_connection, after
+    connection_made): asyncio closes the transport, and the handshake's UnexpectedEOF went to a future nobody
+    awaited ("Future exception was never retrieved"); as with asyncio+ssl, nothing is reported now."""
+    import tlskit.io.asyncio as front
+
+    victim: list[asyncio.Task[object]] = []
+    made = front.TLSProtocol.connection_made
+
+    def connection_made(self: front.TLSProtocol, transport: asyncio.BaseTransport) -> None:
+        made(self, transport)
+        if not self.session.conn.is_client:
+            return
+        victim[0].cancel()  # where asyncio.timeout() or wait_for can expire
+
+    monkeypatch.setattr(front.TLSProtocol, "connection_made", connection_made)
+    seen: list[dict[str, object]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: seen.append(context))
+        async with serving(pki, echo) as port:
+            victim.append(asyncio.ensure_future(tlskit.open_connection("localhost", port, trust=pki.trust)))
+            with pytest.raises(asyncio.CancelledError):
+                await victim[0]
+            await asyncio.sleep(0.1)
+            gc.collect()
+            await asyncio.sleep(0.01)
+
+    if use_uvloop:
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+    assert not seen, [context.get("message") for context in seen]
+
+
+def test_writes_after_close_or_failure_are_dropped_as_asyncio_does(pki: PKI) -> None:
+    """asyncio's transports (ssl's too) drop what is written once the connection is closing or has failed, and
+    report the failure from drain()/read(); they raised RuntimeError / ConnectionClosedError from write()."""
+    async def garbage_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raw = writer.transport._tls.raw_transport  # type: ignore[attr-defined]
+        raw.write(b"\x17\x03\x03\x00\x20" + bytes(32))  # a record that cannot authenticate
+        await reader.read()
+
+    async def main() -> None:
+        async with serving(pki, garbage_then_wait) as port:
+            reader, writer = await tlskit.open_connection("localhost", port, trust=pki.trust)
+            with pytest.raises(tlskit.AlertError, match="bad_record_mac"):
+                await reader.read(100)
+            writer.write(b"after the failure")  # dropped, not raised
+            with pytest.raises(tlskit.AlertError):
+                await writer.drain()
+            writer.close()
+            writer.write(b"after close")
+        async with serving(pki, echo) as port:
+            reader, writer = await tlskit.open_connection("localhost", port, trust=pki.trust)
+            writer.write_eof()
+            with pytest.raises(RuntimeError, match="write_eof"):
+                writer.write(b"after write_eof")
+            assert await reader.read() == b""
+            writer.close()
+            await writer.wait_closed()
 
     run(main())
 

@@ -126,6 +126,39 @@ def test_getpeercert_has_ssl_shape(pki: PKI) -> None:
     assert ssl.cert_time_to_seconds(cert["notBefore"]) == int(pki.leaf.cert.not_valid_before_utc.timestamp())
 
 
+def test_getpeercert_names_ip_addresses_as_ssl_does(tmp_path: Path) -> None:
+    """Python ssl's own getpeercert() on the same certificate is the reference (IPv6: eight uncompressed
+    upper-case groups, as _ssl.c prints them)."""
+    root = make_ca()
+    leaf = make_leaf(root, ["localhost", "127.0.0.1", "::1", "2001:db8::ff"])
+    cert_pem, key_pem = leaf.write(tmp_path, "v6")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_pem, key_pem)
+    config = ServerConfig(certificates=(CertifiedKey(chain=(leaf.der,), private_key=leaf.key),))
+    client_ctx = ssl.create_default_context(cafile=str(write_pem(tmp_path / "root.pem", [root])))
+
+    def handler(raw: socket.socket) -> None:
+        with wrap_server_socket(raw, config) as tls:
+            tls.do_handshake()
+            tls.recv(1)
+
+    seen = []
+    for _ in range(2):
+        server = Peer(socket.create_server(("127.0.0.1", 0)), handler)
+        if not seen:
+            with tlskit.connect("localhost", server.port, trust=TrustStore(roots=(root.cert,))) as ours:
+                seen.append(ours.getpeercert())
+        else:
+            with client_ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port)),
+                                        server_hostname="localhost") as theirs:
+                seen.append(theirs.getpeercert())
+        server.join()
+    ours_cert, theirs_cert = seen
+    assert isinstance(ours_cert, dict) and isinstance(theirs_cert, dict)
+    assert ours_cert["subjectAltName"] == theirs_cert["subjectAltName"]
+    assert ("IP Address", "2001:DB8:0:0:0:0:0:FF") in theirs_cert["subjectAltName"]
+
+
 def test_our_client_against_python_ssl_server(pki: PKI) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki.cert_pem, pki.key_pem)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import IO, Any, cast
 
 from ..config import ClientConfig, ServerConfig
-from ..errors import ConfigError, HandshakeTimeout, TLSError, UnexpectedEOF
+from ..errors import ConfigError, ConnectionClosedError, HandshakeTimeout, TLSError, UnexpectedEOF
 from ..events import HandshakeComplete
 from ..pki.verify import TrustStore
 from .common import TLSSession, client_config, with_env_key_log
@@ -29,6 +29,7 @@ from .ktls import KTLSOption, KTLSStream, policy
 
 __all__ = ["TLSProtocol", "TLSTransport", "open_connection", "start_server"]
 
+_WARN_AFTER_DROPPED = 5  # asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
 _log = logging.getLogger("tlskit.io")
 
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
@@ -395,20 +396,35 @@ class TLSTransport(asyncio.Transport):
         super().__init__()
         self._tls = protocol
         self._closing = False
+        self._eof_written = False
+        self._dropped = 0  # writes after the connection closed (asyncio warns from the fifth, as here)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._tls.extra_info(name, default)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing:
-            raise RuntimeError("write() on a closing TLS transport")
-        if data:
-            self._tls.write(data)
+        """Queue ``data``. As asyncio's own transports: after ``write_eof()`` a RuntimeError; once the
+        transport is closing or the connection has failed the data is dropped (a warning from the fifth time
+        on), the failure being reported by ``drain()``/the reader and ``connection_lost``."""
+        if not data:
+            return
+        if self._eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not self._closing:
+            try:
+                self._tls.write(data)
+                return
+            except ConnectionClosedError:
+                pass
+        self._dropped += 1
+        if self._dropped >= _WARN_AFTER_DROPPED:
+            _log.warning("TLS connection is closed: %d bytes written after it were dropped", len(data))
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         self.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:
+        self._eof_written = True
         self._tls.write_eof()
 
     async def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
@@ -489,10 +505,11 @@ async def open_connection(
     app = asyncio.StreamReaderProtocol(reader, loop=loop)
     waiter: asyncio.Future[None] = loop.create_future()
     tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter, ktls=ktls)
-    await loop.create_connection(lambda: tls, host, port)
     try:
+        await loop.create_connection(lambda: tls, host, port)
         await waiter
     except BaseException:
+        waiter.cancel()  # cancelled while connecting, the handshake's failure has nobody left to report to
         tls.close(abort=True)
         raise
     return reader, asyncio.StreamWriter(tls.transport, app, reader, loop)

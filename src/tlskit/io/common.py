@@ -4,6 +4,7 @@ transport reads, and the ``ssl``-style view of a finished handshake (``version()
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections import deque
@@ -313,7 +314,11 @@ def _general_name(name: x509.GeneralName) -> tuple[str, str]:
         case x509.DNSName():
             return "DNS", name.value
         case x509.IPAddress():
-            return "IP Address", str(name.value)
+            address = name.value
+            if isinstance(address, ipaddress.IPv6Address):  # as _ssl.c prints it: eight groups, %X, uncompressed
+                packed = address.packed
+                return "IP Address", ":".join(f"{packed[i] << 8 | packed[i + 1]:X}" for i in range(0, 16, 2))
+            return "IP Address", str(address)
         case x509.RFC822Name():
             return "email", name.value
         case x509.UniformResourceIdentifier():
