@@ -259,6 +259,24 @@ def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path, upstrea
     _no_traceback(served)
 
 
+def test_goaway_after_a_connection_error_names_no_stream_it_did_not_serve(served: Served) -> None:
+    """Valid requests and, in the same read, a header block h2 refuses as a connection error: the requests were
+    never started, so the GOAWAY must not cover them (RFC 9113 §6.8), or the client could not safely retry them."""
+    client = Client(served, strict=False)
+    for _ in range(3):
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                                       (b":path", b"/index.html")], end_stream=True)
+    bad = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(bad, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                                   (b":path", b"/index.html"), (b"content-length", b"abc")])
+    client.flush()  # all four in one write
+    client.pump(lambda: client.closed, timeout=5)
+    assert client.goaway is not None and client.goaway[1] == ErrorCodes.PROTOCOL_ERROR
+    assert client.goaway[0] < min(client.headers, default=bad), (client.goaway, sorted(client.headers))
+    _no_traceback(served)
+
+
 def test_idle_connection_gets_goaway_after_idle_timeout(tmp_path: Path, root: Path) -> None:
     served = _serve(tmp_path, str(root), toml="[http]\nidle_timeout = 0.5\n")
     try:

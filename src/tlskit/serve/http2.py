@@ -390,6 +390,13 @@ class _Connection:
                     if h2c.state_machine.state is not h2.connection.ConnectionState.CLOSED:
                         h2c.close_connection(error_code=e.error_code)  # a bad preface: h2 raises before its GOAWAY
                     self.send()  # the GOAWAY with the error
+                    if h2c.highest_inbound_stream_id > self.last_stream:
+                        # h2's GOAWAY named the highest stream it saw, but the streams of this read before the bad
+                        # frame were never started: a second GOAWAY (§6.8: the id may only go down) says so, and
+                        # the client may retry them
+                        with contextlib.suppress(ConnectionError):
+                            channel.write(GoAwayFrame(stream_id=0, last_stream_id=self.last_stream,
+                                                      error_code=e.error_code).serialize())
                     self.closed = True
                     channel.close()
                     break
