@@ -7,11 +7,13 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -219,6 +221,46 @@ def test_writes_after_close_or_failure_are_dropped_as_asyncio_does(pki: PKI) -> 
             assert await reader.read() == b""
             writer.close()
             await writer.wait_closed()
+
+    run(main())
+
+
+def test_a_buffered_protocol_app_gets_the_stream_in_its_own_buffers(pki: PKI) -> None:
+    """asyncio.BufferedProtocol apps (get_buffer/buffer_updated) work over TLSProtocol as over asyncio's own
+    transports; a 1000-byte buffer takes a 300 KB echo in pieces (it failed an assertion before)."""
+    from tlskit.io.asyncio import TLSProtocol
+    from tlskit.io.common import client_config
+
+    payload = os.urandom(300_000)
+
+    class Collector(asyncio.BufferedProtocol):
+        def __init__(self) -> None:
+            self.buffer = bytearray(1000)
+            self.got = bytearray()
+            self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            cast(asyncio.Transport, transport).write(payload)
+            cast(asyncio.Transport, transport).write_eof()
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return memoryview(self.buffer)
+
+        def buffer_updated(self, nbytes: int) -> None:
+            self.got += self.buffer[:nbytes]
+
+        def eof_received(self) -> bool:
+            self.done.set_result(None)
+            return False
+
+    async def main() -> None:
+        async with serving(pki, echo) as port:
+            app = Collector()
+            tls = TLSProtocol(TLSSession(client_config("localhost", server_name=None, cafile=None, trust=pki.trust,
+                                                       alpn=(), config=None, overrides={})), app)
+            await asyncio.get_running_loop().create_connection(lambda: tls, "127.0.0.1", port)
+            await asyncio.wait_for(app.done, 10)
+            assert bytes(app.got) == payload
 
     run(main())
 

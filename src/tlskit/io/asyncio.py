@@ -300,12 +300,24 @@ class TLSProtocol(asyncio.Protocol):
             elif not self._handshake_ended.is_set() and session.negotiated is not None:
                 self._handshake_done()
         plaintext, app = session.plaintext, self.app
-        assert isinstance(app, asyncio.Protocol)
-        while plaintext and self._app_connected:
-            app.data_received(plaintext.popleft())
+        if not isinstance(app, asyncio.BufferedProtocol):  # as asyncio's transports: data_received, duck-typed
+            receive = cast(asyncio.Protocol, app).data_received
+            while plaintext and self._app_connected:
+                receive(plaintext.popleft())
+        else:  # its own buffers, filled as asyncio's transports fill them
+            while plaintext and self._app_connected:
+                data = memoryview(plaintext.popleft())
+                while data and self._app_connected:
+                    buffer = memoryview(app.get_buffer(len(data))).cast("B")
+                    if not buffer:
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                    n = min(len(buffer), len(data))
+                    buffer[:n] = data[:n]
+                    app.buffer_updated(n)
+                    data = data[n:]
         if session.eof and not self._eof_delivered and self._app_connected:
             self._eof_delivered = True
-            self._keep_open = bool(app.eof_received())
+            self._keep_open = bool(cast(asyncio.Protocol, app).eof_received())  # BufferedProtocol has it too
             if not self._keep_open:
                 self.transport.close()
         if defer and self._flush_soon is None:  # after the app's task was scheduled: it runs first
