@@ -265,6 +265,30 @@ def test_a_buffered_protocol_app_gets_the_stream_in_its_own_buffers(pki: PKI) ->
     run(main())
 
 
+def test_loop_sendfile_works_on_our_transport(pki: PKI, tmp_path: Path) -> None:
+    """loop.sendfile(transport, file) (what aiohttp's FileResponse calls) sends the file as on asyncio's ssl
+    transports; it raised RuntimeError "sendfile is not supported"."""
+    data = os.urandom(1_500_000)
+    path = tmp_path / "file.bin"
+    path.write_bytes(data)
+
+    async def send_file(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with path.open("rb") as f:
+            sent = await asyncio.get_running_loop().sendfile(writer.transport, f)
+        writer.write(str(sent).encode())
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        async with serving(pki, send_file) as port:
+            reader, writer = await tlskit.open_connection("localhost", port, trust=pki.trust)
+            got = await reader.read()
+            assert got[: len(data)] == data and got[len(data):] == str(len(data)).encode()
+            writer.close()
+
+    run(main())
+
+
 def test_server_drops_and_logs_a_client_that_never_says_hello(pki: PKI, caplog: pytest.LogCaptureFixture
                                                               ) -> None:
     async def main() -> None:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from asyncio import constants as asyncio_constants
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import IO, Any, cast
 
@@ -350,7 +351,7 @@ class TLSProtocol(asyncio.Protocol):
             return
         paused = not self._writable.is_set() or bool(self._held)
         if paused != self._app_paused:
-            self._app_paused = paused
+            self._app_paused = self.transport._protocol_paused = paused
             self.app.pause_writing() if paused else self.app.resume_writing()
 
     def _fail(self, error: TLSError, *, abort: bool = False) -> None:
@@ -397,15 +398,24 @@ class TLSProtocol(asyncio.Protocol):
             self._timer = None
 
 
-class TLSTransport(asyncio.Transport):
+class TLSTransport(asyncio.transports._FlowControlMixin):
     """The transport the app protocol writes to: plaintext in, records out through ``TLSProtocol``.
 
     ``get_extra_info`` adds ``ssl_object``/``tls`` (the session: ``version()``, ``cipher()``,
     ``getpeercert()``...), ``peercert``, ``peercert_der``, ``cipher`` and ``alpn`` to the TCP ones.
+    ``loop.sendfile(transport, file)`` works as on asyncio's ssl transports (the file read and written as
+    records; the flow-control mixin is what its fallback requires); ``sendfile()`` here uses kTLS when it can.
     """
 
+    _sendfile_compatible = asyncio_constants._SendfileMode.FALLBACK
+
     def __init__(self, protocol: TLSProtocol) -> None:
-        super().__init__()
+        asyncio.Transport.__init__(self)  # not the mixin's: the write buffer limits are the TCP transport's
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._protocol_paused = False  # mirrors TLSProtocol._app_paused (loop.sendfile's fallback reads it)
         self._tls = protocol
         self._closing = False
         self._eof_written = False
