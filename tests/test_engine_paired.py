@@ -310,6 +310,19 @@ def test_record_size_limit_echo_in_encrypted_extensions_caps_the_client() -> Non
     assert b"".join(e.data for e in events_of(s, ApplicationData)) == bytes(4000)
 
 
+def test_a_client_whose_limit_was_echoed_refuses_larger_records() -> None:
+    """Negotiated (the server echoed it in EncryptedExtensions), the client's limit holds for every record after:
+    a server that sends more is record_overflow (RFC 8449 §4). Not negotiated, it binds nothing (OpenSSL 3.0
+    interop test)."""
+    pair = handshake(client_config(record_size_limit=256), server_config())
+    assert pair.server._write is not None
+    pair.server._write.max_fragment = MAX_PLAINTEXT  # a server ignoring the limit it agreed to
+    pair.server.send_data(bytes(1000))
+    with pytest.raises(AlertError) as raised:
+        pair.client.receive_data(pair.server.data_to_send())
+    assert raised.value.description is AlertDescription.record_overflow
+
+
 def test_without_record_size_limit_the_server_sends_full_records() -> None:
     pair = handshake()
     pair.server.send_data(bytes(MAX_PLAINTEXT))

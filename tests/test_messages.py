@@ -353,7 +353,12 @@ def test_server_name_round_trips(host) -> None:
     assert ext.parse_server_name(b"") is None
 
 
-@pytest.mark.parametrize("host", [b"trailing.dot.", b"nul\x00byte", "ünïcode".encode()])
+def test_a_trailing_dot_on_the_server_name_is_dropped() -> None:
+    """RFC 6066 §3 says clients send none; OpenSSL and nginx accept one (s_client -servername localhost.)."""
+    assert ext.parse_server_name(ext.server_name_body("localhost.")) == "localhost"
+
+
+@pytest.mark.parametrize("host", [b".", b"two.dots..", b"nul\x00byte", "ünïcode".encode()])
 def test_bad_server_names_are_illegal_parameter(host) -> None:
     w = Writer()
     with w.prefixed(2):

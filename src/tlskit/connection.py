@@ -141,7 +141,7 @@ class Connection:
         self._max_fragment = MAX_PLAINTEXT
         # RFC 8449: our record_size_limit binds the peer once it was announced (client: always, in the
         # ClientHello; server: in EncryptedExtensions, only when the client offered the extension).
-        self._limit_announced = self.is_client
+        self._limit_announced = False  # our record_size_limit binds the peer: it took part (RFC 8449 §4)
         self._early_send: int | None = None  # client: 0-RTT bytes we may still send
         self._early_sent: list[bytes] = []  # client: 0-RTT data kept for resending if the server rejects it
         self._early_recv: int | None = None  # server: 0-RTT bytes we still accept
@@ -651,10 +651,13 @@ class _HandshakeContext:
     def set_send_record_limit(self, limit: int) -> None:
         """RFC 8449 §4: the peer's limit counts the inner content type, so we send at most limit - 1."""
         conn = self._conn
-        conn._limit_announced = True
+        conn._limit_announced = True  # server: its EncryptedExtensions answers with ours; client: the server echoed
         conn._max_fragment = min(MAX_PLAINTEXT, limit - 1)
         if conn._write is not None:
             conn._write.max_fragment = conn._max_fragment
+        own = conn.config.record_size_limit
+        if conn._read is not None and own is not None:  # client: from the record after EncryptedExtensions on
+            conn._read.max_inner = own
 
     def select_alpn(self, protocol: str) -> None:
         self._conn._alpn = protocol

@@ -221,8 +221,10 @@ def parse_server_name(data: bytes) -> str | None:
                 host = name.decode("ascii")
             except UnicodeDecodeError:
                 raise AlertError(AlertDescription.illegal_parameter, "server_name is not ASCII") from None
-            if host.endswith(".") or "\x00" in host:
-                raise AlertError(AlertDescription.illegal_parameter, f"bad server_name {host!r}")
+            if host.endswith("."):  # RFC 6066 §3 says without one; OpenSSL and nginx take it: so do we
+                host = host[:-1]
+            if not host or host.endswith(".") or "\x00" in host:
+                raise AlertError(AlertDescription.illegal_parameter, f"bad server_name {name!r}")
     return host
 
 
