@@ -511,6 +511,28 @@ def test_key_update_request_is_reported_before_the_answering_update() -> None:
     ]
 
 
+def test_a_burst_of_update_requests_gets_one_answer() -> None:
+    """§4.6.3: requests received while our answer has not gone out share it (a peer sending thousands made us
+    derive and send one KeyUpdate each); the next request after it went out gets its own."""
+    pair = handshake()
+    for _ in range(50):
+        pair.client.key_update(request_peer=True)
+    pair.server.receive_data(pair.client.data_to_send())
+    answer = pair.server.data_to_send()
+    s = pair.server.events()
+    updates = events_of(s, KeyUpdated)
+    assert updates.count(KeyUpdated(received=True, update_requested=True)) == 50
+    assert updates.count(KeyUpdated(received=False, update_requested=False)) == 1 and len(updates) == 51
+    pair.client.receive_data(answer)
+    pair.client.key_update(request_peer=True)
+    pair.server.receive_data(pair.client.data_to_send())
+    assert events_of(pair.server.events(), KeyUpdated) == [
+        KeyUpdated(received=True, update_requested=True), KeyUpdated(received=False, update_requested=False)]
+    pair.client.receive_data(pair.server.data_to_send())
+    pair.client.events()
+    _exchange(pair)
+
+
 def test_key_update_without_request_changes_only_one_direction() -> None:
     pair = handshake()
     server_write = pair.server.traffic_secrets().write_secret

@@ -103,6 +103,7 @@ class Connection:
         "_half_rtt",
         "_hs_buf",
         "_limit_announced",
+        "_update_answer_queued",
         "_max_fragment",
         "_out",
         "_peer_closed",
@@ -142,6 +143,7 @@ class Connection:
         # RFC 8449: our record_size_limit binds the peer once it was announced (client: always, in the
         # ClientHello; server: in EncryptedExtensions, only when the client offered the extension).
         self._limit_announced = False  # our record_size_limit binds the peer: it took part (RFC 8449 §4)
+        self._update_answer_queued = False  # our KeyUpdate answering the peer's request waits in _out
         self._early_send: int | None = None  # client: 0-RTT bytes we may still send
         self._early_sent: list[bytes] = []  # client: 0-RTT data kept for resending if the server rejects it
         self._early_recv: int | None = None  # server: 0-RTT bytes we still accept
@@ -226,6 +228,7 @@ class Connection:
             return b""
         out = bytes(self._out)
         self._out.clear()
+        self._update_answer_queued = False
         return out
 
     def events(self) -> list[Event]:
@@ -478,8 +481,11 @@ class Connection:
                     self.config.on_secret(EncryptionLevel.application, Direction.read, params.suite, self._read.secret)
                 requested = msg.request_update is KeyUpdateRequest.update_requested
                 self._events.append(KeyUpdated(received=True, update_requested=requested))
-                if requested and not self._sent_close:
+                # §4.6.3: one answer for requests received while it has not gone out ("an implementation which
+                # receives multiple KeyUpdates while it is silent [responds] with a single update")
+                if requested and not self._sent_close and not self._update_answer_queued:
                     self._update_write_key(request_peer=False)
+                    self._update_answer_queued = True
             case _:
                 raise AlertError(
                     AlertDescription.unexpected_message,
