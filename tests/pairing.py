@@ -350,7 +350,7 @@ def craft_client_hello(
     """A ClientHello as ``config`` would send it, minus ``drop`` and plus ``extra`` extensions; ``fields``
     replace ClientHello fields."""
     config = config or client_config()
-    shares = [groups.client_key_share(g, os.urandom) for g in config.key_share_groups]
+    shares = [groups.client_key_share(g, os.urandom) for g in config.key_shares]
     hello = build_client_hello(config, os.urandom(32), os.urandom(32), shares)
     dropped = set(drop)
     exts = tuple(e for e in hello.extensions if e.type not in dropped) + tuple(extra)

@@ -121,10 +121,15 @@ def test_every_suite_group_and_signature_scheme_negotiates(suite, group, scheme)
     assert pair.client.export_keying_material(b"a", b"", 32) != pair.client.export_keying_material(b"b", b"", 32)
 
 
-def test_default_configs_agree_on_aes128_x25519_and_the_certificates_scheme() -> None:
+def test_default_configs_agree_on_aes128_the_pq_hybrid_and_the_certificates_scheme() -> None:
+    """A default client sends X25519MLKEM768 and x25519 shares, hybrid first (as browsers and OpenSSL >= 3.5);
+    a default server follows the client's order, so no HelloRetryRequest and post-quantum protection."""
     pair = handshake()
     assert pair.client_complete.cipher_suite is CipherSuite.TLS_AES_128_GCM_SHA256
-    assert pair.client_complete.group is NamedGroup.x25519
+    assert pair.client_complete.group is NamedGroup.X25519MLKEM768 and not pair.client_complete.hello_retry
+    assert client_config().key_shares == (NamedGroup.X25519MLKEM768, NamedGroup.x25519)
+    assert client_config(groups=(NamedGroup.secp384r1, NamedGroup.x25519)).key_shares == (NamedGroup.x25519,)
+    assert client_config(groups=(NamedGroup.secp384r1,)).key_shares == (NamedGroup.secp384r1,)
     assert pair.client_complete.signature_scheme is S.ecdsa_secp256r1_sha256
     assert pair.client_complete.server_name == pair.server_complete.server_name == NAME
 

@@ -45,6 +45,17 @@ DEFAULT_GROUPS: tuple[NamedGroup, ...] = (
     NamedGroup.secp256r1,
     NamedGroup.secp384r1,
 )
+# A client offers the post-quantum hybrid first and sends shares for it and for x25519, as Chrome, Firefox and
+# OpenSSL >= 3.5 do: a server that prefers it (OpenSSL >= 3.5, Cloudflare, Google) needs no HelloRetryRequest,
+# and one without it takes the x25519 share. (key_share_groups=(NamedGroup.x25519,) saves the ~0.1 ms the
+# ML-KEM key costs where post-quantum protection is not wanted.)
+CLIENT_GROUPS: tuple[NamedGroup, ...] = (
+    NamedGroup.X25519MLKEM768,
+    NamedGroup.x25519,
+    NamedGroup.secp256r1,
+    NamedGroup.secp384r1,
+)
+CLIENT_KEY_SHARES: tuple[NamedGroup, ...] = (NamedGroup.X25519MLKEM768, NamedGroup.x25519)
 # §5.5: AES-GCM may protect at most 2^24.5 full-size records per key; we update well before.
 DEFAULT_KEY_UPDATE_RECORDS = 1 << 24
 
@@ -228,8 +239,8 @@ class ClientConfig:
     verify_peer: bool = True
     alpn: tuple[str, ...] = ()
     cipher_suites: tuple[CipherSuite, ...] = DEFAULT_CIPHER_SUITES
-    groups: tuple[NamedGroup, ...] = DEFAULT_GROUPS
-    key_share_groups: tuple[NamedGroup, ...] = (NamedGroup.x25519,)
+    groups: tuple[NamedGroup, ...] = CLIENT_GROUPS
+    key_share_groups: tuple[NamedGroup, ...] | None = None  # None: see ``key_shares``
     signature_algorithms: tuple[SignatureScheme, ...] = signatures.TLS13_SIGNATURE_SCHEMES
     middlebox_compat: bool = True
     record_size_limit: int | None = None
@@ -254,9 +265,17 @@ class ClientConfig:
     check_hostname: bool = True  # False: a chain to a trusted root is enough (no server_name needed)
     session_scope: str = field(init=False, default="", repr=False, compare=False)  # see ``session_key``
 
+    @property
+    def key_shares(self) -> tuple[NamedGroup, ...]:
+        """The groups the ClientHello carries shares for: ``key_share_groups``, or by default X25519MLKEM768 and
+        x25519 where ``groups`` lists them (else its first group), as browsers and OpenSSL >= 3.5 send."""
+        if self.key_share_groups is not None:
+            return self.key_share_groups
+        return tuple(g for g in CLIENT_KEY_SHARES if g in self.groups) or self.groups[:1]
+
     def __post_init__(self) -> None:
         _check_common(self.cipher_suites, self.groups, self.alpn, self.key_update_after_records)
-        for g in self.key_share_groups:
+        for g in self.key_share_groups or ():
             if g not in self.groups:
                 raise ConfigError(f"key share group {g.name} must also be listed in groups")
         if self.record_size_limit is not None and not 64 <= self.record_size_limit <= (1 << 14) + 1:

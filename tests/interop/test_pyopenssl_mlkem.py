@@ -43,7 +43,7 @@ TIMEOUT = 10
 def context(groups: str, *, server_pki: Pki | None = None, cafile: str | None = None) -> Any:
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
-    if not _lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()):
+    if groups and not _lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()):  # "": OpenSSL's defaults
         pytest.skip(f"{PEER} does not know the groups {groups!r} (needs OpenSSL >= 3.5)")
     if server_pki is not None:
         ctx.use_certificate_chain_file(str(server_pki.cert))
@@ -140,17 +140,19 @@ def pyopenssl_server(pki: Pki, request: pytest.FixtureRequest) -> Iterator[PyOpe
 @pytest.mark.parametrize(("pyopenssl_server", "key_share"), [
     ("X25519MLKEM768", NamedGroup.X25519MLKEM768),
     ("X25519MLKEM768", NamedGroup.x25519),  # the server wants the hybrid: HelloRetryRequest
-], ids=["key-share", "hello-retry"], indirect=["pyopenssl_server"])
+    ("", None),  # both at their defaults: the hybrid, and no HelloRetryRequest (x25519 alone cost one)
+], ids=["key-share", "hello-retry", "defaults"], indirect=["pyopenssl_server"])
 def test_our_client_negotiates_x25519mlkem768_with_pyopenssl_server(
-    pki: Pki, pyopenssl_server: PyOpenSSLServer, key_share: NamedGroup
+    pki: Pki, pyopenssl_server: PyOpenSSLServer, key_share: NamedGroup | None
 ) -> None:
+    shares = {} if key_share is None else {"key_share_groups": (key_share,)}
     with connect("127.0.0.1", pyopenssl_server.port, server_name="localhost", cafile=pki.cafile, timeout=TIMEOUT,
-                 key_share_groups=(key_share,)) as tls:
+                 **shares) as tls:
         tls.sendall(b"hybrid key exchange\n")
         assert tls.recv(100) == b"hybrid key exchange\n", PEER
         done = tls.negotiated
     assert done is not None
-    hrr = key_share is not NamedGroup.X25519MLKEM768
+    hrr = key_share is NamedGroup.x25519
     assert (done.group, done.hello_retry) == (NamedGroup.X25519MLKEM768, hrr), PEER
     assert pyopenssl_server.done.wait(TIMEOUT), f"{PEER} server did not finish"
     assert not pyopenssl_server.errors, f"{PEER}: {pyopenssl_server.errors}"

@@ -146,7 +146,7 @@ class ClientStart:
             if ticket is not None and PskKeyExchangeMode.psk_dhe_ke not in config.psk_modes:
                 shares = []  # psk_ke only: no key exchange to pay for (a rejected ticket costs an HRR)
             else:
-                shares = [groups.client_key_share(g, config.random) for g in config.key_share_groups]
+                shares = [groups.client_key_share(g, config.random) for g in config.key_shares]
             session_id = ctx.random(32) if config.middlebox_compat else b""
             ch = build_client_hello(config, ctx.random(32), session_id, shares, early_data=early)
             raw = ch.encode()
