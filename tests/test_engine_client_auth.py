@@ -130,3 +130,41 @@ def test_client_auth_needs_a_trust_store() -> None:
         ClientAuth(mode="required")
     assert ClientAuth(mode="none").trust is None
     assert isinstance(TrustStore(roots=(root().cert,)), TrustStore)
+
+
+@pytest.mark.parametrize(("extension", "alert"), [
+    (ExtensionType.status_request, AlertDescription.unsupported_extension),  # allowed there, but not requested
+    (ExtensionType.key_share, AlertDescription.illegal_parameter),  # §4.2: never allowed in a Certificate
+])
+def test_client_certificate_entries_may_carry_only_what_we_requested(extension: ExtensionType,
+                                                                     alert: AlertDescription) -> None:
+    """§4.4.2: "Extensions in the Certificate message from the client MUST correspond to extensions in the
+    CertificateRequest message from the server" (ours asks for none); they were not looked at. OpenSSL answers
+    unsupported_extension; unknown types are ignored, as there."""
+    import dataclasses
+
+    from tests.pairing import key_log_secret, records, split_messages
+    from tlskit.enums import ContentType
+    from tlskit.messages.extensions import Extension
+    from tlskit.messages.handshake import Certificate
+    from tlskit.record import RecordDecryptor, RecordEncryptor
+
+    pair = connect(client_config(certificate=client_cert()),
+                   server_config(client_auth=ClientAuth(mode="required", trust=trust())))
+    pair.server.receive_data(pair.client.data_to_send())
+    pair.client.receive_data(pair.server.data_to_send())
+    flight = pair.client.data_to_send()
+    secret = key_log_secret(pair.client_key_log, "CLIENT_HANDSHAKE_TRAFFIC_SECRET")
+    params = pair.client._session.params  # type: ignore[union-attr]
+    opener, plain, messages = RecordDecryptor(params, secret), b"", b""
+    for kind, fragment in records(flight):
+        if kind == ContentType.application_data:
+            messages += opener.open(b"\x17\x03\x03" + len(fragment).to_bytes(2, "big"), fragment)[1]
+        else:
+            plain += bytes((kind, 3, 3)) + len(fragment).to_bytes(2, "big") + fragment
+    certificate = Certificate.decode(split_messages(messages)[0][4:])
+    first = dataclasses.replace(certificate.entries[0], extensions=(Extension(extension, b"\x00\x1d\x00\x00"),))
+    altered = dataclasses.replace(certificate, entries=(first, *certificate.entries[1:])).encode()
+    with pytest.raises(AlertError) as raised:
+        pair.server.receive_data(plain + RecordEncryptor(params, secret).seal(ContentType.handshake, altered))
+    assert raised.value.description is alert

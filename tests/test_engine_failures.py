@@ -214,9 +214,30 @@ def test_record_with_a_non_tls_version_is_decode_error() -> None:
     assert plaintext_alert(wire) is A.decode_error
 
 
-def test_zero_length_handshake_record_is_decode_error() -> None:
-    wire = fails_with(_server(), b"\x16\x03\x03\x00\x00", A.decode_error)
-    assert plaintext_alert(wire) is A.decode_error
+@pytest.mark.parametrize("record", [b"\x16\x03\x03\x00\x00", b"\x15\x03\x03\x00\x00", b"\x14\x03\x03\x00\x00"],
+                         ids=["handshake", "alert", "change_cipher_spec"])
+def test_zero_length_plaintext_record_is_unexpected_message(record: bytes) -> None:
+    """§5.1 forbids them (§5: a ChangeCipherSpec other than 0x01 is unexpected_message); OpenSSL answers so."""
+    wire = fails_with(_server(), record, A.unexpected_message)
+    assert plaintext_alert(wire) is A.unexpected_message
+
+
+@pytest.mark.parametrize("inner_type", [0x16, 0x15], ids=["handshake", "alert"])
+def test_zero_length_protected_handshake_or_alert_is_unexpected_message(inner_type: int) -> None:
+    """§5.4: "if such a message is received, ... MUST terminate the connection with an unexpected_message alert"
+    (it was decode_error)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from tlskit.crypto.keyschedule import traffic_key_iv
+    from tlskit.crypto.suites import suite_params
+
+    pair = handshake()
+    secrets = pair.client.traffic_secrets()
+    key, iv = traffic_key_iv(suite_params(secrets.cipher_suite), secrets.write_secret)
+    inner = bytes((inner_type,))  # TLSInnerPlaintext with no content: just its type
+    header = b"\x17\x03\x03" + (len(inner) + 16).to_bytes(2, "big")
+    nonce = (int.from_bytes(iv, "big") ^ secrets.write_seq).to_bytes(12, "big")
+    fails_with(pair.server, header + AESGCM(key).encrypt(nonce, inner, header), A.unexpected_message)
 
 
 def test_application_data_before_the_handshake_is_unexpected_message() -> None:
@@ -819,3 +840,26 @@ def test_client_rejects_pss_signature_from_an_rsa_encryption_certificate() -> No
     server = server_config(certificates=(forged,))
     assert _client_rejects_flight(client_config(), server, A.illegal_parameter, AlertError) is A.illegal_parameter
 
+
+
+def test_a_ticket_with_an_extension_tickets_may_not_carry_is_illegal_parameter() -> None:
+    """§4.2: a recognised extension in a message it is not specified for (NewSessionTicket: early_data only);
+    it was accepted and the ticket stored. Unknown ones are ignored (§4.2, clients MUST ignore them)."""
+    from tlskit.enums import ContentType
+    from tlskit.messages.handshake import NewSessionTicket
+
+    pair = handshake()
+    assert pair.server._write is not None
+    unknown = NewSessionTicket(lifetime=60, age_add=1, nonce=b"\x00", ticket=b"t",
+                               extensions=(Extension(ExtensionType.of(0x7A7A), b""),))
+    pair.client.receive_data(pair.server._write.seal(ContentType.handshake, unknown.encode()))
+    ticket = NewSessionTicket(lifetime=60, age_add=1, nonce=b"\x01", ticket=b"t",
+                              extensions=(Extension(ExtensionType.key_share, b"\x00\x1d"),))
+    fails_with(pair.client, pair.server._write.seal(ContentType.handshake, ticket.encode()), A.illegal_parameter)
+
+
+def test_a_client_hello_with_oid_filters_is_illegal_parameter() -> None:
+    """§4.2: oid_filters belongs in CertificateRequest only: a recognised extension in the wrong message."""
+    hello = craft_client_hello(extra=[Extension(ExtensionType.oid_filters, b"\x00\x00")])
+    wire = fails_with(_server(), handshake_record(hello.encode()), A.illegal_parameter)
+    assert plaintext_alert(wire) is A.illegal_parameter

@@ -302,6 +302,25 @@ def test_policy_hook_can_refuse_zero_rtt() -> None:
     assert events_of(server.events(), ApplicationData) == [ApplicationData(data=b"GET / HTTP/1.1\r\n\r\n")]
 
 
+def test_rejected_zero_rtt_beyond_the_skip_budget_is_unexpected_message() -> None:
+    """A server that rejects 0-RTT skips what the client sends under the early key, but only up to
+    max_early_data_size (§4.2.10); more is unexpected_message (§4.6.1, OpenSSL's "too much early data"). It was
+    bad_record_mac, which blames the record layer."""
+    from tlskit.enums import ContentType
+
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(max_early_data_size=4096),
+                     replay_store=MemoryReplayStore())
+    client, server, flight = zero_rtt_attempt(tickets, clock, servers(clock=clock))  # no early-data policy here
+    server.receive_data(flight)
+    server.data_to_send()
+    assert client._write is not None  # still the client's early key
+    more = b"".join(client._write.seal(ContentType.application_data, b"C" * 16384) for _ in range(2))
+    with pytest.raises(AlertError) as raised:
+        server.receive_data(more)
+    assert raised.value.description is AlertDescription.unexpected_message
+
+
 def test_server_without_tickets_ignores_offered_psk() -> None:
     store, clock = MemorySessionStore(), Clock()
     first_connection(store, clock)

@@ -213,8 +213,8 @@ def test_reader_returns_several_records_from_one_feed_and_keeps_partial() -> Non
         (b"\x18\x03\x03\x00\x01", AlertDescription.unexpected_message),
         (b"\x00\x03\x03\x00\x01", AlertDescription.unexpected_message),
         (b"\x16\x02\x00\x00\x01", AlertDescription.decode_error),
-        (b"\x16\x03\x03\x00\x00", AlertDescription.decode_error),
-        (b"\x15\x03\x03\x00\x00", AlertDescription.decode_error),
+        (b"\x16\x03\x03\x00\x00", AlertDescription.unexpected_message),  # §5.1, as OpenSSL answers
+        (b"\x15\x03\x03\x00\x00", AlertDescription.unexpected_message),
     ],
 )
 def test_reader_rejects_bad_header_before_the_body_arrives(header: bytes, alert: AlertDescription) -> None:
@@ -323,7 +323,7 @@ def _raw_record(params: SuiteParams, secret: bytes, inner: bytes, seq: int = 0) 
         (bytes(100), AlertDescription.unexpected_message),
         (b"\x01\x14", AlertDescription.unexpected_message),  # protected change_cipher_spec
         (b"\x01\x63", AlertDescription.unexpected_message),  # unknown inner type
-        (b"\x16\x00\x00", AlertDescription.decode_error),  # empty handshake content
+        (b"\x16\x00\x00", AlertDescription.unexpected_message),  # empty handshake content (§5.4)
     ],
 )
 def test_open_rejects_bad_inner_plaintext(inner: bytes, alert: AlertDescription) -> None:

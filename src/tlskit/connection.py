@@ -419,10 +419,14 @@ class Connection:
                         content_type, payload = self._read.open(header, fragment)
                     except AlertError as e:
                         # Rejected 0-RTT records cannot be opened with the handshake key: skip them (§4.2.10).
-                        if e.description is AlertDescription.bad_record_mac and self._early_skip >= len(fragment):
+                        if e.description is not AlertDescription.bad_record_mac:
+                            raise
+                        if self._early_skip >= len(fragment):
                             self._early_skip -= len(fragment)
                             continue
-                        raise
+                        # §4.6.1/§4.2.10: more 0-RTT data than we would skip (OpenSSL: too much early data)
+                        raise AlertError(AlertDescription.unexpected_message,
+                                         "more rejected 0-RTT data than max_early_data_size") from None
                     self._early_skip = 0
                 else:
                     content_type, payload = self._read.open(header, fragment)

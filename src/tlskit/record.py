@@ -113,8 +113,8 @@ def _record_at(
     length = (buf[pos + 3] << 8) | buf[pos + 4]
     if length > MAX_CIPHERTEXT or (length > MAX_PLAINTEXT and content_type is not _APPLICATION_DATA):
         raise AlertError(AlertDescription.record_overflow, f"{content_type.name} record of {length} B")
-    if length == 0 and content_type is not _APPLICATION_DATA:
-        raise DecodeError(f"zero-length {content_type.name} record")
+    if length == 0 and content_type is not _APPLICATION_DATA:  # §5.1 forbids them; OpenSSL answers as §5.4 does
+        raise AlertError(AlertDescription.unexpected_message, f"zero-length {content_type.name} record")
     end = pos + HEADER_LEN + length
     if len(buf) < end:
         return None
@@ -234,6 +234,6 @@ class RecordDecryptor:
                 AlertDescription.unexpected_message, f"protected record of content type {stripped[-1]}"
             )
         content = stripped[:-1]
-        if not content and content_type is not _APPLICATION_DATA:
-            raise DecodeError(f"zero-length protected {content_type.name} record")
+        if not content and content_type is not _APPLICATION_DATA:  # §5.4: unexpected_message
+            raise AlertError(AlertDescription.unexpected_message, f"zero-length protected {content_type.name} record")
         return content_type, content

@@ -205,7 +205,7 @@ def test_deadlines(pki: PKI) -> None:
             tls.recv(100)
             notes.append("recv with a 0.5 s timeout returned with a silent peer")
         except TimeoutError:
-            if not 0.4 <= time.monotonic() - began < 3:
+            if not 0.4 <= time.monotonic() - began < 8:  # a loaded host slows the emulated guest
                 notes.append(f"recv timed out after {time.monotonic() - began:.2f} s, not 0.5 s")
         tls.setblocking(False)
         try:
@@ -226,7 +226,7 @@ def test_deadlines(pki: PKI) -> None:
             tls.sendall(b"y" * (8 << 20))  # 32 chunks of 256 KiB: one deadline for all of them
             notes.append("sendall of 8 MiB finished against a peer that reads nothing")
         except TimeoutError:
-            if not 0.4 <= time.monotonic() - began < 3:
+            if not 0.4 <= time.monotonic() - began < 8:  # a deadline per 256 KiB chunk would take 16 s
                 notes.append(f"sendall timed out after {time.monotonic() - began:.2f} s, not 0.5 s")
         release.set()
         tls.settimeout(TIMEOUT)

@@ -151,13 +151,16 @@ _CHECKED_ONLY: tuple[tuple[ExtensionType, Callable[[bytes], object]], ...] = (
 )
 
 
-_CHECKED_ONLY_KINDS = frozenset(kind for kind, _ in _CHECKED_ONLY)
+_CHECKED_ONLY_KINDS = frozenset([*(kind for kind, _ in _CHECKED_ONLY), ExtensionType.oid_filters])
 
 
 def _check_other_extensions(exts: dict[ExtensionType, bytes]) -> None:
-    """Strictly parse the ClientHello extensions we accept but do not act on here (§4.2)."""
+    """Strictly parse the ClientHello extensions we accept but do not act on here (§4.2); oid_filters, which
+    §4.2 allows in CertificateRequest only, is illegal_parameter."""
     if _CHECKED_ONLY_KINDS.isdisjoint(exts):  # the usual case: none of them
         return
+    if ExtensionType.oid_filters in exts:
+        raise AlertError(AlertDescription.illegal_parameter, "oid_filters is not allowed in a ClientHello")
     for kind, parse in _CHECKED_ONLY:
         data = exts.get(kind)
         if data is not None:

@@ -18,6 +18,7 @@ from ..enums import (
     AlertDescription,
     EncryptionLevel,
     ExtensionType,
+    HandshakeType,
     NamedGroup,
     ProtocolVersion,
     PskKeyExchangeMode,
@@ -437,6 +438,15 @@ class ExpectClientCertificate:
             if auth.mode == "required":
                 raise AlertError(AlertDescription.certificate_required, "client sent no certificate")
             return ExpectClientFinished(self.after)
+        for entry in msg.entries:  # §4.4.2: they must answer our CertificateRequest, which asks for none
+            for extension in entry.extensions:
+                if extension.type.name.startswith("unknown_"):
+                    continue  # unknown: ignored, as OpenSSL does
+                if extension.type not in ext.ALLOWED[HandshakeType.certificate]:
+                    raise AlertError(AlertDescription.illegal_parameter,
+                                     f"{extension.type.name} is not allowed in a Certificate")
+                raise AlertError(AlertDescription.unsupported_extension,
+                                 f"client Certificate carries {extension.type.name}, which we did not request")
         chain = tuple(e.cert_data for e in msg.entries)
         assert auth.trust is not None
         now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)

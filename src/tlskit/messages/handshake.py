@@ -24,6 +24,7 @@ from ..enums import (
 )
 from ..errors import AlertError, DecodeError
 from .extensions import (
+    ALLOWED,
     Extension,
     decode_extensions,
     encode_extensions,
@@ -390,7 +391,12 @@ class NewSessionTicket:
         for ext in extensions:
             if ext.type is ExtensionType.early_data and len(ext.data) != 4:
                 raise DecodeError("early_data in NewSessionTicket must hold max_early_data_size")
+            if ext.type not in _TICKET_EXTENSIONS and not ext.type.name.startswith("unknown_"):  # §4.2
+                raise AlertError(AlertDescription.illegal_parameter, f"{ext.type.name} is not allowed in a ticket")
         return cls(lifetime=lifetime, age_add=age_add, nonce=nonce, ticket=ticket, extensions=extensions)
+
+
+_TICKET_EXTENSIONS = ALLOWED[HandshakeType.new_session_ticket]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
