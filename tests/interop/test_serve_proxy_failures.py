@@ -136,7 +136,7 @@ def test_upstream_framing_faults_are_not_passed_on(site: Served) -> None:
     assert not [line for line in site.log if "Traceback" in line]
 
 
-def test_a_stalled_request_body_is_408_not_504(site: Served) -> None:
+def test_a_stalled_or_malformed_request_body_is_the_clients_fault(site: Served) -> None:
     """The client, not the upstream, stopped: 408 and the connection closes (nginx: 408); was 504."""
     with _tls(site) as tls:
         tls.sendall(b"POST /api/up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc")
@@ -146,6 +146,9 @@ def test_a_stalled_request_body_is_408_not_504(site: Served) -> None:
         assert b"connection: close" in answer.lower() and tls.recv(100) == b""
         assert time.monotonic() - began < 4
     site.wait_log(r'"POST /api/up HTTP/1\.1" 408 ')
+    with _tls(site) as tls:  # a chunked body that is no chunk: the client's fault, 400 (it was a 502)
+        tls.sendall(b"POST /api/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        assert _read_response(tls).startswith(b"HTTP/1.1 400 ")
 
 
 def test_every_proxied_request_is_logged_and_counted_however_it_ended(site: Served) -> None:

@@ -143,7 +143,9 @@ class ReverseProxy:
                 break
             except TimeoutError:
                 raise _ClientTimeout from None
-            except (OSError, TLSError, h11.ProtocolError) as e:
+            except h11.RemoteProtocolError as e:  # a malformed body (bad chunk framing): the client's fault
+                raise HTTPError(400, detail=f"request body: {e}") from None
+            except (OSError, TLSError) as e:
                 raise _ClientGone(str(e)) from None
             send(h11.Data(data=chunk))
             await writer.drain()
