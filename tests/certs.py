@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-KeyType = Literal["ec256", "ec384", "ed25519", "rsa2048", "rsapss"]
+KeyType = Literal["ec256", "ec384", "ed25519", "rsa2048", "rsapss", "rsa1024"]
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 
 DEFAULT_LIFETIME = dt.timedelta(days=30)
@@ -80,6 +80,8 @@ def make_key(key_type: KeyType) -> PrivateKey:
             return ed25519.Ed25519PrivateKey.generate()
         case "rsa2048" | "rsapss":
             return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        case "rsa1024":  # too weak for WebPKI: for tests that it is refused
+            return rsa.generate_private_key(public_exponent=65537, key_size=1024)
     raise ValueError(f"unknown key type {key_type!r}")
 
 
@@ -102,7 +104,7 @@ def make_ca(
 
 
 def make_leaf(
-    ca: Issued,
+    ca: Issued | None,
     names: Sequence[str] = ("localhost",),
     *,
     key_type: KeyType = "ec256",
@@ -112,7 +114,8 @@ def make_leaf(
     client_auth: bool = False,
     server_auth: bool = True,
 ) -> Issued:
-    """An end-entity certificate issued by ``ca`` with ``names`` as SANs (IP literals become iPAddress)."""
+    """An end-entity certificate issued by ``ca`` (None: self-signed) with ``names`` as SANs (IP literals become
+    iPAddress)."""
     key = make_key(key_type)
     common_name = common_name or (names[0] if names else "tlskit test leaf")
     builder = _builder(common_name, key, ca, not_before, not_after)

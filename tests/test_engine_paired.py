@@ -854,3 +854,33 @@ def test_alpn_is_known_before_the_handshake_completes() -> None:
     assert pair.server.negotiated.alpn == pair.server.alpn
     plain = handshake()  # no ALPN offered: none settled
     assert plain.client.alpn is None and plain.server.alpn is None
+
+
+# --- the name the client sends and checks (RFC 6066 §3, RFC 6125) ---------------------------------------
+
+
+def test_sni_is_the_a_label_without_trailing_dot_and_never_an_ip_literal() -> None:
+    """Bracketed IPv6 literals sent "[::1]" as SNI, non-ASCII names crashed with UnicodeEncodeError, and a
+    trailing dot went on the wire (curl strips it; RFC 6066 §3: "without a trailing dot")."""
+    from tlskit.handshake.client import sni_host
+
+    assert sni_host("[::1]") is None and sni_host("::1") is None and sni_host("192.0.2.1") is None
+    assert sni_host("a.example.") == "a.example" and sni_host("Example.COM") == "Example.COM"
+    assert sni_host("bücher.example") == "xn--bcher-kva.example"
+    for name in ("[::1]", "bücher.example", "a.example."):
+        client = Connection(client_config(server_name=name))
+        client.start()
+        (hello,) = plaintext_handshake(client.data_to_send())
+        sent = ext.extension_map(hello.extensions).get(ExtensionType.server_name)
+        assert (ext.parse_server_name(sent) if sent else None) == sni_host(name)
+    with pytest.raises(ConfigError, match="not a valid host name"):
+        client_config(server_name="bad\u00fc..name")
+
+
+def test_check_hostname_false_accepts_any_name_with_a_trusted_chain() -> None:
+    """As ssl's check_hostname=False: a chain to a trusted root is enough (it still checked the name)."""
+    pair = handshake(client_config(server_name="not-the-name.example", check_hostname=False), server_config())
+    assert pair.client_complete is not None
+    with pytest.raises(AlertError) as raised:
+        handshake(client_config(server_name="not-the-name.example"), server_config())
+    assert raised.value.description is AlertDescription.bad_certificate

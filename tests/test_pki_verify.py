@@ -280,6 +280,55 @@ def test_trust_store_needs_a_root() -> None:
         TrustStore(roots=())
 
 
+def test_a_leaf_with_a_weak_key_is_refused(pki: Pki) -> None:
+    """An RSA-1024 leaf: WebPKI's policy checks the key sizes of issuers only; OpenSSL, Python ssl and curl
+    refuse it ("EE certificate key too weak"). It was accepted."""
+    weak = make_leaf(pki.inter, ["example.com"], key_type="rsa1024")
+    error = server_alert([weak.der, pki.inter.der], pki.trust)
+    assert error.description is AlertDescription.unsupported_certificate and "1024-bit RSA" in str(error)
+
+
+def test_a_wildcard_right_above_a_top_level_label_matches_nothing(pki: Pki) -> None:
+    """``*.test`` for ``example.test``: OpenSSL and curl need two labels after the wildcard (RFC 6125 §7.2);
+    it was accepted."""
+    leaf = make_leaf(pki.inter, ["*.test", "*.example.test"])
+    assert server_alert([leaf.der, pki.inter.der], pki.trust, name="example.test").description is \
+        AlertDescription.bad_certificate
+    verify_server_chain([leaf.der, pki.inter.der], server_name="a.example.test", trust=pki.trust, now=NOW)
+
+
+def test_a_trusted_self_signed_leaf_is_checked_as_a_leaf() -> None:
+    """A self-signed server certificate given as the CA file (as curl and OpenSSL accept): its wildcard names
+    match, but a clientAuth-only EKU or a weak key is refused, as OpenSSL does (both were skipped)."""
+    wild = make_leaf(None, ["*.example.test"])
+    verify_server_chain([wild.der], server_name="a.example.test", trust=TrustStore(roots=(wild.cert,)), now=NOW)
+    client_only = make_leaf(None, ["a.example.test"], client_auth=True, server_auth=False)
+    error = server_alert([client_only.der], TrustStore(roots=(client_only.cert,)), name="a.example.test")
+    assert error.description is AlertDescription.bad_certificate and "serverAuth" in str(error)
+    weak = make_leaf(None, ["a.example.test"], key_type="rsa1024")
+    error = server_alert([weak.der], TrustStore(roots=(weak.cert,)), name="a.example.test")
+    assert error.description is AlertDescription.unsupported_certificate
+
+
+def test_the_system_store_honours_ssl_cert_file_and_dir(pki: Pki, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As OpenSSL (Python ssl, curl) does: SSL_CERT_FILE and SSL_CERT_DIR name the roots; before, certifi's
+    bundle came first and the variables were never read."""
+    bundle = write_pem(tmp_path / "private-root.pem", [pki.root])
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    assert TrustStore.system().roots == (pki.root.cert,)
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    write_pem(directory / "abcd1234.0", [pki.root])
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(directory))
+    assert TrustStore.system().roots == (pki.root.cert,)
+    monkeypatch.delenv("SSL_CERT_FILE")
+    monkeypatch.delenv("SSL_CERT_DIR")
+    assert len(TrustStore.system().roots) > 10
+
+
 def test_system_trust_store_loads() -> None:
     store = TrustStore.system()
     assert len(store.roots) > 10 and TrustStore.system() is store

@@ -278,6 +278,11 @@ class ClientConfig:
         for g in self.key_share_groups or ():
             if g not in self.groups:
                 raise ConfigError(f"key share group {g.name} must also be listed in groups")
+        if self.server_name is not None and not self.server_name.isascii():  # sent as its A-label (IDNA)
+            try:
+                self.server_name.encode("idna")
+            except UnicodeError:
+                raise ConfigError(f"server_name {self.server_name!r} is not a valid host name") from None
         if self.record_size_limit is not None and not 64 <= self.record_size_limit <= (1 << 14) + 1:
             raise ConfigError("record_size_limit must be between 64 and 16385 (RFC 8449)")
         if self.verify_peer and self.server_name is None and self.pins is None and self.check_hostname:

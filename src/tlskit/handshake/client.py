@@ -55,10 +55,25 @@ def _is_ip(name: str) -> bool:
     import ipaddress
 
     try:
-        ipaddress.ip_address(name)
+        ipaddress.ip_address(name.strip("[]"))  # "[::1]" as URLs write it
     except ValueError:
         return False
     return True
+
+
+def sni_host(server_name: str) -> str | None:
+    """``server_name`` as the server_name extension carries it (RFC 6066 §3): None for an IP literal (bracketed
+    or not: IP addresses are not permitted there), else the A-label of the name without its trailing dot
+    (``bücher.example`` -> ``xn--bcher-kva.example``), as Python's ssl and curl send it."""
+    if _is_ip(server_name):
+        return None
+    host = server_name[:-1] if server_name.endswith(".") else server_name
+    if host.isascii() and host:
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ConfigError(f"server_name {server_name!r} is not a valid host name") from None
 
 
 def build_client_hello(
@@ -72,8 +87,8 @@ def build_client_hello(
     """§4.1.2 from the config; extension order is fixed so the bytes are reproducible."""
     exts: list[Extension] = []
     # RFC 6066 §3: literal IP addresses are not permitted in server_name.
-    if config.server_name and not _is_ip(config.server_name):
-        exts.append(Extension(ExtensionType.server_name, ext.server_name_body(config.server_name)))
+    if config.server_name and (host := sni_host(config.server_name)) is not None:
+        exts.append(Extension(ExtensionType.server_name, ext.server_name_body(host)))
     exts.append(Extension(ExtensionType.supported_groups, ext.supported_groups_body(config.groups)))
     exts.append(
         Extension(ExtensionType.signature_algorithms, ext.signature_algorithms_body(config.signature_algorithms))
@@ -503,8 +518,9 @@ class ExpectCertificate:
         if config.verify_peer:
             assert config.trust is not None
             now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
-            leaf = verify_server_chain(
-                chain, server_name=config.server_name, trust=config.trust, now=now, skew=config.clock_skew
+            leaf = verify_server_chain(  # check_hostname=False: a chain to a trusted root is enough (as ssl)
+                chain, server_name=config.server_name if config.check_hostname else None, trust=config.trust,
+                now=now, skew=config.clock_skew,
             )
         else:
             try:

@@ -17,6 +17,7 @@ seconds after its notAfter (peers whose clocks lag or lead ours; the mTLS incide
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
@@ -27,11 +28,11 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -108,29 +109,46 @@ class TrustStore:
 
     @classmethod
     def system(cls) -> TrustStore:
-        """The platform's roots: certifi if installed, else the OS bundle (loaded once per process)."""
-        return _system_store()
+        """The platform's roots, found as OpenSSL (and so Python's ``ssl`` and curl) finds them:
+        ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` when set, else the OS bundle (where ``update-ca-certificates``
+        puts local roots), else certifi's bundle. Loaded once per value of those variables."""
+        paths = ssl.get_default_verify_paths()
+        return _system_store(os.environ.get(paths.openssl_cafile_env), os.environ.get(paths.openssl_capath_env))
 
 
-@cache
-def _system_store() -> TrustStore:
-    candidates: list[str] = []
-    try:
+@lru_cache(maxsize=8)
+def _system_store(cafile_env: str | None, capath_env: str | None) -> TrustStore:
+    pem = b""
+    if cafile_env and os.path.isfile(cafile_env):
+        pem += Path(cafile_env).read_bytes()
+    if capath_env:  # OpenSSL's hashed directory (c_rehash): every certificate file in it
+        for directory in capath_env.split(os.pathsep):
+            with contextlib.suppress(OSError):
+                for entry in sorted(Path(directory).iterdir()):
+                    if entry.is_file() and entry.stat().st_size < (1 << 20):
+                        with contextlib.suppress(OSError):
+                            data = entry.read_bytes()
+                            if b"-----BEGIN CERTIFICATE-----" in data:
+                                pem += data + b"\n"
+    if pem:
+        return _quiet_store(pem, f"SSL_CERT_FILE={cafile_env or ''} SSL_CERT_DIR={capath_env or ''}")
+    paths = ssl.get_default_verify_paths()
+    candidates = [*_SYSTEM_BUNDLES, paths.cafile or "", paths.openssl_cafile]
+    with contextlib.suppress(ImportError):
         import certifi
 
         candidates.append(certifi.where())
-    except ImportError:
-        pass
-    paths = ssl.get_default_verify_paths()
-    env = os.environ.get(paths.openssl_cafile_env)
-    candidates += [*([env] if env else []), *_SYSTEM_BUNDLES, paths.cafile or "", paths.openssl_cafile]
     for candidate in candidates:
         if candidate and os.path.isfile(candidate):
-            with warnings.catch_warnings():  # some OS bundles carry roots with negative serials
-                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-                return TrustStore.from_pem_file(candidate)
-    raise ConfigError("no system CA bundle found (tried certifi and " + ", ".join(_SYSTEM_BUNDLES) +
-                      "); install ca-certificates or certifi, or use TrustStore.from_pem_file()")
+            return _quiet_store(Path(candidate).read_bytes(), f"trust file {candidate!r}")
+    raise ConfigError("no system CA bundle found (tried SSL_CERT_FILE, SSL_CERT_DIR, " + ", ".join(_SYSTEM_BUNDLES) +
+                      " and certifi); install ca-certificates or certifi, or use TrustStore.from_pem_file()")
+
+
+def _quiet_store(pem: bytes, source: str) -> TrustStore:
+    with warnings.catch_warnings():  # some OS bundles carry roots with negative serials
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return TrustStore.from_pem(pem, source=source)
 
 
 # --- verification -------------------------------------------------------------------------------------
@@ -165,11 +183,12 @@ def _verify_server_chain(
     _check_window(certs[0], now, tolerance=tolerance)
     if bytes(chain[0]) in trust.root_ders:
         # The leaf itself is trusted (a self-signed server certificate given as the CA file, as curl and
-        # OpenSSL accept): only its validity window and name remain to check.
-        if subject is not None and not _literally_named(certs[0], subject):
+        # OpenSSL accept): no path to build, but its name, purpose and key are checked as for any leaf.
+        if subject is not None and not _named(certs[0], subject):
             raise CertificateError(
                 AlertDescription.bad_certificate, f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
             )
+        _check_leaf(certs[0], ExtendedKeyUsageOID.SERVER_AUTH)
         return certs[0]
     builder = _builder(trust, _verification_time(certs, trust, now, tolerance), max_chain_depth)
     try:
@@ -184,10 +203,15 @@ def _verify_server_chain(
             except VerificationError:
                 pass
             else:
-                if not _literally_named(certs[0], subject):  # guard: the two verifiers disagree otherwise
+                if not _named(certs[0], subject):  # guard: the two verifiers disagree otherwise
                     wanted = f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
                     raise CertificateError(AlertDescription.bad_certificate, wanted) from None
         raise _safe_diagnose(certs, trust, now, tolerance, exc, ExtendedKeyUsageOID.SERVER_AUTH) from None
+    if subject is not None and not _named(certs[0], subject):  # a wildcard right above a TLD (*.com)
+        raise CertificateError(AlertDescription.bad_certificate,
+                               f"certificate is for {_describe_sans(certs[0])}, not {name!r} (a wildcard needs two "
+                               "labels after it, as OpenSSL and curl require)")
+    _check_leaf(certs[0], None)
     _cache_put(key, path)
     return certs[0]
 
@@ -220,6 +244,7 @@ def _verify_client_chain(
         verified = builder.build_client_verifier().verify(certs[0], certs[1:])
     except VerificationError as exc:
         raise _safe_diagnose(certs, trust, now, tolerance, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
+    _check_leaf(certs[0], None)
     _cache_put(key, verified.chain)
     return certs[0]
 
@@ -237,10 +262,13 @@ def _subject(server_name: str | None) -> tuple[Subject | None, str | None]:
         pass
     else:
         return x509.IPAddress(ip), str(ip)
+    host = server_name[:-1] if server_name.endswith(".") else server_name  # one trailing dot: the root
     try:
-        name = server_name.rstrip(".").encode("idna").decode("ascii").lower()
+        name = host.encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise ConfigError(f"server_name {server_name!r} is not a valid host name") from None
+        name = ""
+    if not name or name.endswith(".") or ".." in name:
+        raise ConfigError(f"server_name {server_name!r} is not a valid host name")
     return x509.DNSName(name), name
 
 
@@ -380,15 +408,50 @@ def _eku_name(oid: x509.ObjectIdentifier) -> str:
     return _EKU_NAMES.get(oid, oid.dotted_string)
 
 
-def _literally_named(cert: x509.Certificate, subject: Subject) -> bool:
-    """Whether ``subject`` appears verbatim (case-insensitively for DNS) among the SANs."""
+def _named(cert: x509.Certificate, subject: Subject) -> bool:
+    """RFC 6125 §6.4: an iPAddress SAN equal to an IP subject; for a DNS name an equal dNSName (case-insensitive)
+    or a wildcard as the whole left-most label, standing for one label, with two or more labels after it
+    (``*.example.com``, never ``*.com`` or ``f*.example.com``; OpenSSL's and curl's rule)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return False
     if isinstance(subject, x509.IPAddress):
         return subject.value in san.get_values_for_type(x509.IPAddress)
-    return subject.value.lower() in (n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName))
+    name = subject.value.lower()
+    for pattern in san.get_values_for_type(x509.DNSName):
+        pattern = pattern.lower().rstrip(".")
+        if pattern == name:
+            return True
+        if pattern.startswith("*.") and pattern.count(".") >= 2 and "*" not in pattern[1:]:
+            first, dot, rest = name.partition(".")
+            if dot and first and rest == pattern[2:]:
+                return True
+    return False
+
+
+def _check_leaf(leaf: x509.Certificate, purpose: x509.ObjectIdentifier | None) -> None:
+    """What the WebPKI policy leaves unchecked on a leaf: its key (RSA under 2048 bits or DSA: refused, as
+    OpenSSL's "EE certificate key too weak") and, for a leaf trusted directly (no path built), its EKU."""
+    try:
+        key = leaf.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise CertificateError(AlertDescription.unsupported_certificate,
+                               f"{_label(leaf)} has a public key of an unsupported type") from None
+    if isinstance(key, dsa.DSAPublicKey) or (isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048):
+        weak = "a DSA key" if isinstance(key, dsa.DSAPublicKey) else f"a {key.key_size}-bit RSA key"
+        raise CertificateError(AlertDescription.unsupported_certificate,
+                               f"{_label(leaf)} has {weak}, too weak (CA/B Forum BR §6.1.5)")
+    if purpose is None:
+        return
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if purpose not in eku:
+        raise CertificateError(AlertDescription.bad_certificate,
+                               f"{_label(leaf)} is not for {_eku_name(purpose)} (extendedKeyUsage: "
+                               f"{', '.join(map(_eku_name, eku))}; RFC 5280 §4.2.1.12)")
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
