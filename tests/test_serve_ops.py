@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.certs import make_ca, make_leaf
+from tests.certs import make_ca, make_leaf, write_pem
 from tests.served import Served, json_lines, start
 
 
@@ -54,6 +54,38 @@ def test_reverse_proxy_forwards_with_x_forwarded_headers(tmp_path: Path, env: di
         assert status == 200 and json.loads(body)["body"] == "payload"
     finally:
         served.stop()
+
+
+def test_key_files_are_never_served_from_a_static_root(tmp_path: Path, env: dict[str, str]) -> None:
+    """The README's `--cert fullchain.pem --key privkey.pem` run where the files are (no [[route]]: the root is
+    the current directory) served the private key and the ticket key to anyone; a relative XDG_DATA_HOME put
+    the development CA's key under the root too."""
+    site = tmp_path / "site"
+    site.mkdir()
+    root = make_ca("ops root")
+    leaf = make_leaf(root, ["localhost", "127.0.0.1"])
+    cert, key = leaf.write(site, "server")
+    (site / "current.key").write_bytes(os.urandom(80))
+    (site / "page.txt").write_text("public\n")
+    (site / "alias.pem").symlink_to(key)
+    served = start(["--cert", str(cert), "--key", str(key), "--ticket-key", "current.key", "--listing",
+                    "--host", "127.0.0.1", "--port", "0"], env, cwd=site, dev=False)
+    try:
+        served.cacert = write_pem(tmp_path / "ca.pem", [root])
+        assert served.fetch("/page.txt")[0] == 200
+        for name in (f"/{key.name}", "/current.key", "/alias.pem"):
+            status, _, body = served.fetch(name)
+            assert status == 404 and b"PRIVATE KEY" not in body, name
+        listing = served.fetch("/")[2].decode()
+        assert "page.txt" in listing and key.name not in listing and "current.key" not in listing
+        served.wait_log(rf"{re.escape(key.name)} is under the static root")
+    finally:
+        served.stop()
+    dev = start(["--host", "127.0.0.1", "--port", "0"], {**env, "XDG_DATA_HOME": "data"}, cwd=site)
+    try:
+        assert not (site / "data").exists()  # a relative XDG_DATA_HOME is ignored (XDG spec)
+    finally:
+        dev.stop()
 
 
 def _raw_exchange(served: Served, request: bytes) -> bytes:

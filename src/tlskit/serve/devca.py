@@ -37,8 +37,11 @@ class DevCertificate:
 
 
 def data_dir() -> Path:
-    """``$XDG_DATA_HOME/tlskit``, else ``~/.local/share/tlskit`` (XDG Base Directory spec)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    """``$XDG_DATA_HOME/tlskit``, else ``~/.local/share/tlskit`` (XDG Base Directory spec, which says to ignore a
+    relative XDG_DATA_HOME: it would put the CA key under the directory being served)."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "tlskit"
 
 

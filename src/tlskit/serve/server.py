@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from .metrics import ServeMetrics
 from .proxy import ReverseProxy
 from .settings import CertificateSpec, Flags, Settings, SettingsError, StaticRoute, load_settings
 from .stateful import Stateful
-from .static import StaticFiles
+from .static import Secrets, StaticFiles
 
 __all__ = ["ServeProcess", "Site", "build_site"]
 
@@ -115,8 +115,24 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
     except ConfigError as e:
         stateful.close_except(previous.stateful if previous is not None else None)
         raise SettingsError(f"{where}: {e}") from None
-    routes: list[Route] = [StaticFiles(r) if isinstance(r, StaticRoute) else ReverseProxy(r) for r in settings.routes]
+    secrets = _secrets(settings, specs, dev)
+    routes: list[Route] = [StaticFiles(r, secrets=secrets) if isinstance(r, StaticRoute) else ReverseProxy(r)
+                           for r in settings.routes]
     return Site(settings, with_env_key_log(config), Router(tuple(routes)), store, dev, ticket_key, stateful)
+
+
+def _secrets(settings: Settings, specs: Sequence[CertificateSpec], dev: DevCertificate | None) -> Secrets:
+    """The key files no static route may send, with a warning for each that sits under a static root."""
+    keys = [spec.key for spec in specs] + list(settings.ticket_key_files)
+    secrets = Secrets(keys, [dev.key.parent] if dev is not None else [])
+    for route in settings.routes:
+        if isinstance(route, StaticRoute):
+            root = route.root.resolve()
+            for key in keys:
+                if key.resolve().is_relative_to(root):
+                    _log.warning("%s is under the static root %s: it is never served, but keep keys outside "
+                                 "what a server publishes", key, root)
+    return secrets
 
 
 _PLAIN_HTTP_BODY = b"400 Bad Request: this port speaks HTTPS; use https:// in the URL\n"

@@ -28,7 +28,7 @@ import stat
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -81,11 +81,47 @@ class _FileFields:
         self.validators = self.ok[1:3]
 
 
+class Secrets:
+    """Files a static route must never send, whatever directory they sit in: private keys, ticket keys and the
+    development CA (with no ``[[route]]`` the root is the current directory, where ``--key privkey.pem`` often
+    lives). Matched by device and inode (a symlink or hard link to one is refused too) and, for directories,
+    by resolved path."""
+
+    __slots__ = ("directories", "files")
+
+    def __init__(self, paths: Iterable[Path] = (), directories: Iterable[Path] = ()) -> None:
+        self.files: frozenset[tuple[int, int]] = frozenset(_identity(p) for p in paths if _exists(p))
+        self.directories = tuple(d.resolve() for d in directories)
+
+    def __contains__(self, path: Path) -> bool:
+        """Whether ``path`` (resolved) is one of them or inside a hidden directory."""
+        if any(path.is_relative_to(d) for d in self.directories):
+            return True
+        return bool(self.files) and _exists(path) and _identity(path) in self.files
+
+    def has(self, st: os.stat_result) -> bool:
+        return (st.st_dev, st.st_ino) in self.files
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError:
+        return False
+    return True
+
+
 class StaticFiles:
     """The route for a ``[[route]]`` with ``root``."""
 
-    def __init__(self, route: StaticRoute, files: FileCache | None = None) -> None:
+    def __init__(self, route: StaticRoute, files: FileCache | None = None, secrets: Secrets | None = None) -> None:
         self.prefix, self.hosts = route.prefix, route.hosts
+        self.secrets = secrets or Secrets()
         self.root = route.root.resolve()
         self.index = route.index
         self.listing = route.listing
@@ -152,7 +188,7 @@ class StaticFiles:
         if path.is_dir() and not url_path.endswith("/"):
             location = urllib.parse.quote(posixpath.join(url_path, ""))
             raise HTTPError(301, [("location", location)])
-        if not path.exists():
+        if not path.exists() or path in self.secrets:  # a key file is "not found", as any file outside the root
             raise HTTPError(404)
         return path
 
@@ -163,7 +199,7 @@ class StaticFiles:
             st = os.stat(name)
         except OSError:
             return False
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) or self.secrets.has(st):  # replaced by a key since it was looked up
             return False
         body = self.files.get(_file_key(name, st)) if st.st_size <= self.files.max_file else None
         if body is None:
@@ -183,7 +219,7 @@ class StaticFiles:
             return False
         with f:
             st = os.fstat(f.fileno())  # the file actually opened (it may have been replaced since the stat)
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode) or self.secrets.has(st):
                 return False
             body = None
             if st.st_size <= self.files.max_file:
@@ -239,7 +275,8 @@ class StaticFiles:
                                     (b"content-length", b"content-length", b"%d" % count)]
 
     async def _send_listing(self, request: Request, exchange: HTTPExchange, path: str, url_path: str) -> None:
-        entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")),
+        entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")
+                          and Path(e.path).resolve() not in self.secrets),
                          key=lambda e: (not e.is_dir(), e.name))
         title = html.escape(url_path)
         rows = ['<li><a href="../">../</a></li>'] if url_path != "/" else []
