@@ -88,6 +88,45 @@ def test_key_files_are_never_served_from_a_static_root(tmp_path: Path, env: dict
         dev.stop()
 
 
+def test_a_certbot_style_renewal_is_picked_up(tmp_path: Path, env: dict[str, str]) -> None:
+    """certbot renews by writing archive/cert2.pem and pointing live/ symlinks at it: the files watched were the
+    resolved archive/ targets, which never change, so the old certificate stayed until SIGHUP."""
+    root = make_ca("renewal root")
+    archive, live = tmp_path / "archive", tmp_path / "live"
+    archive.mkdir()
+    live.mkdir()
+    for n, name in ((1, "first.example"), (2, "second.example")):
+        cert, key = make_leaf(root, ["localhost", "127.0.0.1", name]).write(archive, f"v{n}")
+        (archive / f"fullchain{n}.pem").write_bytes(cert.read_bytes())
+        (archive / f"privkey{n}.pem").write_bytes(key.read_bytes())
+    (live / "fullchain.pem").symlink_to("../archive/fullchain1.pem")
+    (live / "privkey.pem").symlink_to("../archive/privkey1.pem")
+    (tmp_path / "www").mkdir()
+    served = start([str(tmp_path / "www"), "--cert", str(live / "fullchain.pem"), "--key", str(live / "privkey.pem"),
+                    "--host", "127.0.0.1", "--port", "0"], env, dev=False)
+    ctx = ssl.create_default_context(cafile=str(write_pem(tmp_path / "ca.pem", [root])))
+
+    def served_names() -> list[str]:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            cert = tls.getpeercert()
+        assert isinstance(cert, dict)
+        return [value for kind, value in cert["subjectAltName"] if kind == "DNS"]
+
+    try:
+        assert "first.example" in served_names()
+        for name in ("fullchain", "privkey"):  # as certbot does: a new link renamed over the old one
+            (live / f"{name}.new").symlink_to(f"../archive/{name}2.pem")
+            (live / f"{name}.new").rename(live / f"{name}.pem")
+        deadline = time.monotonic() + 10
+        while "second.example" not in served_names():
+            assert time.monotonic() < deadline, "the renewed certificate was not picked up"
+            time.sleep(0.2)
+        served.wait_log("reloaded \\(files changed\\)")
+    finally:
+        served.stop()
+
+
 def _raw_exchange(served: Served, request: bytes) -> bytes:
     """Send ``request`` as it is over TLS; everything the server answers until it closes (or 5 s pass)."""
     with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \

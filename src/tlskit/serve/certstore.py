@@ -8,6 +8,7 @@ offered wins. A ClientHello without SNI, or naming nobody, gets the first certif
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +82,13 @@ def _dns_names(leaf: x509.Certificate) -> list[str]:
 
 
 def files_fingerprint(paths: Sequence[Path]) -> str:
-    """Changes when any file is replaced, rewritten or removed (inode, size, mtime in ns)."""
+    """Changes when any file is replaced, rewritten or removed (inode, size, mtime in ns), or a symlink on its
+    path is pointed elsewhere (certbot's live/ -> archive/ renewal)."""
     h = hashlib.sha256()
     for path in paths:
         try:
             st = path.stat()
-            h.update(f"{path}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{path}\0{os.path.realpath(path)}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         except OSError:
             h.update(f"{path}\0missing\n".encode())
     return h.hexdigest()

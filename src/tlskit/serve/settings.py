@@ -275,7 +275,7 @@ def _apply_flags(s: Settings, flags: Flags) -> Settings:
         raise SettingsError("give both --cert and --key, or neither (the development CA then issues a localhost "
                             "certificate)")
     if flags.cert is not None and flags.key is not None:
-        changes["certificates"] = (CertificateSpec(cert=flags.cert.resolve(), key=flags.key.resolve(),
+        changes["certificates"] = (CertificateSpec(cert=flags.cert.absolute(), key=flags.key.absolute(),
                                                    origin="--cert/--key: "),)
     if flags.proxy is not None:
         changes["routes"] = (_proxy_from_url(flags.proxy, "--proxy", ProxyRoute()),)
@@ -306,7 +306,7 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
         t.fail(key, message)
 
     if flags.ticket_keys is not None:
-        ticket_files = tuple(p.resolve() for p in flags.ticket_keys)
+        ticket_files = tuple(p.absolute() for p in flags.ticket_keys)
         for path in ticket_files:
             if not path.is_file():
                 raise SettingsError(f"--ticket-key: {path} is not a readable file (make one with "
@@ -318,10 +318,10 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
     redis_flag = "--redis" if flags.redis is not None else ""
     redis = flags.redis if flags.redis is not None else t.text("redis", "") or None
     stapling = _flag(flags.stapling, t.flag("stapling", True))
-    staple_file = flags.staple_file.resolve() if flags.staple_file is not None else (
+    staple_file = flags.staple_file.absolute() if flags.staple_file is not None else (
         t.file("staple_file") if "staple_file" in t.data else None)
     t.used.add("staple_file")
-    client_ca = flags.client_ca.resolve() if flags.client_ca is not None else (
+    client_ca = flags.client_ca.absolute() if flags.client_ca is not None else (
         t.file("client_ca") if "client_ca" in t.data else None)
     t.used.add("client_ca")
     verify_flag = "--verify-client" if flags.verify_client is not None else ""
@@ -634,7 +634,7 @@ class _Table:
     def _path(self, key: str, check: Callable[[Path], bool], problem: str) -> Path:
         if key not in self.data:
             self.fail(None, f"needs '{key}' (a path, relative to the config file)")
-        path = (self.base / self.text(key, "")).resolve()
+        path = (self.base / self.text(key, "")).absolute()  # as written: a symlink swap (certbot) is a change
         if not check(path):
             self.fail(key, f"{path} {problem}")
         return path
@@ -643,7 +643,7 @@ class _Table:
         return self._path(key, Path.is_file, "is not a readable file (check the path)")
 
     def file_list(self, key: str) -> list[Path]:
-        paths = [(self.base / name).resolve() for name in self.strings(key)]
+        paths = [(self.base / name).absolute() for name in self.strings(key)]
         for path in paths:
             if not path.is_file():
                 self.fail(key, f"{path} is not a readable file (make one with `tlskit stek new {path}`)")
