@@ -364,13 +364,37 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path, env: dict[str, str], 
     served.wait_log(r"active|GET / HTTP", timeout=5)
     time.sleep(0.3)  # the slow request is now at the upstream
     served.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    served.signal(signal.SIGHUP)  # e.g. a certbot deploy hook: it killed the draining process (status 129)
     thread.join(timeout=10)
     assert served.process.wait(timeout=10) == 0
     response = result["response"]
     assert isinstance(response, tuple) and response[0] == 200 and json.loads(response[2])["path"] == "/slow"
     assert served.wait_log(r"shutting down: no new connections; 2 open")
+    assert served.wait_log(r"SIGHUP ignored: shutting down")
     with pytest.raises(ConnectionError):
         socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
+
+
+def test_a_second_stop_signal_ends_the_drain_at_once(tmp_path: Path, env: dict[str, str], upstream: int) -> None:
+    """Ctrl-C twice: the busy connections are closed and the server exits 0 (it was KeyboardInterrupt's
+    traceback and status 130, or -15 for a second SIGTERM)."""
+    served = start(["--proxy", f"http://127.0.0.1:{upstream}", "--host", "127.0.0.1", "--port", "0"], env)
+    def slow() -> None:
+        with contextlib.suppress(OSError):  # cut off by the second signal
+            served.fetch("/slow")
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+    began = time.monotonic()
+    served.signal(signal.SIGINT)
+    time.sleep(0.1)
+    served.signal(signal.SIGINT)
+    assert served.process.wait(timeout=10) == 0 and time.monotonic() - began < 5
+    thread.join(timeout=10)
+    assert served.wait_log(r"second stop signal: closing 1 connection") and not any("Traceback" in line
+                                                                                  for line in served.log)
 
 
 def test_workers_share_the_port_and_reload_validates_first(tmp_path: Path, env: dict[str, str]) -> None:

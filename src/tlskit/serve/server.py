@@ -185,9 +185,16 @@ class ServeProcess:
         finally:
             if poller:
                 poller.cancel()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self._drain()
+            # While draining: SIGHUP (a certbot hook, logrotate) must not kill the process mid-download, and a
+            # second SIGTERM/SIGINT ends the drain now, cleanly (it was the default action: exit 129, a traceback).
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._force)
+            loop.add_signal_handler(signal.SIGHUP, _log.info, "SIGHUP ignored: shutting down")
+            try:
+                await self._drain()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
             self.site.stateful.close_except(None)
 
     def stop(self) -> None:
@@ -195,6 +202,12 @@ class ServeProcess:
             _log.info("shutting down: no new connections; %d open get up to %.0f s",
                       len(self.tracker.open), self.site.settings.drain_timeout)
             self._stopping.set()
+
+    def _force(self) -> None:
+        """A second SIGTERM/SIGINT while draining: close what is still open now."""
+        _log.warning("second stop signal: closing %d connection(s) now", len(self.tracker.open))
+        for entry in list(self.tracker.open.values()):
+            entry.channel.abort()
 
     def reload(self, why: str) -> bool:
         """Build the new site from the config file and flags; keep the old one on any error."""
