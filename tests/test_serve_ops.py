@@ -127,6 +127,30 @@ def test_a_certbot_style_renewal_is_picked_up(tmp_path: Path, env: dict[str, str
         served.stop()
 
 
+def test_a_reload_reaches_keep_alive_connections(tmp_path: Path, env: dict[str, str]) -> None:
+    """Requests on a connection opened before a SIGHUP are routed by the new configuration (they kept the old
+    routes for as long as the client kept the connection busy: up to 1000 requests)."""
+    for name in ("www", "docs"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "page.txt").write_text(f"{name}\n")
+    path = config(tmp_path, '[[route]]\nroot = "www"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        kept = http.client.HTTPSConnection("127.0.0.1", served.port, context=served.context(), timeout=10)
+        kept.request("GET", "/docs/page.txt")
+        assert kept.getresponse().read() and kept.sock is not None
+        sock = kept.sock
+        path.write_text('[[route]]\npath = "/docs/"\nroot = "docs"\n\n[[route]]\nroot = "www"\n')
+        served.signal(signal.SIGHUP)
+        served.wait_log(r"reloaded \(SIGHUP\): 1 certificate\(s\), 2 route")
+        kept.request("GET", "/docs/page.txt")
+        response = kept.getresponse()
+        assert (response.status, response.read()) == (200, b"docs\n") and kept.sock is sock
+        kept.close()
+    finally:
+        served.stop()
+
+
 def _raw_exchange(served: Served, request: bytes) -> bytes:
     """Send ``request`` as it is over TLS; everything the server answers until it closes (or 5 s pass)."""
     with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \

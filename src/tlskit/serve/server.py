@@ -290,7 +290,7 @@ class ServeProcess:
                          early_bytes=lambda: tls.early_bytes, handshake=handshake,
                          client_auth=site.config.client_auth is not None)
         serve = serve_h2_connection if tls.session.conn.alpn == "h2" else serve_connection
-        await serve(channel, state, router=lambda: site.router, limits=site.settings.http,
+        await serve(channel, state, router=lambda: self.site.router, limits=site.settings.http,  # reloads too
                     tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
 
     async def _drain(self) -> None:
