@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import urllib.request
@@ -149,6 +150,36 @@ def test_a_reload_reaches_keep_alive_connections(tmp_path: Path, env: dict[str, 
         kept.close()
     finally:
         served.stop()
+
+
+def test_listen_backlog_is_the_configured_one(tmp_path: Path, env: dict[str, str]) -> None:
+    """asyncio listened again with its default of 100: `backlog = 777` never took effect (ss shows it)."""
+    ss = shutil.which("ss")
+    assert ss is not None, "ss (iproute2) is needed"
+    (tmp_path / "www").mkdir()
+    path = config(tmp_path, '[[listen]]\naddress = "127.0.0.1"\nport = 0\nbacklog = 777\n\n[[route]]\nroot = "www"\n')
+    served = start(["--config", str(path)], env)
+    try:
+        out = subprocess.run([ss, "-ltnH", f"sport = :{served.port}"], capture_output=True, text=True,
+                             check=True).stdout
+        assert out.split()[2] == "777", out  # State Recv-Q Send-Q(= backlog) ...
+    finally:
+        served.stop()
+
+
+def test_workers_refuse_new_connections_while_draining(tmp_path: Path, env: dict[str, str], upstream: int) -> None:
+    """With --workers the supervisor kept its copy of the listening socket open until every worker had exited:
+    a new client was accepted by the kernel, then hung and was reset (nginx, and one worker, refuse it)."""
+    served = start(["--proxy", f"http://127.0.0.1:{upstream}", "--host", "127.0.0.1", "--port", "0"], env, workers=2)
+    thread = threading.Thread(target=lambda: served.fetch("/slow"))
+    thread.start()
+    time.sleep(0.4)
+    served.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
+    thread.join(timeout=10)
+    assert served.process.wait(timeout=15) == 0
 
 
 def _raw_exchange(served: Served, request: bytes) -> bytes:

@@ -171,8 +171,11 @@ class ServeProcess:
     async def run(self, ready: Callable[[], None] = lambda: None) -> None:
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        # asyncio listens again, with a backlog of 100 unless told: the configured one (the largest, as the
+        # sockets a worker inherits no longer say which listener they came from)
+        backlog = max((listener.backlog for listener in self.site.settings.listeners), default=1024)
         for sock in self.sockets:
-            self._servers.append(await loop.create_server(self._accept, sock=sock))
+            self._servers.append(await loop.create_server(self._accept, sock=sock, backlog=backlog))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         if self.reload_signal:

@@ -154,6 +154,8 @@ class Supervisor:
         for proc in self.workers.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        for sock in self.sockets:  # our copy: new clients are refused now, not queued for workers that left
+            sock.close()
         deadline = time.monotonic() + self.site.settings.drain_timeout + 5
         for proc in self.workers.values():
             try:
@@ -162,8 +164,6 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
             mark_worker_dead(proc.pid)
-        for sock in self.sockets:
-            sock.close()
 
 
 def worker_main() -> int:
