@@ -182,6 +182,28 @@ def test_workers_refuse_new_connections_while_draining(tmp_path: Path, env: dict
     assert served.process.wait(timeout=15) == 0
 
 
+def test_a_request_half_received_at_sigterm_is_answered(tmp_path: Path, env: dict[str, str]) -> None:
+    """The connection counted as idle until its whole head was read, so the drain closed it under a client
+    that had begun a request (README: SIGTERM lets requests finish)."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("still here\n")
+    served = start([str(tmp_path / "www"), "--host", "127.0.0.1", "--port", "0"], env)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \
+            served.context().wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"GET /index.html HTTP/1.1\r\nHost: loc")
+        time.sleep(0.3)
+        served.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        tls.sendall(b"alhost\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            while chunk := tls.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"still here\n"), answer
+    assert b"connection: close" in answer.lower()
+    assert served.process.wait(timeout=10) == 0
+
+
 def _raw_exchange(served: Served, request: bytes) -> bytes:
     """Send ``request`` as it is over TLS; everything the server answers until it closes (or 5 s pass)."""
     with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \

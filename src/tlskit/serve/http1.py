@@ -427,11 +427,11 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
     leftover: bytes | bytearray = b""  # what h11 holds of the next request (pipelined) when it starts
     try:
         for n in range(limits.max_requests_per_connection):
-            entry.idle = True
+            entry.idle = not leftover  # idle (SIGTERM may close it) until a byte of the next request is here
             if tracker.draining:
                 break
             try:
-                request_event, head_bytes = await _read_head(conn, channel, limits, leftover)
+                request_event, head_bytes = await _read_head(conn, channel, limits, leftover, entry)
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
                     break  # idle keep-alive connection: close quietly
@@ -487,7 +487,7 @@ class _Unreadable(Exception):
 
 
 async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits,
-                     first: bytes | bytearray) -> tuple[object, int]:
+                     first: bytes | bytearray, entry: _Open) -> tuple[object, int]:
     """The next event (a Request, or ConnectionClosed) and at most how many bytes its head has: idle timeout
     until the first byte, then the header timeout for the whole head. ``first``: what h11 already holds
     (``trailing_data``). ``_Unreadable`` for a malformed head."""
@@ -501,6 +501,7 @@ async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits,
         else:  # nothing buffered: h11 needs data (it is idle, between requests)
             channel.set_timeout(limits.idle_timeout)
             data = await channel.read()
+            entry.idle = False  # a request has begun: a drain lets it finish
             while data[:1] == b"\r" or data[:1] == b"\n":  # RFC 9112 §2.2: empty lines before a request line
                 stripped = data.lstrip(b"\r\n")
                 if isinstance(conn, _Counting):
