@@ -99,6 +99,17 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert isinstance(s.routes[0], StaticRoute) and s.routes[0].root == tmp_path
 
 
+def test_port_flag_keeps_every_listener_and_its_settings(tmp_path: Path) -> None:
+    """--port moved only the first [[listen]] and rebuilt it with defaults: the second listener vanished and an
+    `ipv6_only = false` / `backlog` was lost."""
+    path = write(tmp_path, FULL.replace('address = "::1"\nport = 9443\n',
+                                        'address = "::"\nport = 9443\nipv6_only = false\nbacklog = 77\n'))
+    s = load_settings(Flags(config=path, port=18811))
+    assert [(lst.address, lst.port, lst.reuse_port) for lst in s.listeners] == [
+        ("127.0.0.1", 18811, True), ("::", 18811, False)]
+    assert not s.listeners[1].ipv6_only and s.listeners[1].backlog == 77
+
+
 def test_defaults_serve_the_current_directory_post_quantum_first(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

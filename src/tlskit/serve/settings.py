@@ -265,12 +265,15 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
 def _apply_flags(s: Settings, flags: Flags) -> Settings:
     changes: dict[str, Any] = {}
     if flags.host is not None or flags.port is not None or flags.reuse_port is not None:
-        first = s.listeners[0]
-        changes["listeners"] = (Listener(
-            address=flags.host if flags.host is not None else first.address,
-            port=flags.port if flags.port is not None else first.port,
-            reuse_port=flags.reuse_port if flags.reuse_port is not None else first.reuse_port,
-        ),)
+        # --host names the one address to listen on; --port and --reuse-port apply to every [[listen]], whose
+        # other settings (ipv6_only, backlog) stay (they were reset to the defaults, and listeners dropped)
+        listeners = s.listeners[:1] if flags.host is not None else s.listeners
+        changes["listeners"] = tuple(dataclasses.replace(
+            listener,
+            address=flags.host if flags.host is not None else listener.address,
+            port=flags.port if flags.port is not None else listener.port,
+            reuse_port=flags.reuse_port if flags.reuse_port is not None else listener.reuse_port,
+        ) for listener in listeners)
     if (flags.cert is None) != (flags.key is None):
         raise SettingsError("give both --cert and --key, or neither (the development CA then issues a localhost "
                             "certificate)")
