@@ -256,6 +256,19 @@ def test_key_not_matching_certificate_exits_2(tmp_path: Path, capsys: pytest.Cap
     assert err.count("\n") == 1 and "does not match" in err
 
 
+def test_a_chain_file_cut_short_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fullchain half written (the intermediate's PEM block cut short) loaded as the leaf alone: a reload in
+    that moment served a chain without its intermediate."""
+    root = make_ca()
+    inter = make_ca("tlskit test intermediate", issuer=root)
+    cert, key = make_leaf(inter).write(tmp_path, "a")
+    whole = cert.read_bytes() + inter.pem
+    cert.write_bytes(whole[: len(whole) - 200])
+    assert main(["serve", str(tmp_path), "--cert", str(cert), "--key", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 certificates begin but 1 are complete" in err
+
+
 def test_port_in_use_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -142,6 +142,9 @@ class CertifiedKey:
             raise ConfigError(
                 f"{cert_file}: no PEM certificate found (expected '-----BEGIN CERTIFICATE-----')"
             ) from None
+        if (begun := pem.count(b"-----BEGIN CERTIFICATE-----")) != len(certs):  # a block cut short is skipped
+            raise ConfigError(f"{cert_file}: {begun} certificates begin but {len(certs)} are complete (is the file "
+                              "still being written?)")
         try:
             key_pem = Path(key_file).read_bytes()
         except OSError as e:

@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="directory to serve (default: the config's root, else the current directory)")
     serve.add_argument("-c", "--config", type=Path, metavar="FILE", help="TOML configuration file")
     serve.add_argument("--host", help="address or name to listen on (default: localhost, IPv4 and IPv6)")
-    serve.add_argument("--port", type=port_number, help="TCP port; 0 picks a free one (default: 8443)")
+    serve.add_argument("--port", type=port_number, help="TCP port, for every [[listen]] of a config; 0 picks a free "
+                       "one (default: 8443)")
     serve.add_argument("--reuse-port", action="store_true", default=None,
                        help="set SO_REUSEPORT so other servers can share the port")
     serve.add_argument("--cert", type=Path, metavar="FILE",
