@@ -269,6 +269,27 @@ def test_a_chain_file_cut_short_is_refused(tmp_path: Path, capsys: pytest.Captur
     assert err.count("\n") == 1 and "2 certificates begin but 1 are complete" in err
 
 
+def test_a_damaged_dev_ca_is_reported_not_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged CA file was silently replaced by a new CA (every client that trusted the old one then failed
+    with no word why); a data directory that cannot be one was a traceback."""
+    from tlskit.serve.devca import dev_certificate
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    made = dev_certificate()
+    made.ca_cert.write_bytes(made.ca_cert.read_bytes()[:100])
+    before = made.ca_cert.read_bytes()
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "development CA is damaged" in err and "delete both files" in err
+    assert made.ca_cert.read_bytes() == before  # still the operator's to decide
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "plain-file"))
+    (tmp_path / "plain-file").write_text("")
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the development CA lives in" in err
+
+
 def test_port_in_use_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..errors import ConfigError
+
 __all__ = ["DEV_NAMES", "DevCertificate", "data_dir", "dev_certificate"]
 
 DEV_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -51,8 +53,21 @@ def dev_certificate(directory: Path | None = None, *, now: dt.datetime | None = 
     now = now or dt.datetime.now(dt.UTC)
     paths = DevCertificate(directory / "dev-ca.pem", directory / "localhost.pem", directory / "localhost-key.pem")
     ca_key_path = directory / "dev-ca-key.pem"
+    try:
+        return _dev_certificate(directory, paths, ca_key_path, now)
+    except OSError as e:
+        raise ConfigError(f"{e.filename or directory}: {e.strerror or e} (the development CA lives in {directory}; "
+                          "make it a writable directory, or set XDG_DATA_HOME elsewhere)") from None
+
+
+def _dev_certificate(directory: Path, paths: DevCertificate, ca_key_path: Path, now: dt.datetime) -> DevCertificate:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca = _load_pair(paths.ca_cert, ca_key_path)
+    if ca is None and (paths.ca_cert.exists() or ca_key_path.exists()):
+        # Clients trust this CA: a silent new one would make every one of them fail. Say so instead.
+        raise ConfigError(f"{paths.ca_cert}: the development CA is damaged (unreadable, or not matching "
+                          f"{ca_key_path.name}); delete both files to make a new CA, then trust the new "
+                          f"{paths.ca_cert.name} again")
     if ca is None or ca[0].not_valid_after_utc - RENEW_BEFORE <= now:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = (_ca_certificate(ca_key, now), ca_key)
