@@ -79,6 +79,35 @@ def test_dev_leaf_is_signed_by_the_ca_and_renewed_before_expiry(tmp_path: Path) 
     assert first.ca_cert.read_bytes() == ca.public_bytes(serialization.Encoding.PEM)  # same CA, still trusted
 
 
+def test_a_running_server_renews_its_development_leaf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leaf was re-issued only at start and on reload: a server up for three months served it expired.
+    The file poller now asks ``renewal_due`` (hourly) and reloads, which re-issues it."""
+    import asyncio
+
+    from tlskit.serve import server as served_module
+    from tlskit.serve.settings import Flags, load_settings
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "www").mkdir()
+    flags = Flags(root=tmp_path / "www")
+    site = served_module.build_site(load_settings(flags))
+    now = dt.datetime.now(dt.UTC)
+    assert not site.renewal_due(now) and site.renewal_due(now + dt.timedelta(days=80))
+    process = served_module.ServeProcess(site, flags, [])
+    reloads: list[str] = []
+    monkeypatch.setattr(process, "reload", lambda why: reloads.append(why) or True)
+    monkeypatch.setattr(served_module.Site, "renewal_due", lambda self, when: True)  # as it will be in 60 days
+    monkeypatch.setattr(served_module, "RENEWAL_CHECK_SECONDS", 0.0)
+
+    async def poll_briefly() -> None:
+        poller = asyncio.create_task(process._poll_files())
+        await asyncio.sleep(site.settings.cert_poll_interval * 1.5)
+        poller.cancel()
+
+    asyncio.run(poll_briefly())
+    assert reloads and reloads[0] == "development certificate renewal"
+
+
 def test_serves_files_to_python_ssl(site: Served) -> None:
     status, headers, body = site.fetch("/")
     assert (status, body) == (200, b"<h1>home</h1>\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import os
 import signal
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
 
 from ..config import ClientAuth, EarlyDataPolicy, ServerConfig
 from ..errors import ConfigError, TLSError
@@ -36,7 +39,7 @@ from . import ktls
 from .accesslog import TLSFields
 from .certstore import CertificateStore, files_fingerprint
 from .channel import Channel
-from .devca import DevCertificate, dev_certificate
+from .devca import RENEW_BEFORE, DevCertificate, dev_certificate
 from .http1 import ConnectionTracker, Route, Router, TLSState, serve_connection
 from .http2 import serve_h2_connection
 from .metrics import ServeMetrics
@@ -48,6 +51,7 @@ from .static import Secrets, StaticFiles
 __all__ = ["ServeProcess", "Site", "build_site"]
 
 _log = logging.getLogger("tlskit.serve")
+RENEWAL_CHECK_SECONDS = 3600.0  # how often a running server looks at its development leaf's expiry
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,17 @@ class Site:
     def watched_files(self) -> tuple[Path, ...]:
         dev = (self.dev.cert, self.dev.key) if self.dev else ()
         return (*self.settings.watched_files(), *dev)
+
+    def renewal_due(self, now: dt.datetime) -> bool:
+        """The development leaf is within ``RENEW_BEFORE`` of expiry: a reload re-issues it (a server that runs
+        for months would otherwise serve it expired; renewal happened only at start and on reload)."""
+        if self.dev is None:
+            return False
+        try:
+            leaf = x509.load_pem_x509_certificates(self.dev.cert.read_bytes())[0]
+        except (OSError, ValueError):
+            return True  # gone or damaged: the reload says why
+        return leaf.not_valid_after_utc - RENEW_BEFORE <= now
 
     def start(self) -> None:
         """In the serving process: the Redis key refresher, the first OCSP fetch for each certificate."""
@@ -238,6 +253,7 @@ class ServeProcess:
         if interval <= 0:
             return
         seen = files_fingerprint(self.site.watched_files())
+        next_renewal_check = 0.0
         while True:
             await asyncio.sleep(self.site.settings.cert_poll_interval or interval)
             now = files_fingerprint(self.site.watched_files())
@@ -245,6 +261,11 @@ class ServeProcess:
                 seen = now
                 self.reload("files changed")
                 seen = files_fingerprint(self.site.watched_files())
+            elif time.monotonic() >= next_renewal_check:
+                next_renewal_check = time.monotonic() + RENEWAL_CHECK_SECONDS
+                if self.site.renewal_due(dt.datetime.now(dt.UTC)):
+                    self.reload("development certificate renewal")
+                    seen = files_fingerprint(self.site.watched_files())
 
     def _accept(self) -> TLSProtocol:
         site = self.site

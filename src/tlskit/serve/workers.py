@@ -10,6 +10,7 @@ certificate files, and on SIGTERM/SIGINT lets every worker drain. With metrics o
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from ..tickets.keyring import TicketKey
 from .accesslog import setup_logging
 from .certstore import files_fingerprint
 from .metrics import MULTIPROC_ENV, ServeMetrics, mark_worker_dead, serve_metrics
-from .server import ServeProcess, Site, build_site
+from .server import RENEWAL_CHECK_SECONDS, ServeProcess, Site, build_site
 from .settings import Flags, load_settings
 
 __all__ = ["Supervisor", "worker_main"]
@@ -114,6 +115,7 @@ class Supervisor:
         interval = self.site.settings.cert_poll_interval
         seen = files_fingerprint(self.site.watched_files())
         next_poll = time.monotonic() + interval
+        next_renewal_check = 0.0
         while True:
             self._wake.wait(0.2)
             self._wake.clear()
@@ -137,6 +139,11 @@ class Supervisor:
                 if now != seen:
                     self._reload("files changed")
                     seen = files_fingerprint(self.site.watched_files())
+                elif time.monotonic() >= next_renewal_check:
+                    next_renewal_check = time.monotonic() + RENEWAL_CHECK_SECONDS
+                    if self.site.renewal_due(dt.datetime.now(dt.UTC)):
+                        self._reload("development certificate renewal")
+                        seen = files_fingerprint(self.site.watched_files())
 
     def _reload(self, why: str) -> None:
         try:
