@@ -204,6 +204,31 @@ def test_a_request_half_received_at_sigterm_is_answered(tmp_path: Path, env: dic
     assert served.process.wait(timeout=10) == 0
 
 
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, env: dict[str, str]) -> None:
+    """kill -9 of the supervisor left its workers serving, holding the port (a restart then failed with
+    "Address already in use"); they now drain and exit (PR_SET_PDEATHSIG)."""
+    (tmp_path / "www").mkdir()
+    served = start([str(tmp_path / "www"), "--host", "127.0.0.1", "--port", "0"], env, workers=2)
+    children = [int(pid) for pid in Path(f"/proc/{served.process.pid}/task/{served.process.pid}/children")
+                .read_text().split()]
+    assert len(children) == 2
+    served.process.kill()
+    served.process.wait(timeout=5)
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid) for pid in children):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.1)
+    with socket.create_server(("127.0.0.1", served.port)):  # the port is free again
+        pass
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
 def _raw_exchange(served: Served, request: bytes) -> bytes:
     """Send ``request`` as it is over TLS; everything the server answers until it closes (or 5 s pass)."""
     with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \

@@ -9,6 +9,7 @@ certificate files, and on SIGTERM/SIGINT lets every worker drain. With metrics o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -105,7 +106,8 @@ class Supervisor:
                            "fds": [s.fileno() for s in self.sockets], "slot": slot,
                            "ticket_key": key.to_bytes().hex() if (key := self.site.ticket_key) else None})
         proc = subprocess.Popen([sys.executable, "-m", "tlskit.serve.workers"], stdin=subprocess.PIPE,
-                                pass_fds=[s.fileno() for s in self.sockets])
+                                pass_fds=[s.fileno() for s in self.sockets],
+                                env={**os.environ, _SUPERVISOR_ENV: str(os.getpid())})
         assert proc.stdin is not None
         proc.stdin.write(spec.encode())
         proc.stdin.close()
@@ -173,10 +175,28 @@ class Supervisor:
             mark_worker_dead(proc.pid)
 
 
+_SUPERVISOR_ENV = "TLSKIT_SERVE_SUPERVISOR"  # the supervisor's pid, given to each worker it starts
+
+
+def _stop_with_parent() -> None:
+    """Linux: SIGTERM (a drain) when the supervisor dies, even by SIGKILL (PR_SET_PDEATHSIG); orphaned workers
+    went on serving and held the port, so a restart failed with "Address already in use"."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def worker_main() -> int:
     """A worker: serve the inherited sockets with the same flags, until the supervisor says stop."""
     from .app import run_loop
 
+    _stop_with_parent()
+    if str(os.getppid()) != os.environ.get(_SUPERVISOR_ENV, str(os.getppid())):
+        return 1  # the supervisor died while we started, before we asked to be told
     spec = json.loads(sys.stdin.buffer.read())
     flags = _flags_from_json(spec["flags"])
     key = TicketKey.from_bytes(bytes.fromhex(spec["ticket_key"])) if spec["ticket_key"] else None
