@@ -521,9 +521,21 @@ def test_workers_share_the_port_and_reload_validates_first(tmp_path: Path, env: 
         served.signal(signal.SIGHUP)
         served.wait_log("reload \\(SIGHUP\\) failed, workers keep the previous configuration: .*site.toml:2")
         assert served.fetch("/")[2] == b"w\n" and _children(served.process.pid) == children
+        # A worker killed now is replaced by one that reads the broken file and exits: retried with a growing
+        # delay (it was every 0.5 s, a fork loop for as long as the file stayed broken).
+        os.kill(children[0], signal.SIGKILL)
+        time.sleep(4)
+        exits = [line for line in served.log if "exited with status 2" in line]
+        assert 1 <= len(exits) <= 4 and any(" in " in line for line in exits), exits
+        path.write_text('[[route]]\nroot = "www"\n')
+        deadline = time.monotonic() + 15
+        while len(_children(served.process.pid)) < 2:
+            assert time.monotonic() < deadline, "the worker was not replaced once the file was fixed"
+            time.sleep(0.2)
+        children = _children(served.process.pid)
     finally:
         assert served.stop() == 0
-    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+    assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid) for pid in children)
 
 
 def _request(served: Served, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:

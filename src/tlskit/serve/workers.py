@@ -67,6 +67,9 @@ class Supervisor:
         self._wake = threading.Event()
         self._pending: list[int] = []  # signals received, handled in the main loop
         self._metrics_dir: str | None = None
+        self._restarts: dict[int, tuple[int, float]] = {}  # slot -> (quick deaths in a row, when to try again)
+        self._started: dict[int, float] = {}  # slot -> when its worker was started
+        self._reaped: set[int] = set()  # pids of exited workers already reported
 
     def run(self, announce: Any) -> int:
         from .app import announcement
@@ -112,6 +115,7 @@ class Supervisor:
         proc.stdin.write(spec.encode())
         proc.stdin.close()
         self.workers[slot] = proc
+        self._started[slot] = time.monotonic()
 
     def _loop(self) -> None:
         interval = self.site.settings.cert_poll_interval
@@ -130,11 +134,7 @@ class Supervisor:
                     return
             for slot, proc in list(self.workers.items()):
                 if proc.poll() is not None:
-                    _log.warning("worker %d (pid %d) exited with status %s: starting another", slot, proc.pid,
-                                 proc.returncode)
-                    mark_worker_dead(proc.pid)
-                    time.sleep(0.5)  # a worker that dies at once must not become a fork loop
-                    self._spawn(slot)
+                    self._restart(slot, proc)
             if interval > 0 and time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + interval
                 now = files_fingerprint(self.site.watched_files())
@@ -146,6 +146,27 @@ class Supervisor:
                     if self.site.renewal_due(dt.datetime.now(dt.UTC)):
                         self._reload("development certificate renewal")
                         seen = files_fingerprint(self.site.watched_files())
+
+    def _restart(self, slot: int, proc: subprocess.Popen[bytes]) -> None:
+        """Replace a worker that exited; one that keeps dying at once (a config file broken since the last
+        good reload, which a new worker reads) is retried after 0.5, 1, 2 ... 60 s, not in a fork loop."""
+        now = time.monotonic()
+        failures, retry_at = self._restarts.get(slot, (0, 0.0))
+        if retry_at > now:
+            return  # waiting to try again
+        if proc.pid not in self._reaped:
+            self._reaped.add(proc.pid)
+            mark_worker_dead(proc.pid)
+            quick = now - self._started.get(slot, now) < 5.0
+            failures = failures + 1 if quick else 0
+            delay = min(60.0, 0.5 * 2 ** max(failures - 1, 0))
+            _log.warning("worker %d (pid %d) exited with status %s: starting another%s", slot, proc.pid,
+                         proc.returncode, f" in {delay:.1f} s" if failures > 1 else "")
+            self._restarts[slot] = (failures, now + delay)
+            if delay > 0.5:
+                return
+            time.sleep(0.5)
+        self._spawn(slot)
 
     def _reload(self, why: str) -> None:
         try:
