@@ -208,6 +208,9 @@ def test_odd_paths_and_ranges_get_clean_answers_not_500s(tmp_path: Path, env: di
             while chunk := plain.recv(4096):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and answer.endswith(b"use https:// in the URL\n")
+        # logged as the 400 it is (nginx too), not as a failed TLS handshake at WARNING
+        assert '"GET / HTTP/1.1" 400 ' in served.wait_log(r'"GET / HTTP/1\.1" 400 ')
+        assert not [line for line in served.log if "WARNING" in line and "handshake" in line]
         assert served.fetch("/loop")[0] == 404
         status, headers, body = served.fetch("/docs/notes.txt", headers={"range": "bytes=3-" + "9" * 5000})
         assert (status, headers.get("content-range"), body) == (206, "bytes 3-11/12", b"in notes\n")

@@ -376,7 +376,14 @@ def test_metrics_endpoint_counts_handshakes_failures_and_connections(tmp_path: P
             socket_ = socket.create_connection(("127.0.0.1", served.port))
             ssl.create_default_context().wrap_socket(socket_, server_hostname="127.0.0.1")  # unknown_ca
         served.wait_log("failed: peer sent alert unknown_ca")
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as plain:  # http:// to the TLS port
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            while plain.recv(4096):
+                pass
+        served.wait_log(r'"GET / HTTP/1\.1" 400 ')
         text = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).read().decode()
+        assert 'tlskit_tls_handshake_failures_total{reason="plain_http"} 1.0' in text  # not unexpected_message
+        assert 'tlskit_http_requests_total{code="400"} 1.0' in text
         assert re.search(r'tlskit_tls_handshakes_total\{cipher_suite="TLS_AES_256_GCM_SHA384",early_data="false",'
                          r'group="x25519",resumed="false",version="TLSv1.3"\} 1\.0', text), text
         assert 'tlskit_tls_handshake_failures_total{reason="remote_unknown_ca"} 1.0' in text

@@ -383,7 +383,8 @@ class TLSProtocol(asyncio.Protocol):
                 self._waiter.set_exception(error)
             return
         peer = self._raw.get_extra_info("peername") if self._raw is not None else None
-        level = logging.INFO if isinstance(error, UnexpectedEOF) else logging.WARNING
+        plain = self.plain_http_reply is not None and self.session.plain_http()  # answered with HTTP 400
+        level = logging.INFO if isinstance(error, UnexpectedEOF) or plain else logging.WARNING
         _log.log(level, "TLS handshake with %s (SNI %s) failed: %s",
                  format_address(peer), self.session.client_server_name() or "none", error)
 

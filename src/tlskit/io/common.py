@@ -220,6 +220,10 @@ class TLSSession(ConnectionInfo):
         hello = self._hello
         return hello is not None and _HTTP_METHOD.match(hello) is not None
 
+    def first_bytes(self) -> bytes:
+        """Server side, before the handshake completes: the start of what the peer sent (for logging)."""
+        return bytes(self._hello or b"")
+
     def client_server_name(self) -> str | None:
         """Server side: the SNI of the ClientHello received so far (for logging a failed handshake)."""
         data = bytes(self._hello or b"")

@@ -36,7 +36,7 @@ from ..pki.verify import TrustStore
 from ..tickets.files import load_key_files
 from ..tickets.keyring import TicketKey, TicketKeyRing
 from . import ktls
-from .accesslog import TLSFields
+from .accesslog import AccessEntry, TLSFields, access_log
 from .certstore import CertificateStore, files_fingerprint
 from .channel import Channel
 from .devca import RENEW_BEFORE, DevCertificate, dev_certificate
@@ -150,6 +150,8 @@ def _secrets(settings: Settings, specs: Sequence[CertificateSpec], dev: DevCerti
     return secrets
 
 
+_NO_TLS = TLSFields(version="-", suite="-", group="-", sni="-", alpn="-", resumed=False, early_data=False,
+                    handshake_ms=0.0, client="-")
 _PLAIN_HTTP_BODY = b"400 Bad Request: this port speaks HTTPS; use https:// in the URL\n"
 _PLAIN_HTTP_REPLY = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
                      b"Connection: close\r\n\r\n%s" % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY))
@@ -283,14 +285,30 @@ class ServeProcess:
     def _handshake_ended(self, protocol: TLSProtocol, error: TLSError | None) -> None:
         assert isinstance(protocol, _ServedTLS)
         protocol.handshake_seconds = time.perf_counter() - protocol.accepted_at
+        plain = error is not None and protocol.session.plain_http()
+        if plain:  # answered with an HTTP 400: a request like any other in the log and the metrics (as nginx)
+            self._log_plain_http(protocol)
         if self.metrics is None:
             return
         done = protocol.session.negotiated
         if error is None and done is not None:
             self.metrics.handshake_done(done, protocol.handshake_seconds)
             self.metrics.ktls.labels(ktls.label(protocol.transport)).inc()
+        elif plain:
+            self.metrics.handshake_failures.labels("plain_http").inc()
+            self.metrics.requests.labels("400").inc()
         elif error is not None:
             self.metrics.handshake_failed(error)
+
+    def _log_plain_http(self, protocol: _ServedTLS) -> None:
+        if not (self.site.settings.access_log and access_log.isEnabledFor(logging.INFO)):
+            return
+        peer = protocol.raw_transport.get_extra_info("peername") if protocol.raw_transport is not None else None
+        line = protocol.session.first_bytes().partition(b"\r\n")[0].partition(b"\n")[0][:1024]
+        access = AccessEntry(peer=str(peer[0]) if isinstance(peer, tuple) else "-", time=time.time(), method="-",
+                             target="-", http_version="-", status=400, size=len(_PLAIN_HTTP_BODY), referer="-",
+                             user_agent="-", request_ms=0.0, tls=_NO_TLS, request_line=line.decode("latin-1"))
+        access_log.info("%s", access, extra={"access": access})
 
     async def _connection(self, channel: Channel, tls: _ServedTLS, site: Site) -> None:
         def fields() -> TLSFields | None:
