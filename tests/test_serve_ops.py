@@ -528,6 +528,8 @@ def test_workers_share_the_port_and_reload_validates_first(tmp_path: Path, env: 
         served.signal(signal.SIGHUP)
         served.wait_log("reload \\(SIGHUP\\) failed, workers keep the previous configuration: .*site.toml:2")
         assert served.fetch("/")[2] == b"w\n" and _children(served.process.pid) == children
+        text = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).read().decode()
+        assert 'tlskit_config_reloads_total{result="failed"} 1.0' in text, text  # counted once, by the supervisor
         # A worker killed now is replaced by one that reads the broken file and exits: retried with a growing
         # delay (it was every 0.5 s, a fork loop for as long as the file stayed broken).
         os.kill(children[0], signal.SIGKILL)

@@ -174,13 +174,16 @@ class ServeProcess:
     """Serves ``sockets`` until SIGTERM/SIGINT (or ``stop()``); reloads on SIGHUP and file changes."""
 
     def __init__(self, site: Site, flags: Flags, sockets: list[socket.socket], *,
-                 metrics: ServeMetrics | None = None, watch: bool = True, reload_signal: bool = True) -> None:
+                 metrics: ServeMetrics | None = None, watch: bool = True, reload_signal: bool = True,
+                 count_reloads: bool = True) -> None:
         self.site = site
         self.flags = flags
         self.sockets = sockets
         self.metrics = metrics
         self.watch = watch
         self.reload_signal = reload_signal
+        self.count_reloads = count_reloads  # a worker's reloads are counted once, by its supervisor
+        self._seen = ""  # the watched files' fingerprint as of the last reload (or start)
         self.tracker = ConnectionTracker()
         self._stopping: asyncio.Event | None = None
         self._servers: list[asyncio.Server] = []
@@ -231,11 +234,12 @@ class ServeProcess:
 
     def reload(self, why: str) -> bool:
         """Build the new site from the config file and flags; keep the old one on any error."""
+        self._seen = files_fingerprint(self.site.watched_files())  # the poller does not reload this again
         try:
             site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
         except (ConfigError, OSError) as e:
             _log.error("reload (%s) failed, still serving the previous configuration: %s", why, e)
-            if self.metrics:
+            if self.metrics and self.count_reloads:
                 self.metrics.reloads.labels("failed").inc()
             return False
         if site.settings.listeners != self.site.settings.listeners:
@@ -245,7 +249,8 @@ class ServeProcess:
         site.start()
         _log.info("reloaded (%s): %d certificate(s), %d route(s)", why,
                   len(site.settings.certificates) or 1, len(site.settings.routes))
-        if self.metrics:
+        self._seen = files_fingerprint(site.watched_files())
+        if self.metrics and self.count_reloads:
             self.metrics.reloads.labels("ok").inc()
         return True
 
@@ -254,20 +259,16 @@ class ServeProcess:
         interval = self.site.settings.cert_poll_interval
         if interval <= 0:
             return
-        seen = files_fingerprint(self.site.watched_files())
+        self._seen = files_fingerprint(self.site.watched_files())
         next_renewal_check = 0.0
         while True:
             await asyncio.sleep(self.site.settings.cert_poll_interval or interval)
-            now = files_fingerprint(self.site.watched_files())
-            if now != seen:
-                seen = now
+            if files_fingerprint(self.site.watched_files()) != self._seen:  # reload() updates _seen (SIGHUP too)
                 self.reload("files changed")
-                seen = files_fingerprint(self.site.watched_files())
             elif time.monotonic() >= next_renewal_check:
                 next_renewal_check = time.monotonic() + RENEWAL_CHECK_SECONDS
                 if self.site.renewal_due(dt.datetime.now(dt.UTC)):
                     self.reload("development certificate renewal")
-                    seen = files_fingerprint(self.site.watched_files())
 
     def _accept(self) -> TLSProtocol:
         site = self.site

@@ -67,6 +67,7 @@ class Supervisor:
         self._wake = threading.Event()
         self._pending: list[int] = []  # signals received, handled in the main loop
         self._metrics_dir: str | None = None
+        self._metrics: ServeMetrics | None = None
         self._restarts: dict[int, tuple[int, float]] = {}  # slot -> (quick deaths in a row, when to try again)
         self._started: dict[int, float] = {}  # slot -> when its worker was started
         self._reaped: set[int] = set()  # pids of exited workers already reported
@@ -79,6 +80,12 @@ class Supervisor:
         if settings.metrics is not None:
             self._metrics_dir = tempfile.mkdtemp(prefix="tlskit-metrics-")
             os.environ[MULTIPROC_ENV] = self._metrics_dir
+            # The supervisor's own series (reloads), written beside the workers' and summed with them; the value
+            # class was chosen when prometheus_client was imported, before the directory existed.
+            from prometheus_client import values
+
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+            self._metrics = ServeMetrics()
             try:
                 metrics_port = serve_metrics(settings.metrics, None)
             except OSError as e:
@@ -173,12 +180,16 @@ class Supervisor:
             site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
         except (ConfigError, OSError) as e:
             _log.error("reload (%s) failed, workers keep the previous configuration: %s", why, e)
+            if self._metrics:
+                self._metrics.reloads.labels("failed").inc()
             return
         self.site.stateful.close_except(site.stateful)
         self.site = site
         for proc in self.workers.values():
             proc.send_signal(signal.SIGHUP)
         _log.info("reload (%s): configuration valid, passed to %d workers", why, len(self.workers))
+        if self._metrics:
+            self._metrics.reloads.labels("ok").inc()
 
     def _stop_all(self) -> None:
         for proc in self.workers.values():
@@ -229,7 +240,7 @@ def worker_main() -> int:
     setup_logging(json_lines=site.settings.log_json, quiet=spec["quiet"])
     sockets = [socket.socket(fileno=fd) for fd in spec["fds"]]
     metrics = ServeMetrics() if site.settings.metrics is not None else None
-    process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False)
+    process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False, count_reloads=False)
     run_loop(process.run(), site.settings.uvloop)
     return 0
 
