@@ -132,6 +132,10 @@ def test_defaults_serve_the_current_directory_post_quantum_first(tmp_path: Path,
     ('[[certificate]]\ncert = "site.pem"\nkey = "site.key"\nnames = ["a.*.test"]\n',
      "site.toml:4: [[certificate]] #1: 'names' 'a.*.test' is not a usable wildcard"),
     ("[listen]\nport = 1\n", "site.toml:1: top level: 'listen' must be written [[listen]]"),
+    ('[[listen]]\naddress = ""\n', "site.toml:2: [[listen]] #1: 'address' is empty"),  # it bound every interface
+    ('[[listen]]\naddress = "300.1.1.1"\n', "site.toml:2: [[listen]] #1: 'address' '300.1.1.1' is neither"),
+    ('[[listen]]\nport = 9000\n[[listen]]\nport = 9000\n',
+     "site.toml:4: [[listen]] #2: 'port' localhost port 9000 is already a [[listen]] above"),
 ])
 def test_bad_config_names_file_line_and_fix(tmp_path: Path, text: str, expected: str) -> None:
     message = error(tmp_path, text)

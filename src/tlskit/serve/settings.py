@@ -8,6 +8,7 @@ Paths in the file are relative to the file's directory. An example is in the REA
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -206,7 +207,12 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
     tls = top.table("tls")
     http = top.table("http")
     metrics_t = top.table("metrics") if "metrics" in doc else None
-    listeners = tuple(_listener(t) for t in top.tables("listen"))
+    listen_tables = top.tables("listen")
+    listeners = tuple(_listener(t) for t in listen_tables)
+    for i, listener in enumerate(listeners):  # nginx: "duplicate listen options"
+        if listener.port and any((earlier.address, earlier.port) == (listener.address, listener.port)
+                                 for earlier in listeners[:i]):
+            listen_tables[i].fail("port", f"{listener.address} port {listener.port} is already a [[listen]] above")
     certificates = tuple(_certificate(t) for t in top.tables("certificate"))
     route_tables = top.tables("route")
     routes = tuple(_route(t) for t in route_tables)
@@ -424,8 +430,19 @@ def _flag(flag: T | None, value: T) -> T:
     return value if flag is None else flag
 
 
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                        r"[A-Za-z0-9])?)*\.?")
+
+
 def _listener(t: _Table) -> Listener:
     address = t.text("address", "localhost")
+    if not address.strip():
+        t.fail("address", "is empty: name an address (\"0.0.0.0\" and \"::\" are every interface) or a host name")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:  # then a host name, and not a mistyped address such as 300.1.1.1
+        if ":" in address or re.fullmatch(r"[0-9.]+", address) or not _HOST_NAME.fullmatch(address):
+            t.fail("address", f"{address!r} is neither an IP address nor a host name")
     listener = Listener(address=address, port=t.integer("port", 8443, 0, 65535),
                         ipv6_only=t.flag("ipv6_only", True), reuse_port=t.flag("reuse_port", False),
                         backlog=t.integer("backlog", 1024, 1, 1 << 16))
