@@ -254,3 +254,33 @@ def test_ticket_settings_errors_in_the_file_name_the_line(tmp_path: Path) -> Non
     message = error(tmp_path, '[tls]\nticket_rotate = "soon"\n')
     assert message.endswith("site.toml:2: [tls]: 'ticket_rotate' 'soon' is not a duration (e.g. \"1h\", \"90m\", "
                             "3600)"), message
+
+
+def test_localhost_listens_on_both_loopback_addresses() -> None:
+    """RFC 6761 §6.3: "localhost" is 127.0.0.1 and ::1 whatever /etc/hosts says (Debian's often lacks ::1, and
+    the zero-config server then refused https://[::1]:8443/ and curl -6)."""
+    import socket
+
+    from tlskit.serve.listeners import bind
+    from tlskit.serve.settings import Listener
+
+    sockets = bind([Listener(address="localhost", port=0)])
+    try:
+        hosts = {sock.getsockname()[0] for sock in sockets}
+        assert "127.0.0.1" in hosts
+        if socket.has_ipv6 and _loopback_v6():
+            assert "::1" in hosts and len({sock.getsockname()[1] for sock in sockets}) == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _loopback_v6() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

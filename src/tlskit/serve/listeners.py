@@ -33,13 +33,18 @@ def bind(listeners: Sequence[Listener]) -> list[socket.socket]:
 
 
 def _bind_one(listener: Listener) -> list[socket.socket]:
-    try:
-        infos = socket.getaddrinfo(listener.address or None, listener.port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise ListenError(f"cannot listen on {listener.address}: {e.strerror}") from None
-    addresses = list(dict.fromkeys((family, str(addr[0])) for family, _, _, _, addr in infos
-                                   if family in (socket.AF_INET, socket.AF_INET6)))
+    if listener.address.lower().rstrip(".") == "localhost":
+        # RFC 6761 §6.3: localhost is the loopback addresses, whatever /etc/hosts says (Debian's often lacks ::1,
+        # so https://[::1]:8443/ and curl -6 were refused), as curl and browsers resolve it
+        addresses = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+    else:
+        try:
+            infos = socket.getaddrinfo(listener.address or None, listener.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as e:
+            raise ListenError(f"cannot listen on {listener.address}: {e.strerror}") from None
+        addresses = list(dict.fromkeys((family, str(addr[0])) for family, _, _, _, addr in infos
+                                       if family in (socket.AF_INET, socket.AF_INET6)))
     port = listener.port
     socks: list[socket.socket] = []
     try:
