@@ -548,8 +548,38 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
                       headers=headers, http_version=event.http_version.decode(), peer=peer, tls_state=state,
                       first_on_connection=first, early=early, bad_target=bad_host or bad_target)
     exchange = Exchange(conn, channel, limits, close_after, tracker)
-    try:
-        await _answer(conn, event, request, exchange, chunked, length, head_bytes, router, limits)
+    try:  # routed and answered; errors answered too (400/413/431/505/500) unless the response had begun
+        try:
+            if chunked and length is not None:  # RFC 9112 §6.1: a smuggling pattern (nginx: 400, and closes)
+                exchange.close_after = True
+                raise HTTPError(400, detail="both Content-Length and Transfer-Encoding")
+            if event.http_version[:2] != b"1.":  # "HTTP/2.0" in a request line (1.x minors are served as 1.1)
+                exchange.close_after = True
+                raise HTTPError(505)
+            # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
+            if head_bytes > limits.max_header_bytes and (
+                    len(event.target) + sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes):
+                exchange.close_after = True
+                raise HTTPError(431)
+            route = checked_route(request, length, router, limits)  # route_for, without a coroutine per request
+            if awaits_identity(request, route):
+                await request.tls_state.complete()
+            await route.handle(request, exchange)
+        except HTTPError as e:
+            if exchange.started:
+                raise ConnectionError(f"failed after the response started: {e}") from None
+            exchange.close_after = exchange.close_after or e.status in (408, 413)  # the body stays unread
+            exchange.simple(e.status, e.headers, head=request.method == "HEAD")
+        except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError):
+            raise
+        except Exception:  # a bug in a route must cost one request, not the server: log it, answer 500
+            _log.exception("%s %s from %s failed", request.method, request.target, request.peer)
+            if exchange.started:
+                raise ConnectionError("failed after the response started") from None
+            exchange.simple(500, head=request.method == "HEAD")
+        if conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE:
+            with contextlib.suppress(HTTPError):  # ready for the next request (a client that fails to send
+                await exchange.discard_body()  # the rest ends the connection, after the log entry)
     finally:  # whatever happened, as nginx logs it: the status sent (and bytes), or 499 if the client left first
         if metrics or logged:
             await record_request(request, exchange.status or CLIENT_CLOSED, exchange.body_bytes, started,
@@ -557,43 +587,6 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
 
 
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away before the response began
-
-
-async def _answer(conn: h11.Connection, event: h11.Request, request: Request, exchange: Exchange, chunked: bool,
-                  length: bytes | None, head_bytes: int, router: Router, limits: HTTPLimits) -> None:
-    """Route and answer one request; errors answered (400/413/431/505/500) unless the response had started
-    (then ConnectionError: the connection ends), and what is left of the body read or the connection ended."""
-    try:
-        if chunked and length is not None:  # RFC 9112 §6.1: a smuggling pattern; nginx answers 400 too, and closes
-            exchange.close_after = True
-            raise HTTPError(400, detail="both Content-Length and Transfer-Encoding")
-        if event.http_version[:2] != b"1.":  # "HTTP/2.0" in a request line (a 1.x minor is served as 1.1: §2.3)
-            exchange.close_after = True
-            raise HTTPError(505)
-        # h11 bounds only a head still incomplete in its buffer; one that arrived whole is measured here.
-        if head_bytes > limits.max_header_bytes and (
-                len(event.target) + sum(len(k) + len(v) + 4 for k, v in request.headers) > limits.max_header_bytes):
-            exchange.close_after = True
-            raise HTTPError(431)
-        route = checked_route(request, length, router, limits)  # route_for, without a coroutine per request
-        if awaits_identity(request, route):
-            await request.tls_state.complete()
-        await route.handle(request, exchange)
-    except HTTPError as e:
-        if exchange.started:
-            raise ConnectionError(f"failed after the response started: {e}") from None
-        exchange.close_after = exchange.close_after or e.status in (408, 413)  # the rest of the body stays unread
-        exchange.simple(e.status, e.headers, head=request.method == "HEAD")
-    except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError):
-        raise
-    except Exception:  # a bug in a route must cost one request, not the server: log it, answer 500
-        _log.exception("%s %s from %s failed", request.method, request.target, request.peer)
-        if exchange.started:
-            raise ConnectionError("failed after the response started") from None
-        exchange.simple(500, head=request.method == "HEAD")
-    if conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE:
-        with contextlib.suppress(HTTPError):  # leave the connection in a state to read the next request (a
-            await exchange.discard_body()  # client that fails to send the rest ends it, after the log entry)
 
 
 async def route_for(request: Request, content_length: bytes | str | None, router: Router,
