@@ -156,7 +156,7 @@ class Supervisor:
 
     def _restart(self, slot: int, proc: subprocess.Popen[bytes]) -> None:
         """Replace a worker that exited; one that keeps dying at once (a config file broken since the last
-        good reload, which a new worker reads) is retried after 0.5, 1, 2 ... 60 s, not in a fork loop."""
+        good reload, which a new worker reads) is retried after 1, 2, 4 ... 60 s, not in a fork loop."""
         now = time.monotonic()
         failures, retry_at = self._restarts.get(slot, (0, 0.0))
         if retry_at > now:
@@ -166,9 +166,9 @@ class Supervisor:
             mark_worker_dead(proc.pid)
             quick = now - self._started.get(slot, now) < 5.0
             failures = failures + 1 if quick else 0
-            delay = min(60.0, 0.5 * 2 ** max(failures - 1, 0))
+            delay = min(60.0, 0.5 * 2 ** failures)  # 0.5 s after a crash; 1, 2, 4 ... 60 s while it fails at start
             _log.warning("worker %d (pid %d) exited with status %s: starting another%s", slot, proc.pid,
-                         proc.returncode, f" in {delay:.1f} s" if failures > 1 else "")
+                         proc.returncode, f" in {delay:.1f} s" if failures else "")
             self._restarts[slot] = (failures, now + delay)
             if delay > 0.5:
                 return
