@@ -321,6 +321,7 @@ def test_the_system_store_honours_ssl_cert_file_and_dir(pki: Pki, tmp_path: Path
     directory = tmp_path / "certs"
     directory.mkdir()
     write_pem(directory / "abcd1234.0", [pki.root])
+    (directory / "zzzz0000.0").write_text("-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n")
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     monkeypatch.setenv("SSL_CERT_DIR", str(directory))
     assert TrustStore.system().roots == (pki.root.cert,)

@@ -80,11 +80,20 @@ def test_key_files_are_never_served_from_a_static_root(tmp_path: Path, env: dict
         listing = served.fetch("/")[2].decode()
         assert "page.txt" in listing and key.name not in listing and "current.key" not in listing
         served.wait_log(rf"{re.escape(key.name)} is under the static root")
+        rotated = site / "rotated.pem"  # a new key moved over the old one: a new inode, and the reload fails
+        rotated.write_bytes(make_leaf(root, ["localhost"]).key_pem)
+        rotated.rename(key)
+        time.sleep(2.5)
+        status, _, body = served.fetch(f"/{key.name}")
+        assert status == 404 and b"PRIVATE KEY" not in body
     finally:
         served.stop()
-    dev = start(["--host", "127.0.0.1", "--port", "0"], {**env, "XDG_DATA_HOME": "data"}, cwd=site)
+    (site / "site.toml").write_text('[tls]\nsession_tickets = true\n')  # a config may hold a Redis password
+    dev = start(["--config", "site.toml", "--host", "127.0.0.1", "--port", "0"], {**env, "XDG_DATA_HOME": "data"},
+                cwd=site)
     try:
         assert not (site / "data").exists()  # a relative XDG_DATA_HOME is ignored (XDG spec)
+        assert dev.fetch("/site.toml")[0] == 404 and dev.fetch("/page.txt")[0] == 200
     finally:
         dev.stop()
 

@@ -108,6 +108,11 @@ def test_port_flag_keeps_every_listener_and_its_settings(tmp_path: Path) -> None
     assert [(lst.address, lst.port, lst.reuse_port) for lst in s.listeners] == [
         ("127.0.0.1", 18811, True), ("::", 18811, False)]
     assert not s.listeners[1].ipv6_only and s.listeners[1].backlog == 77
+    two_ports = write(tmp_path, '[[listen]]\naddress = "127.0.0.1"\nport = 18501\n'
+                                '[[listen]]\naddress = "127.0.0.1"\nport = 18502\n'
+                                '[[listen]]\naddress = "my_host"\nport = 18503\n')  # getaddrinfo resolves it
+    s = load_settings(Flags(config=two_ports, port=18600))  # one address twice on one port: once
+    assert [(lst.address, lst.port) for lst in s.listeners] == [("127.0.0.1", 18600), ("my_host", 18600)]
 
 
 def test_defaults_serve_the_current_directory_post_quantum_first(tmp_path: Path,

@@ -118,20 +118,20 @@ class TrustStore:
 
 @lru_cache(maxsize=8)
 def _system_store(cafile_env: str | None, capath_env: str | None) -> TrustStore:
-    pem = b""
+    roots: list[x509.Certificate] = []
     if cafile_env and os.path.isfile(cafile_env):
-        pem += Path(cafile_env).read_bytes()
-    if capath_env:  # OpenSSL's hashed directory (c_rehash): every certificate file in it
+        roots += _quiet_store(Path(cafile_env).read_bytes(), f"SSL_CERT_FILE {cafile_env!r}").roots
+    if capath_env:  # OpenSSL's hashed directory (c_rehash): every certificate file in it, unusable ones skipped
         for directory in capath_env.split(os.pathsep):
             with contextlib.suppress(OSError):
                 for entry in sorted(Path(directory).iterdir()):
-                    if entry.is_file() and entry.stat().st_size < (1 << 20):
-                        with contextlib.suppress(OSError):
+                    with contextlib.suppress(OSError, ConfigError):
+                        if entry.is_file() and entry.stat().st_size < (1 << 20):
                             data = entry.read_bytes()
                             if b"-----BEGIN CERTIFICATE-----" in data:
-                                pem += data + b"\n"
-    if pem:
-        return _quiet_store(pem, f"SSL_CERT_FILE={cafile_env or ''} SSL_CERT_DIR={capath_env or ''}")
+                                roots += _quiet_store(data, f"{entry}").roots
+    if roots:
+        return TrustStore(roots=tuple(dict.fromkeys(roots)))
     paths = ssl.get_default_verify_paths()
     candidates = [*_SYSTEM_BUNDLES, paths.cafile or "", paths.openssl_cafile]
     with contextlib.suppress(ImportError):

@@ -246,7 +246,10 @@ class Exchange:
                 self._send(_CONTINUE)
                 self._write()
             self.channel.set_timeout(self.limits.idle_timeout)
-            conn.receive_data(await self.channel.read())
+            data = await self.channel.read()
+            if not data:  # EOF (close_notify, FIN) inside the body: the client left (499), not a malformed body
+                raise ConnectionError("the client closed the connection inside a request body")
+            conn.receive_data(data)
         return self._body_part(event)
 
     def _body_part(self, event: object) -> bytes | None:

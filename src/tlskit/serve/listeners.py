@@ -8,6 +8,7 @@ port and the kernel spreads connections between them.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Sequence
 
@@ -49,7 +50,12 @@ def _bind_one(listener: Listener) -> list[socket.socket]:
     socks: list[socket.socket] = []
     try:
         for family, host in addresses:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as e:  # EAFNOSUPPORT: a kernel without IPv6 (ipv6.disable=1) for localhost's ::1
+                if len(addresses) > 1 and e.errno == errno.EAFNOSUPPORT:
+                    continue
+                raise ListenError(f"cannot listen on {host}: {e.strerror}") from None
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if listener.reuse_port:

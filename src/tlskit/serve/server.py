@@ -139,11 +139,13 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
 def _secrets(settings: Settings, specs: Sequence[CertificateSpec], dev: DevCertificate | None) -> Secrets:
     """The key files no static route may send, with a warning for each that sits under a static root."""
     keys = [spec.key for spec in specs] + list(settings.ticket_key_files)
+    if settings.source is not None:  # the config may hold a Redis password
+        keys.append(settings.source)
     secrets = Secrets(keys, [dev.key.parent] if dev is not None else [])
     for route in settings.routes:
         if isinstance(route, StaticRoute):
             root = route.root.resolve()
-            for key in keys:
+            for key in keys[:len(specs) + len(settings.ticket_key_files)]:
                 if key.resolve().is_relative_to(root):
                     _log.warning("%s is under the static root %s: it is never served, but keep keys outside "
                                  "what a server publishes", key, root)

@@ -274,12 +274,14 @@ def _apply_flags(s: Settings, flags: Flags) -> Settings:
         # --host names the one address to listen on; --port and --reuse-port apply to every [[listen]], whose
         # other settings (ipv6_only, backlog) stay (they were reset to the defaults, and listeners dropped)
         listeners = s.listeners[:1] if flags.host is not None else s.listeners
-        changes["listeners"] = tuple(dataclasses.replace(
+        moved = [dataclasses.replace(
             listener,
             address=flags.host if flags.host is not None else listener.address,
             port=flags.port if flags.port is not None else listener.port,
             reuse_port=flags.reuse_port if flags.reuse_port is not None else listener.reuse_port,
-        ) for listener in listeners)
+        ) for listener in listeners]
+        # two addresses' listeners moved to one port stay two; one address twice becomes one
+        changes["listeners"] = tuple({(lst.address, lst.port): lst for lst in reversed(moved)}.values())[::-1]
     if (flags.cert is None) != (flags.key is None):
         raise SettingsError("give both --cert and --key, or neither (the development CA then issues a localhost "
                             "certificate)")
@@ -430,18 +432,14 @@ def _flag(flag: T | None, value: T) -> T:
     return value if flag is None else flag
 
 
-_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
-                        r"[A-Za-z0-9])?)*\.?")
-
-
 def _listener(t: _Table) -> Listener:
     address = t.text("address", "localhost")
     if not address.strip():
         t.fail("address", "is empty: name an address (\"0.0.0.0\" and \"::\" are every interface) or a host name")
     try:
-        ipaddress.ip_address(address)
-    except ValueError:  # then a host name, and not a mistyped address such as 300.1.1.1
-        if ":" in address or re.fullmatch(r"[0-9.]+", address) or not _HOST_NAME.fullmatch(address):
+        ipaddress.ip_address(address.partition("%")[0])  # an IPv6 literal may name its interface (fe80::1%eth0)
+    except ValueError:  # a host name for getaddrinfo to resolve (my_host, an IDN), not a mistyped address
+        if re.fullmatch(r"[0-9.]+|.*[:\s/].*", address):
             t.fail("address", f"{address!r} is neither an IP address nor a host name")
     listener = Listener(address=address, port=t.integer("port", 8443, 0, 65535),
                         ipv6_only=t.flag("ipv6_only", True), reuse_port=t.flag("reuse_port", False),

@@ -87,20 +87,24 @@ class Secrets:
     lives). Matched by device and inode (a symlink or hard link to one is refused too) and, for directories,
     by resolved path."""
 
-    __slots__ = ("directories", "files")
+    __slots__ = ("directories", "files", "paths")
 
     def __init__(self, paths: Iterable[Path] = (), directories: Iterable[Path] = ()) -> None:
+        paths = list(paths)
         self.files: frozenset[tuple[int, int]] = frozenset(_identity(p) for p in paths if _exists(p))
+        # by name too: a key rotated in place (a new file moved over it) has a new inode until a reload succeeds
+        self.paths = frozenset(os.path.realpath(p) for p in paths)
         self.directories = tuple(d.resolve() for d in directories)
 
     def __contains__(self, path: Path) -> bool:
         """Whether ``path`` (resolved) is one of them or inside a hidden directory."""
-        if any(path.is_relative_to(d) for d in self.directories):
+        if str(path) in self.paths or any(path.is_relative_to(d) for d in self.directories):
             return True
         return bool(self.files) and _exists(path) and _identity(path) in self.files
 
-    def has(self, st: os.stat_result) -> bool:
-        return (st.st_dev, st.st_ino) in self.files
+    def has(self, name: str, st: os.stat_result) -> bool:
+        """For a file about to be sent (``name`` resolved): one of them, by name or by inode."""
+        return name in self.paths or (st.st_dev, st.st_ino) in self.files
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -199,7 +203,7 @@ class StaticFiles:
             st = os.stat(name)
         except OSError:
             return False
-        if not stat.S_ISREG(st.st_mode) or self.secrets.has(st):  # replaced by a key since it was looked up
+        if not stat.S_ISREG(st.st_mode) or self.secrets.has(name, st):  # replaced by a key since it was looked up
             return False
         body = self.files.get(_file_key(name, st)) if st.st_size <= self.files.max_file else None
         if body is None:
@@ -219,7 +223,7 @@ class StaticFiles:
             return False
         with f:
             st = os.fstat(f.fileno())  # the file actually opened (it may have been replaced since the stat)
-            if not stat.S_ISREG(st.st_mode) or self.secrets.has(st):
+            if not stat.S_ISREG(st.st_mode) or self.secrets.has(name, st):
                 return False
             body = None
             if st.st_size <= self.files.max_file:

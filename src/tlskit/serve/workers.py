@@ -70,7 +70,7 @@ class Supervisor:
         self._metrics: ServeMetrics | None = None
         self._restarts: dict[int, tuple[int, float]] = {}  # slot -> (quick deaths in a row, when to try again)
         self._started: dict[int, float] = {}  # slot -> when its worker was started
-        self._reaped: set[int] = set()  # pids of exited workers already reported
+        self._reported: dict[int, subprocess.Popen[bytes]] = {}  # slot -> its exited worker, already reported
 
     def run(self, announce: Any) -> int:
         from .app import announcement
@@ -161,8 +161,8 @@ class Supervisor:
         failures, retry_at = self._restarts.get(slot, (0, 0.0))
         if retry_at > now:
             return  # waiting to try again
-        if proc.pid not in self._reaped:
-            self._reaped.add(proc.pid)
+        if self._reported.get(slot) is not proc:  # the Popen itself, not its pid (pids are reused)
+            self._reported[slot] = proc
             mark_worker_dead(proc.pid)
             quick = now - self._started.get(slot, now) < 5.0
             failures = failures + 1 if quick else 0
