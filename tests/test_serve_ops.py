@@ -238,6 +238,35 @@ def _proc_state(pid: int) -> str:
         return "zombie"
 
 
+def test_every_listener_is_announced_and_restart_only_changes_are_named(tmp_path: Path, env: dict[str, str]) -> None:
+    """Each socket was announced under the first [[listen]]'s address (127.0.0.1 twice for 127.0.0.1 + ::1); a
+    reload that changes what only a restart applies said nothing (workers, [metrics], log_json)."""
+    if not _v6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    (tmp_path / "www").mkdir()
+    text = ('[[listen]]\naddress = "127.0.0.1"\nport = 0\n\n[[listen]]\naddress = "::1"\nport = 0\n\n'
+            '[[route]]\nroot = "www"\n')
+    path = config(tmp_path, text)
+    served = start(["--config", str(path)], env)
+    try:
+        first = served.stdout[0]
+        assert "https://127.0.0.1:" in first and "https://[::1]:" in first, first
+        path.write_text('[server]\nlog_json = true\n\n' + text)
+        served.signal(signal.SIGHUP)
+        served.wait_log(r"changes to log_json take effect after a restart")
+    finally:
+        served.stop()
+
+
+def _v6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def _raw_exchange(served: Served, request: bytes) -> bytes:
     """Send ``request`` as it is over TLS; everything the server answers until it closes (or 5 s pass)."""
     with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \

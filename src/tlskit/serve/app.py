@@ -7,7 +7,7 @@ import asyncio
 import ipaddress
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..errors import ConfigError
@@ -15,7 +15,7 @@ from .accesslog import setup_logging
 from .listeners import bind
 from .metrics import ServeMetrics, serve_metrics
 from .server import ServeProcess, Site, build_site
-from .settings import Flags, ProxyRoute, StaticRoute, load_settings
+from .settings import Flags, Listener, ProxyRoute, StaticRoute, load_settings
 
 __all__ = ["announcement", "run", "run_loop"]
 
@@ -77,7 +77,8 @@ def run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
 def announcement(site: Site, sockets: list[socket.socket], metrics_port: int | None) -> list[str]:
     """The lines a user reads at start: where, what, how to trust it, a command to try."""
     settings = site.settings
-    urls = list(dict.fromkeys(_url(settings.listeners[0].address, s.getsockname()) for s in sockets))
+    urls = list(dict.fromkeys(_url(_listener_name(settings.listeners, s.getsockname()), s.getsockname())
+                              for s in sockets))
     main = next((r for r in settings.routes if r.prefix == "/" and not r.hosts), settings.routes[0])
     what = (str(main.root) if isinstance(main, StaticRoute) else
             f"a proxy to http://{main.upstream_host}:{main.upstream_port}{main.upstream_path}/"
@@ -92,6 +93,22 @@ def announcement(site: Site, sockets: list[socket.socket], metrics_port: int | N
         lines.append(f"Development CA (made once; trust it in your clients): {site.dev.ca_cert}")
         lines.append(f"Try: curl --cacert {site.dev.ca_cert} {urls[0]}")
     return lines
+
+
+def _listener_name(listeners: Sequence[Listener], sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    """The address as the [[listen]] a socket came from wrote it (every listener was announced under the
+    first one's address): an equal IP literal, else a host name listening on that port, else the socket's."""
+    host, port = str(sockname[0]), int(sockname[1])
+    named: str | None = None
+    for listener in listeners:
+        if listener.port not in (0, port):
+            continue
+        try:
+            if ipaddress.ip_address(listener.address.partition("%")[0]) == ipaddress.ip_address(host):
+                return listener.address
+        except ValueError:
+            named = named or listener.address
+    return named or host
 
 
 def _url(host: str, sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:

@@ -244,8 +244,13 @@ class ServeProcess:
             if self.metrics and self.count_reloads:
                 self.metrics.reloads.labels("failed").inc()
             return False
-        if site.settings.listeners != self.site.settings.listeners:
-            _log.warning("reload (%s): listener changes take effect after a restart", why)
+        old, new = self.site.settings, site.settings
+        fixed = [name for name, changed in (
+            ("[[listen]]", new.listeners != old.listeners), ("workers", new.workers != old.workers),
+            ("[metrics]", new.metrics != old.metrics), ("log_json", new.log_json != old.log_json),
+            ("uvloop", new.uvloop != old.uvloop)) if changed]
+        if fixed:
+            _log.warning("reload (%s): changes to %s take effect after a restart", why, ", ".join(fixed))
         self.site.stateful.close_except(site.stateful)
         self.site = site
         site.start()
