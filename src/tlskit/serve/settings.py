@@ -102,6 +102,7 @@ class MetricsEndpoint:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Settings:
     source: Path | None = None  # the TOML file, re-read on reload
+    source_text: str = field(default="", compare=False, repr=False)  # its text as loaded (a worker's restart)
     listeners: tuple[Listener, ...] = (Listener(),)
     certificates: tuple[CertificateSpec, ...] = ()  # empty: the development CA's localhost certificate
     alpn: tuple[str, ...] = ("http/1.1",)
@@ -173,15 +174,17 @@ class Flags:
 _LIMITS = HTTPLimits()
 
 
-def load_settings(flags: Flags) -> Settings:
-    """Read ``flags.config`` (if any) and apply the flags; raise ``SettingsError`` with file:line and fix."""
+def load_settings(flags: Flags, text: str | None = None) -> Settings:
+    """Read ``flags.config`` (if any) and apply the flags; raise ``SettingsError`` with file:line and fix.
+    ``text``: the file's content as read before (a restarted worker takes what its supervisor validated, not
+    what the file holds now)."""
     doc: dict[str, Any] = {}
     where = _Where(None, "")
     base = Path.cwd()
     if flags.config is not None:
         path = flags.config.resolve()
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8") if text is None else text
         except (OSError, UnicodeDecodeError) as e:
             raise SettingsError(f"{flags.config}: cannot read the config file ({_reason(e)})") from None
         try:
@@ -246,6 +249,7 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
     tls.finish()
     settings = Settings(
         source=where.file.resolve() if where.file else None,
+        source_text=where.text,
         listeners=listeners or (Listener(),),
         certificates=certificates,
         alpn=flags.alpn or alpn,

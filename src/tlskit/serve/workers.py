@@ -114,7 +114,8 @@ class Supervisor:
         # On stdin, not in the environment: the ticket key must not show in /proc/PID/environ.
         spec = json.dumps({"flags": _flags_json(self.flags), "quiet": self.quiet,
                            "fds": [s.fileno() for s in self.sockets], "slot": slot,
-                           "ticket_key": key.to_bytes().hex() if (key := self.site.ticket_key) else None})
+                           "ticket_key": key.to_bytes().hex() if (key := self.site.ticket_key) else None,
+                           "config_text": self.site.settings.source_text})  # the last one that loaded
         proc = subprocess.Popen([sys.executable, "-m", "tlskit.serve.workers"], stdin=subprocess.PIPE,
                                 pass_fds=[s.fileno() for s in self.sockets],
                                 env={**os.environ, _SUPERVISOR_ENV: str(os.getpid())})
@@ -233,7 +234,8 @@ def worker_main() -> int:
     flags = _flags_from_json(spec["flags"])
     key = TicketKey.from_bytes(bytes.fromhex(spec["ticket_key"])) if spec["ticket_key"] else None
     try:
-        site = build_site(load_settings(flags), key)  # every worker seals tickets with the same key
+        # the configuration the supervisor runs, even if the file has been broken since (or a crash loop)
+        site = build_site(load_settings(flags, spec.get("config_text") or None), key)  # one ticket key for all
     except ConfigError as e:
         print(f"tlskit serve worker: error: {e}", file=sys.stderr)
         return 2
