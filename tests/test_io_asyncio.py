@@ -302,7 +302,7 @@ def test_server_drops_and_logs_a_client_that_never_says_hello(pki: PKI, caplog: 
     with caplog.at_level(logging.INFO, logger="tlskit.io"):
         run(main())
     [record] = [r for r in caplog.records if r.name == "tlskit.io"]
-    assert record.levelno == logging.WARNING
+    assert record.levelno == logging.INFO  # client-caused, as nginx logs it (a scanner must not fill warnings)
     assert "127.0.0.1:" in record.getMessage() and "did not complete within 0.2 s" in record.getMessage()
 
 

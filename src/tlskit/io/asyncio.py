@@ -22,7 +22,16 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import IO, Any, cast
 
 from ..config import ClientConfig, ServerConfig
-from ..errors import ConfigError, ConnectionClosedError, HandshakeTimeout, TLSError, UnexpectedEOF
+from ..errors import (
+    AlertError,
+    CertificateError,
+    ConfigError,
+    ConnectionClosedError,
+    HandshakeTimeout,
+    RemoteAlert,
+    TLSError,
+    UnexpectedEOF,
+)
 from ..events import HandshakeComplete
 from ..pki.verify import TrustStore
 from .common import TLSSession, client_config, with_env_key_log
@@ -383,8 +392,11 @@ class TLSProtocol(asyncio.Protocol):
                 self._waiter.set_exception(error)
             return
         peer = self._raw.get_extra_info("peername") if self._raw is not None else None
-        plain = self.plain_http_reply is not None and self.session.plain_http()  # answered with HTTP 400
-        level = logging.INFO if isinstance(error, UnexpectedEOF) or plain else logging.WARNING
+        # What a client did (an alert either way, a timeout, a hang-up, plain HTTP) is INFO, as nginx logs it:
+        # scanners would fill a warning log (and the metrics count them by reason); our own trouble is WARNING.
+        client_caused = isinstance(error, AlertError | RemoteAlert | CertificateError | HandshakeTimeout
+                                   | UnexpectedEOF)
+        level = logging.INFO if client_caused else logging.WARNING
         _log.log(level, "TLS handshake with %s (SNI %s) failed: %s",
                  format_address(peer), self.session.client_server_name() or "none", error)
 
