@@ -80,6 +80,19 @@ def test_key_files_are_never_served_from_a_static_root(tmp_path: Path, env: dict
         listing = served.fetch("/")[2].decode()
         assert "page.txt" in listing and key.name not in listing and "current.key" not in listing
         served.wait_log(rf"{re.escape(key.name)} is under the static root")
+        # keys the server was not told about: the README's CA walkthrough left ca/root.key downloadable
+        other = make_leaf(root, ["other"])
+        (site / "ca").mkdir()
+        (site / "ca" / "root.key").write_bytes(other.key_pem)
+        from cryptography.hazmat.primitives import serialization as ser
+
+        (site / "other.der").write_bytes(other.key.private_bytes(ser.Encoding.DER, ser.PrivateFormat.PKCS8,
+                                                                 ser.NoEncryption()))
+        (site / "bundle.p12").write_bytes(b"\x30\x82 not really")
+        (site / "public.pem").write_bytes(other.pem)  # a certificate: served
+        for name in ("/ca/root.key", "/other.der", "/bundle.p12"):
+            assert served.fetch(name)[0] == 404, name
+        assert served.fetch("/public.pem")[2] == other.pem
         rotated = site / "rotated.pem"  # a new key moved over the old one: a new inode, and the reload fails
         rotated.write_bytes(make_leaf(root, ["localhost"]).key_pem)
         rotated.rename(key)

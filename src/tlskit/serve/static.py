@@ -18,6 +18,7 @@ larger ones are opened per request and streamed (``os.sendfile`` under kTLS TX).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import html
 import mimetypes
@@ -31,6 +32,9 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from . import ktls
 from .exchange import Field, HTTPExchange
@@ -226,6 +230,8 @@ class StaticFiles:
             if not stat.S_ISREG(st.st_mode) or self.secrets.has(name, st):
                 return False
             body = None
+            if _holds_keys(name, f.fileno(), st.st_size):
+                return False  # a private key the server was not told about (a CA's, another site's): never sent
             if st.st_size <= self.files.max_file:
                 body = _read_whole(f.fileno(), st.st_size)
                 if body is not None and st.st_ctime_ns < time.time_ns() - SETTLE_NS:
@@ -370,6 +376,28 @@ FILES = FileCache()  # shared by every static route of the process (and kept acr
 
 def _file_key(name: str, st: os.stat_result) -> _FileKey:
     return name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+_KEY_SUFFIXES = (".key", ".pem", ".der", ".p8", ".pk8")
+_KEY_STORES = (".p12", ".pfx", ".jks", ".keystore")
+
+
+def _holds_keys(name: str, fd: int, size: int) -> bool:
+    """A key store, or a PEM/DER-named file that holds a private key (``-----BEGIN ... PRIVATE KEY-----``, or
+    a DER PKCS#8/SEC1/PKCS#1 key cryptography can load). Checked before a file is first sent or cached."""
+    lower = name.lower()
+    if lower.endswith(_KEY_STORES):
+        return True
+    if not lower.endswith(_KEY_SUFFIXES) or size > (1 << 20):
+        return False
+    data = os.pread(fd, min(size, 1 << 20), 0)
+    if b"PRIVATE KEY-----" in data:
+        return True
+    if lower.endswith((".der", ".p8", ".pk8", ".key")) and data[:1] == b"\x30":
+        with contextlib.suppress(ValueError, TypeError, UnsupportedAlgorithm):
+            serialization.load_der_private_key(data, None)
+            return True
+    return False
 
 
 def _read_whole(fd: int, size: int) -> bytes | None:
