@@ -133,6 +133,31 @@ def test_curl_needs_a_client_certificate_and_an_allowed_spiffe_id(ca: CA, tmp_pa
         served.stop()
 
 
+def test_a_revoked_client_certificate_is_refused_with_client_crl(tmp_path: Path) -> None:
+    """`tlskit serve` never checked client certificates against a CRL: the README's walkthrough revoked web.pem
+    and then got in with it. `--client-crl` (re-read when it changes) refuses it; others still get in."""
+    directory = tmp_path / "ca"
+    tlskit("ca", "init", str(directory), "--intermediate")
+    tlskit("ca", "issue", str(directory), "localhost", "127.0.0.1", "--days", "1")
+    tlskit("ca", "issue", str(directory), "web", "--client", "--days", "1")
+    tlskit("ca", "issue", str(directory), "old", "--client", "--days", "1")
+    tlskit("ca", "revoke", str(directory), str(directory / "issued" / "old.pem"), "--reason", "keyCompromise")
+    tlskit("ca", "crl", str(directory))
+    crl_ca = CA(directory, 0)
+    served = serve(crl_ca, tmp_path, "--client-ca", str(crl_ca.root), "--client-crl", str(directory / "crl.der"))
+    try:
+        assert curl(served, crl_ca, "web").stdout == "hello mtls\n"
+        refused = curl(served, crl_ca, "old")
+        assert refused.returncode != 0, f"{CURL}: {refused.stdout}"
+        served.wait_log("revoked")
+        tlskit("ca", "revoke", str(directory), str(directory / "issued" / "web.pem"))
+        tlskit("ca", "crl", str(directory))  # a new CRL: picked up as certificates are
+        served.wait_log(r"reloaded \(files changed\)")
+        assert curl(served, crl_ca, "web").returncode != 0
+    finally:
+        served.stop()
+
+
 def test_optional_client_certificates_admit_both(ca: CA, tmp_path: Path) -> None:
     served = serve(ca, tmp_path, "--client-ca", str(ca.root), "--verify-client", "optional", "--no-stapling")
     try:

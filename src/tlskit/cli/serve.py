@@ -96,6 +96,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="staple this DER OCSP response (re-read when it changes), like nginx ssl_stapling_file")
     pki.add_argument("--client-ca", type=Path, metavar="FILE",
                      help="PEM CA certificates that issue client certificates (mutual TLS)")
+    pki.add_argument("--client-crl", type=Path, action="append", metavar="FILE",
+                     help="CRL of the client CA (DER or PEM, e.g. from `tlskit ca crl`; repeatable): revoked client "
+                          "certificates are refused; re-read when it changes")
     pki.add_argument("--verify-client", choices=("optional", "required"),
                      help="ask for a client certificate, or insist on one (default with --client-ca: required)")
     pki.add_argument("--allow-spiffe", action="append", metavar="PATTERN",
@@ -138,7 +141,8 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host, log_json=args.log_json, access_log=args.access_log, ktls=args.ktls,
         ticket_keys=tuple(args.ticket_keys) if args.ticket_keys else None, ticket_rotate=args.ticket_rotate,
         early_data=args.early_data, redis=args.redis, stapling=args.stapling, staple_file=args.staple_file,
-        client_ca=args.client_ca, verify_client=args.verify_client,
+        client_ca=args.client_ca, client_crl=tuple(args.client_crl) if args.client_crl else None,
+        verify_client=args.verify_client,
         allow_spiffe=tuple(args.allow_spiffe) if args.allow_spiffe else None,
     )
     return run(flags, quiet=args.quiet)

@@ -32,6 +32,7 @@ from ..errors import ConfigError, TLSError
 from ..io.asyncio import TLSProtocol
 from ..io.common import TLSSession, with_env_key_log
 from ..pki.identity import SpiffeAllowList
+from ..pki.revocation import RevocationPolicy
 from ..pki.verify import TrustStore
 from ..tickets.files import load_key_files
 from ..tickets.keyring import TicketKey, TicketKeyRing
@@ -119,8 +120,11 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
         auth = None
         if settings.verify_client != "none" and settings.client_ca is not None:
             allowed = SpiffeAllowList(settings.allow_spiffe) if settings.allow_spiffe else None
+            revocation = (RevocationPolicy(mode="soft-fail", crl_files=settings.client_crl)
+                          if settings.client_crl else None)  # a revoked client is refused in every mode
             auth = ClientAuth(mode=settings.verify_client,  # type: ignore[arg-type]  # checked by settings
-                              trust=TrustStore.from_pem_file(settings.client_ca), allowed_ids=allowed)
+                              trust=TrustStore.from_pem_file(settings.client_ca), allowed_ids=allowed,
+                              revocation=revocation)
         early = EarlyDataPolicy(max_early_data_size=settings.max_early_data_size) if settings.early_data else None
         config = ServerConfig(cert_resolver=store.resolve, certificates=store.default, alpn=settings.alpn,
                               cipher_suites=settings.cipher_suites, groups=settings.groups, ticket_keys=keys,

@@ -118,6 +118,7 @@ class Settings:
     stapling: bool = True  # OCSP staples from the responder each leaf names (AIA), fetched in the background
     staple_file: Path | None = None  # a DER OCSP response kept fresh by something else (nginx ssl_stapling_file)
     client_ca: Path | None = None  # mTLS: PEM roots that issue client certificates
+    client_crl: tuple[Path, ...] = ()  # mTLS: CRLs (DER or PEM) of those CAs: revoked clients are refused
     verify_client: str = "none"  # none | optional | required (with client_ca: required unless said otherwise)
     allow_spiffe: tuple[str, ...] = ()  # mTLS: SPIFFE IDs or patterns allowed in (access_denied otherwise)
     http: HTTPLimits = field(default_factory=HTTPLimits)
@@ -134,7 +135,7 @@ class Settings:
     def watched_files(self) -> tuple[Path, ...]:
         """Files whose change triggers a reload: certificates, keys and the config file itself."""
         files = [p for spec in self.certificates for p in (spec.cert, spec.key)] + list(self.ticket_key_files)
-        files += [p for p in (self.client_ca,) if p is not None]
+        files += [p for p in (self.client_ca,) if p is not None] + list(self.client_crl)
         return tuple(files + ([self.source] if self.source else []))
 
 
@@ -167,6 +168,7 @@ class Flags:
     stapling: bool | None = None
     staple_file: Path | None = None
     client_ca: Path | None = None
+    client_crl: tuple[Path, ...] | None = None
     verify_client: str | None = None
     allow_spiffe: tuple[str, ...] | None = None
 
@@ -339,6 +341,8 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
     client_ca = flags.client_ca.absolute() if flags.client_ca is not None else (
         t.file("client_ca") if "client_ca" in t.data else None)
     t.used.add("client_ca")
+    client_crl = (tuple(p.absolute() for p in flags.client_crl) if flags.client_crl is not None
+                  else tuple(t.file_list("client_crl", "tlskit ca crl CA_DIR")))
     verify_flag = "--verify-client" if flags.verify_client is not None else ""
     verify = flags.verify_client or t.text("verify_client", "required" if client_ca else "none")
     spiffe_flag = "--allow-spiffe" if flags.allow_spiffe is not None else ""
@@ -348,6 +352,12 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
         raise SettingsError(f"--staple-file: {flags.staple_file} is not a readable file (a DER OCSP response)")
     if flags.client_ca is not None and not flags.client_ca.is_file():
         raise SettingsError(f"--client-ca: {flags.client_ca} is not a readable file (PEM CA certificates)")
+    for crl in flags.client_crl or ():
+        if not crl.is_file():
+            raise SettingsError(f"--client-crl: {crl} is not a readable file (a CRL, e.g. from `tlskit ca crl`)")
+    if client_crl and client_ca is None:
+        refuse("client_crl", "--client-crl" if flags.client_crl else "", "checks client certificates: give "
+                                                                          "--client-ca FILE too")
     if staple_file is not None and not stapling:
         refuse("staple_file", "--staple-file", "staples, so it cannot go with stapling turned off (--no-stapling)")
     if verify not in ("none", "optional", "required"):
@@ -392,8 +402,8 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
             refuse("ticket_rotate", rotate_flag, str(e))
     return {"session_tickets": tickets, "ticket_key_files": ticket_files,
             "ticket_rotate": rotate, "early_data": early, "max_early_data_size": max_early, "redis": redis,
-            "stapling": stapling, "staple_file": staple_file, "client_ca": client_ca, "verify_client": verify,
-            "allow_spiffe": allow}
+            "stapling": stapling, "staple_file": staple_file, "client_ca": client_ca, "client_crl": client_crl,
+            "verify_client": verify, "allow_spiffe": allow}
 
 
 def _duration(t: _Table, key: str) -> float | None:
@@ -664,11 +674,11 @@ class _Table:
     def file(self, key: str) -> Path:
         return self._path(key, Path.is_file, "is not a readable file (check the path)")
 
-    def file_list(self, key: str) -> list[Path]:
+    def file_list(self, key: str, make: str = "tlskit stek new {path}") -> list[Path]:
         paths = [(self.base / name).absolute() for name in self.strings(key)]
         for path in paths:
             if not path.is_file():
-                self.fail(key, f"{path} is not a readable file (make one with `tlskit stek new {path}`)")
+                self.fail(key, f"{path} is not a readable file (make one with `{make.format(path=path)}`)")
         return paths
 
     def directory(self, key: str) -> Path:
