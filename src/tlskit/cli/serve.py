@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser(
         "serve",
         help="HTTPS server: static files, reverse proxy, SNI, reload, workers, metrics",
-        description="A production HTTPS (HTTP/1.1) server on tlskit's asyncio front end.",
+        description="A production HTTPS server (HTTP/1.1, and HTTP/2 with --alpn h2) on tlskit's asyncio front end.",
         epilog=_SERVE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -97,7 +97,7 @@ class RedisTicketKeys:
         if self._state is None:
             self._state = _fresh_ring(random, now, rotation_interval)
             log.warning("ticket keys: Redis unreachable at start; sealing with a local key until it is back "
-                        "(those tickets resume on this node only)")
+                        "(those tickets resume in this process only)")
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT, **options: Any) -> RedisTicketKeys:
