@@ -292,3 +292,9 @@ def test_haproxy_log_lines_from_a_real_haproxy(lab: Lab, tmp_path: Path, capsys:
         "version_mismatch", "cipher_mismatch", "client_cert_required", "plain_http"]
     assert main(["diagnose", "--haproxy", str(log), "--json"]) == 1
     assert '"handshake_failure_unlogged": 2' in capsys.readouterr().out
+
+
+def test_a_name_that_does_not_resolve_is_said_to_be_one() -> None:
+    """It was diagnosed as a timeout ("filtered port or stalled handshake": check firewalls)."""
+    diagnosis = diagnose_live(LiveOptions(host="no-such-host.invalid", port=443, timeout=5))  # RFC 6761 §6.4
+    assert [f.cause for f in diagnosis.findings] == ["unresolvable"]

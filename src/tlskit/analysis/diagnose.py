@@ -63,6 +63,7 @@ CAUSES: dict[str, Cause] = {
     "middlebox": Cause("middlebox interference (TLS 1.3 hello reset/mangled while TLS 1.2 works)",
                        "update or bypass the interfering proxy/firewall/IDS; ask its vendor for TLS 1.3 support"),
     "connection_refused": Cause("nothing listens on the port", "check host, port and that the service runs"),
+    "unresolvable": Cause("the host name does not resolve", "check the name's spelling and DNS (dig/getent hosts)"),
     "timeout": Cause("no answer in time (filtered port or stalled handshake)",
                      "check firewalls and that the server completes handshakes (load, timeouts)"),
     "handshake_failure_unlogged": Cause("handshake failure without a logged reason",
@@ -252,7 +253,9 @@ def diagnose_live(options: LiveOptions) -> Diagnosis:
         diagnosis.findings.append(Finding(cause=cause, example=example, detail=detail, source="probe"))
         return diagnosis
 
-    if trace.failure in ("connect", "resolve"):
+    if trace.failure == "resolve":  # it was reported as a timeout, with a firewall to check
+        return add("unresolvable", trace.error or "")
+    if trace.failure == "connect":
         refused = "refused" in (trace.error or "").lower()
         return add("connection_refused" if refused else "timeout", trace.error or "")
     if trace.failure == "timeout" and trace.first_byte_time is None:
