@@ -298,3 +298,27 @@ def test_a_name_that_does_not_resolve_is_said_to_be_one() -> None:
     """It was diagnosed as a timeout ("filtered port or stalled handshake": check firewalls)."""
     diagnosis = diagnose_live(LiveOptions(host="no-such-host.invalid", port=443, timeout=5))  # RFC 6761 §6.4
     assert [f.cause for f in diagnosis.findings] == ["unresolvable"]
+
+
+def test_runs_saved_with_2_redirected_are_split_where_they_begin(tmp_path: Path) -> None:
+    """`openssl s_client ... >> runs.txt 2>&1`: each run's stderr (depth=, verify error) lands before its
+    buffered stdout, and was counted with the run before: four runs read as five, one failure counted twice."""
+    import os
+    import subprocess
+
+    from tests.served import start
+
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0"],
+                   {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")})
+    runs = tmp_path / "runs.txt"
+    try:
+        for extra in ([], [], ["-CAfile", str(served.cacert)], ["-tls1_2"]):
+            with runs.open("ab") as out:
+                subprocess.run([require("openssl"), "s_client", "-connect", f"127.0.0.1:{served.port}",
+                                "-servername", "localhost", "-verify_return_error", *extra],
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=30, check=False)
+    finally:
+        served.stop()
+    diagnosis = diagnose_s_client(runs.read_text())
+    assert sorted(f.cause for f in diagnosis.findings) == ["unknown_ca", "unknown_ca", "version_mismatch"]
+    assert diagnosis.healthy == 1

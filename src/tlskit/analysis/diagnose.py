@@ -170,10 +170,19 @@ def split_s_client_runs(text: str) -> list[str]:
     for line in text.splitlines():
         is_start = bool(starts.match(line))
         if (is_start and not previous_start) or not runs:
-            runs.append([])
+            # `>> runs.txt 2>&1`: a run's stderr (depth=, verify error) is written before its buffered stdout,
+            # so the lines of that kind that end the previous run are this one's
+            carried: list[str] = []
+            if runs and line.startswith("CONNECTED("):
+                while runs[-1] and _STDERR_LINE.match(runs[-1][-1]):
+                    carried.insert(0, runs[-1].pop())
+            runs.append(carried)
         previous_start = is_start and line.startswith("Connecting to ")
         runs[-1].append(line)
     return ["\n".join(run) for run in runs if any(r.strip() for r in run)]
+
+
+_STDERR_LINE = re.compile(r"^(?:depth=\d|verify (?:error|return):|\S*:error:[0-9A-F]+:)")
 
 
 def diagnose_s_client(text: str, *, now: dt.datetime | None = None) -> Diagnosis:
