@@ -143,6 +143,36 @@ def test_node_starting_without_redis_seals_locally_then_joins_the_ring(
     assert lonely.encryption_key().name == fleet.state.current.name
 
 
+def test_a_node_that_seeds_the_ring_keeps_its_keys_and_never_publishes_zeros(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    """A node that started without Redis seeded the ring from its own keys when Redis came back, then "reused"
+    the loaded copy and wiped it — the same objects: its keys became zeros (every handshake failed, and a
+    ticket sealed under zeros, forgeable by anyone, opened), and the next re-seed published the zeros to the
+    whole fleet. Zeros from Redis are refused, and a wiped key opens nothing."""
+    clock = Clock()
+    own_redis.stop()
+    lonely = node(own_redis, prefix, clock)
+    own_redis.start()
+    clock.now += 10
+    lonely.tick()  # Redis is back with no ring: this node creates it from the keys it holds
+    clock.now += 10
+    lonely.tick()
+    key = lonely.encryption_key()
+    assert not key.wiped
+    assert open_ticket(lonely, seal_ticket(lonely.encryption_key(), b"state", os.urandom)) == b"state"
+    own_redis.client().flushall()  # Redis lost the ring (a restart without persistence)
+    clock.now += 10
+    lonely.refresh()  # puts the ring back from the keys it holds
+    stored = own_redis.client().hget(prefix + "ring", "current")
+    assert isinstance(stored, bytes) and any(stored[-32:])  # not the zero key
+    forged_under_zeros = key.name + bytes(12) + b"\x00" * 32
+    assert open_ticket(lonely, forged_under_zeros) is None
+    own_redis.client().hset(prefix + "ring", "current", key.name + bytes(64))  # an all-zero key in the ring
+    lonely.refresh()
+    assert not lonely.encryption_key().wiped
+
+
 def test_unusable_ring_in_redis_is_logged_and_cached_keys_serve(
     redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

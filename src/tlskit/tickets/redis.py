@@ -251,7 +251,10 @@ class RedisTicketKeys:
         if token is None:
             return None
         try:
-            seed = self._state or _fresh_ring(self._random, now, self.rotation_interval)
+            held = self._state
+            usable = held is not None and not any(k is not None and k.wiped for k in (held.current, held.previous,
+                                                                                     held.next))
+            seed = held if held is not None and usable else _fresh_ring(self._random, now, self.rotation_interval)
             if not self._write(seed, 0):
                 return self._load()
             log.info("ticket keys: created the ring in Redis at %s (current %s)", self._ring_key,
@@ -302,7 +305,9 @@ class RedisTicketKeys:
 
             def reuse(key: TicketKey) -> TicketKey:
                 mine = held.get(key.name)
-                if mine is not None and mine.to_bytes() == key.to_bytes():
+                # ``mine is key``: the ring we just wrote from our own state (``_create``) — wiping the copy
+                # would wipe the key in use, and the next ``_create`` would publish zeros as the fleet's key
+                if mine is not None and mine is not key and mine.to_bytes() == key.to_bytes():
                     key.wipe()
                     return mine
                 return key
@@ -320,11 +325,14 @@ class RedisTicketKeys:
 def _key(value: bytes | str, slot: str) -> TicketKey:
     data = bytearray(value.encode("latin-1") if isinstance(value, str) else value)
     try:
-        return TicketKey.from_bytes(data, source=f"ring slot {slot!r}")
+        key = TicketKey.from_bytes(data, source=f"ring slot {slot!r}")
     except ConfigError as e:
         raise ValueError(str(e)) from None
     finally:
         data[:] = bytes(len(data))
+    if key.wiped:  # zeros are a known key: whoever reads this code could seal tickets the fleet opens
+        raise ValueError(f"ring slot {slot!r} holds an all-zero AES key")
+    return key
 
 
 def _fresh_ring(random: Callable[[int], bytes], now: float, interval: float) -> RingState:

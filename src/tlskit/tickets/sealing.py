@@ -25,7 +25,7 @@ def open_ticket(keys: TicketKeys, ticket: bytes) -> bytes | None:
     if len(ticket) < _NAME + _NONCE + 16:
         return None
     key = keys.decryption_key(ticket[:_NAME])
-    if key is None:
+    if key is None or key.wiped:  # a wiped key is zeros: anyone could seal a ticket it opens
         return None
     try:
         return AESGCM(key.aes_key).decrypt(ticket[_NAME : _NAME + _NONCE], ticket[_NAME + _NONCE :], ticket[:_NAME])
