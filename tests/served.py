@@ -94,7 +94,7 @@ def start(args: Sequence[str], env: dict[str, str], *, cwd: Path | None = None, 
           workers: int = 1) -> Served:
     """Start ``tlskit serve ARGS --workers N`` and wait until it has announced itself (20 s at most)."""
     argv = [sys.executable, "-m", "tlskit", "serve", *args]
-    if "--workers" not in args:
+    if "--workers" not in args and workers:  # workers=0: the server's own default (one per core)
         argv += ["--workers", str(workers)]
     env = {**env, "PYTHONUNBUFFERED": "1"}
     env.pop("SSLKEYLOGFILE", None)

@@ -286,6 +286,25 @@ def _v6_loopback() -> bool:
     return True
 
 
+def test_a_reload_cannot_split_0rtt_state_across_running_workers(tmp_path: Path, env: dict[str, str]) -> None:
+    """With the default workers (one per core), a reload that turned on early_data without Redis was applied:
+    each worker then kept its own replay set, and a replayed 0-RTT request was accepted by the other worker."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: the default is one worker")
+    (tmp_path / "www").mkdir()
+    path = config(tmp_path, '[[route]]\nroot = "www"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env, workers=0)
+    try:
+        children = _children(served.process.pid)
+        assert len(children) >= 2
+        path.write_text('[tls]\nearly_data = true\n\n[[route]]\nroot = "www"\n')
+        served.signal(signal.SIGHUP)
+        served.wait_log(r"reload \(SIGHUP\) refused, workers keep the previous configuration: early_data")
+        assert _children(served.process.pid) == children
+    finally:
+        served.stop()
+
+
 def _raw_exchange(served: Served, request: bytes) -> bytes:
     """Send ``request`` as it is over TLS; everything the server answers until it closes (or 5 s pass)."""
     with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \

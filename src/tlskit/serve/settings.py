@@ -421,6 +421,13 @@ def _duration(t: _Table, key: str) -> float | None:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
+def per_process_state(s: Settings) -> str | None:
+    """What in ``s`` lives in each process and must not be split across workers (see ``_workers``)."""
+    if s.redis is not None:
+        return None
+    return "early_data" if s.early_data else "ticket_rotate" if s.ticket_rotate else None
+
+
 def _workers(server: _Table, flags: Flags, security: dict[str, Any]) -> int:
     """One process per core, except where per-process state would be wrong across processes: a memory
     replay store (a replayed 0-RTT ClientHello would be accepted once per worker) and keys rotated in

@@ -32,7 +32,7 @@ from .accesslog import setup_logging
 from .certstore import files_fingerprint
 from .metrics import MULTIPROC_ENV, ServeMetrics, mark_worker_dead, serve_metrics
 from .server import RENEWAL_CHECK_SECONDS, ServeProcess, Site, build_site
-from .settings import Flags, load_settings
+from .settings import Flags, load_settings, per_process_state
 
 __all__ = ["Supervisor", "worker_main"]
 
@@ -181,6 +181,16 @@ class Supervisor:
             site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
         except (ConfigError, OSError) as e:
             _log.error("reload (%s) failed, workers keep the previous configuration: %s", why, e)
+            if self._metrics:
+                self._metrics.reloads.labels("failed").inc()
+            return
+        if (local := per_process_state(site.settings)) and len(self.workers) > 1:
+            # each worker would keep its own replay set (a replayed 0-RTT request accepted once per worker) or
+            # make its own ticket keys: refused, as at start
+            _log.error("reload (%s) refused, workers keep the previous configuration: %s keeps its state in each "
+                       "process and %d workers run; share it through redis, or restart with one worker", why,
+                       local, len(self.workers))
+            site.stateful.close_except(self.site.stateful)
             if self._metrics:
                 self._metrics.reloads.labels("failed").inc()
             return
