@@ -69,3 +69,16 @@ def test_session_store_skips_expired_tickets() -> None:
     store.put("example.com", _ticket(1, lifetime=1000))
     store.put("example.com", _ticket(2, lifetime=5))
     assert store.take("example.com", 200) == _ticket(1, lifetime=1000)
+
+
+def test_a_freshly_started_store_refuses_everything_for_its_window() -> None:
+    """RFC 8446 §8.2: a restarted server forgot which ClientHellos it saw, so a replay of one accepted before the
+    restart would be taken for new; `tlskit serve` refused nothing after a restart."""
+    now = [1000.0]
+    store = MemoryReplayStore(clock=lambda: now[0], fresh_start=20.0)
+    assert not store.check_and_insert(b"hello", 20.0)
+    now[0] += 19.9
+    assert not store.check_and_insert(b"other", 20.0)
+    now[0] += 0.2
+    assert store.check_and_insert(b"hello", 20.0) and not store.check_and_insert(b"hello", 20.0)
+    assert MemoryReplayStore(clock=lambda: now[0]).check_and_insert(b"x", 20.0)  # the library default: no guard

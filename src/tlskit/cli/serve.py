@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .argtypes import port_number
+from .argtypes import port_number, seconds
 
 __all__ = ["register"]
 
@@ -86,6 +86,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tls.add_argument("--early-data", action="store_true", default=None,
                      help="accept 0-RTT data from resumed clients (RFC 8470: GET/HEAD/OPTIONS only, others "
                           "425 Too Early; proxied requests get Early-Data: 1)")
+    tls.add_argument("--early-data-window", type=seconds, metavar="SECONDS",
+                     help="0-RTT freshness window: ticket-age tolerance, how long a ClientHello is remembered, and "
+                          "how long after a start 0-RTT is refused (RFC 8446 §8.2; default 10)")
     tls.add_argument("--redis", metavar="URL",
                      help="share ticket keys and the 0-RTT replay set with other servers through Redis "
                           "(redis://host:port/db); without Redis a node keeps serving and refuses 0-RTT")
@@ -140,7 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
         proxy=args.proxy, listing=args.listing, workers=args.workers, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, log_json=args.log_json, access_log=args.access_log, ktls=args.ktls,
         ticket_keys=tuple(args.ticket_keys) if args.ticket_keys else None, ticket_rotate=args.ticket_rotate,
-        early_data=args.early_data, redis=args.redis, stapling=args.stapling, staple_file=args.staple_file,
+        early_data=args.early_data, early_data_window=args.early_data_window, redis=args.redis,
+        stapling=args.stapling, staple_file=args.staple_file,
         client_ca=args.client_ca, client_crl=tuple(args.client_crl) if args.client_crl else None,
         verify_client=args.verify_client,
         allow_spiffe=tuple(args.allow_spiffe) if args.allow_spiffe else None,

@@ -125,7 +125,8 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
             auth = ClientAuth(mode=settings.verify_client,  # type: ignore[arg-type]  # checked by settings
                               trust=TrustStore.from_pem_file(settings.client_ca), allowed_ids=allowed,
                               revocation=revocation)
-        early = EarlyDataPolicy(max_early_data_size=settings.max_early_data_size) if settings.early_data else None
+        early = (EarlyDataPolicy(max_early_data_size=settings.max_early_data_size,
+                                 freshness_window=settings.early_data_window) if settings.early_data else None)
         config = ServerConfig(cert_resolver=store.resolve, certificates=store.default, alpn=settings.alpn,
                               cipher_suites=settings.cipher_suites, groups=settings.groups, ticket_keys=keys,
                               ticket_lifetime=settings.ticket_lifetime, early_data=early,

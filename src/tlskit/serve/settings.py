@@ -114,6 +114,7 @@ class Settings:
     ticket_rotate: float | None = None  # seconds: keys made in memory and rotated (RotatingTicketKeys)
     early_data: bool = False  # 0-RTT (RFC 8446 §4.2.10) with RFC 8470 rules: safe methods only, else 425
     max_early_data_size: int = 16384
+    early_data_window: float = 10.0  # seconds: ticket-age tolerance and how long a ClientHello is remembered
     redis: str | None = None  # fleet: ticket key ring (RedisTicketKeys) and 0-RTT seen-set (RedisReplayStore)
     stapling: bool = True  # OCSP staples from the responder each leaf names (AIA), fetched in the background
     staple_file: Path | None = None  # a DER OCSP response kept fresh by something else (nginx ssl_stapling_file)
@@ -164,6 +165,7 @@ class Flags:
     ticket_keys: tuple[Path, ...] | None = None
     ticket_rotate: float | None = None
     early_data: bool | None = None
+    early_data_window: float | None = None
     redis: str | None = None
     stapling: bool | None = None
     staple_file: Path | None = None
@@ -332,6 +334,10 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
     rotate = flags.ticket_rotate if flags.ticket_rotate is not None else _duration(t, "ticket_rotate")
     early = _flag(flags.early_data, t.flag("early_data", False))
     max_early = t.integer("max_early_data_size", 16384, 1, 1 << 24)
+    window = flags.early_data_window if flags.early_data_window is not None else t.number("early_data_window", 10.0)
+    if not 0.5 <= window <= 60:
+        refuse("early_data_window", "--early-data-window" if flags.early_data_window is not None else "",
+               f"{window:g} s: give 0.5 to 60 seconds (RFC 8446 §8.3 suggests about 10)")
     redis_flag = "--redis" if flags.redis is not None else ""
     redis = flags.redis if flags.redis is not None else t.text("redis", "") or None
     stapling = _flag(flags.stapling, t.flag("stapling", True))
@@ -401,7 +407,8 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
         except ConfigError as e:
             refuse("ticket_rotate", rotate_flag, str(e))
     return {"session_tickets": tickets, "ticket_key_files": ticket_files,
-            "ticket_rotate": rotate, "early_data": early, "max_early_data_size": max_early, "redis": redis,
+            "ticket_rotate": rotate, "early_data": early, "max_early_data_size": max_early,
+            "early_data_window": window, "redis": redis,
             "stapling": stapling, "staple_file": staple_file, "client_ca": client_ca, "client_crl": client_crl,
             "verify_client": verify, "allow_spiffe": allow}
 

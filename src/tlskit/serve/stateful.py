@@ -77,7 +77,8 @@ class Stateful:
             if previous is not None and previous.replay_spec == replay_spec:
                 new.replay_store = previous.replay_store
             elif s.early_data:
-                new.replay_store = FailFastReplayStore(_redis_replay(s.redis)) if s.redis else MemoryReplayStore()
+                new.replay_store = (FailFastReplayStore(_redis_replay(s.redis)) if s.redis
+                                    else MemoryReplayStore(fresh_start=2 * s.early_data_window))  # §8.2
             if previous is not None and previous.staple_spec == staple_spec:
                 new.staples = previous.staples
             elif s.stapling:

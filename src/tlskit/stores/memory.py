@@ -19,15 +19,25 @@ class MemoryReplayStore:
     ticket marks until the ticket expires, RFC 8446 §8.1), so expiry runs off a heap ordered by deadline.
     """
 
-    def __init__(self, max_entries: int = 1_000_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_entries: int = 1_000_000, clock: Callable[[], float] = time.monotonic, *,
+                 fresh_start: float = 0.0) -> None:
+        """``fresh_start``: seconds after it is made during which this store refuses every key. It replaces one
+        that was lost (a server restarted), so within its recording window it cannot know what was seen
+        (RFC 8446 §8.2, "When implementations are freshly started, they SHOULD reject 0-RTT as long as any
+        portion of their recording window overlaps the startup time")."""
         self._seen: dict[bytes, float] = {}
         self._deadlines: list[tuple[float, bytes]] = []  # heap; stale pairs are skipped when popped
         self._max = max_entries
         self._clock = clock
         self._lock = threading.Lock()
+        self._blind_until: float | None = clock() + fresh_start if fresh_start > 0 else None
 
     def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
         now = self._clock()
+        if self._blind_until is not None:
+            if now < self._blind_until:
+                return False  # a key seen by the previous process within its window would be taken for new
+            self._blind_until = None
         with self._lock:
             seen, deadlines = self._seen, self._deadlines
             while deadlines and deadlines[0][0] <= now:
