@@ -102,6 +102,17 @@ def test_expired_ticket_is_not_resumed() -> None:
     assert not pair.server_complete.resumed
 
 
+def test_a_shortened_ticket_lifetime_applies_to_tickets_already_issued() -> None:
+    """Tickets issued with 2 h still resumed 1000 s later on a server now set to 600 s (it used only the
+    lifetime sealed in the ticket; RFC 8446 §4.6.1 lets a server discard tickets earlier)."""
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(tickets, clock)
+    clock.now += 1000
+    pair = handshake(client_config(session_store=tickets, clock=clock),
+                     servers(clock=clock, ticket_lifetime=600))  # type: ignore[arg-type]
+    assert not pair.client_complete.resumed
+
+
 def test_ticket_is_not_resumed_for_another_server_name() -> None:
     store, clock = MemorySessionStore(), Clock()
     tickets = first_connection(store, clock)

@@ -163,7 +163,8 @@ def accept_psk(
             continue
         if suite_params(state.suite).hash_name != params.hash_name:
             continue
-        if now - state.issued_at >= state.lifetime or now < state.issued_at - 60:
+        # the lifetime it was issued with, or today's if shorter (an operator shortened it, e.g. after an incident)
+        if now - state.issued_at >= min(state.lifetime, config.ticket_lifetime) or now < state.issued_at - 60:
             continue
         if state.server_name != server_name:
             continue  # §4.6.1: resume only for the name the session was established for
