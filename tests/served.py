@@ -217,3 +217,15 @@ class ChannelTransport(asyncio.Transport):
 
     def resume_reading(self) -> None:
         pass
+
+
+def v6_loopback() -> bool:
+    """Whether this machine can bind ::1 (IPv6 loopback)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

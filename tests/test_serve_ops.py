@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import make_ca, make_leaf, write_pem
-from tests.served import Served, json_lines, start
+from tests.served import Served, json_lines, start, v6_loopback
 
 
 @pytest.fixture
@@ -260,7 +260,7 @@ def _proc_state(pid: int) -> str:
 def test_every_listener_is_announced_and_restart_only_changes_are_named(tmp_path: Path, env: dict[str, str]) -> None:
     """Each socket was announced under the first [[listen]]'s address (127.0.0.1 twice for 127.0.0.1 + ::1); a
     reload that changes what only a restart applies said nothing (workers, [metrics], log_json)."""
-    if not _v6_loopback():
+    if not v6_loopback():
         pytest.skip("no IPv6 loopback on this machine")
     (tmp_path / "www").mkdir()
     text = ('[[listen]]\naddress = "127.0.0.1"\nport = 0\n\n[[listen]]\naddress = "::1"\nport = 0\n\n'
@@ -275,15 +275,6 @@ def test_every_listener_is_announced_and_restart_only_changes_are_named(tmp_path
         served.wait_log(r"changes to log_json take effect after a restart")
     finally:
         served.stop()
-
-
-def _v6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def test_a_reload_cannot_split_0rtt_state_across_running_workers(tmp_path: Path, env: dict[str, str]) -> None:

@@ -266,6 +266,7 @@ def test_localhost_listens_on_both_loopback_addresses() -> None:
     the zero-config server then refused https://[::1]:8443/ and curl -6)."""
     import socket
 
+    from tests.served import v6_loopback
     from tlskit.serve.listeners import bind
     from tlskit.serve.settings import Listener
 
@@ -273,19 +274,9 @@ def test_localhost_listens_on_both_loopback_addresses() -> None:
     try:
         hosts = {sock.getsockname()[0] for sock in sockets}
         assert "127.0.0.1" in hosts
-        if socket.has_ipv6 and _loopback_v6():
+        if socket.has_ipv6 and v6_loopback():
             assert "::1" in hosts and len({sock.getsockname()[1] for sock in sockets}) == 1
     finally:
         for sock in sockets:
             sock.close()
 
-
-def _loopback_v6() -> bool:
-    import socket
-
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
