@@ -430,17 +430,23 @@ def _duration(t: _Table, key: str) -> float | None:
 
 def per_process_state(s: Settings) -> str | None:
     """What in ``s`` lives in each process and must not be split across workers (see ``_workers``)."""
-    if s.redis is not None:
+    return _per_process(s.early_data, s.ticket_rotate, s.redis)
+
+
+def _per_process(early_data: bool, ticket_rotate: float | None, redis: str | None) -> str | None:
+    """``early_data`` (a memory replay set) or ``ticket_rotate`` (keys made in memory) when Redis does not share
+    them, else None."""
+    if redis is not None:
         return None
-    return "early_data" if s.early_data else "ticket_rotate" if s.ticket_rotate else None
+    return "early_data" if early_data else "ticket_rotate" if ticket_rotate else None
 
 
 def _workers(server: _Table, flags: Flags, security: dict[str, Any]) -> int:
     """One process per core, except where per-process state would be wrong across processes: a memory
     replay store (a replayed 0-RTT ClientHello would be accepted once per worker) and keys rotated in
     memory (each worker would make its own, so tickets would not resume on another worker)."""
-    local = ("--early-data" if security["early_data"] else "--ticket-rotate" if security["ticket_rotate"]
-             else None) if security["redis"] is None else None
+    state = _per_process(security["early_data"], security["ticket_rotate"], security["redis"])
+    local = "--" + state.replace("_", "-") if state else None
     given = flags.workers if flags.workers is not None else server.data.get("workers")
     default = 1 if local else os.cpu_count() or 1
     workers = _flag(flags.workers, server.integer("workers", default, 1, 1024))

@@ -95,7 +95,7 @@ class Secrets:
 
     def __init__(self, paths: Iterable[Path] = (), directories: Iterable[Path] = ()) -> None:
         paths = list(paths)
-        self.files: frozenset[tuple[int, int]] = frozenset(_identity(p) for p in paths if _exists(p))
+        self.files: frozenset[tuple[int, int]] = frozenset(i for p in paths if (i := _identity(p)) is not None)
         # by name too: a key rotated in place (a new file moved over it) has a new inode until a reload succeeds
         self.paths = frozenset(os.path.realpath(p) for p in paths)
         self.directories = tuple(d.resolve() for d in directories)
@@ -104,24 +104,20 @@ class Secrets:
         """Whether ``path`` (resolved) is one of them or inside a hidden directory."""
         if str(path) in self.paths or any(path.is_relative_to(d) for d in self.directories):
             return True
-        return bool(self.files) and _exists(path) and _identity(path) in self.files
+        return bool(self.files) and _identity(path) in self.files
 
     def has(self, name: str, st: os.stat_result) -> bool:
         """For a file about to be sent (``name`` resolved): one of them, by name or by inode."""
         return name in self.paths or (st.st_dev, st.st_ino) in self.files
 
 
-def _identity(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_dev, st.st_ino
-
-
-def _exists(path: Path) -> bool:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, None if it cannot be stat'ed (one stat, not an exists() check first)."""
     try:
-        path.stat()
+        st = path.stat()
     except OSError:
-        return False
-    return True
+        return None
+    return st.st_dev, st.st_ino
 
 
 class StaticFiles:
