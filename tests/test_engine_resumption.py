@@ -31,7 +31,7 @@ def ring(seed: int = 1) -> TicketKeyRing:
 
 
 class BrokenStore:
-    def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
         raise ConnectionError("redis is down")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tlskit.enums import CipherSuite
-from tlskit.stores import MemoryReplayStore, MemorySessionStore, StoredTicket
+from tlskit.stores import MemoryReplayStore, MemorySessionStore, ReplayHistoryUnknown, StoredTicket
 
 
 class Clock:
@@ -71,14 +71,40 @@ def test_session_store_skips_expired_tickets() -> None:
     assert store.take("example.com", 200) == _ticket(1, lifetime=1000)
 
 
-def test_a_freshly_started_store_refuses_everything_for_its_window() -> None:
+def test_a_store_that_replaces_a_lost_one_refuses_keys_whose_history_it_lacks() -> None:
     """RFC 8446 §8.2: a restarted server forgot which ClientHellos it saw, so a replay of one accepted before the
     restart would be taken for new; `tlskit serve` refused nothing after a restart."""
     now = [1000.0]
-    store = MemoryReplayStore(clock=lambda: now[0], fresh_start=20.0)
-    assert not store.check_and_insert(b"hello", 20.0)
+    store = MemoryReplayStore(clock=lambda: now[0], replaces_lost=True)
+    with pytest.raises(ReplayHistoryUnknown, match=r"0\.0 s of history"):
+        store.check_and_insert(b"hello", 20.0)
     now[0] += 19.9
-    assert not store.check_and_insert(b"other", 20.0)
+    with pytest.raises(ReplayHistoryUnknown):
+        store.check_and_insert(b"other", 20.0)
     now[0] += 0.2
     assert store.check_and_insert(b"hello", 20.0) and not store.check_and_insert(b"hello", 20.0)
     assert MemoryReplayStore(clock=lambda: now[0]).check_and_insert(b"x", 20.0)  # the library default: no guard
+
+
+def test_a_key_refused_for_lack_of_history_is_still_recorded() -> None:
+    """A ClientHello refused 19 s after the start and replayed at 21 s must not pass: its client already sent
+    the request again after the handshake, so accepting the replay would run it twice."""
+    now = [1000.0]
+    store = MemoryReplayStore(clock=lambda: now[0], replaces_lost=True)
+    now[0] += 19.0
+    with pytest.raises(ReplayHistoryUnknown):
+        store.check_and_insert(b"hello", 20.0)
+    now[0] += 2.0
+    assert not store.check_and_insert(b"hello", 20.0)
+
+
+def test_history_is_per_check_a_ticket_mark_needs_the_history_since_its_ticket_was_issued() -> None:
+    """Single-use tickets (§8.1): a ticket issued an hour before the restart may have been used then, one issued
+    after it cannot have been; the long window of the mark must not block the latter."""
+    now = [1000.0]
+    store = MemoryReplayStore(clock=lambda: now[0], replaces_lost=True)
+    now[0] += 60.0
+    with pytest.raises(ReplayHistoryUnknown):
+        store.check_and_insert(b"mark-old", 7200.0, history_seconds=3660.0)
+    assert store.check_and_insert(b"mark-new", 7200.0, history_seconds=30.0)
+    assert not store.check_and_insert(b"mark-new", 7200.0, history_seconds=31.0)

@@ -31,18 +31,18 @@ class Clock:
 
 
 class BrokenStore:
-    def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
         raise ConnectionError("redis is down")
 
 
 class RecordingStore(MemoryReplayStore):
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock=clock)
-        self.calls: list[tuple[bytes, float]] = []
+        self.calls: list[tuple[bytes, float, float | None]] = []
 
-    def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
-        self.calls.append((key, window_seconds))
-        return super().check_and_insert(key, window_seconds)
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+        self.calls.append((key, window_seconds, history_seconds))
+        return super().check_and_insert(key, window_seconds, history_seconds)
 
 
 def state(issued_at: float, lifetime: int = 7200) -> SessionState:
@@ -67,12 +67,23 @@ def test_ticket_is_claimed_once_until_it_expires() -> None:
     assert store.check_and_insert(b"binder", 10) and len(store) == 1
 
 
-def test_claim_window_is_the_ticket_remaining_lifetime() -> None:
+def test_claim_window_is_the_ticket_remaining_lifetime_and_its_history_the_ticket_age() -> None:
     clock = Clock(5000.0)
     store = RecordingStore(clock)
     assert claim_ticket(store, b"t", state(issued_at=4000.0, lifetime=7200), clock())
-    ((key, window),) = store.calls
-    assert key == ticket_use_key(b"t") and window == pytest.approx(6200.0)
+    ((key, window, history),) = store.calls
+    assert key == ticket_use_key(b"t") and window == pytest.approx(6200.0) and history == pytest.approx(1000.0)
+
+
+def test_a_ticket_older_than_a_restarted_store_is_not_claimed_a_newer_one_is() -> None:
+    """Single-use tickets (§8.1) with ticket keys that outlive the process: the store that recorded the first
+    use of a ticket issued before the restart is gone, so that ticket could be resumed a second time."""
+    clock = Clock(5000.0)
+    store = MemoryReplayStore(clock=clock, replaces_lost=True)
+    clock.now += 60
+    assert not claim_ticket(store, b"old", state(issued_at=4000.0), clock())
+    assert claim_ticket(store, b"new", state(issued_at=5030.0), clock())
+    assert not claim_ticket(store, b"new", state(issued_at=5030.0), clock())
 
 
 def test_expired_ticket_is_never_claimed() -> None:

@@ -79,6 +79,14 @@ class RedisServer:
     def client(self, timeout: float = 0.25) -> redis.Redis:
         return redis_client(self.url, timeout=timeout)
 
+    def age_replay_set(self, prefix: str, seconds: float = 3600.0) -> None:
+        """Start the replay set under ``prefix`` ``seconds`` ago on this Redis process, as a fleet that has run
+        that long has it (a new set refuses 0-RTT until it holds a window of history)."""
+        client = self.client()
+        run_id = client.info("server")["run_id"]
+        secs, micros = client.time()
+        client.set(prefix.encode() + b"epoch", f"{run_id}:{secs * 1000 + micros // 1000 - int(seconds * 1000)}")
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -30,6 +30,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def fleet(redis_server: RedisServer, prefix: str, pki: Pki) -> Iterator[tuple[Node, Node]]:
+    redis_server.age_replay_set(prefix + "0rtt:")  # a fleet that has run for a while (a new set refuses 0-RTT)
     with Node(redis_server.url, prefix, pki.cert, pki.key) as a, Node(redis_server.url, prefix, pki.cert, pki.key) as b:
         yield a, b
 

@@ -10,11 +10,12 @@ import redis
 
 from tests.fleet.conftest import RedisServer
 from tlskit.enums import CipherSuite
-from tlskit.stores import StoredTicket
+from tlskit.stores import ReplayHistoryUnknown, StoredTicket
 from tlskit.stores.redis import RedisReplayStore, RedisSessionStore
 
 
 def test_replay_store_accepts_each_key_once(redis_server: RedisServer, prefix: str) -> None:
+    redis_server.age_replay_set(prefix)
     a = RedisReplayStore(redis_server.client(), prefix)
     b = RedisReplayStore(redis_server.client(), prefix)  # another node
     assert a.check_and_insert(b"binder-1", 10)
@@ -26,6 +27,7 @@ def test_replay_store_accepts_each_key_once(redis_server: RedisServer, prefix: s
 
 
 def test_replay_store_accepts_again_after_the_window(redis_server: RedisServer, prefix: str) -> None:
+    redis_server.age_replay_set(prefix)
     store = RedisReplayStore(redis_server.client(), prefix)
     assert store.check_and_insert(b"k", 0.1)
     assert not store.check_and_insert(b"k", 0.1)
@@ -34,6 +36,7 @@ def test_replay_store_accepts_again_after_the_window(redis_server: RedisServer, 
 
 
 def test_concurrent_nodes_accept_a_replayed_hello_once(redis_server: RedisServer, prefix: str) -> None:
+    redis_server.age_replay_set(prefix)
     stores = [RedisReplayStore(redis_server.client(), prefix) for _ in range(12)]
     start = threading.Barrier(len(stores))
     results: list[bool] = []
@@ -51,6 +54,7 @@ def test_concurrent_nodes_accept_a_replayed_hello_once(redis_server: RedisServer
 
 
 def test_replay_store_raises_quickly_when_redis_is_down(own_redis: RedisServer, prefix: str) -> None:
+    own_redis.age_replay_set(prefix)
     store = RedisReplayStore.from_url(own_redis.url, prefix)
     assert store.check_and_insert(b"k", 10)
     own_redis.stop()
@@ -61,6 +65,7 @@ def test_replay_store_raises_quickly_when_redis_is_down(own_redis: RedisServer, 
 
 
 def test_replay_store_times_out_on_a_hung_redis(own_redis: RedisServer, prefix: str) -> None:
+    own_redis.age_replay_set(prefix)
     store = RedisReplayStore.from_url(own_redis.url, prefix, timeout=0.2)
     assert store.check_and_insert(b"k", 10)
     own_redis.pause()
@@ -71,6 +76,51 @@ def test_replay_store_times_out_on_a_hung_redis(own_redis: RedisServer, prefix: 
         assert time.monotonic() - started < 0.5
     finally:
         own_redis.resume()
+
+
+def test_a_new_replay_set_refuses_until_it_holds_a_window_of_history(redis_server: RedisServer, prefix: str) -> None:
+    """RFC 8446 §8.2: a set that just began cannot tell a replay of an older ClientHello from a new one."""
+    store = RedisReplayStore(redis_server.client(), prefix)
+    with pytest.raises(ReplayHistoryUnknown, match=r"holds 0\.0 s of history"):
+        store.check_and_insert(b"first", 0.3)
+    assert not store.check_and_insert(b"first", 0.3)  # recorded all the same
+    time.sleep(0.35)
+    assert store.check_and_insert(b"second", 0.3)
+    assert store.check_and_insert(b"mark", 7200, history_seconds=0.1)  # a ticket issued after the set began
+
+
+def test_the_set_begins_when_a_node_starts_not_at_its_first_0rtt(redis_server: RedisServer, prefix: str) -> None:
+    store = RedisReplayStore(redis_server.client(), prefix)
+    time.sleep(0.35)
+    assert 0.3 < store.history() < 5
+    assert store.check_and_insert(b"first", 0.3)
+
+
+@pytest.mark.parametrize("loss", ["flushall", "restart", "restart from a snapshot"])
+def test_a_replay_set_that_lost_its_data_refuses_the_replay_it_would_have_caught(
+    own_redis: RedisServer, prefix: str, loss: str
+) -> None:
+    """Redis restarted without persistence, flushed, or restarted from a snapshot older than the last writes:
+    the entries are gone and a replayed ClientHello within its window was accepted a second time."""
+    own_redis.age_replay_set(prefix)
+    if loss == "restart from a snapshot":
+        own_redis.client().save()  # the snapshot holds the epoch, not the entry written after it
+    store = RedisReplayStore.from_url(own_redis.url, prefix)
+    assert store.check_and_insert(b"binder", 10)
+    match loss:
+        case "flushall":
+            own_redis.client().flushall()
+        case "restart":
+            own_redis.stop()
+            own_redis.start()
+        case "restart from a snapshot":  # SIGTERM saves nothing under --save "": the SAVE above is reloaded
+            own_redis.stop()
+            own_redis.start()
+            assert own_redis.client().exists(prefix.encode() + b"epoch")
+            assert not own_redis.client().exists(prefix.encode() + b"binder")
+    with pytest.raises(ReplayHistoryUnknown):
+        store.check_and_insert(b"binder", 10)
+    assert not store.check_and_insert(b"binder", 10)
 
 
 def _ticket(n: int, received_at: float = 100.0, lifetime: int = 60) -> StoredTicket:

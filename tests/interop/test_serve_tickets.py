@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -89,6 +90,7 @@ def test_early_get_is_served_and_proxied_with_early_data_header_and_post_gets_42
 
 def test_redis_shares_the_replay_set_and_when_it_stops_0rtt_is_refused(tmp_path: Path, upstream: int,
                                                                        own_redis: RedisServer) -> None:
+    own_redis.age_replay_set("tlskit:0rtt:")  # a fleet that has run for a while (a new set refuses 0-RTT)
     served = serve(tmp_path, upstream, "--early-data", "--redis", own_redis.url)
     try:
         session = tmp_path / "session.pem"
@@ -105,6 +107,17 @@ def test_redis_shares_the_replay_set_and_when_it_stops_0rtt_is_refused(tmp_path:
         assert "HTTP/1.1 200 OK" in refused, refused  # sent again after the handshake: served as 1-RTT
         served.wait_log(r"0-RTT refused for localhost: replay store unavailable")
         assert served.process.poll() is None
+
+        # Back without its data (no persistence): the replay set is empty, so until it holds a window of
+        # history a replay of a ClientHello accepted before the loss would pass as new. 0-RTT stays refused.
+        own_redis.start()
+        deadline = time.monotonic() + 15
+        lost = re.compile(r"0-RTT refused for localhost: the replay set in Redis holds [0-9.]+ s of history")
+        while not any(lost.search(line) for line in list(served.log)):
+            assert time.monotonic() < deadline, "".join(served.log[-30:])
+            again = s_client(served, session, tmp_path, early=GET, after=GET)
+            assert "Early data was accepted" not in again, again
+            time.sleep(0.5)
     finally:
         served.stop()
 

@@ -18,7 +18,7 @@ from ..errors import AlertError, DecodeError
 from ..messages import extensions as ext
 from ..messages.extensions import Extension, OfferedPsks, PskIdentity
 from ..messages.handshake import NewSessionTicket
-from ..stores.base import ReplayStore, StoredTicket
+from ..stores.base import ReplayHistoryUnknown, ReplayStore, StoredTicket
 from ..tickets.sealing import open_ticket, seal_ticket
 
 if TYPE_CHECKING:
@@ -212,6 +212,9 @@ def early_data_acceptable(
         # Remember the hello for twice the window: a ClientHello passes the two-sided age check for up to
         # 2 * window after it was made (client clock ahead), and must be refused for all of that (§8.2, §8.3).
         fresh = store.check_and_insert(replay_key, 2 * policy.freshness_window)
+    except ReplayHistoryUnknown as e:  # just started, or lost its entries: a replay would look new (§8.2)
+        log.info("0-RTT refused for %s: %s", server_name, e)
+        return False
     except Exception as e:  # any store failure means "cannot prove it is not a replay" (§8, fail closed)
         log.warning("0-RTT refused for %s: replay store unavailable (%s)", server_name, e)
         return False
@@ -235,8 +238,11 @@ def claim_ticket(store: ReplayStore | None, identity: bytes, state: SessionState
     remaining = state.issued_at + state.lifetime - now  # the ticket is refused after this anyway
     if remaining <= 0:
         return False
-    try:
-        return store.check_and_insert(ticket_use_key(identity), remaining)
+    try:  # a use could date back to the ticket's issue: the store must hold that much history
+        return store.check_and_insert(ticket_use_key(identity), remaining, max(0.0, now - state.issued_at))
+    except ReplayHistoryUnknown as e:
+        log.info("single-use ticket refused: %s", e)
+        return False
     except Exception as e:  # unavailable: we cannot prove this is the first use
         log.warning("single-use ticket refused: ticket store unavailable (%s)", e)
         return False

@@ -17,7 +17,7 @@ from typing import Any
 from ..config import CertifiedKey
 from ..errors import ConfigError
 from ..pki.stapling import StapleCache, StapleFile, staple_from_file
-from ..stores.base import ReplayStore
+from ..stores.base import ReplayHistoryUnknown, ReplayStore
 from ..stores.memory import MemoryReplayStore
 from ..tickets.keyring import TicketKeys
 from ..tickets.rotation import DEFAULT_ROTATION, RotatingTicketKeys
@@ -40,12 +40,14 @@ class FailFastReplayStore:
         self.store, self.cooldown, self.clock = store, cooldown, clock
         self._until = 0.0
 
-    def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
         now = self.clock()
         if now < self._until:
             raise ConnectionError(f"the replay store failed less than {self.cooldown:g} s ago")
         try:
-            return self.store.check_and_insert(key, window_seconds)
+            return self.store.check_and_insert(key, window_seconds, history_seconds)
+        except ReplayHistoryUnknown:
+            raise  # it answered: not a failure to back off from
         except Exception:
             self._until = now + self.cooldown
             raise
@@ -78,7 +80,7 @@ class Stateful:
                 new.replay_store = previous.replay_store
             elif s.early_data:
                 new.replay_store = (FailFastReplayStore(_redis_replay(s.redis)) if s.redis
-                                    else MemoryReplayStore(fresh_start=2 * s.early_data_window))  # §8.2
+                                    else MemoryReplayStore(replaces_lost=True))  # §8.2
             if previous is not None and previous.staple_spec == staple_spec:
                 new.staples = previous.staples
             elif s.stapling:

@@ -11,10 +11,20 @@ from ..enums import CipherSuite
 class ReplayStore(Protocol):
     """The 0-RTT seen-set (RFC 8446 §8.2): shared by every server that shares the ticket keys."""
 
-    def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
-        """True if ``key`` was not seen within the window (and record it). Any exception means the store
-        is unavailable, and the server then refuses 0-RTT (fail closed)."""
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+        """True if ``key`` was not seen within the window (and record it for ``window_seconds``).
+
+        ``history_seconds`` (default: the window): how far back an earlier insertion of ``key`` could lie. A
+        store that does not hold that much history (it was just made, or lost its entries) cannot say the key
+        is new and raises ``ReplayHistoryUnknown``. Any exception means the store cannot vouch for the key, and
+        the server then refuses 0-RTT, or the single-use ticket (fail closed)."""
         ...
+
+
+class ReplayHistoryUnknown(Exception):
+    """The store holds less history than a check needs: it is new, or lost its entries (a restart without
+    persistence, a flush, an eviction). RFC 8446 §8.2: "When implementations are freshly started, they SHOULD
+    reject 0-RTT as long as any portion of their recording window overlaps the startup time"."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

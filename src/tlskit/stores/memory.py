@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .base import StoredTicket
+from .base import ReplayHistoryUnknown, StoredTicket
 
 
 class MemoryReplayStore:
@@ -20,24 +20,21 @@ class MemoryReplayStore:
     """
 
     def __init__(self, max_entries: int = 1_000_000, clock: Callable[[], float] = time.monotonic, *,
-                 fresh_start: float = 0.0) -> None:
-        """``fresh_start``: seconds after it is made during which this store refuses every key. It replaces one
-        that was lost (a server restarted), so within its recording window it cannot know what was seen
-        (RFC 8446 §8.2, "When implementations are freshly started, they SHOULD reject 0-RTT as long as any
-        portion of their recording window overlaps the startup time")."""
+                 replaces_lost: bool = False) -> None:
+        """``replaces_lost``: this store stands in for one whose entries are gone (a restarted server whose
+        ticket keys outlive the process), so it holds no history from before it was made and refuses every key
+        whose history would reach back that far (``ReplayHistoryUnknown``; RFC 8446 §8.2: "When
+        implementations are freshly started, they SHOULD reject 0-RTT as long as any portion of their
+        recording window overlaps the startup time")."""
         self._seen: dict[bytes, float] = {}
         self._deadlines: list[tuple[float, bytes]] = []  # heap; stale pairs are skipped when popped
         self._max = max_entries
         self._clock = clock
         self._lock = threading.Lock()
-        self._blind_until: float | None = clock() + fresh_start if fresh_start > 0 else None
+        self._history_from: float | None = clock() if replaces_lost else None
 
-    def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
         now = self._clock()
-        if self._blind_until is not None:
-            if now < self._blind_until:
-                return False  # a key seen by the previous process within its window would be taken for new
-            self._blind_until = None
         with self._lock:
             seen, deadlines = self._seen, self._deadlines
             while deadlines and deadlines[0][0] <= now:
@@ -50,9 +47,16 @@ class MemoryReplayStore:
             if len(seen) >= self._max:
                 raise OverflowError("replay store is full")
             expires = now + window_seconds
-            seen[key] = expires
+            seen[key] = expires  # recorded even when refused below: its replay after that must be caught too
             heapq.heappush(deadlines, (expires, key))
-            return True
+        if self._history_from is not None:
+            held = now - self._history_from
+            needed = window_seconds if history_seconds is None else history_seconds
+            if held < needed:  # a key the lost store saw in that time would be taken for new
+                raise ReplayHistoryUnknown(
+                    f"the replay set holds {held:.1f} s of history (it was started afresh), {needed:.1f} s needed"
+                )
+        return True
 
     def __len__(self) -> int:
         return len(self._seen)

@@ -7,6 +7,7 @@ and use ``rediss://`` when the network is not yours.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -15,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..enums import CipherSuite
-from .base import StoredTicket
+from .base import ReplayHistoryUnknown, StoredTicket
 
 DEFAULT_TIMEOUT = 0.25  # seconds; a handshake waits at most this long for a store that is down
 
@@ -32,8 +33,49 @@ def redis_client(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
     )
 
 
+# KEYS[1]: the entry, KEYS[2]: the epoch, "RUN_ID:MS" (the Redis process, and its time in ms, when this set began);
+# ARGV: window ms, history ms. Returns 1: new, 0: seen within the window, -N: new to a set that holds only N ms
+# of history. The epoch starts again when it is missing (first use, a flush, a restart without persistence) or
+# names another process (a restart that reloaded a snapshot older than the last writes, a failover to a
+# replica): either may have lost entries. One script, so the check and the insert are atomic.
+_EPOCH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'
+local function began()
+  local epoch = redis.call('GET', KEYS[2])
+  local at = epoch and epoch:sub(1, #run_id + 1) == run_id .. ':' and tonumber(epoch:sub(#run_id + 2))
+  if not at then
+    redis.call('SET', KEYS[2], run_id .. ':' .. now)
+    at = now
+  end
+  return at
+end
+"""
+_BEGIN = _EPOCH + "return now - began()"
+_CHECK_AND_INSERT = _EPOCH + """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  return 0
+end
+local held = now - began()
+if held < tonumber(ARGV[2]) then
+  return -math.max(1, held)
+end
+return 1
+"""
+
+
 class RedisReplayStore:
     """The 0-RTT seen-set shared by a fleet (RFC 8446 §8.2): ``SET prefix‖key 1 NX PX window``.
+
+    The set keeps an epoch key (``prefix‖epoch``, no expiry): the Redis process (its ``run_id``) and its time
+    when the set began. When Redis may have lost entries — the epoch is gone (``FLUSHALL``, a restart without
+    persistence) or names another process (a restart from a snapshot older than the last writes, a failover to a
+    replica) — the next check starts a new epoch, and until the set holds enough history again (a window; for
+    a single-use ticket, its age) every check raises ``ReplayHistoryUnknown`` and 0-RTT is refused, so a
+    ClientHello seen before the loss cannot pass as new. Needs Redis ≥ 5 (or Valkey); run it with
+    ``maxmemory-policy noeviction``: an eviction policy that spares keys without expiry drops entries and keeps
+    the epoch.
 
     Errors and timeouts propagate as ``redis.RedisError`` (or ``OSError``); the engine then refuses 0-RTT.
     """
@@ -41,15 +83,30 @@ class RedisReplayStore:
     def __init__(self, client: redis.Redis, prefix: str = "tlskit:0rtt:") -> None:
         self._client = client
         self._prefix = prefix.encode()
+        self.epoch_key = self._prefix + b"epoch"  # entries are prefix‖32 to 49 bytes: never this name
+        self._script = client.register_script(_CHECK_AND_INSERT)
+        self._begin = client.register_script(_BEGIN)
+        with contextlib.suppress(redis.RedisError, OSError):  # down: the first check begins it
+            self.history()
+
+    def history(self) -> float:
+        """Seconds of history the set holds (beginning it if it has none, or lost its data)."""
+        return int(self._begin(keys=[self.epoch_key, self.epoch_key])) / 1000
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "tlskit:0rtt:", *, timeout: float = DEFAULT_TIMEOUT) -> RedisReplayStore:
         return cls(redis_client(url, timeout=timeout), prefix)
 
-    def check_and_insert(self, key: bytes, window_seconds: float) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
         window_ms = max(1, math.ceil(window_seconds * 1000))
-        return bool(self._client.set(self._prefix + key, b"1", nx=True, px=window_ms))
-
+        history_ms = window_ms if history_seconds is None else max(0, math.ceil(history_seconds * 1000))
+        answer = int(self._script(keys=[self._prefix + key, self.epoch_key], args=[window_ms, history_ms]))
+        if answer < 0:
+            raise ReplayHistoryUnknown(
+                f"the replay set in Redis holds {-answer / 1000:.1f} s of history (new, or its data was lost: "
+                f"a restart without persistence, a flush, an eviction), {history_ms / 1000:.1f} s needed"
+            )
+        return answer == 1
 
 class RedisSessionStore:
     """A client ``SessionStore`` shared by a fleet of clients (e.g. proxies to one upstream).
