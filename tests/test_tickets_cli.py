@@ -68,6 +68,20 @@ def test_rotate_min_age_skips_a_fresh_key(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "give a duration like 90s, 30m, 1h or 1d" in bad.stderr
 
 
+def test_on_rotate_runs_after_a_rotation_and_not_when_it_is_skipped(tmp_path: Path) -> None:
+    """The cron line `rotate --min-age 50m && reload` reloaded every hour: a skipped rotation exits 0 too."""
+    keys, marker = tmp_path / "stek", tmp_path / "reloads"
+    keys.mkdir()
+    hook = f"echo reload >> {marker}"
+    rotated = stek("rotate", keys, "--min-age", "50m", "--on-rotate", hook)
+    assert rotated.returncode == 0 and marker.read_text() == "reload\n"
+    skipped = stek("rotate", keys, "--min-age", "50m", "--on-rotate", hook)
+    assert skipped.returncode == 0 and "not rotated" in skipped.stdout and marker.read_text() == "reload\n"
+    failed = stek("rotate", keys, "--on-rotate", "exit 3")
+    assert failed.returncode == 1 and ": rotated: current " in failed.stdout
+    assert "--on-rotate command exited with status 3 (the keys were rotated" in failed.stderr
+
+
 def test_rotate_of_a_missing_directory_says_how_to_make_it(tmp_path: Path) -> None:
     result = stek("rotate", tmp_path / "nope")
     assert result.returncode == 2

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,8 +31,10 @@ examples:
       one key file, mode 0600 (nginx: ssl_session_ticket_key FILE;)
   tlskit stek rotate /etc/tlskit/stek
       current.key -> previous.key, a new current.key (next.key, if present,
-      becomes current and is replaced). From cron, hourly:
-      0 * * * *  tlskit stek rotate /etc/tlskit/stek --min-age 50m && systemctl reload ...
+      becomes current and is replaced). From cron, hourly, reloading nginx
+      only when the keys changed (tlskit serve reloads by itself):
+      0 * * * *  tlskit stek rotate /etc/tlskit/stek --min-age 50m \\
+                     --on-rotate 'systemctl reload nginx'
   tlskit stek show /etc/tlskit/stek --json
       key names and ages; never key bytes
 
@@ -71,6 +74,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rotate.add_argument("--min-age", type=parse_duration, default=0.0, metavar="DURATION",
                         help="skip unless current.key is at least this old (e.g. 50m), so overlapping or "
                              "repeated cron runs rotate once")
+    rotate.add_argument("--on-rotate", metavar="COMMAND",
+                        help="run this shell command after a rotation, not when it is skipped (e.g. "
+                             "'systemctl reload nginx'); its failure is the exit status")
     rotate.set_defaults(run=_rotate)
 
     show = cmds.add_parser("show", help="key names and ages (never key bytes)")
@@ -105,7 +111,14 @@ def _rotate(args: argparse.Namespace) -> int:
         print(f"{args.dir}: not rotated: {result.skipped}")
         return 0
     retired = f", previous {result.retired.hex()}" if result.retired else ""
-    print(f"{args.dir}: rotated: current {(result.current or b'').hex()}{retired}")
+    print(f"{args.dir}: rotated: current {(result.current or b'').hex()}{retired}", flush=True)
+    if args.on_rotate:
+        hook = subprocess.run(args.on_rotate, shell=True, check=False)  # the operator's own command line
+        if hook.returncode != 0:
+            print(f"tlskit stek rotate: error: --on-rotate command exited with status {hook.returncode} "
+                  "(the keys were rotated; servers not reloaded may stop resuming tickets of the retired key)",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
