@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,33 @@ def test_scan_gnutls_and_our_server(pki: Pki, capsys: pytest.CaptureFixture[str]
     ours = json.loads(capsys.readouterr().out)
     assert ours["groups"]["X25519MLKEM768"]["accepted"] and ours["hello_retry"]["cookie"]
     assert ours["deprecated_versions_enabled"] == [] and ours["grade"] == "A"
+
+
+def _slow_random(n: int) -> bytes:
+    """A server whose handshake takes 30 ms longer (its ServerHello random is drawn slowly)."""
+    time.sleep(0.03)
+    return os.urandom(n)
+
+
+def test_bench_compare_rates_each_target_by_its_own_time(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    """Interleaved connection by connection, both targets complete the same number of handshakes: dividing
+    both by the run's wall time reported 1.00x for a server four times slower."""
+    with OurServer(server_config(pki), http_hello) as fast, \
+            OurServer(server_config(pki, random=_slow_random), http_hello) as slow:
+        status = main(["bench", f"localhost:{fast.port}", "--compare", f"localhost:{slow.port}",
+                       "--cafile", str(pki.cafile), "--count", "30", "--json"])
+    assert status == 0
+    data = json.loads(capsys.readouterr().out)
+    fast_result, slow_result = data["results"]
+    assert fast_result["handshakes"] == slow_result["handshakes"] == 15
+    assert slow_result["seconds"] >= 15 * 0.03 > fast_result["seconds"]
+    assert data["ratio"] > 2, data
+    assert data["ratio"] == pytest.approx(fast_result["rate_per_second"] / slow_result["rate_per_second"], rel=0.01)
+
+
+def test_bench_reports_a_missing_report_directory_before_running(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "localhost:1", "--png", "/nonexistent/dir/x.png"]) == 2
+    assert "directory /nonexistent/dir does not exist" in capsys.readouterr().err
 
 
 def test_bench_compare_writes_png_and_html(pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,7 @@
 """``tlskit bench``: TLS handshake rate and latency against one or two servers (like ``openssl s_time``), with
 worker threads, a bound on count and time, percentiles, and a PNG/HTML report of rate and latency over time.
-``--compare`` interleaves two targets connection by connection so both see the same conditions."""
+``--compare`` interleaves two targets connection by connection so both see the same conditions, and rates each
+by the time its own connections took."""
 
 from __future__ import annotations
 
@@ -55,11 +56,22 @@ class BenchResult:
     errors: list[str] = field(default_factory=list)
     resumed: int = 0  # handshakes that resumed a session (--mode resumed/0rtt)
     early_accepted: int = 0  # handshakes whose 0-RTT data the server accepted
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # the run's wall time
+    busy: float = 0.0  # seconds the workers spent on this target's connections (failed ones too)
+    share: float | None = None  # with --compare: this target's share of the run (busy / workers), else None
+    consecutive_errors: int = 0
+    stopped: str | None = None  # why the run stopped early because of this target
+
+    @property
+    def seconds(self) -> float:
+        """The time the rate is over: the run, or with --compare the target's own share of it (the targets
+        are interleaved connection by connection, so each completes the same number: their rates differ by
+        how long each took)."""
+        return self.elapsed if self.share is None else self.share
 
     @property
     def rate(self) -> float:
-        return len(self.samples) / self.elapsed if self.elapsed > 0 else 0.0
+        return len(self.samples) / self.seconds if self.seconds > 0 else 0.0
 
     def percentile(self, q: float) -> float | None:
         latencies = sorted(lat for _, lat in self.samples)
@@ -72,7 +84,8 @@ class BenchResult:
             return None if value is None else round(value * 1000, 3)
 
         return {"target": self.target.label, "handshakes": len(self.samples), "errors": len(self.errors),
-                "first_error": self.errors[0] if self.errors else None, "seconds": round(self.elapsed, 3),
+                "first_error": self.errors[0] if self.errors else None, "seconds": round(self.seconds, 3),
+                "stopped": self.stopped,
                 "rate_per_second": round(self.rate, 2), "resumed": self.resumed,
                 "early_data_accepted": self.early_accepted,
                 "latency_ms": {f"p{q}": ms(self.percentile(q)) for q in (50, 90, 99)} | {
@@ -147,16 +160,22 @@ def run_bench(options: BenchOptions, on_progress: Callable[[int, float], None] |
         nonlocal issued
         while (job := next_job()) is not None:
             result = results[job % len(results)]  # interleave the targets connection by connection
+            began = time.perf_counter()
             try:
                 latency, done = handshake_once(result.target, options.timeout, want_ticket=resuming,
                                                early_data=early)
             except (OSError, TLSError) as e:
                 with lock:
+                    result.busy += time.perf_counter() - began
                     result.errors.append(f"{type(e).__name__}: {e}")
-                    if len(result.errors) >= 10 and not result.samples:
-                        issued = count  # nothing works: stop instead of hammering a dead target
+                    result.consecutive_errors += 1
+                    if result.consecutive_errors >= _GIVE_UP_AFTER and result.stopped is None:
+                        result.stopped = f"{_GIVE_UP_AFTER} handshakes in a row failed"
+                        issued = count  # it stopped answering: stop instead of hammering it
                 continue
             with lock:
+                result.busy += time.perf_counter() - began
+                result.consecutive_errors = 0
                 result.samples.append((time.perf_counter() - start, latency))
                 result.resumed += done.resumed
                 result.early_accepted += done.early_data_accepted
@@ -173,7 +192,12 @@ def run_bench(options: BenchOptions, on_progress: Callable[[int, float], None] |
     elapsed = time.perf_counter() - start
     for result in results:
         result.elapsed = elapsed
+        if len(results) > 1:
+            result.share = result.busy / max(1, options.concurrency)
     return results
+
+
+_GIVE_UP_AFTER = 50  # failed handshakes in a row after which a target counts as down
 
 
 def bench_json(results: list[BenchResult]) -> dict[str, Any]:
@@ -192,6 +216,7 @@ def render_bench(results: list[BenchResult], out: Callable[[str], None]) -> None
         out(f"{s['target']}: {s['handshakes']} handshakes in {s['seconds']:.2f} s = {s['rate_per_second']:.1f}/s"
             + latency
             + (f"  ({s['errors']} errors, first: {s['first_error']})" if s["errors"] else "")
+            + (f"  [stopped early: {s['stopped']}]" if s["stopped"] else "")
             + (f"  resumed {s['resumed']}, 0-RTT accepted {s['early_data_accepted']}"
                if s["resumed"] or s["early_data_accepted"] else ""))
     if len(results) == 2 and results[1].rate > 0:
@@ -223,7 +248,6 @@ def write_report(results: list[BenchResult], png: Path, html_path: Path | None =
     lat_ax.set_xlabel("seconds since start")
     fig.suptitle("tlskit bench")
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
     plt.close(fig)
     if html_path is None:

@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ConfigError) as e:
         print(f"tlskit bench: error: {e}", file=sys.stderr)
         return 2
+    for out in filter(None, (args.png, args.html)):
+        if not out.parent.is_dir():
+            print(f"tlskit bench: error: {out}: directory {out.parent} does not exist", file=sys.stderr)
+            return 2
     options = BenchOptions(targets=tuple(targets), concurrency=args.concurrency, duration=args.duration,
                            count=args.count, timeout=args.timeout, mode=args.mode)
     try:
