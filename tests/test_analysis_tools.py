@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socketserver
+import threading
 import time
 from pathlib import Path
 
@@ -100,13 +102,63 @@ def test_scan_openssl_tls12_and_13(pki: Pki, capsys: pytest.CaptureFixture[str])
     accepted_groups = {g for g, a in data["groups"].items() if a["accepted"]}
     assert accepted_groups == {"x25519", "secp256r1"}
     assert data["hello_retry"]["sends_hello_retry_request"]
-    assert data["tls12_suites_server_order"][0].startswith("TLS_ECDHE_ECDSA_WITH_AES")
+    assert data["tls12_suites"][0].startswith("TLS_ECDHE_ECDSA_WITH_AES")
     assert {s for s, a in data["tls13_suites"].items() if a["accepted"]} == {
         "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
     assert data["signature_schemes"]["ecdsa_secp256r1_sha256"]["accepted"]
     assert not data["signature_schemes"]["rsa_pss_rsae_sha256"]["accepted"]
     assert data["handshake"]["trusted"] and data["handshake"]["ticket_lifetimes"] == [7200]
     assert report.connections <= 40 and data["grade"] == "A"
+
+
+@pytest.mark.parametrize("options", [{"groups": "P-384"}, {"ciphersuites": "TLS_AES_128_CCM_SHA256"},
+                                     {"groups": "X448"}], ids=["hello-retry", "ccm-only", "x448-only"])
+def test_scan_sees_tls13_when_the_server_answers_with_a_retry_or_takes_only_an_unusual_suite_or_group(
+    pki: Pki, options: dict[str, str]
+) -> None:
+    """A HelloRetryRequest is an acceptance of TLS 1.3 (§4.1.4), and the version probe offers every suite and
+    group the later probes ask about: all three servers were reported as "TLS 1.3 is not supported"."""
+    with OpenSSLServer(pki.cert, pki.key, mode="www", **options) as server:  # type: ignore[arg-type]
+        data = scan_json(scan(ScanOptions(host=HOST, port=server.port, sni="localhost", cafile=str(pki.cafile))))
+    assert data["versions"]["TLSv1.3"]["accepted"] and data["versions"]["TLSv1.3"]["version"] == "TLSv1.3"
+    assert any(a["accepted"] for a in data["tls13_suites"].values())
+    assert all("TLS 1.3" not in f["reason"] for f in data["findings"]), data["findings"]
+    assert data["handshake"] is not None and data["grade"] in "AB"
+
+
+def test_scan_of_a_tls12_only_server_checks_its_certificate_and_lists_every_suite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without TLS 1.3 there was no full handshake, so the certificate was never looked at (an untrusted one
+    graded B), and the suite list stopped at 6 (a server's TLS_RSA_* suites, no forward secrecy, went unseen)."""
+    rsa = make_pki(tmp_path, "rsa2048")
+    with OpenSSLServer(rsa.cert, rsa.key, mode="www", tls13_only=False, extra_args=["-tls1_2"]) as server:
+        trusted = scan_json(scan(ScanOptions(host=HOST, port=server.port, sni="localhost", cafile=str(rsa.cafile))))
+        status = main(["scan", f"{HOST}:{server.port}", "--sni", "localhost"])  # the system store: not trusted
+    out = capsys.readouterr().out
+    assert trusted["tls12_certificate"]["trusted"] and trusted["tls12_certificate"]["certificate"]["days_left"] > 0
+    suites = trusted["tls12_suites"]
+    assert len(suites) > 6 and "TLS_RSA_WITH_AES_128_GCM_SHA256" in suites, suites
+    assert trusted["tls12_server_order"] is False  # s_server without -serverpref follows the client's order
+    assert "TLS 1.2 suite without forward secrecy: TLS_RSA_WITH_AES_128_GCM_SHA256" in str(trusted["findings"])
+    assert status == 1 and "certificate not trusted" in out and "grade: F" in out
+    assert "TLSv1.2 cipher suites (the client's order: the server follows it):" in out
+
+
+def test_scan_of_a_plain_http_port_grades_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    with socketserver.TCPServer((HOST, 0), _HttpAnswer) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            report = scan(ScanOptions(host=HOST, port=httpd.server_address[1], max_connections=6, timeout=2))
+        finally:
+            httpd.shutdown()
+    assert report.grade == "-" and report.findings == [] and report.exit_status == 3
+
+
+class _HttpAnswer(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.recv(4096)
+        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
 
 def test_scan_flags_tls11_as_deprecated(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..codec import Writer
+from ..codec import Reader, Writer
 from ..crypto.groups import client_key_share
 from ..enums import (
     AlertDescription,
@@ -31,7 +31,7 @@ from ..messages import extensions as ext
 from ..messages.extensions import Extension, KeyShareEntry
 from ..messages.handshake import ClientHello, ServerHello
 
-__all__ = ["TLS12_SUITES", "Answer", "HelloSpec", "build_client_hello", "send_hello"]
+__all__ = ["TLS12_SUITES", "Answer", "HelloSpec", "build_client_hello", "fetch_legacy_chain", "send_hello"]
 
 # TLS 1.2 suites worth asking about (IANA names), strongest first; enough to see what a server picks.
 TLS12_SUITES: dict[int, str] = {
@@ -227,3 +227,61 @@ def _classify(data: bytes) -> Answer | None:
     return Answer(kind="hello_retry" if hello.is_hello_retry_request else "server_hello", version=version,
                   cipher_suite=int(hello.cipher_suite), group=group, cookie=ExtensionType.cookie in exts,
                   downgrade_sentinel=sentinel, raw=data[:64])
+
+
+def fetch_legacy_chain(host: str, port: int, spec: HelloSpec, *, timeout: float = 5.0,
+                       limit: int = 1 << 18) -> tuple[tuple[bytes, ...], str]:
+    """The certificate_list of a TLS 1.0-1.2 server (RFC 5246 §7.4.2: its Certificate message goes in the clear,
+    after the ServerHello), from a crafted legacy hello: (DER certificates, "") or ((), why there are none).
+    Reads at most ``limit`` bytes."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        return (), str(e.strerror or e)
+    with sock:
+        records, messages = bytearray(), bytearray()
+        try:
+            sock.sendall(build_client_hello(spec))
+            while True:
+                while len(records) >= 5:  # whole records -> handshake bytes
+                    length = int.from_bytes(records[3:5], "big")
+                    if len(records) < 5 + length:
+                        break
+                    kind, body = records[0], bytes(records[5 : 5 + length])
+                    del records[: 5 + length]
+                    if kind == 21 and len(body) >= 2:
+                        return (), f"alert {AlertDescription.of(body[1]).name}"
+                    if kind != 22:
+                        return (), f"record of content type {kind} before the Certificate"
+                    messages += body
+                while len(messages) >= 4:  # whole handshake messages
+                    size = int.from_bytes(messages[1:4], "big")
+                    if len(messages) < 4 + size:
+                        break
+                    msg_type, body = messages[0], bytes(messages[4 : 4 + size])
+                    del messages[: 4 + size]
+                    if msg_type == 11:
+                        return _certificate_list(body), ""
+                    if msg_type == 14:  # ServerHelloDone
+                        return (), "the server sent no Certificate"
+                if len(records) + len(messages) > limit:
+                    return (), f"no Certificate within the first {limit} bytes"
+                data = sock.recv(16384)
+                if not data:
+                    return (), "closed before the Certificate"
+                records += data
+        except TimeoutError:
+            return (), f"no Certificate within {timeout:g} s"
+        except (OSError, TLSError) as e:
+            return (), str(getattr(e, "strerror", None) or e)
+
+
+def _certificate_list(body: bytes) -> tuple[bytes, ...]:
+    """``ASN.1Cert certificate_list<0..2^24-1>`` (RFC 5246 §7.4.2)."""
+    r = Reader(body)
+    entries = r.sub(3)
+    r.finish()
+    chain = []
+    while entries.remaining:
+        chain.append(entries.vector(3, 1))
+    return tuple(chain)

@@ -6,7 +6,7 @@ and from one full handshake: ALPN, OCSP stapling, ticket lifetime, certificate e
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ from ..enums import CipherSuite, NamedGroup, ProtocolVersion, SignatureScheme
 from ..errors import CertificateError, ConfigError
 from ..pki.verify import TrustStore, verify_server_chain
 from .certinfo import describe_certificate, describe_ocsp
-from .clienthello import TLS12_SUITES, Answer, HelloSpec, send_hello
+from .clienthello import TLS12_SUITES, Answer, HelloSpec, fetch_legacy_chain, send_hello
 from .handshake import HandshakeTrace, run_handshake
 from .summary import version_name
 
@@ -45,8 +45,8 @@ class ScanOptions:
     sni: str | None = None
     cafile: str | None = None
     timeout: float = 5.0
-    max_connections: int = 40
-    tls12_rounds: int = 6  # TLS 1.2 suites enumerated in server order, one connection each
+    max_connections: int = 60
+    tls12_rounds: int = 21  # TLS 1.2 suites enumerated in preference order, one connection each (20 known)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -57,7 +57,10 @@ class ScanReport:
     groups: dict[str, Answer] = field(default_factory=dict)
     schemes: dict[str, Answer] = field(default_factory=dict)
     suites12: list[str] = field(default_factory=list)
+    tls12_server_order: bool | None = None  # the server picks by its own order (None: not tested)
     full: HandshakeTrace | None = None
+    legacy_chain: tuple[bytes, ...] = ()  # a TLS 1.2-only server's chain, read from its plaintext Certificate
+    unchecked: str | None = None  # why the certificate could not be looked at
     trusted: str | None = None  # None when the chain verified, else why not
     connections: int = 0
     skipped: list[str] = field(default_factory=list)
@@ -98,8 +101,10 @@ def scan(options: ScanOptions, progress: Callable[[str], None] | None = None) ->
     sni = options.host if options.sni is None else (options.sni or None)
     say = progress or (lambda _: None)
     say("protocol versions")
-    for version in VERSIONS:
-        answer = budget.hello(version_name(version), HelloSpec(version=version, server_name=sni))
+    for version in VERSIONS:  # TLS 1.3 offers every suite and group the later probes ask about, one share
+        spec = HelloSpec(version=version, server_name=sni, suites=SUITES_13, groups=GROUPS) \
+            if version == ProtocolVersion.TLS1_3 else HelloSpec(version=version, server_name=sni)
+        answer = budget.hello(version_name(version), spec)
         if answer is not None:
             report.versions[version_name(version)] = answer
     first = report.versions.get("TLSv1.0")
@@ -110,31 +115,31 @@ def scan(options: ScanOptions, progress: Callable[[str], None] | None = None) ->
     if tls13:
         say("TLS 1.3 cipher suites")
         for suite in SUITES_13:
-            answer = budget.hello(CipherSuite(suite).name, HelloSpec(server_name=sni, suites=[suite]))
+            answer = budget.hello(CipherSuite(suite).name, HelloSpec(server_name=sni, suites=[suite], groups=GROUPS))
             if answer is not None:
                 report.suites13[CipherSuite(suite).name] = answer
         say("groups")
         for group in GROUPS:  # no key share: a server that supports the group answers with a HelloRetryRequest
-            answer = budget.hello(group.name, HelloSpec(server_name=sni, groups=[group], key_shares=[]))
+            answer = budget.hello(group.name, HelloSpec(server_name=sni, groups=[group], key_shares=[],
+                                                        suites=SUITES_13))
             if answer is not None:
                 report.groups[group.name] = answer
         say("signature schemes")
         for scheme in SCHEMES:
-            answer = budget.hello(scheme.name, HelloSpec(server_name=sni, signature_algorithms=[scheme]))
+            answer = budget.hello(scheme.name, HelloSpec(server_name=sni, signature_algorithms=[scheme],
+                                                         suites=SUITES_13, groups=GROUPS))
             if answer is not None:
                 report.schemes[scheme.name] = answer
     if _accepts(report.versions.get("TLSv1.2"), ProtocolVersion.TLS1_2):
         say("TLS 1.2 cipher suites")
-        remaining = list(TLS12_SUITES)
-        for _ in range(options.tls12_rounds):
-            answer = budget.hello("TLS 1.2 suites", HelloSpec(version=ProtocolVersion.TLS1_2, server_name=sni,
-                                                              suites=remaining))
-            if answer is None or answer.kind != "server_hello" or answer.cipher_suite not in remaining:
-                break
-            report.suites12.append(TLS12_SUITES[answer.cipher_suite])
-            remaining.remove(answer.cipher_suite)
-            if not remaining:
-                break
+        _enumerate_tls12(report, budget, sni)
+        if not tls13 and report.connections < options.max_connections:  # no TLS 1.3 handshake to take it from
+            say("certificate")
+            report.connections += 1
+            spec = HelloSpec(version=ProtocolVersion.TLS1_2, server_name=sni)
+            report.legacy_chain, why = fetch_legacy_chain(options.host, options.port, spec, timeout=options.timeout)
+            report.trusted = _verify_chain(report.legacy_chain, sni, options.cafile, report.now) \
+                if report.legacy_chain else f"no certificate received ({why})"
     if tls13 and report.connections < options.max_connections:
         say("full handshake")
         report.connections += 1
@@ -143,19 +148,50 @@ def scan(options: ScanOptions, progress: Callable[[str], None] | None = None) ->
         except ConfigError:
             config = ClientConfig(verify_peer=False, request_ocsp=True, alpn=("h2", "http/1.1"))
         report.full = run_handshake(options.host, options.port, config, timeout=options.timeout, linger=0.3)
-        report.trusted = _verify(report.full, sni, options.cafile, report.now)
+        if report.full.peer_chain():
+            report.trusted = _verify(report.full, sni, options.cafile, report.now)
+        elif report.full.error:  # tlskit's client could not finish (a CCM- or X448-only server): no verdict
+            report.unchecked = f"certificate not checked: tlskit's client could not complete a handshake " \
+                               f"({report.full.error})"
     _grade(report)
     return report
 
 
+def _enumerate_tls12(report: ScanReport, budget: _Budget, sni: str | None) -> None:
+    """The TLS 1.2 suites the server accepts, most preferred first: offer all, drop the one it picks, again. Then
+    one hello with the first two swapped tells whether that order is the server's or follows ours."""
+    remaining = list(TLS12_SUITES)
+    picked: list[int] = []
+    for _ in range(report.options.tls12_rounds):
+        answer = budget.hello("TLS 1.2 suites", HelloSpec(version=ProtocolVersion.TLS1_2, server_name=sni,
+                                                          suites=remaining))
+        if answer is None or answer.kind != "server_hello" or answer.cipher_suite not in remaining:
+            break
+        picked.append(answer.cipher_suite)
+        remaining.remove(answer.cipher_suite)
+        if not remaining:
+            break
+    report.suites12 = [TLS12_SUITES[s] for s in picked]
+    if len(picked) >= 2:
+        answer = budget.hello("TLS 1.2 suite order", HelloSpec(version=ProtocolVersion.TLS1_2, server_name=sni,
+                                                               suites=[picked[1], picked[0]]))
+        if answer is not None and answer.kind == "server_hello":
+            report.tls12_server_order = answer.cipher_suite == picked[0]
+
+
 def _accepts(answer: Answer | None, version: int) -> bool:
-    return answer is not None and answer.kind == "server_hello" and answer.version == version
+    """The server agreed to ``version``: a ServerHello, or a HelloRetryRequest (TLS 1.3 only, §4.1.4)."""
+    return answer is not None and answer.accepted and answer.version == version
 
 
 def _verify(trace: HandshakeTrace, sni: str | None, cafile: str | None, now: dt.datetime) -> str | None:
     chain = trace.peer_chain()
     if not chain:
         return f"no certificate received ({trace.error or 'handshake failed'})"
+    return _verify_chain(chain, sni, cafile, now)
+
+
+def _verify_chain(chain: Sequence[bytes], sni: str | None, cafile: str | None, now: dt.datetime) -> str | None:
     try:
         trust = TrustStore.from_pem_file(cafile) if cafile else TrustStore.system()
         verify_server_chain(chain, server_name=sni, trust=trust, now=now)
@@ -166,6 +202,8 @@ def _verify(trace: HandshakeTrace, sni: str | None, cafile: str | None, now: dt.
 
 def _grade(report: ScanReport) -> None:
     add = report.findings.append
+    if not any(a.accepted for a in report.versions.values()):
+        return  # nothing speaks TLS here: nothing to grade
     for name in ("TLSv1.0", "TLSv1.1"):
         answer = report.versions.get(name)
         if answer is not None and answer.kind == "server_hello" and version_name(answer.version or 0) == name:
@@ -177,10 +215,13 @@ def _grade(report: ScanReport) -> None:
             add(("F" if "RC4" in suite else "C", f"weak TLS 1.2 suite {suite}"))
         elif suite.startswith("TLS_RSA_"):
             add(("B", f"TLS 1.2 suite without forward secrecy: {suite}"))
-    if report.trusted is not None and report.full is not None:
+    if report.trusted is not None:
         add(("F", f"certificate not trusted: {report.trusted}"))
-    if report.full is not None and report.full.peer_chain():
-        leaf = describe_certificate(report.full.peer_chain()[0], report.now)
+    if report.unchecked is not None:
+        add(("A", report.unchecked))
+    chain = report.full.peer_chain() if report.full is not None else report.legacy_chain
+    if chain:
+        leaf = describe_certificate(chain[0], report.now)
         if "days_left" in leaf and 0 <= leaf["days_left"] < 14:
             add(("B", f"certificate expires in {leaf['days_left']} days"))
     if report.skipped:
@@ -217,9 +258,18 @@ def _full(report: ScanReport) -> dict[str, Any] | None:
         "early_data_offered": max((t.max_early_data_size for t in trace.tickets), default=0),
         "early_data_accepted": "not tested: tlskit's client cannot send 0-RTT yet",
         "certificate": describe_certificate(chain[0], report.now) if chain else None,
-        "trusted": report.trusted is None,
-        "trust_error": report.trusted,
+        "trusted": None if report.unchecked else report.trusted is None,
+        "trust_error": report.trusted or report.unchecked,
     }
+
+
+def _legacy(report: ScanReport) -> dict[str, Any] | None:
+    """The certificate of a server without TLS 1.3 (from its TLS 1.2 Certificate message)."""
+    if report.full is not None or not report.suites12:
+        return None
+    chain = report.legacy_chain
+    return {"certificate": describe_certificate(chain[0], report.now) if chain else None,
+            "trusted": report.trusted is None, "trust_error": report.trusted}
 
 
 def scan_json(report: ScanReport) -> dict[str, Any]:
@@ -234,8 +284,10 @@ def scan_json(report: ScanReport) -> dict[str, Any]:
         "groups": {k: _answer_json(v) for k, v in report.groups.items()},
         "signature_schemes": {k: _answer_json(v) for k, v in report.schemes.items()},
         "hello_retry": _hrr(report),
-        "tls12_suites_server_order": report.suites12,
+        "tls12_suites": report.suites12,
+        "tls12_server_order": report.tls12_server_order,
         "handshake": _full(report),
+        "tls12_certificate": _legacy(report),
         "connections": report.connections,
         "not_tested": report.skipped,
     }
@@ -246,7 +298,7 @@ def render_scan(report: ScanReport, out: Callable[[str], None]) -> None:
     out(f"{report.options.host}:{report.options.port}")
     out("  protocol versions:")
     for name, answer in report.versions.items():
-        ok = answer.kind == "server_hello" and version_name(answer.version or 0) == name
+        ok = answer.accepted and version_name(answer.version or 0) == name
         verdict = "accepted" if ok else f"refused ({answer.alert.name if answer.alert else answer.kind})"
         deprecated = "  <- deprecated (RFC 8996)" if ok and name in ("TLSv1.0", "TLSv1.1") else ""
         out(f"    {name}: {verdict}{deprecated}")
@@ -265,9 +317,18 @@ def render_scan(report: ScanReport, out: Callable[[str], None]) -> None:
         out(f"  HelloRetryRequest: {'yes' if hrr['sends_hello_retry_request'] else 'no'}"
             + (" (with cookie)" if hrr["cookie"] else ""))
     if report.suites12:
-        out("  TLSv1.2 cipher suites (server order):")
+        order = {True: "the server's order", False: "the client's order: the server follows it",
+                 None: "order not tested"}[report.tls12_server_order]
+        out(f"  TLSv1.2 cipher suites ({order}):")
         for suite in report.suites12:
             out(f"    {suite}")
+    legacy = data["tls12_certificate"]
+    if legacy is not None:
+        cert = legacy["certificate"]
+        if cert and "days_left" in cert:
+            out(f"  certificate (TLS 1.2): {cert['subject']}, {cert['key']}, expires {cert['not_after']} "
+                f"({cert['days_left']} days)")
+        out(f"  trusted: {'yes' if legacy['trusted'] else 'NO: ' + str(legacy['trust_error'])}")
     full = data["handshake"]
     if full is not None:
         out(f"  ALPN (offered h2, http/1.1): {full['alpn'] or 'none'}")
@@ -282,7 +343,9 @@ def render_scan(report: ScanReport, out: Callable[[str], None]) -> None:
                 f"({cert['days_left']} days)")
         if not full["ok"]:
             out(f"  full handshake with tlskit's client: FAILED ({full['error']})")
-        out(f"  trusted: {'yes' if full['trusted'] else 'NO: ' + str(full['trust_error'])}")
+        trusted = full["trusted"]
+        verdict = "not checked" if trusted is None else "yes" if trusted else f"NO: {full['trust_error']}"
+        out(f"  trusted: {verdict}")
     out(f"  connections used: {report.connections}"
         + (f" (budget reached; not tested: {', '.join(report.skipped)})" if report.skipped else ""))
     for grade, reason in report.findings:

@@ -18,7 +18,7 @@ examples:
   tlskit scan 192.0.2.10:443 --sni www.example.com --max-connections 20 --timeout 3
   tlskit scan example.com --json | jq .grade
 
-A scan opens at most --max-connections connections (default 40), each bounded by --timeout.
+A scan opens at most --max-connections connections (default 60), each bounded by --timeout.
 
 exit status: 0 grade A or B, 1 grade C or worse, 2 usage error, 3 nothing answered TLS.
 """
@@ -33,7 +33,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--sni", metavar="NAME", help="server name to send (default: HOST; '' for none)")
     parser.add_argument("--cafile", metavar="FILE", help="PEM CA bundle to check the chain against")
     parser.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS", help="per connection (default 5)")
-    parser.add_argument("--max-connections", type=count(1, 10_000), default=40, metavar="N", help="connection budget")
+    parser.add_argument("--max-connections", type=count(1, 10_000), default=60, metavar="N", help="connection budget")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
 
