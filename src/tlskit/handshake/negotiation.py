@@ -99,7 +99,7 @@ def read_offer(config: ServerConfig, ch: ClientHello) -> Offer:
     if suite is None:
         raise AlertError(
             AlertDescription.handshake_failure,
-            f"no common cipher suite (client offered {[s.name for s in ch.cipher_suites]})",
+            f"no common cipher suite (client offered {[s.name for s in dict.fromkeys(ch.cipher_suites)][:16]})",
         )
     client_groups: list[NamedGroup] = []
     shares: list[KeyShareEntry] = []
@@ -169,17 +169,24 @@ def _check_other_extensions(exts: dict[ExtensionType, bytes]) -> None:
 
 def choose_group(config: ServerConfig, offer: Offer) -> tuple[NamedGroup, KeyShareEntry | None]:
     """A group both support, preferring one the client already sent a share for (saves the HRR round trip)."""
-    ours, theirs = config.groups, offer.client_groups  # a handful each: tuple and list scans beat building sets
-    mutual = [g for g in ours if g in theirs] if config.prefer_server_order else [g for g in theirs if g in ours]
+    ours, theirs = config.groups, offer.client_groups  # ours is a handful: scanning it beats building a set
+    if config.prefer_server_order:
+        mutual = [g for g in ours if g in theirs]
+    else:  # once each: a hello may repeat a group thousands of times (each repeat rescanned the shares)
+        mutual = list(dict.fromkeys([g for g in theirs if g in ours]))
     if not mutual:
         raise AlertError(
             AlertDescription.handshake_failure,
-            f"no common group (client offered {[g.name for g in offer.client_groups]})",
+            f"no common group (client offered {[g.name for g in dict.fromkeys(offer.client_groups)][:16]})",
         )
+    if len(offer.shares) == 1:  # the usual hello
+        share = offer.shares[0]
+        return (share.group, share) if share.group in mutual else (mutual[0], None)
+    shares = {share.group: share for share in offer.shares}  # one per group (parse_key_share_client)
     for g in mutual:
-        for share in offer.shares:
-            if share.group == g:
-                return g, share
+        found = shares.get(g)
+        if found is not None:
+            return g, found
     return mutual[0], None
 
 
