@@ -13,6 +13,7 @@ import pytest
 
 from tests.certs import make_leaf
 from tests.pairing import (
+    Pair,
     alert_seen_by_peer,
     capture_server_flight,
     certified,
@@ -40,7 +41,9 @@ from tlskit.connection import Connection
 from tlskit.enums import (
     AlertDescription,
     CipherSuite,
+    ContentType,
     ExtensionType,
+    KeyUpdateRequest,
     NamedGroup,
     ProtocolVersion,
     SignatureScheme,
@@ -53,7 +56,7 @@ from tlskit.errors import (
     RemoteAlert,
     UnexpectedEOF,
 )
-from tlskit.events import AlertReceived, ConnectionClosed
+from tlskit.events import AlertReceived, ApplicationData, ConnectionClosed
 from tlskit.messages import extensions as ext
 from tlskit.messages.extensions import Extension
 from tlskit.messages.handshake import (
@@ -63,6 +66,7 @@ from tlskit.messages.handshake import (
     CertificateEntry,
     CertificateVerify,
     Finished,
+    KeyUpdate,
     ServerHello,
 )
 
@@ -848,7 +852,6 @@ def test_client_rejects_pss_signature_from_an_rsa_encryption_certificate() -> No
 def test_a_ticket_with_an_extension_tickets_may_not_carry_is_illegal_parameter() -> None:
     """§4.2: a recognised extension in a message it is not specified for (NewSessionTicket: early_data only);
     it was accepted and the ticket stored. Unknown ones are ignored (§4.2, clients MUST ignore them)."""
-    from tlskit.enums import ContentType
     from tlskit.messages.handshake import NewSessionTicket
 
     pair = handshake()
@@ -888,3 +891,37 @@ def test_a_hello_repeating_a_group_thousands_of_times_costs_linear_time() -> Non
     assert isinstance(retry, ServerHello) and retry.is_hello_retry_request
     assert ext.parse_key_share_hrr(ext.extension_map(retry.extensions)[ExtensionType.key_share]) is NamedGroup.x25519
     assert spent < 0.4, f"{spent:.2f} s of CPU for one ClientHello"  # quadratic: 1.3 s here; linear: ~0.02 s
+
+
+def _sealed(pair: Pair, content_type: ContentType, data: bytes, n: int) -> bytes:
+    """``n`` records of ``data`` from the client (KeyUpdates through its API: each changes its write key)."""
+    if content_type is ContentType.handshake:
+        for _ in range(n):
+            pair.client.key_update(request_peer=False)
+        return pair.client.data_to_send()
+    assert pair.client._write is not None
+    return b"".join(pair.client._write.seal(content_type, data) for _ in range(n))
+
+
+@pytest.mark.parametrize(("content_type", "data"), [
+    (ContentType.application_data, b""),
+    (ContentType.alert, bytes((1, AlertDescription.user_canceled))),
+    (ContentType.handshake, KeyUpdate(request_update=KeyUpdateRequest.update_not_requested).encode()),
+], ids=["empty-application-data", "user-canceled", "key-update"])
+def test_a_flood_of_records_that_carry_nothing_is_unexpected_message(content_type: ContentType, data: bytes) -> None:
+    """Each costs a record's work (a KeyUpdate a key derivation) for nothing: 32 in a row pass, as in OpenSSL
+    and BoringSSL, then unexpected_message (they were accepted without limit at ~400x the CPU per byte)."""
+    pair = handshake()
+    pair.server.receive_data(_sealed(pair, content_type, data, 32) + _sealed(pair, ContentType.application_data,
+                                                                            b"x", 1))
+    assert [e.data for e in pair.server.events() if isinstance(e, ApplicationData)] == [b"x"]  # data resets
+    pair.server.receive_data(_sealed(pair, content_type, data, 32))
+    fails_with(pair.server, _sealed(pair, content_type, data, 1), A.unexpected_message)
+
+
+def test_a_flood_of_change_cipher_spec_during_the_handshake_is_unexpected_message() -> None:
+    """§5 says to drop them, not how many: OpenSSL gives up after 32."""
+    _client, hello = started_client()
+    server = _server()
+    server.receive_data(handshake_record(hello.encode()) + b"\x14\x03\x03\x00\x01\x01" * 32)
+    fails_with(server, b"\x14\x03\x03\x00\x01\x01", A.unexpected_message)

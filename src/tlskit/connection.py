@@ -65,6 +65,7 @@ _APPLICATION_DATA = ContentType.application_data
 _HANDSHAKE_RECORD_PREFIX = b"\x16\x03\x03"  # content type handshake, legacy_record_version 0x0303
 _MIN_PROTECTED = HEADER_LEN + 1 + 16  # header, content type, AEAD tag
 _MAX_RECORD = HEADER_LEN + MAX_CIPHERTEXT
+_MAX_EMPTY_RUN = 32  # records in a row that carry nothing before it counts as a flood (see _empty_record)
 
 
 class _State(Protocol):
@@ -98,6 +99,7 @@ class Connection:
         "_early_send",
         "_early_sent",
         "_early_skip",
+        "_empty_run",
         "_error",
         "_events",
         "_half_rtt",
@@ -149,6 +151,7 @@ class Connection:
         self._early_recv: int | None = None  # server: 0-RTT bytes we still accept
         self._early_skip = 0  # server: bytes of rejected 0-RTT records still to skip (§4.2.10)
         self._half_rtt = False  # server: may send before the client's Finished (§2.3)
+        self._empty_run = 0  # records in a row that carried nothing (see _empty_record)
         # The states get a fresh _HandshakeContext per call rather than one kept here: a stored one would make
         # a Connection <-> context reference cycle, leaving every finished connection to the cyclic GC.
 
@@ -211,7 +214,8 @@ class Connection:
             assert self._read is not None
             try:
                 content_type, payload = self._read.open(data[:5], data[5:] if size < 2048 else memoryview(data)[5:])
-                if content_type is _APPLICATION_DATA:
+                if content_type is _APPLICATION_DATA and payload:
+                    self._empty_run = 0
                     self._events.append(ApplicationData(data=payload))
                     return
                 self._dispatch(content_type, payload)
@@ -394,12 +398,17 @@ class Connection:
                 assert self._read is not None
                 content_type, payload = self._read.open(header, fragment)
                 if content_type is _APPLICATION_DATA and not self._hs_buf:
-                    self._events.append(ApplicationData(data=payload))
+                    if payload:
+                        self._empty_run = 0
+                        self._events.append(ApplicationData(data=payload))
+                    else:
+                        self._empty_record("zero-length application data")
                     continue
             elif content_type is ContentType.change_cipher_spec:
                 if not self._ccs_ok or self._complete is not None or self._hs_buf:  # §5.1: not inside a message
                     raise AlertError(AlertDescription.unexpected_message, "unexpected change_cipher_spec")
                 check_change_cipher_spec(fragment)
+                self._empty_record("change_cipher_spec")
                 continue
             elif self._read is None or (content_type is ContentType.alert and self._complete is None):
                 # A peer that fails before it has our keys sends its alert in plaintext (§6, §5.1).
@@ -432,6 +441,17 @@ class Connection:
                     content_type, payload = self._read.open(header, fragment)
             self._dispatch(content_type, payload)
 
+    def _empty_record(self, what: str) -> None:
+        """A record that carried nothing for the application or the handshake: a zero-length application data
+        record (§5.4 allows them), a ChangeCipherSpec (§5: dropped), a user_canceled warning or a KeyUpdate.
+        Each costs a record's processing for no progress, so a run of them is a flood: after
+        ``_MAX_EMPTY_RUN`` in a row, unexpected_message (OpenSSL stops at 32 empty records or CCS, BoringSSL at
+        32 KeyUpdates)."""
+        self._empty_run += 1
+        if self._empty_run > _MAX_EMPTY_RUN:
+            raise AlertError(AlertDescription.unexpected_message,
+                             f"more than {_MAX_EMPTY_RUN} records in a row carried nothing (the last: {what})")
+
     def _dispatch(self, content_type: ContentType, payload: bytes) -> None:
         """Act on one record's content (§5): handshake messages, alerts, early or application data."""
         match content_type:
@@ -447,7 +467,11 @@ class Connection:
             case ContentType.application_data:
                 if self._complete is None or self._hs_buf:
                     raise AlertError(AlertDescription.unexpected_message, "application data during handshake")
-                self._events.append(ApplicationData(data=payload))
+                if payload:
+                    self._empty_run = 0
+                    self._events.append(ApplicationData(data=payload))
+                else:
+                    self._empty_record("zero-length application data")
             case _:
                 raise AlertError(AlertDescription.unexpected_message, f"{content_type.name} record")
 
@@ -463,6 +487,7 @@ class Connection:
                 self._client_random = raw[6:38]
                 self._ccs_ok = True
             if self._complete is None:
+                self._empty_run = 0  # the handshake moved on
                 state = self._state
                 self._state = state.handle(_HandshakeContext(self), msg, raw)  # type: ignore[attr-defined]
             else:
@@ -476,6 +501,7 @@ class Connection:
             case KeyUpdate():
                 if self._hs_buf:
                     raise AlertError(AlertDescription.unexpected_message, "KeyUpdate not at a record boundary")
+                self._empty_record("KeyUpdate")
                 assert self._read is not None and self._session is not None
                 params = self._session.params
                 self._read = RecordDecryptor(
@@ -561,6 +587,7 @@ class Connection:
             self._events.append(ConnectionClosed(by_peer=True, alert=description))
             return
         if description is AlertDescription.user_canceled:
+            self._empty_record("user_canceled alert")
             self._events.append(AlertReceived(description=description))
             return
         error = RemoteAlert(description)
