@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import select
 import socket
 import ssl
 import stat
@@ -260,6 +261,37 @@ def test_untrusted_root_is_unknown_ca(pki: PKI) -> None:
         connect("localhost", server.port, trust=TrustStore(roots=(make_ca("someone else").cert,)))
     assert info.value.description is AlertDescription.unknown_ca
     server.join()
+
+
+class _TlskitHTTPSConnection(http.client.HTTPSConnection):
+    """http.client over tlskit.connect, as a user plugs it into urllib."""
+
+    trust: TrustStore
+
+    def connect(self) -> None:
+        self.sock = connect(self.host, self.port, trust=self.trust, timeout=self.timeout)  # type: ignore[assignment]
+
+
+def test_a_failed_handshake_is_an_os_error_so_urllib_reports_it_as_url_error(pki: PKI) -> None:
+    """ssl.SSLError is an OSError, and urllib (like much socket code) only wraps OSErrors: a certificate tlskit
+    rejected escaped urlopen as tlskit.errors.CertificateError instead of URLError."""
+    import urllib.error
+    import urllib.request
+
+    class Handler(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+            stranger = TrustStore(roots=(make_ca("someone else").cert,))
+            connection = type("C", (_TlskitHTTPSConnection,), {"trust": stranger})
+            return self.do_open(connection, req)  # type: ignore[arg-type]
+
+    server = tlskit_server(pki, lambda tls: tls.do_handshake())
+    opener = urllib.request.build_opener(Handler)
+    with pytest.raises(urllib.error.URLError) as info:
+        opener.open(f"https://localhost:{server.port}/", timeout=5)
+    assert isinstance(info.value.reason, CertificateError)
+    assert info.value.reason.description is AlertDescription.unknown_ca
+    server.join()
+    assert isinstance(server.error, OSError) and isinstance(server.error, RemoteAlert)  # the server's side too
 
 
 def test_handshake_times_out_against_a_silent_server() -> None:
@@ -592,6 +624,82 @@ def test_unwrap_leaves_plaintext_after_close_notify_in_the_socket(pki: PKI) -> N
         assert plain.recv(100) == b"PLAIN after TLS"
     server.join()
     assert server.error is None
+
+
+def test_non_blocking_unwrap_keeps_a_close_notify_that_arrives_in_pieces(pki: PKI) -> None:
+    """ssl raises SSLWantReadError until the whole close_notify is in; we dropped the bytes of it read so far,
+    then parsed a header out of the middle of the record and waited for a length that never came."""
+    rest = threading.Event()
+
+    def handler(tls: TLSSocket) -> None:
+        tls.do_handshake()
+        assert tls.recv(10) == b"bye?"
+        tls.conn.close()
+        close_notify = tls._session.outgoing()
+        tls._sock.sendall(close_notify[:3])
+        assert rest.wait(5)
+        tls._sock.sendall(close_notify[3:] + b"PLAIN")
+
+    server = tlskit_server(pki, handler)
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        tls.sendall(b"bye?")
+        time.sleep(0.2)  # the first 3 bytes are in
+        tls.setblocking(False)
+        wants = 0
+        while True:
+            try:
+                plain = tls.unwrap()
+                break
+            except WantReadError:
+                wants += 1
+                assert wants < 50
+                rest.set()
+                select.select([tls], [], [], 5)
+        assert wants >= 1
+        plain.settimeout(5)
+        assert plain.recv(100) == b"PLAIN"
+    server.join()
+    assert server.error is None
+
+
+def test_unwrap_of_a_connection_closed_without_close_notify_is_unexpected_eof(pki: PKI) -> None:
+    """ssl: SSLEOFError. Returning the socket said TLS was shut down properly when it was cut."""
+    def handler(tls: TLSSocket) -> None:
+        tls.do_handshake()
+        assert tls.recv(10) == b"bye?"
+        tls._sock.shutdown(socket.SHUT_RDWR)
+
+    server = tlskit_server(pki, handler)
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        tls.sendall(b"bye?")
+        with pytest.raises(UnexpectedEOF):
+            tls.unwrap()
+    server.join()
+
+
+def test_negative_sizes_and_non_blocking_sendfile_are_refused_as_socket_refuses_them(pki: PKI, tmp_path: Path) -> None:
+    """recv(-1) returned b"" (it reads as EOF); sendfile on a non-blocking socket sent part of the file, then
+    raised with the count lost (socket and ssl refuse it up front)."""
+    def handler(tls: TLSSocket) -> None:
+        tls.do_handshake()
+        tls.recv(10)
+
+    server = tlskit_server(pki, handler)
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(1 << 20))
+    with connect("localhost", server.port, cafile=pki.ca_pem) as tls:
+        with pytest.raises(ValueError, match="negative"):
+            tls.recv(-1)
+        with pytest.raises(ValueError, match="negative"):
+            tls.recv_into(bytearray(10), -1)
+        with pytest.raises(ValueError, match="too small"):
+            tls.recv_into(bytearray(10), 11)
+        tls.setblocking(False)
+        with big.open("rb") as f, pytest.raises(ValueError, match="non-blocking"):
+            tls.sendfile(f)
+        tls.setblocking(True)
+        tls.sendall(b"done")
+    server.join()
 
 
 def test_send_retry_must_carry_the_data_it_raised_on(pki: PKI) -> None:

@@ -3,6 +3,10 @@
 ``AlertError`` is raised deep inside the engine; the connection turns it into the alert record that goes on
 the wire and re-raises it to the user. ``RemoteAlert`` is what the peer told us. ``ConfigError`` is our
 user's misuse and never reaches the wire.
+
+As with ``ssl`` (whose ``SSLError`` is an ``OSError``), every error of a connection is also an ``OSError``, so
+code written for sockets (``urllib``, ``http.client``, retry loops) handles a failed handshake as it handles a
+reset; misuse stays a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class ConfigError(TLSError, ValueError):
     """A configuration, key file or certificate the user gave us is unusable; the message says the fix."""
 
 
-class AlertError(TLSError):
+class AlertError(TLSError, OSError):
     """A protocol failure that we answer with a fatal alert (RFC 8446 §6.2)."""
 
     def __init__(self, description: AlertDescription, message: str) -> None:
@@ -50,7 +54,7 @@ class CertificateRevoked(CertificateError):
         self.reason = reason
 
 
-class RemoteAlert(TLSError):
+class RemoteAlert(TLSError, OSError):
     """The peer sent a fatal alert (or close_notify, which ends the connection cleanly)."""
 
     def __init__(self, description: AlertDescription) -> None:
@@ -58,7 +62,7 @@ class RemoteAlert(TLSError):
         self.description = description
 
 
-class ConnectionClosedError(TLSError):
+class ConnectionClosedError(TLSError, OSError):
     """The connection is closed (after close_notify or a fatal error) and cannot be used."""
 
 
@@ -75,5 +79,5 @@ class WantWriteError(BlockingIOError):
     """A non-blocking socket cannot take more now: call again once it is writable (``ssl.SSLWantWriteError``)."""
 
 
-class UnexpectedEOF(TLSError, EOFError):
+class UnexpectedEOF(TLSError, OSError, EOFError):
     """The transport closed without a close_notify alert (a truncation, or a peer that just hung up)."""

@@ -42,8 +42,8 @@ class TLSSocket(ConnectionInfo):
     Failures raise ``TLSError`` subclasses, after our alert has been sent to the peer.
     """
 
-    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_owed", "_push_wanted", "_ready", "_refs", "_send_lock",
-                 "_session", "_sock", "_unsent", "conn", "suppress_ragged_eofs")
+    __slots__ = ("_closed", "_ktls", "_ktls_policy", "_lock", "_owed", "_partial_record", "_push_wanted", "_ready",
+                 "_refs", "_send_lock", "_session", "_sock", "_unsent", "conn", "suppress_ragged_eofs")
 
     def __init__(self, sock: socket.socket, session: TLSSession, *, suppress_ragged_eofs: bool = True,
                  ktls: KTLSOption = False) -> None:
@@ -60,6 +60,7 @@ class TLSSocket(ConnectionInfo):
         self._ktls_policy: KTLSPolicy | None = policy(ktls)
         self._ktls: KernelTLS | None = None
         self._unsent = b""  # sealed records an interrupted write left: they go out first, whole (send lock)
+        self._partial_record = bytearray()  # unwrap: a record read in part when the socket had no more yet
         self._owed = 0  # plaintext a send() sealed and then raised on: its retry returns this count (as ssl)
         self._ready = False  # handshake done, its last flight written and kTLS set up
         self._push_wanted = False  # a reader queued output while a writer held the send lock
@@ -99,7 +100,9 @@ class TLSSocket(ConnectionInfo):
         there, with everything decrypted so far up to ``bufsize`` (so ``select`` stays true to what is left
         unread; what is decrypted and not yet read is ``pending()``, as with ``ssl``)."""
         _no_flags(flags)
-        if bufsize <= 0 or not self._fill():
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")  # as socket.recv (b"" would read as EOF)
+        if bufsize == 0 or not self._fill():
             return b""
         return self._session.take(bufsize)
 
@@ -107,6 +110,9 @@ class TLSSocket(ConnectionInfo):
         """Fill ``buffer`` (or its first ``nbytes``) with what is available; 0 at EOF."""
         _no_flags(flags)
         view = memoryview(buffer).cast("B")
+        if nbytes < 0 or nbytes > len(view):  # as socket.recv_into
+            raise ValueError("negative buffersize in recv_into" if nbytes < 0 else
+                             "buffer too small for requested bytes")
         if nbytes:
             view = view[:nbytes]
         if not view or not self._fill():
@@ -188,7 +194,10 @@ class TLSSocket(ConnectionInfo):
             self._write_engine_output(self._deadline())
 
     def sendfile(self, file: IO[bytes], offset: int = 0, count: int | None = None) -> int:
-        """Send a file (``socket.sendfile``): ``os.sendfile`` when kTLS TX is on, else records; bytes sent."""
+        """Send a file (``socket.sendfile``): ``os.sendfile`` when kTLS TX is on, else records; bytes sent.
+        Blocking sockets only (as ``socket.sendfile``: a partial send would lose its count)."""
+        if self._sock.gettimeout() == 0.0:
+            raise ValueError("non-blocking sockets are not supported")
         self._ensure_handshake()
         with self._send_lock:
             ktls = self._ktls
@@ -228,7 +237,11 @@ class TLSSocket(ConnectionInfo):
     def unwrap(self) -> socket.socket:
         """Close TLS both ways (send close_notify, read up to the peer's) and return the plain socket. Records
         are read one at a time from here on, so what the peer sends in plaintext after its close_notify stays
-        in the socket for the caller (bytes already read before ``unwrap`` was called excepted)."""
+        in the socket for the caller (bytes already read before ``unwrap`` was called excepted).
+
+        On a non-blocking socket it raises ``WantReadError`` until the peer's close_notify is in (what was read
+        of a record is kept for the next call); a peer that closes the connection without close_notify is
+        ``UnexpectedEOF`` (``ssl``: ``SSLEOFError``), not a clean unwrap."""
         self._close_notify()
         session = self._session
         ktls = self._ktls
@@ -236,17 +249,29 @@ class TLSSocket(ConnectionInfo):
             if ktls is not None and ktls.rx:
                 self._read_transport()
                 continue
-            header = self._recv_exact(5)
-            self._receive(header + self._recv_exact(int.from_bytes(header[3:5], "big")) if header else b"")
+            self._receive(self._recv_record())
+        if session.ragged_eof:
+            raise UnexpectedEOF("the peer closed the connection without close_notify: TLS was not shut down")
         return self._sock
 
-    def _recv_exact(self, n: int) -> bytes:
-        """``n`` bytes from the socket, or fewer at EOF (the engine then reports it)."""
-        parts: list[bytes] = []
-        while n > 0 and (part := self._sock.recv(n)):
-            parts.append(part)
-            n -= len(part)
-        return b"".join(parts)
+    def _recv_record(self) -> bytes:
+        """One whole record from the socket, read exactly (never past it), or what came before EOF. A timeout
+        or a non-blocking socket with nothing to read keeps the part read for the next call."""
+        buf = self._partial_record
+        while True:
+            need = 5 - len(buf) if len(buf) < 5 else 5 + int.from_bytes(buf[3:5], "big") - len(buf)
+            if need <= 0:
+                break
+            try:
+                part = self._sock.recv(need)
+            except BlockingIOError:
+                raise WantReadError(errno.EAGAIN, "nothing to read yet: call again when readable") from None
+            if not part:
+                break
+            buf += part
+        record = bytes(buf)
+        buf.clear()
+        return record
 
     def close(self) -> None:
         """Close the socket (after any ``makefile`` objects are closed), sending close_notify if we can."""

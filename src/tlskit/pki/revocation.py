@@ -293,13 +293,13 @@ class RevocationPolicy:
             try:
                 der = (self.fetcher or _default_fetcher(self.timeout))(url, request)
                 status = verify_ocsp_response(der, leaf, issuer, now, skew=self.skew)
-            except OSError as exc:
-                problems.append(f"OCSP responder {url} unreachable: {exc}")
-                continue
-            except CertificateRevoked:
+            except CertificateRevoked:  # (before OSError: certificate errors are OSErrors too)
                 raise
             except CertificateError as exc:
                 problems.append(f"OCSP responder {url}: {exc.message}")
+                continue
+            except OSError as exc:
+                problems.append(f"OCSP responder {url} unreachable: {exc}")
                 continue
             with self._cache.lock:
                 self._cache.ocsp[key] = status

@@ -209,13 +209,13 @@ class StapleCache:
                 der = self.fetcher(url, request)
                 now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
                 status = verify_ocsp_response(der, entry.leaf, entry.issuer, now)
-            except OSError as exc:
-                errors.append(f"{url}: {exc}")
-                continue
-            except CertificateRevoked as exc:
+            except CertificateRevoked as exc:  # (before OSError: certificate errors are OSErrors too)
                 return None, f"{url}: {exc.message}", True
             except CertificateError as exc:
                 errors.append(f"{url}: {exc.message}")
+                continue
+            except OSError as exc:
+                errors.append(f"{url}: {exc}")
                 continue
             if status.status != "good":
                 errors.append(f"{url}: responder says {status.status}")

@@ -111,6 +111,8 @@ class ReverseProxy:
             raise ConnectionError(f"the client failed while sending its body: {e}") from None
         except TimeoutError:
             raise HTTPError(504, detail="the upstream did not answer in time") from None
+        except TLSError:
+            raise  # the client's connection failed (TLS errors are OSErrors too): not the upstream's
         except (OSError, h11.ProtocolError) as e:
             if isinstance(e, ConnectionError | h11.LocalProtocolError) and exchange.started:
                 raise ConnectionError(f"upstream response cut short: {e}") from None
