@@ -322,3 +322,25 @@ def test_runs_saved_with_2_redirected_are_split_where_they_begin(tmp_path: Path)
     diagnosis = diagnose_s_client(runs.read_text())
     assert sorted(f.cause for f in diagnosis.findings) == ["unknown_ca", "unknown_ca", "version_mismatch"]
     assert diagnosis.healthy == 1
+
+
+@pytest.mark.parametrize("validity", ["expired", "not_yet_valid"])
+def test_one_run_with_an_expired_certificate_saved_with_2_redirected_is_one_failure(
+    lab: Lab, tmp_path: Path, validity: str
+) -> None:
+    """s_client's stderr says `notAfter=...` (or `notBefore=`) among its verify lines: that line stopped them
+    being carried to the run they belong to, and one run read as two, the failure counted twice."""
+    import subprocess
+
+    window = ({"not_before": NOW - dt.timedelta(days=60), "not_after": NOW - dt.timedelta(days=3)}
+              if validity == "expired" else {"not_before": NOW + dt.timedelta(days=2)})
+    cert, key = lab.leaf(f"once-{validity}", **window)  # type: ignore[arg-type]
+    saved = tmp_path / "one.txt"
+    with OpenSSLServer(cert, key, mode="www") as server, saved.open("ab") as out:
+        subprocess.run([require("openssl"), "s_client", "-connect", f"{HOST}:{server.port}", "-servername",
+                        "localhost", "-CAfile", str(lab.cafile)], stdin=subprocess.DEVNULL, stdout=out,
+                       stderr=subprocess.STDOUT, timeout=30, check=False)
+    text = saved.read_text()
+    assert ("notAfter=" if validity == "expired" else "notBefore=") in text
+    diagnosis = diagnose_s_client(text)
+    assert [f.cause for f in diagnosis.findings] == [validity] and diagnosis.healthy == 0
