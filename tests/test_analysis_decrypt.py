@@ -175,3 +175,36 @@ def _first_connection_until_ticket(port: int, pki: Pki, keylog: Path, session: P
         proc.stdin.close()
         proc.wait(timeout=10)
     assert session.stat().st_size, "s_client saved no session: no NewSessionTicket arrived"
+
+
+def test_a_tls12_stream_is_named_not_decoded_as_tls13(pki: Pki, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Its handshake was parsed with TLS 1.3 layouts (`Certificate error=decode_error`, `unknown_0x000c`), its
+    encrypted Finished and alerts shown as plaintext, `records: 15 (0 not decrypted)` with nothing decrypted,
+    and its suite printed as unknown_0xc02c."""
+    import subprocess
+
+    from tests.interop.peers import require
+
+    pcap = tmp_path / "tls12.pcap"
+    keylog = tmp_path / "empty.log"
+    keylog.write_text("")
+    with OpenSSLServer(pki.cert, pki.key, mode="www", tls13_only=False, extra_args=["-tls1_2"]) as server, \
+            capture(server.port, pcap=pcap):
+        subprocess.run([require("openssl"), "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_2",
+                        "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384", "-servername", "localhost",
+                        "-CAfile", str(pki.cafile)], input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True,
+                       timeout=30, check=False)
+        time.sleep(0.1)
+    assert main(["decrypt", str(pcap), "--keylog", str(keylog)]) == 1
+    out = capsys.readouterr().out
+    assert "TLSv1.2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" in out, out
+    assert "error=" not in out and "unknown_0x000c" not in out
+    streams = [s for s in decrypt_capture(pcap, "") if s.is_tls]
+    tls12 = streams[0].tls
+    names = [m.name for m in tls12.messages]
+    assert names[:2] == ["ClientHello", "ServerHello"] and "Certificate" in names
+    encrypted = [r for r in tls12.records if not r.decrypted]
+    assert encrypted and all(r.epoch == "encrypted" for r in encrypted)
+    assert {r.content_type for r in tls12.records if r.decrypted} <= {ContentType.handshake,
+                                                                    ContentType.change_cipher_spec}

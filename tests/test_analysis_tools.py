@@ -205,9 +205,11 @@ def test_bench_compare_rates_each_target_by_its_own_time(pki: Pki, capsys: pytes
     assert data["ratio"] == pytest.approx(fast_result["rate_per_second"] / slow_result["rate_per_second"], rel=0.01)
 
 
-def test_bench_reports_a_missing_report_directory_before_running(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "localhost:1", "--png", "/nonexistent/dir/x.png"]) == 2
-    assert "directory /nonexistent/dir does not exist" in capsys.readouterr().err
+def test_bench_reports_a_missing_report_directory_before_running(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "no" / "such"
+    assert main(["bench", "localhost:1", "--png", str(missing / "x.png")]) == 2
+    assert f"directory {missing} does not exist" in capsys.readouterr().err and not missing.exists()
 
 
 def test_bench_compare_writes_png_and_html(pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

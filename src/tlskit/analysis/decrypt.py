@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..enums import CipherSuite, ContentType
+from ..enums import ContentType
 from .pcap import TcpStream, read_streams
 from .records import Connection, Direction, decode_connection, parse_key_log
-from .summary import message_fields, message_line, version_name
+from .summary import message_fields, message_line, suite_name, version_name
 
 __all__ = ["EXIT_NO_TLS", "EXIT_OK", "EXIT_UNDECRYPTED", "DecryptedStream", "decrypt_capture", "render_text"]
 
@@ -78,7 +78,7 @@ def stream_json(item: DecryptedStream) -> dict[str, Any]:
         "start": s.start,
         "client_random": tls.client_random.hex() if tls.client_random else None,
         "version": version_name(tls.version) if tls.version else None,
-        "cipher_suite": CipherSuite(tls.cipher_suite).name if tls.cipher_suite is not None else None,
+        "cipher_suite": suite_name(tls.cipher_suite) if tls.cipher_suite is not None else None,
         "hello_retry": tls.hello_retry,
         "early_data": {"offered": tls.early_data_offered, "accepted": tls.early_data_accepted},
         "keys_found": tls.keys_found,
@@ -128,7 +128,7 @@ def render_text(streams: list[DecryptedStream], out: Callable[[str], None]) -> N
         return
     for item in shown:
         s, tls = item.stream, item.tls
-        suite = CipherSuite(tls.cipher_suite).name if tls.cipher_suite is not None else "?"
+        suite = suite_name(tls.cipher_suite) if tls.cipher_suite is not None else "?"
         version = version_name(tls.version) if tls.version else "?"
         out(f"== stream {s.index}: {_endpoint(s.client)} -> {_endpoint(s.server)}  {version} {suite}"
             + (" (HelloRetryRequest)" if tls.hello_retry else ""))

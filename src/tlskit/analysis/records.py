@@ -87,7 +87,12 @@ class Message:
         return _MESSAGE_NAMES.get(self.type, HandshakeType(self.type).name)
 
 
+VERSION_NAMES = {0x0300: "SSLv3", 0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
 _MESSAGE_NAMES: dict[int, str] = {
+    0: "HelloRequest",  # TLS 1.2 and older (RFC 5246 §7.4): not in TLS 1.3's HandshakeType
+    12: "ServerKeyExchange",
+    14: "ServerHelloDone",
+    16: "ClientKeyExchange",
     HandshakeType.client_hello: "ClientHello",
     HandshakeType.server_hello: "ServerHello",
     HandshakeType.new_session_ticket: "NewSessionTicket",
@@ -236,11 +241,16 @@ class _Keys:
 def _decode_direction(frames: list[_Frame], direction: Direction, keys: _Keys, conn: Connection) -> None:
     hs_buf = bytearray()
     protected = False
+    legacy = conn.version is not None and conn.version != ProtocolVersion.TLS1_3
     for index, frame in enumerate(frames):
         outer = frame.header[0]
         epoch, content_type, note = "plaintext", outer, ""
         plaintext: bytes | None = frame.fragment
-        if outer == ContentType.application_data and (protected or conn.version == ProtocolVersion.TLS1_3):
+        if legacy and protected:  # TLS 1.2 and below: everything after ChangeCipherSpec is encrypted
+            epoch, plaintext, note = "encrypted", None, "TLS 1.2 or older: not decrypted"
+        elif legacy and outer == ContentType.change_cipher_spec:
+            protected = True
+        elif outer == ContentType.application_data and (protected or conn.version == ProtocolVersion.TLS1_3):
             protected = True
             opened = keys.open(frame.header, frame.fragment)
             epoch = keys.epoch
@@ -263,7 +273,7 @@ def _decode_direction(frames: list[_Frame], direction: Direction, keys: _Keys, c
         elif content_type == ContentType.handshake:
             hs_buf += plaintext
             for raw in _take_messages(hs_buf):
-                message = _message(direction, index, frame.time, epoch, raw)
+                message = _message(direction, index, frame.time, epoch, raw, tls13=not legacy)
                 conn.messages.append(message)
                 _follow(message, keys, conn)
 
@@ -278,12 +288,16 @@ def _take_messages(buf: bytearray) -> Iterable[bytes]:
         yield raw
 
 
-def _message(direction: Direction, index: int, when: float | None, epoch: str, raw: bytes) -> Message:
-    try:
-        decoded: HandshakeMessage | None = decode_handshake(raw[0], raw[4:])
-        error = None
-    except TLSError as e:
-        decoded, error = None, str(e)
+def _message(direction: Direction, index: int, when: float | None, epoch: str, raw: bytes, *,
+             tls13: bool = True) -> Message:
+    """``tls13=False``: a TLS 1.2 handshake, whose messages after the hellos have other layouts: named only."""
+    decoded: HandshakeMessage | None = None
+    error = None
+    if tls13 or raw[0] in (HandshakeType.client_hello, HandshakeType.server_hello):
+        try:
+            decoded = decode_handshake(raw[0], raw[4:])
+        except TLSError as e:
+            error = str(e)
     return Message(direction=direction, record_index=index, time=when, epoch=epoch, type=raw[0], raw=raw,
                    decoded=decoded, error=error)
 
@@ -336,7 +350,8 @@ def decode_connection(
         conn.keys_found = bool(secrets)
     params = SUITES.get(conn.cipher_suite) if conn.cipher_suite is not None else None  # type: ignore[call-overload]
     if conn.version is not None and conn.version != ProtocolVersion.TLS1_3:
-        conn.notes.append(f"{ProtocolVersion(conn.version).name}: only TLS 1.3 records are decrypted")
+        name = VERSION_NAMES.get(conn.version, f"version {conn.version:#06x}")
+        conn.notes.append(f"{name}: only TLS 1.3 records are decrypted (those after ChangeCipherSpec are not)")
     elif conn.client_random is not None and not secrets:
         conn.notes.append(f"no key log entry for client random {conn.client_random.hex()}")
     elif conn.cipher_suite is not None and params is None:

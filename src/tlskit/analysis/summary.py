@@ -8,6 +8,7 @@ from typing import Any
 
 from ..enums import (
     AlertDescription,
+    CipherSuite,
     ExtensionType,
     PskKeyExchangeMode,
 )
@@ -24,15 +25,18 @@ from ..messages.handshake import (
     NewSessionTicket,
     ServerHello,
 )
-from .records import Message
+from .clienthello import TLS12_SUITES
+from .records import VERSION_NAMES, Message
 
 __all__ = ["message_fields", "message_line", "version_name"]
 
-_VERSION_NAMES = {0x0300: "SSLv3", 0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
-
-
 def version_name(value: int) -> str:
-    return _VERSION_NAMES.get(value, f"{value:#06x}")
+    return VERSION_NAMES.get(value, f"{value:#06x}")
+
+
+def suite_name(value: int) -> str:
+    """The IANA name of a TLS 1.3 suite, or of a TLS 1.2 suite tools ask about (else ``unknown_0x....``)."""
+    return TLS12_SUITES.get(value) or CipherSuite.of(value).name
 
 
 def _names(values: Any) -> list[str]:
@@ -76,8 +80,8 @@ def _extension_fields(extensions: tuple[Extension, ...], *, server: bool) -> dic
                     out["psk_selected"] = ext.parse_selected_psk(e.data)
                 else:
                     out["psk_identities"] = len(ext.parse_offered_psks(e.data).identities)
-            elif e.type is ExtensionType.early_data:
-                out["early_data"] = ext.parse_early_data_nst(e.data) if len(e.data) == 4 else True
+            elif e.type is ExtensionType.early_data and len(e.data) == 4:  # a ticket's max_early_data_size
+                out["early_data"] = ext.parse_early_data_nst(e.data)  # (elsewhere it is empty: listed by name)
             elif e.type is ExtensionType.status_request:
                 out["status_request"] = True
         except TLSError as error:
@@ -102,13 +106,13 @@ def message_fields(message: Message) -> dict[str, Any]:
         case ClientHello() as hello:
             out["random"] = hello.random.hex()
             out["session_id_length"] = len(hello.legacy_session_id)
-            out["cipher_suites"] = _names(hello.cipher_suites)
+            out["cipher_suites"] = [suite_name(s) for s in hello.cipher_suites]
             out.update(_extension_fields(hello.extensions, server=False))
         case ServerHello() as hello:
             if hello.is_hello_retry_request:
                 out["type"] = "HelloRetryRequest"
             out["random"] = hello.random.hex()
-            out["cipher_suite"] = hello.cipher_suite.name
+            out["cipher_suite"] = suite_name(hello.cipher_suite)
             out.update(_extension_fields(hello.extensions, server=True))
             out.setdefault("version", version_name(hello.legacy_version))
         case EncryptedExtensions() as ee:
