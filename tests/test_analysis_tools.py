@@ -93,6 +93,15 @@ def test_probe_exit_codes_and_openssl_tickets(pki: Pki, capsys: pytest.CaptureFi
     assert main(["probe", f"{HOST}:{server.port}", "--timeout", "2"]) == 3
 
 
+def test_probe_of_a_refusing_server_mentions_no_key_log(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    """A handshake refused before any secret existed printed `note: no key log entry for client random ...`
+    although no key log was asked for (probe keeps its own)."""
+    with OpenSSLServer(pki.cert, pki.key, mode="www", tls13_only=False, extra_args=["-tls1_2"]) as server:
+        status = main(["probe", f"{HOST}:{server.port}", "--sni", "localhost", "--cafile", str(pki.cafile)])
+    out = capsys.readouterr().out
+    assert status != 0 and "protocol_version" in out and "key log" not in out, out
+
+
 def test_scan_openssl_tls12_and_13(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
     with OpenSSLServer(pki.cert, pki.key, mode="www", tls13_only=False, groups="X25519:P-256") as server:
         report = scan(ScanOptions(host=HOST, port=server.port, sni="localhost", cafile=str(pki.cafile)))
