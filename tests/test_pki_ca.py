@@ -291,3 +291,12 @@ def test_openssl_verify_crl_check_accepts_good_and_rejects_revoked(tmp_path: Pat
     assert ok.returncode == 0 and ": OK" in ok.stdout
     revoked = verify(bad.chain_path)
     assert revoked.returncode != 0 and "certificate revoked" in revoked.stdout + revoked.stderr
+    # nginx's ssl_crl checks the whole chain (CRL_CHECK_ALL): crl.pem carries the root's CRL too, else every
+    # client was refused with "unable to get certificate CRL"
+    for flag in ("-crl_check_all", "-x509_strict"):
+        whole = _openssl("verify", "-crl_check_all", flag, "-CAfile", str(d / "root.pem"), "-untrusted",
+                         str(d / "intermediate.pem"), "-CRLfile", str(d / "crl.pem"), str(good.chain_path))
+        assert whole.returncode == 0 and ": OK" in whole.stdout, whole.stdout + whole.stderr
+    again = _openssl("verify", "-crl_check_all", "-CAfile", str(d / "root.pem"), "-untrusted",
+                     str(d / "intermediate.pem"), "-CRLfile", str(d / "crl.pem"), str(bad.chain_path))
+    assert again.returncode != 0 and "certificate revoked" in again.stdout + again.stderr

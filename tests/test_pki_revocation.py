@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.interop.peers import free_port
 from tlskit.enums import AlertDescription
@@ -166,6 +167,38 @@ def test_stale_crl_does_not_count(world: World) -> None:
     policy = RevocationPolicy(mode="soft-fail", crl_files=(world.ca.directory / "crl.der",))
     warnings = policy.check(world.good, None, NOW + dt.timedelta(days=30))
     assert warnings and "stale" in warnings[0]
+
+
+@pytest.mark.parametrize("mode", ["soft-fail", "hard-fail"])
+@pytest.mark.parametrize("when", [dt.timedelta(days=30), -dt.timedelta(days=1)], ids=["stale", "not-yet-valid"])
+def test_a_stale_crl_that_lists_a_certificate_still_revokes_it(world: World, mode: str, when: dt.timedelta) -> None:
+    """Revocation is permanent (RFC 5280 §5.3.1) and `openssl verify` says "certificate revoked" with "CRL has
+    expired": a week after `tlskit ca crl`, a revoked client got into `tlskit serve` (soft-fail: a warning)."""
+    policy = RevocationPolicy(mode=mode, crl_files=(world.ca.directory / "crl.der",))  # type: ignore[arg-type]
+    with pytest.raises(CertificateRevoked):
+        policy.check(world.revoked, None, NOW + when)
+
+
+def test_a_file_that_is_not_a_crl_is_refused_when_the_policy_is_made(world: World, tmp_path: Path) -> None:
+    """It was accepted, then each handshake logged "cannot load CRL file" and, soft-failing, let revoked
+    certificates in."""
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(world.good[0].public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(ConfigError, match="holds no CRL"):
+        RevocationPolicy(mode="hard-fail", crl_files=(cert,))
+
+
+def test_a_pem_file_with_several_crls_uses_each(world: World, tmp_path: Path) -> None:
+    """`tlskit ca crl` of a two-tier CA writes the intermediate's CRL and the root's into crl.pem (nginx sets
+    CRL_CHECK_ALL and wants both)."""
+    other = CertificateAuthority.init(tmp_path / "other", intermediate=True)
+    other.crl()
+    both = tmp_path / "both.pem"
+    both.write_bytes((other.directory / "crl.pem").read_bytes() + (world.ca.directory / "crl.pem").read_bytes())
+    policy = RevocationPolicy(mode="hard-fail", crl_files=(both,))
+    with pytest.raises(CertificateRevoked):
+        policy.check(world.revoked, None, NOW)
+    assert policy.check(world.good, None, NOW) == []
 
 
 def test_crl_signed_by_another_ca_does_not_count(world: World, tmp_path: Path) -> None:

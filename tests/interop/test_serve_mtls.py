@@ -158,6 +158,43 @@ def test_a_revoked_client_certificate_is_refused_with_client_crl(tmp_path: Path)
         served.stop()
 
 
+def test_a_stale_client_crl_still_refuses_the_revoked_and_refuses_the_rest_as_nginx_does(tmp_path: Path) -> None:
+    """A week after `tlskit ca crl` its nextUpdate passed and serve let a revoked client in (soft-fail: a
+    warning). nginx's ssl_crl then refuses every client ("CRL has expired"): so does serve, saying why."""
+    from tlskit.pki.ca import CertificateAuthority
+
+    directory = tmp_path / "ca"
+    tlskit("ca", "init", str(directory), "--intermediate")
+    tlskit("ca", "issue", str(directory), "localhost", "127.0.0.1", "--days", "1")
+    tlskit("ca", "issue", str(directory), "web", "--client", "--days", "30")
+    tlskit("ca", "issue", str(directory), "old", "--client", "--days", "30")
+    tlskit("ca", "revoke", str(directory), str(directory / "issued" / "old.pem"), "--reason", "keyCompromise")
+    CertificateAuthority(directory, clock=lambda: time.time() - 8 * 86400).crl(days=7)  # nextUpdate: yesterday
+    stale = CA(directory, 0)
+    served = serve(stale, tmp_path, "--client-ca", str(stale.root), "--client-crl", str(directory / "crl.pem"),
+                   "--no-stapling")
+    try:
+        assert curl(served, stale, "old").returncode != 0
+        served.wait_log("revoked")
+        assert curl(served, stale, "web").returncode != 0
+        served.wait_log(r"CRL .* is stale")
+    finally:
+        served.stop()
+
+
+def test_a_client_crl_that_is_no_crl_stops_serve_at_start(ca: CA, tmp_path: Path) -> None:
+    """It was accepted: each handshake then logged "cannot load CRL file" and let revoked clients in."""
+    served = serve(ca, tmp_path, "--client-ca", str(ca.root), "--client-crl", str(ca.issued("web")[0]),
+                   "--no-stapling") if False else None
+    assert served is None
+    result = subprocess.run([sys.executable, "-m", "tlskit", "serve", str(tmp_path), "--port", "0",
+                             "--cert", str(ca.issued("localhost")[0]), "--key", str(ca.issued("localhost")[1]),
+                             "--client-ca", str(ca.root), "--client-crl", str(ca.issued("web")[0])],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode != 0 and "holds no CRL" in result.stderr, result.stderr
+    assert result.stderr.count("\n") <= 2 and "Traceback" not in result.stderr
+
+
 def test_optional_client_certificates_admit_both(ca: CA, tmp_path: Path) -> None:
     served = serve(ca, tmp_path, "--client-ca", str(ca.root), "--verify-client", "optional", "--no-stapling")
     try:

@@ -9,7 +9,7 @@ Directory layout (keys are PKCS#8 PEM, mode 0600; the directory itself is 0700):
     DIR/index.json             every issued certificate by serial: names, validity, revocation; CRL number
     DIR/certs/SERIAL.pem       a copy of every issued certificate
     DIR/issued/NAME.pem .key   default output of ``issue``: leaf then intermediate, and the leaf's key
-    DIR/crl.pem  crl.der       the latest CRL of the issuing CA (RFC 5280 §5)
+    DIR/crl.pem  crl.der       the latest CRL of the issuing CA (RFC 5280 §5); crl.pem also the root's
     DIR/.lock                  fcntl lock held while allocating serials and rewriting index.json
 
 Serials are 159-bit random numbers (CA/B Forum BR §7.1) chosen under the lock and checked against the
@@ -307,7 +307,10 @@ class CertificateAuthority:
                           reason=parse_reason(entry["reason"]) if entry["reason"] else None)
 
     def crl(self, *, days: int = 7) -> x509.CertificateRevocationList:
-        """Sign a CRL of every revoked serial with nextUpdate ``days`` ahead; write crl.pem and crl.der."""
+        """Sign a CRL of every revoked serial with nextUpdate ``days`` ahead; write crl.pem and crl.der.
+
+        With an intermediate, crl.pem also holds the root's CRL (of the intermediates it revoked: none), as
+        verifiers that check the whole chain want (nginx's ssl_crl, ``openssl verify -crl_check_all``)."""
         if days < 1:
             raise ConfigError("a CRL must be valid for at least one day")
         issuer_key = self._issuer_key()
@@ -316,15 +319,7 @@ class CertificateAuthority:
             index = self._read_index()
             number = int(index.get("crl_number", 1))
             index["crl_number"] = number + 1
-            builder = (
-                x509.CertificateRevocationListBuilder()
-                .issuer_name(self.issuer.subject)
-                .last_update(now)
-                .next_update(now + dt.timedelta(days=days))
-                .add_extension(x509.CRLNumber(number), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                               critical=False)
-            )
+            builder = _crl_builder(self.issuer, issuer_key, now, days, number)
             for entry in index["certificates"].values():
                 if entry["revoked_at"] is None:
                     continue
@@ -334,7 +329,14 @@ class CertificateAuthority:
                     revoked = revoked.add_extension(x509.CRLReason(parse_reason(entry["reason"])), critical=False)
                 builder = builder.add_revoked_certificate(revoked.build())
             crl = builder.sign(issuer_key, hashes.SHA256())
-            _atomic_write(self.directory / "crl.pem", crl.public_bytes(serialization.Encoding.PEM), mode=0o644)
+            pem = crl.public_bytes(serialization.Encoding.PEM)
+            if self.issuer != self.root:
+                root_number = int(index.get("root_crl_number", 1))
+                index["root_crl_number"] = root_number + 1
+                root_key = _load_key(self.directory / "root.key")
+                root_crl = _crl_builder(self.root, root_key, now, days, root_number).sign(root_key, hashes.SHA256())
+                pem += root_crl.public_bytes(serialization.Encoding.PEM)
+            _atomic_write(self.directory / "crl.pem", pem, mode=0o644)
             _atomic_write(self.directory / "crl.der", crl.public_bytes(serialization.Encoding.DER), mode=0o644)
             self._write_index(index)
         return crl
@@ -552,3 +554,16 @@ def _atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _crl_builder(issuer: x509.Certificate, key: CAKey, now: dt.datetime, days: int,
+                 number: int) -> x509.CertificateRevocationListBuilder:
+    """A CRL of ``issuer`` (RFC 5280 §5): lastUpdate now, nextUpdate ``days`` ahead, CRL number, AKI."""
+    return (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.subject)
+        .last_update(now)
+        .next_update(now + dt.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ class _Cache:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.files: dict[str, tuple[tuple[int, int], x509.CertificateRevocationList]] = {}
+        self.files: dict[str, tuple[tuple[int, int], list[x509.CertificateRevocationList]]] = {}
         self.urls: dict[str, x509.CertificateRevocationList] = {}
         self.ocsp: dict[bytes, OCSPStatus] = {}
 
@@ -108,6 +109,11 @@ class RevocationPolicy:
         for path in self.crl_files:
             if not Path(path).is_file():
                 raise ConfigError(f"CRL file {os.fspath(path)!r} does not exist")
+            try:  # a file that is no CRL would check nothing at every handshake: refuse it now
+                self._load_crl_file(Path(path))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"CRL file {os.fspath(path)!r} holds no CRL (PEM 'X509 CRL' blocks or DER): "
+                                  f"{exc}; make one with `tlskit ca crl CA_DIR` or `openssl ca -gencrl`") from None
 
     def check(
         self,
@@ -203,7 +209,11 @@ class RevocationPolicy:
 
     def _check_crls(self, cert: x509.Certificate, issuer: x509.Certificate, now: dt.datetime,
                     problems: list[str]) -> bool:
-        """True when a current CRL of ``issuer`` covers ``cert`` and does not list it; revoked raises."""
+        """True when a current CRL of ``issuer`` covers ``cert`` and does not list it; revoked raises.
+
+        A CRL the issuer signed that lists the certificate revokes it even when the CRL is stale or not yet
+        valid: revocation is permanent (RFC 5280 §5.3.1; openssl verify says both). Staleness only means the
+        CRL cannot vouch for a certificate it does not list."""
         covered = False
         for crl, source in self._crls_for(cert, issuer, now, problems):
             if crl.issuer != cert.issuer:
@@ -211,14 +221,14 @@ class RevocationPolicy:
             if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
                 problems.append(f"CRL {source} is not signed by {_label(issuer)}")
                 continue
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             next_update = crl.next_update_utc or crl.last_update_utc + MAX_AGE_WITHOUT_NEXT_UPDATE
-            if next_update < now - self.skew:
+            if entry is None and next_update < now - self.skew:
                 problems.append(f"CRL {source} is stale: nextUpdate {next_update:%Y-%m-%d %H:%M:%S}Z has passed")
                 continue
-            if crl.last_update_utc > now + self.skew:
+            if entry is None and crl.last_update_utc > now + self.skew:
                 problems.append(f"CRL {source} is not yet valid (lastUpdate in the future: clock skew?)")
                 continue
-            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if entry is not None:
                 try:
                     reason: x509.ReasonFlags | None = entry.extensions.get_extension_for_class(
@@ -238,7 +248,7 @@ class RevocationPolicy:
         found = []
         for path in self.crl_files:
             try:
-                found.append((self._load_crl_file(Path(path)), repr(os.fspath(path))))
+                found += [(crl, repr(os.fspath(path))) for crl in self._load_crl_file(Path(path))]
             except (OSError, ValueError) as exc:
                 problems.append(f"cannot load CRL file {os.fspath(path)!r}: {exc}")
         if self.fetch_crl:
@@ -249,7 +259,8 @@ class RevocationPolicy:
                     problems.append(f"cannot fetch CRL {url}: {exc}")
         return found
 
-    def _load_crl_file(self, path: Path) -> x509.CertificateRevocationList:
+    def _load_crl_file(self, path: Path) -> list[x509.CertificateRevocationList]:
+        """Every CRL in the file (a PEM file may hold several, e.g. an intermediate's and its root's)."""
         info = path.stat()
         stamp = (info.st_mtime_ns, info.st_size)
         key = os.fspath(path)
@@ -257,10 +268,10 @@ class RevocationPolicy:
             cached = self._cache.files.get(key)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        crl = _parse_crl(path.read_bytes())
+        crls = _parse_crls(path.read_bytes())
         with self._cache.lock:
-            self._cache.files[key] = (stamp, crl)
-        return crl
+            self._cache.files[key] = (stamp, crls)
+        return crls
 
     def _fetch_crl(self, url: str, now: dt.datetime) -> x509.CertificateRevocationList:
         with self._cache.lock:
@@ -313,4 +324,17 @@ def _parse_crl(data: bytes) -> x509.CertificateRevocationList:
     if data.lstrip().startswith(b"-----BEGIN"):
         return x509.load_pem_x509_crl(data)
     return x509.load_der_x509_crl(data)
+
+
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
+
+def _parse_crls(data: bytes) -> list[x509.CertificateRevocationList]:
+    """The CRLs of a file: PEM blocks (one or more), or one DER CRL."""
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return [x509.load_der_x509_crl(data)]
+    blocks = _PEM_CRL.findall(data)
+    if not blocks:
+        raise ValueError("no '-----BEGIN X509 CRL-----' block")
+    return [x509.load_pem_x509_crl(block) for block in blocks]
 
