@@ -538,6 +538,24 @@ def test_a_burst_of_update_requests_gets_one_answer() -> None:
     _exchange(pair)
 
 
+def test_answers_to_our_own_update_requests_are_no_flood() -> None:
+    """A client asking for 40 updates while the server sends nothing back got 40 KeyUpdates in a row and took
+    them for a flood (OpenSSL answers each request); 33 unrequested ones still are one."""
+    pair = handshake()
+    for _ in range(40):
+        pair.client.send_data(b"x")
+        pair.client.key_update(request_peer=True)
+        pair.server.receive_data(pair.client.data_to_send())
+        pair.client.receive_data(pair.server.data_to_send())  # one answer per request: nothing coalesced
+    assert events_of(pair.client.events(), KeyUpdated).count(KeyUpdated(received=True, update_requested=False)) == 40
+    for _ in range(32):
+        pair.server.key_update(request_peer=False)
+    pair.client.receive_data(pair.server.data_to_send())
+    pair.server.key_update(request_peer=False)
+    with pytest.raises(AlertError):
+        pair.client.receive_data(pair.server.data_to_send())
+
+
 def test_key_update_without_request_changes_only_one_direction() -> None:
     pair = handshake()
     server_write = pair.server.traffic_secrets().write_secret

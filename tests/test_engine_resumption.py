@@ -11,7 +11,7 @@ import pytest
 from tests.pairing import certified, client_config, connect, events_of, handshake, pump, server_config
 from tlskit.config import EarlyDataPolicy
 from tlskit.connection import Connection
-from tlskit.enums import AlertDescription, NamedGroup, PskKeyExchangeMode
+from tlskit.enums import AlertDescription, ContentType, NamedGroup, PskKeyExchangeMode
 from tlskit.errors import AlertError
 from tlskit.events import ApplicationData, EarlyData, HandshakeComplete, SessionTicketReceived
 from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
@@ -449,3 +449,20 @@ def test_zero_rtt_hello_is_remembered_for_twice_the_window() -> None:
     again = Connection(early_server(clock, replay))  # type: ignore[arg-type]
     again.receive_data(flight)
     assert events_of(again.events(), EarlyData) == []
+
+
+def test_a_flood_of_empty_0rtt_records_is_unexpected_message_like_any_other() -> None:
+    """Zero-length early data records cost no early-data budget and each was an EarlyData(b"") event: 20,000
+    went through. 32 in a row pass (as after the handshake), the 33rd is refused."""
+    tickets, clock = MemorySessionStore(), Clock()
+    cfg = early_server(clock)
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(max_early_data_size=4096),
+                     replay_store=MemoryReplayStore())
+    client, server, flight = zero_rtt_attempt(tickets, clock, cfg)
+    early_write = client._write
+    assert early_write is not None  # the client's 0-RTT key
+    server.receive_data(flight + b"".join(early_write.seal(ContentType.application_data, b"") for _ in range(31)))
+    assert events_of(server.events(), EarlyData) == [EarlyData(data=b"GET / HTTP/1.1\r\n\r\n")]  # none empty
+    with pytest.raises(AlertError) as info:
+        server.receive_data(b"".join(early_write.seal(ContentType.application_data, b"") for _ in range(2)))
+    assert info.value.description is AlertDescription.unexpected_message

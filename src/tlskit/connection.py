@@ -115,6 +115,7 @@ class Connection:
         "_session",
         "_state",
         "_update_answer_queued",
+        "_updates_asked",
         "_write",
         "config",
         "is_client",
@@ -146,6 +147,7 @@ class Connection:
         # ClientHello; server: in EncryptedExtensions, only when the client offered the extension).
         self._limit_announced = False  # our record_size_limit binds the peer: it took part (RFC 8449 §4)
         self._update_answer_queued = False  # our KeyUpdate answering the peer's request waits in _out
+        self._updates_asked = 0  # KeyUpdates with update_requested we sent: the peer's answers are no flood
         self._early_send: int | None = None  # client: 0-RTT bytes we may still send
         self._early_sent: list[bytes] = []  # client: 0-RTT data kept for resending if the server rejects it
         self._early_recv: int | None = None  # server: 0-RTT bytes we still accept
@@ -446,7 +448,7 @@ class Connection:
         record (§5.4 allows them), a ChangeCipherSpec (§5: dropped), a user_canceled warning or a KeyUpdate.
         Each costs a record's processing for no progress, so a run of them is a flood: after
         ``_MAX_EMPTY_RUN`` in a row, unexpected_message (OpenSSL stops at 32 empty records or CCS, BoringSSL at
-        32 KeyUpdates)."""
+        32 KeyUpdates; KeyUpdates answering our own requests do not count)."""
         self._empty_run += 1
         if self._empty_run > _MAX_EMPTY_RUN:
             raise AlertError(AlertDescription.unexpected_message,
@@ -462,6 +464,10 @@ class Connection:
             case ContentType.application_data if self._complete is None and self._early_recv is not None:
                 if len(payload) > self._early_recv or self._hs_buf:
                     raise AlertError(AlertDescription.unexpected_message, "more early data than we allowed")
+                if not payload:
+                    self._empty_record("zero-length early data")
+                    return
+                self._empty_run = 0
                 self._early_recv -= len(payload)
                 self._events.append(EarlyData(data=payload))
             case ContentType.application_data:
@@ -501,7 +507,10 @@ class Connection:
             case KeyUpdate():
                 if self._hs_buf:
                     raise AlertError(AlertDescription.unexpected_message, "KeyUpdate not at a record boundary")
-                self._empty_record("KeyUpdate")
+                if self._updates_asked:
+                    self._updates_asked -= 1  # (perhaps) the answer to one we requested
+                else:
+                    self._empty_record("KeyUpdate")
                 assert self._read is not None and self._session is not None
                 params = self._session.params
                 self._read = RecordDecryptor(
@@ -564,6 +573,7 @@ class Connection:
         write, session = self._write, self._session
         assert write is not None and session is not None
         request = KeyUpdateRequest.update_requested if request_peer else KeyUpdateRequest.update_not_requested
+        self._updates_asked += request_peer
         self._out += write.seal(ContentType.handshake, KeyUpdate(request_update=request).encode())
         params = session.params
         self._write = self._encryptor(params, keyschedule.next_traffic_secret(params, write.secret))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from tests.fleet.conftest import RedisServer
+from tests.interop.peers import free_port, wait_listening
 from tlskit.enums import CipherSuite
+from tlskit.errors import ConfigError
 from tlskit.stores import ReplayHistoryUnknown, StoredTicket
 from tlskit.stores.redis import RedisReplayStore, RedisSessionStore
 
@@ -121,6 +127,48 @@ def test_a_replay_set_that_lost_its_data_refuses_the_replay_it_would_have_caught
     with pytest.raises(ReplayHistoryUnknown):
         store.check_and_insert(b"binder", 10)
     assert not store.check_and_insert(b"binder", 10)
+
+
+def test_a_clock_stepped_back_on_the_redis_host_begins_a_new_epoch(redis_server: RedisServer, prefix: str) -> None:
+    """An epoch from the future (the host ran ahead, then NTP stepped it back) refused 0-RTT for as long as the
+    step (an hour here), saying the set held "0.0 s" of history: it begins again, refusing one window."""
+    redis_server.age_replay_set(prefix, -3600.0)
+    store = RedisReplayStore(redis_server.client(), prefix)
+    assert 0 <= store.history() < 5
+    time.sleep(0.35)
+    assert store.check_and_insert(b"k", 0.3)
+
+
+def test_redis_cluster_needs_a_prefix_with_a_hash_tag(tmp_path: Path) -> None:
+    """The check's two keys (the entry, the set's epoch) must share a slot: on a cluster every check failed
+    ("all keys must map to the same key slot") and 0-RTT was refused for good."""
+    exe = shutil.which("redis-server")
+    assert exe is not None
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                             "--cluster-config-file", str(tmp_path / "nodes.conf"), "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(port, proc=proc, what="redis-server --cluster-enabled yes")
+        plain = redis.Redis(port=port, socket_timeout=2)
+        plain.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 10
+        while plain.cluster("info")["cluster_state"] != "ok":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cluster = RedisCluster(host="127.0.0.1", port=port, socket_timeout=2)
+        with pytest.raises(ConfigError, match="hash tag"):
+            RedisReplayStore(cluster, "tlskit:0rtt:")  # type: ignore[arg-type]
+        store = RedisReplayStore(cluster, "{tlskit:0rtt}:")  # type: ignore[arg-type]
+        with pytest.raises(ReplayHistoryUnknown):
+            store.check_and_insert(b"first", 0.3)
+        time.sleep(0.35)
+        assert store.check_and_insert(b"second", 0.3) and not store.check_and_insert(b"second", 0.3)
+        cluster.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def _ticket(n: int, received_at: float = 100.0, lifetime: int = 60) -> StoredTicket:

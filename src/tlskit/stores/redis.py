@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..enums import CipherSuite
+from ..errors import ConfigError
 from .base import ReplayHistoryUnknown, StoredTicket
 
 DEFAULT_TIMEOUT = 0.25  # seconds; a handshake waits at most this long for a store that is down
@@ -45,7 +47,7 @@ local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'
 local function began()
   local epoch = redis.call('GET', KEYS[2])
   local at = epoch and epoch:sub(1, #run_id + 1) == run_id .. ':' and tonumber(epoch:sub(#run_id + 2))
-  if not at then
+  if not at or at > now then  -- (a clock stepped back: the epoch's age is unknown, begin again)
     redis.call('SET', KEYS[2], run_id .. ':' .. now)
     at = now
   end
@@ -73,14 +75,18 @@ class RedisReplayStore:
     persistence) or names another process (a restart from a snapshot older than the last writes, a failover to a
     replica) — the next check starts a new epoch, and until the set holds enough history again (a window; for
     a single-use ticket, its age) every check raises ``ReplayHistoryUnknown`` and 0-RTT is refused, so a
-    ClientHello seen before the loss cannot pass as new. Needs Redis ≥ 5 (or Valkey); run it with
-    ``maxmemory-policy noeviction``: an eviction policy that spares keys without expiry drops entries and keeps
-    the epoch.
+    ClientHello seen before the loss cannot pass as new (a clock stepped back on the Redis host begins a new
+    epoch too). Needs Redis ≥ 5 (or Valkey); run it with ``maxmemory-policy noeviction``: an eviction policy
+    that spares keys without expiry drops entries and keeps the epoch. With Redis Cluster the prefix needs a
+    hash tag (``{tlskit:0rtt}:``), so the whole set lives in one slot.
 
     Errors and timeouts propagate as ``redis.RedisError`` (or ``OSError``); the engine then refuses 0-RTT.
     """
 
     def __init__(self, client: redis.Redis, prefix: str = "tlskit:0rtt:") -> None:
+        if _is_cluster(client) and not re.search(r"\{[^{}]+\}", prefix):
+            raise ConfigError(f"replay store prefix {prefix!r}: with Redis Cluster give a prefix with a hash tag, "
+                              "e.g. '{tlskit:0rtt}:' (an entry and the set's epoch key must share a slot)")
         self._client = client
         self._prefix = prefix.encode()
         self.epoch_key = self._prefix + b"epoch"  # entries are prefix‖32 to 49 bytes: never this name
@@ -107,6 +113,14 @@ class RedisReplayStore:
                 f"a restart without persistence, a flush, an eviction), {history_ms / 1000:.1f} s needed"
             )
         return answer == 1
+
+def _is_cluster(client: object) -> bool:
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:  # pragma: no cover - redis-py without cluster support
+        return False
+    return isinstance(client, RedisCluster)
+
 
 class RedisSessionStore:
     """A client ``SessionStore`` shared by a fleet of clients (e.g. proxies to one upstream).
