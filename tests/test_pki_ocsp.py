@@ -106,6 +106,21 @@ def test_good_response_signed_by_a_delegated_responder(setup: Setup) -> None:
     signer.extensions.get_extension_for_class(x509.OCSPNoCheck)
 
 
+def test_a_running_delegated_responder_renews_its_signer(tmp_path: Path) -> None:
+    """`ca ocsp-serve --delegated` made its 90-day signer once: after 91 days of uptime it still signed with it
+    and every verifier (ours, openssl) refused the responses as signed by an expired responder."""
+    clock = Clock()
+    ca = CertificateAuthority.init(tmp_path / "ca", intermediate=True, clock=clock)
+    leaf = ca.issue(["good.test"], days=365).certificate
+    responder = ca.responder(delegated=True)
+    first = ocsp.load_der_ocsp_response(_respond(responder, leaf, ca.issuer)).certificates[0]
+    clock.t += 91 * 86400
+    der = _respond(responder, leaf, ca.issuer)
+    renewed = ocsp.load_der_ocsp_response(der).certificates[0]
+    assert renewed.serial_number != first.serial_number and renewed.not_valid_after_utc > clock.now
+    assert verify_ocsp_response(der, leaf, ca.issuer, clock.now).status == "good"
+
+
 def test_revoked_response_raises_certificate_revoked_with_reason_and_time(setup: Setup) -> None:
     der = _respond(setup.ca.responder(), setup.revoked, setup.ca.issuer)
     with pytest.raises(CertificateRevoked) as info:
@@ -194,6 +209,77 @@ def test_responder_answers_malformed_and_unauthorized(setup: Setup) -> None:
     foreign = make_leaf(other, ["x.test"])
     answer = ocsp.load_der_ocsp_response(responder.respond(build_request(foreign.cert, other.cert)))
     assert answer.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    size = (n.bit_length() + 7) // 8
+    length = bytes([n]) if n < 0x80 else bytes([0x80 | size]) + n.to_bytes(size, "big")
+    return bytes([tag]) + length + content
+
+
+def _request_with_extensions(cert: x509.Certificate, issuer: x509.Certificate, *extensions: bytes) -> bytes:
+    """An OCSPRequest (RFC 6960 §4.1.1) for ``cert`` with these raw Extension DERs (cryptography's builder
+    refuses duplicates, so it is written by hand)."""
+    name_hash, key_hash = cert_id_hashes(issuer, hashes.SHA1())
+    serial = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 8) // 8, "big")
+    cert_id = _der(0x30, _der(0x30, bytes.fromhex("06052b0e03021a0500")) + _der(0x04, name_hash)
+                   + _der(0x04, key_hash) + _der(0x02, serial))
+    tbs = _der(0x30, _der(0x30, _der(0x30, cert_id)) + _der(0xA2, _der(0x30, b"".join(extensions))))
+    return _der(0x30, tbs)
+
+
+NONCE = _der(0x30, bytes.fromhex("06092b0601050507300102") + _der(0x04, _der(0x04, b"A" * 16)))
+CRITICAL_UNKNOWN = _der(0x30, bytes.fromhex("06042a030405") + bytes.fromhex("0101ff") + _der(0x04, b"\x05\x00"))
+
+
+@pytest.mark.parametrize("extensions", [(NONCE, NONCE), (CRITICAL_UNKNOWN,)], ids=["two-nonces", "critical-unknown"])
+def test_responder_answers_malformed_for_a_duplicate_or_unknown_critical_extension(
+    setup: Setup, extensions: tuple[bytes, ...]
+) -> None:
+    """Two nonces crashed the handler thread (DuplicateExtension, no answer at all); an unknown critical
+    extension was ignored (RFC 6960 §4.4 lets it be refused, as OpenSSL's responder does)."""
+    responder = setup.ca.responder()
+    assert ocsp.load_der_ocsp_response(responder.respond(_request_with_extensions(setup.good, setup.ca.issuer, NONCE))
+                                       ).response_status == ocsp.OCSPResponseStatus.SUCCESSFUL  # the builder is right
+    answer = responder.respond(_request_with_extensions(setup.good, setup.ca.issuer, *extensions))
+    assert ocsp.load_der_ocsp_response(answer).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_a_response_with_an_unknown_cert_id_hash_is_a_certificate_error_and_stapling_goes_on(tmp_path: Path) -> None:
+    """An unrecognised hash OID in the CertID raised cryptography's UnsupportedAlgorithm: it ended the stapling
+    thread for every certificate, and RevocationPolicy raised it even in soft-fail."""
+    import time
+
+    from tlskit.pki.revocation import RevocationPolicy
+    from tlskit.pki.stapling import StapleCache
+
+    ca = CertificateAuthority.init(tmp_path / "ca", intermediate=True, ocsp_url="http://127.0.0.1:9/")
+    setup = Setup(ca, ca.issue(["good.test"]).certificate, ca.issue(["r.test"]).certificate, ca.issuer)
+    good = _respond(setup.ca.responder(), setup.good, setup.ca.issuer)
+    sha1 = bytes.fromhex("06052b0e03021a")
+    assert good.count(sha1) == 1
+    odd = good.replace(sha1, bytes.fromhex("06052b0e03021b"))
+    assert "cannot be read" in _bad(odd, setup.good, setup.ca.issuer, dt.datetime.now(dt.UTC)).message
+    assert RevocationPolicy(mode="soft-fail").check([setup.good, setup.ca.issuer], odd, dt.datetime.now(dt.UTC))
+    calls: list[float] = []
+
+    def fetcher(url: str, der: bytes | None) -> bytes:
+        calls.append(time.monotonic())
+        return odd if len(calls) == 1 else good
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    chain = [setup.good.public_bytes(Encoding.DER), setup.ca.issuer.public_bytes(Encoding.DER)]
+    cache = StapleCache(fetcher=fetcher, retry_interval=0.2, min_refresh=0.2)
+    try:
+        cache.staple_for(chain)
+        deadline = time.monotonic() + 10
+        while cache.staple_for(chain) is None:
+            assert time.monotonic() < deadline, f"no staple after {len(calls)} fetches"
+            time.sleep(0.05)
+    finally:
+        cache.close()
 
 
 def test_rsa_ca_responses_verify(tmp_path: Path) -> None:

@@ -389,12 +389,21 @@ class CertificateAuthority:
     def responder(self, *, delegated: bool = False, validity: dt.timedelta = dt.timedelta(hours=1)
                   ) -> OCSPResponder:
         """An OCSP responder for this CA's certificates, signed by the issuing CA or a delegated signer."""
-        if delegated:
-            signer_cert, signer_key = self.ocsp_signer()
-        else:
-            signer_cert, signer_key = self.issuer, self._issuer_key()
-        return OCSPResponder(issuer=self.issuer, signer_cert=signer_cert, signer_key=signer_key,
-                             lookup=self.status, validity=validity, clock=self.clock)
+        if not delegated:
+            return OCSPResponder(issuer=self.issuer, signer_cert=self.issuer, signer_key=self._issuer_key(),
+                                 lookup=self.status, validity=validity, clock=self.clock)
+        current = [self.ocsp_signer()]
+        lock = threading.Lock()
+
+        def signer() -> tuple[x509.Certificate, CAKey]:
+            """The delegated signer, renewed (``ocsp_signer``) once it is within its renewal window."""
+            with lock:
+                if current[0][0].not_valid_after_utc - _now(self.clock) <= OCSP_SIGNER_RENEW:
+                    current[0] = self.ocsp_signer()
+                return current[0]
+
+        return OCSPResponder(issuer=self.issuer, signer_cert=current[0][0], signer_key=current[0][1],
+                             lookup=self.status, validity=validity, clock=self.clock, signer=signer)
 
     # --- storage ----------------------------------------------------------------------------------------
 

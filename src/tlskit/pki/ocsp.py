@@ -155,6 +155,14 @@ def verify_ocsp_response(
     :class:`CertificateError` with ``bad_certificate_status_response`` when it is malformed, unsuccessful,
     about another certificate, badly signed, stale or premature, or (``nonce`` given) does not echo it.
     """
+    try:
+        return _verify_ocsp_response(der, cert, issuer, now, nonce, skew)
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:  # fields decoded lazily
+        raise CertificateError(_BAD, f"OCSP response cannot be read: {exc}") from None
+
+
+def _verify_ocsp_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, now: dt.datetime,
+                          nonce: bytes | None, skew: dt.timedelta) -> OCSPStatus:
     now = now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
     try:
         response = ocsp.load_der_ocsp_response(bytes(der))
@@ -295,18 +303,28 @@ class OCSPResponder:
         lookup: Callable[[int], CertStatus | None],
         validity: dt.timedelta = dt.timedelta(hours=1),
         clock: Callable[[], float] = time.time,
+        signer: Callable[[], tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]] | None = None,
     ) -> None:
+        """``signer``: called per response for the (certificate, key) to sign with, when it changes while the
+        responder runs (a delegated signer renewed before it expires); else ``signer_cert``/``signer_key``."""
         self.issuer, self.signer_cert, self.signer_key = issuer, signer_cert, signer_key
         self.lookup, self.validity, self.clock = lookup, validity, clock
-        self._delegated = signer_cert != issuer
+        self._signer = signer
 
     def respond(self, request_der: bytes) -> bytes:
         """The DER OCSPResponse for a DER OCSPRequest (malformedRequest / unauthorized when it must)."""
         try:
             request = ocsp.load_der_ocsp_request(bytes(request_der))
             algorithm = request.hash_algorithm
-        except (ValueError, UnsupportedAlgorithm, NotImplementedError):  # NotImplemented: several CertIDs
-            return self._unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+            extensions = request.extensions  # decoded here: a duplicate extension is malformed too
+            nonce: x509.OCSPNonce | None = None
+            for extension in extensions:
+                if isinstance(extension.value, x509.OCSPNonce):
+                    nonce = extension.value
+                elif extension.critical:  # RFC 6960 §4.4: a critical extension we do not know
+                    return self._unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        except (ValueError, UnsupportedAlgorithm, NotImplementedError, x509.DuplicateExtension):
+            return self._unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)  # NotImplemented: several CertIDs
         expected = cert_id_hashes(self.issuer, algorithm)
         if (request.issuer_name_hash, request.issuer_key_hash) != expected:
             return self._unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
@@ -324,18 +342,16 @@ class OCSPResponder:
             issuer_name_hash=expected[0], issuer_key_hash=expected[1], serial_number=request.serial_number,
             algorithm=algorithm, cert_status=status, this_update=now, next_update=now + self.validity,
             revocation_time=revoked_at, revocation_reason=reason,
-        ).responder_id(ocsp.OCSPResponderEncoding.HASH, self.signer_cert)
-        if self._delegated:
-            builder = builder.certificates([self.signer_cert])
-        try:
-            nonce = request.extensions.get_extension_for_class(x509.OCSPNonce).value
-        except x509.ExtensionNotFound:
-            pass
-        else:
+        )
+        signer_cert, signer_key = self._signer() if self._signer is not None else (self.signer_cert, self.signer_key)
+        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, signer_cert)
+        if signer_cert != self.issuer:  # a delegated responder: its certificate goes with the response
+            builder = builder.certificates([signer_cert])
+        if nonce is not None:
             builder = builder.add_extension(nonce, critical=False)
-        algorithm_out = None if isinstance(self.signer_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey) \
+        algorithm_out = None if isinstance(signer_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey) \
             else hashes.SHA256()
-        return builder.sign(self.signer_key, algorithm_out).public_bytes(_ENC_DER)
+        return builder.sign(signer_key, algorithm_out).public_bytes(_ENC_DER)
 
     def respond_get(self, path: str) -> bytes:
         """Answer ``GET {url}/{url-encoding of base-64 of the DER request}`` (RFC 6960 Appendix A.1).

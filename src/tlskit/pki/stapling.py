@@ -164,7 +164,8 @@ class StapleCache:
                        if cert.subject == leaf.issuer), None)
         if issuer is None:
             _log.warning("the chain of %s does not include its issuer %r, needed to verify OCSP responses: "
-                         "not stapling (put the intermediate after the leaf)", _label(leaf),
+                         "not stapling (append the issuer's certificate after the leaf in the certificate file: "
+                         "the intermediate, or the root when the root issued the leaf)", _label(leaf),
                          leaf.issuer.rfc4514_string())
             return None
         return _Entry(leaf=leaf, issuer=issuer, urls=urls)
@@ -247,7 +248,13 @@ class StapleCache:
                     self._cond.wait(timeout=min(max(upcoming - now, 0.05), 60.0))
                     continue
             for entry in due:
-                self._refresh(entry)
+                try:
+                    self._refresh(entry)
+                except Exception:  # one certificate's bad answer must not end stapling for all of them
+                    _log.exception("OCSP refresh for %s failed unexpectedly", _label(entry.leaf))
+                    with entry.lock:
+                        entry.failures += 1
+                        entry.refresh_at = self.clock() + self.max_retry_interval
 
 
 class StapleFile:
