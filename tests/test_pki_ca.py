@@ -254,6 +254,24 @@ def test_cli_init_issue_list_revoke_crl(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["ca", "issue", str(tmp_path / "nope"), "x.test"]) == 2
 
 
+def test_an_index_entry_missing_fields_is_one_line_not_a_traceback(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Valid JSON with an entry lacking fields: `ca list` raised TypeError, `ca crl` KeyError."""
+    d = tmp_path / "ca"
+    assert main(["ca", "init", str(d)]) == 0
+    assert main(["ca", "issue", str(d), "localhost"]) == 0
+    index = json.loads((d / "index.json").read_text())
+    for entry in index["certificates"].values():
+        del entry["revoked_at"]
+    (d / "index.json").write_text(json.dumps(index))
+    capsys.readouterr()
+    for command in (["ca", "list", str(d)], ["ca", "crl", str(d)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "is damaged" in err and "revoked_at" in err and "restore it from a backup" in err
+        assert err.count("\n") == 1
+
+
 # --- checked by OpenSSL --------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ so that peers whose clocks lag the CA's accept them at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import ipaddress
@@ -432,12 +433,20 @@ class CertificateAuthority:
             raise ConfigError(f"cannot read the CA index {path}: {exc}") from None
         if not isinstance(index, dict) or not isinstance(index.get("certificates"), dict):
             raise ConfigError(f"the CA index {path} is damaged (no \"certificates\" table); restore it from a backup")
+        for key, entry in index["certificates"].items():
+            if not isinstance(entry, dict) or set(entry) != _RECORD_FIELDS or not isinstance(entry["serial"], str):
+                missing = sorted(_RECORD_FIELDS - set(entry)) if isinstance(entry, dict) else "all"
+                raise ConfigError(f"the CA index {path} is damaged (entry {key!r}: missing or unknown fields, missing "
+                                  f"{missing}); restore it from a backup")
         self._index_cache = (stamp, index)
         return _copy(index)
 
     def _write_index(self, index: dict[str, Any]) -> None:
         _atomic_write(self.directory / _INDEX, json.dumps(index, indent=1).encode())
         self._index_cache = None
+
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(Record))
 
 
 def _copy(index: dict[str, Any]) -> dict[str, Any]:
