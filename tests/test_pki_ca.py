@@ -272,6 +272,19 @@ def test_an_index_entry_missing_fields_is_one_line_not_a_traceback(tmp_path: Pat
         assert err.count("\n") == 1
 
 
+def test_a_half_made_ca_directory_is_named_as_such_not_sent_round_in_circles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """root.key without ca.json: `ca list` said "create one with `tlskit ca init`" and init said "root.key exists"."""
+    d = tmp_path / "ca"
+    d.mkdir()
+    (d / "root.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    for command in (["ca", "list", str(d)], ["ca", "init", str(d)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "did not finish" in err and "ca init" in err and err.count("\n") == 1
+
+
 # --- checked by OpenSSL --------------------------------------------------------------------------------------
 
 

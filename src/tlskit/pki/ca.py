@@ -133,6 +133,10 @@ class CertificateAuthority:
         try:
             self.settings: dict[str, Any] = json.loads((self.directory / _SETTINGS).read_text())
         except FileNotFoundError:
+            if (self.directory / "root.key").exists():  # init stopped between the root key and ca.json
+                raise ConfigError(f"{self.directory} holds root.key but no {_SETTINGS}: a `tlskit ca init` that did "
+                                  "not finish; restore ca.json from a backup, or move the directory away and run "
+                                  "init again") from None
             raise ConfigError(f"{self.directory} is not a CA directory (no {_SETTINGS}); create one with "
                               f"`tlskit ca init {self.directory}`") from None
         except (OSError, ValueError) as exc:
@@ -168,6 +172,9 @@ class CertificateAuthority:
                 raise ConfigError(f"{what} {url!r} must be an http:// or https:// URL")
         if (path / _SETTINGS).exists():
             raise ConfigError(f"{path} already holds a CA ({_SETTINGS} exists); choose another directory")
+        if (path / "root.key").exists():
+            raise ConfigError(f"{path} holds root.key but no {_SETTINGS}: an earlier init did not finish; move the "
+                              "directory away (it holds a private key) and run init again")
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         (path / "certs").mkdir(mode=0o700, exist_ok=True)
         now = _now(clock)
