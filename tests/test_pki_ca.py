@@ -285,6 +285,14 @@ def test_a_half_made_ca_directory_is_named_as_such_not_sent_round_in_circles(
         assert "did not finish" in err and "ca init" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("name", "says"), [("1.2.3.999", "all-digit label"), ("*.com", "two labels after")])
+def test_names_no_client_would_match_are_refused_at_issue(tmp_path: Path, name: str, says: str) -> None:
+    """`1.2.3.999` went in as a dNSName and `*.com` as a wildcard for a whole TLD: certificates no client accepts."""
+    ca = CertificateAuthority.init(tmp_path / "ca")
+    with pytest.raises(ConfigError, match=says):
+        ca.issue([name])
+
+
 # --- checked by OpenSSL --------------------------------------------------------------------------------------
 
 

@@ -523,6 +523,11 @@ def _general_name(name: str) -> x509.GeneralName:
         raise ConfigError(f"{name!r} is neither a DNS name nor an IP address") from None
     if not _DNS_NAME.fullmatch(label):
         raise ConfigError(f"{name!r} is neither a DNS name nor an IP address")
+    if label.rsplit(".", 1)[-1].isdigit():  # RFC 3696 §2: a top-level domain is never all digits
+        raise ConfigError(f"{name!r} is not a valid IP address, and a DNS name never ends in an all-digit label")
+    if label.startswith("*.") and label.count(".") < 2:
+        raise ConfigError(f"{name!r}: a wildcard needs two labels after '*.' (like *.example.com); clients refuse "
+                          "one for a whole top-level domain")
     return x509.DNSName(label.lower())
 
 
