@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,8 +31,9 @@ GET = b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
 class Conn:
     """One served connection: ``send`` request bytes, read ``statuses()``/``data``, ``closed`` when over."""
 
-    def __init__(self, root: Path, limits: HTTPLimits, tracker: ConnectionTracker, *, log: bool = False) -> None:
-        router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
+    def __init__(self, root: Path, limits: HTTPLimits, tracker: ConnectionTracker, *, log: bool = False,
+                 listing: bool = False) -> None:
+        router = Router((StaticFiles(StaticRoute(root=root, listing=listing), FileCache()),))
         self.transport = ChannelTransport()
         self.task: asyncio.Task[None] | None = None
 
@@ -528,3 +530,110 @@ def test_empty_lines_before_a_request_still_count_toward_the_0rtt_offset(root: P
         channel.close()
 
     run(go)
+
+
+
+def _answers(root: Path, *requests: bytes) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    """(status, headers, body) of each GET, sent pipelined on one connection to a listing StaticFiles route."""
+    async def go() -> bytes:
+        conn = Conn(root, HTTPLimits(), ConnectionTracker(), listing=True)
+        conn.send(b"".join(requests) + b"GET /end HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        await conn.finished()
+        return conn.data
+
+    data = asyncio.run(asyncio.wait_for(go(), 20))
+    client = h11.Connection(h11.CLIENT)
+    client.receive_data(data)
+    out = []
+    for _ in requests:
+        client.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+        client.send(h11.EndOfMessage())
+        response = client.next_event()
+        assert isinstance(response, h11.Response), response
+        body = b""
+        while not isinstance(event := client.next_event(), h11.EndOfMessage):
+            assert isinstance(event, h11.Data), event
+            body += event.data
+        out.append((response.status_code, dict(response.headers), body))
+        client.start_next_cycle()
+    return out
+
+
+def _get(path: bytes, *headers: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+
+
+def test_an_index_file_is_held_to_the_rules_of_any_file(tmp_path: Path) -> None:
+    """An index.html symlink to a file outside the root (or to a private key) was served: the direct URL of the
+    same file is 404 (symlinks leading out of the root; keys by content)."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0\n")
+    (root / "leak").mkdir()
+    (root / "leak" / "index.html").symlink_to(outside / "passwd")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (root / "keys").mkdir()
+    (root / "keys" / "ca.key").write_bytes(key)
+    (root / "key").mkdir()
+    (root / "key" / "index.html").symlink_to(root / "keys" / "ca.key")
+    (root / "fine").mkdir()
+    (root / "fine" / "index.html").write_bytes(PAGE)
+    answers = _answers(root, _get(b"/leak/"), _get(b"/key/"), _get(b"/fine/"))
+    assert [a[0] for a in answers] == [404, 404, 200]
+    assert b"root:x" not in answers[0][2] and b"PRIVATE KEY" not in answers[1][2] and answers[2][2] == PAGE
+
+
+def test_listing_copes_with_odd_names_loops_and_a_directory_that_went_away(tmp_path: Path) -> None:
+    """A file name that is not UTF-8, or a symlink loop, made the listing a 500 with a traceback, and the file
+    was unreachable; a listed directory removed within the lookup cache's second was a 500 too (nginx: 404)."""
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / os.fsdecode(b"\xff\xfe.txt")).write_bytes(b"bytes name\n")
+    (tmp_path / "odd" / "self").symlink_to(tmp_path / "odd" / "self")
+    (tmp_path / "odd" / "out").symlink_to("/")
+    (tmp_path / "odd" / "ok.txt").write_bytes(b"ok\n")
+    listing, odd_file = _answers(tmp_path, _get(b"/odd/"), _get(b"/odd/%ff%fe.txt"))
+    assert listing[0] == 200 and b'href="%FF%FE.txt"' in listing[2] and b'href="ok.txt"' in listing[2]
+    assert b'href="self"' not in listing[2] and b'href="out/"' not in listing[2]  # a loop; out of the root
+    assert odd_file[0] == 200 and odd_file[2] == b"bytes name\n"
+
+    async def go() -> list[int]:
+        (tmp_path / "gone").mkdir()
+        conn = Conn(tmp_path, HTTPLimits(), ConnectionTracker(), listing=True)
+        conn.send(_get(b"/gone/"))
+        await asyncio.sleep(0.05)
+        (tmp_path / "gone").rmdir()  # the lookup of /gone/ is cached for a second
+        conn.send(_get(b"/gone/").replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        await conn.finished()
+        return conn.statuses()
+
+    assert asyncio.run(asyncio.wait_for(go(), 20)) == [200, 404]
+
+
+def test_ranges_with_leading_zeros_a_suffix_of_an_empty_file_and_repeated_validators(tmp_path: Path) -> None:
+    """RFC 9110 §14.1.1: positions are 1*DIGIT (zeros allowed: they were read as 10^18, giving the whole file
+    or a false 416); a suffix range of an empty file is satisfiable, answered whole (was 416); §5.3: repeated
+    If-None-Match lines are one list (only the first was read); §13.1.3: a date that is not GMT is ignored."""
+    data = bytes(range(256)) * 4
+    (tmp_path / "file.bin").write_bytes(data)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    first = _answers(tmp_path, _get(b"/file.bin"))[0]
+    etag = first[1][b"etag"]
+    answers = _answers(
+        tmp_path,
+        _get(b"/file.bin", b"Range: bytes=-0000000000000000000005"),
+        _get(b"/file.bin", b"Range: bytes=0-0000000000000000000009"),
+        _get(b"/file.bin", b"Range: bytes=00000000000000000000000000001-2"),
+        _get(b"/empty.txt", b"Range: bytes=-5"),
+        _get(b"/file.bin", b'If-None-Match: "x"', b"If-None-Match: " + etag),
+        _get(b"/file.bin", b"If-Modified-Since: Sun, 06 Nov 2094 08:49:37 +0800"),
+    )
+    assert [(a[0], a[1].get(b"content-range")) for a in answers[:3]] == [
+        (206, b"bytes 1019-1023/1024"), (206, b"bytes 0-9/1024"), (206, b"bytes 1-2/1024")]
+    assert answers[0][2] == data[-5:] and answers[1][2] == data[:10] and answers[2][2] == data[1:3]
+    assert answers[3][0] == 200 and answers[3][2] == b""
+    assert answers[4][0] == 304
+    assert answers[5][0] == 200 and answers[5][2] == data

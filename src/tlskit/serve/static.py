@@ -19,6 +19,7 @@ larger ones are opened per request and streamed (``os.sendfile`` under kTLS TX).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import email.utils
 import html
 import mimetypes
@@ -164,13 +165,16 @@ class StaticFiles:
         """What a (percent-encoded) request path serves: (file, False), (directory, True) or (HTTPError, False)."""
         if "%" in raw_path and any("/" in urllib.parse.unquote(name) for name in raw_path.split("/")):
             return HTTPError(404), False  # an encoded slash: routing kept it inside a name, and no file name has one
-        url_path = urllib.parse.unquote(raw_path)
+        url_path = urllib.parse.unquote(raw_path, errors="surrogateescape")  # file names need not be UTF-8
         try:
             path = self._resolve(url_path)
             if path.is_dir():
                 for name in self.index:
-                    if (path / name).is_file():
-                        return str(path / name), False
+                    if (path / name).is_file():  # held to the rules of any file: inside the root, no key
+                        index = (path / name).resolve()
+                        if not index.is_relative_to(self.root) or index in self.secrets:
+                            return HTTPError(404), False
+                        return str(index), False
                 return (str(path), True) if self.listing else (HTTPError(404), False)
             if url_path.endswith("/"):  # "/index.html/": a file is no directory (nginx: 404)
                 return HTTPError(404), False
@@ -280,15 +284,35 @@ class StaticFiles:
                                                    b"bytes %d-%d/%d" % (offset, offset + count - 1, st.st_size)),
                                     (b"content-length", b"content-length", b"%d" % count)]
 
+    def _listed(self, path: str) -> list[tuple[str, bool]]:
+        """(name, is a directory) of what a listing shows: what a request for it would serve (no dot-files, no
+        keys, nothing whose link leads out of the root or loops). 404 when the directory went away."""
+        try:
+            scanned = list(os.scandir(path))
+        except OSError:
+            raise HTTPError(404) from None
+        shown = []
+        for entry in scanned:
+            if entry.name.startswith("."):
+                continue
+            try:
+                target = Path(entry.path).resolve(strict=True)
+                is_dir = entry.is_dir()
+            except (OSError, RuntimeError):  # dangling, a loop, gone since the scan
+                continue
+            if target.is_relative_to(self.root) and target not in self.secrets:
+                shown.append((entry.name, is_dir))
+        return sorted(shown, key=lambda item: (not item[1], item[0]))
+
     async def _send_listing(self, request: Request, exchange: HTTPExchange, path: str, url_path: str) -> None:
-        entries = sorted((e for e in os.scandir(path) if not e.name.startswith(".")
-                          and Path(e.path).resolve() not in self.secrets),
-                         key=lambda e: (not e.is_dir(), e.name))
-        title = html.escape(url_path)
+        entries = self._listed(path)
+        title = html.escape(url_path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
         rows = ['<li><a href="../">../</a></li>'] if url_path != "/" else []
-        for e in entries:
-            name = e.name + ("/" if e.is_dir() else "")
-            rows.append(f'<li><a href="{urllib.parse.quote(name)}">{html.escape(name)}</a></li>')
+        for name, is_dir in entries:
+            name += "/" if is_dir else ""
+            raw = os.fsencode(name)  # a name that is not UTF-8 keeps its bytes in the link, as nginx does
+            shown = raw.decode("utf-8", "replace")
+            rows.append(f'<li><a href="{urllib.parse.quote(raw)}">{html.escape(shown)}</a></li>')
         body = (f"<!doctype html>\n<meta charset=utf-8>\n<title>Index of {title}</title>\n"
                 f"<h1>Index of {title}</h1>\n<ul>\n" + "\n".join(rows) + "\n</ul>\n").encode()
         await exchange.start(200, [("content-type", "text/html; charset=utf-8"),
@@ -411,9 +435,15 @@ def _etags(header: str) -> list[str]:
     return [t.strip().removeprefix("W/") for t in header.split(",") if t.strip()]
 
 
+def _list_field(request: Request, name: bytes) -> str | None:
+    """A list field's value: its lines joined with commas (RFC 9110 §5.3), None when absent."""
+    values = [value.decode("latin-1") for key, value in request.headers if key == name]
+    return ", ".join(values) if values else None
+
+
 def _precondition(request: Request, etag: str, mtime: int) -> int | None:
     """RFC 9110 §13.2.2 steps 1-2: If-Match / If-Unmodified-Since failing is 412."""
-    if_match = request.header(b"if-match")
+    if_match = _list_field(request, b"if-match")
     if if_match is not None:  # strong comparison: a W/ tag never equals our strong one
         return None if if_match.strip() == "*" or etag in [t.strip() for t in if_match.split(",")] else 412
     since = _http_date(request.header(b"if-unmodified-since"))
@@ -422,7 +452,7 @@ def _precondition(request: Request, etag: str, mtime: int) -> int | None:
 
 def _not_modified(request: Request, etag: str, mtime: int) -> bool:
     """Steps 3-4: If-None-Match (weak comparison) decides; without it, If-Modified-Since."""
-    none_match = request.header(b"if-none-match")
+    none_match = _list_field(request, b"if-none-match")
     if none_match is not None:
         return none_match.strip() == "*" or etag in _etags(none_match)
     since = _http_date(request.header(b"if-modified-since"))
@@ -444,6 +474,8 @@ def _range(request: Request, etag: str, last_modified: str, size: int) -> tuple[
     if first == "":  # suffix: the last N bytes
         count = min(_position(last), size)
         if count == 0:
+            if size == 0 and _position(last) > 0:
+                return None  # §14.1.1: satisfiable on an empty file, but 206 cannot say "no bytes": send it whole
             raise HTTPError(416, [("content-range", f"bytes */{size}")])
         return size - count, count
     start = _position(first)
@@ -454,16 +486,22 @@ def _range(request: Request, etag: str, last_modified: str, size: int) -> tuple[
 
 
 def _position(digits: str) -> int:
-    """A byte position of a Range header: past any file when longer than 18 digits (and not converted, so a
-    client cannot make ``int()`` parse thousands of digits)."""
+    """A byte position of a Range header (§14.1.1: ``1*DIGIT``, leading zeros allowed): past any file when it
+    has more than 18 significant digits (and not converted: a client cannot make ``int()`` parse thousands)."""
+    digits = digits.lstrip("0") or "0"
     return int(digits) if len(digits) <= 18 else 10**18
 
 
 def _http_date(value: str | None) -> int | None:
+    """An HTTP-date (RFC 9110 §5.6.7: GMT, or asctime's form without a zone); anything else is None (ignored)."""
     if value is None:
         return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    elif not value.rstrip().endswith("GMT"):  # "+0800": not an HTTP-date, so not evaluated (§13.1.3)
         return None
     return int(parsed.timestamp())
