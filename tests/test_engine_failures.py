@@ -65,6 +65,7 @@ from tlskit.messages.handshake import (
     Certificate,
     CertificateEntry,
     CertificateVerify,
+    ClientHello,
     Finished,
     KeyUpdate,
     ServerHello,
@@ -704,6 +705,18 @@ def test_hello_retry_request_for_an_unoffered_group_is_illegal_parameter() -> No
     client, hello = started_client(client_config(groups=(NamedGroup.x25519,)))
     wire = fails_with(client, handshake_record(hello_retry_request(hello, NamedGroup.secp256r1)), A.illegal_parameter)
     assert plaintext_alert(wire) is A.illegal_parameter
+
+
+def test_a_cookie_too_large_to_echo_is_illegal_parameter() -> None:
+    """A 65,400-byte cookie cannot fit the second ClientHello's extensions (at most 65,535 bytes): encoding it
+    raised OverflowError (no alert, not a tlskit error); 60,000 bytes still go through."""
+    client, hello = started_client(client_config(**RETRY_CLIENT))
+    client.receive_data(handshake_record(hello_retry_request(hello, NamedGroup.secp256r1, cookie=b"c" * 60_000)))
+    retried = [m for m in plaintext_handshake(client.data_to_send()) if isinstance(m, ClientHello)]
+    assert len(ext.parse_cookie(ext.extension_map(retried[0].extensions)[ExtensionType.cookie])) == 60_000
+    client, hello = started_client(client_config(**RETRY_CLIENT))
+    big = hello_retry_request(hello, NamedGroup.secp256r1, cookie=b"c" * 65_400)
+    fails_with(client, handshake_record(big), A.illegal_parameter)
 
 
 def test_server_hello_after_retry_with_another_suite_is_illegal_parameter() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.interop.peers import free_port
 from tlskit.enums import AlertDescription
@@ -213,3 +213,66 @@ def test_bad_configuration_is_reported() -> None:
         RevocationPolicy(mode="strict")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="does not exist"):
         RevocationPolicy(crl_files=("/nonexistent.crl",))
+
+
+def test_only_the_verified_path_is_checked_not_certificates_a_server_appends(world: World) -> None:
+    """A server appended a certificate on no path whose CRL distribution points named URLs of its choosing: the
+    client fetched them (blind requests, before CertificateVerify)."""
+    from tests.certs import make_ca
+
+    stranger = make_ca("junk root")
+    junk = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "junk")]))
+            .issuer_name(stranger.cert.subject).public_key(stranger.key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=1))
+            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                [x509.UniformResourceIdentifier("http://attacker.invalid/crl")], None, None, None)]), critical=False)
+            .sign(stranger.key, hashes.SHA256()))  # type: ignore[arg-type]
+    asked: list[str] = []
+
+    def fetcher(url: str, body: bytes | None) -> bytes:
+        asked.append(url)
+        if body is None:
+            return world.ca.current_crl_der()
+        raise OSError("no OCSP here")
+
+    policy = RevocationPolicy(mode="hard-fail", fetch_crl=True, fetcher=fetcher)
+    assert policy.check([*world.good, junk, stranger.cert], None, NOW) == []
+    assert asked and not any("attacker" in url for url in asked), asked
+
+
+def test_a_fetch_is_bounded_as_a_whole_not_per_read(tmp_path: Path) -> None:
+    """urllib's timeout bounds each read: a responder trickling a byte every 0.2 s kept a handshake waiting for
+    as long as it liked (past the client's own handshake timeout)."""
+    import socket
+    import threading
+    import time
+
+    from tlskit.pki.ocsp_http import fetch
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(OSError, match="no answer in time"):
+            fetch(f"http://127.0.0.1:{listener.getsockname()[1]}/crl.der", timeout=1.0)
+        assert time.monotonic() - started < 5  # the old per-read timeout: 1000 bytes x 0.2 s = 200 s
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)

@@ -310,6 +310,27 @@ def test_a_trusted_self_signed_leaf_is_checked_as_a_leaf() -> None:
     assert error.description is AlertDescription.unsupported_certificate
 
 
+def test_a_trusted_self_signed_leaf_with_an_unknown_critical_extension_is_refused() -> None:
+    """OpenSSL (and so ssl): "unhandled critical extension". A leaf trusted as the CA file skipped path validation
+    and with it RFC 5280's rule for critical extensions."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    base = make_leaf(None, ["a.example.test"])
+    odd = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00")
+    builder = (x509.CertificateBuilder().subject_name(base.cert.subject).issuer_name(base.cert.subject)
+               .public_key(base.key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(base.cert.not_valid_before_utc).not_valid_after(base.cert.not_valid_after_utc))
+    for extension in base.cert.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    cert = builder.add_extension(odd, critical=True).sign(base.key, hashes.SHA256())  # type: ignore[arg-type]
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = cert.public_bytes(Encoding.DER)
+    error = server_alert([der], TrustStore(roots=(cert,)), name="a.example.test")
+    assert error.description is AlertDescription.unsupported_certificate and "1.3.6.1.4.1.99999.1" in str(error)
+
+
 def test_the_system_store_honours_ssl_cert_file_and_dir(pki: Pki, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """As OpenSSL (Python ssl, curl) does: SSL_CERT_FILE and SSL_CERT_DIR name the roots; before, certifi's

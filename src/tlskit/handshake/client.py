@@ -358,6 +358,10 @@ class ExpectServerHello:
             new_exts.append(e)
             if e.type is ExtensionType.key_share and cookie is not None:
                 new_exts.append(Extension(ExtensionType.cookie, cookie))
+        if sum(4 + len(e.data) for e in new_exts) > (1 << 16) - 1:  # extensions<8..2^16-1> (§4.1.2)
+            raise AlertError(AlertDescription.illegal_parameter,
+                             f"HelloRetryRequest cookie of {len(cookie or b'')} bytes cannot be echoed in a "
+                             "ClientHello (its extensions are limited to 65535 bytes)")
         ch2 = replace(self.client_hello, extensions=tuple(new_exts))
         if self.retry_hello is not None:
             ch2 = _injected_retry(self.retry_hello, self.client_hello, shares, cookie)

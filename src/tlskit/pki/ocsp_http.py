@@ -1,4 +1,4 @@
-"""OCSP and CRL over HTTP (RFC 6960 Appendix A, RFC 5019 §5): a small h11 server and a urllib client.
+"""OCSP and CRL over HTTP (RFC 6960 Appendix A, RFC 5019 §5): a small h11 server and an h11 client.
 
 The server answers ``POST`` (body: DER OCSPRequest) and ``GET /{base64 request}`` on any path, plus the
 extra static routes it is given (``/crl.der`` for a CRL distribution point). One thread per connection,
@@ -11,8 +11,8 @@ import logging
 import socket
 import socketserver
 import threading
-import urllib.error
-import urllib.request
+import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -148,23 +148,86 @@ class _Handler(socketserver.BaseRequestHandler):
 
 def fetch(url: str, body: bytes | None = None, *, content_type: str = OCSP_REQUEST_TYPE,
           timeout: float = 5.0, max_size: int = 10 * 1024 * 1024) -> bytes:
-    """GET (``body`` None) or POST ``url`` and return the body; OSError on network or HTTP failure."""
-    if not url.lower().startswith(("http://", "https://")):
+    """GET (``body`` None) or POST ``url`` and return the body; OSError on network or HTTP failure.
+
+    ``timeout`` bounds the whole fetch, redirects (at most 3, GET only) included: a server that trickles a
+    byte a second is cut off at it (urllib's timeout bounds each read only)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(4):
+        status, location, data = _fetch_once(url, body, content_type, deadline, max_size)
+        if status in (301, 302, 303, 307, 308) and location is not None and body is None:
+            url = urllib.parse.urljoin(url, location)
+            continue
+        if status != 200:
+            raise OSError(f"{url} answered HTTP {status}")
+        return data
+    raise OSError(f"{url}: too many redirects")
+
+
+class _TooLarge(OSError):
+    """A fetch refused for what the server sent (not a network failure): raised as it is."""
+
+
+def _fetch_once(url: str, body: bytes | None, content_type: str, deadline: float,
+                max_size: int) -> tuple[int, str | None, bytes]:
+    """(status, Location, body) of one HTTP/1.1 exchange (h11), every socket operation within ``deadline``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise OSError(f"refusing to fetch {url!r}: only http(s) URLs are supported")
-    request = urllib.request.Request(url, data=body, method="GET" if body is None else "POST")
-    if body is not None:
-        request.add_header("Content-Type", content_type)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data: bytes = response.read(max_size + 1)
-    except urllib.error.HTTPError as exc:
-        raise OSError(f"{url} answered HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise OSError(f"cannot reach {url}: {reason}") from None
-    if len(data) > max_size:
-        raise OSError(f"{url} sent more than {max_size} bytes")
-    return data
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        raise OSError(f"{url!r}: invalid port") from None
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = [("Host", parts.netloc.rpartition("@")[2]), ("User-Agent", "tlskit"), ("Accept", "*/*"),
+               ("Connection", "close")]
+    if body is not None:
+        headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no answer in time")
+        return remaining
+
+    try:
+        sock = socket.create_connection((parts.hostname, port), timeout=left())
+        with sock:
+            if parts.scheme.lower() == "https":
+                import ssl  # a CRL or OCSP URL is plain http by convention (RFC 5280 §4.2.1.13, RFC 6960 A.1)
+
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+            conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
+            out = conn.send(h11.Request(method="GET" if body is None else "POST", target=target, headers=headers))
+            out += conn.send(h11.Data(data=body)) if body else b""
+            sock.settimeout(left())
+            sock.sendall(out + conn.send(h11.EndOfMessage()))
+            status, location, chunks, size = 0, None, [], 0
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    sock.settimeout(left())
+                    conn.receive_data(sock.recv(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    location = next((v.decode("latin-1") for k, v in event.headers if k == b"location"), None)
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > max_size:
+                        raise _TooLarge(f"{url} sent more than {max_size} bytes")
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    if not status:
+                        raise _TooLarge(f"{url} closed the connection without an answer")
+                    return status, location, b"".join(chunks)
+    except _TooLarge:
+        raise
+    except TimeoutError:
+        raise OSError(f"cannot reach {url}: no answer in time") from None
+    except h11.ProtocolError as exc:
+        raise OSError(f"{url} answered with malformed HTTP: {exc}") from None
+    except OSError as exc:
+        raise OSError(f"cannot reach {url}: {exc.strerror or exc}") from None
 
 
 def post_ocsp(url: str, request_der: bytes, *, timeout: float = 5.0) -> bytes:

@@ -50,6 +50,8 @@ HttpFetcher = Callable[[str, bytes | None], bytes]
 """``fetcher(url, body)``: POST a DER OCSPRequest (``body``), or GET a CRL (``body`` None); OSError on failure."""
 
 _BAD = AlertDescription.bad_certificate_status_response
+_MAX_PATH = 8  # certificates from the leaf up (as the verifier's max_chain_depth)
+_MAX_URLS = 2  # distribution points / responders asked per certificate: each may take the whole timeout
 
 
 def crl_urls(cert: x509.Certificate) -> list[str]:
@@ -138,11 +140,12 @@ class RevocationPolicy:
         if not certs:
             raise ConfigError("RevocationPolicy.check needs at least the leaf certificate")
         strict = self.mode in ("hard-fail", "must-staple")
-        leaf, issuers = certs[0], [self._issuer_of(c, certs, trust) for c in certs]
+        leaf = certs[0]
+        path, issuers = self._path(certs, trust)
         warnings: list[str] = []
         problems: list[str] = []
         determined = self._check_staple(leaf, issuers[0], staple, now, strict, warnings, problems)
-        for cert, issuer in zip(certs, issuers, strict=True):
+        for cert, issuer in zip(path, issuers, strict=True):
             if issuer is None or cert.subject == cert.issuer:
                 continue
             if self._check_crls(cert, issuer, now, problems if cert is leaf else warnings) and cert is leaf:
@@ -158,6 +161,19 @@ class RevocationPolicy:
         return warnings
 
     # --- sources ------------------------------------------------------------------------------------------
+
+    def _path(self, certs: list[x509.Certificate], trust: TrustStore | None
+              ) -> tuple[list[x509.Certificate], list[x509.Certificate | None]]:
+        """The leaf and the issuers that sign it up to a root, each with its issuer (None where none is known).
+        Only these are checked: a server may append certificates that are on no path, and their distribution
+        points must not be fetched."""
+        path, issuers = [certs[0]], []
+        while True:
+            issuer = self._issuer_of(path[-1], certs, trust)
+            issuers.append(issuer)
+            if issuer is None or issuer in path or issuer.subject == issuer.issuer or len(path) >= _MAX_PATH:
+                return path, issuers
+            path.append(issuer)
 
     @staticmethod
     def _issuer_of(cert: x509.Certificate, certs: list[x509.Certificate], trust: TrustStore | None
@@ -252,7 +268,7 @@ class RevocationPolicy:
             except (OSError, ValueError) as exc:
                 problems.append(f"cannot load CRL file {os.fspath(path)!r}: {exc}")
         if self.fetch_crl:
-            for url in crl_urls(cert):
+            for url in crl_urls(cert)[:_MAX_URLS]:
                 try:
                     found.append((self._fetch_crl(url, now), url))
                 except (OSError, ValueError) as exc:
@@ -300,7 +316,7 @@ class RevocationPolicy:
             problems.append(f"{_label(leaf)} names no OCSP responder")
             return False
         request = build_request(leaf, issuer)
-        for url in urls:
+        for url in urls[:_MAX_URLS]:
             try:
                 der = (self.fetcher or _default_fetcher(self.timeout))(url, request)
                 status = verify_ocsp_response(der, leaf, issuer, now, skew=self.skew)

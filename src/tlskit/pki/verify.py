@@ -189,6 +189,11 @@ def _verify_server_chain(
                 AlertDescription.bad_certificate, f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
             )
         _check_leaf(certs[0], ExtendedKeyUsageOID.SERVER_AUTH)
+        unknown = [e.oid.dotted_string for e in certs[0].extensions
+                   if e.critical and isinstance(e.value, x509.UnrecognizedExtension)]
+        if unknown:  # RFC 5280 §4.2: what the path validation would have refused (OpenSSL: unhandled critical)
+            raise CertificateError(AlertDescription.unsupported_certificate,
+                                   f"{_label(certs[0])} has a critical extension we do not know: {', '.join(unknown)}")
         return certs[0]
     builder = _builder(trust, _verification_time(certs, trust, now, tolerance), max_chain_depth)
     try:
