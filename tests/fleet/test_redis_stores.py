@@ -144,8 +144,9 @@ def test_redis_cluster_needs_a_prefix_with_a_hash_tag(tmp_path: Path) -> None:
     ("all keys must map to the same key slot") and 0-RTT was refused for good."""
     exe = shutil.which("redis-server")
     assert exe is not None
-    port = free_port()
+    port, bus = free_port(), free_port()  # the bus port defaults to port + 10000: past 65535 for a high port
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                             "--cluster-port", str(bus),
                              "--cluster-config-file", str(tmp_path / "nodes.conf"), "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
