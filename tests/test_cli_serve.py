@@ -336,7 +336,58 @@ def test_port_in_use_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str])
                 os.environ.pop("XDG_DATA_HOME")
             else:
                 os.environ["XDG_DATA_HOME"] = env_home
-    assert f"cannot listen on 127.0.0.1 port {port}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--host: cannot listen on 127.0.0.1 port {port}" in err and "another process listens there" in err
+
+
+def test_a_chain_in_the_wrong_order_says_so(tmp_path: Path) -> None:
+    """The intermediate first: "the private key does not match the leaf", not how to fix it."""
+    root = make_ca()
+    inter = make_ca("tlskit test intermediate", issuer=root)
+    cert, key = make_leaf(inter).write(tmp_path, "a")
+    leaf_pem = cert.read_bytes()
+    cert.write_bytes(inter.pem + leaf_pem)
+    result = subprocess.run([sys.executable, "-m", "tlskit", "serve", str(tmp_path), "--cert", str(cert), "--key",
+                             str(key)], capture_output=True, text=True, timeout=30)
+    err = result.stderr
+    assert result.returncode == 2 and err.count("\n") == 1, err
+    assert "matches certificate #2 of the chain" in err and "first" in err
+
+
+def test_start_warns_of_chains_clients_will_refuse_and_refuses_a_staple_file_that_is_none(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """An expired certificate, a chain whose next certificate is not the issuer, names the certificate lacks: all
+    started silently and failed at every handshake; a staple file holding a certificate failed at the first."""
+    root = make_ca()
+    other = make_ca("another root")
+    expired = make_leaf(root, ["localhost"], not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=30),
+                        not_after=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    cert, key = expired.write(tmp_path, "old", chain=[other])
+    config = tmp_path / "site.toml"
+    config.write_text(f'[[certificate]]\ncert = "{cert}"\nkey = "{key}"\nnames = ["localhost", "other.test"]\n'
+                      f'[[route]]\nroot = "{tmp_path}"\n')
+    served = start(["--config", str(config), "--host", "127.0.0.1", "--port", "0"], env, dev=False)
+    try:
+        log = "".join(served.log)
+        assert "expired on" in log and "is not issued by the next certificate in the file" in log, log
+        assert "'other.test'" in log and "the certificate is not for it" in log
+    finally:
+        served.stop()
+    result = subprocess.run([sys.executable, "-m", "tlskit", "serve", str(tmp_path), "--port", "0", "--staple-file",
+                             str(cert), "--cert", str(cert), "--key", str(key)], capture_output=True, text=True,
+                            timeout=30, env=env)
+    last = result.stderr.strip().splitlines()[-1]  # after the warnings about the chain
+    assert result.returncode == 2 and "not a DER OCSP response (it does not parse as one)" in last, result.stderr
+
+
+def test_a_listen_address_that_does_not_resolve_names_the_config_line(tmp_path: Path, env: dict[str, str]) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text(f'[[listen]]\naddress = "no-such-host.invalid"\nport = 0\n[[route]]\nroot = "{tmp_path}"\n')
+    result = subprocess.run([sys.executable, "-m", "tlskit", "serve", "--config", str(config)], capture_output=True,
+                            text=True, timeout=30, env=env)
+    assert result.returncode == 1 and f"{config}:2: [[listen]] #1: cannot listen on no-such-host.invalid" in \
+        result.stderr, result.stderr
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:

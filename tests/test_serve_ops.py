@@ -613,6 +613,29 @@ def test_workers_share_the_port_and_reload_validates_first(tmp_path: Path, env: 
     assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid) for pid in children)
 
 
+def test_a_sighup_right_after_start_reaches_workers_and_kills_none(tmp_path: Path, env: dict[str, str]) -> None:
+    """Until a worker's loop handled SIGHUP, its default action killed it: a reload right after start (or while a
+    worker was being replaced: a certbot hook) left the port without workers for a second. A reload with a Redis
+    URL redis-py cannot use stopped the whole supervisor with a traceback."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("w\n")
+    path = config(tmp_path, '[[route]]\nroot = "www"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env, workers=2)
+    try:
+        served.signal(signal.SIGHUP)
+        served.wait_log(r"reload \(SIGHUP\): configuration valid")
+        time.sleep(1.5)
+        assert not [line for line in served.log if "exited with status" in line], "".join(served.log)
+        assert served.fetch("/")[2] == b"w\n"
+        path.write_text('[[route]]\nroot = "www"\n[tls]\nredis = "redis://127.0.0.1:6379/0?foo=bar"\n')
+        served.signal(signal.SIGHUP)
+        line = served.wait_log(r"reload \(SIGHUP\) failed, workers keep the previous configuration: .*site.toml:4")
+        assert "foo" in line and served.process.poll() is None and served.fetch("/")[2] == b"w\n"
+        assert not [line for line in served.log if "Traceback" in line]
+    finally:
+        assert served.stop() == 0
+
+
 def _request(served: Served, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
     """One request on a new connection, resuming ``session``: (the session to resume next, whether resumed)."""
     with socket.create_connection(("127.0.0.1", served.port)) as raw, \

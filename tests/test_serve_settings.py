@@ -280,3 +280,42 @@ def test_localhost_listens_on_both_loopback_addresses() -> None:
         for sock in sockets:
             sock.close()
 
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[tls]\nredis = "redis://127.0.0.1:6379/0?foo=bar"\n',
+     r"site.toml:2: \[tls\]: 'redis' 'redis://127.0.0.1:6379/0\?foo=bar': .*unexpected keyword argument 'foo'"),
+    ('[tls]\nredis = "redis://127.0.0.1:abc"\n', r"site.toml:2: \[tls\]: 'redis' .*Port could not be cast"),
+    ('[tls]\nstapling = false\nstaple_file = "site.pem"\n',
+     r"site.toml:3: \[tls\]: 'staple_file' staples, so it cannot go with stapling turned off"),
+    ('[server]\nktls = "yes"\n', r"site.toml:2: \[server\]: 'ktls' 'yes': use \"off\", \"auto\" or \"require\""),
+    ('[[route]]\npath = "/"\nroot = "www"\nhosts = ["localhost:8443"]\n',
+     r"site.toml:4: \[\[route\]\] #1: 'hosts' 'localhost:8443' can never match a request"),
+    ('[[route]]\npath = "/"\nproxy = "http://127.0.0.1:0"\n', r"site.toml:3: .*not an upstream URL"),
+    ('[[route]]\npath = "/"\nproxy = "http://127.0.0.1:8080/a b"\n', r"site.toml:3: .*no spaces"),
+    ('[[route]]\npath = "/"\nproxy = "http://user:pw@127.0.0.1:8080/"\n', r"site.toml:3: .*credentials"),
+], ids=["redis-option", "redis-port", "staple-file-in-toml", "ktls", "host-with-port", "upstream-port-0",
+        "upstream-space", "upstream-credentials"])
+def test_mistakes_caught_at_start_name_the_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    """Each was a traceback (redis options), blamed a flag that was not given, had no line, or was accepted and
+    failed at the first request (every request a 404, a 400, or proxied to port 80)."""
+    import re
+
+    message = error(tmp_path, text)
+    assert re.search(expected, message), message
+    assert "\n" not in message
+
+
+def test_flags_with_mistakes_say_which_flag(tmp_path: Path) -> None:
+    fifo = tmp_path / "cert.pem"
+    import os
+
+    os.mkfifo(fifo)
+    with pytest.raises(SettingsError, match=r"--cert: .*cert.pem is not a readable file"):
+        load_settings(Flags(root=tmp_path, cert=fifo, key=fifo))  # a FIFO blocked the start for good
+    with pytest.raises(SettingsError, match=r"not a regular file"):
+        load_settings(Flags(config=fifo))
+    with pytest.raises(SettingsError, match=r"--host: '300.1.1.1' is neither an IP address nor a host name"):
+        load_settings(Flags(root=tmp_path, host="300.1.1.1"))
+    with pytest.raises(SettingsError, match=r"--host: '\[::1' is neither"):
+        load_settings(Flags(root=tmp_path, host="[::1"))

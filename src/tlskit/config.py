@@ -115,6 +115,15 @@ class CertifiedKey:
         fmt = serialization.PublicFormat.SubjectPublicKeyInfo
         enc = serialization.Encoding.DER
         if leaf_key.public_bytes(enc, fmt) != pub.public_bytes(enc, fmt):
+            ours = pub.public_bytes(enc, fmt)
+            for position, der in enumerate(self.chain[1:], start=2):
+                try:
+                    other = x509.load_der_x509_certificate(der).public_key().public_bytes(enc, fmt)
+                except ValueError:
+                    continue
+                if other == ours:  # the chain is in the wrong order
+                    raise ConfigError(f"the private key matches certificate #{position} of the chain, not the first: "
+                                      "put the server's own certificate first, then its issuers")
             raise ConfigError("the private key does not match the leaf certificate's public key")
 
     @property

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
+from cryptography.x509 import ocsp
 
-from ..errors import CertificateError, CertificateRevoked
+from ..errors import CertificateError, CertificateRevoked, ConfigError
 from .ocsp import MAX_AGE_WITHOUT_NEXT_UPDATE, OCSPStatus, build_request, ocsp_urls, verify_ocsp_response
 from .ocsp_http import post_ocsp
 
@@ -265,11 +266,21 @@ class StapleFile:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+        """Refuses (``ConfigError``) a file that is there but holds no DER OCSP response, as nginx does at start
+        (a missing one is waited for)."""
         self.path, self.clock = Path(path), clock
         self._stamp: tuple[int, int] | None = None
         self._der: bytes | None = None
         self._verdicts: dict[bytes, OCSPStatus | None] = {}
         self._lock = threading.Lock()
+        try:
+            ocsp.load_der_ocsp_response(self.path.read_bytes())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "it does not parse as one"
+            raise ConfigError(f"{self.path}: not a DER OCSP response ({why}); fetch one with "
+                              "`openssl ocsp -issuer ISSUER -cert CERT -url URL -respout FILE`") from None
 
     def __call__(self, key: CertifiedKey) -> bytes | None:
         return self.staple_for(key.chain)

@@ -7,18 +7,24 @@ offered wins. A ClientHello without SNI, or naming nobody, gets the first certif
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import itertools
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from ..config import CertifiedKey
 from ..enums import SignatureScheme
 from ..errors import ConfigError
 from .settings import CertificateSpec, SettingsError
+
+_log = logging.getLogger("tlskit.serve")
 
 __all__ = ["CertificateStore", "files_fingerprint"]
 
@@ -41,6 +47,8 @@ class CertificateStore:
             except ConfigError as e:  # its message names the PEM file and the problem; the origin, the setting
                 raise SettingsError(f"{spec.origin}{e}") from None
             loaded.append(ck)
+            for problem in _chain_problems(ck, spec.names):
+                _log.warning("%s%s: %s", spec.origin, spec.cert, problem)
             for name in spec.names or _dns_names(ck.leaf):
                 if name.startswith("*."):
                     wildcard.setdefault(name[2:], []).append(ck)
@@ -92,3 +100,32 @@ def files_fingerprint(paths: Sequence[Path]) -> str:
         except OSError:
             h.update(f"{path}\0missing\n".encode())
     return h.hexdigest()
+
+
+def _chain_problems(ck: CertifiedKey, names: Sequence[str]) -> list[str]:
+    """What every client will refuse about a chain, said at load time rather than at the first handshake (nginx
+    does not check either): expired or not yet valid, a certificate not issued by the next, names it lacks."""
+    problems = []
+    now = dt.datetime.now(dt.UTC)
+    certs = [x509.load_der_x509_certificate(der) for der in ck.chain]
+    for cert in certs:
+        label = cert.subject.rfc4514_string() or "<empty subject>"
+        if cert.not_valid_after_utc < now:
+            problems.append(f"{label} expired on {cert.not_valid_after_utc:%Y-%m-%d} (clients refuse it: renew it)")
+        elif cert.not_valid_before_utc > now:
+            problems.append(f"{label} is valid only from {cert.not_valid_before_utc:%Y-%m-%d %H:%M}Z")
+    for cert, issuer in itertools.pairwise(certs):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            problems.append(f"{cert.subject.rfc4514_string()} is not issued by the next certificate in the file "
+                            f"({issuer.subject.rfc4514_string()}): put each certificate's issuer right after it")
+            break
+    listed = _dns_names(certs[0])
+    for name in names:
+        bare = name.lower().rstrip(".")
+        parent = bare.partition(".")[2]
+        if bare not in listed and not (parent and not bare.startswith("*.") and f"*.{parent}" in listed):
+            problems.append(f"names = [..., {name!r}]: the certificate is not for it (it names "
+                            f"{', '.join(sorted(listed)) or 'no DNS name'}): clients asking for it will refuse it")
+    return problems

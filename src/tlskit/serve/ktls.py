@@ -32,7 +32,8 @@ def check_mode(mode: str) -> None:
         return
     support = ktls.probe()
     if mode == "require" and not support.available:
-        raise ConfigError(f"--ktls require: kernel TLS is unavailable: {support.reason}")
+        raise ConfigError(f"ktls require (--ktls require, or ktls = \"require\" in [server]): kernel TLS is "
+                          f"unavailable: {support.reason}; use auto to serve without it")
     if not support.available:
         _log.info("kTLS unavailable, serving with userspace records: %s", support.reason)
 

@@ -43,7 +43,8 @@ def _bind_one(listener: Listener) -> list[socket.socket]:
             infos = socket.getaddrinfo(listener.address or None, listener.port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
         except socket.gaierror as e:
-            raise ListenError(f"cannot listen on {listener.address}: {e.strerror}") from None
+            raise ListenError(f"{listener.origin}cannot listen on {listener.address}: {e.strerror} (give an IP "
+                              "address, or a name this machine resolves)") from None
         addresses = list(dict.fromkeys((family, str(addr[0])) for family, _, _, _, addr in infos
                                        if family in (socket.AF_INET, socket.AF_INET6)))
     port = listener.port
@@ -55,7 +56,7 @@ def _bind_one(listener: Listener) -> list[socket.socket]:
             except OSError as e:  # EAFNOSUPPORT: a kernel without IPv6 (ipv6.disable=1) for localhost's ::1
                 if len(addresses) > 1 and e.errno == errno.EAFNOSUPPORT:
                     continue
-                raise ListenError(f"cannot listen on {host}: {e.strerror}") from None
+                raise ListenError(f"{listener.origin}cannot listen on {host}: {e.strerror}") from None
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if listener.reuse_port:
@@ -69,7 +70,8 @@ def _bind_one(listener: Listener) -> list[socket.socket]:
                     socks.pop().close()
                     continue
                 where = f"[{host}]" if ":" in host else host
-                raise ListenError(f"cannot listen on {where} port {port}: {e.strerror}") from None
+                raise ListenError(f"{listener.origin}cannot listen on {where} port {port}: {e.strerror}"
+                                  f"{_BIND_FIXES.get(e.errno or 0, '')}") from None
             port = sock.getsockname()[1]  # port 0: the others share the port the first one got
             sock.listen(listener.backlog)
             sock.setblocking(False)
@@ -78,3 +80,10 @@ def _bind_one(listener: Listener) -> list[socket.socket]:
             sock.close()
         raise
     return socks
+
+
+_BIND_FIXES = {
+    errno.EADDRINUSE: " (another process listens there: `ss -ltnp` names it; or choose another port)",
+    errno.EADDRNOTAVAIL: " (not an address of this machine: `ip addr` lists them; 0.0.0.0 or :: is every one)",
+    errno.EACCES: " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+}

@@ -49,7 +49,7 @@ from .settings import CertificateSpec, Flags, Settings, SettingsError, StaticRou
 from .stateful import Stateful
 from .static import Secrets, StaticFiles
 
-__all__ = ["ServeProcess", "Site", "build_site"]
+__all__ = ["ServeProcess", "Site", "build_site", "reload_error"]
 
 _log = logging.getLogger("tlskit.serve")
 RENEWAL_CHECK_SECONDS = 3600.0  # how often a running server looks at its development leaf's expiry
@@ -195,6 +195,7 @@ class ServeProcess:
         self.tracker = ConnectionTracker()
         self._stopping: asyncio.Event | None = None
         self._servers: list[asyncio.Server] = []
+        self.early_reload: Callable[[], bool] = lambda: False  # a SIGHUP came before run() could handle it
 
     async def run(self, ready: Callable[[], None] = lambda: None) -> None:
         loop = asyncio.get_running_loop()
@@ -208,6 +209,8 @@ class ServeProcess:
             loop.add_signal_handler(sig, self.stop)
         if self.reload_signal:
             loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+            if self.early_reload():  # one came while starting (a worker that was being started)
+                loop.call_soon(self.reload, "SIGHUP while starting")
         poller = asyncio.create_task(self._poll_files()) if self.watch else None
         self.site.start()
         ready()
@@ -245,8 +248,8 @@ class ServeProcess:
         self._seen = files_fingerprint(self.site.watched_files())  # the poller does not reload this again
         try:
             site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
-        except (ConfigError, OSError) as e:
-            _log.error("reload (%s) failed, still serving the previous configuration: %s", why, e)
+        except Exception as e:  # whatever went wrong, the server that runs keeps running
+            _log.error("reload (%s) failed, still serving the previous configuration: %s", why, reload_error(e))
             if self.metrics and self.count_reloads:
                 self.metrics.reloads.labels("failed").inc()
             return False
@@ -365,3 +368,10 @@ class ServeProcess:
                 async with asyncio.timeout(1):
                     await self.tracker.empty.wait()
 
+
+def reload_error(e: Exception) -> str:
+    """A reload failure in one line: ours say the fix; anything else is named by its type (traceback at debug)."""
+    if isinstance(e, ConfigError | OSError):
+        return str(e)
+    _log.debug("reload failure", exc_info=e)
+    return f"{type(e).__name__}: {e} (an unexpected error: please report it)"

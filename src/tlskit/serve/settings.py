@@ -47,6 +47,7 @@ class Listener:
     ipv6_only: bool = True  # for "::": leave IPv4 to its own listener
     reuse_port: bool = False  # SO_REUSEPORT: several independent servers may bind the same port
     backlog: int = 1024
+    origin: str = field(default="", compare=False)  # "site.toml:3: [[listen]] #1: " or "--host: ", for errors
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -187,6 +188,8 @@ def load_settings(flags: Flags, text: str | None = None) -> Settings:
     base = Path.cwd()
     if flags.config is not None:
         path = flags.config.resolve()
+        if text is None and path.exists() and not path.is_file():  # a FIFO would block here for good
+            raise SettingsError(f"{flags.config}: not a regular file; give the path of a TOML config file")
         try:
             text = path.read_text(encoding="utf-8") if text is None else text
         except (OSError, UnicodeDecodeError) as e:
@@ -272,6 +275,8 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
         cert_poll_interval=server.number("cert_poll_interval", 2.0, minimum=0.0),
         ktls=_flag(flags.ktls, server.text("ktls", "auto")),
     )
+    if flags.ktls is None and settings.ktls not in ("off", "auto", "require"):
+        server.fail("ktls", f"{settings.ktls!r}: use \"off\", \"auto\" or \"require\"")
     server.finish()
     return _apply_flags(settings, flags)
 
@@ -282,8 +287,11 @@ def _apply_flags(s: Settings, flags: Flags) -> Settings:
         # --host names the one address to listen on; --port and --reuse-port apply to every [[listen]], whose
         # other settings (ipv6_only, backlog) stay (they were reset to the defaults, and listeners dropped)
         listeners = s.listeners[:1] if flags.host is not None else s.listeners
+        if flags.host is not None and (problem := _address_problem(flags.host)) is not None:
+            raise SettingsError(f"--host: {problem}")
         moved = [dataclasses.replace(
             listener,
+            origin="--host: " if flags.host is not None else listener.origin,
             address=flags.host if flags.host is not None else listener.address,
             port=flags.port if flags.port is not None else listener.port,
             reuse_port=flags.reuse_port if flags.reuse_port is not None else listener.reuse_port,
@@ -294,6 +302,9 @@ def _apply_flags(s: Settings, flags: Flags) -> Settings:
         raise SettingsError("give both --cert and --key, or neither (the development CA then issues a localhost "
                             "certificate)")
     if flags.cert is not None and flags.key is not None:
+        for flag, path in (("--cert", flags.cert), ("--key", flags.key)):
+            if not path.is_file():  # (a FIFO would block the reading for good)
+                raise SettingsError(f"{flag}: {path} is not a readable file (PEM)")
         changes["certificates"] = (CertificateSpec(cert=flags.cert.absolute(), key=flags.key.absolute(),
                                                    origin="--cert/--key: "),)
     if flags.proxy is not None:
@@ -365,7 +376,8 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
         refuse("client_crl", "--client-crl" if flags.client_crl else "", "checks client certificates: give "
                                                                           "--client-ca FILE too")
     if staple_file is not None and not stapling:
-        refuse("staple_file", "--staple-file", "staples, so it cannot go with stapling turned off (--no-stapling)")
+        refuse("staple_file", "--staple-file" if flags.staple_file is not None else "",
+               "staples, so it cannot go with stapling turned off (--no-stapling, or stapling = false)")
     if verify not in ("none", "optional", "required"):
         refuse("verify_client", verify_flag, f"{verify!r}: use optional or required (with a client CA)")
     if verify != "none" and client_ca is None:
@@ -387,6 +399,9 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
         if not usable:
             refuse("redis", redis_flag, f"{redis!r} is not a Redis URL (redis://[user:password@]host:port/db, "
                                         "rediss:// for TLS)")
+        problem = _redis_url_problem(redis)
+        if problem is not None:
+            refuse("redis", redis_flag, f"{redis!r}: {problem}")
     uses = [(key, flag, given) for key, flag, value, given in (
         ("ticket_key_files", "--ticket-key", ticket_files, flags.ticket_keys is not None),
         ("ticket_rotate", "--ticket-rotate", rotate, bool(rotate_flag)),
@@ -411,6 +426,22 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
             "early_data_window": window, "redis": redis,
             "stapling": stapling, "staple_file": staple_file, "client_ca": client_ca, "client_crl": client_crl,
             "verify_client": verify, "allow_spiffe": allow}
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What redis-py makes of the URL, without connecting: a bad port or an option it does not know (it would
+    fail at the first command, in the middle of serving). None when fine, or when redis-py is not installed."""
+    try:
+        import redis
+    except ImportError:
+        return None  # said where Redis is first used (pip install tlskit[fleet])
+    try:
+        client = redis.Redis.from_url(url)
+        client.connection_pool.make_connection()  # builds the connection object (checks its options), connects nothing
+        client.close()
+    except (ValueError, TypeError) as e:
+        return f"{e}: give redis://[user:password@]host:port/db with only the options redis.from_url knows"
+    return None
 
 
 def _duration(t: _Table, key: str) -> float | None:
@@ -466,18 +497,27 @@ def _flag(flag: T | None, value: T) -> T:
     return value if flag is None else flag
 
 
-def _listener(t: _Table) -> Listener:
-    address = t.text("address", "localhost")
+def _address_problem(address: str) -> str | None:
+    """Why ``address`` cannot be a listener's address, or None."""
     if not address.strip():
-        t.fail("address", "is empty: name an address (\"0.0.0.0\" and \"::\" are every interface) or a host name")
+        return "is empty: name an address (\"0.0.0.0\" and \"::\" are every interface) or a host name"
     try:
         ipaddress.ip_address(address.partition("%")[0])  # an IPv6 literal may name its interface (fe80::1%eth0)
     except ValueError:  # a host name for getaddrinfo to resolve (my_host, an IDN), not a mistyped address
-        if re.fullmatch(r"[0-9.]+|.*[:\s/].*", address):
-            t.fail("address", f"{address!r} is neither an IP address nor a host name")
+        if re.fullmatch(r"[0-9.]+|.*[:\s/\[\]].*", address):
+            return f"{address!r} is neither an IP address nor a host name (IPv6 without brackets: ::1)"
+    return None
+
+
+def _listener(t: _Table) -> Listener:
+    address = t.text("address", "localhost")
+    problem = _address_problem(address)
+    if problem is not None:
+        t.fail("address", problem)
     listener = Listener(address=address, port=t.integer("port", 8443, 0, 65535),
                         ipv6_only=t.flag("ipv6_only", True), reuse_port=t.flag("reuse_port", False),
-                        backlog=t.integer("backlog", 1024, 1, 1 << 16))
+                        backlog=t.integer("backlog", 1024, 1, 1 << 16),
+                        origin=f"{t.where.prefix(t.name, t.index, 'address')}{t.label()}: ")
     t.finish()
     return listener
 
@@ -501,7 +541,7 @@ def _route(t: _Table) -> Route:
     except ValueError as e:
         t.fail("path", f"{prefix!r}: {e}")
     # IPv6 literals bracketed, as Host headers and absolute targets name them
-    hosts = tuple(f"[{h}]" if ":" in h and not h.startswith("[") else h for h in map(str.lower, t.strings("hosts")))
+    hosts = tuple(_route_host(t, h) for h in map(str.lower, t.strings("hosts")))
     if "proxy" in t.data and "root" in t.data:
         t.fail("proxy", "a route has either root (static files) or proxy (upstream URL), not both")
     route: Route
@@ -518,14 +558,31 @@ def _route(t: _Table) -> Route:
     return route
 
 
+def _route_host(t: _Table, host: str) -> str:
+    """A ``hosts`` entry: a name or an IP literal (IPv6 kept in brackets, as Host carries it); a port (the
+    Host's port is not matched) or a space could never match."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        if not re.fullmatch(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?\.?", host):
+            t.fail("hosts", f"{host!r} can never match a request: give exact names without a port, spaces or "
+                            "wildcards (the Host header's port is not compared), like \"example.com\" or \"[::1]\"")
+        return host
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
 def _proxy_from_url(url: str, what: str, base: ProxyRoute, t: _Table | None = None) -> ProxyRoute:
     try:
         parts = urlsplit(url)
-        port = parts.port or 80
+        port = parts.port if parts.port is not None else 80
     except ValueError:  # a port that is no number, an unclosed "[::1"
         parts, port = urlsplit(""), -1
-    if parts.scheme != "http" or not parts.hostname or port < 0 or parts.query:
-        message = f"{url!r} is not an upstream URL (use http://host:port[/path]; the upstream speaks HTTP/1.1)"
+    odd = re.search(r"[\s\x00-\x1f\x7f]", url)  # (a space in the path made every request a 400, at run time)
+    if (parts.scheme != "http" or not parts.hostname or port <= 0 or parts.query or parts.fragment or odd
+            or parts.username is not None):
+        message = f"{url!r} is not an upstream URL (use http://host:port[/path], no spaces, credentials, query or " \
+                  "fragment; the upstream speaks HTTP/1.1)"
         if t is not None:
             t.fail(what, message)
         raise SettingsError(f"{what}: {message}")

@@ -31,7 +31,7 @@ from ..tickets.keyring import TicketKey
 from .accesslog import setup_logging
 from .certstore import files_fingerprint
 from .metrics import MULTIPROC_ENV, ServeMetrics, mark_worker_dead, serve_metrics
-from .server import RENEWAL_CHECK_SECONDS, ServeProcess, Site, build_site
+from .server import RENEWAL_CHECK_SECONDS, ServeProcess, Site, build_site, reload_error
 from .settings import Flags, load_settings, per_process_state
 
 __all__ = ["Supervisor", "worker_main"]
@@ -116,9 +116,15 @@ class Supervisor:
                            "fds": [s.fileno() for s in self.sockets], "slot": slot,
                            "ticket_key": key.to_bytes().hex() if (key := self.site.ticket_key) else None,
                            "config_text": self.site.settings.source_text})  # the last one that loaded
-        proc = subprocess.Popen([sys.executable, "-m", "tlskit.serve.workers"], stdin=subprocess.PIPE,
-                                pass_fds=[s.fileno() for s in self.sockets],
-                                env={**os.environ, _SUPERVISOR_ENV: str(os.getpid())})
+        # The worker starts with SIGHUP blocked (a mask survives exec): until it handles one, the default action
+        # would kill it, and a reload forwarded then (right after start, or from a certbot hook) left no worker.
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "tlskit.serve.workers"], stdin=subprocess.PIPE,
+                                    pass_fds=[s.fileno() for s in self.sockets],
+                                    env={**os.environ, _SUPERVISOR_ENV: str(os.getpid())})
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
         assert proc.stdin is not None
         proc.stdin.write(spec.encode())
         proc.stdin.close()
@@ -179,8 +185,8 @@ class Supervisor:
     def _reload(self, why: str) -> None:
         try:
             site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
-        except (ConfigError, OSError) as e:
-            _log.error("reload (%s) failed, workers keep the previous configuration: %s", why, e)
+        except Exception as e:  # whatever went wrong, the server that runs keeps running
+            _log.error("reload (%s) failed, workers keep the previous configuration: %s", why, reload_error(e))
             if self._metrics:
                 self._metrics.reloads.labels("failed").inc()
             return
@@ -237,6 +243,9 @@ def worker_main() -> int:
     """A worker: serve the inherited sockets with the same flags, until the supervisor says stop."""
     from .app import run_loop
 
+    hup: list[int] = []  # a SIGHUP before the loop handles it (the default action would kill us): done once up
+    signal.signal(signal.SIGHUP, lambda signum, frame: hup.append(signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by the supervisor until now
     _stop_with_parent()
     if str(os.getppid()) != os.environ.get(_SUPERVISOR_ENV, str(os.getppid())):
         return 1  # the supervisor died while we started, before we asked to be told
@@ -253,9 +262,11 @@ def worker_main() -> int:
     sockets = [socket.socket(fileno=fd) for fd in spec["fds"]]
     metrics = ServeMetrics() if site.settings.metrics is not None else None
     process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False, count_reloads=False)
+    process.early_reload = lambda: bool(hup)
     run_loop(process.run(), site.settings.uvloop)
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(worker_main())
+
