@@ -89,6 +89,7 @@ class RedisTicketKeys:
         self._version = 0
         self._next_check = 0.0
         self._reachable = True
+        self._last_error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rotations = 0  # rotations this node performed
@@ -96,8 +97,8 @@ class RedisTicketKeys:
         self._refresh(now)
         if self._state is None:
             self._state = _fresh_ring(random, now, rotation_interval)
-            log.warning("ticket keys: Redis unreachable at start; sealing with a local key until it is back "
-                        "(those tickets resume in this process only)")
+            log.warning("ticket keys: Redis unreachable at start (%s); sealing with a local key until it is back "
+                        "(those tickets resume in this process only)", self._last_error or "no answer")
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT, **options: Any) -> RedisTicketKeys:
@@ -212,6 +213,7 @@ class RedisTicketKeys:
         return rotated
 
     def _unreachable(self, error: BaseException, now: float) -> None:
+        self._last_error = error
         self._next_check = now + self._retry_every
         if self._reachable and self._state is not None:
             state = self._state
