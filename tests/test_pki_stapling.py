@@ -80,6 +80,29 @@ def test_responder_down_keeps_the_last_staple_until_it_expires(
     assert "not stapling" in caplog.text
 
 
+def test_a_long_back_off_still_retries_before_the_kept_staple_expires(
+        running: tuple[CertificateAuthority, OCSPHTTPServer], clock: Clock) -> None:
+    """After failures the back-off grew past the kept staple's nextUpdate: it expired with no try in between
+    (a staple of 1 hour validity expired at :47, the retry was due at :48)."""
+    ca, server = running
+    key = _key(ca, ca.issue(["www.test"]))
+    cache = StapleCache(background=False, clock=clock, rng=lambda: 0.5, retry_interval=60, max_retry_interval=3600)
+    first = cache.refresh(key.chain)
+    assert first is not None
+    server.close()
+    clock.t += 31 * 60
+    from tlskit.pki.stapling import _expiry
+
+    for _ in range(5):  # failures at 31, 32, 34, 38 and 46 minutes; the next back-off is 16 minutes
+        cache.refresh_due()
+        entry = cache._entries[key.chain[0]]
+        assert entry is not None and entry.staple is not None
+        clock.t = max(clock.t, entry.refresh_at)
+    entry = cache._entries[key.chain[0]]
+    assert entry is not None and entry.staple is not None
+    assert clock() <= entry.refresh_at < _expiry(entry.staple).timestamp()
+
+
 def test_refresh_happens_at_half_life_with_jitter(running: tuple[CertificateAuthority, OCSPHTTPServer],
                                                   clock: Clock) -> None:
     ca, _ = running

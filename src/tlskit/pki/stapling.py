@@ -196,6 +196,9 @@ class StapleCache:
             entry.refresh_at = now + delay
             kept = None if revoked else entry.staple  # never keep serving "good" for a revoked certificate
             if kept is not None and now < _expiry(kept).timestamp():
+                # one more try before the kept staple runs out, however long the back-off has grown
+                entry.refresh_at = min(entry.refresh_at, max(now + self.min_refresh, _expiry(kept).timestamp() - 60))
+                delay = entry.refresh_at - now
                 _log.warning("OCSP refresh for %s failed (%s); keeping the last good staple until %s, retrying "
                              "in %d s", _label(entry.leaf), error, _expiry(kept), delay)
             else:
