@@ -276,3 +276,99 @@ def test_a_fetch_is_bounded_as_a_whole_not_per_read(tmp_path: Path) -> None:
         stop.set()
         listener.close()
         thread.join(5)
+
+
+def test_a_decoy_intermediate_cannot_hide_a_revoked_one(tmp_path: Path) -> None:
+    """The server may send extra certificates (§4.4.2). A decoy with the real intermediate's subject and key,
+    issued by an attacker's root, was taken for the intermediate when revocation rebuilt the path from the list
+    sent: the root's CRL revoking the real intermediate was never consulted and the handshake succeeded."""
+    from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+
+    from tests.certs import make_ca
+    from tests.pairing import connect
+    from tlskit.config import CertifiedKey, ClientConfig, ServerConfig
+
+    ca = CertificateAuthority.init(tmp_path / "ca", intermediate=True)
+    issued = ca.issue(["localhost"])
+    root_key = load_pem_private_key((ca.directory / "root.key").read_bytes(), None)
+    root_crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.root.subject)
+                .last_update(NOW - dt.timedelta(hours=1)).next_update(NOW + dt.timedelta(days=1))
+                .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(ca.issuer.serial_number)
+                                         .revocation_date(NOW - dt.timedelta(hours=1)).build())
+                .sign(root_key, hashes.SHA256()))  # type: ignore[arg-type]
+    ca.crl()
+    crls = tmp_path / "crls.pem"
+    crls.write_bytes((ca.directory / "crl.pem").read_bytes() + root_crl.public_bytes(Encoding.PEM))
+    evil = make_ca("evil root")
+    decoy = (x509.CertificateBuilder().subject_name(ca.issuer.subject).issuer_name(evil.cert.subject)
+             .public_key(ca.issuer.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(evil.key, hashes.SHA256()))  # type: ignore[arg-type]
+    key = load_pem_private_key(issued.key_path.read_bytes(), None)
+    der = [issued.certificate.public_bytes(Encoding.DER)]
+    policy = RevocationPolicy(mode="hard-fail", crl_files=(crls,))
+    client = ClientConfig(server_name="localhost", trust=TrustStore(roots=(ca.root,)), revocation=policy)
+    for chain in ((*der, ca.issuer.public_bytes(Encoding.DER)),
+                  (*der, decoy.public_bytes(Encoding.DER), evil.cert.public_bytes(Encoding.DER),
+                   ca.issuer.public_bytes(Encoding.DER))):
+        server = ServerConfig(certificates=(CertifiedKey(chain=chain, private_key=key),))  # type: ignore[arg-type]
+        pair = connect(client, server)
+        with pytest.raises(CertificateRevoked):
+            pair.pump()
+
+
+def _one_shot_server(answers: list[bytes], seen: list[bytes]) -> tuple[int, object]:
+    """A loopback server answering each connection with the next of ``answers`` (b"" closes at once; None-like
+    b"SILENT" accepts and says nothing); the request heads go to ``seen``."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        for answer in answers:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                if answer != b"SILENT":
+                    seen.append(conn.recv(65536))
+                    conn.sendall(answer)
+                else:
+                    conn.recv(65536)
+                    threading.Event().wait(3)
+        listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+def test_fetch_follows_odd_redirects_bounds_a_silent_tls_handshake_and_says_what_went_wrong() -> None:
+    """The h11 client (cut off as a whole) raised UnicodeEncodeError for `Location: /café`, ValueError for an
+    unclosed IPv6 literal, took 5 s for a 3 s timeout when the TLS handshake hung, refused a 203, and said
+    "malformed HTTP" for a server that closed without answering."""
+    import time
+
+    from tlskit.pki.ocsp_http import fetch
+
+    seen: list[bytes] = []
+    port, _ = _one_shot_server([b"HTTP/1.1 302 Found\r\nLocation: /caf\xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+                                b"HTTP/1.1 203 Non-Authoritative\r\nContent-Length: 2\r\n\r\nok"], seen)
+    assert fetch(f"http://127.0.0.1:{port}/crl", timeout=5) == b"ok"
+    assert seen[1].startswith(b"GET /caf%C3%A9 HTTP/1.1"), seen  # as curl sends it
+    port, _ = _one_shot_server([b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n"], seen)
+    with pytest.raises(OSError, match="which is not a URL"):
+        fetch(f"http://127.0.0.1:{port}/crl", timeout=5)
+    port, _ = _one_shot_server([b""], seen)
+    with pytest.raises(OSError, match="closed the connection without an answer"):
+        fetch(f"http://127.0.0.1:{port}/crl", timeout=5)
+    port, _ = _one_shot_server([b"SILENT"], seen)
+    started = time.monotonic()
+    with pytest.raises(OSError, match="no answer in time"):
+        fetch(f"https://127.0.0.1:{port}/crl", timeout=1)
+    assert time.monotonic() - started < 2

@@ -41,7 +41,7 @@ from ..messages.handshake import (
     HandshakeMessage,
     ServerHello,
 )
-from ..pki.verify import verify_server_chain
+from ..pki.verify import verify_server_path
 from ..stores.base import StoredTicket
 from . import psk
 from .common import Context, Session, check_certificate_verify, check_finished, choose_scheme, make_finished, unexpected
@@ -519,13 +519,15 @@ class ExpectCertificate:
                         core.ocsp_response = staple
         chain = tuple(e.cert_data for e in msg.entries)
         config = core.config
+        path: tuple[x509.Certificate | bytes, ...] = chain
         if config.verify_peer:
             assert config.trust is not None
             now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
-            leaf = verify_server_chain(  # check_hostname=False: a chain to a trusted root is enough (as ssl)
+            path = verify_server_path(  # check_hostname=False: a chain to a trusted root is enough (as ssl)
                 chain, server_name=config.server_name if config.check_hostname else None, trust=config.trust,
                 now=now, skew=config.clock_skew,
             )
+            leaf = path[0]
         else:
             try:
                 leaf = x509.load_der_x509_certificate(chain[0])
@@ -535,7 +537,8 @@ class ExpectCertificate:
             config.pins.check(chain, leaf_only=not config.verify_peer)
         if config.revocation is not None:
             now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
-            for warning in config.revocation.check(chain, core.ocsp_response, now, trust=config.trust):
+            # the path the verifier built, not the list the server sent (it may carry decoys: §4.4.2 lets it)
+            for warning in config.revocation.check(path, core.ocsp_response, now, trust=config.trust):
                 log.warning("%s: %s", config.server_name, warning)
         core.peer_chain = chain
         core.transcript.add(raw)

@@ -42,7 +42,7 @@ from ..messages.handshake import (
     encrypted_extensions_bytes,
     server_hello_bytes,
 )
-from ..pki.verify import verify_client_chain
+from ..pki.verify import verify_client_path
 from . import psk
 from .common import Context, Session, check_certificate_verify, check_finished, make_finished, unexpected
 from .negotiation import Offer, choose_alpn, choose_certificate, choose_group, read_offer
@@ -131,11 +131,11 @@ def _client_auth_still_holds(ctx: Context, config: ServerConfig, chain: tuple[by
     assert auth.trust is not None
     now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
     try:
-        leaf = verify_client_chain(chain, trust=auth.trust, now=now, skew=auth.clock_skew)
+        path = verify_client_path(chain, trust=auth.trust, now=now, skew=auth.clock_skew)
         if auth.allowed_ids is not None:
-            auth.allowed_ids.check(leaf)
+            auth.allowed_ids.check(path[0])
         if auth.revocation is not None:
-            auth.revocation.check(chain, None, now, trust=auth.trust)
+            auth.revocation.check(path, None, now, trust=auth.trust)
     except CertificateError as e:
         log.info("not resuming: the session's client certificate no longer passes (%s)", e)
         return False
@@ -450,9 +450,10 @@ class ExpectClientCertificate:
         chain = tuple(e.cert_data for e in msg.entries)
         assert auth.trust is not None
         now = datetime.datetime.fromtimestamp(ctx.now(), datetime.UTC)
-        leaf = verify_client_chain(chain, trust=auth.trust, now=now, skew=auth.clock_skew)
-        if auth.revocation is not None:
-            for warning in auth.revocation.check(chain, None, now, trust=auth.trust):
+        path = verify_client_path(chain, trust=auth.trust, now=now, skew=auth.clock_skew)
+        leaf = path[0]
+        if auth.revocation is not None:  # the path built, not the list sent (it may carry decoys)
+            for warning in auth.revocation.check(path, None, now, trust=auth.trust):
                 log.warning("client certificate: %s", warning)
         if auth.allowed_ids is not None:
             auth.allowed_ids.check(leaf)  # access_denied for a SPIFFE ID outside the allow-list

@@ -150,37 +150,42 @@ def fetch(url: str, body: bytes | None = None, *, content_type: str = OCSP_REQUE
           timeout: float = 5.0, max_size: int = 10 * 1024 * 1024) -> bytes:
     """GET (``body`` None) or POST ``url`` and return the body; OSError on network or HTTP failure.
 
-    ``timeout`` bounds the whole fetch, redirects (at most 3, GET only) included: a server that trickles a
-    byte a second is cut off at it (urllib's timeout bounds each read only)."""
+    ``timeout`` bounds the whole fetch (connecting, a TLS handshake, redirects: at most 3, GET only), not each
+    read as urllib's does: a server that trickles a byte a second is cut off at it."""
     deadline = time.monotonic() + timeout
     for _ in range(4):
         status, location, data = _fetch_once(url, body, content_type, deadline, max_size)
         if status in (301, 302, 303, 307, 308) and location is not None and body is None:
-            url = urllib.parse.urljoin(url, location)
+            try:
+                url = urllib.parse.urljoin(url, location)
+            except ValueError as exc:
+                raise OSError(f"{url} redirects to {location!r}, which is not a URL: {exc}") from None
             continue
-        if status != 200:
+        if not 200 <= status < 300 or status == 204:
             raise OSError(f"{url} answered HTTP {status}")
         return data
     raise OSError(f"{url}: too many redirects")
 
 
-class _TooLarge(OSError):
+class _Refused(OSError):
     """A fetch refused for what the server sent (not a network failure): raised as it is."""
 
 
 def _fetch_once(url: str, body: bytes | None, content_type: str, deadline: float,
                 max_size: int) -> tuple[int, str | None, bytes]:
-    """(status, Location, body) of one HTTP/1.1 exchange (h11), every socket operation within ``deadline``."""
-    parts = urllib.parse.urlsplit(url)
+    """(status, Location, body) of one HTTP/1.1 exchange (h11), every step within ``deadline``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError as exc:  # an unclosed "[::1", a port that is no number
+        raise OSError(f"{url!r} is not a URL: {exc}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise OSError(f"refusing to fetch {url!r}: only http(s) URLs are supported")
-    try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    except ValueError:
-        raise OSError(f"{url!r}: invalid port") from None
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = [("Host", parts.netloc.rpartition("@")[2]), ("User-Agent", "tlskit"), ("Accept", "*/*"),
-               ("Connection", "close")]
+    # a path or query that is not ASCII (a Location: /café) goes percent-encoded, as curl sends it
+    target = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=~") + \
+        (f"?{urllib.parse.quote(parts.query, safe='/%:@!$&()*+,;=~?')}" if parts.query else "")
+    headers = [("Host", parts.netloc.rpartition("@")[2].encode("idna").decode("ascii")), ("User-Agent", "tlskit"),
+               ("Accept", "*/*"), ("Connection", "close")]
     if body is not None:
         headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
 
@@ -191,12 +196,10 @@ def _fetch_once(url: str, body: bytes | None, content_type: str, deadline: float
         return remaining
 
     try:
-        sock = socket.create_connection((parts.hostname, port), timeout=left())
-        with sock:
+        sock = _connect(parts.hostname, port, left)
+        try:
             if parts.scheme.lower() == "https":
-                import ssl  # a CRL or OCSP URL is plain http by convention (RFC 5280 §4.2.1.13, RFC 6960 A.1)
-
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+                sock = _tls(sock, parts.hostname, left)
             conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
             out = conn.send(h11.Request(method="GET" if body is None else "POST", target=target, headers=headers))
             out += conn.send(h11.Data(data=body)) if body else b""
@@ -207,27 +210,78 @@ def _fetch_once(url: str, body: bytes | None, content_type: str, deadline: float
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
                     sock.settimeout(left())
-                    conn.receive_data(sock.recv(65536))
+                    data = sock.recv(65536)
+                    if not data and not status:
+                        raise _Refused(f"{url} closed the connection without an answer")
+                    conn.receive_data(data)
                 elif isinstance(event, h11.Response):
                     status = event.status_code
-                    location = next((v.decode("latin-1") for k, v in event.headers if k == b"location"), None)
+                    location = next((_text(v) for k, v in event.headers if k == b"location"), None)
                 elif isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > max_size:
-                        raise _TooLarge(f"{url} sent more than {max_size} bytes")
+                        raise _Refused(f"{url} sent more than {max_size} bytes")
                     chunks.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                    if not status:
-                        raise _TooLarge(f"{url} closed the connection without an answer")
                     return status, location, b"".join(chunks)
-    except _TooLarge:
+        finally:
+            sock.close()  # (the TLS socket, once wrapped: it took over the descriptor)
+    except _Refused:
         raise
     except TimeoutError:
         raise OSError(f"cannot reach {url}: no answer in time") from None
-    except h11.ProtocolError as exc:
+    except (h11.ProtocolError, UnicodeError) as exc:
         raise OSError(f"{url} answered with malformed HTTP: {exc}") from None
     except OSError as exc:
         raise OSError(f"cannot reach {url}: {exc.strerror or exc}") from None
+
+
+def _text(value: bytes) -> str:
+    """A header value as text: UTF-8 when it is (a Location a server wrote unencoded), else Latin-1."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _connect(host: str, port: int, left: Callable[[], float]) -> socket.socket:
+    """A TCP connection to the first address of ``host`` that answers, each try within what is left."""
+    error: OSError = OSError(f"{host} has no address")
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left())
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, TimeoutError):
+                raise
+            error = exc
+    raise error
+
+
+def _tls(sock: socket.socket, host: str, left: Callable[[], float]) -> socket.socket:
+    """A TLS client over ``sock`` (the system's trust, as urllib's), its handshake within what is left."""
+    import select
+    import ssl  # a CRL or OCSP URL is plain http by convention (RFC 5280 §4.2.1.13, RFC 6960 A.1)
+
+    tls = ssl.create_default_context().wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+    try:
+        tls.setblocking(False)
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                ready = select.select([tls], [], [], left())[0]
+            except ssl.SSLWantWriteError:
+                ready = select.select([], [tls], [], left())[1]
+            if not ready:
+                raise TimeoutError("no TLS handshake in time")
+    except BaseException:
+        tls.close()  # it holds the descriptor now
+        raise
 
 
 def post_ocsp(url: str, request_der: bytes, *, timeout: float = 5.0) -> bytes:

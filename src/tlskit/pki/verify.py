@@ -52,7 +52,8 @@ from cryptography.x509.verification import (
 from ..enums import AlertDescription
 from ..errors import CertificateError, ConfigError, TLSError
 
-__all__ = ["CACHE_SIZE", "TrustStore", "clear_cache", "verify_client_chain", "verify_server_chain"]
+__all__ = ["CACHE_SIZE", "TrustStore", "clear_cache", "verify_client_chain", "verify_client_path",
+           "verify_server_chain", "verify_server_path"]
 
 CACHE_SIZE = 1024
 _SHA256 = SHA256()
@@ -162,8 +163,9 @@ def _verify_server_chain(
     now: dt.datetime,
     max_chain_depth: int = 8,
     skew: float = 0.0,
-) -> x509.Certificate:
-    """Verify the server's Certificate (leaf DER first, RFC 8446 §4.4.2) and return the leaf.
+) -> tuple[x509.Certificate, ...]:
+    """Verify the server's Certificate (leaf DER first, RFC 8446 §4.4.2) and return the path built: the leaf,
+    the intermediates it chains through and the trust anchor (only the leaf when the leaf itself is trusted).
 
     ``server_name`` is a DNS name or an IP literal (matched against dNSName / iPAddress SANs, RFC 6125
     §6.4). ``None`` skips only the identity check: path, validity, CA constraints and the serverAuth EKU
@@ -177,8 +179,8 @@ def _verify_server_chain(
     now = _utc(now)
     tolerance = _tolerance(skew)
     key = ("server", tuple(bytes(der) for der in chain), name, trust.fingerprint, max_chain_depth)
-    if (leaf := _cache_get(key, now, tolerance)) is not None:
-        return leaf
+    if (cached := _cache_get(key, now, tolerance)) is not None:
+        return cached
     certs = _parse(chain, max_chain_depth)
     _check_window(certs[0], now, tolerance=tolerance)
     if bytes(chain[0]) in trust.root_ders:
@@ -194,7 +196,7 @@ def _verify_server_chain(
         if unknown:  # RFC 5280 §4.2: what the path validation would have refused (OpenSSL: unhandled critical)
             raise CertificateError(AlertDescription.unsupported_certificate,
                                    f"{_label(certs[0])} has a critical extension we do not know: {', '.join(unknown)}")
-        return certs[0]
+        return (certs[0],)
     builder = _builder(trust, _verification_time(certs, trust, now, tolerance), max_chain_depth)
     try:
         if subject is None:
@@ -218,7 +220,7 @@ def _verify_server_chain(
                                "labels after it, as OpenSSL and curl require)")
     _check_leaf(certs[0], None)
     _cache_put(key, path)
-    return certs[0]
+    return tuple(path)
 
 
 def _verify_client_chain(
@@ -228,8 +230,8 @@ def _verify_client_chain(
     now: dt.datetime,
     max_chain_depth: int = 8,
     skew: float = 0.0,
-) -> x509.Certificate:
-    """Verify a client's Certificate for mutual TLS (RFC 8446 §4.4.2.4) and return the leaf.
+) -> tuple[x509.Certificate, ...]:
+    """Verify a client's Certificate for mutual TLS (RFC 8446 §4.4.2.4) and return the path built (leaf first).
 
     The leaf needs a subjectAltName and, if it has an EKU, clientAuth (WebPKI client profile). An empty
     chain is ``certificate_required``; callers with optional client auth should not call this for it.
@@ -240,8 +242,8 @@ def _verify_client_chain(
     now = _utc(now)
     tolerance = _tolerance(skew)
     key = ("client", tuple(bytes(der) for der in chain), None, trust.fingerprint, max_chain_depth)
-    if (leaf := _cache_get(key, now, tolerance)) is not None:
-        return leaf
+    if (cached := _cache_get(key, now, tolerance)) is not None:
+        return cached
     certs = _parse(chain, max_chain_depth)
     _check_window(certs[0], now, tolerance=tolerance)
     builder = _builder(trust, _verification_time(certs, trust, now, tolerance), max_chain_depth)
@@ -251,7 +253,7 @@ def _verify_client_chain(
         raise _safe_diagnose(certs, trust, now, tolerance, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
     _check_leaf(certs[0], None)
     _cache_put(key, verified.chain)
-    return certs[0]
+    return tuple(verified.chain)
 
 
 @lru_cache(maxsize=256)
@@ -552,28 +554,29 @@ def _in_window(cert: x509.Certificate, now: dt.datetime, tolerance: dt.timedelta
 
 # --- verdict cache -------------------------------------------------------------------------------------
 
-_cache: OrderedDict[Hashable, tuple[x509.Certificate, dt.datetime, dt.datetime]] = OrderedDict()
+_cache: OrderedDict[Hashable, tuple[tuple[x509.Certificate, ...], dt.datetime, dt.datetime]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _cache_get(key: Hashable, now: dt.datetime, tolerance: dt.timedelta = _NO_SKEW) -> x509.Certificate | None:
+def _cache_get(key: Hashable, now: dt.datetime, tolerance: dt.timedelta = _NO_SKEW
+               ) -> tuple[x509.Certificate, ...] | None:
     with _cache_lock:
         entry = _cache.get(key)
         if entry is None:
             return None
-        leaf, valid_from, valid_until = entry
+        path, valid_from, valid_until = entry
         if not valid_from - tolerance <= now <= valid_until + tolerance:
             del _cache[key]  # re-verify so the caller gets the precise certificate_expired message
             return None
         _cache.move_to_end(key)
-        return leaf
+        return path
 
 
 def _cache_put(key: Hashable, path: Sequence[x509.Certificate]) -> None:
     valid_from = max(c.not_valid_before_utc for c in path)
     valid_until = min(c.not_valid_after_utc for c in path)
     with _cache_lock:
-        _cache[key] = (path[0], valid_from, valid_until)
+        _cache[key] = (tuple(path), valid_from, valid_until)
         _cache.move_to_end(key)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
@@ -609,7 +612,22 @@ def verify_server_chain(
     max_chain_depth: int = 8,
     skew: float = 0.0,
 ) -> x509.Certificate:
-    """Verify a server's Certificate chain (RFC 8446 §4.4.2) and return the leaf; see ``_verify_server_chain``.
+    """Verify a server's Certificate chain (RFC 8446 §4.4.2) and return the leaf; see ``verify_server_path``."""
+    return verify_server_path(chain, server_name=server_name, trust=trust, now=now, max_chain_depth=max_chain_depth,
+                              skew=skew)[0]
+
+
+def verify_server_path(
+    chain: Sequence[bytes],
+    *,
+    server_name: str | None,
+    trust: TrustStore,
+    now: dt.datetime,
+    max_chain_depth: int = 8,
+    skew: float = 0.0,
+) -> tuple[x509.Certificate, ...]:
+    """Verify a server's Certificate chain and return the path the verifier built (leaf first, anchor last):
+    what revocation must check, rather than the list the server sent (which may carry decoys).
 
     A certificate that cryptography cannot parse or refuses outright is ``bad_certificate`` (§6.2), never an
     exception of cryptography's own.
@@ -632,7 +650,19 @@ def verify_client_chain(
     max_chain_depth: int = 8,
     skew: float = 0.0,
 ) -> x509.Certificate:
-    """Verify a client's Certificate chain for mutual TLS (§4.4.2.4); see ``_verify_client_chain``."""
+    """Verify a client's Certificate chain for mutual TLS (§4.4.2.4) and return the leaf."""
+    return verify_client_path(chain, trust=trust, now=now, max_chain_depth=max_chain_depth, skew=skew)[0]
+
+
+def verify_client_path(
+    chain: Sequence[bytes],
+    *,
+    trust: TrustStore,
+    now: dt.datetime,
+    max_chain_depth: int = 8,
+    skew: float = 0.0,
+) -> tuple[x509.Certificate, ...]:
+    """Verify a client's Certificate chain for mutual TLS and return the path built (leaf first)."""
     try:
         return _verify_client_chain(chain, trust=trust, now=now, max_chain_depth=max_chain_depth, skew=skew)
     except TLSError:
