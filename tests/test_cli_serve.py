@@ -365,13 +365,13 @@ def test_start_warns_of_chains_clients_will_refuse_and_refuses_a_staple_file_tha
                         not_after=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
     cert, key = expired.write(tmp_path, "old", chain=[other])
     config = tmp_path / "site.toml"
-    config.write_text(f'[[certificate]]\ncert = "{cert}"\nkey = "{key}"\nnames = ["localhost", "other.test"]\n'
+    config.write_text(f'[[certificate]]\ncert = "{cert}"\nkey = "{key}"\nnames = ["localhost", "other.test", "127.0.0.1"]\n'
                       f'[[route]]\nroot = "{tmp_path}"\n')
     served = start(["--config", str(config), "--host", "127.0.0.1", "--port", "0"], env, dev=False)
     try:
         log = "".join(served.log)
         assert "expired on" in log and "is not issued by the next certificate in the file" in log, log
-        assert "'other.test'" in log and "the certificate is not for it" in log
+        assert "'other.test'" in log and "the certificate is not for it" in log and "'127.0.0.1'" not in log
     finally:
         served.stop()
     result = subprocess.run([sys.executable, "-m", "tlskit", "serve", str(tmp_path), "--port", "0", "--staple-file",

@@ -582,9 +582,13 @@ def test_an_index_file_is_held_to_the_rules_of_any_file(tmp_path: Path) -> None:
     (root / "key" / "index.html").symlink_to(root / "keys" / "ca.key")
     (root / "fine").mkdir()
     (root / "fine" / "index.html").write_bytes(PAGE)
-    answers = _answers(root, _get(b"/leak/"), _get(b"/key/"), _get(b"/fine/"))
-    assert [a[0] for a in answers] == [404, 404, 200]
+    (root / "page.html.en").write_bytes(PAGE)  # content negotiation's naming: the link's name gives the type
+    (root / "lang").mkdir()
+    (root / "lang" / "index.html").symlink_to(root / "page.html.en")
+    answers = _answers(root, _get(b"/leak/"), _get(b"/key/"), _get(b"/fine/"), _get(b"/lang/"))
+    assert [a[0] for a in answers] == [404, 404, 200, 200]
     assert b"root:x" not in answers[0][2] and b"PRIVATE KEY" not in answers[1][2] and answers[2][2] == PAGE
+    assert answers[3][1][b"content-type"].startswith(b"text/html") and answers[3][2] == PAGE
 
 
 def test_listing_copes_with_odd_names_loops_and_a_directory_that_went_away(tmp_path: Path) -> None:
@@ -595,7 +599,9 @@ def test_listing_copes_with_odd_names_loops_and_a_directory_that_went_away(tmp_p
     (tmp_path / "odd" / "self").symlink_to(tmp_path / "odd" / "self")
     (tmp_path / "odd" / "out").symlink_to("/")
     (tmp_path / "odd" / "ok.txt").write_bytes(b"ok\n")
-    listing, odd_file = _answers(tmp_path, _get(b"/odd/"), _get(b"/odd/%ff%fe.txt"))
+    (tmp_path / os.fsdecode(b"\xffdir")).mkdir()
+    listing, odd_file, odd_dir = _answers(tmp_path, _get(b"/odd/"), _get(b"/odd/%ff%fe.txt"), _get(b"/%ffdir"))
+    assert odd_dir[0] == 301 and odd_dir[1][b"location"] == b"/%FFdir/"  # (was a 404)
     assert listing[0] == 200 and b'href="%FF%FE.txt"' in listing[2] and b'href="ok.txt"' in listing[2]
     assert b'href="self"' not in listing[2] and b'href="out/"' not in listing[2]  # a loop; out of the root
     assert odd_file[0] == 200 and odd_file[2] == b"bytes name\n"

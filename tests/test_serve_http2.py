@@ -8,8 +8,10 @@ process, RFC 8470's rule for streams in 0-RTT data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import ssl
@@ -625,3 +627,65 @@ def test_path_must_be_origin_form_and_is_routed_normalized(served: Served) -> No
     assert [client.status(s) for s in (absolute, dotted, above)] == [400, 200, 400]
     client.close()
     _no_traceback(served)
+
+
+def test_a_stream_of_oversized_header_lists_ends_the_connection(served: Served) -> None:
+    """Each list over max_header_bytes was checked whole by h2 before its 431 (in Python, 7 requests' worth of CPU
+    for a list an HPACK reference makes 60 KB out of a few bytes), and the next came at once: they now count as
+    streams that served nothing, and a run of them ends the connection (nginx: at the first)."""
+    client = Client(served)
+    header = ((b"x-big", b"v" * 16_500),)
+    sent = []
+    for _ in range(260):
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                                       (b":path", b"/index.html"), *header], end_stream=True)
+        sent.append(sid)
+        if len(sent) % 20 == 0:
+            client.flush()
+            client.pump(lambda: client.goaway is not None or all(s in client.ended for s in sent), timeout=20)
+            if client.goaway is not None or client.closed:
+                break
+    client.flush()
+    client.pump(lambda: client.goaway is not None, timeout=20)
+    assert client.goaway is not None and client.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM
+    assert all(client.status(s) == 431 for s in sent if s in client.headers)
+    client.close()
+    _no_traceback(served)
+
+
+def test_a_header_block_left_open_is_bounded_in_size_and_time(tmp_path: Path, root: Path) -> None:
+    """HEADERS without END_HEADERS then CONTINUATION frames: about 1 MB of header block per connection was held
+    (16 KB advertised), and one CONTINUATION a minute kept a connection open for an hour (header_timeout was
+    never applied to HTTP/2)."""
+    from hyperframe.frame import ContinuationFrame, HeadersFrame
+
+    served = _serve(tmp_path, str(root), toml="[http]\nheader_timeout = 1\nidle_timeout = 30\n")
+    try:
+        for slow in (False, True):
+            client = Client(served)
+            client.flush()
+            opening = HeadersFrame(1, data=client.conn.encoder.encode(
+                [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost"), (b":path", b"/")]))
+            client.sock.sendall(opening.serialize())
+            started = time.monotonic()
+            if slow:
+                client.pump(lambda c=client: bool(c.conn.remote_settings), timeout=5)  # type: ignore[misc]
+                for _ in range(20):  # one empty CONTINUATION every 0.4 s, until the server answers
+                    if select.select([client.sock], [], [], 0.4)[0]:
+                        break  # (writing on would meet a closed socket: its RST drops the GOAWAY unread)
+                    client.sock.sendall(ContinuationFrame(1, data=b"").serialize())
+            else:
+                with contextlib.suppress(OSError):
+                    for _ in range(10):
+                        client.sock.sendall(ContinuationFrame(1, data=b"\x00" * 16_000).serialize())
+            with contextlib.suppress(OSError):  # (its acknowledgements may meet the closed connection)
+                client.pump(lambda c=client: c.goaway is not None, timeout=10)  # type: ignore[misc]
+            assert client.goaway is not None, slow
+            assert client.goaway[1] == (ErrorCodes.PROTOCOL_ERROR if slow else ErrorCodes.ENHANCE_YOUR_CALM)
+            if slow:
+                assert time.monotonic() - started < 3  # header_timeout = 1 (it was the 30 s idle timeout, renewed)
+            client.close()
+        _no_traceback(served)
+    finally:
+        served.stop()

@@ -319,3 +319,10 @@ def test_flags_with_mistakes_say_which_flag(tmp_path: Path) -> None:
         load_settings(Flags(root=tmp_path, host="300.1.1.1"))
     with pytest.raises(SettingsError, match=r"--host: '\[::1' is neither"):
         load_settings(Flags(root=tmp_path, host="[::1"))
+
+
+def test_route_hosts_keep_the_form_clients_send(tmp_path: Path) -> None:
+    """`::ffff:127.0.0.1` was normalised to `[::ffff:7f00:1]`; curl sends Host: [::ffff:127.0.0.1]."""
+    path = write(tmp_path, '[[route]]\npath = "/"\nroot = "www"\nhosts = ["::ffff:127.0.0.1", "Example.TEST"]\n')
+    (route,) = load_settings(Flags(config=path)).routes
+    assert route.hosts == ("[::ffff:127.0.0.1]", "example.test")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -24,6 +26,9 @@ Announce = Callable[[str], None]
 
 def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) -> int:
     """The whole command; returns the exit status (2: bad configuration, 1: cannot listen)."""
+    early_hup: list[int] = []  # a reload asked for while starting: its default action would end the process
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, lambda signum, frame: early_hup.append(signum))
     say: Announce = announce or (lambda line: print(line, flush=True))
     try:
         settings = load_settings(flags)
@@ -44,7 +49,9 @@ def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) 
     if settings.workers > 1:
         from .workers import Supervisor
 
-        return Supervisor(site, flags, sockets, quiet=quiet).run(say)
+        supervisor = Supervisor(site, flags, sockets, quiet=quiet)
+        supervisor.early_reload = lambda: bool(early_hup)
+        return supervisor.run(say)
     metrics = ServeMetrics() if settings.metrics else None
     metrics_port = None
     if settings.metrics and metrics:
@@ -55,6 +62,7 @@ def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) 
                   f"{settings.metrics.port}: {e.strerror or e}", file=sys.stderr)
             return 1
     process = ServeProcess(site, flags, sockets, metrics=metrics)
+    process.early_reload = lambda: bool(early_hup)
 
     def ready() -> None:
         for line in announcement(site, sockets, metrics_port):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import itertools
 import logging
 import os
@@ -108,7 +109,7 @@ def _chain_problems(ck: CertifiedKey, names: Sequence[str]) -> list[str]:
     problems = []
     now = dt.datetime.now(dt.UTC)
     certs = [x509.load_der_x509_certificate(der) for der in ck.chain]
-    for cert in certs:
+    for cert in certs[:2]:  # the leaf and its issuer: further up, a client may take another path (cross-signs)
         label = cert.subject.rfc4514_string() or "<empty subject>"
         if cert.not_valid_after_utc < now:
             problems.append(f"{label} expired on {cert.not_valid_after_utc:%Y-%m-%d} (clients refuse it: renew it)")
@@ -124,8 +125,18 @@ def _chain_problems(ck: CertifiedKey, names: Sequence[str]) -> list[str]:
     listed = _dns_names(certs[0])
     for name in names:
         bare = name.lower().rstrip(".")
+        if _is_ip(bare):
+            continue  # an IP literal is matched against iPAddress SANs: not a DNS name to look for
         parent = bare.partition(".")[2]
         if bare not in listed and not (parent and not bare.startswith("*.") and f"*.{parent}" in listed):
             problems.append(f"names = [..., {name!r}]: the certificate is not for it (it names "
                             f"{', '.join(sorted(listed)) or 'no DNS name'}): clients asking for it will refuse it")
     return problems
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True

@@ -236,13 +236,15 @@ class _InboundFrames:
     A well-formed GOAWAY on stream 0 outside a header block is therefore kept from h2; any other, malformed ones
     included, goes to h2, which raises the protocol error. Only frame headers are looked at: payloads pass on."""
 
-    __slots__ = ("_block", "_held", "_left", "_preface")
+    __slots__ = ("_block", "_held", "_left", "_preface", "block_bytes", "block_since")
 
     def __init__(self) -> None:
         self._preface = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # passed on: h2 checks it
         self._held = b""  # a frame header, or a GOAWAY frame, not complete yet
         self._left = 0  # payload bytes of the current frame still to pass on
         self._block = False  # inside a header block: HEADERS or PUSH_PROMISE without END_HEADERS, CONTINUATION
+        self.block_bytes = 0  # encoded bytes of the header block still open (0: none is)
+        self.block_since = 0.0  # when it began (time.monotonic)
 
     def split(self, data: bytes, max_frame_size: int) -> list[bytes | GoAwayFrame]:
         if self._held:
@@ -270,7 +272,10 @@ class _InboundFrames:
                 start = pos = pos + 9 + length
                 continue
             if kind in _HEADER_BLOCK:
+                if not self._block:
+                    self.block_since, self.block_bytes = time.monotonic(), 0
                 self._block = not flags & _END_HEADERS
+                self.block_bytes = self.block_bytes + length if self._block else 0
             pos, self._left = pos + 9, length
         if start < len(data) - len(self._held):
             parts.append(data[start:len(data) - len(self._held)])
@@ -357,15 +362,23 @@ class _Connection:
         self.send()
         if self.tracker.draining:
             self.drain()
+        inbound = self.inbound
         while not self.closed:
             if channel.paused:  # the client reads nothing: read no more requests, PINGs or SETTINGS meanwhile
                 await self.writable()
                 if self.closed:
                     break
-            channel.set_timeout(limits.idle_timeout)
+            # a header block left open holds the HPACK state of the connection: it has header_timeout to end, as
+            # a request head has over HTTP/1.1 (else one CONTINUATION a minute kept it open for an hour)
+            block_left = inbound.block_since + limits.header_timeout - time.monotonic() if inbound.block_bytes \
+                else limits.idle_timeout
+            channel.set_timeout(max(0.001, min(limits.idle_timeout, block_left)))
             try:
                 data = await channel.read()
             except TimeoutError:
+                if inbound.block_bytes:
+                    self._give_up(ErrorCodes.PROTOCOL_ERROR, "a header block did not end within header_timeout")
+                    break
                 if self.streams:
                     continue  # streams bound their own waits
                 self.close()
@@ -374,7 +387,11 @@ class _Connection:
                 break
             start, self.bytes_in = self.bytes_in, self.bytes_in + len(data)
             early = self.state.early and start < self.state.early_bytes()
-            for part in self.inbound.split(data, h2c.max_inbound_frame_size):
+            parts = inbound.split(data, h2c.max_inbound_frame_size)
+            if inbound.block_bytes > HEADER_LIST_DECODED * limits.max_header_bytes:  # encoded: decoding only grows it
+                self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a header block of over {inbound.block_bytes} bytes")
+                break
+            for part in parts:
                 if self.closed:
                     break
                 if isinstance(part, GoAwayFrame):
@@ -447,7 +464,13 @@ class _Connection:
             self._refuse(sid, ErrorCodes.REFUSED_STREAM)
             self._costly()
             return
-        if not _valid(event.headers, _REQUEST, self.peer):  # §8.1.1: malformed, a stream error
+        if header_list_size(event.headers or ()) > self.limits.max_header_bytes:
+            # answered 431 without h2's checks of the whole list: in Python they cost 7 requests' worth for a list
+            # an HPACK reference made 60 KB out of a few bytes; and it counts as a stream that served nothing
+            self._costly()
+            if self.closed:
+                return
+        elif not _valid(event.headers, _REQUEST, self.peer):  # §8.1.1: malformed, a stream error
             self._refuse(sid, ErrorCodes.PROTOCOL_ERROR)
             self._costly()
             return
@@ -474,6 +497,15 @@ class _Connection:
             return False
         task.cancel()
         return True
+
+    def _give_up(self, error: ErrorCodes, why: str) -> None:
+        """End the connection with GOAWAY ``error`` (the client broke a limit that keeps the server safe)."""
+        _log.info("%s: HTTP/2 connection ended: %s", self.peer, why)
+        self.send()
+        with contextlib.suppress(ConnectionError):  # written past h2, which waits for the block's CONTINUATION
+            self.channel.write(GoAwayFrame(stream_id=0, last_stream_id=self.last_stream, error_code=error).serialize())
+        self.closed = True
+        self.channel.close()
 
     def _costly(self) -> None:
         """One more stream that cost us and served nothing: hundreds of them, half the client's or more, end the

@@ -439,7 +439,7 @@ def _redis_url_problem(url: str) -> str | None:
         client = redis.Redis.from_url(url)
         client.connection_pool.make_connection()  # builds the connection object (checks its options), connects nothing
         client.close()
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, redis.RedisError) as e:
         return f"{e}: give redis://[user:password@]host:port/db with only the options redis.from_url knows"
     return None
 
@@ -569,7 +569,7 @@ def _route_host(t: _Table, host: str) -> str:
             t.fail("hosts", f"{host!r} can never match a request: give exact names without a port, spaces or "
                             "wildcards (the Host header's port is not compared), like \"example.com\" or \"[::1]\"")
         return host
-    return f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"[{bare}]" if ip.version == 6 else bare  # as written: Host carries it so (curl: [::ffff:127.0.0.1])
 
 
 def _proxy_from_url(url: str, what: str, base: ProxyRoute, t: _Table | None = None) -> ProxyRoute:

@@ -174,7 +174,7 @@ class StaticFiles:
                         index = (path / name).resolve()
                         if not index.is_relative_to(self.root) or index in self.secrets:
                             return HTTPError(404), False
-                        return str(index), False
+                        return str(path / name), False  # its own name gives the type (a link's target may not)
                 return (str(path), True) if self.listing else (HTTPError(404), False)
             if url_path.endswith("/"):  # "/index.html/": a file is no directory (nginx: 404)
                 return HTTPError(404), False
@@ -194,7 +194,7 @@ class StaticFiles:
         if not path.is_relative_to(self.root):
             raise HTTPError(404)  # a symlink leading out of the root
         if path.is_dir() and not url_path.endswith("/"):
-            location = urllib.parse.quote(posixpath.join(url_path, ""))
+            location = urllib.parse.quote(os.fsencode(posixpath.join(url_path, "")))  # (bytes: names need not be UTF-8)
             raise HTTPError(301, [("location", location)])
         if not path.exists() or path in self.secrets:  # a key file is "not found", as any file outside the root
             raise HTTPError(404)
@@ -230,7 +230,7 @@ class StaticFiles:
             if not stat.S_ISREG(st.st_mode) or self.secrets.has(name, st):
                 return False
             body = None
-            if _holds_keys(name, f.fileno(), st.st_size):
+            if _holds_keys(name, f.fileno(), st.st_size) or _holds_keys(os.path.realpath(name), f.fileno(), st.st_size):
                 return False  # a private key the server was not told about (a CA's, another site's): never sent
             if st.st_size <= self.files.max_file:
                 body = _read_whole(f.fileno(), st.st_size)
@@ -293,7 +293,7 @@ class StaticFiles:
             raise HTTPError(404) from None
         shown = []
         for entry in scanned:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or "\\" in entry.name:  # (a request for "a\\b" is refused: not listed)
                 continue
             try:
                 target = Path(entry.path).resolve(strict=True)

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class Supervisor:
         self.workers: dict[int, subprocess.Popen[bytes]] = {}  # slot -> process
         self._wake = threading.Event()
         self._pending: list[int] = []  # signals received, handled in the main loop
+        self.early_reload: Callable[[], bool] = lambda: False  # a SIGHUP came before run() could handle it
         self._metrics_dir: str | None = None
         self._metrics: ServeMetrics | None = None
         self._restarts: dict[int, tuple[int, float]] = {}  # slot -> (quick deaths in a row, when to try again)
@@ -94,6 +96,8 @@ class Supervisor:
                 return 1
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        if self.early_reload():  # one came while starting: do it once the workers run
+            self._pending.append(signal.SIGHUP)
         try:
             for slot in range(settings.workers):
                 self._spawn(slot)
