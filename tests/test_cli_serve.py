@@ -365,7 +365,8 @@ def test_start_warns_of_chains_clients_will_refuse_and_refuses_a_staple_file_tha
                         not_after=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
     cert, key = expired.write(tmp_path, "old", chain=[other])
     config = tmp_path / "site.toml"
-    config.write_text(f'[[certificate]]\ncert = "{cert}"\nkey = "{key}"\nnames = ["localhost", "other.test", "127.0.0.1"]\n'
+    config.write_text(f'[[certificate]]\ncert = "{cert}"\nkey = "{key}"\n'
+                      'names = ["localhost", "other.test", "127.0.0.1"]\n'
                       f'[[route]]\nroot = "{tmp_path}"\n')
     served = start(["--config", str(config), "--host", "127.0.0.1", "--port", "0"], env, dev=False)
     try:
