@@ -12,7 +12,7 @@ from tests.pairing import certified, client_config, connect, events_of, handshak
 from tlskit.config import EarlyDataPolicy
 from tlskit.connection import Connection
 from tlskit.enums import AlertDescription, ContentType, NamedGroup, PskKeyExchangeMode
-from tlskit.errors import AlertError
+from tlskit.errors import AlertError, ConfigError
 from tlskit.events import ApplicationData, EarlyData, HandshakeComplete, SessionTicketReceived
 from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
 from tlskit.tickets.keyring import TicketKey, TicketKeyRing
@@ -72,7 +72,9 @@ def test_second_connection_resumes(mode: PskKeyExchangeMode) -> None:
         assert complete.resumed
         assert complete.signature_scheme is None
         assert (complete.group is None) == (mode is PskKeyExchangeMode.psk_ke)
-    assert pair.client_complete.peer_certificates == ()
+    # the resumed session keeps the first one's authentication: the chain the client verified then (getpeercert
+    # of a resumed connection answered None, where ssl's keeps answering)
+    assert pair.client_complete.peer_certificates == servers().certificates[0].chain  # type: ignore[attr-defined]
     pair.client.send_data(b"after resumption")
     pair.pump()
     _, s = pair.collect()
@@ -466,3 +468,33 @@ def test_a_flood_of_empty_0rtt_records_is_unexpected_message_like_any_other() ->
     with pytest.raises(AlertError) as info:
         server.receive_data(b"".join(early_write.seal(ContentType.application_data, b"") for _ in range(2)))
     assert info.value.description is AlertDescription.unexpected_message
+
+
+
+def test_a_ticket_with_lifetime_zero_is_not_stored() -> None:
+    """§4.6.1: lifetime 0 means discard it at once; stored, such tickets pushed usable ones out of the store."""
+    from tlskit.enums import ContentType
+    from tlskit.messages.handshake import NewSessionTicket
+
+    store, clock = MemorySessionStore(), Clock()
+    pair = handshake(client_config(session_store=store, clock=clock), servers(clock=clock))  # type: ignore[arg-type]
+    key = client_config().session_key or ""
+    assert pair.server._write is not None
+    for n in range(4):  # as a server that sends lifetime 0 would (no ServerConfig allows it)
+        zero = NewSessionTicket(lifetime=0, age_add=n, nonce=bytes([n]), ticket=b"t" * 32, extensions=())
+        pair.client.receive_data(pair.server._write.seal(ContentType.handshake, zero.encode()))
+    assert len(events_of(pair.client.events(), SessionTicketReceived)) == 4  # reported, not kept
+    assert store.take(key, clock()) is not None and store.take(key, clock()) is not None  # the two good ones
+    assert store.take(key, clock()) is None
+
+
+def test_0rtt_is_not_sent_under_a_ticket_issued_for_another_alpn() -> None:
+    """A ticket issued without ALPN carried 0-RTT for a client offering h2: the server rejects it (OpenSSL does)
+    and the client then resent it under h2, a protocol it was not written for (§4.2.10)."""
+    store, clock = MemorySessionStore(), Clock()
+    first_connection(store, clock, early_data=EarlyDataPolicy(max_early_data_size=4096),
+                     replay_store=MemoryReplayStore())
+    client = Connection(client_config(session_store=store, clock=clock, early_data=True, alpn=("h2",)))
+    client.start()
+    with pytest.raises(ConfigError):
+        client.send_data(b"GET / HTTP/1.1\r\n\r\n")

@@ -542,7 +542,7 @@ class Connection:
         now = self.config.clock()
         config = self.config
         store, key = (config.session_store, config.session_key) if isinstance(config, ClientConfig) else (None, None)
-        if store is not None and key is not None and session.server_name:
+        if store is not None and key is not None and session.server_name and msg.lifetime > 0:  # 0: discard (§4.6.1)
             store.put(
                 key,
                 StoredTicket(
@@ -555,6 +555,7 @@ class Connection:
                     lifetime=msg.lifetime,
                     age_add=msg.age_add,
                     max_early_data_size=max_early,
+                    peer_chain=self._complete.peer_certificates if self._complete is not None else (),
                 ),
             )
         self._events.append(

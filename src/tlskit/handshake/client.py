@@ -138,7 +138,9 @@ def _can_send_early_data(config: ClientConfig, ticket: StoredTicket) -> bool:
     """§4.2.10: only with a ticket that allows it, and with the ALPN the ticket was issued under."""
     if not config.early_data or ticket.max_early_data_size == 0:
         return False
-    return ticket.alpn is None or (bool(config.alpn) and config.alpn[0] == ticket.alpn)
+    # the same ALPN or none on both sides: a ticket issued without ALPN does not carry 0-RTT for h2 (OpenSSL
+    # rejects it, and the data would then be resent under another protocol than it was written for)
+    return ticket.alpn == (config.alpn[0] if config.alpn else None)
 
 
 @dataclass(slots=True)
@@ -288,6 +290,8 @@ class ExpectServerHello:
                 hello_retry=self.hrr is not None,
                 resumed=psk_secret is not None,
                 early=early,
+                # a resumed session keeps the authentication of the one it resumes (§2.2): its server's chain too
+                peer_chain=self.ticket.peer_chain if psk_secret is not None and self.ticket is not None else (),
             )
         )
 

@@ -40,6 +40,7 @@ class StoredTicket:
     lifetime: int
     age_add: int
     max_early_data_size: int
+    peer_chain: tuple[bytes, ...] = ()  # the server's chain as it was verified: a resumed session reports it (§4.6.1)
 
     def expired(self, now: float) -> bool:
         return now - self.received_at >= self.lifetime

@@ -171,6 +171,7 @@ def _encode(t: StoredTicket) -> bytes:
         "ticket": t.ticket.hex(), "psk": t.psk.hex(), "cipher_suite": int(t.cipher_suite),
         "server_name": t.server_name, "alpn": t.alpn, "received_at": t.received_at, "lifetime": t.lifetime,
         "age_add": t.age_add, "max_early_data_size": t.max_early_data_size,
+        "peer_chain": [der.hex() for der in t.peer_chain],
     }).encode()
 
 
@@ -180,4 +181,5 @@ def _decode(raw: bytes) -> StoredTicket:
         ticket=bytes.fromhex(d["ticket"]), psk=bytes.fromhex(d["psk"]), cipher_suite=CipherSuite(d["cipher_suite"]),
         server_name=d["server_name"], alpn=d["alpn"], received_at=float(d["received_at"]),
         lifetime=int(d["lifetime"]), age_add=int(d["age_add"]), max_early_data_size=int(d["max_early_data_size"]),
+        peer_chain=tuple(bytes.fromhex(der) for der in d.get("peer_chain", ())),
     )
