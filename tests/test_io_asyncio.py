@@ -491,3 +491,109 @@ def test_server_holds_the_reply_where_the_engine_refuses_half_rtt_data(pki: PKI)
 
     run(main())
     assert seen[1] == (True, True), seen
+
+
+def test_close_without_drain_delivers_everything_to_a_server_that_sent_tickets(pki: PKI) -> None:
+    """The session tickets an OpenSSL server sends after the handshake sat unread when the client closed: the
+    kernel answered the close with a reset, and the server lost what it had not read yet (114 KB of 1 MiB).
+    As asyncio's ssl transport, close() now half-closes and reads on until the peer closes."""
+    import threading
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.cert_pem, pki.key_pem)
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[int] = []
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with context.wrap_socket(raw, server_side=True) as tls:
+            tls.settimeout(10)
+            total = 0
+            with contextlib.suppress(OSError):
+                while data := tls.recv(65536):
+                    total += len(data)
+            received.append(total)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        _, writer = await open_connection("127.0.0.1", listener.getsockname()[1], cafile=pki.ca_pem,
+                                          server_name="localhost")
+        writer.write(b"x" * (1 << 20))
+        writer.close()  # no drain first: what is queued must still arrive whole
+        await writer.wait_closed()
+
+    try:
+        run(main())
+        thread.join(10)
+    finally:
+        listener.close()
+    assert received == [1 << 20]
+
+
+def test_a_connection_the_peer_closed_is_closed_even_if_the_handler_forgets_to(pki: PKI) -> None:
+    """A handler written for asyncio+ssl need not close its writer: asyncio's ssl transport closes at the peer's
+    EOF. Ours kept the connection half-open after curl's close_notify and FIN (CLOSE-WAIT, a descriptor each,
+    wait_closed hanging on 3.12)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)
+        writer.write(b"pong")
+        await writer.drain()
+        writers.append(writer)  # and returns without closing it
+
+    def client(port: int) -> None:  # as curl: the answer, then close_notify and FIN without waiting for ours
+        ctx = ssl.create_default_context(cafile=str(pki.ca_pem))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"ping")
+            assert tls.recv(4) == b"pong"
+
+    async def main() -> None:
+        async with serving(pki, handler) as port:
+            for _ in range(3):
+                await asyncio.get_running_loop().run_in_executor(None, client, port)
+            deadline = time.monotonic() + 5
+            while not (len(writers) == 3 and all(w.transport.is_closing() for w in writers)):
+                assert time.monotonic() < deadline, "the server kept connections its peers had closed"
+                await asyncio.sleep(0.05)
+
+    run(main())
+
+
+def test_close_gives_up_on_a_peer_that_never_reads(pki: PKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncio's ssl transport aborts after ssl_shutdown_timeout (30 s); ours kept the connection and megabytes
+    of buffered data for good."""
+    import tlskit.io.asyncio as tls_asyncio
+
+    monkeypatch.setattr(tls_asyncio, "SHUTDOWN_TIMEOUT", 1.0)
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"x" * (10 << 20))
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        closed.set()
+
+    async def main() -> None:
+        async with serving(pki, handler) as port:
+            loop = asyncio.get_running_loop()
+            raw = socket.create_connection(("127.0.0.1", port))
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.setblocking(False)
+            client = Connection(ClientConfig(server_name="localhost", trust=pki.trust))
+            client.start()
+            await loop.sock_sendall(raw, client.data_to_send())
+            while not client.handshake_complete:
+                client.receive_data(await loop.sock_recv(raw, 4096))
+                if out := client.data_to_send():
+                    await loop.sock_sendall(raw, out)
+            started = time.monotonic()
+            await asyncio.wait_for(closed.wait(), 10)  # and then reads nothing more
+            assert time.monotonic() - started < 5
+            raw.close()
+
+    run(main())

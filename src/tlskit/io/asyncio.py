@@ -46,6 +46,7 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 
 
 _DEFER_LIMIT = 1 << 16  # bytes of application data that may wait for a deferred flush
+SHUTDOWN_TIMEOUT = 30.0  # seconds close() waits for the peer to read what is queued and close (asyncio's default)
 
 class TLSProtocol(asyncio.Protocol):
     """Sits on the TCP transport: feeds the engine, and serves ``app`` through a ``TLSTransport``.
@@ -102,6 +103,7 @@ class TLSProtocol(asyncio.Protocol):
         self._flush_soon: asyncio.Handle | None = None  # a deferred _flush (see _deliver)
         self._deferred = 0  # application bytes written while the flush is deferred
         self._established = False  # the handshake completed with the app connected (until connection_lost)
+        self._shutdown: asyncio.TimerHandle | None = None  # close(): reading on until the peer closes, bounded
 
     # --- the TCP side -------------------------------------------------------------------------------
 
@@ -124,6 +126,12 @@ class TLSProtocol(asyncio.Protocol):
         except TLSError as e:
             self._fail(e)
             return
+        if self._shutdown is not None:  # closed by the app: read on (and drop) until the peer closes too
+            self.session.plaintext.clear()
+            self._flush()
+            if self.session.eof and self._raw is not None:
+                self._raw.close()
+            return
         self._deliver()
 
     def eof_received(self) -> bool:
@@ -132,11 +140,18 @@ class TLSProtocol(asyncio.Protocol):
         except TLSError as e:
             self._fail(e)
             return False
+        if self._shutdown is not None:
+            return False
         self._deliver()
-        return self._keep_open
+        # The peer will send nothing more: close, as asyncio's ssl transport does (a handler written for it need
+        # not close; the connection, kept half-open, stayed in CLOSE-WAIT). A close_notify alone (TLS 1.3
+        # half-close, our write_eof) keeps the connection open for the answer.
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        if self._shutdown is not None:
+            self._shutdown.cancel()
         if self._flush_soon is not None:
             self._flush_soon.cancel()
             self._flush_soon = None
@@ -243,8 +258,20 @@ class TLSProtocol(asyncio.Protocol):
                 raw.abort()
             elif self._ktls is not None:
                 self._ktls.close()  # after the close_notify still queued for the kernel
-            else:
+            elif self.session.conn.handshake_complete and self._shutdown is None and not raw.is_closing() \
+                    and _can_write_eof(raw):
+                # As asyncio's ssl transport: half-close after what is queued, and read on until the peer closes
+                # (bounded by SHUTDOWN_TIMEOUT). Closing with unread data (tickets the peer sent) makes the kernel
+                # reset the connection, and the peer then loses what it had not read yet of ours.
+                raw.write_eof()
+                self._shutdown = asyncio.get_running_loop().call_later(SHUTDOWN_TIMEOUT, self._shutdown_timed_out)
+            elif self._shutdown is None:
                 raw.close()
+
+    def _shutdown_timed_out(self) -> None:
+        """The peer neither read what we sent nor closed within SHUTDOWN_TIMEOUT (asyncio: ssl_shutdown_timeout)."""
+        if self._raw is not None:
+            self._raw.abort()
 
     def extra_info(self, name: str, default: Any = None) -> Any:
         session = self.session
@@ -586,3 +613,10 @@ def format_address(address: Any) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address) if address else "unknown peer"
+
+
+def _can_write_eof(raw: asyncio.Transport) -> bool:
+    try:
+        return raw.can_write_eof()
+    except NotImplementedError:  # asyncio.WriteTransport's default
+        return False
