@@ -597,3 +597,61 @@ def test_close_gives_up_on_a_peer_that_never_reads(pki: PKI, monkeypatch: pytest
             raw.close()
 
     run(main())
+
+
+def test_a_client_that_half_closes_tcp_after_close_notify_still_gets_its_answer(pki: PKI) -> None:
+    """tlskit's blocking shutdown(SHUT_WR) sends close_notify and a TCP FIN, then reads: closing at the FIN (as the
+    previous fix did) dropped an answer the handler wrote after an await."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.read()
+        await asyncio.sleep(0.2)
+        writer.write(b"ANSWER:" + request)
+        await writer.drain()
+        writer.close()
+
+    def client(port: int) -> bytes:
+        with tlskit.connect("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem, timeout=10) as tls:
+            tls.sendall(b"request")
+            tls.shutdown(socket.SHUT_WR)
+            answer = b""
+            while data := tls.recv(4096):
+                answer += data
+            return answer
+
+    async def main() -> None:
+        async with serving(pki, handler) as port:
+            answer = await asyncio.get_running_loop().run_in_executor(None, client, port)
+            assert answer == b"ANSWER:request"
+
+    run(main())
+
+
+def test_close_after_the_app_paused_reading_does_not_wait_for_the_timeout(pki: PKI) -> None:
+    """A handler that read 10 bytes of a 600 KB upload paused the transport's reading; close() then waited the
+    whole 30 s for a close it could not see."""
+    took: list[float] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(10)
+        await asyncio.sleep(0.3)  # the rest of the upload fills the reader: reading pauses
+        writer.write(b"done")
+        started = time.monotonic()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        took.append(time.monotonic() - started)
+
+    def client(port: int) -> None:
+        with tlskit.connect("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem, timeout=10) as tls:
+            tls.sendall(b"x" * 600_000)
+            assert tls.recv(4) == b"done"
+
+    async def main() -> None:
+        async with serving(pki, handler) as port:
+            await asyncio.get_running_loop().run_in_executor(None, client, port)
+            deadline = time.monotonic() + 10
+            while not took:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+    run(main())
+    assert took[0] < 5, took

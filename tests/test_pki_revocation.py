@@ -364,6 +364,8 @@ def test_fetch_follows_odd_redirects_bounds_a_silent_tls_handshake_and_says_what
     port, _ = _one_shot_server([b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n"], seen)
     with pytest.raises(OSError, match="which is not a URL"):
         fetch(f"http://127.0.0.1:{port}/crl", timeout=5)
+    with pytest.raises(OSError, match="host name is invalid"):
+        fetch("http://a..b/crl", timeout=5)  # (UnicodeError from the IDNA codec)
     port, _ = _one_shot_server([b""], seen)
     with pytest.raises(OSError, match="closed the connection without an answer"):
         fetch(f"http://127.0.0.1:{port}/crl", timeout=5)

@@ -662,10 +662,10 @@ def test_a_header_block_left_open_is_bounded_in_size_and_time(tmp_path: Path, ro
 
     served = _serve(tmp_path, str(root), toml="[http]\nheader_timeout = 1\nidle_timeout = 30\n")
     try:
-        for slow in (False, True):
+        for slow, empty in ((False, False), (True, False), (True, True)):  # empty: fragments of zero bytes
             client = Client(served)
             client.flush()
-            opening = HeadersFrame(1, data=client.conn.encoder.encode(
+            opening = HeadersFrame(1, data=b"" if empty else client.conn.encoder.encode(
                 [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost"), (b":path", b"/")]))
             client.sock.sendall(opening.serialize())
             started = time.monotonic()

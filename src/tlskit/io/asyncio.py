@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 from asyncio import constants as asyncio_constants
@@ -104,6 +105,8 @@ class TLSProtocol(asyncio.Protocol):
         self._deferred = 0  # application bytes written while the flush is deferred
         self._established = False  # the handshake completed with the app connected (until connection_lost)
         self._shutdown: asyncio.TimerHandle | None = None  # close(): reading on until the peer closes, bounded
+        self._app_done = False  # start_server's handler returned
+        self._peer_done = False  # the peer closed TCP
 
     # --- the TCP side -------------------------------------------------------------------------------
 
@@ -143,10 +146,11 @@ class TLSProtocol(asyncio.Protocol):
         if self._shutdown is not None:
             return False
         self._deliver()
-        # The peer will send nothing more: close, as asyncio's ssl transport does (a handler written for it need
-        # not close; the connection, kept half-open, stayed in CLOSE-WAIT). A close_notify alone (TLS 1.3
-        # half-close, our write_eof) keeps the connection open for the answer.
-        return False
+        self._peer_done = True
+        # After the peer's close_notify the app may keep the connection open for its answer (TLS 1.3 half-close:
+        # the peer may half-close TCP too, as tlskit's blocking shutdown(SHUT_WR) does); once its handler has
+        # returned without closing (code written for asyncio+ssl need not close), the connection closes.
+        return self._keep_open and not self._app_done
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -265,8 +269,17 @@ class TLSProtocol(asyncio.Protocol):
                 # reset the connection, and the peer then loses what it had not read yet of ours.
                 raw.write_eof()
                 self._shutdown = asyncio.get_running_loop().call_later(SHUTDOWN_TIMEOUT, self._shutdown_timed_out)
+                with contextlib.suppress(RuntimeError, NotImplementedError):
+                    raw.resume_reading()  # (an app that paused reading: the peer's close must still be seen)
             elif self._shutdown is None:
                 raw.close()
+
+    def app_done(self) -> None:
+        """The stream handler returned: if the peer has closed (close_notify or TCP), close our side too, as
+        asyncio's ssl transport would have (else the connection sat in CLOSE-WAIT); otherwise when it does."""
+        self._app_done = True
+        if (self._peer_done or self.session.eof) and not self.transport.is_closing():
+            self.transport.close()
 
     def _shutdown_timed_out(self) -> None:
         """The peer neither read what we sent nor closed within SHUTDOWN_TIMEOUT (asyncio: ssl_shutdown_timeout)."""
@@ -355,7 +368,7 @@ class TLSProtocol(asyncio.Protocol):
         if session.eof and not self._eof_delivered and self._app_connected:
             self._eof_delivered = True
             self._keep_open = bool(cast(asyncio.Protocol, app).eof_received())  # BufferedProtocol has it too
-            if not self._keep_open:
+            if not self._keep_open or self._app_done:  # (a handler that has returned answers nothing more)
                 self.transport.close()
         if defer and self._flush_soon is None:  # after the app's task was scheduled: it runs first
             self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
@@ -598,9 +611,19 @@ async def start_server(
     loop = asyncio.get_running_loop()
     config = with_env_key_log(config)
 
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            result = client_connected_cb(reader, writer)
+            if inspect.isawaitable(result):
+                await result
+        finally:  # a handler written for asyncio+ssl need not close: once the peer has closed too, we do
+            transport = writer.transport
+            if isinstance(transport, TLSTransport):
+                transport._tls.app_done()
+
     def factory() -> TLSProtocol:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
-        app = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+        app = asyncio.StreamReaderProtocol(reader, handler, loop=loop)
         return TLSProtocol(TLSSession(config), app, handshake_timeout=handshake_timeout, ktls=ktls,
                            early_data=early_data)
 

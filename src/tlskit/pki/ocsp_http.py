@@ -184,8 +184,11 @@ def _fetch_once(url: str, body: bytes | None, content_type: str, deadline: float
     # a path or query that is not ASCII (a Location: /café) goes percent-encoded, as curl sends it
     target = urllib.parse.quote(parts.path or "/", safe="/%:@!$&'()*+,;=~") + \
         (f"?{urllib.parse.quote(parts.query, safe='/%:@!$&()*+,;=~?')}" if parts.query else "")
-    headers = [("Host", parts.netloc.rpartition("@")[2].encode("idna").decode("ascii")), ("User-Agent", "tlskit"),
-               ("Accept", "*/*"), ("Connection", "close")]
+    try:
+        host = parts.netloc.rpartition("@")[2].encode("idna").decode("ascii")
+    except UnicodeError as exc:  # an empty or overlong label ("a..b")
+        raise OSError(f"{url!r}: the host name is invalid: {exc}") from None
+    headers = [("Host", host), ("User-Agent", "tlskit"), ("Accept", "*/*"), ("Connection", "close")]
     if body is not None:
         headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
 

@@ -236,13 +236,13 @@ class _InboundFrames:
     A well-formed GOAWAY on stream 0 outside a header block is therefore kept from h2; any other, malformed ones
     included, goes to h2, which raises the protocol error. Only frame headers are looked at: payloads pass on."""
 
-    __slots__ = ("_block", "_held", "_left", "_preface", "block_bytes", "block_since")
+    __slots__ = ("_held", "_left", "_preface", "block_bytes", "block_since", "in_block")
 
     def __init__(self) -> None:
         self._preface = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # passed on: h2 checks it
         self._held = b""  # a frame header, or a GOAWAY frame, not complete yet
         self._left = 0  # payload bytes of the current frame still to pass on
-        self._block = False  # inside a header block: HEADERS or PUSH_PROMISE without END_HEADERS, CONTINUATION
+        self.in_block = False  # inside a header block: HEADERS or PUSH_PROMISE without END_HEADERS, CONTINUATION
         self.block_bytes = 0  # encoded bytes of the header block still open (0: none is)
         self.block_since = 0.0  # when it began (time.monotonic)
 
@@ -261,7 +261,7 @@ class _InboundFrames:
                 self._held = data[pos:]
                 break
             length, kind, flags = int.from_bytes(data[pos:pos + 3], "big"), data[pos + 3], data[pos + 4]
-            if (kind == _GOAWAY and not self._block and 8 <= length <= max_frame_size
+            if (kind == _GOAWAY and not self.in_block and 8 <= length <= max_frame_size
                     and not int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF):
                 if len(data) - pos < 9 + length:
                     self._held = data[pos:]
@@ -272,10 +272,10 @@ class _InboundFrames:
                 start = pos = pos + 9 + length
                 continue
             if kind in _HEADER_BLOCK:
-                if not self._block:
+                if not self.in_block:
                     self.block_since, self.block_bytes = time.monotonic(), 0
-                self._block = not flags & _END_HEADERS
-                self.block_bytes = self.block_bytes + length if self._block else 0
+                self.in_block = not flags & _END_HEADERS
+                self.block_bytes = self.block_bytes + length if self.in_block else 0
             pos, self._left = pos + 9, length
         if start < len(data) - len(self._held):
             parts.append(data[start:len(data) - len(self._held)])
@@ -370,13 +370,13 @@ class _Connection:
                     break
             # a header block left open holds the HPACK state of the connection: it has header_timeout to end, as
             # a request head has over HTTP/1.1 (else one CONTINUATION a minute kept it open for an hour)
-            block_left = inbound.block_since + limits.header_timeout - time.monotonic() if inbound.block_bytes \
+            block_left = inbound.block_since + limits.header_timeout - time.monotonic() if inbound.in_block \
                 else limits.idle_timeout
             channel.set_timeout(max(0.001, min(limits.idle_timeout, block_left)))
             try:
                 data = await channel.read()
             except TimeoutError:
-                if inbound.block_bytes:
+                if inbound.in_block:
                     self._give_up(ErrorCodes.PROTOCOL_ERROR, "a header block did not end within header_timeout")
                     break
                 if self.streams:
