@@ -267,7 +267,11 @@ class TLSProtocol(asyncio.Protocol):
                 # As asyncio's ssl transport: half-close after what is queued, and read on until the peer closes
                 # (bounded by SHUTDOWN_TIMEOUT). Closing with unread data (tickets the peer sent) makes the kernel
                 # reset the connection, and the peer then loses what it had not read yet of ours.
-                raw.write_eof()
+                try:
+                    raw.write_eof()
+                except OSError:  # the peer has gone already (shutdown(SHUT_WR) on a reset socket): just close
+                    raw.close()
+                    return
                 self._shutdown = asyncio.get_running_loop().call_later(SHUTDOWN_TIMEOUT, self._shutdown_timed_out)
                 with contextlib.suppress(RuntimeError, NotImplementedError):
                     raw.resume_reading()  # (an app that paused reading: the peer's close must still be seen)
