@@ -344,3 +344,20 @@ def test_one_run_with_an_expired_certificate_saved_with_2_redirected_is_one_fail
     assert ("notAfter=" if validity == "expired" else "notBefore=") in text
     diagnosis = diagnose_s_client(text)
     assert [f.cause for f in diagnosis.findings] == [validity] and diagnosis.healthy == 0
+
+
+
+def test_a_healthy_run_saved_with_its_stderr_is_healthy(lab: Lab, tmp_path: Path) -> None:
+    """s_client prints "Can't use SSL_get_servername" on stderr before its stdout when it sends SNI by itself: the
+    line became a run of its own, an "unrecognised failure" (exit 4) for a handshake that worked."""
+    import subprocess
+
+    cert, key = lab.leaf("healthy-stderr")
+    saved = tmp_path / "ok.txt"
+    with OpenSSLServer(cert, key, mode="www") as server, saved.open("ab") as out:
+        subprocess.run([require("openssl"), "s_client", "-connect", f"localhost:{server.port}", "-CAfile",
+                        str(lab.cafile)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=30,
+                       check=False)
+    text = saved.read_text()
+    diagnosis = diagnose_s_client(text)
+    assert diagnosis.findings == [] and diagnosis.healthy == 1, (text[:300], diagnosis.findings)

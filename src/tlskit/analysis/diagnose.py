@@ -182,7 +182,8 @@ def split_s_client_runs(text: str) -> list[str]:
     return ["\n".join(run) for run in runs if any(r.strip() for r in run)]
 
 
-_STDERR_LINE = re.compile(r"^(?:depth=\d|verify (?:error|return):|not(?:After|Before)=|\S*:error:[0-9A-F]+:)")
+_STDERR_LINE = re.compile(r"^(?:depth=\d|verify (?:error|return):|not(?:After|Before)=|Can.t use SSL_get_servername"
+                          r"|\S*:error:[0-9A-F]+:)")
 
 
 def diagnose_s_client(text: str, *, now: dt.datetime | None = None) -> Diagnosis:
