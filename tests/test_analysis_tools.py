@@ -243,3 +243,12 @@ def test_bench_compare_writes_png_and_html(pki: Pki, tmp_path: Path, capsys: pyt
             assert result["handshakes"] == 10 and result["resumed"] == 10
             assert result["early_data_accepted"] == (10 if mode == "0rtt" else 0)
     assert dt.datetime.now(dt.UTC)  # every run above was bounded by --count
+
+
+
+def test_scan_of_a_name_that_does_not_resolve_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every version read "refused (connect)", as if a server had refused TLS; probe and diagnose say "cannot
+    resolve"."""
+    assert main(["scan", "no-such-host.invalid:443", "--max-connections", "4", "--timeout", "2"]) == 3  # RFC 6761
+    out = capsys.readouterr().out
+    assert "TLSv1.3: no answer (connect: " in out and "refused" not in out

@@ -173,7 +173,8 @@ def run_handshake(
             try:
                 conn.send_data(early_data)  # 0-RTT: allowed before the handshake when a ticket permits it
             except ConfigError:
-                trace.tls.notes.append("no 0-RTT: the ticket does not allow early data (or it is too large)")
+                trace.tls.notes.append("no 0-RTT: no stored ticket allows it (the server's max_early_data_size, "
+                                       "or the ticket was issued for another ALPN than the first one offered)")
         flush()
         while not conn.handshake_complete:
             data = read()

@@ -300,6 +300,8 @@ def render_scan(report: ScanReport, out: Callable[[str], None]) -> None:
     for name, answer in report.versions.items():
         ok = answer.accepted and version_name(answer.version or 0) == name
         verdict = "accepted" if ok else f"refused ({answer.alert.name if answer.alert else answer.kind})"
+        if answer.kind in ("connect", "timeout") and answer.detail:  # "Name or service not known": no server
+            verdict = f"no answer ({answer.kind}: {answer.detail})"
         deprecated = "  <- deprecated (RFC 8996)" if ok and name in ("TLSv1.0", "TLSv1.1") else ""
         out(f"    {name}: {verdict}{deprecated}")
     if report.suites13:

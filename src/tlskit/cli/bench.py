@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--mode", choices=("full", "resumed", "0rtt"), default="full", help="handshake kind")
     parser.add_argument("--png", type=Path, metavar="FILE", help="write a plot of rate and latency over time")
     parser.add_argument("--html", type=Path, metavar="FILE", help="write a small HTML report (with --png, or "
-                                                                  "next to it as FILE.png)")
+                                                                  "next to it: the same name with .png)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
 
