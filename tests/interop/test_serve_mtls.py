@@ -133,15 +133,20 @@ def test_curl_needs_a_client_certificate_and_an_allowed_spiffe_id(ca: CA, tmp_pa
         served.stop()
 
 
+def _ca_with_a_revoked_client(directory: Path, *, client_days: int) -> Path:
+    """A CA (with an intermediate) that issued localhost and two clients, web and old; old is revoked."""
+    tlskit("ca", "init", str(directory), "--intermediate")
+    tlskit("ca", "issue", str(directory), "localhost", "127.0.0.1", "--days", "1")
+    for client in ("web", "old"):
+        tlskit("ca", "issue", str(directory), client, "--client", "--days", str(client_days))
+    tlskit("ca", "revoke", str(directory), str(directory / "issued" / "old.pem"), "--reason", "keyCompromise")
+    return directory
+
+
 def test_a_revoked_client_certificate_is_refused_with_client_crl(tmp_path: Path) -> None:
     """`tlskit serve` never checked client certificates against a CRL: the README's walkthrough revoked web.pem
     and then got in with it. `--client-crl` (re-read when it changes) refuses it; others still get in."""
-    directory = tmp_path / "ca"
-    tlskit("ca", "init", str(directory), "--intermediate")
-    tlskit("ca", "issue", str(directory), "localhost", "127.0.0.1", "--days", "1")
-    tlskit("ca", "issue", str(directory), "web", "--client", "--days", "1")
-    tlskit("ca", "issue", str(directory), "old", "--client", "--days", "1")
-    tlskit("ca", "revoke", str(directory), str(directory / "issued" / "old.pem"), "--reason", "keyCompromise")
+    directory = _ca_with_a_revoked_client(tmp_path / "ca", client_days=1)
     tlskit("ca", "crl", str(directory))
     crl_ca = CA(directory, 0)
     served = serve(crl_ca, tmp_path, "--client-ca", str(crl_ca.root), "--client-crl", str(directory / "crl.der"))
@@ -163,12 +168,7 @@ def test_a_stale_client_crl_still_refuses_the_revoked_and_refuses_the_rest_as_ng
     warning). nginx's ssl_crl then refuses every client ("CRL has expired"): so does serve, saying why."""
     from tlskit.pki.ca import CertificateAuthority
 
-    directory = tmp_path / "ca"
-    tlskit("ca", "init", str(directory), "--intermediate")
-    tlskit("ca", "issue", str(directory), "localhost", "127.0.0.1", "--days", "1")
-    tlskit("ca", "issue", str(directory), "web", "--client", "--days", "30")
-    tlskit("ca", "issue", str(directory), "old", "--client", "--days", "30")
-    tlskit("ca", "revoke", str(directory), str(directory / "issued" / "old.pem"), "--reason", "keyCompromise")
+    directory = _ca_with_a_revoked_client(tmp_path / "ca", client_days=30)
     CertificateAuthority(directory, clock=lambda: time.time() - 8 * 86400).crl(days=7)  # nextUpdate: yesterday
     stale = CA(directory, 0)
     served = serve(stale, tmp_path, "--client-ca", str(stale.root), "--client-crl", str(directory / "crl.pem"),
