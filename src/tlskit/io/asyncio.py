@@ -49,6 +49,7 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 _DEFER_LIMIT = 1 << 16  # bytes of application data that may wait for a deferred flush
 SHUTDOWN_TIMEOUT = 30.0  # seconds close() waits for the peer to read what is queued and close (asyncio's default)
 
+
 class TLSProtocol(asyncio.Protocol):
     """Sits on the TCP transport: feeds the engine, and serves ``app`` through a ``TLSTransport``.
 
