@@ -655,3 +655,54 @@ def test_close_after_the_app_paused_reading_does_not_wait_for_the_timeout(pki: P
                 await asyncio.sleep(0.05)
     run(main())
     assert took[0] < 5, took
+
+
+def test_close_after_the_peer_closed_tcp_does_not_wait_for_the_timeout(pki: PKI) -> None:
+    """Once the peer's close_notify and FIN have arrived there is nothing left to read: close() half-closed and
+    then waited the whole 30 s for a FIN it had already seen (a client that read to EOF; a handler answering
+    after the client's SHUT_WR)."""
+    took: list[float] = []
+
+    async def answer_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)
+        writer.write(b"pong")
+        writer.close()
+
+    async def answer_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.read()
+        await asyncio.sleep(0.2)  # the client's FIN arrives meanwhile
+        writer.write(b"ANSWER:" + request)
+        started = time.monotonic()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        took.append(time.monotonic() - started)
+
+    def half_closing_client(port: int) -> bytes:
+        with tlskit.connect("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem, timeout=10) as tls:
+            tls.sendall(b"request")
+            tls.shutdown(socket.SHUT_WR)
+            answer = b""
+            while data := tls.recv(4096):
+                answer += data
+            return answer
+
+    async def main() -> None:
+        async with serving(pki, answer_and_close) as port:
+            reader, writer = await open_connection("127.0.0.1", port, cafile=pki.ca_pem)
+            writer.write(b"ping")
+            assert await reader.read() == b"pong"
+            started = time.monotonic()
+            writer.close()
+            await writer.wait_closed()
+            assert time.monotonic() - started < 5
+        async with serving(pki, answer_after_eof) as port:
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, half_closing_client, port) == b"ANSWER:request"
+            deadline = time.monotonic() + 10
+            while not took:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+
+    run(main())
+    assert took[0] < 5, took

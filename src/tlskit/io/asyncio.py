@@ -264,7 +264,7 @@ class TLSProtocol(asyncio.Protocol):
             elif self._ktls is not None:
                 self._ktls.close()  # after the close_notify still queued for the kernel
             elif self.session.conn.handshake_complete and self._shutdown is None and not raw.is_closing() \
-                    and _can_write_eof(raw):
+                    and not self._peer_done and _can_write_eof(raw):  # (a peer that closed TCP: nothing to await)
                 # As asyncio's ssl transport: half-close after what is queued, and read on until the peer closes
                 # (bounded by SHUTDOWN_TIMEOUT). Closing with unread data (tickets the peer sent) makes the kernel
                 # reset the connection, and the peer then loses what it had not read yet of ours.
