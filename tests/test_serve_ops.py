@@ -668,3 +668,27 @@ def test_reuse_port_lets_two_servers_share_a_port(tmp_path: Path, env: dict[str,
         two.stop()
     finally:
         one.stop()
+
+
+def test_a_burst_of_sighups_neither_hangs_the_supervisor_nor_queues_a_reload_each(tmp_path: Path,
+                                                                                  env: dict[str, str]) -> None:
+    """The supervisor's signal handler set a threading.Event: a SIGHUP arriving while the main thread held the
+    Event's lock deadlocked it for good (no reload, and SIGTERM no longer stopped it). Each SIGHUP also queued
+    its own reload."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("w\n")
+    path = config(tmp_path, '[[route]]\nroot = "www"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env, workers=2)
+    try:
+        time.sleep(0.5)  # the workers handle SIGHUP
+        for _ in range(4):
+            for _ in range(3000):
+                served.signal(signal.SIGHUP)
+            time.sleep(0.1)
+        served.wait_log(r"reload \(SIGHUP\): configuration valid")
+        time.sleep(1)
+        reloads = len([line for line in served.log if "reload (SIGHUP)" in line])
+        assert reloads < 50, reloads
+        assert served.fetch("/")[2] == b"w\n"
+    finally:
+        assert served.stop() == 0, "".join(served.log[-20:])

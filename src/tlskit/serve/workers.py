@@ -15,13 +15,13 @@ import datetime as dt
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,7 +65,11 @@ class Supervisor:
     def __init__(self, site: Site, flags: Flags, sockets: list[socket.socket], *, quiet: bool) -> None:
         self.site, self.flags, self.sockets, self.quiet = site, flags, sockets, quiet
         self.workers: dict[int, subprocess.Popen[bytes]] = {}  # slot -> process
-        self._wake = threading.Event()
+        # Signals wake the loop through a pipe: a signal handler that sets a threading.Event deadlocks when it
+        # interrupts the main thread while that holds the Event's lock (a SIGHUP then hung the supervisor for good).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._pending: list[int] = []  # signals received, handled in the main loop
         self.early_reload: Callable[[], bool] = lambda: False  # a SIGHUP came before run() could handle it
         self._metrics_dir: str | None = None
@@ -106,13 +110,16 @@ class Supervisor:
             self._loop()
         finally:
             self._stop_all()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
             if self._metrics_dir:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
         return 0
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._pending.append(signum)
-        self._wake.set()
+        with contextlib.suppress(BlockingIOError):  # full: the loop is awake already
+            os.write(self._wake_w, b"\0")
 
     def _spawn(self, slot: int) -> None:
         # On stdin, not in the environment: the ticket key must not show in /proc/PID/environ.
@@ -141,15 +148,17 @@ class Supervisor:
         next_poll = time.monotonic() + interval
         next_renewal_check = 0.0
         while True:
-            self._wake.wait(0.2)
-            self._wake.clear()
-            while self._pending:
-                signum = self._pending.pop(0)
-                if signum == signal.SIGHUP:
-                    self._reload("SIGHUP")
-                    seen = files_fingerprint(self.site.watched_files())
-                else:
+            select.select([self._wake_r], [], [], 0.2)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
+            if self._pending:
+                signals = set()
+                while self._pending:  # pop by pop: a handler may append meanwhile
+                    signals.add(self._pending.pop())
+                if signals - {signal.SIGHUP}:  # SIGTERM/SIGINT
                     return
+                self._reload("SIGHUP")  # once for any number that came meanwhile, as the kernel merges them
+                seen = files_fingerprint(self.site.watched_files())
             for slot, proc in list(self.workers.items()):
                 if proc.poll() is not None:
                     self._restart(slot, proc)
