@@ -374,3 +374,48 @@ def test_fetch_follows_odd_redirects_bounds_a_silent_tls_handshake_and_says_what
     with pytest.raises(OSError, match="no answer in time"):
         fetch(f"https://127.0.0.1:{port}/crl", timeout=1)
     assert time.monotonic() - started < 2
+
+
+def _root_crl(ca: CertificateAuthority, *, revoked: tuple[int, ...] = (), next_update: dt.timedelta) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+
+    root_key = load_pem_private_key((ca.directory / "root.key").read_bytes(), None)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.root.subject)
+               .last_update(NOW - dt.timedelta(days=10)).next_update(NOW + next_update))
+    for serial in revoked:
+        builder = builder.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
+                                                  .revocation_date(NOW - dt.timedelta(days=9)).build())
+    return builder.sign(root_key, hashes.SHA256()).public_bytes(Encoding.PEM)  # type: ignore[arg-type]
+
+
+def test_crl_check_all_needs_a_current_crl_for_the_intermediate_too_as_nginx_ssl_crl(world: World,
+                                                                                      tmp_path: Path) -> None:
+    """`serve --client-crl` checked only the leaf: with the intermediate's CRL alone, or a root CRL long stale,
+    clients were admitted, where nginx's ssl_crl (CRL_CHECK_ALL) refuses them ("unable to get certificate CRL",
+    "CRL has expired"); a revoked intermediate went unnoticed without the root's CRL."""
+    trust = TrustStore(roots=(world.ca.root,))
+    intermediate_only = world.ca.directory / "crl.der"
+    both = world.ca.directory / "crl.pem"
+    intermediate_pem = x509.load_der_x509_crl(intermediate_only.read_bytes()).public_bytes(serialization.Encoding.PEM)
+    stale = tmp_path / "stale.pem"
+    stale.write_bytes(intermediate_pem + _root_crl(world.ca, next_update=-dt.timedelta(days=1)))
+    revoked_intermediate = tmp_path / "revoked.pem"
+    revoked_intermediate.write_bytes(intermediate_pem + _root_crl(world.ca, revoked=(world.ca.issuer.serial_number,),
+                                                                  next_update=dt.timedelta(days=1)))
+
+    def policy(path: Path, mode: str = "hard-fail", check_all: bool = True) -> RevocationPolicy:
+        return RevocationPolicy(mode=mode, crl_files=(path,), crl_check_all=check_all)  # type: ignore[arg-type]
+
+    assert policy(intermediate_only, check_all=False).check(world.good, None, NOW, trust=trust) == []
+    error = _raises(policy(intermediate_only), world.good, None, AlertDescription.certificate_unknown, trust=trust)
+    assert "no CRL of its issuer" in error.message and "crl.pem" in error.message
+    assert "no CRL of its issuer" in policy(intermediate_only, "soft-fail").check(world.good, None, NOW,
+                                                                                  trust=trust)[0]
+    error = _raises(policy(stale), world.good, None, AlertDescription.certificate_unknown, trust=trust)
+    assert "stale" in error.message
+    assert policy(both).check(world.good, None, NOW, trust=trust) == []
+    with pytest.raises(CertificateRevoked):
+        policy(both).check(world.revoked, None, NOW, trust=trust)
+    for check_all in (True, False):
+        with pytest.raises(CertificateRevoked, match="is revoked"):
+            policy(revoked_intermediate, check_all=check_all).check(world.good, None, NOW, trust=trust)

@@ -149,7 +149,7 @@ def test_a_revoked_client_certificate_is_refused_with_client_crl(tmp_path: Path)
     directory = _ca_with_a_revoked_client(tmp_path / "ca", client_days=1)
     tlskit("ca", "crl", str(directory))
     crl_ca = CA(directory, 0)
-    served = serve(crl_ca, tmp_path, "--client-ca", str(crl_ca.root), "--client-crl", str(directory / "crl.der"))
+    served = serve(crl_ca, tmp_path, "--client-ca", str(crl_ca.root), "--client-crl", str(directory / "crl.pem"))
     try:
         assert curl(served, crl_ca, "web").stdout == "hello mtls\n"
         refused = curl(served, crl_ca, "old")
@@ -182,11 +182,25 @@ def test_a_stale_client_crl_still_refuses_the_revoked_and_refuses_the_rest_as_ng
         served.stop()
 
 
+def test_client_crl_needs_the_roots_crl_too_as_nginx_ssl_crl(tmp_path: Path) -> None:
+    """With only the intermediate's CRL (crl.der) a client got in, and a revoked intermediate would have gone
+    unnoticed: nginx's ssl_crl (CRL_CHECK_ALL) refuses it ("unable to get certificate CRL"), and so does serve,
+    naming the missing CRL and crl.pem."""
+    directory = _ca_with_a_revoked_client(tmp_path / "ca", client_days=1)
+    tlskit("ca", "crl", str(directory))
+    crl_ca = CA(directory, 0)
+    served = serve(crl_ca, tmp_path, "--client-ca", str(crl_ca.root), "--client-crl", str(directory / "crl.der"),
+                   "--no-stapling")
+    try:
+        refused = curl(served, crl_ca, "web")
+        assert refused.returncode != 0, f"{CURL}: {refused.stdout}"
+        served.wait_log(r"failed: certificate_unknown: revocation status of .* no CRL of its issuer .*crl\.pem")
+    finally:
+        served.stop()
+
+
 def test_a_client_crl_that_is_no_crl_stops_serve_at_start(ca: CA, tmp_path: Path) -> None:
     """It was accepted: each handshake then logged "cannot load CRL file" and let revoked clients in."""
-    served = serve(ca, tmp_path, "--client-ca", str(ca.root), "--client-crl", str(ca.issued("web")[0]),
-                   "--no-stapling") if False else None
-    assert served is None
     result = subprocess.run([sys.executable, "-m", "tlskit", "serve", str(tmp_path), "--port", "0",
                              "--cert", str(ca.issued("localhost")[0]), "--key", str(ca.issued("localhost")[1]),
                              "--client-ca", str(ca.root), "--client-crl", str(ca.issued("web")[0])],

@@ -100,8 +100,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pki.add_argument("--client-ca", type=Path, metavar="FILE",
                      help="PEM CA certificates that issue client certificates (mutual TLS)")
     pki.add_argument("--client-crl", type=Path, action="append", metavar="FILE",
-                     help="CRL of the client CA (DER or PEM, e.g. from `tlskit ca crl`; repeatable): revoked client "
-                          "certificates are refused; re-read when it changes")
+                     help="CRLs of the client CAs (DER or PEM; repeatable), e.g. crl.pem from `tlskit ca crl`: as "
+                          "nginx's ssl_crl, each certificate of a client's chain needs its issuer's current CRL "
+                          "(an intermediate's and the root's); revoked ones are refused; re-read when it changes")
     pki.add_argument("--verify-client", choices=("optional", "required"),
                      help="ask for a client certificate, or insist on one (default with --client-ca: required)")
     pki.add_argument("--allow-spiffe", action="append", metavar="PATTERN",

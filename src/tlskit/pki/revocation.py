@@ -97,6 +97,9 @@ class RevocationPolicy:
 
     mode: Mode = "soft-fail"
     crl_files: tuple[str | os.PathLike[str], ...] = ()
+    # Every certificate of the path below the root must be covered by a current CRL of its issuer, not only the
+    # leaf (OpenSSL's X509_V_FLAG_CRL_CHECK_ALL, which nginx's ssl_crl sets): a revoked intermediate is found.
+    crl_check_all: bool = False
     fetch_ocsp: bool = False
     fetch_crl: bool = False
     fetcher: HttpFetcher | None = None
@@ -148,8 +151,18 @@ class RevocationPolicy:
         for cert, issuer in zip(path, issuers, strict=True):
             if issuer is None or cert.subject == cert.issuer:
                 continue
-            if self._check_crls(cert, issuer, now, problems if cert is leaf else warnings) and cert is leaf:
-                determined = True
+            if cert is leaf:
+                determined = self._check_crls(cert, issuer, now, problems) or determined
+            elif not self.crl_check_all:
+                self._check_crls(cert, issuer, now, warnings)
+            elif not self._check_crls(cert, issuer, now, ca_problems := list[str]()):
+                message = (f"revocation status of {_label(cert)} could not be established: "
+                           + ("; ".join(ca_problems) or f"no CRL of its issuer {_label(issuer)}")
+                           + " (every certificate of the chain needs its issuer's current CRL, as with nginx's "
+                             "ssl_crl: `tlskit ca crl` writes the root's and the intermediate's into crl.pem)")
+                if strict:
+                    raise CertificateError(AlertDescription.certificate_unknown, message)
+                warnings.append(message)
         if not determined and self.fetch_ocsp and issuers[0] is not None:
             determined = self._fetch_ocsp(leaf, issuers[0], now, problems)
         if not determined:

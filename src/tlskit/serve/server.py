@@ -120,8 +120,8 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
         auth = None
         if settings.verify_client != "none" and settings.client_ca is not None:
             allowed = SpiffeAllowList(settings.allow_spiffe) if settings.allow_spiffe else None
-            # As nginx's ssl_crl: a client whose issuer's CRL is missing or stale is refused too (fail closed).
-            revocation = (RevocationPolicy(mode="hard-fail", crl_files=settings.client_crl)
+            # As nginx's ssl_crl: a client whose chain lacks a current CRL for any certificate is refused (fail closed).
+            revocation = (RevocationPolicy(mode="hard-fail", crl_files=settings.client_crl, crl_check_all=True)
                           if settings.client_crl else None)
             auth = ClientAuth(mode=settings.verify_client,  # type: ignore[arg-type]  # checked by settings
                               trust=TrustStore.from_pem_file(settings.client_ca), allowed_ids=allowed,
