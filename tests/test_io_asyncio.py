@@ -706,3 +706,35 @@ def test_close_after_the_peer_closed_tcp_does_not_wait_for_the_timeout(pki: PKI)
 
     run(main())
     assert took[0] < 5, took
+
+
+def test_a_client_refused_after_its_finished_gets_the_alert_not_a_reset(pki: PKI) -> None:
+    """A TLS 1.3 client sends its request right after its Finished. Refusing it (no client certificate), the
+    server wrote the alert and closed at once: the request arriving then made the kernel reset the connection,
+    and curl lost the alert in about half the runs ("getpeername() failed"; openssl s_server: never)."""
+    import shutil
+    import subprocess
+
+    from tlskit.config import ClientAuth
+
+    curl = shutil.which("curl")
+    assert curl, "curl is installed by .ci/run"
+    config = dataclasses.replace(pki.server_config, client_auth=ClientAuth(mode="required", trust=pki.trust),
+                                 alpn=("h2", "http/1.1"))  # (curl then sends its HTTP/2 preface at once)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise AssertionError("the handshake must fail")
+
+    def client(port: int) -> str:
+        return subprocess.run([curl, "-sS", "--http2", "-o", "/dev/null", "--cacert", str(pki.ca_pem),
+                               f"https://localhost:{port}/"], capture_output=True, text=True, timeout=20).stderr
+
+    async def main() -> None:
+        server = await start_server(handler, "127.0.0.1", 0, config=config)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            loop = asyncio.get_running_loop()
+            seen = [await loop.run_in_executor(None, client, port) for _ in range(20)]
+            assert all("alert certificate required" in error for error in seen), seen
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -47,6 +47,7 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 
 
 _DEFER_LIMIT = 1 << 16  # bytes of application data that may wait for a deferred flush
+FAILURE_LINGER = 2.0  # seconds a connection we refused with an alert waits for the peer to close (see _linger)
 SHUTDOWN_TIMEOUT = 30.0  # seconds close() waits for the peer to read what is queued and close (asyncio's default)
 
 
@@ -125,6 +126,8 @@ class TLSProtocol(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
+        if self._error is not None:  # failed: lingering after our alert (dropped)
+            return
         try:
             self.session.receive(data)
         except TLSError as e:
@@ -139,6 +142,8 @@ class TLSProtocol(asyncio.Protocol):
         self._deliver()
 
     def eof_received(self) -> bool:
+        if self._error is not None:
+            return False
         try:
             self.session.receive(b"")
         except TLSError as e:
@@ -416,15 +421,34 @@ class TLSProtocol(asyncio.Protocol):
         if self.plain_http_reply is not None and self.session.plain_http():  # as nginx: an HTTP answer, not an alert
             out = self.plain_http_reply
         raw = self._raw
+        in_handshake = not self._app_connected or self.session.negotiated is None
         if raw is not None and not raw.is_closing():
             if out and not abort and self._ktls is not None:
                 with contextlib.suppress(OSError, TLSError):
                     self._ktls.write_records(out)
             elif out and not abort:
                 raw.write(out)
-            raw.abort() if abort else raw.close()
-        if not self._app_connected or self.session.negotiated is None:
+            if abort:
+                raw.abort()
+            elif in_handshake and self._ktls is None and not self._peer_done and _can_write_eof(raw):
+                self._linger(raw)  # (an app already connected learns of the error as the transport closes)
+            else:
+                raw.close()
+        if in_handshake:
             self._handshake_failed(error)
+
+    def _linger(self, raw: asyncio.Transport) -> None:
+        """After our fatal alert: half-close and drop what the peer still sends until it closes (FAILURE_LINGER at
+        most). Closing at once with its data unread (a client's request right after its Finished) makes the
+        kernel reset the connection, and the peer may lose the alert (curl did in half the runs)."""
+        try:
+            raw.write_eof()
+        except OSError:
+            raw.close()
+            return
+        self._shutdown = asyncio.get_running_loop().call_later(FAILURE_LINGER, self._shutdown_timed_out)
+        with contextlib.suppress(RuntimeError, NotImplementedError):
+            raw.resume_reading()
 
     def _handshake_failed(self, error: TLSError) -> None:
         self._error = error
