@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from tests.certs import Issued, KeyType, make_ca, make_leaf, write_pem
 from tlskit.enums import AlertDescription
@@ -217,6 +218,54 @@ def test_client_chain(pki: Pki) -> None:
     assert "not for clientAuth" in info.value.message
     with pytest.raises(CertificateError) as info:
         verify_client_chain([client.der], trust=pki.trust, now=NOW)
+    assert info.value.description == AlertDescription.unknown_ca
+
+
+def test_a_client_certificate_without_subject_alt_name_is_accepted_as_openssl_does(pki: Pki, tmp_path: Path) -> None:
+    """CN-only client certificates (`openssl req`, Kubernetes users) were refused ("no subjectAltName", a
+    server-name rule): `openssl verify -purpose sslclient` and nginx accept them. A server's still needs one."""
+    from tlskit.pki.identity import peer_identity
+
+    alice = make_leaf(pki.inter, [], common_name="alice", client_auth=True, server_auth=False)
+    assert verify_client_chain([alice.der, pki.inter.der], trust=pki.trust, now=dt.datetime.now(dt.UTC)) == alice.cert
+    assert peer_identity(alice.cert).common_name == "alice"
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is installed by .ci/run"
+    for name, issued in (("root", pki.root), ("inter", pki.inter), ("alice", alice)):
+        write_pem(tmp_path / f"{name}.pem", [issued])
+    result = subprocess.run([openssl, "verify", "-purpose", "sslclient", "-CAfile", str(tmp_path / "root.pem"),
+                             "-untrusted", str(tmp_path / "inter.pem"), str(tmp_path / "alice.pem")],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result  # the independent verdict agrees
+    server = make_leaf(pki.inter, [], common_name="example.com")
+    error = server_alert([server.der, pki.inter.der], pki.trust)
+    assert "no subjectAltName" in error.message
+    with pytest.raises(CertificateError, match="not for clientAuth"):  # the rest of the profile still holds
+        verify_client_chain([make_leaf(pki.inter, [], common_name="bob").der, pki.inter.der], trust=pki.trust,
+                            now=NOW)
+
+
+def test_a_self_signed_client_certificate_listed_as_trusted_is_accepted(pki: Pki) -> None:
+    """As for servers (and as OpenSSL and nginx do): it was refused unless it carried an
+    authorityKeyIdentifier ("missing required extension"), or when its subject was empty."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "carol")])
+    carol = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+             .sign(key, hashes.SHA256()))  # as `openssl req -x509` without a config: no key identifiers
+    der = carol.public_bytes(serialization.Encoding.DER)
+    trust = TrustStore(roots=(pki.root.cert, carol))
+    assert verify_client_chain([der], trust=trust, now=NOW) == carol
+    server_only = make_leaf(None, [], common_name="dave")
+    with pytest.raises(CertificateError, match="not for clientAuth"):
+        verify_client_chain([server_only.der], trust=TrustStore(roots=(server_only.cert,)), now=NOW)
+    with pytest.raises(CertificateError) as info:  # not listed: still unknown
+        verify_client_chain([der], trust=pki.trust, now=NOW)
     assert info.value.description == AlertDescription.unknown_ca
 
 

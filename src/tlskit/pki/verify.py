@@ -190,12 +190,7 @@ def _verify_server_chain(
             raise CertificateError(
                 AlertDescription.bad_certificate, f"certificate is for {_describe_sans(certs[0])}, not {name!r}"
             )
-        _check_leaf(certs[0], ExtendedKeyUsageOID.SERVER_AUTH)
-        unknown = [e.oid.dotted_string for e in certs[0].extensions
-                   if e.critical and isinstance(e.value, x509.UnrecognizedExtension)]
-        if unknown:  # RFC 5280 §4.2: what the path validation would have refused (OpenSSL: unhandled critical)
-            raise CertificateError(AlertDescription.unsupported_certificate,
-                                   f"{_label(certs[0])} has a critical extension we do not know: {', '.join(unknown)}")
+        _check_trusted_leaf(certs[0], ExtendedKeyUsageOID.SERVER_AUTH)
         return (certs[0],)
     builder = _builder(trust, _verification_time(certs, trust, now, tolerance), max_chain_depth)
     try:
@@ -233,7 +228,8 @@ def _verify_client_chain(
 ) -> tuple[x509.Certificate, ...]:
     """Verify a client's Certificate for mutual TLS (RFC 8446 §4.4.2.4) and return the path built (leaf first).
 
-    The leaf needs a subjectAltName and, if it has an EKU, clientAuth (WebPKI client profile). An empty
+    The leaf needs clientAuth if it has an EKU (WebPKI client profile); unlike a server's, it need not have a
+    subjectAltName (CN-only client certificates, as OpenSSL and nginx accept: names identify it, not match). An empty
     chain is ``certificate_required``; callers with optional client auth should not call this for it.
     ``skew``: clock-skew tolerance in seconds, as for :func:`verify_server_chain`.
     """
@@ -246,7 +242,11 @@ def _verify_client_chain(
         return cached
     certs = _parse(chain, max_chain_depth)
     _check_window(certs[0], now, tolerance=tolerance)
+    if bytes(chain[0]) in trust.root_ders:  # a self-signed client certificate listed as trusted (as OpenSSL)
+        _check_trusted_leaf(certs[0], ExtendedKeyUsageOID.CLIENT_AUTH)
+        return (certs[0],)
     builder = _builder(trust, _verification_time(certs, trust, now, tolerance), max_chain_depth)
+    builder = builder.extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_CLIENT_EE_POLICY)
     try:
         verified = builder.build_client_verifier().verify(certs[0], certs[1:])
     except VerificationError as exc:
@@ -254,6 +254,17 @@ def _verify_client_chain(
     _check_leaf(certs[0], None)
     _cache_put(key, verified.chain)
     return tuple(verified.chain)
+
+
+def _check_trusted_leaf(cert: x509.Certificate, purpose: x509.ObjectIdentifier) -> None:
+    """A leaf that is itself a trust anchor: no path to build, but its purpose and key are checked as for any
+    leaf, and a critical extension we do not know refuses it (RFC 5280 §4.2; OpenSSL: unhandled critical)."""
+    _check_leaf(cert, purpose)
+    unknown = [e.oid.dotted_string for e in cert.extensions
+               if e.critical and isinstance(e.value, x509.UnrecognizedExtension)]
+    if unknown:
+        raise CertificateError(AlertDescription.unsupported_certificate,
+                               f"{_label(cert)} has a critical extension we do not know: {', '.join(unknown)}")
 
 
 @lru_cache(maxsize=256)
@@ -351,6 +362,13 @@ def _require_server_auth(policy: Policy, cert: x509.Certificate, eku: x509.Exten
 
 _SERVER_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
     x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _require_server_auth
+)
+
+
+# A client certificate may lack a subjectAltName (OpenSSL's and nginx's mTLS accept CN-only certificates: from
+# `openssl req`, Kubernetes user certificates); the rest of the WebPKI end-entity profile holds.
+_CLIENT_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
 )
 
 
@@ -513,7 +531,8 @@ def _diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.datetime
         except CertificateError as expired:
             return expired
     try:
-        certs[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        if purpose == ExtendedKeyUsageOID.SERVER_AUTH:  # (a client certificate need not have one)
+            certs[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return CertificateError(AlertDescription.bad_certificate,
                                 f"{_label(certs[0])} has no subjectAltName; names are matched only against "
