@@ -137,13 +137,19 @@ def json_lines(lines: Sequence[str]) -> list[dict[str, object]]:
 
 class EchoUpstream(http.server.BaseHTTPRequestHandler):
     """An HTTP/1.1 upstream for proxy tests: answers with the request it saw as JSON (method, path, headers,
-    body — chunked bodies decoded) and ``x-upstream: echo``; ``/slow`` waits a second first."""
+    body — chunked bodies decoded) and ``x-upstream: echo``; ``/slow`` waits a second first; ``/204`` answers
+    204 with a Content-Length."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
         if self.path.endswith("/slow"):
             time.sleep(1.0)
+        if self.path.endswith("/204"):  # with a Content-Length it must not have (RFC 9110 §8.6): some send one
+            self.send_response(204)
+            self.send_header("content-length", "5")
+            self.end_headers()
+            return
         if self.headers.get("transfer-encoding") == "chunked":
             body = b""
             while (size := int(self.rfile.readline().strip(), 16)) > 0:

@@ -341,6 +341,29 @@ def test_proxy_cannot_be_tricked_by_paths_underscores_or_double_framing(
         served.stop()
 
 
+def test_proxy_fills_in_host_keeps_framing_headers_and_drops_a_204s_content_length(
+        tmp_path: Path, env: dict[str, str], upstream: int) -> None:
+    """Found comparing with nginx: an HTTP/1.0 request without Host (or one listing Host in Connection) was a 400
+    (h11 cannot send HTTP/1.1 without one); `Connection: content-length` sent the upstream a POST head without its
+    body (502); an upstream's 204 with a Content-Length was relayed, and curl over HTTP/2 reset the stream."""
+    path = config(tmp_path, f'[[route]]\nproxy = "http://127.0.0.1:{upstream}"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        answer = _raw_exchange(served, b"GET /a HTTP/1.0\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["headers"]["host"] == f"127.0.0.1:{upstream}"
+        answer = _raw_exchange(served, b"GET /b HTTP/1.1\r\nHost: site.test\r\nConnection: Host, close\r\n\r\n")
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["headers"]["host"] == "site.test"
+        answer = _raw_exchange(served, b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                       b"Connection: content-length, close\r\n\r\nhello")
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["body"] == "hello"
+        status, headers, body = served.fetch("/204")
+        assert status == 204 and body == b"" and "content-length" not in {k.lower() for k in headers}, headers
+    finally:
+        served.stop()
+
+
 def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path, env: dict[str, str], upstream: int) -> None:
     """RFC 9110 §10.1.1: curl waits (1 s) for 100 Continue before a body; the proxy asks for it when it reads the
     body, and a static route, which answers without reading it, sends its final status instead."""

@@ -54,7 +54,12 @@ async def next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout
 
 def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
     named = {t.strip().lower() for name, value in headers if name == b"connection" for t in value.split(b",")}
-    return _HOP_BY_HOP | named
+    return _HOP_BY_HOP | (named - _NEVER_HOP_BY_HOP)
+
+
+# Connection may not list these (nginx ignores it too): dropping them would break the message's framing or
+# its target (`Connection: content-length` sent a POST head without its body).
+_NEVER_HOP_BY_HOP = {b"host", b"content-length"}
 
 
 class ReverseProxy:
@@ -80,7 +85,7 @@ class ReverseProxy:
                     (b"connection", b"close")]
         if request.host:
             headers.append((b"x-forwarded-host", request.host.encode()))
-        if not r.preserve_host:
+        if not r.preserve_host or not any(k == b"host" for k, _ in headers):  # (HTTP/1.0 may have none; 1.1 must)
             headers.append((b"host", f"{r.upstream_host}:{r.upstream_port}".encode()))
         if request.early:
             headers.append((b"early-data", b"1"))
@@ -159,6 +164,8 @@ class ReverseProxy:
         drop = _hop_by_hop(list(event.headers)) | {b"date", b"server"}
         if any(k == b"transfer-encoding" for k, _ in event.headers):
             drop.add(b"content-length")  # RFC 9112 §6.3: chunked wins, and a proxy MUST remove the Content-Length
+        if event.status_code == 204:  # RFC 9110 §8.6: never in a 204 (HTTP/2 clients reset the stream)
+            drop.add(b"content-length")
         if any(_CONTROL.search(v) for _, v in event.headers):  # h11 lets them through; HTTP/2 clients refuse them
             raise h11.RemoteProtocolError("the upstream sent a header field value with control characters")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers if k not in drop]
