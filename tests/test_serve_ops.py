@@ -715,3 +715,25 @@ def test_a_burst_of_sighups_neither_hangs_the_supervisor_nor_queues_a_reload_eac
         assert served.fetch("/")[2] == b"w\n"
     finally:
         assert served.stop() == 0, "".join(served.log[-20:])
+
+
+def test_a_client_cannot_forge_log_lines_through_its_sni(tmp_path: Path, env: dict[str, str]) -> None:
+    """openssl sends an SNI as given: with a newline it wrote a second, fake access line (and a raw ESC) into the
+    text log; a handshake it failed put one into the error lines (same stream). nginx writes ``\\x0A``."""
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is installed by .ci/run"
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("w\n")
+    served = start([str(tmp_path / "www"), "--host", "127.0.0.1", "--port", "0"], env)
+    forged = '1.2.3.4 - - [27/Nov/2026:00:00:00 +0000] "GET /forged HTTP/1.1" 200 1'
+    try:
+        for extra in ([], ["-ciphersuites", "TLS_AES_128_CCM_SHA256"]):  # answered, then refused
+            subprocess.run([openssl, "s_client", "-connect", f"127.0.0.1:{served.port}", "-servername",
+                            f"evil\n{forged}\x1b[31m", "-quiet", "-ign_eof", *extra],
+                           input=b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                           capture_output=True, timeout=20, check=False)
+        served.wait_log(r'"GET / HTTP/1\.1" 200 .* sni=evil\\x0a1\.2\.3\.4\\x20-')
+        served.wait_log(r"SNI evil\\x0a1\.2\.3\.4 - .*\\x1b\[31m\) failed: handshake_failure")
+        assert not [line for line in served.log if line.startswith("1.2.3.4") or "\x1b" in line], served.log
+    finally:
+        served.stop()

@@ -121,7 +121,7 @@ class AccessEntry:
                 else _quote(self.request_line) or "-")
         return (f'{self.peer} - - [{stamp}] "{line}" '
                 f'{self.status} {self.size} "{_quote(self.referer)}" "{_quote(self.user_agent)}" '
-                f"tls={t.version} suite={t.suite} group={t.group} sni={t.sni} alpn={t.alpn} "
+                f"tls={t.version} suite={t.suite} group={t.group} sni={_token(t.sni)} alpn={_token(t.alpn)} "
                 f"resumed={int(t.resumed)} early={int(t.early_data)} hs_ms={t.handshake_ms} "
                 f"client={_quote(t.client_id if t.client_id != '-' else t.client).replace(' ', '_')} "
                 f"rt_ms={self.request_ms} ktls={t.ktls}")
@@ -140,12 +140,29 @@ def _quote(text: str) -> str:
     return "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}" for c in text) or "-"
 
 
+def _token(text: str) -> str:
+    """A ``key=value`` field a client chose (SNI): escaped as ``_quote``, spaces too."""
+    return _quote(text).replace(" ", "\\x20")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (CR, LF, ESC ...) as ``\\xHH``: what a peer put in a log message (its SNI,
+    a certificate subject) cannot start a line of its own or drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = getattr(record, "access", None)
         if isinstance(entry, AccessEntry):
             return entry.combined()
         return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)  # (a traceback, appended after this, keeps its lines)
+        return super().formatMessage(record)
 
 
 class _JSONFormatter(logging.Formatter):
