@@ -286,6 +286,8 @@ def test_localhost_listens_on_both_loopback_addresses() -> None:
     ('[tls]\nredis = "redis://127.0.0.1:6379/0?foo=bar"\n',
      r"site.toml:2: \[tls\]: 'redis' 'redis://127.0.0.1:6379/0\?foo=bar': .*unexpected keyword argument 'foo'"),
     ('[tls]\nredis = "redis://127.0.0.1:abc"\n', r"site.toml:2: \[tls\]: 'redis' .*Port could not be cast"),
+    ('[tls]\nredis = "redis://:s3cret@127.0.0.1:abc/0"\n',  # the password is not repeated in logs and terminals
+     r"^(?!.*s3cret).*site.toml:2: \[tls\]: 'redis' 'redis://:\*\*\*@127.0.0.1:abc/0'.*Port could not be cast"),
     ('[tls]\nstapling = false\nstaple_file = "site.pem"\n',
      r"site.toml:3: \[tls\]: 'staple_file' staples, so it cannot go with stapling turned off"),
     ('[server]\nktls = "yes"\n', r"site.toml:2: \[server\]: 'ktls' 'yes': use \"off\", \"auto\" or \"require\""),
@@ -294,8 +296,8 @@ def test_localhost_listens_on_both_loopback_addresses() -> None:
     ('[[route]]\npath = "/"\nproxy = "http://127.0.0.1:0"\n', r"site.toml:3: .*not an upstream URL"),
     ('[[route]]\npath = "/"\nproxy = "http://127.0.0.1:8080/a b"\n', r"site.toml:3: .*no spaces"),
     ('[[route]]\npath = "/"\nproxy = "http://user:pw@127.0.0.1:8080/"\n', r"site.toml:3: .*credentials"),
-], ids=["redis-option", "redis-port", "staple-file-in-toml", "ktls", "host-with-port", "upstream-port-0",
-        "upstream-space", "upstream-credentials"])
+], ids=["redis-option", "redis-port", "redis-password", "staple-file-in-toml", "ktls", "host-with-port",
+        "upstream-port-0", "upstream-space", "upstream-credentials"])
 def test_mistakes_caught_at_start_name_the_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
     """Each was a traceback (redis options), blamed a flag that was not given, had no line, or was accepted and
     failed at the first request (every request a 404, a 400, or proxied to port 80)."""

@@ -397,11 +397,11 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
         except ValueError:  # e.g. "redis://[::1" (an unclosed IPv6 literal)
             usable = False
         if not usable:
-            refuse("redis", redis_flag, f"{redis!r} is not a Redis URL (redis://[user:password@]host:port/db, "
-                                        "rediss:// for TLS)")
+            refuse("redis", redis_flag, f"{redacted(redis)!r} is not a Redis URL "
+                                        "(redis://[user:password@]host:port/db, rediss:// for TLS)")
         problem = _redis_url_problem(redis)
         if problem is not None:
-            refuse("redis", redis_flag, f"{redis!r}: {problem}")
+            refuse("redis", redis_flag, f"{redacted(redis)!r}: {problem}")
     uses = [(key, flag, given) for key, flag, value, given in (
         ("ticket_key_files", "--ticket-key", ticket_files, flags.ticket_keys is not None),
         ("ticket_rotate", "--ticket-rotate", rotate, bool(rotate_flag)),
@@ -426,6 +426,12 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
             "early_data_window": window, "redis": redis,
             "stapling": stapling, "staple_file": staple_file, "client_ca": client_ca, "client_crl": client_crl,
             "verify_client": verify, "allow_spiffe": allow}
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password as ``***``: what a message or log line may show of a Redis URL."""
+    url = re.sub(r"^([^:/]*://[^/@]*?:)[^/]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def _redis_url_problem(url: str) -> str | None:

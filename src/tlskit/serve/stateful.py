@@ -21,7 +21,7 @@ from ..stores.base import ReplayHistoryUnknown, ReplayStore
 from ..stores.memory import MemoryReplayStore
 from ..tickets.keyring import TicketKeys
 from ..tickets.rotation import DEFAULT_ROTATION, RotatingTicketKeys
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, redacted
 
 __all__ = ["FailFastReplayStore", "Stateful"]
 
@@ -123,7 +123,7 @@ def _ticket_keys(s: Settings) -> TicketKeys | None:
         keys = RedisTicketKeys.from_url(s.redis, rotation_interval=interval, ticket_lifetime=s.ticket_lifetime,
                                         lazy=False)
     except (ValueError, ConfigError) as e:
-        raise SettingsError(f"--redis {s.redis}: {e}") from None
+        raise SettingsError(f"--redis {redacted(s.redis)}: {e}") from None
     if keys.reachable:
         _log.info("ticket keys: shared through Redis (ring version %d)", keys.version)
     return keys
@@ -137,4 +137,4 @@ def _redis_replay(url: str) -> ReplayStore:
     try:
         return RedisReplayStore.from_url(url)
     except ValueError as e:
-        raise SettingsError(f"--redis {url}: {e}") from None
+        raise SettingsError(f"--redis {redacted(url)}: {e}") from None
