@@ -737,3 +737,20 @@ def test_a_client_cannot_forge_log_lines_through_its_sni(tmp_path: Path, env: di
         assert not [line for line in served.log if line.startswith("1.2.3.4") or "\x1b" in line], served.log
     finally:
         served.stop()
+
+
+def test_a_client_that_leaves_while_the_upstream_answers_is_logged_499(tmp_path: Path, env: dict[str, str],
+                                                                       upstream: int) -> None:
+    """It was logged (and counted) as 200 with the bytes never delivered; nginx logs 499."""
+    path = config(tmp_path, f'[[route]]\nproxy = "http://127.0.0.1:{upstream}"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \
+                served.context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /gone/slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            time.sleep(0.2)  # the upstream answers after a second
+        served.wait_log(r'"GET /gone/slow HTTP/1\.1" 499 0 ')
+        assert served.fetch("/kept/slow")[0] == 200  # a client that waits still gets its answer
+        served.wait_log(r'"GET /kept/slow HTTP/1\.1" 200 ')
+    finally:
+        served.stop()

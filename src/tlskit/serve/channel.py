@@ -127,6 +127,11 @@ class Channel(asyncio.Protocol):
         if self._lost:
             raise ConnectionResetError("the connection was lost")
 
+    @property
+    def eof(self) -> bool:
+        """The client has closed its side (close_notify or TCP), or the connection is lost."""
+        return self._eof
+
     def set_timeout(self, seconds: float) -> None:
         """Reads from now on must complete within ``seconds`` (until the next call)."""
         self.deadline = self._loop.time() + seconds

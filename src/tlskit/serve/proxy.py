@@ -169,7 +169,10 @@ class ReverseProxy:
         if any(_CONTROL.search(v) for _, v in event.headers):  # h11 lets them through; HTTP/2 clients refuse them
             raise h11.RemoteProtocolError("the upstream sent a header field value with control characters")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers if k not in drop]
-        await exchange.start(event.status_code, headers, event.reason.decode("latin-1"))
+        try:
+            await exchange.start(event.status_code, headers, event.reason.decode("latin-1"))
+        except ConnectionError as e:  # the client left while the upstream prepared its answer (499)
+            raise _ClientGone(str(e)) from None
         await exchange.flush()  # the client sees the head while a slow upstream streams the body
         while not isinstance(event := await next_event(upstream, reader, r.timeout), h11.EndOfMessage):
             if not isinstance(event, h11.Data):
