@@ -754,3 +754,26 @@ def test_a_client_that_leaves_while_the_upstream_answers_is_logged_499(tmp_path:
         served.wait_log(r'"GET /kept/slow HTTP/1\.1" 200 ')
     finally:
         served.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_log_json_makes_every_line_json_from_the_start(tmp_path: Path, env: dict[str, str], workers: int) -> None:
+    """Warnings made while the site was built (a key under the static root, Redis unreachable) came before
+    logging was set up: bare text lines in a --log-json stream."""
+    site = tmp_path / "site"
+    site.mkdir()
+    root = make_ca("json root")
+    cert, key = make_leaf(root, ["localhost", "127.0.0.1"]).write(site, "server")
+    (site / "index.html").write_text("hi\n")
+    served = start([str(site), "--cert", str(cert), "--key", str(key), "--log-json", "--host", "127.0.0.1",
+                    "--port", "0"], env, dev=False, workers=workers)
+    try:
+        served.cacert = write_pem(tmp_path / "ca.pem", [root])
+        assert served.fetch("/")[2] == b"hi\n"
+        served.wait_log(r'"status":200')
+        warnings = [e for e in json_lines(served.log) if "under the static root" in str(e.get("message"))]
+        assert warnings and warnings[0]["level"] == "warning"
+        lines = [line for line in served.log if line.strip()]
+        assert len(json_lines(lines)) == len(lines), [line for line in lines if not json_lines([line])]
+    finally:
+        served.stop()

@@ -267,11 +267,12 @@ def worker_main() -> int:
     key = TicketKey.from_bytes(bytes.fromhex(spec["ticket_key"])) if spec["ticket_key"] else None
     try:
         # the configuration the supervisor runs, even if the file has been broken since (or a crash loop)
-        site = build_site(load_settings(flags, spec.get("config_text") or None), key)  # one ticket key for all
+        settings = load_settings(flags, spec.get("config_text") or None)
+        setup_logging(json_lines=settings.log_json, quiet=spec["quiet"])
+        site = build_site(settings, key)  # one ticket key for all
     except ConfigError as e:
         print(f"tlskit serve worker: error: {e}", file=sys.stderr)
         return 2
-    setup_logging(json_lines=site.settings.log_json, quiet=spec["quiet"])
     sockets = [socket.socket(fileno=fd) for fd in spec["fds"]]
     metrics = ServeMetrics() if site.settings.metrics is not None else None
     process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False, count_reloads=False)
