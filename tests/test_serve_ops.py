@@ -337,6 +337,7 @@ def test_proxy_cannot_be_tricked_by_paths_underscores_or_double_framing(
         answer = _raw_exchange(served, smuggle)
         assert answer.startswith(b"HTTP/1.1 400 ") and b"connection: close" in answer.lower()
         assert answer.count(b"HTTP/1.1 ") == 1 and b"/api/second" not in answer  # closed: the second is never read
+        served.wait_log(r"POST /api/x from 127\.0\.0\.1 \(SNI localhost\) answered 400 Bad Request: both Content-Len")
     finally:
         served.stop()
 

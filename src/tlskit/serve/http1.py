@@ -77,7 +77,14 @@ class HTTPError(Exception):
 
     def __init__(self, status: int, headers: Sequence[tuple[str, str]] = (), detail: str = "") -> None:
         super().__init__(f"{status} {reason(status)}{': ' + detail if detail else ''}")
-        self.status, self.headers = status, tuple(headers)
+        self.status, self.headers, self.detail = status, tuple(headers), detail
+
+    def log(self, request: Request) -> None:
+        """Say why (INFO, as nginx's error log does for a client's bad request): the access line shows only the
+        status."""
+        if self.detail:
+            _log.info("%s %s from %s (SNI %s) answered %s", request.method, request.target, request.peer,
+                      request.tls.sni, self)
 
 
 _date: tuple[int, str, Field] = (0, "", (b"date", b"date", b""))
@@ -574,6 +581,7 @@ async def _exchange(conn: h11.Connection, channel: Channel, event: h11.Request, 
         except HTTPError as e:
             if exchange.started:
                 raise ConnectionError(f"failed after the response started: {e}") from None
+            e.log(request)
             exchange.close_after = exchange.close_after or e.status in (408, 413)  # the body stays unread
             exchange.simple(e.status, e.headers, head=request.method == "HEAD")
         except (TimeoutError, ConnectionError, TLSError, h11.ProtocolError):

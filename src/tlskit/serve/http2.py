@@ -556,6 +556,7 @@ class _Connection:
         except HTTPError as e:
             if stream.started:
                 raise _StreamFailed(f"failed after the response started: {e}") from None
+            e.log(request)
             stream.simple(e.status, e.headers, head=head)
         except (*_Failed, _StreamFailed):
             raise
