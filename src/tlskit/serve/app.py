@@ -32,11 +32,12 @@ def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) 
     say: Announce = announce or (lambda line: print(line, flush=True))
     try:
         settings = load_settings(flags)
-        setup_logging(json_lines=settings.log_json, quiet=quiet)  # before the site warns (a --log-json line each)
+        setup_logging(json_lines=settings.log_json, quiet=True)  # its warnings formatted (--log-json: JSON lines)
         site = build_site(settings)
     except ConfigError as e:
         print(f"tlskit serve: error: {e}", file=sys.stderr)
         return 2
+    setup_logging(json_lines=settings.log_json, quiet=quiet)
     if flags.proxy is not None and (flags.root is not None or flags.listing):
         print(f"tlskit serve: warning: --proxy sends every path to the upstream, so {flags.root or 'ROOT'} is not "
               "served (for both, a config file with two [[route]] tables: one with root, one with proxy)",

@@ -268,11 +268,12 @@ def worker_main() -> int:
     try:
         # the configuration the supervisor runs, even if the file has been broken since (or a crash loop)
         settings = load_settings(flags, spec.get("config_text") or None)
-        setup_logging(json_lines=settings.log_json, quiet=spec["quiet"])
+        setup_logging(json_lines=settings.log_json, quiet=True)  # its warnings formatted (--log-json: JSON lines)
         site = build_site(settings, key)  # one ticket key for all
     except ConfigError as e:
         print(f"tlskit serve worker: error: {e}", file=sys.stderr)
         return 2
+    setup_logging(json_lines=settings.log_json, quiet=spec["quiet"])
     sockets = [socket.socket(fileno=fd) for fd in spec["fds"]]
     metrics = ServeMetrics() if site.settings.metrics is not None else None
     process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False, count_reloads=False)
