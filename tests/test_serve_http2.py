@@ -689,3 +689,57 @@ def test_a_header_block_left_open_is_bounded_in_size_and_time(tmp_path: Path, ro
         _no_traceback(served)
     finally:
         served.stop()
+
+
+def _unknown_frame() -> bytes:
+    return (0).to_bytes(3, "big") + bytes([0x20, 0]) + (0).to_bytes(4, "big")  # type 0x20: to be ignored
+
+
+@pytest.mark.parametrize("kind", ["empty-data", "window-update", "priority", "unknown", "ping"])
+def test_a_flood_of_frames_that_carry_nothing_ends_the_connection(served: Served, kind: str) -> None:
+    """Each was processed without limit (CVE-2019-9518/-9515/-9512): one connection held the worker at 100%
+    CPU and another connection's request took 3 s instead of 0.1; nginx says "http2 flood detected". A few
+    hundred of them (a client's normal use) leave the connection serving."""
+    from hyperframe.frame import DataFrame, PingFrame, PriorityFrame, WindowUpdateFrame
+
+    client = Client(served)
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                                   (b":path", b"/index.html")])  # its body stays open
+    client.flush()
+
+    def frame(i: int) -> bytes:
+        match kind:
+            case "empty-data":
+                return DataFrame(sid).serialize()
+            case "window-update":
+                return WindowUpdateFrame(0, window_increment=1).serialize()
+            case "priority":
+                return PriorityFrame(sid + 2 * (i % 50 + 1), depends_on=0, stream_weight=16).serialize()
+            case "unknown":
+                return _unknown_frame()
+            case _:
+                return PingFrame(0, opaque_data=i.to_bytes(8, "big")).serialize()
+
+    def send(count: int) -> None:
+        for start_at in range(0, count, 500):
+            client.sock.sendall(b"".join(frame(i) for i in range(start_at, min(count, start_at + 500))))
+            while select.select([client.sock], [], [], 0)[0] or client.sock.pending():  # read the PING ACKs
+                data = client.sock.recv(65536)
+                if not data:
+                    client.closed = True
+                    return
+                client.conn.receive_data(client._without_goaway(data))  # (h2 answers nothing to PING ACKs)
+
+    send(300)
+    assert client.goaway is None and not client.closed
+    other = client.request("/index.html")
+    client.pump(lambda: other in client.ended)  # still serving
+    try:
+        send(12_000)
+        client.pump(lambda: client.goaway is not None or client.closed, timeout=10)
+    except (ConnectionError, ssl.SSLError):
+        pass  # closed while we were still sending
+    assert client.goaway is not None and client.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM, client.goaway
+    served.wait_log(r"HTTP/2 connection ended: a flood of \d+ frames that carry nothing")
+    _no_traceback(served)

@@ -56,6 +56,10 @@ __all__ = ["MAX_CONCURRENT_STREAMS", "StreamExchange", "serve_h2_connection"]
 
 _log = logging.getLogger("tlskit.serve")
 MAX_CONCURRENT_STREAMS = 100
+# Frames that carry nothing (empty DATA, WINDOW_UPDATE, PRIORITY, SETTINGS, PING, unknown types) cost us far more
+# than the client (CVE-2019-9518/-9515/-9512): beyond this many, plus what its use explains (requests, bytes
+# sent), the connection ends with ENHANCE_YOUR_CALM (RFC 9113 §10.5; nginx: "http2 flood detected").
+IDLE_FRAMES = 10_000
 MAX_CLIENT_RESETS = 200  # streams in flight a client may cancel (if they are half its streams or more): then GOAWAY
 # What h2 enforces: over it, in one read, h2 ends the connection (it raises before decoding the HEADERS block).
 _H2_STREAM_CEILING = MAX_CONCURRENT_STREAMS + MAX_CLIENT_RESETS
@@ -67,6 +71,8 @@ _Failed = (TimeoutError, ConnectionError, TLSError, h2.exceptions.ProtocolError)
 _REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
 _TRAILERS = _REQUEST._replace(is_trailer=True)
 _GOAWAY, _HEADER_BLOCK, _END_HEADERS = 0x7, (0x1, 0x5, 0x9), 0x4  # frame types (HEADERS, PUSH_PROMISE, CONTINUATION)
+_DATA, _CONTINUATION = 0x0, 0x9
+_CARRY_NOTHING = (0x2, 0x4, 0x6, 0x8)  # PRIORITY, SETTINGS, PING, WINDOW_UPDATE
 
 
 class _StreamFailed(Exception):
@@ -236,7 +242,7 @@ class _InboundFrames:
     A well-formed GOAWAY on stream 0 outside a header block is therefore kept from h2; any other, malformed ones
     included, goes to h2, which raises the protocol error. Only frame headers are looked at: payloads pass on."""
 
-    __slots__ = ("_held", "_left", "_preface", "block_bytes", "block_since", "in_block")
+    __slots__ = ("_held", "_left", "_preface", "block_bytes", "block_since", "idle", "in_block")
 
     def __init__(self) -> None:
         self._preface = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # passed on: h2 checks it
@@ -245,6 +251,7 @@ class _InboundFrames:
         self.in_block = False  # inside a header block: HEADERS or PUSH_PROMISE without END_HEADERS, CONTINUATION
         self.block_bytes = 0  # encoded bytes of the header block still open (0: none is)
         self.block_since = 0.0  # when it began (time.monotonic)
+        self.idle = 0  # frames that carry nothing: empty DATA, PRIORITY, SETTINGS, PING, WINDOW_UPDATE, unknown
 
     def split(self, data: bytes, max_frame_size: int) -> list[bytes | GoAwayFrame]:
         if self._held:
@@ -271,6 +278,8 @@ class _InboundFrames:
                 parts += [data[start:pos], goaway] if start < pos else [goaway]
                 start = pos = pos + 9 + length
                 continue
+            if kind in _CARRY_NOTHING or kind > _CONTINUATION or (kind == _DATA and not length and not flags & 1):
+                self.idle += 1
             if kind in _HEADER_BLOCK:
                 if not self.in_block:
                     self.block_since, self.block_bytes = time.monotonic(), 0
@@ -298,6 +307,7 @@ class _Connection:
         self.last_stream = 0  # the highest stream id accepted (named in the draining GOAWAY)
         self.requests = 0  # streams opened by the client
         self.resets = 0  # streams that cost us and served nothing: reset by the client in flight, refused, malformed
+        self.bytes_out = 0
         self.draining = False
         self.closed = False
         self.bytes_in = 0
@@ -307,6 +317,7 @@ class _Connection:
         """Write what h2 has queued (after the final GOAWAY, nothing more)."""
         data = self.h2.data_to_send()
         if data and not self.closed:
+            self.bytes_out += len(data)
             self.channel.write(data)
 
     def acknowledge(self, stream_id: int, flow_length: int) -> None:
@@ -390,6 +401,10 @@ class _Connection:
             parts = inbound.split(data, h2c.max_inbound_frame_size)
             if inbound.block_bytes > HEADER_LIST_DECODED * limits.max_header_bytes:  # encoded: decoding only grows it
                 self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a header block of over {inbound.block_bytes} bytes")
+                break
+            if inbound.idle > IDLE_FRAMES + 100 * self.requests + self.bytes_out // 1024:
+                self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a flood of {inbound.idle} frames that carry nothing "
+                                                            "(empty DATA, WINDOW_UPDATE, PRIORITY, SETTINGS, PING ...)")
                 break
             for part in parts:
                 if self.closed:
