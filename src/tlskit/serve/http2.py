@@ -164,7 +164,6 @@ class StreamExchange:
             self.send_head(status, fields, end=True)
             return
         self.send_head(status, fields)
-        self.body_bytes += len(body)
         self._out.append(body)
         self._end = True
         self._push()
@@ -178,7 +177,6 @@ class StreamExchange:
     async def write(self, data: bytes, *, flush: bool = False) -> None:
         """Body bytes, sent as the windows allow (``flush`` changes nothing: DATA frames go out at once)."""
         if data:
-            self.body_bytes += len(data)
             self._out.append(data)
         await self.flush()
 
@@ -226,6 +224,7 @@ class StreamExchange:
                 out.popleft()
             last = self._end and not out
             h2c.send_data(sid, chunk, end_stream=last)
+            self.body_bytes += len(chunk)  # sent, as nginx's $body_bytes_sent (not what waits for the window)
             self._ended = last
         if self._end and not out and not self._ended:
             h2c.end_stream(sid)
