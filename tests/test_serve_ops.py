@@ -778,3 +778,38 @@ def test_log_json_makes_every_line_json_from_the_start(tmp_path: Path, env: dict
         assert len(json_lines(lines)) == len(lines), [line for line in lines if not json_lines([line])]
     finally:
         served.stop()
+
+
+def test_an_upstream_that_answers_before_reading_the_body_is_relayed(tmp_path: Path, env: dict[str, str]) -> None:
+    """An upstream refusing an upload (413) without reading it, then closing: the proxy sent the whole body
+    before reading any answer, met the upstream's reset and answered 502 (4 runs in 5); nginx relays the 413
+    (RFC 9112 §9.5: watch for an answer while sending)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def refuse_uploads() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head and (data := conn.recv(4096)):
+                    head += data
+                conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\n"
+                             b"too big\r\n")
+
+    threading.Thread(target=refuse_uploads, daemon=True).start()
+    path = config(tmp_path, f'[[route]]\nproxy = "http://127.0.0.1:{listener.getsockname()[1]}"\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        answers = [served.fetch("/upload", method="POST", data=os.urandom(1 << 20))[::2] for _ in range(6)]
+        # An answer may still be lost to its reset (asyncio stops reading a socket whose write failed): rare
+        # now (about 1 in 60), as with nginx
+        assert answers.count((413, b"too big\r\n")) >= 4, answers
+        assert served.fetch("/small", method="POST", data=b"x")[0] == 413  # the body sent whole, then the answer
+    finally:
+        stop.set()
+        listener.close()
+        served.stop()

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Callable
 
 import h11
 
@@ -43,12 +44,42 @@ _SET_BY_US = {b"x-forwarded-proto", b"x-forwarded-host", b"early-data", b"x-forw
               b"server"}
 
 
-async def next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> object:
+async def next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float | None) -> object:
     """The upstream's next h11 event, reading (at most ``timeout`` seconds per read) when h11 needs data."""
     while (event := conn.next_event()) is h11.NEED_DATA:
         async with asyncio.timeout(timeout):
             data = await reader.read(1 << 16)
         conn.receive_data(data)
+    return event
+
+
+async def _send_body(exchange: HTTPExchange, send: Callable[[h11.Event], None], writer: asyncio.StreamWriter) -> None:
+    """The client's request body to the upstream, as it arrives; its failures are the client's (408, 400, 499)."""
+    body = exchange.body()
+    while True:
+        try:
+            chunk = await anext(body)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise _ClientTimeout from None
+        except h11.RemoteProtocolError as e:  # a malformed body (bad chunk framing): the client's fault
+            raise HTTPError(400, detail=f"request body: {e}") from None
+        except (OSError, TLSError) as e:
+            raise _ClientGone(str(e)) from None
+        send(h11.Data(data=chunk))
+        await writer.drain()
+        for _ in range(2):  # the loop reads the upstream first: an early answer is seen before its reset
+            await asyncio.sleep(0)
+    send(h11.EndOfMessage())
+    await writer.drain()
+
+
+async def _response_head(upstream: h11.Connection, reader: asyncio.StreamReader) -> h11.Response:
+    """The upstream's final response head (1xx ones stay upstream)."""
+    while not isinstance(event := await next_event(upstream, reader, None), h11.Response):
+        if not isinstance(event, h11.InformationalResponse):  # 100 Continue and friends
+            raise h11.RemoteProtocolError("the upstream closed without a response")
     return event
 
 
@@ -127,6 +158,37 @@ class ReverseProxy:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
+    async def _send_body_watching(self, exchange: HTTPExchange, send: Callable[[h11.Event], None],
+                                  upstream: h11.Connection, reader: asyncio.StreamReader,
+                                  writer: asyncio.StreamWriter) -> h11.Response:
+        """Send the request body while watching for the upstream's answer: one that comes first (413 to an upload
+        too large, 401) is relayed, the rest of the body not sent (RFC 9112 §9.5; nginx does so). Closing
+        with our data unread, the upstream resets the connection: waiting for the body to be sent, the answer
+        was lost (502)."""
+        body = asyncio.ensure_future(_send_body(exchange, send, writer))
+        response = asyncio.ensure_future(_response_head(upstream, reader))
+        try:
+            await asyncio.wait((body, response), return_when=asyncio.FIRST_COMPLETED)
+            if response.done() and not response.exception():
+                return response.result()  # early: the body stops here (the finally cancels it)
+            if body.done() and (failed := body.exception()) is not None:
+                if not isinstance(failed, OSError) or isinstance(failed, TLSError):
+                    raise failed  # the client's doing (408, 499, 400)
+                with contextlib.suppress(TimeoutError):  # the upstream reset while we sent: did it answer first?
+                    await asyncio.wait_for(asyncio.shield(response), 1.0)
+                if response.done() and not response.exception():
+                    return response.result()
+                raise failed
+            if not body.done():
+                raise response.exception() or h11.RemoteProtocolError("no response")  # (the upstream failed)
+            return await asyncio.wait_for(response, self.route.timeout)
+        finally:
+            for task in (body, response):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+
     async def _forward(self, request: Request, exchange: HTTPExchange, upstream: h11.Connection,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         r = self.route
@@ -142,25 +204,12 @@ class ReverseProxy:
         except (h11.LocalProtocolError, UnicodeEncodeError) as e:
             raise HTTPError(400, detail=f"cannot be forwarded as HTTP/1.1: {e}") from None
         send(head)
-        body = exchange.body()
-        while True:
-            try:
-                chunk = await anext(body)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise _ClientTimeout from None
-            except h11.RemoteProtocolError as e:  # a malformed body (bad chunk framing): the client's fault
-                raise HTTPError(400, detail=f"request body: {e}") from None
-            except (OSError, TLSError) as e:
-                raise _ClientGone(str(e)) from None
-            send(h11.Data(data=chunk))
+        if not any(k == b"transfer-encoding" or (k == b"content-length" and v.strip(b"0 ")) for k, v in head.headers):
+            send(h11.EndOfMessage())  # no body
             await writer.drain()
-        send(h11.EndOfMessage())
-        await writer.drain()
-        while not isinstance(event := await next_event(upstream, reader, r.timeout), h11.Response):
-            if not isinstance(event, h11.InformationalResponse):  # 100 Continue and friends stay upstream
-                raise h11.RemoteProtocolError("the upstream closed without a response")
+            event = await asyncio.wait_for(_response_head(upstream, reader), r.timeout)
+        else:
+            event = await self._send_body_watching(exchange, send, upstream, reader, writer)
         drop = _hop_by_hop(list(event.headers)) | {b"date", b"server"}
         if any(k == b"transfer-encoding" for k, _ in event.headers):
             drop.add(b"content-length")  # RFC 9112 §6.3: chunked wins, and a proxy MUST remove the Content-Length
@@ -174,8 +223,8 @@ class ReverseProxy:
         except ConnectionError as e:  # the client left while the upstream prepared its answer (499)
             raise _ClientGone(str(e)) from None
         await exchange.flush()  # the client sees the head while a slow upstream streams the body
-        while not isinstance(event := await next_event(upstream, reader, r.timeout), h11.EndOfMessage):
-            if not isinstance(event, h11.Data):
+        while not isinstance(part := await next_event(upstream, reader, r.timeout), h11.EndOfMessage):
+            if not isinstance(part, h11.Data):
                 raise ConnectionError("the upstream closed in the middle of its response")
-            await exchange.write(bytes(event.data), flush=True)
+            await exchange.write(bytes(part.data), flush=True)
         await exchange.end()
