@@ -738,3 +738,44 @@ def test_a_client_refused_after_its_finished_gets_the_alert_not_a_reset(pki: PKI
             assert all("alert certificate required" in error for error in seen), seen
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_close_after_the_peer_closed_still_gives_up_on_a_peer_that_never_reads(
+        pki: PKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that half-closes (close_notify and FIN) and then reads nothing: closing without the half-close
+    (the peer had closed) left asyncio's close() waiting for 20 MB to drain, unbounded."""
+    import threading
+
+    import tlskit.io.asyncio as tls_asyncio
+
+    monkeypatch.setattr(tls_asyncio, "SHUTDOWN_TIMEOUT", 1.0)
+    took: list[float] = []
+    release = threading.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        await asyncio.sleep(0.3)  # the client's FIN arrives meanwhile
+        writer.write(b"x" * (20 << 20))
+        started = time.monotonic()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        took.append(time.monotonic() - started)
+
+    def client(port: int) -> None:
+        with tlskit.connect("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem, timeout=10) as tls:
+            tls.sendall(b"request")
+            tls.shutdown(socket.SHUT_WR)
+            release.wait(15)  # reads nothing
+
+    async def main() -> None:
+        async with serving(pki, handler) as port:
+            done = asyncio.get_running_loop().run_in_executor(None, client, port)
+            deadline = time.monotonic() + 8
+            while not took and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            release.set()
+            await done
+
+    run(main())
+    assert took and took[0] < 5, took

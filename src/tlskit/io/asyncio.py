@@ -283,6 +283,9 @@ class TLSProtocol(asyncio.Protocol):
                     raw.resume_reading()  # (an app that paused reading: the peer's close must still be seen)
             elif self._shutdown is None:
                 raw.close()
+                if raw.get_write_buffer_size():  # asyncio's close() waits for it unbounded: a peer that reads
+                    loop = asyncio.get_running_loop()  # nothing is still dropped after SHUTDOWN_TIMEOUT
+                    self._shutdown = loop.call_later(SHUTDOWN_TIMEOUT, self._shutdown_timed_out)
 
     def app_done(self) -> None:
         """The stream handler returned: if the peer has closed (close_notify or TCP), close our side too, as
