@@ -753,6 +753,16 @@ def test_a_client_that_leaves_while_the_upstream_answers_is_logged_499(tmp_path:
         served.wait_log(r'"GET /gone/slow HTTP/1\.1" 499 0 ')
         assert served.fetch("/kept/slow")[0] == 200  # a client that waits still gets its answer
         served.wait_log(r'"GET /kept/slow HTTP/1\.1" 200 ')
+        import tlskit
+
+        with tlskit.connect("127.0.0.1", served.port, server_name="localhost", cafile=served.cacert,
+                            timeout=10) as half:  # close_notify and FIN after the request: it still reads
+            half.sendall(b"GET /half/slow HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            half.shutdown(socket.SHUT_WR)
+            answer = b""
+            while data := half.recv(65536):
+                answer += data
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
     finally:
         served.stop()
 

@@ -128,9 +128,9 @@ class Channel(asyncio.Protocol):
             raise ConnectionResetError("the connection was lost")
 
     @property
-    def eof(self) -> bool:
-        """The client has closed its side (close_notify or TCP), or the connection is lost."""
-        return self._eof
+    def lost(self) -> bool:
+        """The connection is gone (not merely half-closed by the client: it may still read our answer)."""
+        return self._lost
 
     def set_timeout(self, seconds: float) -> None:
         """Reads from now on must complete within ``seconds`` (until the next call)."""

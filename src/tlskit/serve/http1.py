@@ -292,7 +292,7 @@ class Exchange:
     async def start(self, status: int, headers: Sequence[tuple[str, str]], reason_phrase: str | None = None) -> None:
         """Send the response head; adds Date, Server and (when closing) Connection. A client that closed while
         the answer was prepared (a proxied request) is not answered: logged 499, as nginx does."""
-        if self.channel.eof:
+        if self.channel.lost:
             raise ConnectionResetError("the client closed the connection before the response")
         phrase = None if reason_phrase is None else reason_phrase.encode("latin-1", "replace")
         self.send_head(status, list(checked(headers)), phrase)  # a list: built per request, so not cached
