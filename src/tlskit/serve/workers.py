@@ -65,11 +65,10 @@ class Supervisor:
     def __init__(self, site: Site, flags: Flags, sockets: list[socket.socket], *, quiet: bool) -> None:
         self.site, self.flags, self.sockets, self.quiet = site, flags, sockets, quiet
         self.workers: dict[int, subprocess.Popen[bytes]] = {}  # slot -> process
-        # Signals wake the loop through a pipe: a signal handler that sets a threading.Event deadlocks when it
-        # interrupts the main thread while that holds the Event's lock (a SIGHUP then hung the supervisor for good).
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # Signals wake the loop through a pipe (made in run): a signal handler that sets a threading.Event
+        # deadlocks when it interrupts the main thread while that holds the Event's lock (a SIGHUP then hung the
+        # supervisor for good).
+        self._wake_r = self._wake_w = -1
         self._pending: list[int] = []  # signals received, handled in the main loop
         self.early_reload: Callable[[], bool] = lambda: False  # a SIGHUP came before run() could handle it
         self._metrics_dir: str | None = None
@@ -98,6 +97,9 @@ class Supervisor:
                 print(f"tlskit serve: error: cannot serve metrics on {settings.metrics.address} port "
                       f"{settings.metrics.port}: {e.strerror or e}", file=sys.stderr)
                 return 1
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         if self.early_reload():  # one came while starting: do it once the workers run
@@ -110,16 +112,18 @@ class Supervisor:
             self._loop()
         finally:
             self._stop_all()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+            os.close(wake_r)  # (a signal from now on writes nowhere, not to a reused descriptor)
+            os.close(wake_w)
             if self._metrics_dir:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
         return 0
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._pending.append(signum)
-        with contextlib.suppress(BlockingIOError):  # full: the loop is awake already
-            os.write(self._wake_w, b"\0")
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):  # full: the loop is awake already
+                os.write(self._wake_w, b"\0")
 
     def _spawn(self, slot: int) -> None:
         # On stdin, not in the environment: the ticket key must not show in /proc/PID/environ.
