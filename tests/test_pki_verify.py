@@ -442,3 +442,99 @@ def test_verdicts_agree_with_openssl_verify(pki: Pki, tmp_path: Path) -> None:
         assert ours == want, (index, ours)
         assert (result.returncode == 0) == (want is None), (index, result.stdout, result.stderr)
         assert codes == openssl_errors, (index, result.stdout, result.stderr)
+
+
+def _constrained_ca(constraints: x509.NameConstraints) -> tuple[x509.Certificate, object]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Good"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "constrained root")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(constraints, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def _client_leaf(ca: x509.Certificate, ca_key: object, subject: list[tuple[object, str]], sans: list[str]
+                 ) -> x509.Certificate:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(oid, value) for oid, value in subject]))  # type: ignore[arg-type]
+               .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
+                              critical=False))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+
+
+def test_name_constraints_bind_client_certificates_without_sans_and_directory_names(tmp_path: Path) -> None:
+    """Found by the diff review, compared with `openssl verify -purpose sslclient`: a CA constrained to
+    good.example issued CN=evil.example without a SAN, and it was accepted; a directoryName constraint (O=Good)
+    was never checked (the path validator leaves it). Each verdict is openssl's too."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    dns_ca, dns_key = _constrained_ca(x509.NameConstraints(
+        permitted_subtrees=[x509.DNSName("good.example")], excluded_subtrees=None))
+    dir_ca, dir_key = _constrained_ca(x509.NameConstraints(permitted_subtrees=[x509.DirectoryName(
+        x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Good")]))], excluded_subtrees=None))
+    cases = [
+        (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "evil.example")], []), False),
+        (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "a")], ["a.good.example"]), True),
+        (dir_ca, _client_leaf(dir_ca, dir_key, [(NameOID.ORGANIZATION_NAME, "Evil"), (NameOID.COMMON_NAME, "x")],
+                              ["x.example"]), False),
+        (dir_ca, _client_leaf(dir_ca, dir_key, [(NameOID.ORGANIZATION_NAME, "Good"), (NameOID.COMMON_NAME, "y")],
+                              ["y.example"]), True),
+    ]
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is installed by .ci/run"
+    for number, (ca, leaf, accepted) in enumerate(cases):
+        (tmp_path / "ca.pem").write_bytes(ca.public_bytes(Encoding.PEM))
+        (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(Encoding.PEM))
+        verdict = subprocess.run([openssl, "verify", "-purpose", "sslclient", "-CAfile", str(tmp_path / "ca.pem"),
+                                  str(tmp_path / "leaf.pem")], capture_output=True, text=True, timeout=30,
+                                 check=False)
+        assert (verdict.returncode == 0) == accepted, (number, verdict.stdout, verdict.stderr)
+        trust = TrustStore(roots=(ca,))
+        if accepted:
+            assert verify_client_chain([leaf.public_bytes(Encoding.DER)], trust=trust, now=NOW) == leaf
+        else:
+            with pytest.raises(CertificateError, match=r"constrains|outside the names"):
+                verify_client_chain([leaf.public_bytes(Encoding.DER)], trust=trust, now=NOW)
+
+
+def test_a_trusted_leaf_that_may_not_sign_is_refused() -> None:
+    """Listed in the trust store but with keyUsage keyEncipherment only: accepted (the path validator, which
+    would have refused it, is skipped for a trusted leaf); openssl: "unsuitable certificate purpose"."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pinned")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+            .add_extension(x509.KeyUsage(False, False, True, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("example.com")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    trust = TrustStore(roots=(cert,))
+    for verify in (lambda: verify_client_chain([der], trust=trust, now=NOW),
+                   lambda: verify_server_chain([der], server_name="example.com", trust=trust, now=NOW)):
+        with pytest.raises(CertificateError, match="may not sign"):
+            verify()
