@@ -744,3 +744,32 @@ def test_a_flood_of_frames_that_carry_nothing_ends_the_connection(served: Served
     assert client.goaway is not None and client.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM, client.goaway
     served.wait_log(r"HTTP/2 connection ended: a flood of \d+ frames that carry nothing")
     _no_traceback(served)
+
+
+def test_a_client_that_returns_credit_for_every_data_frame_is_not_a_flood(tmp_path: Path, root: Path) -> None:
+    """A slow client with a 1 KiB window that sends a stream and a connection WINDOW_UPDATE for each DATA frame
+    was cut off as a flood after 10 MB (found by the diff review): its updates are what our DATA frames ask."""
+    (root / "large.bin").write_bytes(os.urandom(12 << 20))
+    served = _serve(tmp_path, str(root))
+    try:
+        client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
+        client.consume = False
+        sid = client.request("/large.bin")
+        received = 0
+        deadline = time.monotonic() + 120
+        while sid not in client.ended and not client.closed:
+            assert time.monotonic() < deadline
+            data = client.sock.recv(65536)
+            if not data:
+                break
+            for event in client.conn.receive_data(client._without_goaway(data)):
+                if isinstance(event, h2.events.DataReceived) and event.flow_controlled_length:
+                    received += len(event.data)
+                    client.conn.increment_flow_control_window(event.flow_controlled_length)
+                    client.conn.increment_flow_control_window(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    client.ended.add(event.stream_id)
+            client.flush()
+        assert client.goaway is None and received == 12 << 20
+    finally:
+        served.stop()

@@ -57,8 +57,9 @@ __all__ = ["MAX_CONCURRENT_STREAMS", "StreamExchange", "serve_h2_connection"]
 _log = logging.getLogger("tlskit.serve")
 MAX_CONCURRENT_STREAMS = 100
 # Frames that carry nothing (empty DATA, WINDOW_UPDATE, PRIORITY, SETTINGS, PING, unknown types) cost us far more
-# than the client (CVE-2019-9518/-9515/-9512): beyond this many, plus what its use explains (requests, bytes
-# sent), the connection ends with ENHANCE_YOUR_CALM (RFC 9113 §10.5; nginx: "http2 flood detected").
+# than the client (CVE-2019-9518/-9515/-9512): beyond this many, plus what its use explains (requests; two
+# WINDOW_UPDATEs per DATA frame sent), the connection ends with ENHANCE_YOUR_CALM (RFC 9113 §10.5; nginx: "http2
+# flood detected").
 IDLE_FRAMES = 10_000
 MAX_CLIENT_RESETS = 200  # streams in flight a client may cancel (if they are half its streams or more): then GOAWAY
 # What h2 enforces: over it, in one read, h2 ends the connection (it raises before decoding the HEADERS block).
@@ -224,6 +225,7 @@ class StreamExchange:
                 out.popleft()
             last = self._end and not out
             h2c.send_data(sid, chunk, end_stream=last)
+            self.conn.data_frames += 1
             self.body_bytes += len(chunk)  # sent, as nginx's $body_bytes_sent (not what waits for the window)
             self._ended = last
         if self._end and not out and not self._ended:
@@ -306,7 +308,7 @@ class _Connection:
         self.last_stream = 0  # the highest stream id accepted (named in the draining GOAWAY)
         self.requests = 0  # streams opened by the client
         self.resets = 0  # streams that cost us and served nothing: reset by the client in flight, refused, malformed
-        self.bytes_out = 0
+        self.data_frames = 0  # DATA frames sent: each may earn a stream and a connection WINDOW_UPDATE
         self.draining = False
         self.closed = False
         self.bytes_in = 0
@@ -316,7 +318,6 @@ class _Connection:
         """Write what h2 has queued (after the final GOAWAY, nothing more)."""
         data = self.h2.data_to_send()
         if data and not self.closed:
-            self.bytes_out += len(data)
             self.channel.write(data)
 
     def acknowledge(self, stream_id: int, flow_length: int) -> None:
@@ -401,7 +402,7 @@ class _Connection:
             if inbound.block_bytes > HEADER_LIST_DECODED * limits.max_header_bytes:  # encoded: decoding only grows it
                 self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a header block of over {inbound.block_bytes} bytes")
                 break
-            if inbound.idle > IDLE_FRAMES + 100 * self.requests + self.bytes_out // 1024:
+            if inbound.idle > IDLE_FRAMES + 100 * self.requests + 2 * self.data_frames:
                 self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a flood of {inbound.idle} frames that carry nothing "
                                                             "(empty DATA, WINDOW_UPDATE, PRIORITY, SETTINGS, PING ...)")
                 break
