@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -150,7 +151,12 @@ def printable(text: str) -> str:
     a certificate subject) cannot start a line of its own or drive the terminal."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class _TextFormatter(logging.Formatter):
@@ -163,6 +169,16 @@ class _TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(record.message)  # (a traceback, appended after this, keeps its lines)
         return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback's own lines kept; an exception's text (which may carry a peer's bytes) on one line."""
+        out = []
+        for part in traceback.TracebackException(*ei).format():
+            if part.startswith(("  ", "\n", "Traceback ")):  # frames, chaining text: structural newlines
+                out += [printable(line) for line in part.removesuffix("\n").split("\n")]
+            else:
+                out.append(printable(part.rstrip("\n")))  # "ValueError: ..." whatever its text holds
+        return "\n".join(out)
 
 
 class _JSONFormatter(logging.Formatter):
