@@ -152,6 +152,7 @@ def test_a_revoked_client_certificate_is_refused_with_client_crl(tmp_path: Path)
     served = serve(crl_ca, tmp_path, "--client-ca", str(crl_ca.root), "--client-crl", str(directory / "crl.pem"))
     try:
         assert curl(served, crl_ca, "web").stdout == "hello mtls\n"
+        assert not [line for line in served.log if "holds no CRL" in line]  # crl.pem has the root's too
         refused = curl(served, crl_ca, "old")
         assert refused.returncode != 0, f"{CURL}: {refused.stdout}"
         served.wait_log("revoked")
@@ -192,6 +193,7 @@ def test_client_crl_needs_the_roots_crl_too_as_nginx_ssl_crl(tmp_path: Path) -> 
     served = serve(crl_ca, tmp_path, "--client-ca", str(crl_ca.root), "--client-crl", str(directory / "crl.der"),
                    "--no-stapling")
     try:
+        served.wait_log(r"--client-crl holds no CRL of .*: every client whose chain it signs is refused")
         refused = curl(served, crl_ca, "web")
         assert refused.returncode != 0, f"{CURL}: {refused.stdout}"
         served.wait_log(r"failed: certificate_unknown: revocation status of .* no CRL of its issuer .*crl\.pem")

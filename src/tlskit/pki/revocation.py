@@ -120,6 +120,10 @@ class RevocationPolicy:
                 raise ConfigError(f"CRL file {os.fspath(path)!r} holds no CRL (PEM 'X509 CRL' blocks or DER): "
                                   f"{exc}; make one with `tlskit ca crl CA_DIR` or `openssl ca -gencrl`") from None
 
+    def crl_issuers(self) -> set[x509.Name]:
+        """Who issued the CRLs of ``crl_files`` (to tell at start which CA has none)."""
+        return {crl.issuer for path in self.crl_files for crl in self._load_crl_file(Path(path))}
+
     def check(
         self,
         chain: Sequence[x509.Certificate | bytes],

@@ -126,6 +126,13 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
             auth = ClientAuth(mode=settings.verify_client,  # type: ignore[arg-type]  # checked by settings
                               trust=TrustStore.from_pem_file(settings.client_ca), allowed_ids=allowed,
                               revocation=revocation)
+            if revocation is not None and auth.trust is not None:
+                issuers = revocation.crl_issuers()
+                for ca in auth.trust.roots:
+                    if ca.subject not in issuers:  # e.g. crl.der of a two-tier CA: the intermediate's only
+                        _log.warning("--client-crl holds no CRL of %s (from --client-ca): every client whose chain "
+                                     "it signs is refused, as with nginx's ssl_crl; give its CRL too (tlskit ca "
+                                     "crl writes it into crl.pem)", ca.subject.rfc4514_string())
         early = (EarlyDataPolicy(max_early_data_size=settings.max_early_data_size,
                                  freshness_window=settings.early_data_window) if settings.early_data else None)
         config = ServerConfig(cert_resolver=store.resolve, certificates=store.default, alpn=settings.alpn,
