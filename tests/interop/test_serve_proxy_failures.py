@@ -44,6 +44,12 @@ def scripted_upstream() -> Iterator[int]:
             with contextlib.suppress(OSError):
                 while b"\r\n\r\n" not in head and (chunk := conn.recv(65536)):
                     head += chunk
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)  # read the body first, as an app does
+                body = head.partition(b"\r\n\r\n")[2]  # (one that answers before it: relayed early)
+                chunked = re.search(rb"(?im)^transfer-encoding:\s*chunked", head)
+                while ((length and len(body) < int(length.group(1))) or (chunked and not body.endswith(b"0\r\n\r\n"))
+                       ) and (chunk := conn.recv(65536)):
+                    body += chunk
                 target = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
                 conn.sendall(_ANSWERS.get(target.rstrip(b"/").rsplit(b"/", 1)[-1], _ANSWERS[b"ok"]))
 
