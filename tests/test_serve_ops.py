@@ -486,6 +486,28 @@ def test_metrics_endpoint_counts_handshakes_failures_and_connections(tmp_path: P
         served.stop()
 
 
+def test_tcp_health_checks_are_not_counted_or_logged_as_failed_handshakes(tmp_path: Path,
+                                                                           env: dict[str, str]) -> None:
+    """A connect-and-close (a load balancer's TCP check) is ``closed_before_hello``, not ``eof``, and is not an
+    INFO line; a client that hangs up part-way through its ClientHello still is both."""
+    (tmp_path / "index.html").write_text("h\n")
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"], env)
+    try:
+        assert served.metrics_port is not None
+        for _ in range(3):
+            socket.create_connection(("127.0.0.1", served.port), timeout=5).close()
+        with socket.create_connection(("127.0.0.1", served.port), timeout=5) as partial:
+            partial.sendall(bytes.fromhex("160301020001"))  # the start of a ClientHello record, then gone
+        served.wait_log(r"failed: .*(closed|EOF|eof)")
+        assert served.fetch("/")[0] == 200  # after the probes: they were handled (and counted) before it
+        text = urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).read().decode()
+        assert 'tlskit_tls_handshake_failures_total{reason="closed_before_hello"} 3.0' in text, text
+        assert 'tlskit_tls_handshake_failures_total{reason="eof"} 1.0' in text, text
+        assert len([line for line in served.log if "TLS handshake with" in line]) == 1, served.log
+    finally:
+        served.stop()
+
+
 def test_json_log_lines(tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "index.html").write_text("j\n")
     served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--log-json"], env)

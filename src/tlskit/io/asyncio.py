@@ -469,6 +469,8 @@ class TLSProtocol(asyncio.Protocol):
         client_caused = isinstance(error, AlertError | RemoteAlert | CertificateError | HandshakeTimeout
                                    | UnexpectedEOF)
         level = logging.INFO if client_caused else logging.WARNING
+        if isinstance(error, UnexpectedEOF) and self.session.received_nothing():
+            level = logging.DEBUG  # connected and hung up without a byte: a load balancer's TCP health check
         _log.log(level, "TLS handshake with %s (SNI %s) failed: %s",
                  format_address(peer), self.session.client_server_name() or "none", error)
 

@@ -224,6 +224,11 @@ class TLSSession(ConnectionInfo):
         """Server side, before the handshake completes: the start of what the peer sent (for logging)."""
         return bytes(self._hello or b"")
 
+    def received_nothing(self) -> bool:
+        """Server side, before the handshake completes: not one byte came from the peer (a TCP health check
+        or port scan that connects and hangs up, not a failed TLS handshake)."""
+        return self._hello is not None and not self._hello
+
     def client_server_name(self) -> str | None:
         """Server side: the SNI of the ClientHello received so far (for logging a failed handshake)."""
         data = bytes(self._hello or b"")

@@ -17,7 +17,7 @@ from ..errors import AlertError, HandshakeTimeout, RemoteAlert, TLSError, Unexpe
 from ..events import HandshakeComplete
 from .settings import MetricsEndpoint
 
-__all__ = ["MULTIPROC_ENV", "ServeMetrics", "failure_reason", "serve_metrics"]
+__all__ = ["MULTIPROC_ENV", "SILENT_CLOSE", "ServeMetrics", "failure_reason", "serve_metrics"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _HANDSHAKE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -59,6 +59,11 @@ class ServeMetrics:
 
     def handshake_failed(self, error: TLSError) -> None:
         self.handshake_failures.labels(failure_reason(error)).inc()
+
+
+# A connection closed before it sent a byte (a TCP health check, a port scan): counted apart from ``eof`` (a
+# client that hung up part-way through a handshake), so alerting on failures is not set off by load balancers.
+SILENT_CLOSE = "closed_before_hello"
 
 
 def failure_reason(error: TLSError) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography import x509
 
 from ..config import ClientAuth, EarlyDataPolicy, ServerConfig
-from ..errors import ConfigError, TLSError
+from ..errors import ConfigError, TLSError, UnexpectedEOF
 from ..io.asyncio import TLSProtocol
 from ..io.common import TLSSession, with_env_key_log
 from ..pki.identity import SpiffeAllowList
@@ -43,7 +43,7 @@ from .channel import Channel
 from .devca import RENEW_BEFORE, DevCertificate, dev_certificate
 from .http1 import ConnectionTracker, Route, Router, TLSState, serve_connection
 from .http2 import serve_h2_connection
-from .metrics import ServeMetrics
+from .metrics import SILENT_CLOSE, ServeMetrics
 from .proxy import ReverseProxy
 from .settings import CertificateSpec, Flags, Settings, SettingsError, StaticRoute, load_settings
 from .stateful import Stateful
@@ -321,6 +321,8 @@ class ServeProcess:
         elif plain:
             self.metrics.handshake_failures.labels("plain_http").inc()
             self.metrics.requests.labels("400").inc()
+        elif isinstance(error, UnexpectedEOF) and protocol.session.received_nothing():
+            self.metrics.handshake_failures.labels(SILENT_CLOSE).inc()  # a TCP probe: no handshake was tried
         elif error is not None:
             self.metrics.handshake_failed(error)
 
