@@ -129,6 +129,32 @@ def test_incomplete_head_gets_408_after_header_timeout(root: Path) -> None:
     run(go)
 
 
+def test_access_log_times_a_408_from_its_first_byte_and_escapes_bytes_as_nginx(
+        root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """rt_ms of a request the client never finished counts from its first byte (it was 0); a target's or a
+    header's non-ASCII bytes are logged ``\\xHH`` each, as nginx does (they were U+FFFD or latin-1 mojibake)."""
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(idle_timeout=60, header_timeout=0.3), ConnectionTracker(), log=True)
+        conn.send(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nUser-Agent: b\xc3\xbcro\r\n\r\n")
+        conn.send(b"GET /index.html HTTP/1.1\r\n")
+        await conn.finished()
+        assert conn.statuses() == [200, 408]
+        conn = Conn(root, HTTPLimits(), ConnectionTracker(), log=True)
+        conn.send(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await conn.finished()
+        assert conn.statuses() == [400]  # h11 takes no raw UTF-8 in a target
+
+    caplog.set_level(logging.INFO, logger="tlskit.access")
+    run(go)
+    lines = [r.access.combined() for r in caplog.records if hasattr(r, "access")]  # type: ignore[attr-defined]
+    assert len(lines) == 3, lines
+    assert '"GET /index.html HTTP/1.1" 200 ' in lines[0] and '"b\\xc3\\xbcro"' in lines[0], lines[0]
+    assert '"GET /index.html HTTP/1.1" 408 ' in lines[1], lines[1]
+    rt_ms = float(re.findall(r" rt_ms=([0-9.]+) ", lines[1])[0])
+    assert 250 < rt_ms < 2000, lines[1]
+    assert '"GET /caf\\xc3\\xa9 HTTP/1.1" 400 ' in lines[2], lines[2]
+
+
 def test_a_later_deadline_does_not_fire_early_and_an_earlier_one_does() -> None:
     async def go() -> None:
         loop = asyncio.get_running_loop()

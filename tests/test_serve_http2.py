@@ -630,6 +630,16 @@ def test_path_must_be_origin_form_and_is_routed_normalized(served: Served) -> No
     _no_traceback(served)
 
 
+def test_a_path_with_raw_utf8_is_logged_byte_by_byte(served: Served) -> None:
+    """h2 (unlike h11) takes any bytes in :path; the access log shows them as nginx does, ``\\xHH`` each."""
+    client = Client(served)
+    sid = client.request("/caf\u00e9", headers=((b"user-agent", "\u00fc".encode()),))
+    client.pump(lambda: sid in client.ended)
+    assert client.status(sid) == 404
+    client.close()
+    served.wait_log(r'"GET /caf\\xc3\\xa9 HTTP/2\.0" 404 .* "\\xc3\\xbc" ')
+
+
 def test_a_stream_of_oversized_header_lists_ends_the_connection(served: Served) -> None:
     """Each list over max_header_bytes was checked whole by h2 before its 431 (in Python, 7 requests' worth of CPU
     for a list an HPACK reference makes 60 KB out of a few bytes), and the next came at once: they now count as

@@ -29,3 +29,15 @@ def test_control_characters_are_escaped_in_messages_and_tracebacks(monkeypatch: 
     assert "evil\\x0a2026-01-01" in lines[0] and "\\x1b[31m\\u2028 failed" in lines[0]
     assert lines[-1] == "ValueError: subject CN=x\\x0d\\x0aforged line"
     assert lines[2] == "Traceback (most recent call last):"  # the traceback keeps its own lines
+
+
+def test_access_line_escapes_client_subject_as_utf8_bytes() -> None:
+    entry = accesslog.AccessEntry(
+        peer="127.0.0.1", time=0.0, method="GET", target="/", http_version="1.1", status=200, size=0, referer="-",
+        user_agent="\x1b]0;x\x07\"q\" \\", request_ms=1.0,
+        tls=accesslog.TLSFields(version="TLSv1.3", suite="s", group="g", sni="a", alpn="h2", resumed=False,
+                                early_data=False, handshake_ms=1.0, client="CN=J\u00fcrgen \u4e2d"))
+    line = entry.combined()
+    assert '"\\x1b]0;x\\x07\\x22q\\x22 \\x5c"' in line, line
+    assert "client=CN=J\\xc3\\xbcrgen_\\xe4\\xb8\\xad " in line, line
+    assert line.isascii()

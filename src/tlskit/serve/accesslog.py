@@ -124,7 +124,7 @@ class AccessEntry:
                 f'{self.status} {self.size} "{_quote(self.referer)}" "{_quote(self.user_agent)}" '
                 f"tls={t.version} suite={t.suite} group={t.group} sni={_token(t.sni)} alpn={_token(t.alpn)} "
                 f"resumed={int(t.resumed)} early={int(t.early_data)} hs_ms={t.handshake_ms} "
-                f"client={_quote(t.client_id if t.client_id != '-' else t.client).replace(' ', '_')} "
+                f"client={_quote(_utf8(t.client_id if t.client_id != '-' else t.client)).replace(' ', '_')} "
                 f"rt_ms={self.request_ms} ktls={t.ktls}")
 
     def fields(self) -> dict[str, Any]:
@@ -135,10 +135,22 @@ class AccessEntry:
 
 
 def _quote(text: str) -> str:
-    """Escape what would break a log line (quotes, control characters), as nginx does with ``\\xHH``."""
-    if text.isprintable() and '"' not in text and "\\" not in text:
+    """Escape what would break or blur a log line as nginx does, byte by byte with ``\\xHH``: quotes, backslash,
+    control characters and every byte from 0x7F (a request's bytes arrive decoded as latin-1, one character per
+    byte; text, such as a certificate's subject, goes through ``_utf8`` first)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
         return text
-    return "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}" for c in text) or "-"
+    return "".join(c if " " <= c < "\x7f" and c not in '"\\' else _byte_escaped(c) for c in text) or "-"
+
+
+def _byte_escaped(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else "".join(f"\\x{b:02x}" for b in c.encode("utf-8", "surrogatepass"))
+
+
+def _utf8(text: str) -> str:
+    """Text as its UTF-8 bytes, one character per byte (for ``_quote``: "ü" is logged ``\\xc3\\xbc``)."""
+    return text if text.isascii() else text.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
 def _token(text: str) -> str:

@@ -158,6 +158,8 @@ class Request:
     first_on_connection: bool
     early: bool = False  # its first byte arrived in 0-RTT data: it may be a replay (RFC 8470)
     bad_target: str | None = None  # why the target cannot be routed (a 400), from ``route_target``
+    raw_target: str | None = None  # HTTP/2: the :path's bytes as latin-1 for the log, when not all ASCII (h11
+    # refuses such a target with a 400, logged from its bytes)
 
     @property
     def tls(self) -> TLSFields:
@@ -393,6 +395,7 @@ class _Open:
     channel: Channel
     idle: bool = True
     on_drain: Callable[[], None] | None = None  # HTTP/2: send GOAWAY, finish the streams in flight
+    begun: float = 0.0  # HTTP/1.1: when the first byte of the request being read arrived (monotonic)
 
 
 @dataclass(slots=True)
@@ -449,10 +452,11 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
                     break  # idle keep-alive connection: close quietly
                 await _answer_unread(conn, channel, limits, 408, peer, state, metrics, logged,
-                                     bytes(conn.trailing_data[0][:_LOGGED_LINE]))
+                                     bytes(conn.trailing_data[0][:_LOGGED_LINE]), entry.begun)
                 break
             except _Unreadable as e:
-                await _answer_unread(conn, channel, limits, e.status, peer, state, metrics, logged, e.start)
+                await _answer_unread(conn, channel, limits, e.status, peer, state, metrics, logged, e.start,
+                                     entry.begun)
                 break
             if type(request_event) is not h11.Request:
                 break  # ConnectionClosed
@@ -505,6 +509,7 @@ async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits,
     until the first byte, then the header timeout for the whole head. ``first``: what h11 already holds
     (``trailing_data``). ``_Unreadable`` for a malformed head."""
     buffered = len(first)
+    entry.begun = time.monotonic()
     try:
         if buffered:  # pipelined: (part of) the next head is here already
             event = conn.next_event()
@@ -515,6 +520,7 @@ async def _read_head(conn: h11.Connection, channel: Channel, limits: HTTPLimits,
             channel.set_timeout(limits.idle_timeout)
             data = await channel.read()
             entry.idle = False  # a request has begun: a drain lets it finish
+            entry.begun = time.monotonic()
             while data[:1] == b"\r" or data[:1] == b"\n":  # RFC 9112 §2.2: empty lines before a request line
                 stripped = data.lstrip(b"\r\n")
                 if isinstance(conn, _Counting):
@@ -649,7 +655,8 @@ async def record_request(request: Request, status: int, size: int, started: floa
             fields = _PENDING
         if fields.early_data and not request.early:
             fields = dataclasses.replace(fields, early_data=False)
-        access = AccessEntry(peer=request.peer, time=time.time(), method=request.method, target=request.target,
+        access = AccessEntry(peer=request.peer, time=time.time(), method=request.method,
+                             target=request.raw_target or request.target,
                              http_version=request.http_version, status=status, size=size,
                              referer=request.header(b"referer") or "-", user_agent=request.header(b"user-agent") or "-",
                              request_ms=round((time.monotonic() - started) * 1000, 3), tls=fields)
@@ -657,9 +664,11 @@ async def record_request(request: Request, status: int, size: int, started: floa
 
 
 async def _answer_unread(conn: h11.Connection, channel: Channel, limits: HTTPLimits, status: int, peer: str,
-                         state: TLSState, metrics: ServeMetrics | None, logged: bool, start: bytes) -> None:
+                         state: TLSState, metrics: ServeMetrics | None, logged: bool, start: bytes,
+                         begun: float) -> None:
     """408/400/431/501 for a request we could not read, logged and counted like any answer (its first line as
-    far as it came, from ``start``, as nginx logs it); the connection closes after it."""
+    far as it came, from ``start``, as nginx logs it; its time from ``begun``, its first byte); the connection
+    closes after it."""
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     line = start.partition(b"\r\n")[0].partition(b"\n")[0]
@@ -671,7 +680,8 @@ async def _answer_unread(conn: h11.Connection, channel: Channel, limits: HTTPLim
     if logged:
         fields = await state.complete()
         access = AccessEntry(peer=peer, time=time.time(), method="-", target="-", http_version="-", status=status,
-                             size=exchange.body_bytes, referer="-", user_agent="-", request_ms=0.0, tls=fields,
+                             size=exchange.body_bytes, referer="-", user_agent="-",
+                             request_ms=round((time.monotonic() - begun) * 1000, 3), tls=fields,
                              request_line=line.decode("latin-1"))
         access_log.info("%s", access, extra={"access": access})
 

@@ -639,14 +639,16 @@ def _request(raw: list[tuple[bytes, bytes]], peer: str, state: TLSState, early: 
         host = host_name(next((v for k, v in headers if k == b"host"), b""))
     except ValueError as e:
         host, bad_host = "", str(e)
-    target = pseudo.get(b":path", b"").decode("ascii", "replace")
+    raw_path = pseudo.get(b":path", b"")
+    target = raw_path.decode("ascii", "replace")
     path, host, bad_target = http1.route_target(target, host, headers)
     bad_target = bad_host or bad_target
     if not target.startswith("/") and target != "*":  # RFC 9113 §8.3.1: origin form (or "*" for OPTIONS) only
         path, bad_target = "", ":path is not in origin form"
     return Request(method=pseudo.get(b":method", b"").decode("ascii", "replace"), target=target, path=path,
                    host=host, headers=headers, http_version="2.0", peer=peer, tls_state=state,
-                   first_on_connection=first, early=early, bad_target=bad_target)
+                   first_on_connection=first, early=early, bad_target=bad_target,
+                   raw_target=None if raw_path.isascii() else raw_path.decode("latin-1"))
 
 
 async def serve_h2_connection(channel: Channel, state: TLSState, *, router: Callable[[], Router],
