@@ -145,7 +145,10 @@ def test_a_certbot_style_renewal_is_picked_up(tmp_path: Path, env: dict[str, str
         while "second.example" not in served_names():
             assert time.monotonic() < deadline, "the renewed certificate was not picked up"
             time.sleep(0.2)
-        served.wait_log("reloaded \\(files changed\\)")
+        line = served.wait_log("reloaded \\(files changed\\)")  # and it says what changed:
+        assert re.search(r"; new certificate localhost,second\.example \(serial [0-9a-f]+, expires 20\d\d-\d\d-\d\d\); "
+                         r"certificate localhost,first\.example \(serial [0-9a-f]+, expires [0-9-]+\) removed$",
+                         line.strip()), line
     finally:
         served.stop()
 
@@ -165,7 +168,7 @@ def test_a_reload_reaches_keep_alive_connections(tmp_path: Path, env: dict[str, 
         sock = kept.sock
         path.write_text('[[route]]\npath = "/docs/"\nroot = "docs"\n\n[[route]]\nroot = "www"\n')
         served.signal(signal.SIGHUP)
-        served.wait_log(r"reloaded \(SIGHUP\): 1 certificate\(s\), 2 route")
+        served.wait_log(r"reloaded \(SIGHUP\): 1 certificate\(s\), 2 route\(s\); routes$")
         kept.request("GET", "/docs/page.txt")
         response = kept.getresponse()
         assert (response.status, response.read()) == (200, b"docs\n") and kept.sock is sock
@@ -669,7 +672,7 @@ def test_a_sighup_right_after_start_reaches_workers_and_kills_none(tmp_path: Pat
     served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env, workers=2)
     try:
         served.signal(signal.SIGHUP)
-        served.wait_log(r"reload \(SIGHUP\): configuration valid")
+        served.wait_log(r"reload \(SIGHUP\): configuration valid, passed to 2 workers; no change$")
         time.sleep(1.5)
         assert not [line for line in served.log if "exited with status" in line], "".join(served.log)
         assert served.fetch("/")[2] == b"w\n"

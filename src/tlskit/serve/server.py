@@ -27,7 +27,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ..config import ClientAuth, EarlyDataPolicy, ServerConfig
+from ..config import CertifiedKey, ClientAuth, EarlyDataPolicy, ServerConfig
 from ..errors import ConfigError, TLSError, UnexpectedEOF
 from ..io.asyncio import TLSProtocol
 from ..io.common import TLSSession, with_env_key_log
@@ -82,11 +82,34 @@ class Site:
             return True  # gone or damaged: the reload says why
         return leaf.not_valid_after_utc - RENEW_BEFORE <= now
 
-    def start(self) -> None:
-        """In the serving process: the Redis key refresher, the first OCSP fetch for each certificate."""
+    def chains(self) -> list[CertifiedKey]:
+        """Every certificate chain served, once each."""
         chains = {id(ck): ck for group in (self.certificates.default, *self.certificates.exact.values(),
                                            *self.certificates.wildcard.values()) for ck in group}
-        self.stateful.start(chains.values())
+        return list(chains.values())
+
+    def start(self) -> None:
+        """In the serving process: the Redis key refresher, the first OCSP fetch for each certificate."""
+        self.stateful.start(self.chains())
+
+
+def reload_changes(old: Site, new: Site) -> str:
+    """What a reload changed, for its log line: settings by name, certificates by leaf (names, serial, expiry)."""
+    parts = [f.name for f in dataclasses.fields(Settings)
+             if f.compare and getattr(old.settings, f.name) != getattr(new.settings, f.name)]
+    before = {ck.chain[0]: ck for ck in old.chains()}
+    after = {ck.chain[0]: ck for ck in new.chains()}
+    parts += [f"new certificate {_leaf_summary(ck)}" for leaf, ck in after.items() if leaf not in before]
+    parts += [f"certificate {_leaf_summary(ck)} removed" for leaf, ck in before.items() if leaf not in after]
+    parts += [f"chain of {_leaf_summary(ck)} changed" for leaf, ck in after.items()
+              if leaf in before and ck.chain != before[leaf].chain]
+    return "; ".join(parts) if parts else "no change"
+
+
+def _leaf_summary(ck: CertifiedKey) -> str:
+    leaf = x509.load_der_x509_certificate(ck.chain[0])
+    names = ",".join(ck.dns_names[:3]) + (",..." if len(ck.dns_names) > 3 else "") or leaf.subject.rfc4514_string()
+    return f"{names} (serial {leaf.serial_number:x}, expires {leaf.not_valid_after_utc:%Y-%m-%d})"
 
 
 def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previous: Site | None = None) -> Site:
@@ -268,10 +291,10 @@ class ServeProcess:
         if fixed:
             _log.warning("reload (%s): changes to %s take effect after a restart", why, ", ".join(fixed))
         self.site.stateful.close_except(site.stateful)
-        self.site = site
+        old_site, self.site = self.site, site
         site.start()
-        _log.info("reloaded (%s): %d certificate(s), %d route(s)", why,
-                  len(site.settings.certificates) or 1, len(site.settings.routes))
+        _log.info("reloaded (%s): %d certificate(s), %d route(s); %s", why, len(site.chains()),
+                  len(site.settings.routes), reload_changes(old_site, site))
         self._seen = files_fingerprint(site.watched_files())
         if self.metrics and self.count_reloads:
             self.metrics.reloads.labels("ok").inc()

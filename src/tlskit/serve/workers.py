@@ -32,7 +32,7 @@ from ..tickets.keyring import TicketKey
 from .accesslog import setup_logging
 from .certstore import files_fingerprint
 from .metrics import MULTIPROC_ENV, ServeMetrics, mark_worker_dead, serve_metrics
-from .server import RENEWAL_CHECK_SECONDS, ServeProcess, Site, build_site, reload_error
+from .server import RENEWAL_CHECK_SECONDS, ServeProcess, Site, build_site, reload_changes, reload_error
 from .settings import Flags, load_settings, per_process_state
 
 __all__ = ["Supervisor", "worker_main"]
@@ -218,10 +218,11 @@ class Supervisor:
                 self._metrics.reloads.labels("failed").inc()
             return
         self.site.stateful.close_except(site.stateful)
-        self.site = site
+        old_site, self.site = self.site, site
         for proc in self.workers.values():
             proc.send_signal(signal.SIGHUP)
-        _log.info("reload (%s): configuration valid, passed to %d workers", why, len(self.workers))
+        _log.info("reload (%s): configuration valid, passed to %d workers; %s", why, len(self.workers),
+                  reload_changes(old_site, site))
         if self._metrics:
             self._metrics.reloads.labels("ok").inc()
 
