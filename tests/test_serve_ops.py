@@ -239,7 +239,10 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, env: dict[st
     """kill -9 of the supervisor left its workers serving, holding the port (a restart then failed with
     "Address already in use"); they now drain and exit (PR_SET_PDEATHSIG)."""
     (tmp_path / "www").mkdir()
-    served = start([str(tmp_path / "www"), "--host", "127.0.0.1", "--port", "0"], env, workers=2)
+    (tmp_path / "tmp").mkdir()
+    env = {**env, "TMPDIR": str(tmp_path / "tmp")}
+    args = [str(tmp_path / "www"), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0"]
+    served = start(args, env, workers=2)
     children = [int(pid) for pid in Path(f"/proc/{served.process.pid}/task/{served.process.pid}/children")
                 .read_text().split()]
     assert len(children) == 2
@@ -251,6 +254,15 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, env: dict[st
         time.sleep(0.1)
     with socket.create_server(("127.0.0.1", served.port)):  # the port is free again
         pass
+    # its metrics directory was left behind; the next supervisor removes it (and keeps its own, of a live pid)
+    left = list((tmp_path / "tmp").glob(f"tlskit-metrics-{served.process.pid}-*"))
+    assert len(left) == 1
+    again = start(args, env, workers=2)
+    try:
+        assert not left[0].exists()
+        assert list((tmp_path / "tmp").glob(f"tlskit-metrics-{again.process.pid}-*"))
+    finally:
+        again.stop()
 
 
 def _proc_state(pid: int) -> str:

@@ -61,6 +61,25 @@ def _flags_from_json(data: dict[str, Any]) -> Flags:
     return Flags(**{k: typed(k, v) for k, v in data.items()})
 
 
+
+_METRICS_DIR_PREFIX = "tlskit-metrics-"  # + the supervisor's pid + "-": its workers' prometheus files
+
+
+def remove_stale_metrics_dirs() -> None:
+    """Remove the metrics directories of supervisors that are gone (killed with SIGKILL, they cannot clean up):
+    ours, named with a pid no process has. A pid reused since is left alone, to be safe."""
+    base = Path(tempfile.gettempdir())
+    for path in base.glob(f"{_METRICS_DIR_PREFIX}*-*"):
+        pid = path.name[len(_METRICS_DIR_PREFIX):].partition("-")[0]
+        try:
+            if not pid.isdigit() or path.lstat().st_uid != os.getuid() or not path.is_dir() or path.is_symlink():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # EPERM: the pid runs (another user's process); lstat failed: gone meanwhile
+            continue
+
 class Supervisor:
     def __init__(self, site: Site, flags: Flags, sockets: list[socket.socket], *, quiet: bool) -> None:
         self.site, self.flags, self.sockets, self.quiet = site, flags, sockets, quiet
@@ -83,7 +102,8 @@ class Supervisor:
         settings = self.site.settings
         metrics_port = None
         if settings.metrics is not None:
-            self._metrics_dir = tempfile.mkdtemp(prefix="tlskit-metrics-")
+            remove_stale_metrics_dirs()
+            self._metrics_dir = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{os.getpid()}-")
             os.environ[MULTIPROC_ENV] = self._metrics_dir
             # The supervisor's own series (reloads), written beside the workers' and summed with them; the value
             # class was chosen when prometheus_client was imported, before the directory existed.
