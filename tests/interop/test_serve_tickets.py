@@ -105,7 +105,7 @@ def test_redis_shares_the_replay_set_and_when_it_stops_0rtt_is_refused(tmp_path:
         assert "Reused, TLSv1.3" in refused, f"resumption needs no Redis ({OPENSSL}):\n{refused}"
         assert "Early data was rejected" in refused, f"{OPENSSL}:\n{refused}"
         assert "HTTP/1.1 200 OK" in refused, refused  # sent again after the handshake: served as 1-RTT
-        served.wait_log(r"0-RTT refused for localhost: replay store unavailable")
+        served.wait_log(r" 127\.0\.0\.1:\d+: 0-RTT refused for localhost: replay store unavailable")
         assert served.process.poll() is None
 
         # Back without its data (no persistence): the replay set is empty, so until it holds a window of

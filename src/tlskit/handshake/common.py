@@ -4,7 +4,8 @@ the checks both sides make (RFC 8446 §4)."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +21,16 @@ from ..enums import AlertDescription, CipherSuite, EncryptionLevel, HandshakeTyp
 from ..errors import AlertError
 from ..events import Event
 from ..messages.handshake import CertificateVerify, Finished, HandshakeMessage, finished_bytes
+
+# Who the connection being driven talks to, for the engine's log lines: set by a front end around its calls into
+# the engine (``TLSSession.receive``), as a callable so the address is only formatted when a line is written.
+LOG_PEER: ContextVar[Callable[[], str] | None] = ContextVar("tlskit_log_peer", default=None)
+
+
+def log_peer() -> str:
+    """``"203.0.113.5:51234: "`` while a front end drives a connection to that peer, else ``""``."""
+    describe = LOG_PEER.get()
+    return f"{describe()}: " if describe is not None else ""
 
 
 class Context(Protocol):

@@ -20,6 +20,7 @@ from ..messages.extensions import Extension, OfferedPsks, PskIdentity
 from ..messages.handshake import NewSessionTicket
 from ..stores.base import ReplayHistoryUnknown, ReplayStore, StoredTicket
 from ..tickets.sealing import open_ticket, seal_ticket
+from .common import log_peer
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
@@ -200,7 +201,8 @@ def early_data_acceptable(
     expected_age_ms = (now - state.issued_at) * 1000
     if abs(expected_age_ms - accepted.client_age_ms) > policy.freshness_window * 1000:
         log.info(
-            "0-RTT refused for %s: ticket age off by %.0f ms", server_name, expected_age_ms - accepted.client_age_ms
+            "%s0-RTT refused for %s: ticket age off by %.0f ms", log_peer(), server_name,
+            expected_age_ms - accepted.client_age_ms,
         )
         return False
     if not policy.allows(server_name, alpn):
@@ -213,13 +215,13 @@ def early_data_acceptable(
         # 2 * window after it was made (client clock ahead), and must be refused for all of that (§8.2, §8.3).
         fresh = store.check_and_insert(replay_key, 2 * policy.freshness_window)
     except ReplayHistoryUnknown as e:  # just started, or lost its entries: a replay would look new (§8.2)
-        log.info("0-RTT refused for %s: %s", server_name, e)
+        log.info("%s0-RTT refused for %s: %s", log_peer(), server_name, e)
         return False
     except Exception as e:  # any store failure means "cannot prove it is not a replay" (§8, fail closed)
-        log.warning("0-RTT refused for %s: replay store unavailable (%s)", server_name, e)
+        log.warning("%s0-RTT refused for %s: replay store unavailable (%s)", log_peer(), server_name, e)
         return False
     if not fresh:
-        log.warning("0-RTT refused for %s: replayed ClientHello", server_name)
+        log.warning("%s0-RTT refused for %s: replayed ClientHello", log_peer(), server_name)
     return fresh
 
 
@@ -241,10 +243,10 @@ def claim_ticket(store: ReplayStore | None, identity: bytes, state: SessionState
     try:  # a use could date back to the ticket's issue: the store must hold that much history
         return store.check_and_insert(ticket_use_key(identity), remaining, max(0.0, now - state.issued_at))
     except ReplayHistoryUnknown as e:
-        log.info("single-use ticket refused: %s", e)
+        log.info("%ssingle-use ticket refused: %s", log_peer(), e)
         return False
     except Exception as e:  # unavailable: we cannot prove this is the first use
-        log.warning("single-use ticket refused: ticket store unavailable (%s)", e)
+        log.warning("%ssingle-use ticket refused: ticket store unavailable (%s)", log_peer(), e)
         return False
 
 

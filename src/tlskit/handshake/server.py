@@ -44,7 +44,15 @@ from ..messages.handshake import (
 )
 from ..pki.verify import verify_client_path
 from . import psk
-from .common import Context, Session, check_certificate_verify, check_finished, make_finished, unexpected
+from .common import (
+    Context,
+    Session,
+    check_certificate_verify,
+    check_finished,
+    log_peer,
+    make_finished,
+    unexpected,
+)
 from .negotiation import Offer, choose_alpn, choose_certificate, choose_group, read_offer
 
 __all__ = ["ExpectClientHello"]
@@ -137,7 +145,7 @@ def _client_auth_still_holds(ctx: Context, config: ServerConfig, chain: tuple[by
         if auth.revocation is not None:
             auth.revocation.check(path, None, now, trust=auth.trust)
     except CertificateError as e:
-        log.info("not resuming: the session's client certificate no longer passes (%s)", e)
+        log.info("%snot resuming: the session's client certificate no longer passes (%s)", log_peer(), e)
         return False
     return True
 
@@ -454,7 +462,7 @@ class ExpectClientCertificate:
         leaf = path[0]
         if auth.revocation is not None:  # the path built, not the list sent (it may carry decoys)
             for warning in auth.revocation.check(path, None, now, trust=auth.trust):
-                log.warning("client certificate: %s", warning)
+                log.warning("%sclient certificate: %s", log_peer(), warning)
         if auth.allowed_ids is not None:
             auth.allowed_ids.check(leaf)  # access_denied for a SPIFFE ID outside the allow-list
         self.after.complete = replace(self.after.complete, peer_certificates=chain)

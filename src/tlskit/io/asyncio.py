@@ -114,7 +114,8 @@ class TLSProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's TCPTransport has the Transport methods without subclassing it.
-        self._raw = cast(asyncio.Transport, transport)
+        self._raw = raw = cast(asyncio.Transport, transport)
+        self.session.describe_peer = lambda: format_address(raw.get_extra_info("peername"))
         if self._handshake_timeout is not None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._handshake_timeout, self._handshake_timed_out)

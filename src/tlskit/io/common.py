@@ -8,7 +8,7 @@ import ipaddress
 import os
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from cryptography import x509
@@ -19,6 +19,7 @@ from ..connection import Connection
 from ..enums import ContentType, ExtensionType, HandshakeType, ProtocolVersion
 from ..errors import ConfigError, TLSError
 from ..events import ApplicationData, ConnectionClosed, EarlyData, HandshakeComplete
+from ..handshake.common import LOG_PEER
 from ..keylog import key_log_from_env
 from ..messages.extensions import extension_map, parse_server_name
 from ..messages.handshake import ClientHello, decode_handshake
@@ -141,7 +142,7 @@ class TLSSession(ConnectionInfo):
     then sends ``outgoing()`` (the alert) before reporting the error.
     """
 
-    __slots__ = ("_hello", "_started", "conn", "early_bytes", "eof", "plaintext", "ragged_eof")
+    __slots__ = ("_hello", "_started", "conn", "describe_peer", "early_bytes", "eof", "plaintext", "ragged_eof")
 
     def __init__(self, config: _CONFIG) -> None:
         self.conn = Connection(config)
@@ -152,6 +153,8 @@ class TLSSession(ConnectionInfo):
         # server, until its handshake completes: the start of the ClientHello, to name its SNI on failure
         self._hello: bytearray | None = None if self.conn.is_client else bytearray()
         self._started = False
+        # the front end's "host:port" of the peer, for the engine's log lines (``handshake.common.LOG_PEER``)
+        self.describe_peer: Callable[[], str] | None = None
 
     def start(self) -> None:
         """Queue the ClientHello (client); idempotent."""
@@ -163,9 +166,12 @@ class TLSSession(ConnectionInfo):
         conn = self.conn
         if self._hello is not None and len(self._hello) < _HELLO_KEEP:
             self._hello += data[: _HELLO_KEEP - len(self._hello)]
+        token = LOG_PEER.set(self.describe_peer) if self.describe_peer is not None else None
         try:
             conn.receive_data(data)
         finally:
+            if token is not None:
+                LOG_PEER.reset(token)
             for event in conn.events():
                 if type(event) is ApplicationData or type(event) is EarlyData:
                     if event.data:

@@ -51,6 +51,7 @@ class TLSSocket(ConnectionInfo):
         userspace with a log line)."""
         self._sock = sock
         self._session = session
+        session.describe_peer = lambda: _peer_address(sock)
         self.conn = session.conn
         self.suppress_ragged_eofs = suppress_ragged_eofs
         self._lock = threading.Lock()  # engine state
@@ -714,3 +715,14 @@ def _byte_view(data: ReadableBuffer) -> memoryview:
 def _no_flags(flags: int) -> None:
     if flags:
         raise ValueError("flags are not supported on a TLS socket")
+
+
+def _peer_address(sock: socket.socket) -> str:
+    """``host:port`` of the peer for the engine's log lines (``[v6]:port``); "unknown peer" once it is gone."""
+    try:
+        address = sock.getpeername()
+    except OSError:
+        return "unknown peer"
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"[{address[0]}]:{address[1]}" if ":" in str(address[0]) else f"{address[0]}:{address[1]}"
+    return str(address) or "unknown peer"
