@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -856,6 +857,86 @@ def test_an_upstream_that_answers_before_reading_the_body_is_relayed(tmp_path: P
         # now (about 1 in 60), as with nginx
         assert answers.count((413, b"too big\r\n")) >= 4, answers
         assert served.fetch("/small", method="POST", data=b"x")[0] == 413  # the body sent whole, then the answer
+        assert not [line for line in served.log if "never retrieved" in line or "Traceback" in line], served.log
+    finally:
+        stop.set()
+        listener.close()
+        served.stop()
+
+
+def _scripted_upstream(answer: Callable[[socket.socket, bytes, bytes], None]
+                       ) -> tuple[socket.socket, threading.Event]:
+    """An HTTP/1.1 upstream on a free port: ``answer(conn, request head, what came after it)`` per connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+
+            def one(conn: socket.socket) -> None:
+                with conn:
+                    head = b""
+                    while b"\r\n\r\n" not in head and (data := conn.recv(65536)):
+                        head += data
+                    request, _, rest = head.partition(b"\r\n\r\n")
+                    answer(conn, request, rest)
+
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, stop
+
+
+def test_a_full_duplex_upstream_gets_the_whole_body_while_its_answer_is_relayed(tmp_path: Path,
+                                                                                env: dict[str, str]) -> None:
+    """An upstream that sends a 200 head at once and streams its answer while it reads the body (an echo): the
+    proxy stopped sending the body at that head (only an error answer means "no more body", RFC 9112 §9.5),
+    and the client waited out the timeout for the rest (found by the diff review)."""
+    def echo(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        left = int(re.findall(rb"(?i)content-length: *(\d+)", head)[0]) - len(rest)
+        if rest:
+            conn.sendall(b"%x\r\n%s\r\n" % (len(rest), rest))
+        while left > 0 and (data := conn.recv(min(left, 65536))):  # each part echoed as it comes
+            conn.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+            left -= len(data)
+        conn.sendall(b"0\r\n\r\n")
+
+    listener, stop = _scripted_upstream(echo)
+    path = config(tmp_path, f'[[route]]\nproxy = "http://127.0.0.1:{listener.getsockname()[1]}"\ntimeout = 5\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        body = os.urandom(1 << 20)
+        started = time.monotonic()
+        status, _, echoed = served.fetch("/duplex", method="POST", data=body)
+        assert (status, len(echoed), echoed == body) == (200, len(body), True)
+        assert time.monotonic() - started < 4  # not the route's timeout
+    finally:
+        stop.set()
+        listener.close()
+        served.stop()
+
+
+def test_interim_102_responses_keep_a_slow_upstream_within_its_timeout(tmp_path: Path, env: dict[str, str]) -> None:
+    """The route timeout is per read, as documented (nginx's proxy_read_timeout too): an upstream sending "102
+    Processing" every 0.4 s answers after 2 s under a 1 s timeout, also for a request with a body (the body
+    path timed the whole head: 504)."""
+    def slow(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        for _ in range(5):
+            conn.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
+            time.sleep(0.4)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\ndone\n")
+
+    listener, stop = _scripted_upstream(slow)
+    path = config(tmp_path, f'[[route]]\nproxy = "http://127.0.0.1:{listener.getsockname()[1]}"\ntimeout = 1\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        assert served.fetch("/get")[::2] == (200, b"done\n")
+        assert served.fetch("/post", method="POST", data=b"x" * 1000)[::2] == (200, b"done\n")
     finally:
         stop.set()
         listener.close()

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 import h11
 
@@ -75,12 +76,45 @@ async def _send_body(exchange: HTTPExchange, send: Callable[[h11.Event], None], 
     await writer.drain()
 
 
-async def _response_head(upstream: h11.Connection, reader: asyncio.StreamReader) -> h11.Response:
-    """The upstream's final response head (1xx ones stay upstream)."""
-    while not isinstance(event := await next_event(upstream, reader, None), h11.Response):
-        if not isinstance(event, h11.InformationalResponse):  # 100 Continue and friends
+async def _response_head(upstream: h11.Connection, reader: asyncio.StreamReader, timeout: float | None,
+                         reads: list[int] | None = None) -> h11.Response:
+    """The upstream's final response head (1xx ones stay upstream), ``timeout`` seconds per read at most;
+    ``reads[0]`` counts the reads, so a caller that waits on this can time out between reads too."""
+    while True:
+        event = upstream.next_event()
+        if event is h11.NEED_DATA:
+            async with asyncio.timeout(timeout):
+                data = await reader.read(1 << 16)
+            upstream.receive_data(data)
+            if reads is not None:
+                reads[0] += 1
+        elif isinstance(event, h11.Response):
+            return event
+        elif not isinstance(event, h11.InformationalResponse):  # 100 Continue and friends
             raise h11.RemoteProtocolError("the upstream closed without a response")
-    return event
+
+
+async def _head_in_time(response: asyncio.Future[h11.Response], reads: list[int], timeout: float) -> h11.Response:
+    """Wait for ``response`` (a ``_response_head`` task) allowing ``timeout`` seconds between its reads: an
+    upstream that sends "102 Processing" now and then may take longer than that in all (nginx's
+    proxy_read_timeout is per read too)."""
+    while True:
+        before = reads[0]
+        done, _ = await asyncio.wait((response,), timeout=timeout)
+        if done:
+            return response.result()
+        if reads[0] == before:
+            raise TimeoutError
+
+
+async def _finish(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` if it runs, and in any case take its outcome (no "exception was never retrieved")."""
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    elif not task.cancelled():
+        task.exception()
 
 
 def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
@@ -160,34 +194,37 @@ class ReverseProxy:
 
     async def _send_body_watching(self, exchange: HTTPExchange, send: Callable[[h11.Event], None],
                                   upstream: h11.Connection, reader: asyncio.StreamReader,
-                                  writer: asyncio.StreamWriter) -> h11.Response:
-        """Send the request body while watching for the upstream's answer: one that comes first (413 to an upload
-        too large, 401) is relayed, the rest of the body not sent (RFC 9112 §9.5; nginx does so). Closing
-        with our data unread, the upstream resets the connection: waiting for the body to be sent, the answer
-        was lost (502)."""
+                                  writer: asyncio.StreamWriter) -> tuple[h11.Response, asyncio.Future[None] | None]:
+        """Send the request body while watching for the upstream's answer (RFC 9112 §9.5). An error that comes
+        first (413 to an upload too large, 401) is relayed and the rest of the body not sent, as nginx does:
+        closing with our data unread, the upstream resets the connection, and waiting for the body to be sent
+        lost the answer (502). Any other early answer (an upstream that streams its response while it reads:
+        full duplex) is relayed while the body goes on: the task returned, still sending."""
+        reads = [0]
         body = asyncio.ensure_future(_send_body(exchange, send, writer))
-        response = asyncio.ensure_future(_response_head(upstream, reader))
+        response = asyncio.ensure_future(_response_head(upstream, reader, None, reads))
+        body_goes_on = False
         try:
             await asyncio.wait((body, response), return_when=asyncio.FIRST_COMPLETED)
             if response.done() and not response.exception():
-                return response.result()  # early: the body stops here (the finally cancels it)
+                head = response.result()
+                body_goes_on = head.status_code < 400 and not body.done()
+                return head, body if body_goes_on else None  # an error: the body stops here (finally)
             if body.done() and (failed := body.exception()) is not None:
                 if not isinstance(failed, OSError) or isinstance(failed, TLSError):
                     raise failed  # the client's doing (408, 499, 400)
                 with contextlib.suppress(TimeoutError):  # the upstream reset while we sent: did it answer first?
                     await asyncio.wait_for(asyncio.shield(response), 1.0)
                 if response.done() and not response.exception():
-                    return response.result()
+                    return response.result(), None
                 raise failed
             if not body.done():
                 raise response.exception() or h11.RemoteProtocolError("no response")  # (the upstream failed)
-            return await asyncio.wait_for(response, self.route.timeout)
+            return await _head_in_time(response, reads, self.route.timeout), None
         finally:
-            for task in (body, response):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+            await _finish(response)
+            if not body_goes_on:
+                await _finish(body)
 
     async def _forward(self, request: Request, exchange: HTTPExchange, upstream: h11.Connection,
                        reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -207,9 +244,30 @@ class ReverseProxy:
         if not any(k == b"transfer-encoding" or (k == b"content-length" and v.strip(b"0 ")) for k, v in head.headers):
             send(h11.EndOfMessage())  # no body
             await writer.drain()
-            event = await asyncio.wait_for(_response_head(upstream, reader), r.timeout)
+            event, body = await _response_head(upstream, reader, r.timeout), None
         else:
-            event = await self._send_body_watching(exchange, send, upstream, reader, writer)
+            event, body = await self._send_body_watching(exchange, send, upstream, reader, writer)
+        if body is not None:  # full duplex: a client failing to send the rest ends the upstream exchange too
+
+            def abort_upstream(task: asyncio.Future[None]) -> None:
+                if not task.cancelled() and task.exception() is not None:
+                    writer.transport.abort()
+
+            body.add_done_callback(abort_upstream)
+        try:
+            await self._relay(exchange, event, upstream, reader)
+        except (OSError, h11.ProtocolError):
+            if body is not None and body.done() and not body.cancelled() and (failed := body.exception()):
+                raise failed from None  # the client's failure (408, 499), not the upstream's
+            raise
+        finally:
+            if body is not None:
+                await _finish(body)  # the upstream answered in full without reading all of it: not sent
+
+    async def _relay(self, exchange: HTTPExchange, event: h11.Response, upstream: h11.Connection,
+                     reader: asyncio.StreamReader) -> None:
+        """The upstream's response to the client: the head with hop-by-hop fields dropped, then the body."""
+        r = self.route
         drop = _hop_by_hop(list(event.headers)) | {b"date", b"server"}
         if any(k == b"transfer-encoding" for k, _ in event.headers):
             drop.add(b"content-length")  # RFC 9112 §6.3: chunked wins, and a proxy MUST remove the Content-Length
