@@ -462,8 +462,8 @@ def _constrained_ca(constraints: x509.NameConstraints) -> tuple[x509.Certificate
     return cert, key
 
 
-def _client_leaf(ca: x509.Certificate, ca_key: object, subject: list[tuple[object, str]], sans: list[str]
-                 ) -> x509.Certificate:
+def _client_leaf(ca: x509.Certificate, ca_key: object, subject: list[tuple[object, str]],
+                 sans: list[str | x509.GeneralName]) -> x509.Certificate:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -478,7 +478,8 @@ def _client_leaf(ca: x509.Certificate, ca_key: object, subject: list[tuple[objec
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
                               critical=False))
     if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(n) if isinstance(n, str) else n for n in sans]), critical=False)
     return builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
 
 
@@ -493,6 +494,10 @@ def test_name_constraints_bind_client_certificates_without_sans_and_directory_na
         permitted_subtrees=[x509.DNSName("good.example")], excluded_subtrees=None))
     dir_ca, dir_key = _constrained_ca(x509.NameConstraints(permitted_subtrees=[x509.DirectoryName(
         x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Good")]))], excluded_subtrees=None))
+    excl_ca, excl_key = _constrained_ca(x509.NameConstraints(permitted_subtrees=None, excluded_subtrees=[
+        x509.DirectoryName(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil")]))]))
+    mail_ca, mail_key = _constrained_ca(x509.NameConstraints(
+        permitted_subtrees=[x509.RFC822Name("good.example")], excluded_subtrees=None))
     cases = [
         (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "evil.example")], []), False),
         (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "a")], ["a.good.example"]), True),
@@ -500,6 +505,24 @@ def test_name_constraints_bind_client_certificates_without_sans_and_directory_na
                               ["x.example"]), False),
         (dir_ca, _client_leaf(dir_ca, dir_key, [(NameOID.ORGANIZATION_NAME, "Good"), (NameOID.COMMON_NAME, "y")],
                               ["y.example"]), True),
+        # the second diff review: a SAN with no DNS name left the CN unchecked; directoryNames compared exactly
+        # (O=evil escaped an excluded O=Evil, O=good was refused under O=Good); a directoryName-only CA refused
+        # every SAN-less client; the subject's emailAddress went unchecked
+        (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "evil.example")],
+                              [x509.RFC822Name("nobody@mail.test")]), False),
+        (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "evil.example")],
+                              [x509.UniformResourceIdentifier("spiffe://evil.example/x")]), False),
+        (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "Alice Smith")], []), True),  # no host name
+        (dir_ca, _client_leaf(dir_ca, dir_key, [(NameOID.ORGANIZATION_NAME, "good"), (NameOID.COMMON_NAME, "z")],
+                              []), True),
+        (excl_ca, _client_leaf(excl_ca, excl_key, [(NameOID.ORGANIZATION_NAME, " evil "),
+                                                   (NameOID.COMMON_NAME, "m")], ["m.example"]), False),
+        (excl_ca, _client_leaf(excl_ca, excl_key, [(NameOID.ORGANIZATION_NAME, "Eviler"),
+                                                   (NameOID.COMMON_NAME, "m")], ["m.example"]), True),
+        (mail_ca, _client_leaf(mail_ca, mail_key, [(NameOID.COMMON_NAME, "x"),
+                                                   (NameOID.EMAIL_ADDRESS, "a@evil.example")], ["x.example"]), False),
+        (mail_ca, _client_leaf(mail_ca, mail_key, [(NameOID.COMMON_NAME, "x"),
+                                                   (NameOID.EMAIL_ADDRESS, "a@Good.Example")], ["x.example"]), True),
     ]
     openssl = shutil.which("openssl")
     assert openssl, "openssl is installed by .ci/run"

@@ -51,6 +51,7 @@ from cryptography.x509.verification import (
 
 from ..enums import AlertDescription
 from ..errors import CertificateError, ConfigError, TLSError
+from .subjectnames import check_subject_constraints
 
 __all__ = ["CACHE_SIZE", "TrustStore", "clear_cache", "verify_client_chain", "verify_client_path",
            "verify_server_chain", "verify_server_path"]
@@ -214,7 +215,7 @@ def _verify_server_chain(
                                f"certificate is for {_describe_sans(certs[0])}, not {name!r} (a wildcard needs two "
                                "labels after it, as OpenSSL and curl require)")
     _check_leaf(certs[0], None)
-    _check_directory_constraints(path)
+    check_subject_constraints(path, _label)
     _cache_put(key, path)
     return tuple(path)
 
@@ -253,45 +254,9 @@ def _verify_client_chain(
     except VerificationError as exc:
         raise _safe_diagnose(certs, trust, now, tolerance, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
     _check_leaf(certs[0], None)
-    _check_directory_constraints(verified.chain)
-    try:
-        certs[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:  # its names are its subject's, which DNS/IP constraints do not reach here
-        if constrained := next((ca for ca in verified.chain[1:] if _name_constraints(ca) is not None), None):
-            raise CertificateError(AlertDescription.bad_certificate,
-                                   f"{_label(certs[0])} has no subjectAltName, and {_label(constrained)} constrains "
-                                   "the names it may issue: give the client certificate a subjectAltName") from None
+    check_subject_constraints(verified.chain, _label)  # its subject: a SAN-less client's CN is its identity
     _cache_put(key, verified.chain)
     return tuple(verified.chain)
-
-
-def _name_constraints(cert: x509.Certificate) -> x509.NameConstraints | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.NameConstraints).value
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _check_directory_constraints(path: Sequence[x509.Certificate]) -> None:
-    """directoryName name constraints (RFC 5280 §4.2.1.10), which the path validator leaves unchecked: every
-    certificate below a CA that has them must have a subject within a permitted subtree (its first RDNs) and
-    within no excluded one. OpenSSL: "permitted subtree violation"."""
-    for index, ca in enumerate(path[1:], start=1):
-        constraints = _name_constraints(ca)
-        if constraints is None:
-            continue
-        permitted = [n.value for n in constraints.permitted_subtrees or () if isinstance(n, x509.DirectoryName)]
-        excluded = [n.value for n in constraints.excluded_subtrees or () if isinstance(n, x509.DirectoryName)]
-        if not permitted and not excluded:
-            continue
-        for cert in path[:index]:
-            if not cert.subject.rdns:
-                continue
-            within = [name for name in (*permitted, *excluded) if cert.subject.rdns[:len(name.rdns)] == name.rdns]
-            if (permitted and not any(name in permitted for name in within)) or any(n in excluded for n in within):
-                raise CertificateError(AlertDescription.bad_certificate,
-                                       f"{_label(cert)} is outside the names {_label(ca)} may issue "
-                                       "(directoryName name constraints, RFC 5280 §4.2.1.10)")
 
 
 def _check_trusted_leaf(cert: x509.Certificate, purpose: x509.ObjectIdentifier) -> None:
