@@ -84,6 +84,7 @@ def test_early_get_is_served_and_proxied_with_early_data_header_and_post_gets_42
         refused = s_client(served, session, tmp_path, early=POST)
         assert "Early data was accepted" in refused and "HTTP/1.1 425 Too Early" in refused, f"{OPENSSL}:\n{refused}"
         assert served.access(r'"POST /index.html HTTP/1.1" 425 ')["early"] == "1"
+        served.wait_log(r"POST /index.html from 127\.0\.0\.1 \(SNI localhost\) answered 425")  # not "SNI -"
     finally:
         served.stop()
 

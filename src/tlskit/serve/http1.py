@@ -83,8 +83,9 @@ class HTTPError(Exception):
         """Say why (INFO, as nginx's error log does for a client's bad request): the access line shows only the
         status."""
         if self.detail:
-            _log.info("%s %s from %s (SNI %s) answered %s", request.method, request.target, request.peer,
-                      request.tls.sni, self)
+            state = request.tls_state
+            sni = state.fields.sni if state.fields is not None else state.server_name()  # (0-RTT: from its hello)
+            _log.info("%s %s from %s (SNI %s) answered %s", request.method, request.target, request.peer, sni, self)
 
 
 _date: tuple[int, str, Field] = (0, "", (b"date", b"date", b""))
@@ -116,13 +117,15 @@ class TLSState:
     certificates, so the client's identity (from the resumed session) is only known once the handshake
     completes."""
 
-    __slots__ = ("_early_bytes", "_fields", "_handshake", "_make", "client_auth", "early")
+    __slots__ = ("_early_bytes", "_fields", "_handshake", "_make", "client_auth", "early", "server_name")
 
     def __init__(self, fields: TLSFields | None = None, early_bytes: Callable[[], int] = lambda: 0,
                  handshake: Callable[[], Awaitable[TLSFields]] | None = None, *, client_auth: bool = False,
-                 make: Callable[[], TLSFields | None] | None = None, early: bool | None = None) -> None:
+                 make: Callable[[], TLSFields | None] | None = None, early: bool | None = None,
+                 server_name: Callable[[], str] = lambda: "-") -> None:
         self._fields, self._early_bytes, self._handshake, self._make = fields, early_bytes, handshake, make
         self.client_auth = client_auth
+        self.server_name = server_name  # the ClientHello's SNI ("-": none) while ``fields`` is None (0-RTT)
         self.early = early if early is not None else fields is None or fields.early_data
 
     @property

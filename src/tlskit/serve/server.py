@@ -379,7 +379,8 @@ class ServeProcess:
         negotiated = tls.session.negotiated
         state = TLSState(make=fields, early=negotiated is None or negotiated.early_data_accepted,
                          early_bytes=lambda: tls.early_bytes, handshake=handshake,
-                         client_auth=site.config.client_auth is not None)
+                         client_auth=site.config.client_auth is not None,
+                         server_name=lambda: tls.session.client_server_name() or "-")
         serve = serve_h2_connection if tls.session.conn.alpn == "h2" else serve_connection
         await serve(channel, state, router=lambda: self.site.router, limits=site.settings.http,  # reloads too
                     tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
