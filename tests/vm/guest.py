@@ -409,6 +409,32 @@ def test_key_update(pki: PKI) -> None:
         detail = f"no rekey: write side closed with close_notify ({outcome})"
     report(ok, "keyupdate/peer-requests-update", detail)
 
+    # 2b. The same request sent at once (it may come with the client's Finished, before kTLS is set up): either
+    # answered in userspace and the connection carries on, or the write side closed cleanly; never stranded.
+    def client2b(port: int) -> tuple[bytes, bool]:
+        with connect("127.0.0.1", port, config=pki.client_config(suite), timeout=TIMEOUT) as tls:
+            tls.key_update(request_peer=True)
+            tls.sendall(b"ping")
+            reply = b""
+            while chunk := tls.recv(100):
+                reply += chunk
+            return reply, tls._session.ragged_eof
+
+    def server2b(sock: socket.socket) -> str:
+        tls = wrap_server_socket(sock, pki.server_config(suite), ktls="auto")
+        assert recv_exactly(tls, 4) == b"ping"
+        try:
+            tls.sendall(b"pong")
+            return "sent"
+        except ConnectionClosedError as e:
+            return f"closed: {e}"
+        finally:
+            tls.close()
+
+    outcome, (reply, ragged) = pair(server2b, client2b)
+    ok = (outcome == "sent" and reply == b"pong") or (outcome.startswith("closed") and reply == b"" and not ragged)
+    report(ok and not ragged, "keyupdate/peer-requests-update-at-once", f"{outcome}, client got {reply!r}")
+
     # 3. Our own key_update() under kTLS TX.
     def server3(sock: socket.socket) -> str:
         tls = wrap_server_socket(sock, pki.server_config(suite), ktls="auto")
