@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +47,113 @@ _SET_BY_US = {b"x-forwarded-proto", b"x-forwarded-host", b"early-data", b"x-forw
               b"server"}
 
 
-async def next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float | None) -> object:
+class _Upstream(asyncio.Protocol):
+    """The connection to the upstream: a stream reader and writer in one, which gives what the upstream sent
+    before a connection error ahead of the error. An upstream that answers 413 and resets while we still send
+    the body makes our write fail, and the transport then closes without reading what the kernel still holds:
+    its answer was lost (a 502 in 1 upload of 5 under load). asyncio's ``StreamReader`` also raises the error
+    before handing out what it has. So the socket has a second descriptor (``_spare``), read once the transport
+    is lost to an error."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._spare: socket.socket | None = None
+        self._buffer = bytearray()
+        self._eof = False
+        self._error: BaseException | None = None
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._closed = asyncio.Event()
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> _Upstream:
+        _, protocol = await asyncio.get_running_loop().create_connection(cls, host, port)
+        return protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        raw = transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError):
+            self._spare = socket.socket(fileno=os.dup(raw.fileno()))
+            self._spare.setblocking(False)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._readable.set()
+        if len(self._buffer) > _READ_AHEAD and self.transport is not None:
+            self.transport.pause_reading()  # h11 takes it as it is read: no more than this waits here
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._readable.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            with spare, contextlib.suppress(OSError):  # BlockingIOError: all of it read; the reset after it
+                while exc is not None and not self._eof and len(self._buffer) < _READ_AHEAD:
+                    if not (data := spare.recv(65536)):
+                        self._eof = True
+                    self._buffer += data
+        self._error = exc or ConnectionResetError("the upstream connection was closed")
+        self._readable.set()
+        self._writable.set()
+        self._closed.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; b"" at the upstream's EOF; its connection error once nothing is left to read."""
+        while not self._buffer and not self._eof and self._error is None:
+            self._readable.clear()
+            await self._readable.wait()
+        if self._buffer:
+            data = bytes(self._buffer[:n])
+            del self._buffer[:n]
+            if self.transport is not None and len(self._buffer) <= _READ_AHEAD and not self._error:
+                self.transport.resume_reading()
+            return data
+        if self._eof:
+            return b""
+        assert self._error is not None
+        raise self._error
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError(f"the upstream connection was lost: {self._error}")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+        if self._error is not None:
+            raise ConnectionResetError(f"the upstream connection was lost: {self._error}")
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def close(self) -> None:
+        """Close after what is queued is sent; cut (reset) an upstream that takes none of it for a few seconds."""
+        if self.transport is not None:
+            self.transport.close()
+            try:
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await self._closed.wait()
+            except TimeoutError:
+                self.transport.abort()
+
+
+_CLOSE_WAIT = 5.0  # seconds a closing upstream connection may take to send what is queued
+_READ_AHEAD = 1 << 18  # bytes of the upstream's answer read before it is relayed (then reading pauses)
+
+
+async def next_event(conn: h11.Connection, reader: _Upstream, timeout: float | None) -> object:
     """The upstream's next h11 event, reading (at most ``timeout`` seconds per read) when h11 needs data."""
     while (event := conn.next_event()) is h11.NEED_DATA:
         async with asyncio.timeout(timeout):
@@ -54,7 +162,7 @@ async def next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout
     return event
 
 
-async def _send_body(exchange: HTTPExchange, send: Callable[[h11.Event], None], writer: asyncio.StreamWriter) -> None:
+async def _send_body(exchange: HTTPExchange, send: Callable[[h11.Event], None], writer: _Upstream) -> None:
     """The client's request body to the upstream, as it arrives; its failures are the client's (408, 400, 499)."""
     body = exchange.body()
     while True:
@@ -76,7 +184,7 @@ async def _send_body(exchange: HTTPExchange, send: Callable[[h11.Event], None], 
     await writer.drain()
 
 
-async def _response_head(upstream: h11.Connection, reader: asyncio.StreamReader, timeout: float | None,
+async def _response_head(upstream: h11.Connection, reader: _Upstream, timeout: float | None,
                          reads: list[int] | None = None) -> h11.Response:
     """The upstream's final response head (1xx ones stay upstream), ``timeout`` seconds per read at most;
     ``reads[0]`` counts the reads, so a caller that waits on this can time out between reads too."""
@@ -166,7 +274,7 @@ class ReverseProxy:
         r = self.route
         try:
             async with asyncio.timeout(r.timeout):
-                reader, writer = await asyncio.open_connection(r.upstream_host, r.upstream_port)
+                reader = writer = await _Upstream.connect(r.upstream_host, r.upstream_port)
         except TimeoutError:
             raise HTTPError(504, detail=f"connecting to {r.upstream_host}:{r.upstream_port} timed out") from None
         except OSError as e:
@@ -188,13 +296,11 @@ class ReverseProxy:
                 raise ConnectionError(f"upstream response cut short: {e}") from None
             raise HTTPError(502, detail=f"upstream: {e}") from None
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await writer.close()
 
     async def _send_body_watching(self, exchange: HTTPExchange, send: Callable[[h11.Event], None],
-                                  upstream: h11.Connection, reader: asyncio.StreamReader,
-                                  writer: asyncio.StreamWriter) -> tuple[h11.Response, asyncio.Future[None] | None]:
+                                  upstream: h11.Connection, reader: _Upstream,
+                                  writer: _Upstream) -> tuple[h11.Response, asyncio.Future[None] | None]:
         """Send the request body while watching for the upstream's answer (RFC 9112 §9.5). An error that comes
         first (413 to an upload too large, 401) is relayed and the rest of the body not sent, as nginx does:
         closing with our data unread, the upstream resets the connection, and waiting for the body to be sent
@@ -227,7 +333,7 @@ class ReverseProxy:
                 await _finish(body)
 
     async def _forward(self, request: Request, exchange: HTTPExchange, upstream: h11.Connection,
-                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                       reader: _Upstream, writer: _Upstream) -> None:
         r = self.route
 
         def send(event: h11.Event) -> None:
@@ -251,7 +357,7 @@ class ReverseProxy:
 
             def abort_upstream(task: asyncio.Future[None]) -> None:
                 if not task.cancelled() and task.exception() is not None:
-                    writer.transport.abort()
+                    writer.abort()
 
             body.add_done_callback(abort_upstream)
         try:
@@ -265,7 +371,7 @@ class ReverseProxy:
                 await _finish(body)  # the upstream answered in full without reading all of it: not sent
 
     async def _relay(self, exchange: HTTPExchange, event: h11.Response, upstream: h11.Connection,
-                     reader: asyncio.StreamReader) -> None:
+                     reader: _Upstream) -> None:
         """The upstream's response to the client: the head with hop-by-hop fields dropped, then the body."""
         r = self.route
         drop = _hop_by_hop(list(event.headers)) | {b"date", b"server"}
