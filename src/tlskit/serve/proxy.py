@@ -87,7 +87,7 @@ class _Upstream(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._readable.set()
-        return False
+        return True  # half-closed: the rest of a body may still go up (full duplex); closed by ``close``
 
     def connection_lost(self, exc: Exception | None) -> None:
         spare, self._spare = self._spare, None
