@@ -502,6 +502,28 @@ def test_metrics_endpoint_counts_handshakes_failures_and_connections(tmp_path: P
         served.stop()
 
 
+def test_the_open_file_limit_is_raised_to_the_hard_limit(tmp_path: Path, env: dict[str, str]) -> None:
+    """A soft limit of 64 descriptors (1024 is common) would close connections past it at once, silently."""
+    import resource
+
+    (tmp_path / "index.html").write_text("f\n")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard > 64
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))  # inherited by the server
+    try:
+        served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0"], env)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        limits = Path(f"/proc/{served.process.pid}/limits").read_text()
+        line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        expected = "1048576" if hard == resource.RLIM_INFINITY else str(min(hard, 1 << 20))
+        assert line.split()[3] == expected, line
+        assert served.fetch("/")[0] == 200
+    finally:
+        served.stop()
+
+
 def test_tcp_health_checks_are_not_counted_or_logged_as_failed_handshakes(tmp_path: Path,
                                                                            env: dict[str, str]) -> None:
     """A connect-and-close (a load balancer's TCP check) is ``closed_before_hello``, not ``eof``, and is not an

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import resource
 import signal
 import socket
 import sys
@@ -18,6 +20,8 @@ from .listeners import bind
 from .metrics import ServeMetrics, serve_metrics
 from .server import ServeProcess, Site, build_site
 from .settings import Flags, Listener, ProxyRoute, StaticRoute, load_settings
+
+_log = logging.getLogger("tlskit.serve")
 
 __all__ = ["announcement", "run", "run_loop"]
 
@@ -42,6 +46,7 @@ def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) 
         print(f"tlskit serve: warning: --proxy sends every path to the upstream, so {flags.root or 'ROOT'} is not "
               "served (for both, a config file with two [[route]] tables: one with root, one with proxy)",
               file=sys.stderr)
+    raise_open_file_limit()
     try:
         sockets = bind(settings.listeners)
     except OSError as e:
@@ -71,6 +76,23 @@ def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) 
 
     run_loop(process.run(ready), settings.uvloop)
     return 0
+
+
+def raise_open_file_limit() -> None:
+    """Each connection is a descriptor (two through the proxy): the soft RLIMIT_NOFILE, often 1024, is raised to
+    the hard limit, as Go's runtime does (nginx: worker_rlimit_nofile). Past the limit new connections are
+    closed at once, and nothing says why."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = min(hard, _NOFILE_CAP) if hard != resource.RLIM_INFINITY else _NOFILE_CAP
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            _log.debug("open file limit raised from %d to %d", soft, wanted)
+    except (OSError, ValueError) as e:  # a container that forbids it: serve with what there is
+        _log.debug("open file limit left as it is: %s", e)
+
+
+_NOFILE_CAP = 1 << 20  # descriptors asked for when the hard limit is unlimited
 
 
 def run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
