@@ -144,6 +144,7 @@ def test_our_asyncio_client_against_python_ssl_server(pki: PKI) -> None:
 def test_client_handshake_timeout_against_a_silent_server() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
+        writer.close()  # Python 3.12.1+: Server.wait_closed() waits for every connection to close
 
     async def main() -> None:
         server = await asyncio.start_server(silent, "127.0.0.1", 0)

@@ -651,7 +651,8 @@ async def start_server(
             result = client_connected_cb(reader, writer)
             if inspect.isawaitable(result):
                 await result
-        finally:  # a handler written for asyncio+ssl need not close: once the peer has closed too, we do
+        finally:  # a handler written for asyncio+ssl need not close: once the peer has closed too, we do (on
+            # Python 3.13+ asyncio itself closes an unreferenced writer when the handler returns, as with ssl)
             transport = writer.transport
             if isinstance(transport, TLSTransport):
                 transport._tls.app_done()
