@@ -20,7 +20,7 @@ for word in $(cat /proc/cmdline); do
         tlskit.args=*) args="$(echo "${word#tlskit.args=}" | tr ',' ' ')" ;;
     esac
 done
-export HOME=/root PYTHONPATH=/project/src:/project PYTHONDONTWRITEBYTECODE=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root PYTHONPATH=/project/src:/project:/site PYTHONDONTWRITEBYTECODE=1 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 cd /project
 echo "KTLS-VM INFO kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs, mode $mode"
 if [ "$mode" = bench ]; then

@@ -245,7 +245,7 @@ def base_image(kernel: Kernel) -> Path:
     """Busybox, Python with its libraries and packages, and the kernel modules (cached per kernel)."""
     version = ".".join(map(str, sys.version_info[:3]))
     packages = sorted(_guest_site_packages())  # in the name: a new dependency (h2) builds a new image
-    digest = hashlib.sha256("\n".join(p.name for p in packages).encode()).hexdigest()[:12]
+    digest = hashlib.sha256("\n".join(["site=/site", *(p.name for p in packages)]).encode()).hexdigest()[:12]
     out = CACHE / kernel.package / f"base-py{version}-{digest}.cpio"
     if out.exists():
         return out
@@ -263,12 +263,14 @@ def base_image(kernel: Kernel) -> Path:
     image.add_tree(str(stdlib), stdlib, frozenset(STDLIB_SKIP))
     elf = [python, *(str(p) for p in stdlib.rglob("*.so") if "site-packages" not in p.parts
                      and not p.name.startswith("_tkinter") and not p.parent.name.startswith("config-"))]
+    # under /site, on the guest's PYTHONPATH (init.sh): a venv's own site-packages is not on the base
+    # interpreter's path in the guest, and one under /tmp would be hidden by the guest's tmpfs
     for package in packages:
         if package.is_dir():
-            image.add_tree(str(package), package, frozenset({"tests"}))
+            image.add_tree(f"/site/{package.name}", package, frozenset({"tests"}))
             elf += map(str, package.rglob("*.so"))
         else:
-            image.add_file(str(package), package)
+            image.add_file(f"/site/{package.name}", package)
             if package.suffix == ".so":
                 elf.append(str(package))
     for lib in _shared_libraries(elf):
