@@ -353,6 +353,45 @@ def test_early_data_streams_follow_rfc8470_get_served_post_425(root: Path) -> No
     assert body == b"<h1>h2</h1>\n"
 
 
+def test_streams_queue_nothing_while_the_transport_is_paused(root: Path) -> None:
+    """A client that opens its windows wide and reads nothing: once the transport pauses, no stream adds to its
+    buffer (each of 100 streams queued a 64 KiB chunk first: 13 MB per connection; in process, a transport that
+    pauses past 64 KiB stands in for the client's full socket)."""
+
+    class Stalled(ChannelTransport):
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            super().write(data)
+            if len(self.data) > 1 << 16 and self.channel is not None and not self.channel.paused:
+                self.channel.pause_writing()
+
+    async def run() -> int:
+        router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
+        state = TLSState(TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="h2", resumed=False,
+                                   early_data=False, handshake_ms=0.0, client="-"))
+        task: list[asyncio.Task[None]] = []
+        channel = Channel(lambda ch: task.append(asyncio.get_running_loop().create_task(serve_h2_connection(
+            ch, state, router=lambda: router, limits=HTTPLimits(), tracker=ConnectionTracker(), metrics=None,
+            log_access=False))))
+        transport = Stalled(channel)
+        channel.connection_made(transport)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        client.increment_flow_control_window(2**31 - 1 - 65535)
+        for n in range(50):
+            client.send_headers(1 + 2 * n, [(b":method", b"GET"), (b":scheme", b"https"),
+                                            (b":authority", b"localhost"), (b":path", b"/big.bin")], end_stream=True)
+        channel.data_received(client.data_to_send())
+        await asyncio.sleep(0.5)
+        queued = len(transport.data)
+        transport.close()
+        await asyncio.wait_for(task[0], 5)
+        return queued
+
+    queued = asyncio.run(run())
+    assert (1 << 16) < queued < 4 * (1 << 16), queued  # about the high-water mark and one batch, not 50 x 64 KiB
+
+
 def test_rapid_reset_is_answered_with_goaway_and_reset_streams_are_forgotten(tmp_path: Path, root: Path) -> None:
     """CVE-2023-44487: streams opened and reset at once cost the server, not the client. A few are forgotten (the
     idle timeout still closes the connection afterwards: nothing is left in flight); hundreds end it."""
