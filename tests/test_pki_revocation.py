@@ -376,6 +376,33 @@ def test_fetch_follows_odd_redirects_bounds_a_silent_tls_handshake_and_says_what
     assert time.monotonic() - started < 2
 
 
+def test_an_https_fetch_works_with_descriptors_past_1023() -> None:
+    """tlskit serve raises its open-file limit, so a busy server's fetch socket can be descriptor 1500:
+    select.select() refused it ("filedescriptor out of range"), which ended the stapling or CRL fetch."""
+    import os
+    import resource
+    import time
+
+    from tlskit.pki.ocsp_http import fetch
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.fail(f"this test needs a hard open-file limit of 2048 (it is {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        seen: list[bytes] = []
+        port, _ = _one_shot_server([b"SILENT"], seen)
+        started = time.monotonic()
+        with pytest.raises(OSError, match="no answer in time"):
+            fetch(f"https://127.0.0.1:{port}/crl", timeout=1)
+        assert time.monotonic() - started < 2
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def _root_crl(ca: CertificateAuthority, *, revoked: tuple[int, ...] = (), next_update: dt.timedelta) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 

@@ -266,7 +266,7 @@ def _connect(host: str, port: int, left: Callable[[], float]) -> socket.socket:
 
 def _tls(sock: socket.socket, host: str, left: Callable[[], float]) -> socket.socket:
     """A TLS client over ``sock`` (the system's trust, as urllib's), its handshake within what is left."""
-    import select
+    import selectors  # not select.select: a server with a raised open-file limit has descriptors past 1023
     import ssl  # a CRL or OCSP URL is plain http by convention (RFC 5280 §4.2.1.13, RFC 6960 A.1)
 
     tls = ssl.create_default_context().wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
@@ -277,9 +277,12 @@ def _tls(sock: socket.socket, host: str, left: Callable[[], float]) -> socket.so
                 tls.do_handshake()
                 return tls
             except ssl.SSLWantReadError:
-                ready = select.select([tls], [], [], left())[0]
+                event = selectors.EVENT_READ
             except ssl.SSLWantWriteError:
-                ready = select.select([], [tls], [], left())[1]
+                event = selectors.EVENT_WRITE
+            with selectors.DefaultSelector() as selector:
+                selector.register(tls, event)
+                ready = selector.select(max(left(), 0.0))
             if not ready:
                 raise TimeoutError("no TLS handshake in time")
     except BaseException:
