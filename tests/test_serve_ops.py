@@ -942,6 +942,35 @@ def test_a_full_duplex_upstream_gets_the_whole_body_while_its_answer_is_relayed(
         served.stop()
 
 
+def test_an_upstream_that_reads_nothing_of_a_body_gets_504_within_its_timeout(tmp_path: Path,
+                                                                              env: dict[str, str]) -> None:
+    """The route timeout bounds each write to the upstream too (nginx: proxy_send_timeout): one that never read
+    the body held the request, its client and two descriptors until the upstream died (found by the review)."""
+    release = threading.Event()
+
+    def deaf(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        release.wait(30)  # reads nothing more, answers nothing
+
+    listener, stop = _scripted_upstream(deaf)
+    path = config(tmp_path, f'[[route]]\nproxy = "http://127.0.0.1:{listener.getsockname()[1]}"\ntimeout = 1\n'
+                            '\n[http]\nmax_body_bytes = 100000000\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
+    (tmp_path / "body").write_bytes(b"x" * (16 << 20))
+    try:
+        started = time.monotonic()
+        done = subprocess.run(["curl", "-sS", "--cacert", str(served.cacert), "-o", "/dev/null", "-w", "%{http_code}",
+                               "--data-binary", f"@{tmp_path / 'body'}", served.url("/upload")],
+                              capture_output=True, text=True, timeout=30)
+        assert done.stdout == "504", (done.stdout, done.stderr)
+        assert time.monotonic() - started < 20  # (the window trickles open for a few seconds first)
+        served.wait_log(r"answered 504 Gateway Timeout: the upstream took none of the request for 1\.0 s")
+    finally:
+        release.set()
+        stop.set()
+        listener.close()
+        served.stop()
+
+
 def test_interim_102_responses_keep_a_slow_upstream_within_its_timeout(tmp_path: Path, env: dict[str, str]) -> None:
     """The route timeout is per read, as documented (nginx's proxy_read_timeout too): an upstream sending "102
     Processing" every 0.4 s answers after 2 s under a 1 s timeout, also for a request with a body (the body

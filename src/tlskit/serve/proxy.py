@@ -55,8 +55,9 @@ class _Upstream(asyncio.Protocol):
     before handing out what it has. So the socket has a second descriptor (``_spare``), read once the transport
     is lost to an error."""
 
-    def __init__(self) -> None:
+    def __init__(self, send_timeout: float | None = None) -> None:
         self.transport: asyncio.Transport | None = None
+        self.send_timeout = send_timeout  # how long ``drain`` waits for an upstream that takes nothing
         self._spare: socket.socket | None = None
         self._buffer = bytearray()
         self._eof = False
@@ -67,8 +68,8 @@ class _Upstream(asyncio.Protocol):
         self._closed = asyncio.Event()
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> _Upstream:
-        _, protocol = await asyncio.get_running_loop().create_connection(cls, host, port)
+    async def connect(cls, host: str, port: int, send_timeout: float | None = None) -> _Upstream:
+        _, protocol = await asyncio.get_running_loop().create_connection(lambda: cls(send_timeout), host, port)
         return protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -130,7 +131,14 @@ class _Upstream(asyncio.Protocol):
         self.transport.write(data)
 
     async def drain(self) -> None:
-        await self._writable.wait()
+        """Wait while the transport holds too much; ``TimeoutError`` after ``send_timeout`` (an upstream that
+        reads nothing held the request, its client and two descriptors for good; nginx: proxy_send_timeout)."""
+        if not self._writable.is_set():
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await self._writable.wait()
+            except TimeoutError:
+                raise TimeoutError(f"the upstream took none of the request for {self.send_timeout} s") from None
         if self._error is not None:
             raise ConnectionResetError(f"the upstream connection was lost: {self._error}")
 
@@ -274,7 +282,7 @@ class ReverseProxy:
         r = self.route
         try:
             async with asyncio.timeout(r.timeout):
-                reader = writer = await _Upstream.connect(r.upstream_host, r.upstream_port)
+                reader = writer = await _Upstream.connect(r.upstream_host, r.upstream_port, r.timeout)
         except TimeoutError:
             raise HTTPError(504, detail=f"connecting to {r.upstream_host}:{r.upstream_port} timed out") from None
         except OSError as e:
@@ -287,8 +295,8 @@ class ReverseProxy:
             raise HTTPError(408, detail="the request body stalled") from None
         except _ClientGone as e:  # ... or went away (logged as 499, nginx's "client closed request")
             raise ConnectionError(f"the client failed while sending its body: {e}") from None
-        except TimeoutError:
-            raise HTTPError(504, detail="the upstream did not answer in time") from None
+        except TimeoutError as e:
+            raise HTTPError(504, detail=str(e) or "the upstream did not answer in time") from None
         except TLSError:
             raise  # the client's connection failed (TLS errors are OSErrors too): not the upstream's
         except (OSError, h11.ProtocolError) as e:
