@@ -87,7 +87,7 @@ class ProxyRoute:
     upstream_port: int = 80
     upstream_path: str = ""  # prepended to the request path (after the route prefix is kept)
     preserve_host: bool = True  # forward the client's Host; False sends the upstream's
-    timeout: float = 30.0  # connect, and each read from the upstream
+    timeout: float = 30.0  # connect, and each read from and write to the upstream (504 past it)
     client_cert_header: str = "x-client-cert-subject"  # set from a verified client certificate (mTLS)
 
 
