@@ -255,15 +255,29 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, env: dict[st
         time.sleep(0.1)
     with socket.create_server(("127.0.0.1", served.port)):  # the port is free again
         pass
-    # its metrics directory was left behind; the next supervisor removes it (and keeps its own, of a live pid)
+    # its metrics directory was left behind; the next supervisor removes it (its lock is free), and keeps one
+    # whose lock is held though its pid is no process here (a supervisor in another PID namespace sharing
+    # /tmp: the review saw its workers drop connections) and one without a lock (not ours to judge)
     left = list((tmp_path / "tmp").glob(f"tlskit-metrics-{served.process.pid}-*"))
     assert len(left) == 1
-    again = start(args, env, workers=2)
+    import fcntl
+
+    live = tmp_path / "tmp" / "tlskit-metrics-99999999999-other"
+    live.mkdir()
+    lock = os.open(live / ".supervisor.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    unknown = tmp_path / "tmp" / "tlskit-metrics-\u00b2-old"
+    unknown.mkdir()
     try:
-        assert not left[0].exists()
-        assert list((tmp_path / "tmp").glob(f"tlskit-metrics-{again.process.pid}-*"))
+        again = start(args, env, workers=2)
+        try:
+            assert not left[0].exists()
+            assert live.is_dir() and unknown.is_dir()
+            assert list((tmp_path / "tmp").glob(f"tlskit-metrics-{again.process.pid}-*"))
+        finally:
+            again.stop()
     finally:
-        again.stop()
+        os.close(lock)
 
 
 def _proc_state(pid: int) -> str:

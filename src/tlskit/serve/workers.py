@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -62,23 +63,40 @@ def _flags_from_json(data: dict[str, Any]) -> Flags:
 
 
 
-_METRICS_DIR_PREFIX = "tlskit-metrics-"  # + the supervisor's pid + "-": its workers' prometheus files
+_METRICS_DIR_PREFIX = "tlskit-metrics-"  # + pid + "-": a supervisor's directory for its workers' metrics files
+_METRICS_LOCK = ".supervisor.lock"  # in it: flock()ed by the supervisor for as long as it runs
+
+
+def make_metrics_dir() -> tuple[str, int]:
+    """A new metrics directory and the descriptor of its lock, held (flock) until the supervisor ends, however
+    it ends: the kernel drops the lock of a killed process, which is what marks the directory stale."""
+    path = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{os.getpid()}-")
+    fd = os.open(os.path.join(path, _METRICS_LOCK + ".new"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(os.path.join(path, _METRICS_LOCK + ".new"), os.path.join(path, _METRICS_LOCK))  # locked already
+    return path, fd
 
 
 def remove_stale_metrics_dirs() -> None:
     """Remove the metrics directories of supervisors that are gone (killed with SIGKILL, they cannot clean up):
-    ours, named with a pid no process has. A pid reused since is left alone, to be safe."""
+    ours, whose lock no process holds. A pid cannot tell (another PID namespace sharing /tmp has its own), a
+    lock can; a directory without one is left alone."""
     base = Path(tempfile.gettempdir())
-    for path in base.glob(f"{_METRICS_DIR_PREFIX}*-*"):
-        pid = path.name[len(_METRICS_DIR_PREFIX):].partition("-")[0]
+    for path in base.glob(f"{_METRICS_DIR_PREFIX}*"):
         try:
-            if not pid.isdigit() or path.lstat().st_uid != os.getuid() or not path.is_dir() or path.is_symlink():
+            if path.is_symlink() or not path.is_dir() or path.lstat().st_uid != os.getuid():
                 continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:  # EPERM: the pid runs (another user's process); lstat failed: gone meanwhile
+            fd = os.open(path / _METRICS_LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # no lock file (made by an older version, or being made): not ours to judge
             continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its supervisor runs
+            continue
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 class Supervisor:
     def __init__(self, site: Site, flags: Flags, sockets: list[socket.socket], *, quiet: bool) -> None:
@@ -91,6 +109,7 @@ class Supervisor:
         self._pending: list[int] = []  # signals received, handled in the main loop
         self.early_reload: Callable[[], bool] = lambda: False  # a SIGHUP came before run() could handle it
         self._metrics_dir: str | None = None
+        self._metrics_lock = -1  # its lock's descriptor (flock held while we run)
         self._metrics: ServeMetrics | None = None
         self._restarts: dict[int, tuple[int, float]] = {}  # slot -> (quick deaths in a row, when to try again)
         self._started: dict[int, float] = {}  # slot -> when its worker was started
@@ -103,7 +122,7 @@ class Supervisor:
         metrics_port = None
         if settings.metrics is not None:
             remove_stale_metrics_dirs()
-            self._metrics_dir = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{os.getpid()}-")
+            self._metrics_dir, self._metrics_lock = make_metrics_dir()
             os.environ[MULTIPROC_ENV] = self._metrics_dir
             # The supervisor's own series (reloads), written beside the workers' and summed with them; the value
             # class was chosen when prometheus_client was imported, before the directory existed.
@@ -137,6 +156,7 @@ class Supervisor:
             os.close(wake_w)
             if self._metrics_dir:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
+                os.close(self._metrics_lock)
         return 0
 
     def _on_signal(self, signum: int, frame: object) -> None:
