@@ -498,6 +498,8 @@ def test_name_constraints_bind_client_certificates_without_sans_and_directory_na
         x509.DirectoryName(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Evil")]))]))
     mail_ca, mail_key = _constrained_ca(x509.NameConstraints(
         permitted_subtrees=[x509.RFC822Name("good.example")], excluded_subtrees=None))
+    at_ca, at_key = _constrained_ca(x509.NameConstraints(
+        permitted_subtrees=None, excluded_subtrees=[x509.RFC822Name("@evil.example")]))
     cases = [
         (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "evil.example")], []), False),
         (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "a")], ["a.good.example"]), True),
@@ -523,6 +525,16 @@ def test_name_constraints_bind_client_certificates_without_sans_and_directory_na
                                                    (NameOID.EMAIL_ADDRESS, "a@evil.example")], ["x.example"]), False),
         (mail_ca, _client_leaf(mail_ca, mail_key, [(NameOID.COMMON_NAME, "x"),
                                                    (NameOID.EMAIL_ADDRESS, "a@Good.Example")], ["x.example"]), True),
+        # the third review: a NUL inside a CN hid it from the check; "@host" bases; Unicode folding (U+212A is
+        # "k" to str.lower(), U+00A0 a space to str.split()) where OpenSSL folds ASCII only
+        (dns_ca, _client_leaf(dns_ca, dns_key, [(NameOID.COMMON_NAME, "evil.example\0.good")], []), False),
+        (at_ca, _client_leaf(at_ca, at_key, [(NameOID.COMMON_NAME, "x"), (NameOID.EMAIL_ADDRESS, "a@evil.example")],
+                             ["x.example"]), False),
+        (mail_ca, _client_leaf(mail_ca, mail_key, [(NameOID.COMMON_NAME, "x"),
+                                                   (NameOID.EMAIL_ADDRESS, "a@goo\u212a.example")], ["x.example"]),
+         False),
+        (excl_ca, _client_leaf(excl_ca, excl_key, [(NameOID.ORGANIZATION_NAME, "\u00a0Evil"),
+                                                   (NameOID.COMMON_NAME, "m")], ["m.example"]), True),
     ]
     openssl = shutil.which("openssl")
     assert openssl, "openssl is installed by .ci/run"

@@ -15,7 +15,9 @@ with NameConstraints:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -25,7 +27,7 @@ from ..errors import CertificateError
 
 __all__ = ["check_subject_constraints"]
 
-_Names = tuple[frozenset[tuple[str, object]], ...]
+_Names = tuple[frozenset[tuple[str, object, object]], ...]
 
 
 def check_subject_constraints(path: Sequence[x509.Certificate], label: Callable[[x509.Certificate], str]) -> None:
@@ -53,17 +55,26 @@ def _subject_problem(cert: x509.Certificate, constraints: x509.NameConstraints, 
     subject = cert.subject
     if subject.rdns and not _allowed(constraints, x509.DirectoryName, functools.partial(_within_dn, subject)):
         return f"subject {subject.rfc4514_string()!r}"
+    email_bases = any(isinstance(n, x509.RFC822Name)
+                      for n in (*(constraints.permitted_subtrees or ()), *(constraints.excluded_subtrees or ())))
     for attribute in subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
         email = str(attribute.value)
+        if getattr(attribute, "_type", _IA5) != _IA5 or (email_bases and "@" not in email):
+            return f"subject emailAddress {email!r} (not an IA5String mailbox: OpenSSL refuses it too)"
         if not _allowed(constraints, x509.RFC822Name, functools.partial(_within_email, email)):
             return f"subject emailAddress {email!r}"
     if leaf and not _dns_names(cert):
         for attribute in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-            name = str(attribute.value)
+            name = str(attribute.value).rstrip("\0")  # trailing NULs are harmless (OpenSSL drops them)
+            if "\0" in name:
+                return f"commonName {name!r} (a NUL inside it, which could hide a host name from the check)"
             if _looks_like_host(name) and not _allowed(constraints, x509.DNSName,
                                                        functools.partial(_within_dns, name)):
                 return f"commonName {name!r} (it has no DNS name in a subjectAltName, so its CN is checked)"
     return None
+
+
+_IA5 = x509.name._ASN1Type.IA5String  # the ASN.1 string type, which cryptography keeps (``_type``) but hides
 
 
 def _allowed(constraints: x509.NameConstraints, kind: type[x509.GeneralName],
@@ -77,13 +88,23 @@ def _allowed(constraints: x509.NameConstraints, kind: type[x509.GeneralName],
 
 
 def _folded(name: x509.Name) -> _Names:
-    """RDNs with string values folded as OpenSSL's canonical encoding does: ASCII lower case, leading and
-    trailing spaces dropped, inner runs of spaces as one."""
-    return tuple(frozenset((a.oid.dotted_string, " ".join(a.value.split()).translate(_ASCII_LOWER)
-                            if isinstance(a.value, str) else a.value) for a in rdn) for rdn in name.rdns)
+    """RDNs as OpenSSL's canonical encoding compares them: the text string types as one, ASCII lower case, ASCII
+    white space dropped at both ends and inner runs of it as one space; other types (NumericString) as sent."""
+    return tuple(frozenset((a.oid.dotted_string, *_canonical(a)) for a in rdn) for rdn in name.rdns)
+
+
+def _canonical(attribute: x509.NameAttribute[Any]) -> tuple[object, object]:
+    kind = getattr(attribute, "_type", None)
+    if isinstance(attribute.value, str) and (kind is None or kind in _CANONICAL_TYPES):
+        return "text", _SPACES.sub(" ", attribute.value.strip(_ASCII_SPACE)).translate(_ASCII_LOWER)
+    return kind, attribute.value
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_SPACE = " \t\n\v\f\r"
+_SPACES = re.compile(f"[{_ASCII_SPACE}]+")
+_CANONICAL_TYPES = frozenset(getattr(x509.name._ASN1Type, t) for t in (  # OpenSSL's ASN1_MASK_CANON
+    "UTF8String", "BMPString", "UniversalString", "PrintableString", "T61String", "IA5String", "VisibleString"))
 
 
 def _within_dn(subject: x509.Name, base: object) -> bool:
@@ -95,7 +116,7 @@ def _within_dn(subject: x509.Name, base: object) -> bool:
 def _within_dns(name: str, base: object) -> bool:
     """RFC 5280: ``base`` and any name with labels added on its left (OpenSSL: a leading "." only those)."""
     assert isinstance(base, str)
-    name, base = name.lower().rstrip("."), base.lower()
+    name, base = name.translate(_ASCII_LOWER), base.translate(_ASCII_LOWER)
     if not base:
         return True
     if len(name) < len(base) or not name.endswith(base):
@@ -104,17 +125,19 @@ def _within_dns(name: str, base: object) -> bool:
 
 
 def _within_email(email: str, base: object) -> bool:
-    """A mailbox (``base`` with "@"), all of a host (``host``) or its subdomains (``.host``)."""
+    """A mailbox (``base`` with "@"; "@host": any at that host), all of a host, or its subdomains (``.host``);
+    the local part compared exactly, hosts in ASCII case only (a look-alike such as U+212A stays different)."""
     assert isinstance(base, str)
     local, at, host = email.rpartition("@")
     if not at:
         return False
+    host = host.translate(_ASCII_LOWER)
     if "@" in base:
         base_local, _, base_host = base.rpartition("@")
-        return local == base_local and host.lower() == base_host.lower()
+        return (not base_local or local == base_local) and host == base_host.translate(_ASCII_LOWER)
     if base.startswith("."):
-        return host.lower().endswith(base.lower())
-    return host.lower() == base.lower()
+        return host.endswith(base.translate(_ASCII_LOWER))
+    return host == base.translate(_ASCII_LOWER)
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:
