@@ -538,6 +538,34 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit(tmp_path: Path, env: di
         served.stop()
 
 
+def test_idle_keep_alive_connections_are_closed_without_waiting_for_the_client(tmp_path: Path,
+                                                                              env: dict[str, str]) -> None:
+    """At the idle timeout the server sends close_notify and closes, as nginx at keepalive_timeout: it half-closed
+    and held each connection's descriptor up to 30 s more, waiting for a client that need never close."""
+    (tmp_path / "index.html").write_text("i\n")
+    path = config(tmp_path, '[[route]]\nroot = "."\n\n[http]\nidle_timeout = 0.5\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env, cwd=tmp_path)
+    fds = Path(f"/proc/{served.process.pid}/fd")
+    try:
+        baseline = len(list(fds.iterdir()))
+        clients = []
+        for _ in range(5):
+            conn = http.client.HTTPSConnection("127.0.0.1", served.port, context=served.context(), timeout=10)
+            conn.request("GET", "/index.html")
+            assert conn.getresponse().read() == b"i\n"
+            clients.append(conn)  # kept open, and never closed by us while the server times it out
+        assert len(list(fds.iterdir())) >= baseline + 5
+        deadline = time.monotonic() + 5
+        while len(list(fds.iterdir())) > baseline:
+            assert time.monotonic() < deadline, f"{len(list(fds.iterdir()))} descriptors, {baseline} before"
+            time.sleep(0.1)
+        assert clients[0].sock is not None and clients[0].sock.recv(10) == b""  # close_notify, then EOF
+        for conn in clients:
+            conn.close()
+    finally:
+        served.stop()
+
+
 def test_tcp_health_checks_are_not_counted_or_logged_as_failed_handshakes(tmp_path: Path,
                                                                            env: dict[str, str]) -> None:
     """A connect-and-close (a load balancer's TCP check) is ``closed_before_hello``, not ``eof``, and is not an

@@ -256,7 +256,10 @@ class TLSProtocol(asyncio.Protocol):
         self.session.conn.close()
         self._flush()
 
-    def close(self, abort: bool = False) -> None:
+    def close(self, abort: bool = False, *, linger: bool = True) -> None:
+        """close_notify, then the TCP close: with ``linger``, half-closed while the peer's close is awaited
+        (SHUTDOWN_TIMEOUT at most), as asyncio's ssl transport; without (a server ending an idle connection, as
+        nginx at keepalive_timeout), closed at once after what is queued."""
         raw = self._raw
         if self.in_early_data and not abort:  # the held response goes out when the handshake completes
             self._close_held = False
@@ -269,8 +272,8 @@ class TLSProtocol(asyncio.Protocol):
                 raw.abort()
             elif self._ktls is not None:
                 self._ktls.close()  # after the close_notify still queued for the kernel
-            elif self.session.conn.handshake_complete and self._shutdown is None and not raw.is_closing() \
-                    and not self._peer_done and _can_write_eof(raw):  # (a peer that closed TCP: nothing to await)
+            elif linger and self.session.conn.handshake_complete and self._shutdown is None \
+                    and not raw.is_closing() and not self._peer_done and _can_write_eof(raw):  # (peer gone: no wait)
                 # As asyncio's ssl transport: half-close after what is queued, and read on until the peer closes
                 # (bounded by SHUTDOWN_TIMEOUT). Closing with unread data (tickets the peer sent) makes the kernel
                 # reset the connection, and the peer then loses what it had not read yet of ours.
@@ -546,10 +549,11 @@ class TLSTransport(asyncio.transports._FlowControlMixin):
     def can_write_eof(self) -> bool:
         return True
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
+        """``linger=False``: no wait for the peer's close after ours (``TLSProtocol.close``)."""
         if not self._closing:
             self._closing = True
-            self._tls.close()
+            self._tls.close(linger=linger)
 
     def abort(self) -> None:
         self._closing = True

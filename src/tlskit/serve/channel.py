@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from typing import Any, cast
 
+from ..io.asyncio import TLSTransport
+
 __all__ = ["Channel"]
 
 HIGH_WATER = 1 << 18  # plaintext buffered unread (pipelined requests, a body): pause reading from the socket
@@ -139,9 +141,12 @@ class Channel(asyncio.Protocol):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default if self.transport is None else self.transport.get_extra_info(name, default)
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = True) -> None:
         if self.transport is not None:
-            self.transport.close()
+            if not linger and isinstance(self.transport, TLSTransport):
+                self.transport.close(linger=False)
+            else:
+                self.transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -153,10 +158,11 @@ class Channel(asyncio.Protocol):
                 self._closed = self._loop.create_future()
             await self._closed
 
-    async def close_gracefully(self) -> None:
+    async def close_gracefully(self, *, linger: bool = True) -> None:
         """Close; what is still on its way to the client may leave within ``send_timeout``, then the connection
-        is aborted (the client stopped reading it). A draining server waits for this."""
-        self.close()
+        is aborted (the client stopped reading it). A draining server waits for this. ``linger=False``: an idle
+        connection, closed without waiting for the client's own close."""
+        self.close(linger=linger)
         if self.write_pending:
             try:
                 async with asyncio.timeout(self.send_timeout):

@@ -444,6 +444,7 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
     if metrics:
         metrics.active.inc()
     leftover: bytes | bytearray = b""  # what h11 holds of the next request (pipelined) when it starts
+    idle = False  # closed at the idle timeout: no need to wait for the client's own close (nginx does not)
     try:
         for n in range(limits.max_requests_per_connection):
             entry.idle = not leftover  # idle (SIGTERM may close it) until a byte of the next request is here
@@ -453,6 +454,7 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
                 request_event, head_bytes = await _read_head(conn, channel, limits, leftover, entry)
             except TimeoutError:
                 if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
+                    idle = True
                     break  # idle keep-alive connection: close quietly
                 await _answer_unread(conn, channel, limits, 408, peer, state, metrics, logged,
                                      bytes(conn.trailing_data[0][:_LOGGED_LINE]), entry.begun)
@@ -482,7 +484,7 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
     finally:
         if metrics:
             metrics.active.dec()
-        await channel.close_gracefully()
+        await channel.close_gracefully(linger=not idle)
         tracker.remove(entry)
 
 
