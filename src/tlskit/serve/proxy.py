@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import socket
+import struct
+import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -131,16 +134,31 @@ class _Upstream(asyncio.Protocol):
         self.transport.write(data)
 
     async def drain(self) -> None:
-        """Wait while the transport holds too much; ``TimeoutError`` after ``send_timeout`` (an upstream that
-        reads nothing held the request, its client and two descriptors for good; nginx: proxy_send_timeout)."""
-        if not self._writable.is_set():
+        """Wait while the transport holds too much; ``TimeoutError`` once the upstream has taken nothing for
+        ``send_timeout`` (one that reads nothing held the request, its client and two descriptors for good;
+        nginx: proxy_send_timeout, between two successive writes). Progress is what leaves the socket's send
+        queue: asyncio resumes writing only once the kernel freed a third of a send buffer of megabytes, which
+        a slow but steady upstream may take longer than the timeout to read."""
+        while not self._writable.is_set():
+            before = self._unsent()
             try:
                 async with asyncio.timeout(self.send_timeout):
                     await self._writable.wait()
             except TimeoutError:
-                raise TimeoutError(f"the upstream took none of the request for {self.send_timeout} s") from None
+                if before is None or self._unsent() == before:
+                    raise TimeoutError(f"the upstream took none of the request for {self.send_timeout} s") from None
         if self._error is not None:
             raise ConnectionResetError(f"the upstream connection was lost: {self._error}")
+
+    def _unsent(self) -> tuple[int, int] | None:
+        """What waits to reach the upstream: asyncio's buffer and the kernel's send queue (SIOCOUTQ)."""
+        if self.transport is None or self._spare is None:
+            return None
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(self._spare.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return None
+        return self.transport.get_write_buffer_size(), queued
 
     def abort(self) -> None:
         if self.transport is not None:
