@@ -557,6 +557,43 @@ def test_name_constraints_bind_client_certificates_without_sans_and_directory_na
                 verify_client_chain([leaf.public_bytes(Encoding.DER)], trust=trust, now=NOW)
 
 
+def test_a_self_issued_intermediate_is_exempt_from_name_constraints(tmp_path: Path) -> None:
+    """RFC 5280 §6.1.3 (b): a self-issued CA certificate (key rollover: same name, new key) below a constrained
+    CA is not held to the constraints; only the certificates it issues are. openssl verify accepts the chain;
+    tlskit refused it (found by the review)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    root, root_key = _constrained_ca(x509.NameConstraints(permitted_subtrees=[x509.DirectoryName(
+        x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Other")]))], excluded_subtrees=None))
+    if not _directory_constraints_supported(root, root_key):
+        with pytest.raises(CertificateError, match=r"unsupported directoryName constraint"):
+            verify_client_chain([_client_leaf(root, root_key, [(NameOID.ORGANIZATION_NAME, "Other")], [])
+                                 .public_bytes(Encoding.DER)], trust=TrustStore(roots=(root,)), now=NOW)
+        return
+    key = ec.generate_private_key(ec.SECP256R1())
+    rollover = (x509.CertificateBuilder().subject_name(root.subject).issuer_name(root.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.public_key()),  # type: ignore[arg-type]
+                               critical=False)
+                .sign(root_key, hashes.SHA256()))  # type: ignore[arg-type]
+    leaf = _client_leaf(rollover, key, [(NameOID.ORGANIZATION_NAME, "Other"), (NameOID.COMMON_NAME, "x")], [])
+    for name, cert in (("root.pem", root), ("int.pem", rollover), ("leaf.pem", leaf)):
+        (tmp_path / name).write_bytes(cert.public_bytes(Encoding.PEM))
+    verdict = subprocess.run(["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(tmp_path / "root.pem"),
+                              "-untrusted", str(tmp_path / "int.pem"), str(tmp_path / "leaf.pem")],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert verdict.returncode == 0, (verdict.stdout, verdict.stderr)
+    assert verify_client_chain([leaf.public_bytes(Encoding.DER), rollover.public_bytes(Encoding.DER)],
+                               trust=TrustStore(roots=(root,)), now=NOW) == leaf
+
+
 def _directory_constraints_supported(ca: x509.Certificate, key: object) -> bool:
     """Whether the installed ``cryptography`` builds paths through a CA with directoryName name constraints
     (46-49 do and leave them to us; 50 refuses them as unsupported)."""
@@ -567,9 +604,7 @@ def _directory_constraints_supported(ca: x509.Certificate, key: object) -> bool:
     try:
         verify_client_chain([leaf.public_bytes(Encoding.DER)], trust=TrustStore(roots=(ca,)), now=NOW)
     except CertificateError as e:
-        if "unsupported directoryName constraint" in str(e):
-            return False
-        raise
+        return "unsupported directoryName constraint" not in str(e)  # else the path was built: ours to check
     return True
 
 

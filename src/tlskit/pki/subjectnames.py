@@ -37,6 +37,8 @@ def check_subject_constraints(path: Sequence[x509.Certificate], label: Callable[
         if constraints is None:
             continue
         for position, cert in enumerate(path[:index]):
+            if position > 0 and _folded(cert.subject) == _folded(cert.issuer):
+                continue  # a self-issued CA certificate (key rollover): exempt, RFC 5280 §6.1.3 (b), as OpenSSL
             problem = _subject_problem(cert, constraints, leaf=position == 0)
             if problem is not None:
                 raise CertificateError(AlertDescription.bad_certificate,
