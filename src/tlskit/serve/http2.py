@@ -242,6 +242,12 @@ class StreamExchange:
         conn.send()
 
 
+def _taken(future: asyncio.Future[None]) -> None:
+    """Mark a shared future's outcome as seen (no "Task exception was never retrieved" for a lost connection)."""
+    if not future.cancelled():
+        future.exception()
+
+
 _PUSH_BATCH = 1 << 16  # DATA bytes handed to the transport at once (frames coalesce into full TLS records)
 
 
@@ -341,6 +347,7 @@ class _Connection:
         """Wait while the transport has paused writing: one task awaits the channel, the others its result."""
         if self._drain is None or self._drain.done():
             self._drain = asyncio.ensure_future(self.channel.drain())
+            self._drain.add_done_callback(_taken)  # its error is taken even when every waiter was cancelled
         await asyncio.shield(self._drain)
 
     def close(self, error: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
