@@ -562,6 +562,39 @@ def test_idle_keep_alive_connections_are_closed_without_waiting_for_the_client(t
         assert clients[0].sock is not None and clients[0].sock.recv(10) == b""  # close_notify, then EOF
         for conn in clients:
             conn.close()
+        # ... but not while the last response is still on its way: a client that reads slowly and then sends
+        # its next request into the closed socket would make the kernel reset it and drop the rest (review)
+        (tmp_path / "mid.bin").write_bytes(os.urandom(200 * 1024))
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        raw.connect(("127.0.0.1", served.port))
+        with served.context().wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /mid.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            time.sleep(1.6)  # past the idle timeout, most of the response unread
+            tls.sendall(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            got = b""
+            with contextlib.suppress(OSError):
+                while data := tls.recv(65536):
+                    got += data
+        body = got.partition(b"\r\n\r\n")[2]
+        assert body[:200 * 1024] == (tmp_path / "mid.bin").read_bytes(), len(body)
+    finally:
+        served.stop()
+
+
+def test_a_slow_but_steady_reader_is_not_cut_off_at_the_send_timeout(tmp_path: Path, env: dict[str, str]) -> None:
+    """send_timeout (= idle_timeout) counts time without progress, not the time until asyncio resumes writing,
+    which waits for the kernel to free a third of a send buffer of megabytes: curl --limit-rate 2M of an 8 MB
+    file was cut off under a 1 s timeout (found by the review)."""
+    (tmp_path / "big.bin").write_bytes(os.urandom(6 << 20))
+    path = config(tmp_path, '[[route]]\nroot = "."\n\n[http]\nidle_timeout = 1\n')
+    served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env, cwd=tmp_path)
+    try:
+        done = subprocess.run(["curl", "-sS", "--cacert", str(served.cacert), "--limit-rate", "1M", "-o",
+                               str(tmp_path / "got.bin"), "-w", "%{http_code} %{size_download}",
+                               served.url("/big.bin")], capture_output=True, text=True, timeout=60)
+        assert done.stdout == f"200 {6 << 20}", (done.stdout, done.stderr)
+        assert (tmp_path / "got.bin").read_bytes() == (tmp_path / "big.bin").read_bytes()
     finally:
         served.stop()
 

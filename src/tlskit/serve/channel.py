@@ -9,7 +9,10 @@ the transport; ``drain()`` is only needed while the transport has paused writing
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import math
+import struct
+import termios
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -117,17 +120,34 @@ class Channel(asyncio.Protocol):
         """Wait while the transport has paused writing (one task at a time; it may be another than read's). A
         client that reads nothing for ``send_timeout`` seconds meanwhile is cut off: the connection is aborted
         and TimeoutError raised (as nginx's ``send_timeout``)."""
-        if self.paused and not self._lost:
+        while self.paused and not self._lost:
+            before = self.unsent()
             try:
                 async with asyncio.timeout(self.send_timeout):
                     while self.paused and not self._lost:
                         waiter = self._drained = self._loop.create_future()
                         await waiter
             except TimeoutError:
-                self.abort()
-                raise
+                # Progress is what leaves the socket's send queue: asyncio resumes writing only once the kernel
+                # freed a third of a send buffer of megabytes, which a slow but steady reader may take longer
+                # than send_timeout to read (curl --limit-rate 1M was cut off at a 1 s timeout).
+                if before is None or self.unsent() == before:
+                    self.abort()
+                    raise
         if self._lost:
             raise ConnectionResetError("the connection was lost")
+
+    def unsent(self) -> tuple[int, int] | None:
+        """What has not reached the client: the transport's buffer and the kernel's send queue (SIOCOUTQ: sent
+        but not acknowledged too); None when it cannot be read."""
+        if self.transport is None:
+            return None
+        raw = self.transport.get_extra_info("socket")
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(raw.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, AttributeError, ValueError):
+            return None
+        return self.transport.get_write_buffer_size(), queued
 
     @property
     def lost(self) -> bool:

@@ -484,7 +484,9 @@ async def serve_connection(channel: Channel, tls: TLSFields | TLSState, *, route
     finally:
         if metrics:
             metrics.active.dec()
-        await channel.close_gracefully(linger=not idle)
+        # At the idle timeout, closed at once (nginx does) only if all of the last response has reached the
+        # client: bytes it sends into a closed socket make the kernel reset it and drop what is still queued.
+        await channel.close_gracefully(linger=not (idle and channel.unsent() == (0, 0)))
         tracker.remove(entry)
 
 
