@@ -374,64 +374,48 @@ def test_key_update(pki: PKI) -> None:
     got, echoed = pair(server1, client1)
     report(echoed == b"0123456789abcdefghij", "keyupdate/peer-updates", "auto mode: connection carries on")
 
-    # 2. The peer asks us to update too: without kernel rekey we end our write side cleanly. One round trip
-    # first, so the KeyUpdate comes after kTLS is set up (one sent with the client's Finished is answered in
-    # userspace before the keys go to the kernel: the test failed that way under load).
-    def server2(sock: socket.socket) -> str:
-        tls = wrap_server_socket(sock, pki.server_config(suite), ktls="auto")
-        assert recv_exactly(tls, 4) == b"warm"
-        tls.sendall(b"warm")
-        assert recv_exactly(tls, 4) == b"ping"
-        try:
-            tls.sendall(b"pong")
-            return "sent"
-        except ConnectionClosedError as e:
-            return f"closed: {e}"
-        finally:
-            tls.close()
+    # 2. The peer asks us to update too: without kernel rekey we end our write side cleanly. ``warm``: one round
+    # trip first, so the KeyUpdate comes after kTLS is set up; without it the KeyUpdate may come with the
+    # client's Finished and be answered in userspace before the keys go to the kernel (the connection then
+    # carries on: the test failed that way under load). Either way the connection is never stranded.
+    def requested_update(warm: bool) -> tuple[str, bytes, bool]:
+        def server(sock: socket.socket) -> str:
+            tls = wrap_server_socket(sock, pki.server_config(suite), ktls="auto")
+            if warm:
+                assert recv_exactly(tls, 4) == b"warm"
+                tls.sendall(b"warm")
+            assert recv_exactly(tls, 4) == b"ping"
+            try:
+                tls.sendall(b"pong")
+                return "sent"
+            except ConnectionClosedError as e:
+                return f"closed: {e}"
+            finally:
+                tls.close()
 
-    def client2(port: int) -> tuple[bytes, bool]:
-        with connect("127.0.0.1", port, config=pki.client_config(suite), timeout=TIMEOUT) as tls:
-            tls.sendall(b"warm")
-            assert recv_exactly(tls, 4) == b"warm"
-            tls.key_update(request_peer=True)
-            tls.sendall(b"ping")
-            reply = b""
-            while chunk := tls.recv(100):
-                reply += chunk
-            return reply, tls._session.ragged_eof
+        def client(port: int) -> tuple[bytes, bool]:
+            with connect("127.0.0.1", port, config=pki.client_config(suite), timeout=TIMEOUT) as tls:
+                if warm:
+                    tls.sendall(b"warm")
+                    assert recv_exactly(tls, 4) == b"warm"
+                tls.key_update(request_peer=True)
+                tls.sendall(b"ping")
+                reply = b""
+                while chunk := tls.recv(100):
+                    reply += chunk
+                return reply, tls._session.ragged_eof
 
-    outcome, (reply, ragged) = pair(server2, client2)
+        outcome, (reply, ragged) = pair(server, client)
+        return outcome, reply, ragged
+
+    outcome, reply, ragged = requested_update(warm=True)
     if rekey:
         ok, detail = reply == b"pong", "kernel rekeyed TX"
     else:
         ok = outcome.startswith("closed") and reply == b"" and not ragged
         detail = f"no rekey: write side closed with close_notify ({outcome})"
     report(ok, "keyupdate/peer-requests-update", detail)
-
-    # 2b. The same request sent at once (it may come with the client's Finished, before kTLS is set up): either
-    # answered in userspace and the connection carries on, or the write side closed cleanly; never stranded.
-    def client2b(port: int) -> tuple[bytes, bool]:
-        with connect("127.0.0.1", port, config=pki.client_config(suite), timeout=TIMEOUT) as tls:
-            tls.key_update(request_peer=True)
-            tls.sendall(b"ping")
-            reply = b""
-            while chunk := tls.recv(100):
-                reply += chunk
-            return reply, tls._session.ragged_eof
-
-    def server2b(sock: socket.socket) -> str:
-        tls = wrap_server_socket(sock, pki.server_config(suite), ktls="auto")
-        assert recv_exactly(tls, 4) == b"ping"
-        try:
-            tls.sendall(b"pong")
-            return "sent"
-        except ConnectionClosedError as e:
-            return f"closed: {e}"
-        finally:
-            tls.close()
-
-    outcome, (reply, ragged) = pair(server2b, client2b)
+    outcome, reply, ragged = requested_update(warm=False)
     ok = (outcome == "sent" and reply == b"pong") or (outcome.startswith("closed") and reply == b"" and not ragged)
     report(ok and not ragged, "keyupdate/peer-requests-update-at-once", f"{outcome}, client got {reply!r}")
 
