@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from ..io.asyncio import TLSTransport
 
-__all__ = ["Channel"]
+__all__ = ["Channel", "unsent"]
 
 HIGH_WATER = 1 << 18  # plaintext buffered unread (pipelined requests, a body): pause reading from the socket
 _SLACK = 0.001  # a timer may fire this much early (libuv counts milliseconds): it still counts as expired
@@ -138,16 +138,10 @@ class Channel(asyncio.Protocol):
             raise ConnectionResetError("the connection was lost")
 
     def unsent(self) -> tuple[int, int] | None:
-        """What has not reached the client: the transport's buffer and the kernel's send queue (SIOCOUTQ: sent
-        but not acknowledged too); None when it cannot be read."""
+        """What has not reached the client (``unsent``)."""
         if self.transport is None:
             return None
-        raw = self.transport.get_extra_info("socket")
-        try:
-            queued = struct.unpack("i", fcntl.ioctl(raw.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-        except (OSError, AttributeError, ValueError):
-            return None
-        return self.transport.get_write_buffer_size(), queued
+        return unsent(self.transport, self.transport.get_extra_info("socket"))
 
     @property
     def lost(self) -> bool:
@@ -230,3 +224,13 @@ class Channel(asyncio.Protocol):
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def unsent(transport: asyncio.WriteTransport, sock: Any) -> tuple[int, int] | None:
+    """What has not reached the peer: the transport's buffer and the kernel's send queue of ``sock`` (SIOCOUTQ:
+    sent but not acknowledged too); None when it cannot be read. A change in it is progress, for send timeouts."""
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, AttributeError, ValueError):
+        return None
+    return transport.get_write_buffer_size(), queued

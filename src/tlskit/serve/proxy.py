@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import re
 import socket
-import struct
-import termios
 from collections.abc import Callable
 from typing import Any
 
 import h11
 
 from ..errors import TLSError
+from .channel import unsent
 from .exchange import HTTPExchange
 from .http1 import HTTPError, Request
 from .settings import ProxyRoute
@@ -154,11 +152,7 @@ class _Upstream(asyncio.Protocol):
         """What waits to reach the upstream: asyncio's buffer and the kernel's send queue (SIOCOUTQ)."""
         if self.transport is None or self._spare is None:
             return None
-        try:
-            queued = struct.unpack("i", fcntl.ioctl(self._spare.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-        except OSError:
-            return None
-        return self.transport.get_write_buffer_size(), queued
+        return unsent(self.transport, self._spare)
 
     def abort(self) -> None:
         if self.transport is not None:
