@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..events import HandshakeComplete
 from ..pki.verify import TrustStore
-from .common import TLSSession, client_config, with_env_key_log
+from .common import TLSSession, client_config, format_address, with_env_key_log
 from .ktls import KTLSOption, KTLSStream, policy
 
 __all__ = ["TLSProtocol", "TLSTransport", "open_connection", "start_server"]
@@ -668,14 +668,6 @@ async def start_server(
                            early_data=early_data)
 
     return await loop.create_server(factory, host, port, **kw)
-
-
-def format_address(address: Any) -> str:
-    """``host:port`` (``[v6]:port``) for a socket address, for log lines."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address) if address else "unknown peer"
 
 
 def _can_write_eof(raw: asyncio.Transport) -> bool:

@@ -25,8 +25,8 @@ from ..messages.extensions import extension_map, parse_server_name
 from ..messages.handshake import ClientHello, decode_handshake
 from ..pki.verify import TrustStore
 
-__all__ = ["READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession", "client_config", "peer_cert_dict",
-           "with_env_key_log"]
+__all__ = ["READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession", "client_config", "format_address",
+           "peer_cert_dict", "with_env_key_log"]
 
 READ_SIZE = 1 << 16  # bytes per transport read: four full records
 WRITE_SIZE = 1 << 18  # plaintext handed to the engine per call: sixteen full records
@@ -349,3 +349,11 @@ def _serial_hex(serial: int) -> str:
     """Upper-case hex padded to whole bytes, as ``ssl.getpeercert()`` prints it (``0123``, not ``123``)."""
     text = f"{serial:X}"
     return "0" * (len(text) % 2) + text
+
+
+def format_address(address: Any) -> str:
+    """``host:port`` (``[v6]:port``) for a socket address, for log lines."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) if address else "unknown peer"

@@ -25,7 +25,15 @@ from typing import IO, TYPE_CHECKING, Any
 from ..config import ClientConfig, ServerConfig
 from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF, WantReadError, WantWriteError
 from ..pki.verify import TrustStore
-from .common import READ_SIZE, WRITE_SIZE, ConnectionInfo, TLSSession, client_config, with_env_key_log
+from .common import (
+    READ_SIZE,
+    WRITE_SIZE,
+    ConnectionInfo,
+    TLSSession,
+    client_config,
+    format_address,
+    with_env_key_log,
+)
 from .ktls import KernelTLS, KTLSOption, KTLSPolicy, enable, policy
 
 __all__ = ["TLSListener", "TLSSocket", "connect", "listen", "wrap_server_socket"]
@@ -720,9 +728,6 @@ def _no_flags(flags: int) -> None:
 def _peer_address(sock: socket.socket) -> str:
     """``host:port`` of the peer for the engine's log lines (``[v6]:port``); "unknown peer" once it is gone."""
     try:
-        address = sock.getpeername()
+        return format_address(sock.getpeername())
     except OSError:
         return "unknown peer"
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"[{address[0]}]:{address[1]}" if ":" in str(address[0]) else f"{address[0]}:{address[1]}"
-    return str(address) or "unknown peer"
