@@ -62,6 +62,17 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
+def _half_closing_request(pki: PKI, port: int) -> bytes:
+    """A blocking tlskit client: sends b"request", shuts its write side (close_notify + FIN), reads to EOF."""
+    with tlskit.connect("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem, timeout=10) as tls:
+        tls.sendall(b"request")
+        tls.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := tls.recv(4096):
+            answer += data
+        return answer
+
+
 @contextlib.asynccontextmanager
 async def serving(pki: PKI, handler: Handler, **kw: object) -> AsyncIterator[int]:
     server = await start_server(handler, "127.0.0.1", 0, config=pki.server_config, **kw)  # type: ignore[arg-type]
@@ -610,18 +621,9 @@ def test_a_client_that_half_closes_tcp_after_close_notify_still_gets_its_answer(
         await writer.drain()
         writer.close()
 
-    def client(port: int) -> bytes:
-        with tlskit.connect("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem, timeout=10) as tls:
-            tls.sendall(b"request")
-            tls.shutdown(socket.SHUT_WR)
-            answer = b""
-            while data := tls.recv(4096):
-                answer += data
-            return answer
-
     async def main() -> None:
         async with serving(pki, handler) as port:
-            answer = await asyncio.get_running_loop().run_in_executor(None, client, port)
+            answer = await asyncio.to_thread(_half_closing_request, pki, port)
             assert answer == b"ANSWER:request"
 
     run(main())
@@ -679,15 +681,6 @@ def test_close_after_the_peer_closed_tcp_does_not_wait_for_the_timeout(pki: PKI)
             await writer.wait_closed()
         took.append(time.monotonic() - started)
 
-    def half_closing_client(port: int) -> bytes:
-        with tlskit.connect("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem, timeout=10) as tls:
-            tls.sendall(b"request")
-            tls.shutdown(socket.SHUT_WR)
-            answer = b""
-            while data := tls.recv(4096):
-                answer += data
-            return answer
-
     async def main() -> None:
         async with serving(pki, answer_and_close) as port:
             reader, writer = await open_connection("127.0.0.1", port, cafile=pki.ca_pem)
@@ -698,8 +691,7 @@ def test_close_after_the_peer_closed_tcp_does_not_wait_for_the_timeout(pki: PKI)
             await writer.wait_closed()
             assert time.monotonic() - started < 5
         async with serving(pki, answer_after_eof) as port:
-            loop = asyncio.get_running_loop()
-            assert await loop.run_in_executor(None, half_closing_client, port) == b"ANSWER:request"
+            assert await asyncio.to_thread(_half_closing_request, pki, port) == b"ANSWER:request"
             deadline = time.monotonic() + 10
             while not took:
                 assert time.monotonic() < deadline

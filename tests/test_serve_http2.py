@@ -312,20 +312,28 @@ def test_sigterm_sends_goaway_and_finishes_the_stream_in_flight(tmp_path: Path, 
     _no_traceback(served)
 
 
+def _serve_in_process(root: Path, state: TLSState, transport_type: type[ChannelTransport]
+                      ) -> tuple[Channel, ChannelTransport, asyncio.Task[None]]:
+    """``serve_h2_connection`` of static files under ``root`` on a ``Channel`` over ``transport_type`` (in the
+    running loop); the task that serves it."""
+    router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
+    task: list[asyncio.Task[None]] = []
+    channel = Channel(lambda ch: task.append(asyncio.get_running_loop().create_task(serve_h2_connection(
+        ch, state, router=lambda: router, limits=HTTPLimits(), tracker=ConnectionTracker(), metrics=None,
+        log_access=False))))
+    transport = transport_type(channel)
+    channel.connection_made(transport)
+    return channel, transport, task[0]
+
+
 def test_early_data_streams_follow_rfc8470_get_served_post_425(root: Path) -> None:
     """Streams whose HEADERS arrived in 0-RTT data: GET is served, POST gets 425 Too Early (in process)."""
 
     async def run() -> tuple[dict[int, int], bytes]:
-        router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
         state = TLSState(None, early_bytes=lambda: 1 << 20, early=True,
                          make=lambda: TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="h2",
                                                 resumed=True, early_data=True, handshake_ms=0.0, client="-"))
-        task: list[asyncio.Task[None]] = []
-        channel = Channel(lambda ch: task.append(asyncio.get_running_loop().create_task(serve_h2_connection(
-            ch, state, router=lambda: router, limits=HTTPLimits(), tracker=ConnectionTracker(), metrics=None,
-            log_access=False))))
-        transport = ChannelTransport(channel)
-        channel.connection_made(transport)
+        channel, transport, task = _serve_in_process(root, state, ChannelTransport)
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         client.initiate_connection()
         request = [(b":scheme", b"https"), (b":authority", b"localhost"), (b":path", b"/index.html")]
@@ -345,7 +353,7 @@ def test_early_data_streams_follow_rfc8470_get_served_post_425(root: Path) -> No
             if len(statuses) == 2 and body:
                 break
         transport.close()
-        await asyncio.wait_for(task[0], 5)
+        await asyncio.wait_for(task, 5)
         return statuses, body
 
     statuses, body = asyncio.run(run())
@@ -365,15 +373,9 @@ def test_streams_queue_nothing_while_the_transport_is_paused(root: Path) -> None
                 self.channel.pause_writing()
 
     async def run() -> int:
-        router = Router((StaticFiles(StaticRoute(root=root), FileCache()),))
         state = TLSState(TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="h2", resumed=False,
                                    early_data=False, handshake_ms=0.0, client="-"))
-        task: list[asyncio.Task[None]] = []
-        channel = Channel(lambda ch: task.append(asyncio.get_running_loop().create_task(serve_h2_connection(
-            ch, state, router=lambda: router, limits=HTTPLimits(), tracker=ConnectionTracker(), metrics=None,
-            log_access=False))))
-        transport = Stalled(channel)
-        channel.connection_made(transport)
+        channel, transport, task = _serve_in_process(root, state, Stalled)
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         client.initiate_connection()
         client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
@@ -385,7 +387,7 @@ def test_streams_queue_nothing_while_the_transport_is_paused(root: Path) -> None
         await asyncio.sleep(0.5)
         queued = len(transport.data)
         transport.close()
-        await asyncio.wait_for(task[0], 5)
+        await asyncio.wait_for(task, 5)
         return queued
 
     queued = asyncio.run(run())
