@@ -929,23 +929,10 @@ def test_an_upstream_that_answers_before_reading_the_body_is_relayed(tmp_path: P
     """An upstream refusing an upload (413) without reading it, then closing: the proxy sent the whole body
     before reading any answer, met the upstream's reset and answered 502 (4 runs in 5); nginx relays the 413
     (RFC 9112 §9.5: watch for an answer while sending)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
+    def refuse_upload(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo big\r\n")
 
-    def refuse_uploads() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                head = b""
-                while b"\r\n\r\n" not in head and (data := conn.recv(4096)):
-                    head += data
-                conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\n"
-                             b"too big\r\n")
-
-    threading.Thread(target=refuse_uploads, daemon=True).start()
+    listener, stop = _scripted_upstream(refuse_upload)
     path = config(tmp_path, f'[[route]]\nproxy = "http://127.0.0.1:{listener.getsockname()[1]}"\n')
     served = start(["--config", str(path), "--host", "127.0.0.1", "--port", "0"], env)
     try:
