@@ -173,12 +173,16 @@ _CLOSE_WAIT = 5.0  # seconds a closing upstream connection may take to send what
 _READ_AHEAD = 1 << 18  # bytes of the upstream's answer read before it is relayed (then reading pauses)
 
 
-async def next_event(conn: h11.Connection, reader: _Upstream, timeout: float | None) -> object:
-    """The upstream's next h11 event, reading (at most ``timeout`` seconds per read) when h11 needs data."""
+async def next_event(conn: h11.Connection, reader: _Upstream, timeout: float | None,
+                     reads: list[int] | None = None) -> object:
+    """The upstream's next h11 event, reading (at most ``timeout`` seconds per read) when h11 needs data;
+    ``reads[0]`` counts the reads, so a caller waiting on this can time out between reads too."""
     while (event := conn.next_event()) is h11.NEED_DATA:
         async with asyncio.timeout(timeout):
             data = await reader.read(1 << 16)
         conn.receive_data(data)
+        if reads is not None:
+            reads[0] += 1
     return event
 
 
@@ -206,20 +210,11 @@ async def _send_body(exchange: HTTPExchange, send: Callable[[h11.Event], None], 
 
 async def _response_head(upstream: h11.Connection, reader: _Upstream, timeout: float | None,
                          reads: list[int] | None = None) -> h11.Response:
-    """The upstream's final response head (1xx ones stay upstream), ``timeout`` seconds per read at most;
-    ``reads[0]`` counts the reads, so a caller that waits on this can time out between reads too."""
-    while True:
-        event = upstream.next_event()
-        if event is h11.NEED_DATA:
-            async with asyncio.timeout(timeout):
-                data = await reader.read(1 << 16)
-            upstream.receive_data(data)
-            if reads is not None:
-                reads[0] += 1
-        elif isinstance(event, h11.Response):
-            return event
-        elif not isinstance(event, h11.InformationalResponse):  # 100 Continue and friends
+    """The upstream's final response head (1xx ones stay upstream), as ``next_event`` reads."""
+    while not isinstance(event := await next_event(upstream, reader, timeout, reads), h11.Response):
+        if not isinstance(event, h11.InformationalResponse):  # 100 Continue and friends
             raise h11.RemoteProtocolError("the upstream closed without a response")
+    return event
 
 
 async def _head_in_time(response: asyncio.Future[h11.Response], reads: list[int], timeout: float) -> h11.Response:
