@@ -280,6 +280,23 @@ def test_goaway_after_a_connection_error_names_no_stream_it_did_not_serve(served
     _no_traceback(served)
 
 
+@pytest.mark.parametrize(("frame", "code"), [
+    # HEADERS (END_STREAM|END_HEADERS) on stream 1 whose block indexes entry 0 of the HPACK table (§4.3)
+    (b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\x80", ErrorCodes.COMPRESSION_ERROR),
+    # HEADERS whose block is an integer that never ends (HPACK decoding error)
+    (b"\x00\x00\x06\x01\x05\x00\x00\x00\x01" + b"\xff" * 6, ErrorCodes.COMPRESSION_ERROR),
+    (b"\x00\x00\x06\x04\x01\x00\x00\x00\x00" + b"\x00\x01\x00\x00\x10\x00", ErrorCodes.FRAME_SIZE_ERROR),  # §6.5
+    (b"\x00\x00\x07\x06\x00\x00\x00\x00\x00" + b"\x00" * 7, ErrorCodes.FRAME_SIZE_ERROR),  # PING of 7 (§6.7)
+], ids=["hpack-index-0", "hpack-endless-integer", "settings-ack-with-payload", "ping-of-seven-bytes"])
+def test_connection_errors_carry_the_code_rfc9113_names(served: Served, frame: bytes, code: ErrorCodes) -> None:
+    """The GOAWAY's error code is the one RFC 9113 gives for the fault, not PROTOCOL_ERROR for everything."""
+    client = Client(served, strict=False)
+    client.sock.sendall(frame)
+    client.pump(lambda: client.closed, timeout=5)
+    assert client.goaway is not None and client.goaway[1] == code, client.goaway
+    _no_traceback(served)
+
+
 def test_idle_connection_gets_goaway_after_idle_timeout(tmp_path: Path, root: Path) -> None:
     served = _serve(tmp_path, str(root), toml="[http]\nidle_timeout = 0.5\n")
     try:

@@ -40,7 +40,8 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from h2.utilities import HeaderValidationFlags, validate_headers
-from hyperframe.frame import GoAwayFrame
+from hpack.exceptions import HPACKError
+from hyperframe.frame import Frame, GoAwayFrame
 
 from ..errors import TLSError
 from . import http1
@@ -72,8 +73,21 @@ _Failed = (TimeoutError, ConnectionError, TLSError, h2.exceptions.ProtocolError)
 _REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
 _TRAILERS = _REQUEST._replace(is_trailer=True)
 _GOAWAY, _HEADER_BLOCK, _END_HEADERS = 0x7, (0x1, 0x5, 0x9), 0x4  # frame types (HEADERS, PUSH_PROMISE, CONTINUATION)
-_DATA, _CONTINUATION = 0x0, 0x9
+_DATA, _SETTINGS, _CONTINUATION, _ACK = 0x0, 0x4, 0x9, 0x1
 _CARRY_NOTHING = (0x2, 0x4, 0x6, 0x8)  # PRIORITY, SETTINGS, PING, WINDOW_UPDATE
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's server state machine, with COMPRESSION_ERROR for a header block HPACK cannot decode (RFC 9113 §4.3),
+    where h2 says PROTOCOL_ERROR: h2 sends its GOAWAY with the code of the exception it is raising."""
+
+    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
+        try:
+            return super()._receive_frame(frame)
+        except h2.exceptions.ProtocolError as e:
+            if type(e) is h2.exceptions.ProtocolError and isinstance(e.__cause__, HPACKError):
+                e.error_code = ErrorCodes.COMPRESSION_ERROR  # not DenialOfServiceError (oversized list): calm
+            raise
 
 
 class _StreamFailed(Exception):
@@ -260,7 +274,7 @@ class _InboundFrames:
     A well-formed GOAWAY on stream 0 outside a header block is therefore kept from h2; any other, malformed ones
     included, goes to h2, which raises the protocol error. Only frame headers are looked at: payloads pass on."""
 
-    __slots__ = ("_held", "_left", "_preface", "block_bytes", "block_since", "idle", "in_block")
+    __slots__ = ("_held", "_left", "_preface", "block_bytes", "block_since", "idle", "in_block", "malformed")
 
     def __init__(self) -> None:
         self._preface = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # passed on: h2 checks it
@@ -270,6 +284,8 @@ class _InboundFrames:
         self.block_bytes = 0  # encoded bytes of the header block still open (0: none is)
         self.block_since = 0.0  # when it began (time.monotonic)
         self.idle = 0  # frames that carry nothing: empty DATA, PRIORITY, SETTINGS, PING, WINDOW_UPDATE, unknown
+        # a SETTINGS ACK with a payload: FRAME_SIZE_ERROR (§6.5), where h2 (hyperframe) says PROTOCOL_ERROR
+        self.malformed = False
 
     def split(self, data: bytes, max_frame_size: int) -> list[bytes | GoAwayFrame]:
         if self._held:
@@ -296,6 +312,8 @@ class _InboundFrames:
                 parts += [data[start:pos], goaway] if start < pos else [goaway]
                 start = pos = pos + 9 + length
                 continue
+            if kind == _SETTINGS and flags & _ACK and length:
+                self.malformed = True
             if kind in _CARRY_NOTHING or kind > _CONTINUATION or (kind == _DATA and not length and not flags & 1):
                 self.idle += 1
             if kind in _HEADER_BLOCK:
@@ -317,7 +335,7 @@ class _Connection:
         self.channel, self.state, self.router, self.limits = channel, state, router, limits
         self.tracker, self.metrics, self.logged, self.peer = tracker, metrics, logged, peer
         # h2's header checks raise out of receive_data as a connection error: ``_request`` makes them, per stream
-        self.h2 = h2.connection.H2Connection(config=h2.config.H2Configuration(
+        self.h2 = _H2Connection(config=h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=False))
         self.inbound = _InboundFrames()
         self.streams: dict[int, StreamExchange] = {}
@@ -417,6 +435,9 @@ class _Connection:
             start, self.bytes_in = self.bytes_in, self.bytes_in + len(data)
             early = self.state.early and start < self.state.early_bytes()
             parts = inbound.split(data, h2c.max_inbound_frame_size)
+            if inbound.malformed:
+                self._give_up(ErrorCodes.FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload")
+                break
             if inbound.block_bytes > HEADER_LIST_DECODED * limits.max_header_bytes:  # encoded: decoding only grows it
                 self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a header block of over {inbound.block_bytes} bytes")
                 break
