@@ -8,6 +8,9 @@ import asyncio
 import logging
 import os
 import re
+import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -669,3 +672,59 @@ def test_ranges_with_leading_zeros_a_suffix_of_an_empty_file_and_repeated_valida
     assert answers[3][0] == 200 and answers[3][2] == b""
     assert answers[4][0] == 304
     assert answers[5][0] == 200 and answers[5][2] == data
+
+
+@pytest.mark.parametrize("reads", [True, False], ids=["slow-but-steady-reader", "reader-that-stopped"])
+def test_a_closing_connection_keeps_sending_while_the_client_reads(reads: bool) -> None:
+    """A connection closed with a reply still in its buffers (idle timeout, drain) is aborted only after
+    send_timeout without progress, as ``drain`` counts it: asyncio writes again only once the kernel freed a third
+    of the send buffer, which a slow but steady reader may take longer than send_timeout to free (a 6 MB file at
+    1 MB/s was cut off 160 KiB before its end under a 1 s idle timeout). A client that stopped reading is cut off."""
+    size = 600_000
+    got = bytearray()
+
+    def client(port: int, stopped: threading.Event) -> None:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.connect(("127.0.0.1", port))
+            if not reads:
+                stopped.wait(10)
+                return
+            while True:
+                time.sleep(0.02)  # ~16 KiB per 20 ms: 0.8 MB/s, about 0.8 s for the whole reply
+                try:
+                    chunk = sock.recv(16384)
+                except ConnectionResetError:
+                    return
+                if not chunk:
+                    return
+                got.extend(chunk)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[float] = loop.create_future()
+
+        async def reply(channel: Channel) -> None:
+            channel.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+            channel.write(os.urandom(size))  # most of it stays in the transport's buffer
+            start = loop.time()
+            await channel.close_gracefully()
+            closed.set_result(loop.time() - start)
+
+        tasks: list[asyncio.Task[None]] = []
+        server = await loop.create_server(
+            lambda: Channel(lambda ch: tasks.append(asyncio.ensure_future(reply(ch))), send_timeout=0.3),
+            "127.0.0.1", 0)
+        stopped = threading.Event()
+        thread = threading.Thread(target=client, args=(server.sockets[0].getsockname()[1], stopped))
+        thread.start()
+        took = await closed
+        stopped.set()
+        await asyncio.to_thread(thread.join, 10)
+        server.close()
+        if reads:
+            assert len(got) == size and took > 0.3, (len(got), took)  # longer than send_timeout, not cut off
+        else:
+            assert 0.25 < took < 2, took
+
+    run(go)

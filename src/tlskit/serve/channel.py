@@ -170,19 +170,23 @@ class Channel(asyncio.Protocol):
         if not self._lost:
             if self._closed is None:
                 self._closed = self._loop.create_future()
-            await self._closed
+            await asyncio.shield(self._closed)  # a waiter given up on (a timeout) leaves it for the next one
 
     async def close_gracefully(self, *, linger: bool = True) -> None:
-        """Close; what is still on its way to the client may leave within ``send_timeout``, then the connection
-        is aborted (the client stopped reading it). A draining server waits for this. ``linger=False``: an idle
-        connection, closed without waiting for the client's own close."""
+        """Close; what is still on its way to the client goes on leaving, and once ``send_timeout`` passes with
+        none of it leaving (the client stopped reading), the connection is aborted: progress counted as in
+        ``drain``. A draining server waits for this. ``linger=False``: an idle connection, closed without waiting
+        for the client's own close."""
         self.close(linger=linger)
-        if self.write_pending:
+        while self.write_pending and not self._lost:
+            before = self.unsent()
             try:
                 async with asyncio.timeout(self.send_timeout):
                     await self.wait_closed()
             except TimeoutError:
-                self.abort()
+                if before is None or self.unsent() == before:
+                    self.abort()
+                    return
 
     @property
     def write_pending(self) -> int:
