@@ -141,9 +141,20 @@ class EchoUpstream(http.server.BaseHTTPRequestHandler):
     204 with a Content-Length."""
 
     protocol_version = "HTTP/1.1"
+    slow_arrivals = 0  # /slow requests that reached an upstream of this process (tests wait for one: no sleeps)
+    _arrival = threading.Condition()
+
+    @classmethod
+    def wait_slow(cls, seen: int, timeout: float = 10) -> None:
+        """Until more than ``seen`` /slow requests have reached an upstream (it answers them a second later)."""
+        with cls._arrival:
+            assert cls._arrival.wait_for(lambda: cls.slow_arrivals > seen, timeout), "/slow never reached upstream"
 
     def do_GET(self) -> None:
         if self.path.endswith("/slow"):
+            with self._arrival:
+                type(self).slow_arrivals += 1
+                self._arrival.notify_all()
             time.sleep(1.0)
         if self.path.endswith("/204"):  # with a Content-Length it must not have (RFC 9110 §8.6): some send one
             self.send_response(204)

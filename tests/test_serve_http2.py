@@ -27,7 +27,7 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
-from tests.served import ChannelTransport, Served, start
+from tests.served import ChannelTransport, EchoUpstream, Served, start
 from tlskit.serve.accesslog import TLSFields
 from tlskit.serve.channel import Channel
 from tlskit.serve.http1 import ConnectionTracker, Router, TLSState
@@ -314,8 +314,9 @@ def test_idle_connection_gets_goaway_after_idle_timeout(tmp_path: Path, root: Pa
 def test_sigterm_sends_goaway_and_finishes_the_stream_in_flight(tmp_path: Path, upstream: int) -> None:
     served = _serve(tmp_path, "--proxy", f"http://127.0.0.1:{upstream}")
     client = Client(served)
+    seen = EchoUpstream.slow_arrivals
     slow = client.request("/slow")
-    time.sleep(0.4)  # at the upstream now
+    EchoUpstream.wait_slow(seen)  # at the upstream now: the server has started the stream
     served.signal(signal.SIGTERM)
     client.pump(lambda: client.goaway is not None)
     assert client.goaway is not None and client.goaway[0] == slow

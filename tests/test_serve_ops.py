@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import make_ca, make_leaf, write_pem
-from tests.served import Served, json_lines, start, v6_loopback
+from tests.served import EchoUpstream, Served, json_lines, start, v6_loopback
 
 
 @pytest.fixture
@@ -203,9 +203,10 @@ def test_workers_refuse_new_connections_while_draining(tmp_path: Path, env: dict
         with contextlib.suppress(OSError):  # on a loaded machine it may still be queued when the drain starts
             done.append(served.fetch("/slow")[0])
 
+    seen = EchoUpstream.slow_arrivals
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.8)
+    EchoUpstream.wait_slow(seen)
     served.signal(signal.SIGTERM)
     time.sleep(0.5)
     with pytest.raises(ConnectionRefusedError):
@@ -702,10 +703,10 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path, env: dict[str, str], 
     idle = http.client.HTTPSConnection("127.0.0.1", served.port, context=served.context(), timeout=10)
     idle.request("GET", "/")
     idle.getresponse().read()
+    seen = EchoUpstream.slow_arrivals
     thread = threading.Thread(target=slow)
     thread.start()
-    served.wait_log(r"active|GET / HTTP", timeout=5)
-    time.sleep(0.3)  # the slow request is now at the upstream
+    EchoUpstream.wait_slow(seen)  # the slow request is now at the upstream
     served.signal(signal.SIGTERM)
     time.sleep(0.2)
     served.signal(signal.SIGHUP)  # e.g. a certbot deploy hook: it killed the draining process (status 129)
@@ -727,9 +728,10 @@ def test_a_second_stop_signal_ends_the_drain_at_once(tmp_path: Path, env: dict[s
         with contextlib.suppress(OSError):  # cut off by the second signal
             served.fetch("/slow")
 
+    seen = EchoUpstream.slow_arrivals
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.5)
+    EchoUpstream.wait_slow(seen)
     began = time.monotonic()
     served.signal(signal.SIGINT)
     time.sleep(0.1)
