@@ -3,6 +3,7 @@ post-handshake messages of RFC 8446, each asserted on both sides and, where it m
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 
@@ -40,7 +41,7 @@ from tlskit.enums import (
     ProtocolVersion,
     SignatureScheme,
 )
-from tlskit.errors import AlertError, ConfigError, ConnectionClosedError, UnexpectedEOF
+from tlskit.errors import AlertError, ConfigError, ConnectionClosedError, RemoteAlert, UnexpectedEOF
 from tlskit.events import (
     AlertReceived,
     ApplicationData,
@@ -822,6 +823,28 @@ def test_key_log_has_five_nss_lines_keyed_by_the_client_random(suite) -> None:
     assert pair.client.export_keying_material(b"lbl", b"", 16) == keyschedule.export_keying_material(
         params, bytes.fromhex(exporter.split()[2]), b"lbl", b"", 16
     )
+
+
+def test_a_failing_callback_ends_the_handshake_with_internal_error_not_a_bare_exception() -> None:
+    """A ``key_log`` that raises (a full disk) mid-handshake: the server sends internal_error (RFC 8446 §6.2)
+    and raises a typed AlertError whose cause is the callback's exception; the connection is dead."""
+    def full_disk(line: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    client = Connection(client_config())
+    server = Connection(dataclasses.replace(server_config(), key_log=full_disk))
+    client.start()
+    with pytest.raises(AlertError) as info:
+        server.receive_data(client.data_to_send())
+    assert info.value.description is AlertDescription.internal_error
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == 28
+    assert server.closed and isinstance(server.events()[-1], ConnectionClosed)
+    wire = server.data_to_send()
+    with pytest.raises(RemoteAlert) as seen:
+        client.receive_data(wire)
+    assert seen.value.description is AlertDescription.internal_error, wire.hex()
+    with pytest.raises(ConnectionClosedError):
+        server.receive_data(b"\x16\x03\x03\x00\x01\x00")
 
 
 def test_key_log_secrets_decrypt_the_server_flight() -> None:

@@ -225,6 +225,10 @@ class Connection:
             except (AlertError, RemoteAlert) as e:
                 self._failed(e)
                 raise
+            except TLSError:
+                raise
+            except Exception as e:
+                raise self._internal_error(e) from e
             return
         self._guard(self._receive, data)
 
@@ -349,13 +353,25 @@ class Connection:
             raise ConfigError("the handshake is not complete yet")
 
     def _guard(self, step: Callable[[bytes], None] | Callable[[], None], *args: bytes) -> None:
-        """Run ``step(*args)``; turn an AlertError into the alert on the wire and a dead connection."""
+        """Run ``step(*args)``; turn an AlertError into the alert on the wire and a dead connection. Any other
+        failure but our own errors (a bug, or a callback such as ``key_log`` raising) is internal_error."""
         try:
             step(*args)
             self._flush_handshake()
         except (AlertError, RemoteAlert) as e:
             self._failed(e)
             raise
+        except TLSError:
+            raise  # ConfigError: the caller's mistake, told as such
+        except Exception as e:
+            raise self._internal_error(e) from e
+
+    def _internal_error(self, cause: Exception) -> AlertError:
+        """§6.2 internal_error on the wire for an exception that is not about the peer's bytes; the connection is
+        dead, and the AlertError raised carries ``cause`` (``__cause__``)."""
+        error = AlertError(AlertDescription.internal_error, f"{type(cause).__name__}: {cause}")
+        self._failed(error)
+        return error
 
     def _failed(self, error: AlertError | RemoteAlert) -> None:
         """After a step raised: our alert goes on the wire (nothing queued before it), or the peer's is kept."""
