@@ -110,7 +110,8 @@ def feed(conn: Connection, chunks: list[bytes]) -> None:
         for chunk in chunks:
             conn.receive_data(chunk)
     except TLSError as error:
-
+        # internal_error is what a bug becomes on the wire (connection._internal_error): still a bug to find
+        assert error.__cause__ is None or isinstance(error.__cause__, TLSError), repr(error.__cause__)
         assert conn.closed
         if isinstance(error, AlertError):
             alert = conn.data_to_send()
