@@ -14,6 +14,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -183,6 +184,25 @@ class EchoUpstream(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+
+
+def site_config(tmp_path: Path, text: str) -> Path:
+    """``text`` as ``tmp_path/site.toml`` (a `tlskit serve --config` file)."""
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    return path
+
+
+def raw_exchange(served: Served, request: bytes) -> bytes:
+    """Send ``request`` as it is over TLS; everything the server answers until it closes (or 5 s pass)."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as raw, \
+            served.context().wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(request)
+        out = b""
+        with contextlib.suppress(TimeoutError, ssl.SSLError, ConnectionError):
+            while chunk := tls.recv(65536):
+                out += chunk
+        return out
 
 
 @contextlib.contextmanager

@@ -27,11 +27,6 @@ from tlskit.serve.devca import dev_certificate
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
-
-
-@pytest.fixture
 def site(tmp_path: Path, env: dict[str, str]) -> Iterator[Served]:
     root = tmp_path / "www"
     (root / "docs").mkdir(parents=True)
