@@ -11,12 +11,14 @@ import pytest
 from tests.pairing import certified, client_config, connect, events_of, handshake, pump, server_config
 from tlskit.config import EarlyDataPolicy
 from tlskit.connection import Connection
-from tlskit.enums import AlertDescription, ContentType, NamedGroup, PskKeyExchangeMode
+from tlskit.enums import AlertDescription, CipherSuite, ContentType, NamedGroup, PskKeyExchangeMode
 from tlskit.errors import AlertError, ConfigError
 from tlskit.events import ApplicationData, EarlyData, HandshakeComplete, SessionTicketReceived
+from tlskit.handshake.psk import SessionState
 from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
 from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
+EARLY_4K = EarlyDataPolicy(max_early_data_size=4096)  # tickets and the 0-RTT servers agree on it
 
 class Clock:
     def __init__(self) -> None:
@@ -208,7 +210,7 @@ def test_session_scope_covers_the_whole_revocation_policy_and_clock_skew() -> No
 def early_server(clock: Clock, store: object | None = None, **overrides: object) -> object:
     return servers(
         clock=clock,
-        early_data=EarlyDataPolicy(max_early_data_size=4096),
+        early_data=EARLY_4K,
         replay_store=store if store is not None else MemoryReplayStore(clock=clock),
         **overrides,
     )
@@ -229,7 +231,7 @@ def test_zero_rtt_is_accepted_and_delivered_before_the_client_finished() -> None
     tickets, clock = MemorySessionStore(), Clock()
     cfg = early_server(clock)
     first_connection(
-        tickets, clock, early_data=EarlyDataPolicy(max_early_data_size=4096), replay_store=MemoryReplayStore()
+        tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore()
     )
     client, server, flight = zero_rtt_attempt(tickets, clock, cfg)
     server.receive_data(flight)
@@ -246,7 +248,7 @@ def test_zero_rtt_is_accepted_and_delivered_before_the_client_finished() -> None
 def test_replayed_zero_rtt_hello_is_accepted_once() -> None:
     tickets, clock = MemorySessionStore(), Clock()
     replay = MemoryReplayStore(clock=clock)
-    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=replay)
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=replay)
     _, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock, replay))
     server.receive_data(flight)
     assert events_of(server.events(), EarlyData)
@@ -260,7 +262,7 @@ def test_replayed_zero_rtt_hello_is_accepted_once() -> None:
 
 def test_zero_rtt_refused_when_replay_store_is_down_and_data_resent_as_1rtt() -> None:
     tickets, clock = MemorySessionStore(), Clock()
-    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())
     client, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock, BrokenStore()))
     server.receive_data(flight)
     assert events_of(server.events(), EarlyData) == []
@@ -276,7 +278,7 @@ def test_zero_rtt_refused_when_replay_store_is_down_and_data_resent_as_1rtt() ->
 
 def test_zero_rtt_refused_when_ticket_age_is_outside_the_window() -> None:
     tickets, clock = MemorySessionStore(), Clock()
-    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())
     client = Connection(client_config(session_store=tickets, clock=clock, early_data=True))
     client.start()
     client.send_data(b"early")
@@ -302,7 +304,7 @@ def test_zero_rtt_over_the_limit_is_refused_by_the_client_api() -> None:
 
 def test_policy_hook_can_refuse_zero_rtt() -> None:
     tickets, clock = MemorySessionStore(), Clock()
-    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())
     cfg = servers(
         clock=clock,
         early_data=EarlyDataPolicy(accept=lambda name, alpn: False),
@@ -322,7 +324,7 @@ def test_rejected_zero_rtt_beyond_the_skip_budget_is_unexpected_message() -> Non
     from tlskit.enums import ContentType
 
     tickets, clock = MemorySessionStore(), Clock()
-    first_connection(tickets, clock, early_data=EarlyDataPolicy(max_early_data_size=4096),
+    first_connection(tickets, clock, early_data=EARLY_4K,
                      replay_store=MemoryReplayStore())
     client, server, flight = zero_rtt_attempt(tickets, clock, servers(clock=clock))  # no early-data policy here
     server.receive_data(flight)
@@ -383,7 +385,7 @@ def test_psk_ke_client_sends_no_key_share_and_falls_back_with_hrr() -> None:
 
 def test_server_answers_zero_rtt_request_with_half_rtt_data() -> None:
     tickets, clock = MemorySessionStore(), Clock()
-    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=MemoryReplayStore())
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())
     client, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock))
     server.receive_data(flight)
     assert events_of(server.events(), EarlyData)
@@ -439,7 +441,7 @@ def test_zero_rtt_hello_is_remembered_for_twice_the_window() -> None:
     time must still be refused."""
     tickets, clock = MemorySessionStore(), Clock()
     replay = MemoryReplayStore(clock=clock)
-    first_connection(tickets, clock, early_data=EarlyDataPolicy(), replay_store=replay)
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=replay)
     client = Connection(client_config(session_store=tickets, clock=lambda: clock.now + 9, early_data=True))
     client.start()
     client.send_data(b"POST /transfer")
@@ -458,7 +460,7 @@ def test_a_flood_of_empty_0rtt_records_is_unexpected_message_like_any_other() ->
     went through. 32 in a row pass (as after the handshake), the 33rd is refused."""
     tickets, clock = MemorySessionStore(), Clock()
     cfg = early_server(clock)
-    first_connection(tickets, clock, early_data=EarlyDataPolicy(max_early_data_size=4096),
+    first_connection(tickets, clock, early_data=EARLY_4K,
                      replay_store=MemoryReplayStore())
     client, server, flight = zero_rtt_attempt(tickets, clock, cfg)
     early_write = client._write
@@ -492,9 +494,70 @@ def test_0rtt_is_not_sent_under_a_ticket_issued_for_another_alpn() -> None:
     """A ticket issued without ALPN carried 0-RTT for a client offering h2: the server rejects it (OpenSSL does)
     and the client then resent it under h2, a protocol it was not written for (§4.2.10)."""
     store, clock = MemorySessionStore(), Clock()
-    first_connection(store, clock, early_data=EarlyDataPolicy(max_early_data_size=4096),
+    first_connection(store, clock, early_data=EARLY_4K,
                      replay_store=MemoryReplayStore())
     client = Connection(client_config(session_store=store, clock=clock, early_data=True, alpn=("h2",)))
     client.start()
     with pytest.raises(ConfigError):
         client.send_data(b"GET / HTTP/1.1\r\n\r\n")
+
+
+@pytest.mark.parametrize(("today", "sent"), [(EarlyDataPolicy(max_early_data_size=1024), 4000), (None, 30000)],
+                         ids=["limit-lowered", "0rtt-turned-off"])
+def test_a_ticket_that_allows_more_early_data_than_today_gets_1rtt_not_an_abort(
+        today: EarlyDataPolicy | None, sent: int) -> None:
+    """§4.2.10: a client may send as much 0-RTT data as its ticket says. After the server's limit was lowered (or
+    0-RTT turned off; ticket keys outlive a reload), the server accepted 0-RTT and then aborted at its new limit,
+    or skipped only its own limit of rejected data: unexpected_message for a client within its rights (review)."""
+    tickets, clock = MemorySessionStore(), Clock()
+    replay = MemoryReplayStore(clock=clock)
+    first_connection(tickets, clock, early_data=EarlyDataPolicy(max_early_data_size=65536), replay_store=replay)
+    overrides: dict[str, object] = {"clock": clock} if today is None else {
+        "clock": clock, "early_data": today, "replay_store": replay}
+    client, server, flight = zero_rtt_attempt(tickets, clock, servers(**overrides), data=b"G" * sent)
+    server.receive_data(flight)
+    pump(client, server)
+    (c_done,) = events_of(client.events(), HandshakeComplete)
+    s_events = server.events()
+    (s_done,) = events_of(s_events, HandshakeComplete)
+    assert s_done.resumed and not s_done.early_data_accepted and not c_done.early_data_accepted  # type: ignore[union-attr]
+    assert b"".join(e.data for e in events_of(s_events, ApplicationData)) == b"G" * sent  # resent after it
+
+
+def test_chained_resumptions_end_a_week_after_the_full_handshake() -> None:
+    """§4.6.1: each resumed connection gets new tickets; they used to carry the keys of one full handshake (and
+    its checked certificates) on for ever. A week after that handshake, the next resumption is a full one."""
+    tickets, clock = MemorySessionStore(), Clock()
+    cfg = servers(clock=clock)
+    first_connection(tickets, clock)
+    start, resumed = clock.now, []
+    while clock.now - start < 8 * 86400:
+        clock.now += 3600
+        pair = handshake(client_config(session_store=tickets, clock=clock), cfg)  # type: ignore[arg-type]
+        resumed.append(pair.server_complete.resumed)
+        if not pair.server_complete.resumed:
+            break
+    assert resumed[:-1] == [True] * (7 * 24 - 1) and resumed[-1] is False, len(resumed)
+
+
+def test_a_ticket_sealing_a_suite_this_node_does_not_know_is_a_full_handshake() -> None:
+    """A mixed-version fleet: a newer node seals a suite an older one cannot use. It was internal_error."""
+    state = SessionState(suite=CipherSuite.TLS_AES_128_GCM_SHA256, psk=b"k" * 32, issued_at=1.0,
+                         authenticated_at=1.0, age_add=7, lifetime=7200, max_early_data=0, server_name=None, alpn=None)
+    assert SessionState.decode(state.encode()) == state
+    unknown = dataclasses.replace(state, suite=CipherSuite.of(0x1399))
+    assert SessionState.decode(unknown.encode()) is None
+
+
+def test_a_replay_store_that_answers_neither_true_nor_false_refuses_0rtt() -> None:
+    class Vague:
+        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> object:
+            return None
+
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())
+    client, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock, Vague()))
+    server.receive_data(flight)
+    pump(client, server)
+    (s_done,) = events_of(server.events(), HandshakeComplete)
+    assert s_done.early_data_accepted is False  # type: ignore[union-attr]

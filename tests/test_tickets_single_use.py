@@ -46,8 +46,9 @@ class RecordingStore(MemoryReplayStore):
 
 
 def state(issued_at: float, lifetime: int = 7200) -> SessionState:
-    return SessionState(suite=CipherSuite.TLS_AES_128_GCM_SHA256, psk=b"k" * 32, issued_at=issued_at, age_add=7,
-                        lifetime=lifetime, max_early_data=0, server_name="localhost", alpn=None)
+    return SessionState(suite=CipherSuite.TLS_AES_128_GCM_SHA256, psk=b"k" * 32, issued_at=issued_at,
+                        authenticated_at=issued_at, age_add=7, lifetime=lifetime, max_early_data=0,
+                        server_name="localhost", alpn=None)
 
 
 # --- store side ------------------------------------------------------------------------------------------

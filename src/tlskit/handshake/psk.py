@@ -29,9 +29,13 @@ __all__ = ["SessionState", "claim_ticket", "client_binder", "issue_tickets", "ob
 
 log = logging.getLogger("tlskit.handshake")
 
-_STATE_VERSION = 2
-# version, suite, issued_at (ms), age_add, lifetime, max_early_data; then psk, server_name, alpn, client chain
-_STATE_HEAD = struct.Struct(">BHQIII")
+_STATE_VERSION = 3
+# version, suite, issued_at (ms), authenticated_at (ms), age_add, lifetime, max_early_data; then psk, server_name,
+# alpn, client chain
+_STATE_HEAD = struct.Struct(">BHQQIII")
+# §4.6.1: tickets issued on resumed connections would extend the keys of one full handshake for good; none resumes
+# once this long has passed since the certificates were last checked and signed for (the longest ticket lifetime)
+MAX_SESSION_AGE = 7 * 24 * 3600
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,6 +45,7 @@ class SessionState:
     suite: CipherSuite
     psk: bytes
     issued_at: float
+    authenticated_at: float  # when the full handshake behind it ran: tickets of resumed sessions keep it (§4.6.1)
     age_add: int
     lifetime: int
     max_early_data: int
@@ -60,6 +65,7 @@ class SessionState:
             _STATE_VERSION,
             self.suite,
             int(self.issued_at * 1000),
+            int(self.authenticated_at * 1000),
             self.age_add,
             self.lifetime,
             self.max_early_data,
@@ -83,7 +89,11 @@ class SessionState:
         """None for a state we cannot use (another version or malformed): the client just gets a full handshake."""
         if len(data) < _STATE_HEAD.size or data[0] != _STATE_VERSION:
             return None
-        _, suite, issued_ms, age_add, lifetime, max_early = _STATE_HEAD.unpack_from(data)
+        _, suite, issued_ms, authenticated_ms, age_add, lifetime, max_early = _STATE_HEAD.unpack_from(data)
+        try:
+            suite_params(CipherSuite.of(suite))  # sealed by a node that knows a suite this one does not
+        except ValueError:
+            return None
         try:
             r = Reader(data, _STATE_HEAD.size)
             psk = r.vector(1, 32, 48)
@@ -100,6 +110,7 @@ class SessionState:
             suite=CipherSuite.of(suite),
             psk=psk,
             issued_at=issued_ms / 1000,
+            authenticated_at=authenticated_ms / 1000,
             age_add=age_add,
             lifetime=lifetime,
             max_early_data=max_early,
@@ -169,6 +180,8 @@ def accept_psk(
             continue
         if state.server_name != server_name:
             continue  # §4.6.1: resume only for the name the session was established for
+        if now - state.authenticated_at >= MAX_SESSION_AGE:
+            continue  # resumed from resumed sessions for a week: authenticate again (§4.6.1)
         partial = raw_hello[: len(raw_hello) - ext.binders_length([len(b) for b in offered.binders])]
         t = prefix.copy()
         t.add(partial)
@@ -198,6 +211,10 @@ def early_data_acceptable(
         return False
     if state.suite != suite or state.alpn != alpn:
         return False
+    if state.max_early_data > policy.max_early_data_size:  # lowered since the ticket was issued: it may send more
+        log.info("%s0-RTT refused for %s: the ticket allows %d bytes, now %d", log_peer(), server_name,
+                 state.max_early_data, policy.max_early_data_size)
+        return False
     expected_age_ms = (now - state.issued_at) * 1000
     if abs(expected_age_ms - accepted.client_age_ms) > policy.freshness_window * 1000:
         log.info(
@@ -220,9 +237,9 @@ def early_data_acceptable(
     except Exception as e:  # any store failure means "cannot prove it is not a replay" (§8, fail closed)
         log.warning("%s0-RTT refused for %s: replay store unavailable (%s)", log_peer(), server_name, e)
         return False
-    if not fresh:
+    if fresh is not True:
         log.warning("%s0-RTT refused for %s: replayed ClientHello", log_peer(), server_name)
-    return fresh
+    return fresh is True  # a store answering anything but True has not shown the hello is new
 
 
 def ticket_use_key(identity: bytes) -> bytes:
@@ -258,10 +275,15 @@ def issue_tickets(
     alpn: str | None,
     now: float,
     client_chain: tuple[bytes, ...] = (),
+    authenticated_at: float | None = None,
 ) -> list[bytes]:
-    """NewSessionTicket messages (§4.6.1), each sealing a distinct PSK under the current ticket key."""
+    """NewSessionTicket messages (§4.6.1), each sealing a distinct PSK under the current ticket key.
+    ``authenticated_at``: when the full handshake behind a resumed session ran (None: this one was full); its
+    tickets live no longer than ``MAX_SESSION_AGE`` from then."""
     keys = config.ticket_keys
-    if keys is None or config.ticket_count <= 0:
+    authenticated = now if authenticated_at is None else authenticated_at
+    lifetime = min(config.ticket_lifetime, int(authenticated + MAX_SESSION_AGE - now))
+    if keys is None or config.ticket_count <= 0 or lifetime <= 0:
         return []
     key = keys.encryption_key()
     max_early = config.early_data.max_early_data_size if config.early_data is not None else 0
@@ -273,8 +295,9 @@ def issue_tickets(
             suite=params.suite,
             psk=keyschedule.resumption_psk(params, resumption_master_secret, nonce),
             issued_at=now,
+            authenticated_at=authenticated,
             age_add=age_add,
-            lifetime=config.ticket_lifetime,
+            lifetime=lifetime,
             max_early_data=max_early,
             server_name=server_name,
             alpn=alpn,
@@ -284,7 +307,7 @@ def issue_tickets(
         if max_early:
             exts = (Extension(ExtensionType.early_data, ext.early_data_nst_body(max_early)),)
         msg = NewSessionTicket(
-            lifetime=config.ticket_lifetime,
+            lifetime=lifetime,
             age_add=age_add,
             nonce=nonce,
             ticket=seal_ticket(key, state.encode(), config.random),

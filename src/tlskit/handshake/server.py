@@ -123,7 +123,7 @@ def _negotiate(
             if not first:
                 raise AlertError(AlertDescription.illegal_parameter, "second ClientHello lacks the requested share")
             transcript.add(raw)
-            return _hello_retry(ctx, config, offer, group, params, transcript, claimed)
+            return _hello_retry(ctx, config, offer, group, params, transcript, claimed, accepted)
     transcript.add(raw)
     return _server_flight(ctx, config, offer, params, transcript, group, share, accepted, hello_retry=not first)
 
@@ -150,8 +150,13 @@ def _client_auth_still_holds(ctx: Context, config: ServerConfig, chain: tuple[by
     return True
 
 
-def _early_skip_budget(config: ServerConfig) -> int:
-    return config.early_data.max_early_data_size + 4096 if config.early_data is not None else _DEFAULT_EARLY_SKIP
+def _early_skip_budget(config: ServerConfig, accepted: psk.AcceptedPsk | None) -> int:
+    """Rejected 0-RTT bytes to skip (§4.2.10): what the client may send, which is what its ticket allows when we
+    opened it (more than today's limit after the limit was lowered), plus record overhead."""
+    limit = config.early_data.max_early_data_size if config.early_data is not None else 0
+    if accepted is not None:
+        limit = max(limit, accepted.state.max_early_data)
+    return limit + 4096 if limit else _DEFAULT_EARLY_SKIP
 
 
 def _hello_retry(
@@ -162,6 +167,7 @@ def _hello_retry(
     params: SuiteParams,
     transcript: Transcript,
     claimed: bytes | None,
+    accepted: psk.AcceptedPsk | None,
 ) -> ExpectSecondClientHello:
     """§4.1.4: ask for a share of ``group``; the cookie binds the retry to this first ClientHello."""
     transcript.replace_with_message_hash()
@@ -182,7 +188,7 @@ def _hello_retry(
     if config.middlebox_compat and offer.hello.legacy_session_id:
         ctx.send_change_cipher_spec()
     if offer.early_data:
-        ctx.skip_early_data(_early_skip_budget(config))  # §4.2.10: early data cannot survive a retry
+        ctx.skip_early_data(_early_skip_budget(config, accepted))  # §4.2.10: early data cannot survive a retry
     return ExpectSecondClientHello(
         first=offer, group=group, params=params, transcript=transcript, cookie=cookie, claimed=claimed
     )
@@ -317,6 +323,7 @@ def _server_flight(
         c_hs=c_hs,
         c_ap=c_ap,
         exporter=exporter,
+        authenticated_at=accepted.state.authenticated_at if accepted is not None else None,
         complete=HandshakeComplete(
             version=ProtocolVersion.TLS1_3,
             cipher_suite=offer.suite,
@@ -332,13 +339,13 @@ def _server_flight(
     )
     next_state: object = ExpectClientCertificate(after) if request_cert else ExpectClientFinished(after)
     if early:
-        assert config.early_data is not None
+        assert config.early_data is not None and accepted is not None
         ctx.set_read_secret(params, client_early, EncryptionLevel.early_data)
-        ctx.accept_early_data(config.early_data.max_early_data_size)
+        ctx.accept_early_data(accepted.state.max_early_data)  # the ticket's (at most today's: early_data_acceptable)
         return ExpectEndOfEarlyData(after, next_state)
     ctx.set_read_secret(params, c_hs, EncryptionLevel.handshake)
     if offer.early_data:
-        ctx.skip_early_data(_early_skip_budget(config))
+        ctx.skip_early_data(_early_skip_budget(config, accepted))
     return next_state
 
 
@@ -410,6 +417,7 @@ class _AfterServerFinished:
     c_ap: bytes
     exporter: bytes
     complete: HandshakeComplete
+    authenticated_at: float | None  # a resumed session's original full handshake (its tickets keep it)
 
 
 @dataclass(slots=True)
@@ -524,6 +532,7 @@ class ExpectClientFinished:
             complete.alpn,
             ctx.now(),
             complete.peer_certificates,
+            after.authenticated_at,
         ):
             ctx.send_handshake(ticket)
         return ServerConnected(session)
