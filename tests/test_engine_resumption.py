@@ -561,3 +561,18 @@ def test_a_replay_store_that_answers_neither_true_nor_false_refuses_0rtt() -> No
     pump(client, server)
     (s_done,) = events_of(server.events(), HandshakeComplete)
     assert s_done.early_data_accepted is False  # type: ignore[union-attr]
+
+
+def test_empty_records_among_rejected_0rtt_data_are_not_skipped_for_free() -> None:
+    """Rejected 0-RTT records are skipped up to a budget, each costing its length: an empty one (no AEAD tag, so
+    never 0-RTT data) cost nothing, and a peer could send them for ever (found by fuzzing)."""
+    tickets, clock = MemorySessionStore(), Clock()
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())
+    cfg = servers(clock=clock, early_data=EarlyDataPolicy(max_early_data_size=4096, accept=lambda name, alpn: False),
+                  replay_store=MemoryReplayStore(clock=clock))
+    _, server, flight = zero_rtt_attempt(tickets, clock, cfg)
+    server.receive_data(flight)  # 0-RTT refused: its records are being skipped
+    with pytest.raises(AlertError) as info:
+        server.receive_data(b"\x17\x03\x03\x00\x00" * 1000)
+    assert info.value.description is AlertDescription.unexpected_message
+    assert server.closed

@@ -188,6 +188,38 @@ def test_garbage_der_is_bad_certificate(pki: Pki, position: int) -> None:
     assert ("leaf certificate" if position == 0 else "certificate #1") in error.message
 
 
+def _subject_cn_as_bit_string(der: bytes) -> bytes:
+    """The subject's CN value re-tagged BIT STRING (a type the CN OID cannot have): cryptography refuses the name
+    (TypeError) only when it is read, after the signature check already failed."""
+    at = der.rfind(b"\x06\x03\x55\x04\x03") + 5  # the last CN in the DER: the subject's
+    assert der[at] in (0x0C, 0x13)
+    return der[:at] + b"\x03" + der[at + 1:]
+
+
+def _unknown_key_algorithm(der: bytes) -> bytes:
+    """``der`` with its id-ecPublicKey OID changed to one no library knows (a candidate issuer's key)."""
+    assert der.count(_EC_PUBLIC_KEY) == 1
+    return der.replace(_EC_PUBLIC_KEY, bytes.fromhex("0607018648ce3d0201"))
+
+
+_EC_PUBLIC_KEY = bytes.fromhex("06072a8648ce3d0201")
+
+
+@pytest.mark.parametrize("shape", ["bit-string-cn", "issuer-with-unknown-key"])
+def test_certificates_cryptography_cannot_read_while_diagnosing_are_bad_certificate(pki: Pki, shape: str) -> None:
+    """Found by fuzzing: after the verifier refused a chain, explaining why read names and tried candidate issuers,
+    and a TypeError (a BIT STRING CN) or UnsupportedAlgorithm (an unknown key type) escaped: internal_error, on
+    the client and the server side. Both are the peer's malformed certificates: bad_certificate (§6.2)."""
+    if shape == "bit-string-cn":
+        chain = [_subject_cn_as_bit_string(pki.leaf.der), pki.inter.der]
+    else:  # the leaf's signature broken, then a "root" of the same name whose key cryptography cannot load
+        chain = [pki.leaf.der[:-1] + bytes((pki.leaf.der[-1] ^ 1,)), _unknown_key_algorithm(pki.inter.der)]
+    assert server_alert(chain, pki.trust).description == AlertDescription.bad_certificate
+    with pytest.raises(CertificateError) as info:
+        verify_client_chain(chain, trust=pki.trust, now=NOW)
+    assert info.value.description == AlertDescription.bad_certificate
+
+
 def test_empty_chains(pki: Pki) -> None:
     assert server_alert([], pki.trust).description == AlertDescription.decode_error
     with pytest.raises(CertificateError) as info:

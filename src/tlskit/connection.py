@@ -431,7 +431,9 @@ class Connection:
             elif self._read is None or (content_type is ContentType.alert and self._complete is None):
                 # A peer that fails before it has our keys sends its alert in plaintext (§6, §5.1).
                 if content_type is ContentType.application_data:
-                    if self._early_skip >= len(fragment):  # 0-RTT data around a HelloRetryRequest (§4.2.10)
+                    # 0-RTT data around a HelloRetryRequest (§4.2.10); never an empty record (no AEAD tag): skipped
+                    # for free, those would hold a handshake open for ever
+                    if fragment and self._early_skip >= len(fragment):
                         self._early_skip -= len(fragment)
                         continue
                     raise AlertError(AlertDescription.unexpected_message, "protected record before keys exist")
@@ -448,6 +450,8 @@ class Connection:
                         # Rejected 0-RTT records cannot be opened with the handshake key: skip them (§4.2.10).
                         if e.description is not AlertDescription.bad_record_mac:
                             raise
+                        if not fragment:  # no AEAD tag: never 0-RTT data (skipped for free, it could come for ever)
+                            raise AlertError(AlertDescription.unexpected_message, "empty protected record") from None
                         if self._early_skip >= len(fragment):
                             self._early_skip -= len(fragment)
                             continue

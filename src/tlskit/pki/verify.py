@@ -492,7 +492,7 @@ def _check_leaf(leaf: x509.Certificate, purpose: x509.ObjectIdentifier | None) -
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -629,7 +629,10 @@ def _key_ids_match(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 # What cryptography raises for certificates it parses lazily (names, extensions) or refuses while verifying.
-_MALFORMED = (ValueError, KeyError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, VerificationError)
+# (TypeError: a subject attribute of a type its OID cannot have, e.g. a BIT STRING CN; UnsupportedAlgorithm: a
+# key cryptography cannot load, met when a candidate issuer is tried.)
+_MALFORMED = (ValueError, TypeError, KeyError, UnsupportedAlgorithm, x509.DuplicateExtension,
+              x509.UnsupportedGeneralNameType, VerificationError)
 
 
 def verify_server_chain(
