@@ -39,12 +39,15 @@ def spki_sha256(cert: x509.Certificate | bytes) -> str:
 
 
 def _normalise(pin: str) -> str:
-    """Accept ``BASE64``, ``sha256//BASE64`` (curl), ``sha256/BASE64`` and ``pin-sha256="BASE64"`` (HPKP).
+    """Accept ``BASE64``, ``sha256//BASE64`` (curl), ``sha256/BASE64``, ``pin-sha256="BASE64"`` (HPKP) and
+    ``pin-sha256: BASE64`` (what ``tlskit probe`` prints).
 
     Base64 may itself start with ``/``, so ``sha256//...`` is ambiguous: every reading that yields a 32-byte
     hash is tried, curl's first.
     """
-    text = pin.strip().removeprefix("pin-sha256=").strip('"')
+    text = pin.strip()
+    if text.startswith(("pin-sha256=", "pin-sha256:")):
+        text = text[len("pin-sha256="):].strip().strip('"')
     candidates = [text.removeprefix(prefix) for prefix in ("sha256//", "sha256/") if text.startswith(prefix)]
     for candidate in [*candidates, text]:
         try:
