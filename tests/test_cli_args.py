@@ -37,6 +37,18 @@ def test_out_of_range_values_are_usage_errors(argv: list[str], flag: str, capsys
     assert f"argument {flag}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["serve", "--certs", "x"], ["probe", "localhost:1", "--bogus"], ["--bogus"]])
+def test_a_mistyped_flag_is_told_with_its_commands_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """It was the top-level usage (`tlskit [-h] [--version] COMMAND ...`), which lists no flag of the command."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    usage = "usage: tlskit [-h]" if argv[0].startswith("-") else f"usage: tlskit {argv[0]} "
+    flag = next(a for a in argv if a.startswith("--"))
+    assert err.startswith(usage) and f"error: unrecognized arguments: {flag}" in err, err
+
+
 def _run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tlskit", *argv], capture_output=True, text=True, timeout=60,
                           cwd=cwd)

@@ -28,8 +28,10 @@ Set SSLKEYLOGFILE=/path/keys.log to record session keys for Wireshark.
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for usage or configuration errors)."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    parser, commands = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # told by the command's own parser, with its usage line (argparse would give the top-level one)
+        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2
@@ -42,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each command's own parser by name."""
     parser = argparse.ArgumentParser(
         prog="tlskit",
         description="TLS 1.3 tools built on tlskit.",
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     stek_cli.register(sub)
     for tool in _analysis_tools():
         tool.register(sub)
-    return parser
+    return parser, sub.choices
 
 
 def _analysis_tools() -> list[ModuleType]:
