@@ -402,3 +402,20 @@ def test_a_port_out_of_range_is_a_usage_error_not_a_traceback(port: str, capsys:
         main(["serve", "--port", port])
     assert exit_info.value.code == 2
     assert "argument --port:" in capsys.readouterr().err
+
+
+def test_suites_and_groups_take_commas_or_colons_in_serve_and_probe(tmp_path: Path, env: dict[str, str]) -> None:
+    """serve wanted colons (OpenSSL's) and probe commas, and only serve named its flag --ciphers: each now takes
+    either separator and both names (found by the README walk-through)."""
+    (tmp_path / "i.txt").write_text("i\n")
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--groups", "secp384r1,x25519",
+                    "--suites", "TLS_AES_256_GCM_SHA384,TLS_CHACHA20_POLY1305_SHA256"], env)
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-m", "tlskit", "probe", f"127.0.0.1:{served.port}", "--sni", "localhost", "--cafile",
+             str(served.cacert), "--groups", "secp384r1:x25519", "--ciphers", "TLS_AES_256_GCM_SHA384", "--json"],
+            capture_output=True, text=True, timeout=30, env=env)
+        assert probe.returncode == 0, probe.stderr
+        assert '"TLS_AES_256_GCM_SHA384"' in probe.stdout and '"secp384r1"' in probe.stdout, probe.stdout
+    finally:
+        served.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Any
 
@@ -44,7 +45,7 @@ def _group(name: str) -> NamedGroup:
 
 def _csv(kind: Any) -> Any:
     def parse(text: str) -> tuple[Any, ...]:
-        return tuple(kind(part) for part in text.split(",") if part)
+        return tuple(kind(part) for part in re.split("[,:]", text) if part)  # OpenSSL's ':' or a comma
     return parse
 
 
@@ -64,10 +65,11 @@ def register(sub: Any) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_connection_options(parser)
     parser.add_argument("--alpn", action="append", default=[], metavar="PROTOCOL", help="offer ALPN (repeatable)")
-    parser.add_argument("--suites", type=_csv(_suite), default=(), metavar="LIST",
-                        help="comma-separated TLS 1.3 suites to offer")
+    parser.add_argument("--suites", "--ciphers", type=_csv(_suite), default=(), metavar="LIST",
+                        help="TLS 1.3 suites to offer, comma- or colon-separated")
     parser.add_argument("--groups", type=_csv(_group), default=(), metavar="LIST",
-                        help="comma-separated groups to offer; the first gets a key share (incl. X25519MLKEM768)")
+                        help="groups to offer, comma- or colon-separated; the first gets a key share (incl. "
+                             "X25519MLKEM768)")
     parser.add_argument("--cert", metavar="FILE", help="client certificate chain (PEM)")
     parser.add_argument("--key", metavar="FILE", help="client private key (PEM; default: --cert)")
     parser.add_argument("--keylog", metavar="FILE", help="append NSS key log lines to FILE (for Wireshark)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from .argtypes import port_number, seconds
@@ -58,10 +59,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--alpn", action="append", metavar="PROTOCOL", choices=("h2", "http/1.1"),
                        help="ALPN protocol to accept, in preference order; repeat for several (default: http/1.1). "
                             "HTTP/2 is opt-in: --alpn h2 --alpn http/1.1")
-    serve.add_argument("--ciphers", metavar="SUITES",
-                       help="TLS 1.3 suites in order, colon-separated (e.g. TLS_AES_256_GCM_SHA384)")
+    serve.add_argument("--ciphers", "--suites", metavar="SUITES",
+                       help="TLS 1.3 suites in order, colon- or comma-separated (e.g. TLS_AES_256_GCM_SHA384)")
     serve.add_argument("--groups", metavar="GROUPS",
-                       help="key exchange groups, colon-separated (default: X25519MLKEM768:x25519:...)")
+                       help="key exchange groups, colon- or comma-separated (default: X25519MLKEM768:x25519:...)")
     serve.add_argument("--proxy", metavar="URL", help="forward every request to this http:// upstream")
     serve.add_argument("--listing", action="store_true", default=None,
                        help="list directories that have no index.html")
@@ -142,8 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
     flags = Flags(
         config=args.config, root=args.root, host=args.host, port=args.port, reuse_port=args.reuse_port,
         cert=args.cert, key=args.key, alpn=tuple(args.alpn) if args.alpn else None,
-        cipher_suites=tuple(args.ciphers.split(":")) if args.ciphers else None,
-        groups=tuple(args.groups.split(":")) if args.groups else None,
+        cipher_suites=tuple(re.split("[:,]", args.ciphers)) if args.ciphers else None,
+        groups=tuple(re.split("[:,]", args.groups)) if args.groups else None,
         proxy=args.proxy, listing=args.listing, workers=args.workers, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, log_json=args.log_json, access_log=args.access_log, ktls=args.ktls,
         ticket_keys=tuple(args.ticket_keys) if args.ticket_keys else None, ticket_rotate=args.ticket_rotate,

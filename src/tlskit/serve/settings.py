@@ -625,9 +625,9 @@ def _named(t: _Table, key: str, flag: Sequence[str] | None, enum: type[E], suppo
         member = by_name.get(name.lower())
         if member is None:
             message = f"{name!r} is not supported; use some of: {', '.join(m.name for m in by_name.values())}"
-            if flag is not None:  # the flags: --ciphers and --groups, colon-separated
+            if flag is not None:  # the flags: --ciphers and --groups, colon- or comma-separated
                 option = "--ciphers" if key == "cipher_suites" else f"--{key.replace('_', '-')}"
-                raise SettingsError(f"{option}: {message}" + (" (separate them with ':')" if "," in name else ""))
+                raise SettingsError(f"{option}: {message}")
             t.fail(key, message)
         values.append(member)
     if not values:
