@@ -274,6 +274,20 @@ def test_bad_certificate_path_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1 and str(missing) in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--client-ca", "--client-crl"])
+def test_an_unusable_client_ca_or_crl_is_named_by_its_flag(tmp_path: Path, flag: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """It was "settings: trust file ... contains no ... block", which names no flag (README walk-through)."""
+    ca = make_ca()
+    good = tmp_path / "ca.pem"
+    good.write_bytes(ca.pem)
+    _, key = make_leaf(ca).write(tmp_path, "site")  # a key: neither CA certificates nor a CRL
+    argv = ["--client-ca", str(key)] if flag == "--client-ca" else ["--client-ca", str(good), "--client-crl", str(key)]
+    assert main(["serve", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {flag}: " in err and str(key) in err, err
+
+
 def test_key_not_matching_certificate_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ca = make_ca()
     cert, _ = make_leaf(ca).write(tmp_path, "a")

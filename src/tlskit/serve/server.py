@@ -144,11 +144,14 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
         if settings.verify_client != "none" and settings.client_ca is not None:
             allowed = SpiffeAllowList(settings.allow_spiffe) if settings.allow_spiffe else None
             # As nginx's ssl_crl: a client whose chain lacks a current CRL for any certificate is refused (fail closed).
+            where = settings.source or "--client-crl"  # named by the config file, else by the flag
             revocation = (RevocationPolicy(mode="hard-fail", crl_files=settings.client_crl, crl_check_all=True)
                           if settings.client_crl else None)
+            where = settings.source or "--client-ca"
+            trust = TrustStore.from_pem_file(settings.client_ca)
+            where = settings.source or "settings"
             auth = ClientAuth(mode=settings.verify_client,  # type: ignore[arg-type]  # checked by settings
-                              trust=TrustStore.from_pem_file(settings.client_ca), allowed_ids=allowed,
-                              revocation=revocation)
+                              trust=trust, allowed_ids=allowed, revocation=revocation)
             if revocation is not None and auth.trust is not None:
                 issuers = revocation.crl_issuers()
                 for ca in auth.trust.roots:
