@@ -79,6 +79,27 @@ def test_key_files_are_never_served_from_a_static_root(tmp_path: Path, env: dict
         dev.stop()
 
 
+def test_workers_leave_the_configurations_warnings_to_the_supervisor(tmp_path: Path, env: dict[str, str]) -> None:
+    """Each process built the site and warned: with two workers, every warning three times (README walk-through).
+    Reload builds it again, in the supervisor and then in each worker: told once more, by the supervisor."""
+    root = make_ca("ops root")
+    cert, key = make_leaf(root, ["localhost", "127.0.0.1"]).write(tmp_path, "server")
+    served = start(["--cert", str(cert), "--key", str(key), "--host", "127.0.0.1", "--port", "0"], env,
+                   cwd=tmp_path, dev=False, workers=2)
+    try:
+        served.cacert = write_pem(tmp_path / "ca.pem", [root])
+        for _ in range(4):
+            assert served.fetch(f"/{cert.name}")[0] == 200  # a worker served (and had started)
+        warned = re.escape(f"{key.name} is under the static root")
+        served.wait_log(warned)
+        served.signal(signal.SIGHUP)
+        served.wait_log(r"reloaded")
+        time.sleep(1)  # the workers reload after the supervisor
+        assert sum(bool(re.search(warned, line)) for line in served.log) == 2, "".join(served.log)
+    finally:
+        served.stop()
+
+
 def test_a_certbot_style_renewal_is_picked_up(tmp_path: Path, env: dict[str, str]) -> None:
     """certbot renews by writing archive/cert2.pem and pointing live/ symlinks at it: the files watched were the
     resolved archive/ targets, which never change, so the old certificate stayed until SIGHUP."""

@@ -127,6 +127,7 @@ def test_proxy_without_upstream_is_502(tmp_path: Path, env: dict[str, str]) -> N
     try:
         assert served.fetch("/")[0] == 502
         served.wait_log(r'"GET / HTTP/1\.1" 502 ')
+        served.wait_log(rf"answered 502 Bad Gateway: upstream 127\.0\.0\.1:{dead}: ")  # which upstream failed
     finally:
         served.stop()
 

@@ -294,7 +294,7 @@ class ReverseProxy:
             raise HTTPError(504, detail=f"connecting to {r.upstream_host}:{r.upstream_port} timed out") from None
         except OSError as e:
             _log.warning("upstream %s:%d: %s", r.upstream_host, r.upstream_port, e.strerror or e)
-            raise HTTPError(502, detail=str(e)) from None
+            raise HTTPError(502, detail=f"upstream {r.upstream_host}:{r.upstream_port}: {e.strerror or e}") from None
         upstream = h11.Connection(h11.CLIENT)
         try:
             await self._forward(request, exchange, upstream, reader, writer)
@@ -309,7 +309,7 @@ class ReverseProxy:
         except (OSError, h11.ProtocolError) as e:
             if isinstance(e, ConnectionError | h11.LocalProtocolError) and exchange.started:
                 raise ConnectionError(f"upstream response cut short: {e}") from None
-            raise HTTPError(502, detail=f"upstream: {e}") from None
+            raise HTTPError(502, detail=f"upstream {r.upstream_host}:{r.upstream_port}: {e}") from None
         finally:
             await writer.close()
 

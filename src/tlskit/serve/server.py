@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +175,22 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
     return Site(settings, with_env_key_log(config), Router(tuple(routes)), store, dev, ticket_key, stateful)
 
 
+@contextlib.contextmanager
+def told_by_the_supervisor(worker: bool) -> Iterator[None]:
+    """In a worker, no warnings while its site is built: the supervisor built it from the same configuration and
+    told them (once, not once per process); errors still show."""
+    if not worker:
+        yield
+        return
+    logger = logging.getLogger("tlskit.serve")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _secrets(settings: Settings, specs: Sequence[CertificateSpec], dev: DevCertificate | None) -> Secrets:
     """The key files no static route may send, with a warning for each that sits under a static root."""
     keys = [spec.key for spec in specs] + list(settings.ticket_key_files)
@@ -216,14 +232,14 @@ class ServeProcess:
 
     def __init__(self, site: Site, flags: Flags, sockets: list[socket.socket], *,
                  metrics: ServeMetrics | None = None, watch: bool = True, reload_signal: bool = True,
-                 count_reloads: bool = True) -> None:
+                 worker: bool = False) -> None:
         self.site = site
         self.flags = flags
         self.sockets = sockets
         self.metrics = metrics
         self.watch = watch
         self.reload_signal = reload_signal
-        self.count_reloads = count_reloads  # a worker's reloads are counted once, by its supervisor
+        self.worker = worker  # of a supervisor, which counts the reloads and tells the configuration's warnings
         self._seen = ""  # the watched files' fingerprint as of the last reload (or start)
         self.tracker = ConnectionTracker()
         self._stopping: asyncio.Event | None = None
@@ -266,8 +282,9 @@ class ServeProcess:
 
     def stop(self) -> None:
         if self._stopping is not None and not self._stopping.is_set():
-            _log.info("shutting down: no new connections; %d open get up to %.0f s",
-                      len(self.tracker.open), self.site.settings.drain_timeout)
+            open_now = len(self.tracker.open)
+            _log.info("shutting down: no new connections; %d open, %s", open_now,
+                      f"given up to {self.site.settings.drain_timeout:.0f} s to finish" if open_now else "exiting")
             self._stopping.set()
 
     def _force(self) -> None:
@@ -280,10 +297,11 @@ class ServeProcess:
         """Build the new site from the config file and flags; keep the old one on any error."""
         self._seen = files_fingerprint(self.site.watched_files())  # the poller does not reload this again
         try:
-            site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
+            with told_by_the_supervisor(self.worker):
+                site = build_site(load_settings(self.flags), self.site.ticket_key, previous=self.site)
         except Exception as e:  # whatever went wrong, the server that runs keeps running
             _log.error("reload (%s) failed, still serving the previous configuration: %s", why, reload_error(e))
-            if self.metrics and self.count_reloads:
+            if self.metrics and not self.worker:
                 self.metrics.reloads.labels("failed").inc()
             return False
         old, new = self.site.settings, site.settings
@@ -299,7 +317,7 @@ class ServeProcess:
         _log.info("reloaded (%s): %d certificate(s), %d route(s); %s", why, len(site.chains()),
                   len(site.settings.routes), reload_changes(old_site, site))
         self._seen = files_fingerprint(site.watched_files())
-        if self.metrics and self.count_reloads:
+        if self.metrics and not self.worker:
             self.metrics.reloads.labels("ok").inc()
         return True
 

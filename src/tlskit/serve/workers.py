@@ -33,7 +33,15 @@ from ..tickets.keyring import TicketKey
 from .accesslog import setup_logging
 from .certstore import files_fingerprint
 from .metrics import MULTIPROC_ENV, ServeMetrics, mark_worker_dead, serve_metrics
-from .server import RENEWAL_CHECK_SECONDS, ServeProcess, Site, build_site, reload_changes, reload_error
+from .server import (
+    RENEWAL_CHECK_SECONDS,
+    ServeProcess,
+    Site,
+    build_site,
+    reload_changes,
+    reload_error,
+    told_by_the_supervisor,
+)
 from .settings import Flags, load_settings, per_process_state
 
 __all__ = ["Supervisor", "worker_main"]
@@ -314,14 +322,15 @@ def worker_main() -> int:
         # the configuration the supervisor runs, even if the file has been broken since (or a crash loop)
         settings = load_settings(flags, spec.get("config_text") or None)
         setup_logging(json_lines=settings.log_json, quiet=True)  # its warnings formatted (--log-json: JSON lines)
-        site = build_site(settings, key)  # one ticket key for all
+        with told_by_the_supervisor(worker=True):
+            site = build_site(settings, key)  # one ticket key for all
     except ConfigError as e:
         print(f"tlskit serve worker: error: {e}", file=sys.stderr)
         return 2
     setup_logging(json_lines=settings.log_json, quiet=spec["quiet"])
     sockets = [socket.socket(fileno=fd) for fd in spec["fds"]]
     metrics = ServeMetrics() if site.settings.metrics is not None else None
-    process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False, count_reloads=False)
+    process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False, worker=True)
     process.early_reload = lambda: bool(hup)
     run_loop(process.run(), site.settings.uvloop)
     return 0
