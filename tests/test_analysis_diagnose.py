@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import shutil
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from cryptography import x509
 from tests.certs import Issued, make_ca, make_leaf, write_pem
 from tests.interop.ours import OurServer, http_hello
 from tests.interop.peers import HOST, OpenSSLServer, free_port, require, run_client, wait_listening
-from tlskit.analysis.diagnose import LiveOptions, diagnose_haproxy, diagnose_live, diagnose_s_client
+from tlskit.analysis.diagnose import LiveOptions, diagnose_haproxy, diagnose_live, diagnose_s_client, render_diagnosis
 from tlskit.cli.main import main
 from tlskit.config import CertifiedKey, ServerConfig
 from tlskit.pki.ocsp import CertStatus, OCSPResponder, build_request
@@ -361,3 +362,44 @@ def test_a_healthy_run_saved_with_its_stderr_is_healthy(lab: Lab, tmp_path: Path
     text = saved.read_text()
     diagnosis = diagnose_s_client(text)
     assert diagnosis.findings == [] and diagnosis.healthy == 1, (text[:300], diagnosis.findings)
+
+
+_OPENSSL_ERROR = re.compile(r":error:(?P<code>[0-9A-F]{8}):SSL routines:\w*:(?P<reason>[^:]+):")
+
+
+def _haproxy28_lines(server_output: str) -> list[str]:
+    """HAProxy >= 2.8 logs `SSL handshake failure (error:<code>:SSL routines::<reason>)` (OpenSSL's error string).
+    Debian 12 ships 2.6, which logs no reason, so the reasons come from a real OpenSSL server (s_server) that
+    met the same failures, in HAProxy's fixed layout."""
+    return [f"127.0.0.1:{40000 + i} [27/Nov/2026:10:00:0{i}.000] fe_tls/1: SSL handshake failure "
+            f"(error:{m['code']}:SSL routines::{m['reason']})"
+            for i, m in enumerate(_OPENSSL_ERROR.finditer(server_output))]
+
+
+def test_haproxy_alerts_received_are_the_clients_complaint_about_the_server(lab: Lab) -> None:
+    """HAProxy is the server: `tlsv1 alert unknown ca` in its log was sent by a client that does not trust
+    HAProxy's certificate. It was read as in s_client output ("server rejected the client certificate"; fix:
+    "use a client certificate from the CA the server trusts")."""
+    stranger_ca = write_pem(lab.dir / "stranger-bundle.pem", [make_ca("client's only root")])
+    with OpenSSLServer(*lab.leaf("hap28"), mode="www") as server:
+        _s_client(server.port, stranger_ca)  # the client trusts another CA: it sends unknown_ca
+        _s_client(server.port, lab.cafile, servername="other.example")  # the name does not match: bad_certificate
+        time.sleep(0.2)
+        good = server.output()
+    expired = lab.leaf("hap28-expired", not_before=NOW - dt.timedelta(days=60), not_after=NOW - dt.timedelta(days=3))
+    with OpenSSLServer(*expired, mode="www") as server:
+        _s_client(server.port, lab.cafile)  # the client sends certificate_expired
+        time.sleep(0.2)
+        old = server.output()
+    lines = _haproxy28_lines(good) + _haproxy28_lines(old)
+    assert [line.split("::")[1] for line in lines] == ["tlsv1 alert unknown ca)", "sslv3 alert bad certificate)",
+                                                       "sslv3 alert certificate expired)"], good + old
+    diagnosis = diagnose_haproxy(lines)
+    assert [f.cause for f in diagnosis.findings] == ["server_cert_rejected", "server_cert_rejected", "expired"]
+    assert all("the client sent alert" in f.detail and "this server's certificate" in f.detail
+               for f in diagnosis.findings), diagnosis.findings
+    out: list[str] = []
+    render_diagnosis(diagnosis, out.append)
+    text = "\n".join(out)
+    assert "client certificate" not in text and "the client rejected the server's certificate" in text
+    assert "fullchain.pem" in text

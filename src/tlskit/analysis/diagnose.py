@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..config import CertifiedKey, ClientConfig
 from ..enums import AlertDescription, HandshakeType, NamedGroup, ProtocolVersion
@@ -59,6 +59,10 @@ CAUSES: dict[str, Cause] = {
     "client_cert_rejected": Cause("server rejected the client certificate",
                                   "use a client certificate from the CA the server trusts (its ca-file), "
                                   "not expired, with clientAuth EKU"),
+    "server_cert_rejected": Cause("the client rejected the server's certificate",
+                                  "the clients must trust the CA that issued it (their CA bundle) and the server "
+                                  "must send its full chain (leaf then intermediates: fullchain.pem) with the name "
+                                  "they connect to in subjectAltName; the client's log says which"),
     "revoked": Cause("certificate revoked", "replace the revoked certificate; remove the stale OCSP staple"),
     "middlebox": Cause("middlebox interference (TLS 1.3 hello reset/mangled while TLS 1.2 works)",
                        "update or bypass the interfering proxy/firewall/IDS; ask its vendor for TLS 1.3 support"),
@@ -102,42 +106,70 @@ class Diagnosis:
 
 # --- OpenSSL text (s_client output, HAProxy error strings) ---------------------------------------
 
+Side = Literal["client", "server"]  # which end of the handshake wrote the text
+
 # Most specific first: a run matching several (e.g. a verify error and the alert it caused) takes the first.
-_RULES: list[tuple[str, re.Pattern[str]]] = [(cause, re.compile(pattern, re.IGNORECASE)) for cause, pattern in (
-    ("revoked", r"certificate revoked|Cert Status: revoked|verify error:num=23:"),
-    ("not_yet_valid", r"verify error:num=9:|certificate is not yet valid"),
-    ("expired", r"verify error:num=10:|certificate has expired|alert certificate expired"),
-    ("hostname_mismatch", r"verify error:num=62:|hostname mismatch"),
-    ("missing_intermediate", r"verify error:num=21:|unable to verify the first certificate"),
-    ("unknown_ca", r"verify error:num=(?:2|18|19|20):|self[- ]signed certificate|unable to get local issuer"),
-    ("client_cert_required", r"alert certificate required|peer did not return a certificate|certificate required"),
-    ("client_cert_rejected", r"alert unknown ca|alert bad certificate|alert access denied|"
-                             r"SSL client certificate not trusted|SSL client CA chain cannot be verified|"
-                             r"alert certificate unknown"),
-    ("version_mismatch", r"alert protocol version|unsupported protocol|no protocols available|"
-                         r"wrong ssl version|version too low|tlsv1 alert protocol"),
-    ("cipher_mismatch", r"alert handshake failure|no shared cipher|no suitable key share|no cipher match|"
-                        r"no ciphers available|no shared group|insufficient security"),
-    ("plain_http", r"wrong version number|packet length too long|http request|record layer failure|"
-                   r"unknown protocol"),
-    ("connection_refused", r"errno=111|Connection refused"),
-    ("middlebox", r"errno=104|Connection reset by peer|unexpected eof while reading"),
-    ("timeout", r"Timeout during SSL handshake|timed out"),
-    ("handshake_failure_unlogged", r": SSL handshake failure\s*$"),
-)]
+# Each rule names the cause as the client sees it (s_client output) and as the server sees it (a HAProxy log):
+# OpenSSL's "alert X" reasons are alerts *received*, so in a server's log they are the client's complaint about
+# the server, and in s_client output the server's complaint about the client.
+_RULES: list[tuple[str, str, re.Pattern[str]]] = [
+    (as_client, as_server, re.compile(pattern, re.IGNORECASE)) for as_client, as_server, pattern in (
+        ("revoked", "revoked", r"certificate revoked|Cert Status: revoked|verify error:num=23:"),
+        ("not_yet_valid", "not_yet_valid", r"verify error:num=9:|certificate is not yet valid"),
+        ("expired", "expired", r"verify error:num=10:|certificate has expired|alert certificate expired"),
+        ("hostname_mismatch", "hostname_mismatch", r"verify error:num=62:|hostname mismatch"),
+        ("missing_intermediate", "missing_intermediate", r"verify error:num=21:|"
+                                                         r"unable to verify the first certificate"),
+        ("unknown_ca", "unknown_ca", r"verify error:num=(?:2|18|19|20):|self[- ]signed certificate|"
+                                     r"unable to get local issuer"),
+        ("client_cert_required", "client_cert_required", r"alert certificate required|"
+                                                         r"peer did not return a certificate|certificate required"),
+        ("client_cert_rejected", "client_cert_rejected", r"SSL client certificate not trusted|"
+                                                         r"SSL client CA chain cannot be verified"),
+        ("client_cert_rejected", "server_cert_rejected", r"alert unknown ca|alert bad certificate|"
+                                                         r"alert access denied|alert certificate unknown|"
+                                                         r"alert unsupported certificate"),
+        ("version_mismatch", "version_mismatch", r"alert protocol version|unsupported protocol|"
+                                                 r"no protocols available|wrong ssl version|version too low|"
+                                                 r"tlsv1 alert protocol"),
+        ("cipher_mismatch", "cipher_mismatch", r"alert handshake failure|no shared cipher|no suitable key share|"
+                                               r"no cipher match|no ciphers available|no shared group|"
+                                               r"insufficient security"),
+        ("plain_http", "plain_http", r"wrong version number|packet length too long|http request|"
+                                     r"record layer failure|unknown protocol"),
+        ("connection_refused", "connection_refused", r"errno=111|Connection refused"),
+        ("middlebox", "middlebox", r"errno=104|Connection reset by peer|unexpected eof while reading"),
+        ("timeout", "timeout", r"Timeout during SSL handshake|timed out"),
+        ("handshake_failure_unlogged", "handshake_failure_unlogged", r": SSL handshake failure\s*$"),
+    )]
+# A received alert about a certificate names whose certificate the peer refused.
+_RECEIVED_ALERT = re.compile(r"alert (certificate (?:expired|revoked)|unknown ca|bad certificate|access denied|"
+                             r"certificate unknown|unsupported certificate)", re.IGNORECASE)
+
 _LEGACY_SUCCESS = re.compile(r"^(?:Protocol version: |\s*Protocol\s*: |New, )(TLSv1(?:\.1)?)(?![.\d])", re.MULTILINE)
 _SUCCESS = re.compile(r"^Verification: OK|Verify return code: 0 \(ok\)", re.MULTILINE)
 _LEAF_ISSUER_UNKNOWN = re.compile(r"^depth=0 .*\n(?:verify error:num=20:|verify error:num=21:)", re.MULTILINE)
 _NOT_BEFORE = re.compile(r"v:NotBefore: (\w{3} +\d+ [\d:]+ \d{4}) GMT")
 
 
-def classify_text(text: str) -> tuple[str, str] | None:
-    """(cause, the line showing it) for one block of OpenSSL-style text, or None if it shows none."""
-    for cause, pattern in _RULES:
+def classify_text(text: str, side: Side) -> tuple[str, str] | None:
+    """(cause, the line showing it) for one block of OpenSSL-style text written by ``side``, or None if it
+    shows none."""
+    for as_client, as_server, pattern in _RULES:
         for line in text.splitlines():
             if pattern.search(line):
-                return cause, line.strip()
+                return (as_client if side == "client" else as_server), line.strip()
     return None
+
+
+def _received_alert_detail(line: str, side: Side) -> str:
+    """Whose certificate a received certificate alert is about, or ""."""
+    match = _RECEIVED_ALERT.search(line)
+    if match is None:
+        return ""
+    if side == "client":
+        return f"the server sent alert {match.group(1)}: it refused the client certificate"
+    return f"the client sent alert {match.group(1)}: it refused this server's certificate"
 
 
 def _skew(text: str, now: dt.datetime) -> str:
@@ -191,7 +223,7 @@ def diagnose_s_client(text: str, *, now: dt.datetime | None = None) -> Diagnosis
     diagnosis = Diagnosis(source="openssl s_client output")
     for number, run in enumerate(split_s_client_runs(text), 1):
         legacy = _LEGACY_SUCCESS.search(run)
-        found = classify_text(run)
+        found = classify_text(run, "client")
         if found is None and legacy is not None:
             found = ("legacy_only", legacy.group(0).strip())
         if found is None:
@@ -203,7 +235,7 @@ def diagnose_s_client(text: str, *, now: dt.datetime | None = None) -> Diagnosis
         cause, line = found
         if cause == "unknown_ca" and _LEAF_ISSUER_UNKNOWN.search(run):
             cause = "missing_intermediate"  # the leaf's own issuer is missing: the chain stops at the leaf
-        detail = _skew(run, now) if cause == "not_yet_valid" else ""
+        detail = _skew(run, now) if cause == "not_yet_valid" else _received_alert_detail(line, "client")
         diagnosis.findings.append(Finding(cause=cause, example=line, detail=detail, source=f"run {number}"))
     return diagnosis
 
@@ -225,9 +257,10 @@ def diagnose_haproxy(lines: Iterable[str]) -> Diagnosis:
         match = _HAPROXY_LINE.search(line)
         if match is None or not _HAPROXY_TLS.search(match.group("rest")):
             continue
-        found = classify_text(match.group("rest"))
+        found = classify_text(match.group("rest"), "server")  # HAProxy is the server: alerts came from clients
         cause = found[0] if found is not None else "unknown"
-        diagnosis.findings.append(Finding(cause=cause, example=line.strip(), source=f"line {number}"))
+        detail = _received_alert_detail(found[1], "server") if found is not None else ""
+        diagnosis.findings.append(Finding(cause=cause, example=line.strip(), detail=detail, source=f"line {number}"))
     return diagnosis
 
 
