@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.certs import Issued, make_ca, make_leaf, write_pem
 from tests.interop.ours import OurServer, http_hello
@@ -403,3 +404,25 @@ def test_haproxy_alerts_received_are_the_clients_complaint_about_the_server(lab:
     text = "\n".join(out)
     assert "client certificate" not in text and "the client rejected the server's certificate" in text
     assert "fullchain.pem" in text
+
+
+def test_live_a_revoked_client_certificate_is_said_to_be_revoked(lab: Lab) -> None:
+    """openssl s_server with a CRL answers a revoked client certificate with alert certificate_revoked: it was
+    "server rejected the client certificate" with a fix about the CA, expiry and EKU."""
+    cert, key = lab.leaf("client-revoked", client_auth=True)
+    serial = x509.load_pem_x509_certificates(cert.read_bytes())[0].serial_number
+    now = dt.datetime.now(dt.UTC)
+    revoked = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - dt.timedelta(hours=1))
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(lab.inter.cert.subject)
+           .last_update(now - dt.timedelta(hours=1)).next_update(now + dt.timedelta(days=1))
+           .add_revoked_certificate(revoked.build()).sign(lab.inter.key, hashes.SHA256()))  # type: ignore[arg-type]
+    crl_file = lab.dir / "client.crl.pem"
+    crl_file.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    chain = write_pem(lab.dir / "client-chain-ca.pem", [lab.root, lab.inter])
+    mtls = ["-Verify", "1", "-verify_return_error", "-CAfile", str(chain), "-crl_check", "-CRL", str(crl_file)]
+    with OpenSSLServer(*lab.leaf("crl-server"), extra_args=mtls) as server:
+        diagnosis = diagnose_live(LiveOptions(host=HOST, port=server.port, sni="localhost", cafile=str(lab.cafile),
+                                              client_cert=str(cert), client_key=str(key)))
+    assert [(f.cause, f.example) for f in diagnosis.findings] == [
+        ("revoked", "client certificate sent, server answered alert certificate_revoked")], diagnosis.findings
+    assert "client certificate is revoked" in diagnosis.findings[0].detail

@@ -63,7 +63,8 @@ CAUSES: dict[str, Cause] = {
                                   "the clients must trust the CA that issued it (their CA bundle) and the server "
                                   "must send its full chain (leaf then intermediates: fullchain.pem) with the name "
                                   "they connect to in subjectAltName; the client's log says which"),
-    "revoked": Cause("certificate revoked", "replace the revoked certificate; remove the stale OCSP staple"),
+    "revoked": Cause("certificate revoked", "replace the revoked certificate (on a server, also remove the stale "
+                                            "OCSP staple)"),
     "middlebox": Cause("middlebox interference (TLS 1.3 hello reset/mangled while TLS 1.2 works)",
                        "update or bypass the interfering proxy/firewall/IDS; ask its vendor for TLS 1.3 support"),
     "connection_refused": Cause("nothing listens on the port", "check host, port and that the service runs"),
@@ -310,8 +311,13 @@ def diagnose_live(options: LiveOptions) -> Diagnosis:
         if certificate is None:
             return add("client_cert_required", f"server sent CertificateRequest, then alert "
                                                f"{alert.name if alert else trace.error}")
-        return add("client_cert_rejected", f"client certificate sent, server answered alert "
-                                           f"{alert.name if alert else trace.error}")
+        example = f"client certificate sent, server answered alert {alert.name if alert else trace.error}"
+        if alert is AlertDescription.certificate_revoked:
+            return add("revoked", example, "the server says the client certificate is revoked")
+        if alert is AlertDescription.certificate_expired:
+            return add("expired", example, "the server says the client certificate has expired (or its clock "
+                                           "is wrong)")
+        return add("client_cert_rejected", example)
     if trace.server_sent(HandshakeType.server_hello):
         chain = trace.peer_chain()
         if not chain:
