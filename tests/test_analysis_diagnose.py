@@ -167,7 +167,7 @@ def corpus_and_live(lab: Lab) -> tuple[str, dict[str, str]]:
         live["missing_intermediate"] = diagnose(server.port)
     with OpenSSLServer(good_cert, good_key, tls13_only=False, extra_args=["-tls1_2"]) as server:
         runs.append(_s_client(server.port, lab.cafile, "-tls1_3"))
-        live["version_mismatch"] = diagnose(server.port)
+        live["server_lacks_version"] = diagnose(server.port)
         with _tls13_hostile_proxy(server.port) as proxy:
             live["middlebox"] = diagnose(proxy)
     with OpenSSLServer(good_cert, good_key, tls13_only=False,
@@ -199,7 +199,7 @@ def test_s_client_corpus_is_classified_per_run(corpus_and_live: tuple[str, dict[
     diagnosis = diagnose_s_client(corpus)
     causes = [f.cause for f in diagnosis.findings]
     assert causes == ["hostname_mismatch", "expired", "not_yet_valid", "revoked", "unknown_ca",
-                      "missing_intermediate", "version_mismatch", "cipher_mismatch", "client_cert_required",
+                      "missing_intermediate", "server_lacks_version", "cipher_mismatch", "client_cert_required",
                       "client_cert_rejected", "plain_http"], "\n".join(f"{f.cause}: {f.example}" for f in
                                                                      diagnosis.findings)
     assert diagnosis.healthy == 1
@@ -211,7 +211,7 @@ def test_s_client_corpus_is_classified_per_run(corpus_and_live: tuple[str, dict[
 
 
 @pytest.mark.parametrize("scenario", ["healthy", "hostname_mismatch", "expired", "not_yet_valid", "revoked",
-                                      "unknown_ca", "missing_intermediate", "version_mismatch", "middlebox",
+                                      "unknown_ca", "missing_intermediate", "server_lacks_version", "middlebox",
                                       "legacy_only", "cipher_mismatch", "client_cert_required",
                                       "client_cert_rejected", "plain_http"])
 def test_live_diagnosis_names_the_cause(corpus_and_live: tuple[str, dict[str, str]], scenario: str) -> None:
@@ -322,7 +322,7 @@ def test_runs_saved_with_2_redirected_are_split_where_they_begin(tmp_path: Path)
     finally:
         served.stop()
     diagnosis = diagnose_s_client(runs.read_text())
-    assert sorted(f.cause for f in diagnosis.findings) == ["unknown_ca", "unknown_ca", "version_mismatch"]
+    assert sorted(f.cause for f in diagnosis.findings) == ["client_lacks_version", "unknown_ca", "unknown_ca"]
     assert diagnosis.healthy == 1
 
 
@@ -426,3 +426,20 @@ def test_live_a_revoked_client_certificate_is_said_to_be_revoked(lab: Lab) -> No
     assert [(f.cause, f.example) for f in diagnosis.findings] == [
         ("revoked", "client certificate sent, server answered alert certificate_revoked")], diagnosis.findings
     assert "client certificate is revoked" in diagnosis.findings[0].detail
+
+
+def test_version_advice_names_the_side_that_lacks_the_version(lab: Lab, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`openssl s_client -tls1_2` against a TLS 1.3-only server got "enable TLS 1.3 on the server (or allow TLS
+    1.2 on the client)": the server has TLS 1.3, the client must allow it."""
+    cert, key = lab.leaf("versions")
+    with OpenSSLServer(cert, key, mode="www") as server:  # TLS 1.3 only
+        old_client = _s_client(server.port, lab.cafile, "-tls1_2")
+    with OpenSSLServer(cert, key, mode="www", tls13_only=False, extra_args=["-tls1_2"]) as server:
+        new_client = _s_client(server.port, lab.cafile, "-tls1_3")
+    assert [f.cause for f in diagnose_s_client(old_client).findings] == ["client_lacks_version"], old_client
+    assert [f.cause for f in diagnose_s_client(new_client).findings] == ["server_lacks_version"], new_client
+    saved = tmp_path / "old.txt"
+    saved.write_text(old_client)
+    assert main(["diagnose", "--s-client", str(saved)]) == 1
+    assert "fix: allow TLS 1.3 on the client (or TLS 1.2 on the server)" in capsys.readouterr().out

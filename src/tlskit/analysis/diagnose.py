@@ -37,8 +37,14 @@ CAUSES: dict[str, Cause] = {
                              "offer/enable a shared TLS 1.3 suite and group (TLS_AES_128_GCM_SHA256, x25519 or "
                              "secp256r1); check `ciphersuites`/`groups` on both sides"),
     "version_mismatch": Cause("no common protocol version",
-                              "enable TLS 1.3 on the server (or allow TLS 1.2 on the client); check "
-                              "ssl-min-ver/ssl_protocols/MinProtocol"),
+                              "make the versions overlap: compare the server's (ssl-min-ver/ssl-max-ver, "
+                              "ssl_protocols, MinProtocol) with the client's; TLS 1.2 and 1.3 on both is safest"),
+    "server_lacks_version": Cause("the server does not speak the version the client offers (TLS 1.3)",
+                                  "enable TLS 1.3 on the server (or allow TLS 1.2 on the client); check "
+                                  "ssl-max-ver/ssl_protocols/MaxProtocol on the server"),
+    "client_lacks_version": Cause("the client offers only versions the server refuses (TLS 1.2 or older)",
+                                  "allow TLS 1.3 on the client (or TLS 1.2 on the server); check the client's "
+                                  "maximum version (-tls1_2, MaxProtocol) and the server's ssl-min-ver/MinProtocol"),
     "legacy_only": Cause("server speaks only TLS 1.0/1.1 (deprecated, RFC 8996)",
                          "upgrade the server's TLS library/config to TLS 1.2+ and preferably 1.3"),
     "expired": Cause("certificate expired", "renew the certificate (and automate renewal, e.g. ACME)"),
@@ -130,9 +136,10 @@ _RULES: list[tuple[str, str, re.Pattern[str]]] = [
         ("client_cert_rejected", "server_cert_rejected", r"alert unknown ca|alert bad certificate|"
                                                          r"alert access denied|alert certificate unknown|"
                                                          r"alert unsupported certificate"),
-        ("version_mismatch", "version_mismatch", r"alert protocol version|unsupported protocol|"
-                                                 r"no protocols available|wrong ssl version|version too low|"
-                                                 r"tlsv1 alert protocol"),
+        # the server's log: the client refused the version the server chose (below the client's minimum)
+        ("version_mismatch", "server_lacks_version", r"alert protocol version"),
+        ("version_mismatch", "version_mismatch", r"unsupported protocol|no protocols available|wrong ssl version|"
+                                                 r"version too low"),
         ("cipher_mismatch", "cipher_mismatch", r"alert handshake failure|no shared cipher|no suitable key share|"
                                                r"no cipher match|no ciphers available|no shared group|"
                                                r"insufficient security"),
@@ -147,6 +154,10 @@ _RULES: list[tuple[str, str, re.Pattern[str]]] = [
 _RECEIVED_ALERT = re.compile(r"alert (certificate (?:expired|revoked)|unknown ca|bad certificate|access denied|"
                              r"certificate unknown|unsupported certificate)", re.IGNORECASE)
 
+# s_client shows the version it tried in a failed run: "Protocol  : TLSv1.2" (its maximum, in SSL-Session), or
+# for TLS 1.3 the early data status.
+_OFFERED_BELOW_13 = re.compile(r"^\s*Protocol\s*: (?:TLSv1(?:\.[012])?|SSLv3)\s*$", re.MULTILINE)
+_OFFERED_13 = re.compile(r"^Early data was not sent|^\s*Protocol\s*: TLSv1\.3\s*$", re.MULTILINE)
 _LEGACY_SUCCESS = re.compile(r"^(?:Protocol version: |\s*Protocol\s*: |New, )(TLSv1(?:\.1)?)(?![.\d])", re.MULTILINE)
 _SUCCESS = re.compile(r"^Verification: OK|Verify return code: 0 \(ok\)", re.MULTILINE)
 _LEAF_ISSUER_UNKNOWN = re.compile(r"^depth=0 .*\n(?:verify error:num=20:|verify error:num=21:)", re.MULTILINE)
@@ -236,6 +247,11 @@ def diagnose_s_client(text: str, *, now: dt.datetime | None = None) -> Diagnosis
         cause, line = found
         if cause == "unknown_ca" and _LEAF_ISSUER_UNKNOWN.search(run):
             cause = "missing_intermediate"  # the leaf's own issuer is missing: the chain stops at the leaf
+        if cause == "version_mismatch":  # which side lacks the other's version tells which fix applies
+            if _OFFERED_BELOW_13.search(run):
+                cause = "client_lacks_version"
+            elif _OFFERED_13.search(run):
+                cause = "server_lacks_version"
         detail = _skew(run, now) if cause == "not_yet_valid" else _received_alert_detail(line, "client")
         diagnosis.findings.append(Finding(cause=cause, example=line, detail=detail, source=f"run {number}"))
     return diagnosis
@@ -386,7 +402,7 @@ def _hello_refused(options: LiveOptions, sni: str | None, trace: HandshakeTrace,
     if wide.kind == "server_hello" and (wide.version or 0) < ProtocolVersion.TLS1_2:
         return add("legacy_only", example, f"the server answers only {_version(wide.version)} (RFC 8996)")
     if wide.kind == "server_hello":
-        return add("version_mismatch", example, "the server negotiates TLS 1.2 only; tlskit speaks TLS 1.3")
+        return add("server_lacks_version", example, "the server negotiates TLS 1.2 only; tlskit speaks TLS 1.3")
     tls12 = probe("TLS 1.2 hello (no supported_versions)", HelloSpec(version=ProtocolVersion.TLS1_2,
                                                                      server_name=sni))
     if tls12.kind == "server_hello" and (tls12.version or 0) < ProtocolVersion.TLS1_2:
@@ -396,7 +412,7 @@ def _hello_refused(options: LiveOptions, sni: str | None, trace: HandshakeTrace,
         if trace.failure in ("reset", "eof") or wide.kind in ("reset", "eof", "not_tls"):
             return add("middlebox", example, "a TLS 1.3 ClientHello is cut off while a TLS 1.2 one gets a "
                                              "ServerHello: something on the path does not understand TLS 1.3")
-        return add("version_mismatch", example, "the server speaks TLS 1.2 but refuses TLS 1.3 hellos")
+        return add("server_lacks_version", example, "the server speaks TLS 1.2 but refuses TLS 1.3 hellos")
     for version in (ProtocolVersion.TLS1_1, ProtocolVersion.TLS1_0):
         old = probe(f"{version.name} hello", HelloSpec(version=version, server_name=sni))
         if old.kind == "server_hello":

@@ -20,11 +20,11 @@ examples:
   tlskit diagnose --haproxy /var/log/haproxy.log --json
       HAProxy "SSL handshake failure" lines (fixed format, or an error-log-format with %[ssl_fc_err_str])
 
-Causes: cipher/group mismatch, version mismatch, TLS 1.0/1.1 only, expired, not yet valid (clock skew),
-unknown CA, missing intermediate, hostname mismatch, plain HTTP on a TLS port, no certificate, client
-certificate required/rejected, server certificate rejected by the client (HAProxy logs), revoked,
-middlebox interference, refused, timeout. In HAProxy logs HAProxy is the server: an alert it logs
-(e.g. "tlsv1 alert unknown ca") was sent by the client about HAProxy's certificate.
+Causes: cipher/group mismatch, version mismatch (naming the side that lacks the version), TLS 1.0/1.1
+only, expired, not yet valid (clock skew), unknown CA, missing intermediate, hostname mismatch, plain HTTP
+on a TLS port, no certificate, client certificate required/rejected, server certificate rejected by the
+client (HAProxy logs), revoked, middlebox interference, refused, timeout. In HAProxy logs HAProxy is the
+server: an alert it logs (e.g. "tlsv1 alert unknown ca") was sent by the client about HAProxy's certificate.
 
 exit status: 0 no failure found, 1 failures found and explained, 2 usage error,
 4 failures found that no rule explains.
