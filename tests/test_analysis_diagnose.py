@@ -443,3 +443,55 @@ def test_version_advice_names_the_side_that_lacks_the_version(lab: Lab, tmp_path
     saved.write_text(old_client)
     assert main(["diagnose", "--s-client", str(saved)]) == 1
     assert "fix: allow TLS 1.3 on the client (or TLS 1.2 on the server)" in capsys.readouterr().out
+
+
+def test_haproxy_connection_closed_and_files_that_are_not_haproxy_logs(
+    lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real HAProxy's "Connection closed during SSL handshake" was `unknown`; the request log line of a frontend
+    named fe_tls13 counted as an unknown failure (its name says TLS); and a file with no HAProxy line at all
+    read "0 failure(s) ... no handshake failure found", exit 0, as if HAProxy had logged only successes."""
+    haproxy = shutil.which("haproxy") or require("haproxy")
+    cert, key = lab.leaf("haproxy-closed")
+    pem = tmp_path / "combined.pem"
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    p1, p2 = free_port(), free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(p1=p1, p2=p2, pem=pem, ca=lab.cafile))
+    log = tmp_path / "haproxy.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            wait_listening(p2, proc=proc, what="haproxy")  # type: ignore[arg-type]
+            ok = run_client([require("openssl"), "s_client", "-connect", f"{HOST}:{p1}", "-CAfile", str(lab.cafile),
+                             "-servername", "localhost", "-ign_eof", "-quiet"], data=b"GET / HTTP/1.0\r\n\r\n")
+            assert "ok" in ok.stdout, ok
+            with socket.create_connection((HOST, p1)) as sock:  # half a ClientHello, then close
+                sock.sendall(b"\x16\x03\x01\x00\x05\x01\x00")
+                time.sleep(0.2)
+            deadline = time.monotonic() + 5
+            while log.read_text().count("\n") < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.terminate()
+            proc.wait(5)
+    lines = log.read_text().splitlines()
+    request = [line for line in lines if " 200 " in line]
+    closed = [line for line in lines if "Connection closed during SSL handshake" in line]
+    assert len(request) == 1 and "fe_tls13" in request[0] and len(closed) == 1, lines
+    diagnosis = diagnose_haproxy(lines)
+    assert [f.cause for f in diagnosis.findings] == ["client_closed_handshake"], diagnosis.findings
+    assert main(["diagnose", "--haproxy", str(log)]) == 1
+    assert "fix: check the client's log" in capsys.readouterr().out
+    only_requests = tmp_path / "requests.log"
+    only_requests.write_text("\n".join(request) + "\n")
+    assert main(["diagnose", "--haproxy", str(only_requests)]) == 0
+    assert "0 failure(s) in 1 recognised line(s)" in capsys.readouterr().out
+    not_haproxy = tmp_path / "nginx.log"
+    not_haproxy.write_text('127.0.0.1 - - [27/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/7.88.1"\n'
+                           "2026/11/27 10:00:01 [info] 12#12: *3 SSL_do_handshake() failed (SSL: error:0A00010B:"
+                           "SSL routines::wrong version number) while SSL handshaking, client: 127.0.0.1\n")
+    assert main(["diagnose", "--haproxy", str(not_haproxy)]) == 3
+    out = capsys.readouterr().out
+    assert "no line recognised" in out and "no handshake failure found" not in out

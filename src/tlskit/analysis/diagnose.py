@@ -77,6 +77,10 @@ CAUSES: dict[str, Cause] = {
     "unresolvable": Cause("the host name does not resolve", "check the name's spelling and DNS (dig/getent hosts)"),
     "timeout": Cause("no answer in time (filtered port or stalled handshake)",
                      "check firewalls and that the server completes handshakes (load, timeouts)"),
+    "client_closed_handshake": Cause("the client closed the connection during the handshake",
+                                     "check the client's log: it probably refused this server's certificate "
+                                     "(untrusted CA, incomplete chain, wrong name) or protocol; scanners and "
+                                     "health checks that only open a connection do this too"),
     "handshake_failure_unlogged": Cause("handshake failure without a logged reason",
                                         "HAProxy < 2.7 logs no reason: add an error-log-format with "
                                         "%[ssl_fc_err_str] and %[ssl_c_err] (2.7+), or run `tlskit diagnose "
@@ -99,13 +103,17 @@ class Diagnosis:
     findings: list[Finding] = field(default_factory=list)
     healthy: int = 0  # runs/lines/probes that show no failure
     probes: list[str] = field(default_factory=list)  # live mode: what was tried
+    recognised: int | None = None  # logs: the lines in the expected format (0: not this kind of log)
 
     def counts(self) -> list[tuple[str, int]]:
         return Counter(f.cause for f in self.findings).most_common()
 
     @property
     def exit_status(self) -> int:
-        """0 no failure found, 1 failures found and explained, 4 failures we could not explain."""
+        """0 no failure found, 1 failures found and explained, 3 no input line recognised, 4 failures we could
+        not explain."""
+        if self.recognised == 0:
+            return 3
         if not self.findings:
             return 0
         return 4 if all(f.cause == "unknown" for f in self.findings) else 1
@@ -148,6 +156,7 @@ _RULES: list[tuple[str, str, re.Pattern[str]]] = [
         ("connection_refused", "connection_refused", r"errno=111|Connection refused"),
         ("middlebox", "middlebox", r"errno=104|Connection reset by peer|unexpected eof while reading"),
         ("timeout", "timeout", r"Timeout during SSL handshake|timed out"),
+        ("client_closed_handshake", "client_closed_handshake", r"Connection closed during SSL handshake"),
         ("handshake_failure_unlogged", "handshake_failure_unlogged", r": SSL handshake failure\s*$"),
     )]
 # A received alert about a certificate names whose certificate the peer refused.
@@ -262,17 +271,25 @@ def diagnose_s_client(text: str, *, now: dt.datetime | None = None) -> Diagnosis
 # HAProxy's fixed format for failed handshakes (before 2.7, and without error-log-format since):
 #   <client ip>:<port> [<accept date>] <frontend>/<bind>: <message>
 # after any syslog prefix. Custom error-log-format lines are matched by the OpenSSL reason they carry.
-_HAPROXY_LINE = re.compile(r"(?P<client>[\d.:a-fA-F\[\]]+:\d+) \[(?P<date>[^\]]+)\] (?P<rest>.*)$")
+_HAPROXY_LINE = re.compile(r"(?P<client>[\d.:a-fA-F\[\]]+:\d+) \[(?P<date>\d\d/\w{3}/\d{4}:[\d:.]+)\] (?P<rest>.*)$")
+# The fixed format's "<frontend>/<bind>: <message>"; other lines (request logs, custom error-log-format) are
+# handshake failures only if they carry an OpenSSL error code or say so: frontend names often say "tls".
+_HAPROXY_FIXED = re.compile(r"^\S+/\S+: (?P<message>.+)$")
+_HAPROXY_CUSTOM_TLS = re.compile(r"SSL handshake|(?:^|[/:( ])[0-9A-F]{8}:[A-Za-z ]")
 _HAPROXY_TLS = re.compile(r"SSL|TLS|handshake|certificate|alert|cipher|protocol|error:0A", re.IGNORECASE)
 
 
 def diagnose_haproxy(lines: Iterable[str]) -> Diagnosis:
     """Classify the SSL handshake failure lines of a HAProxy log; other lines are skipped."""
-    diagnosis = Diagnosis(source="HAProxy log")
+    diagnosis = Diagnosis(source="HAProxy log", recognised=0)
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip("\n")
         match = _HAPROXY_LINE.search(line)
-        if match is None or not _HAPROXY_TLS.search(match.group("rest")):
+        if match is None:
+            continue
+        diagnosis.recognised = (diagnosis.recognised or 0) + 1
+        fixed = _HAPROXY_FIXED.match(match.group("rest"))
+        if not (_HAPROXY_TLS.search(fixed.group("message")) if fixed else _HAPROXY_CUSTOM_TLS.search(line)):
             continue
         found = classify_text(match.group("rest"), "server")  # HAProxy is the server: alerts came from clients
         cause = found[0] if found is not None else "unknown"
@@ -448,12 +465,18 @@ def diagnosis_json(diagnosis: Diagnosis) -> dict[str, Any]:
         "findings": [{"cause": f.cause, "example": f.example, "detail": f.detail, "where": f.source}
                      for f in diagnosis.findings],
         "probes": diagnosis.probes,
+        "lines_recognised": diagnosis.recognised,
     }
 
 
 def render_diagnosis(diagnosis: Diagnosis, out: Callable[[str], None]) -> None:
     data = diagnosis_json(diagnosis)
-    out(f"{data['source']}: {data['failures']} failure(s), {data['healthy']} without failure")
+    if diagnosis.recognised == 0:
+        out(f"{data['source']}: no line recognised (expected `<client>:<port> [<date>] <frontend>/<bind>: "
+            "<message>` after any syslog prefix): nothing diagnosed")
+        return
+    recognised = f" in {diagnosis.recognised} recognised line(s)" if diagnosis.recognised is not None else ""
+    out(f"{data['source']}: {data['failures']} failure(s){recognised}, {data['healthy']} without failure")
     for probe_line in diagnosis.probes:
         out(f"  probe: {probe_line}")
     if not diagnosis.findings:

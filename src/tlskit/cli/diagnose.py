@@ -23,11 +23,13 @@ examples:
 Causes: cipher/group mismatch, version mismatch (naming the side that lacks the version), TLS 1.0/1.1
 only, expired, not yet valid (clock skew), unknown CA, missing intermediate, hostname mismatch, plain HTTP
 on a TLS port, no certificate, client certificate required/rejected, server certificate rejected by the
-client (HAProxy logs), revoked, middlebox interference, refused, timeout. In HAProxy logs HAProxy is the
-server: an alert it logs (e.g. "tlsv1 alert unknown ca") was sent by the client about HAProxy's certificate.
+client (HAProxy logs), client closed the connection during the handshake (HAProxy logs), revoked,
+middlebox interference, refused, timeout. In HAProxy logs HAProxy is the server: an alert it logs
+(e.g. "tlsv1 alert unknown ca") was sent by the client about HAProxy's certificate.
 
 exit status: 0 no failure found, 1 failures found and explained, 2 usage error,
-4 failures found that no rule explains.
+3 nothing to diagnose (--haproxy: no line of the file is a HAProxy log line), 4 failures found that no rule
+explains.
 """
 
 
