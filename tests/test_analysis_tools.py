@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -252,3 +253,43 @@ def test_scan_of_a_name_that_does_not_resolve_says_so(capsys: pytest.CaptureFixt
     assert main(["scan", "no-such-host.invalid:443", "--max-connections", "4", "--timeout", "2"]) == 3  # RFC 6761
     out = capsys.readouterr().out
     assert "TLSv1.3: no answer (connect: " in out and "refused" not in out
+
+
+@pytest.mark.parametrize("command", ["diagnose"])
+def test_a_missing_cafile_is_a_usage_error_before_any_connection(
+    command: str, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `tlskit probe --cafile nope.pem`: diagnose printed "probe ... completed" then "unknown: unrecognised
+    failure" (exit 4), and scan made 27 connections and graded the server (exit 1)."""
+    import socket
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.cert, pki.key)
+    accepted: list[object] = []
+    with socket.create_server((HOST, 0)) as listener:
+        listener.settimeout(0.1)
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                accepted.append(conn)
+                with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True):
+                    pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        missing = tmp_path / "nope.pem"
+        try:
+            status = main([command, f"{HOST}:{listener.getsockname()[1]}", "--cafile", str(missing), "--timeout", "2"])
+        finally:
+            stop.set()
+            thread.join(2)
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured
+    assert f"tlskit {command}: error: cannot read trust file '{missing}'" in captured.err
+    assert accepted == []

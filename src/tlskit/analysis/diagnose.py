@@ -316,6 +316,8 @@ def diagnose_live(options: LiveOptions) -> Diagnosis:
     """Run the probes that tell causes apart: a full handshake with tlskit's client (chain verified
     separately, so one connection shows every certificate problem), then crafted hellos as needed."""
     now = dt.datetime.now(dt.UTC)
+    # a --cafile that cannot be read is the caller's mistake (ConfigError), found before any connection
+    trust = TrustStore.from_pem_file(options.cafile) if options.cafile else None
     sni = options.host if options.sni is None else (options.sni or None)
     diagnosis = Diagnosis(source=f"live {options.host}:{options.port}")
     say = diagnosis.probes.append
@@ -355,7 +357,7 @@ def diagnose_live(options: LiveOptions) -> Diagnosis:
         chain = trace.peer_chain()
         if not chain:
             return add("no_certificate", trace.error or "no Certificate message") if not trace.ok else diagnosis
-        _check_certificate(trace, chain, sni, options.cafile, now, add)
+        _check_certificate(trace, chain, sni, trust, now, add)
         if not diagnosis.findings:
             if trace.ok:
                 diagnosis.healthy += 1
@@ -366,7 +368,7 @@ def diagnose_live(options: LiveOptions) -> Diagnosis:
     return _hello_refused(options, sni, trace, add, say)
 
 
-def _check_certificate(trace: HandshakeTrace, chain: tuple[bytes, ...], sni: str | None, cafile: str | None,
+def _check_certificate(trace: HandshakeTrace, chain: tuple[bytes, ...], sni: str | None, trust: TrustStore | None,
                        now: dt.datetime, add: Callable[[str, str, str], Any]) -> None:
     staple = trace.ocsp_staple()
     if staple:
@@ -374,8 +376,7 @@ def _check_certificate(trace: HandshakeTrace, chain: tuple[bytes, ...], sni: str
         if ocsp.get("cert_status") == "revoked":
             add("revoked", f"OCSP staple: revoked at {ocsp.get('revoked_at')} ({ocsp.get('reason')})", "")
     try:
-        trust = TrustStore.from_pem_file(cafile) if cafile else TrustStore.system()
-        verify_server_chain(chain, server_name=sni, trust=trust, now=now)
+        verify_server_chain(chain, server_name=sni, trust=trust or TrustStore.system(), now=now)
     except ConfigError as e:
         add("unknown", str(e), "")
     except CertificateError as e:
