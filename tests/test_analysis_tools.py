@@ -255,7 +255,7 @@ def test_scan_of_a_name_that_does_not_resolve_says_so(capsys: pytest.CaptureFixt
     assert "TLSv1.3: no answer (connect: " in out and "refused" not in out
 
 
-@pytest.mark.parametrize("command", ["diagnose"])
+@pytest.mark.parametrize("command", ["diagnose", "scan"])
 def test_a_missing_cafile_is_a_usage_error_before_any_connection(
     command: str, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

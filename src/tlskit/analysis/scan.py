@@ -96,6 +96,8 @@ class _Budget:
 
 
 def scan(options: ScanOptions, progress: Callable[[str], None] | None = None) -> ScanReport:
+    """Raises ConfigError, before any connection, for a ``cafile`` that cannot be used."""
+    trust = TrustStore.from_pem_file(options.cafile) if options.cafile else None
     report = ScanReport(options=options)
     budget = _Budget(report)
     sni = options.host if options.sni is None else (options.sni or None)
@@ -138,7 +140,7 @@ def scan(options: ScanOptions, progress: Callable[[str], None] | None = None) ->
             report.connections += 1
             spec = HelloSpec(version=ProtocolVersion.TLS1_2, server_name=sni)
             report.legacy_chain, why = fetch_legacy_chain(options.host, options.port, spec, timeout=options.timeout)
-            report.trusted = _verify_chain(report.legacy_chain, sni, options.cafile, report.now) \
+            report.trusted = _verify_chain(report.legacy_chain, sni, trust, report.now) \
                 if report.legacy_chain else f"no certificate received ({why})"
     if tls13 and report.connections < options.max_connections:
         say("full handshake")
@@ -149,7 +151,7 @@ def scan(options: ScanOptions, progress: Callable[[str], None] | None = None) ->
             config = ClientConfig(verify_peer=False, request_ocsp=True, alpn=("h2", "http/1.1"))
         report.full = run_handshake(options.host, options.port, config, timeout=options.timeout, linger=0.3)
         if report.full.peer_chain():
-            report.trusted = _verify(report.full, sni, options.cafile, report.now)
+            report.trusted = _verify(report.full, sni, trust, report.now)
         elif report.full.error:  # tlskit's client could not finish (a CCM- or X448-only server): no verdict
             report.unchecked = f"certificate not checked: tlskit's client could not complete a handshake " \
                                f"({report.full.error})"
@@ -184,17 +186,17 @@ def _accepts(answer: Answer | None, version: int) -> bool:
     return answer is not None and answer.accepted and answer.version == version
 
 
-def _verify(trace: HandshakeTrace, sni: str | None, cafile: str | None, now: dt.datetime) -> str | None:
+def _verify(trace: HandshakeTrace, sni: str | None, trust: TrustStore | None, now: dt.datetime) -> str | None:
     chain = trace.peer_chain()
     if not chain:
         return f"no certificate received ({trace.error or 'handshake failed'})"
-    return _verify_chain(chain, sni, cafile, now)
+    return _verify_chain(chain, sni, trust, now)
 
 
-def _verify_chain(chain: Sequence[bytes], sni: str | None, cafile: str | None, now: dt.datetime) -> str | None:
+def _verify_chain(chain: Sequence[bytes], sni: str | None, trust: TrustStore | None,
+                  now: dt.datetime) -> str | None:
     try:
-        trust = TrustStore.from_pem_file(cafile) if cafile else TrustStore.system()
-        verify_server_chain(chain, server_name=sni, trust=trust, now=now)
+        verify_server_chain(chain, server_name=sni, trust=trust or TrustStore.system(), now=now)
     except (CertificateError, ConfigError) as e:
         return e.message if isinstance(e, CertificateError) else str(e)
     return None

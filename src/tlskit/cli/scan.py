@@ -41,6 +41,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.probe import parse_target
     from ..analysis.scan import ScanOptions, render_scan, scan, scan_json
+    from ..errors import ConfigError
 
     try:
         host, port = parse_target(args.target)
@@ -51,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
                           max_connections=max(1, args.max_connections))
     progress = None if args.json or not sys.stderr.isatty() else (
         lambda step: print(f"... {step}", file=sys.stderr))
-    report = scan(options, progress)
+    try:
+        report = scan(options, progress)
+    except ConfigError as e:  # --cafile: found before any connection
+        print(f"tlskit scan: error: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(scan_json(report), indent=2))
     else:
