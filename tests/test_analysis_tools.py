@@ -248,11 +248,15 @@ def test_bench_compare_writes_png_and_html(pki: Pki, tmp_path: Path, capsys: pyt
 
 
 def test_scan_of_a_name_that_does_not_resolve_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    """Every version read "refused (connect)", as if a server had refused TLS; probe and diagnose say "cannot
-    resolve"."""
-    assert main(["scan", "no-such-host.invalid:443", "--max-connections", "4", "--timeout", "2"]) == 3  # RFC 6761
+    """Every version read "refused (connect)", as if a server had refused TLS, then four lines of "no answer
+    (connect: Name or service not known)"; probe and diagnose say "cannot resolve" once (probe exits 3)."""
+    assert main(["scan", "no-such-host.invalid:443", "--timeout", "2"]) == 3  # RFC 6761 §6.4
     out = capsys.readouterr().out
-    assert "TLSv1.3: no answer (connect: " in out and "refused" not in out
+    assert out.splitlines() == ["no-such-host.invalid:443: cannot resolve no-such-host.invalid: "
+                                "Name or service not known"], out
+    assert main(["scan", "no-such-host.invalid", "--json"]) == 3
+    data = json.loads(capsys.readouterr().out)
+    assert data["connections"] == 0 and data["grade"] == "-" and data["error"].startswith("cannot resolve")
 
 
 @pytest.mark.parametrize("command", ["diagnose", "scan"])

@@ -6,6 +6,7 @@ and from one full handshake: ALPN, OCSP stapling, ticket lifetime, certificate e
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ class ScanReport:
     full: HandshakeTrace | None = None
     legacy_chain: tuple[bytes, ...] = ()  # a TLS 1.2-only server's chain, read from its plaintext Certificate
     unchecked: str | None = None  # why the certificate could not be looked at
+    unresolved: str | None = None  # "cannot resolve HOST: ...": nothing was scanned
     trusted: str | None = None  # None when the chain verified, else why not
     connections: int = 0
     skipped: list[str] = field(default_factory=list)
@@ -99,6 +101,11 @@ def scan(options: ScanOptions, progress: Callable[[str], None] | None = None) ->
     """Raises ConfigError, before any connection, for a ``cafile`` that cannot be used."""
     trust = TrustStore.from_pem_file(options.cafile) if options.cafile else None
     report = ScanReport(options=options)
+    try:  # once, not once per version: four "Name or service not known" lines read as four refusals
+        socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        report.unresolved = f"cannot resolve {options.host}: {e.strerror or e}"
+        return report
     budget = _Budget(report)
     sni = options.host if options.sni is None else (options.sni or None)
     say = progress or (lambda _: None)
@@ -292,11 +299,15 @@ def scan_json(report: ScanReport) -> dict[str, Any]:
         "tls12_certificate": _legacy(report),
         "connections": report.connections,
         "not_tested": report.skipped,
+        "error": report.unresolved,
     }
 
 
 def render_scan(report: ScanReport, out: Callable[[str], None]) -> None:
     data = scan_json(report)
+    if report.unresolved is not None:
+        out(f"{report.options.host}:{report.options.port}: {report.unresolved}")
+        return
     out(f"{report.options.host}:{report.options.port}")
     out("  protocol versions:")
     for name, answer in report.versions.items():

@@ -20,7 +20,8 @@ examples:
 
 A scan opens at most --max-connections connections (default 60), each bounded by --timeout.
 
-exit status: 0 grade A or B, 1 grade C or worse, 2 usage error, 3 nothing answered TLS.
+exit status: 0 grade A or B, 1 grade C or worse, 2 usage error, 3 nothing answered TLS (including
+a name that does not resolve, as for probe).
 """
 
 
