@@ -297,3 +297,19 @@ def test_a_missing_cafile_is_a_usage_error_before_any_connection(
     assert status == 2 and captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured
     assert f"tlskit {command}: error: cannot read trust file '{missing}'" in captured.err
     assert accepted == []
+
+
+def test_scan_within_a_small_budget_is_a_provisional_grade(pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--max-connections 5` graded tlskit's server A and exited 0 with most checks untested (the budget note was
+    tagged [A]): untested checks counted as passes."""
+    with OurServer(server_config(pki), http_hello) as srv:
+        small = main(["scan", f"localhost:{srv.port}", "--cafile", str(pki.cafile), "--max-connections", "5"])
+        out = capsys.readouterr().out
+        assert main(["scan", f"localhost:{srv.port}", "--cafile", str(pki.cafile), "--max-connections", "5",
+                     "--json"]) == 4
+        data = json.loads(capsys.readouterr().out)
+        assert main(["scan", f"localhost:{srv.port}", "--cafile", str(pki.cafile)]) == 0
+        full = capsys.readouterr().out
+    assert small == 4 and "grade: A (provisional: at best A;" in out and "[A]" not in out, out
+    assert data["grade_complete"] is False and data["not_tested"] and data["findings"] == []
+    assert full.rstrip().endswith("grade: A"), full

@@ -20,11 +20,13 @@ from .clienthello import TLS12_SUITES, Answer, HelloSpec, fetch_legacy_chain, se
 from .handshake import HandshakeTrace, run_handshake
 from .summary import version_name
 
-__all__ = ["EXIT_CONNECT", "EXIT_OK", "EXIT_WEAK", "ScanOptions", "ScanReport", "render_scan", "scan", "scan_json"]
+__all__ = ["EXIT_CONNECT", "EXIT_INCOMPLETE", "EXIT_OK", "EXIT_WEAK", "ScanOptions", "ScanReport", "render_scan",
+           "scan", "scan_json"]
 
 EXIT_OK = 0  # grade A or B
 EXIT_WEAK = 1  # grade C or worse (deprecated versions, weak suites, certificate problems)
 EXIT_CONNECT = 3  # nothing answered
+EXIT_INCOMPLETE = 4  # grade A or B so far, but the connection budget ran out before every check
 
 SUITES_13 = (0x1301, 0x1302, 0x1303, 0x1304, 0x1305)
 GROUPS = (NamedGroup.x25519, NamedGroup.secp256r1, NamedGroup.secp384r1, NamedGroup.secp521r1, NamedGroup.x448,
@@ -78,10 +80,17 @@ class ScanReport:
         return _GRADES[worst]
 
     @property
+    def complete(self) -> bool:
+        """Every check ran: an untested check is no pass, so a grade without them is provisional (at best)."""
+        return not self.skipped
+
+    @property
     def exit_status(self) -> int:
         if not any(a.accepted for a in self.versions.values()):
             return EXIT_CONNECT
-        return EXIT_OK if self.grade in "AB" else EXIT_WEAK
+        if self.grade not in "AB":
+            return EXIT_WEAK  # untested checks can only lower it
+        return EXIT_OK if self.complete else EXIT_INCOMPLETE
 
 
 class _Budget:
@@ -233,8 +242,6 @@ def _grade(report: ScanReport) -> None:
         leaf = describe_certificate(chain[0], report.now)
         if "days_left" in leaf and 0 <= leaf["days_left"] < 14:
             add(("B", f"certificate expires in {leaf['days_left']} days"))
-    if report.skipped:
-        add(("A", f"connection budget reached; not tested: {', '.join(report.skipped)}"))
 
 
 def _answer_json(answer: Answer) -> dict[str, Any]:
@@ -286,6 +293,7 @@ def scan_json(report: ScanReport) -> dict[str, Any]:
         "host": report.options.host,
         "port": report.options.port,
         "grade": report.grade,
+        "grade_complete": report.complete,
         "findings": [{"grade": g, "reason": r} for g, r in report.findings],
         "versions": {k: _answer_json(v) for k, v in report.versions.items()},
         "deprecated_versions_enabled": [f.split()[0] for g, f in report.findings if "RFC 8996" in f],
@@ -365,5 +373,10 @@ def render_scan(report: ScanReport, out: Callable[[str], None]) -> None:
         + (f" (budget reached; not tested: {', '.join(report.skipped)})" if report.skipped else ""))
     for grade, reason in report.findings:
         out(f"  [{grade}] {reason}")
-    graded = report.grade != "-"
-    out(f"  grade: {report.grade}" if graded else "  grade: - (no TLS version was accepted: nothing to grade)")
+    if report.grade == "-":
+        out("  grade: - (no TLS version was accepted: nothing to grade)")
+    elif not report.complete:
+        out(f"  grade: {report.grade} (provisional: at best {report.grade}; {len(report.skipped)} check(s) not tested "
+            "within --max-connections)")
+    else:
+        out(f"  grade: {report.grade}")

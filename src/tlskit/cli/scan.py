@@ -18,10 +18,13 @@ examples:
   tlskit scan 192.0.2.10:443 --sni www.example.com --max-connections 20 --timeout 3
   tlskit scan example.com --json | jq .grade
 
-A scan opens at most --max-connections connections (default 60), each bounded by --timeout.
+A scan opens at most --max-connections connections (default 60), each bounded by --timeout. Checks left
+when the budget runs out are listed as not tested and do not count as passes: the grade is shown as
+provisional ("at best"), JSON has "grade_complete": false, and an A or B exits 4.
 
-exit status: 0 grade A or B, 1 grade C or worse, 2 usage error, 3 nothing answered TLS (including
-a name that does not resolve, as for probe).
+exit status: 0 grade A or B, 1 grade C or worse (even if incomplete: untested checks can only lower it),
+2 usage error, 3 nothing answered TLS (including a name that does not resolve, as for probe),
+4 grade A or B so far but incomplete (connection budget reached).
 """
 
 
