@@ -422,7 +422,7 @@ def test_suites_and_groups_take_commas_or_colons_in_serve_and_probe(tmp_path: Pa
     """serve wanted colons (OpenSSL's) and probe commas, and only serve named its flag --ciphers: each now takes
     either separator and both names (found by the README walk-through)."""
     (tmp_path / "i.txt").write_text("i\n")
-    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--groups", "secp384r1,x25519",
+    served = start([str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--groups", "secp384r1,x25519,",
                     "--suites", "TLS_AES_256_GCM_SHA384,TLS_CHACHA20_POLY1305_SHA256"], env)
     try:
         probe = subprocess.run(

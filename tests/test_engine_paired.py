@@ -847,6 +847,25 @@ def test_a_failing_callback_ends_the_handshake_with_internal_error_not_a_bare_ex
         server.receive_data(b"\x16\x03\x03\x00\x01\x00")
 
 
+def test_our_own_error_mid_handshake_is_raised_as_it_is_and_the_connection_is_dead() -> None:
+    """A ConfigError (the caller's mistake, here from a key_log) mid-handshake was raised with the connection left
+    half-alive: its ServerHello queued, no alert, and the next bytes parsed as a new ClientHello (review)."""
+    def refusing(line: str) -> None:
+        raise ConfigError("key log file is read-only")
+
+    client = Connection(client_config())
+    server = Connection(dataclasses.replace(server_config(), key_log=refusing))
+    client.start()
+    with pytest.raises(ConfigError, match="read-only"):
+        server.receive_data(client.data_to_send())
+    assert server.closed
+    with pytest.raises(RemoteAlert) as seen:
+        client.receive_data(server.data_to_send())
+    assert seen.value.description is AlertDescription.internal_error
+    with pytest.raises(ConnectionClosedError):
+        server.receive_data(client.data_to_send() or b"\x16\x03\x03\x00\x01\x00")
+
+
 def test_key_log_secrets_decrypt_the_server_flight() -> None:
     pair = handshake()
     line = next(x for x in pair.client_key_log if x.startswith("SERVER_TRAFFIC_SECRET_0 "))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
 import time
 
 import pytest
@@ -550,9 +551,11 @@ def test_a_ticket_sealing_a_suite_this_node_does_not_know_is_a_full_handshake() 
 
 
 def test_a_replay_store_that_answers_neither_true_nor_false_refuses_0rtt() -> None:
+    """A truthy answer that is not True (1, or the coroutine of an async store called without await) has not shown
+    the hello is new: 0-RTT is refused (fail closed), and early_data_accepted is False, not the answer itself."""
     class Vague:
         def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> object:
-            return None
+            return 1
 
     tickets, clock = MemorySessionStore(), Clock()
     first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())
@@ -576,3 +579,15 @@ def test_empty_records_among_rejected_0rtt_data_are_not_skipped_for_free() -> No
         server.receive_data(b"\x17\x03\x03\x00\x00" * 1000)
     assert info.value.description is AlertDescription.unexpected_message
     assert server.closed
+
+
+def test_a_version_2_ticket_still_resumes_as_authenticated_when_issued() -> None:
+    """Tickets sealed before authenticated_at existed (state version 2) resume after an upgrade, the week counted
+    from their issue, instead of every outstanding ticket becoming a full handshake at once."""
+    state = SessionState(suite=CipherSuite.TLS_AES_128_GCM_SHA256, psk=b"k" * 32, issued_at=1000.0,
+                         authenticated_at=1000.0, age_add=7, lifetime=7200, max_early_data=0, server_name="a.test",
+                         alpn="h2")
+    v3 = state.encode()
+    v2 = struct.pack(">BHQIII", 2, state.suite, 1_000_000, 7, 7200, 0) + v3[struct.calcsize(">BHQQIII"):]
+    assert SessionState.decode(v2) == state
+    assert SessionState.decode(b"\x01" + v2[1:]) is None  # older ones are not read

@@ -772,3 +772,25 @@ def test_close_after_the_peer_closed_still_gives_up_on_a_peer_that_never_reads(
 
     run(main())
     assert took and took[0] < 5, took
+
+
+def test_a_server_side_bug_is_logged_as_an_error_with_its_traceback(pki: PKI, caplog: pytest.LogCaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine turns a bug (here a key_log callback that raises) into internal_error: the client is told, and
+    the server logs it as its own trouble (ERROR, with the traceback), not as a client's failure at INFO."""
+    def broken_key_log(line: str) -> None:
+        raise KeyError("a bug in the key log writer")
+
+    monkeypatch.setattr(pki, "server_config", dataclasses.replace(pki.server_config, key_log=broken_key_log))
+
+    async def main() -> None:
+        async with serving(pki, echo) as port:
+            with pytest.raises(tlskit.RemoteAlert) as info:
+                await open_connection("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem)
+            assert info.value.description is AlertDescription.internal_error
+
+    with caplog.at_level(logging.INFO, logger="tlskit.io"):
+        run(main())
+    [record] = [r for r in caplog.records if r.name == "tlskit.io"]
+    assert record.levelno == logging.ERROR and record.exc_info is not None, record
+    assert isinstance(record.exc_info[1], KeyError) and "internal_error" in record.getMessage()

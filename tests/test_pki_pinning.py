@@ -22,7 +22,7 @@ BACKUP = base64.b64encode(b"\x01" * 32).decode()
 def test_leaf_pin_matches_in_every_accepted_spelling() -> None:
     pin = spki_sha256(LEAF.cert)
     assert spki_sha256(LEAF.der) == pin
-    for spelling in (pin, f"sha256/{pin}", f"sha256//{pin}", f'pin-sha256="{pin}"', f"pin-sha256: {pin}",
+    for spelling in (pin, f"sha256/{pin}", f"sha256//{pin}", f'pin-sha256="{pin}"', f'"{pin}"', f"pin-sha256: {pin}",
                      f"pin-sha256:{pin}"):  # the last two: as `tlskit probe` prints it
         assert PinSet([spelling, BACKUP]).check([LEAF.der, ROOT.der]) == pin
 

@@ -287,7 +287,10 @@ def test_goaway_after_a_connection_error_names_no_stream_it_did_not_serve(served
     (b"\x00\x00\x06\x01\x05\x00\x00\x00\x01" + b"\xff" * 6, ErrorCodes.COMPRESSION_ERROR),
     (b"\x00\x00\x06\x04\x01\x00\x00\x00\x00" + b"\x00\x01\x00\x00\x10\x00", ErrorCodes.FRAME_SIZE_ERROR),  # §6.5
     (b"\x00\x00\x07\x06\x00\x00\x00\x00\x00" + b"\x00" * 7, ErrorCodes.FRAME_SIZE_ERROR),  # PING of 7 (§6.7)
-], ids=["hpack-index-0", "hpack-endless-integer", "settings-ack-with-payload", "ping-of-seven-bytes"])
+    # a SETTINGS frame on a stream is PROTOCOL_ERROR (§6.5), ACK and payload or not
+    (b"\x00\x00\x06\x04\x01\x00\x00\x00\x01" + b"\x00\x01\x00\x00\x10\x00", ErrorCodes.PROTOCOL_ERROR),
+], ids=["hpack-index-0", "hpack-endless-integer", "settings-ack-with-payload", "ping-of-seven-bytes",
+        "settings-ack-on-a-stream"])
 def test_connection_errors_carry_the_code_rfc9113_names(served: Served, frame: bytes, code: ErrorCodes) -> None:
     """The GOAWAY's error code is the one RFC 9113 gives for the fault, not PROTOCOL_ERROR for everything."""
     client = Client(served, strict=False)

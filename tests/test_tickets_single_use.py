@@ -102,6 +102,12 @@ def test_claim_fails_closed() -> None:
     assert claim_ticket(full, b"a", st, time.time())
     assert not claim_ticket(full, b"b", st, time.time())  # OverflowError: refused, not forgotten
 
+    class Truthy:  # e.g. an async store called without await: a coroutine, truthy every time (review)
+        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> object:
+            return object()
+
+    assert claim_ticket(Truthy(), b"t", st, time.time()) is False  # type: ignore[arg-type]
+
 
 def test_ticket_use_key_never_collides_with_a_binder() -> None:
     key = ticket_use_key(b"identity")

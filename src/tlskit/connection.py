@@ -222,13 +222,8 @@ class Connection:
                     return
                 self._dispatch(content_type, payload)
                 self._flush_handshake()
-            except (AlertError, RemoteAlert) as e:
-                self._failed(e)
-                raise
-            except TLSError:
-                raise
-            except Exception as e:
-                raise self._internal_error(e) from e
+            except Exception as e:  # the one boundary (with _guard): see _failure
+                raise self._failure(e)  # noqa: B904 (the __cause__ is set there)
             return
         self._guard(self._receive, data)
 
@@ -358,20 +353,24 @@ class Connection:
         try:
             step(*args)
             self._flush_handshake()
-        except (AlertError, RemoteAlert) as e:
-            self._failed(e)
-            raise
-        except TLSError:
-            raise  # ConfigError: the caller's mistake, told as such
-        except Exception as e:
-            raise self._internal_error(e) from e
+        except Exception as e:  # the one boundary (with receive_data's fast path): see _failure
+            raise self._failure(e)  # noqa: B904 (the __cause__ is set there)
 
-    def _internal_error(self, cause: Exception) -> AlertError:
-        """§6.2 internal_error on the wire for an exception that is not about the peer's bytes; the connection is
-        dead, and the AlertError raised carries ``cause`` (``__cause__``)."""
-        error = AlertError(AlertDescription.internal_error, f"{type(cause).__name__}: {cause}")
-        self._failed(error)
-        return error
+    def _failure(self, error: Exception) -> Exception:
+        """A step failed: the connection is dead and the alert on the wire (§6.2); returns what to raise.
+        AlertError/RemoteAlert as they are; our other errors (ConfigError: the caller's mistake) as they are, with
+        internal_error sent; anything else (a bug, a callback such as ``key_log`` that raised) as
+        AlertError(internal_error) whose ``__cause__`` it is. (STYLE.md has no ``except Exception``: this is the
+        exception to it, so a bug can leave no half-alive connection behind.)"""
+        if isinstance(error, AlertError | RemoteAlert):
+            self._failed(error)
+            return error
+        internal = AlertError(AlertDescription.internal_error, f"{type(error).__name__}: {error}")
+        self._failed(internal)
+        if isinstance(error, TLSError):
+            return error
+        internal.__cause__ = error
+        return internal
 
     def _failed(self, error: AlertError | RemoteAlert) -> None:
         """After a step raised: our alert goes on the wire (nothing queued before it), or the peer's is kept."""

@@ -81,3 +81,10 @@ class WantWriteError(BlockingIOError):
 
 class UnexpectedEOF(TLSError, OSError, EOFError):
     """The transport closed without a close_notify alert (a truncation, or a peer that just hung up)."""
+
+
+def internal_cause(error: BaseException) -> BaseException | None:
+    """The exception behind an ``internal_error`` the engine raised for it (a bug, a callback that raised: RFC 8446
+    §6.2), for logging with its traceback; None for the peer's faults, whose causes are our own errors if any."""
+    cause = error.__cause__
+    return cause if cause is not None and not isinstance(cause, TLSError) else None

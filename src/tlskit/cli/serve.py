@@ -143,8 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
     flags = Flags(
         config=args.config, root=args.root, host=args.host, port=args.port, reuse_port=args.reuse_port,
         cert=args.cert, key=args.key, alpn=tuple(args.alpn) if args.alpn else None,
-        cipher_suites=tuple(re.split("[:,]", args.ciphers)) if args.ciphers else None,
-        groups=tuple(re.split("[:,]", args.groups)) if args.groups else None,
+        cipher_suites=tuple(filter(None, re.split("[:,]", args.ciphers))) if args.ciphers else None,
+        groups=tuple(filter(None, re.split("[:,]", args.groups))) if args.groups else None,
         proxy=args.proxy, listing=args.listing, workers=args.workers, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host, log_json=args.log_json, access_log=args.access_log, ktls=args.ktls,
         ticket_keys=tuple(args.ticket_keys) if args.ticket_keys else None, ticket_rotate=args.ticket_rotate,

@@ -33,6 +33,7 @@ _STATE_VERSION = 3
 # version, suite, issued_at (ms), authenticated_at (ms), age_add, lifetime, max_early_data; then psk, server_name,
 # alpn, client chain
 _STATE_HEAD = struct.Struct(">BHQQIII")
+_STATE_HEAD_V2 = struct.Struct(">BHQIII")  # version 2: no authenticated_at
 # §4.6.1: tickets issued on resumed connections would extend the keys of one full handshake for good; none resumes
 # once this long has passed since the certificates were last checked and signed for (the longest ticket lifetime)
 MAX_SESSION_AGE = 7 * 24 * 3600
@@ -86,16 +87,23 @@ class SessionState:
 
     @classmethod
     def decode(cls, data: bytes) -> SessionState | None:
-        """None for a state we cannot use (another version or malformed): the client just gets a full handshake."""
-        if len(data) < _STATE_HEAD.size or data[0] != _STATE_VERSION:
+        """None for a state we cannot use (another version or malformed): the client just gets a full handshake.
+        Version 2 (before ``authenticated_at``) is read as authenticated when issued, so an upgrade does not
+        turn every outstanding ticket into a full handshake."""
+        if len(data) >= _STATE_HEAD_V2.size and data[0] == 2:
+            _, suite, issued_ms, age_add, lifetime, max_early = _STATE_HEAD_V2.unpack_from(data)
+            authenticated_ms, head = issued_ms, _STATE_HEAD_V2.size
+        elif len(data) >= _STATE_HEAD.size and data[0] == _STATE_VERSION:
+            _, suite, issued_ms, authenticated_ms, age_add, lifetime, max_early = _STATE_HEAD.unpack_from(data)
+            head = _STATE_HEAD.size
+        else:
             return None
-        _, suite, issued_ms, authenticated_ms, age_add, lifetime, max_early = _STATE_HEAD.unpack_from(data)
         try:
             suite_params(CipherSuite.of(suite))  # sealed by a node that knows a suite this one does not
         except ValueError:
             return None
         try:
-            r = Reader(data, _STATE_HEAD.size)
+            r = Reader(data, head)
             psk = r.vector(1, 32, 48)
             server_name = r.vector(1).decode("ascii") or None
             alpn = r.vector(1).decode("latin-1") or None
@@ -258,7 +266,8 @@ def claim_ticket(store: ReplayStore | None, identity: bytes, state: SessionState
     if remaining <= 0:
         return False
     try:  # a use could date back to the ticket's issue: the store must hold that much history
-        return store.check_and_insert(ticket_use_key(identity), remaining, max(0.0, now - state.issued_at))
+        # anything but True (None, a coroutine from an async store) has not shown this is the first use
+        return store.check_and_insert(ticket_use_key(identity), remaining, max(0.0, now - state.issued_at)) is True
     except ReplayHistoryUnknown as e:
         log.info("%ssingle-use ticket refused: %s", log_peer(), e)
         return False

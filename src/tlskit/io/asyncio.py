@@ -32,6 +32,7 @@ from ..errors import (
     RemoteAlert,
     TLSError,
     UnexpectedEOF,
+    internal_cause,
 )
 from ..events import HandshakeComplete
 from ..pki.verify import TrustStore
@@ -443,6 +444,9 @@ class TLSProtocol(asyncio.Protocol):
                 raw.close()
         if in_handshake:
             self._handshake_failed(error)
+        elif (cause := internal_cause(error)) is not None:
+            _log.error("TLS connection with %s failed: %s", format_address(raw.get_extra_info("peername") if raw
+                                                                           else None), error, exc_info=cause)
 
     def _linger(self, raw: asyncio.Transport) -> None:
         """After our fatal alert: half-close and drop what the peer still sends until it closes (FAILURE_LINGER at
@@ -470,13 +474,14 @@ class TLSProtocol(asyncio.Protocol):
         peer = self._raw.get_extra_info("peername") if self._raw is not None else None
         # What a client did (an alert either way, a timeout, a hang-up, plain HTTP) is INFO, as nginx logs it:
         # scanners would fill a warning log (and the metrics count them by reason); our own trouble is WARNING.
-        client_caused = isinstance(error, AlertError | RemoteAlert | CertificateError | HandshakeTimeout
-                                   | UnexpectedEOF)
-        level = logging.INFO if client_caused else logging.WARNING
+        cause = internal_cause(error)  # our bug (or a callback's), not the client's: ERROR, with its traceback
+        client_caused = cause is None and isinstance(error, AlertError | RemoteAlert | CertificateError
+                                                     | HandshakeTimeout | UnexpectedEOF)
+        level = logging.INFO if client_caused else logging.ERROR if cause is not None else logging.WARNING
         if isinstance(error, UnexpectedEOF) and self.session.received_nothing():
             level = logging.DEBUG  # connected and hung up without a byte: a load balancer's TCP health check
         _log.log(level, "TLS handshake with %s (SNI %s) failed: %s",
-                 format_address(peer), self.session.client_server_name() or "none", error)
+                 format_address(peer), self.session.client_server_name() or "none", error, exc_info=cause)
 
     def _handshake_timed_out(self) -> None:
         self._timer = None

@@ -47,7 +47,8 @@ def _normalise(pin: str) -> str:
     """
     text = pin.strip()
     if text.startswith(("pin-sha256=", "pin-sha256:")):
-        text = text[len("pin-sha256="):].strip().strip('"')
+        text = text[len("pin-sha256="):].strip()
+    text = text.strip('"')
     candidates = [text.removeprefix(prefix) for prefix in ("sha256//", "sha256/") if text.startswith(prefix)]
     for candidate in [*candidates, text]:
         try:

@@ -253,6 +253,8 @@ def _verify_client_chain(
         verified = builder.build_client_verifier().verify(certs[0], certs[1:])
     except VerificationError as exc:
         raise _safe_diagnose(certs, trust, now, tolerance, exc, ExtendedKeyUsageOID.CLIENT_AUTH) from None
+    except TypeError as exc:  # the verifier reads the subject: a name attribute of a type its OID cannot have
+        raise CertificateError(AlertDescription.bad_certificate, f"malformed certificate: {exc}") from None
     _check_leaf(certs[0], None)
     check_subject_constraints(verified.chain, _label)  # its subject: a SAN-less client's CN is its identity
     _cache_put(key, verified.chain)
@@ -502,7 +504,7 @@ def _safe_diagnose(certs: list[x509.Certificate], trust: TrustStore, now: dt.dat
     """``_diagnose``, but a certificate whose names cryptography cannot parse is ``bad_certificate``."""
     try:
         return _diagnose(certs, trust, now, tolerance, exc, purpose)
-    except _MALFORMED as malformed:
+    except (*_MALFORMED, TypeError) as malformed:  # TypeError: a name attribute of a type its OID cannot have
         return CertificateError(AlertDescription.bad_certificate, f"malformed certificate: {malformed}")
 
 
@@ -629,10 +631,9 @@ def _key_ids_match(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 # What cryptography raises for certificates it parses lazily (names, extensions) or refuses while verifying.
-# (TypeError: a subject attribute of a type its OID cannot have, e.g. a BIT STRING CN; UnsupportedAlgorithm: a
-# key cryptography cannot load, met when a candidate issuer is tried.)
-_MALFORMED = (ValueError, TypeError, KeyError, UnsupportedAlgorithm, x509.DuplicateExtension,
-              x509.UnsupportedGeneralNameType, VerificationError)
+# (UnsupportedAlgorithm: a key cryptography cannot load, met when a candidate issuer is tried.)
+_MALFORMED = (ValueError, KeyError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+              VerificationError)
 
 
 def verify_server_chain(

@@ -79,7 +79,9 @@ _CARRY_NOTHING = (0x2, 0x4, 0x6, 0x8)  # PRIORITY, SETTINGS, PING, WINDOW_UPDATE
 
 class _H2Connection(h2.connection.H2Connection):
     """h2's server state machine, with COMPRESSION_ERROR for a header block HPACK cannot decode (RFC 9113 §4.3),
-    where h2 says PROTOCOL_ERROR: h2 sends its GOAWAY with the code of the exception it is raising."""
+    where h2 says PROTOCOL_ERROR: h2 sends its GOAWAY with the code of the exception it is raising. This leans on
+    h2 internals (4.2-4.4: ``_receive_frame``, and ``ProtocolError ... from`` the HPACK error); if they change,
+    the code falls back to PROTOCOL_ERROR, and test_connection_errors_carry_the_code_rfc9113_names fails."""
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         try:
@@ -312,8 +314,8 @@ class _InboundFrames:
                 parts += [data[start:pos], goaway] if start < pos else [goaway]
                 start = pos = pos + 9 + length
                 continue
-            if kind == _SETTINGS and flags & _ACK and length:
-                self.malformed = True
+            if kind == _SETTINGS and flags & _ACK and length and not data[pos + 5:pos + 9].strip(b"\0"):
+                self.malformed = True  # (on a stream, h2's PROTOCOL_ERROR is the right code)
             if kind in _CARRY_NOTHING or kind > _CONTINUATION or (kind == _DATA and not length and not flags & 1):
                 self.idle += 1
             if kind in _HEADER_BLOCK:
