@@ -127,3 +127,29 @@ def test_bench_and_probe_say_what_is_wrong() -> None:
     assert "no handshake completed" in bench.stdout + bench.stderr and "None ms" not in bench.stdout
     probe = _run("probe", f"127.0.0.1:{closed}", "--key", "k.pem")
     assert probe.returncode == 2 and "--key goes with --cert" in probe.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_bench_refuses_a_report_file_it_cannot_write_before_running() -> None:
+    """Only the directory's existence was checked: the run went ahead and ended in a PermissionError traceback."""
+    bench = _run("bench", f"127.0.0.1:{_closed_port()}", "-k", "--count", "5", "--png", "/proc/x.png")
+    assert bench.returncode == 2 and bench.stdout == ""
+    assert bench.stderr.startswith("tlskit bench: error: cannot write /proc/x.png: ")
+    assert len(bench.stderr.splitlines()) == 1
+
+
+def test_bench_prints_its_results_before_a_report_that_fails_to_write(tmp_path: Path) -> None:
+    """/dev/full opens but every write fails (ENOSPC): the results came after the report, so they were lost."""
+    png = tmp_path / "x.png"
+    bench = _run("bench", f"127.0.0.1:{_closed_port()}", "-k", "--count", "1", "--png", str(png),
+                 "--html", "/dev/full")
+    assert bench.returncode == 2 and "no handshake completed" in bench.stdout
+    assert bench.stderr == "tlskit bench: error: cannot write /dev/full: No space left on device\n"
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -225,7 +225,8 @@ def render_bench(results: list[BenchResult], out: Callable[[str], None]) -> None
 
 
 def write_report(results: list[BenchResult], png: Path, html_path: Path | None = None) -> None:
-    """A PNG of handshakes per second and latency over time (per 1 s bucket) and an HTML page around it."""
+    """A PNG of handshakes per second and latency over time (per 1 s bucket) and an HTML page around it.
+    An OSError names the file that could not be written (``filename``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,8 +249,12 @@ def write_report(results: list[BenchResult], png: Path, html_path: Path | None =
     lat_ax.set_xlabel("seconds since start")
     fig.suptitle("tlskit bench")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(png, dpi=100)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(png)) from e
+    finally:
+        plt.close(fig)
     if html_path is None:
         return
     rows = "".join(
@@ -258,10 +263,14 @@ def write_report(results: list[BenchResult], png: Path, html_path: Path | None =
             s["latency_ms"]["p90"], s["latency_ms"]["p99"], s["latency_ms"]["max"])) + "</tr>"
         for s in (r.summary() for r in results))
     ratio = bench_json(results).get("ratio")
-    html_path.write_text(
+    page = (
         "<!doctype html><meta charset=utf-8><title>tlskit bench</title>"
         "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:right}</style>"
         "<h1>tlskit bench</h1><table><tr><th>target</th><th>handshakes</th><th>errors</th><th>per s</th>"
         f"<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th></tr>{rows}</table>"
         + (f"<p>ratio: {ratio}x</p>" if ratio is not None else "")
         + f'<img src="{html.escape(png.name)}" alt="rate and latency over time">\n')
+    try:
+        html_path.write_text(page)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(html_path)) from e

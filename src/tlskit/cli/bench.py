@@ -22,7 +22,8 @@ Bounded by --count and --duration (at most 100000 handshakes and 600 s). Only be
 --mode resumed times resumed handshakes (a ticket from a first, untimed one); --mode 0rtt sends the request
 as 0-RTT data and reports how often the server accepted it.
 
-exit status: 0 every handshake succeeded, 1 some failed, 2 usage error, 3 none succeeded.
+exit status: 0 every handshake succeeded, 1 some failed, 2 usage error (or --png/--html cannot be written:
+checked before the run; a failure after it prints the results first), 3 none succeeded.
 """
 
 
@@ -69,9 +70,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ConfigError) as e:
         print(f"tlskit bench: error: {e}", file=sys.stderr)
         return 2
-    for out in filter(None, (args.png, args.html)):
+    png = args.png or (args.html.with_suffix(".png") if args.html else None)
+    for out in filter(None, (png, args.html)):
         if not out.parent.is_dir():
             print(f"tlskit bench: error: {out}: directory {out.parent} does not exist", file=sys.stderr)
+            return 2
+        if (problem := _cannot_write(out)) is not None:
+            print(f"tlskit bench: error: cannot write {out}: {problem}", file=sys.stderr)
             return 2
     options = BenchOptions(targets=tuple(targets), concurrency=args.concurrency, duration=args.duration,
                            count=args.count, timeout=args.timeout, mode=args.mode)
@@ -90,13 +95,29 @@ def run(args: argparse.Namespace) -> int:
     except NotImplementedError as e:
         print(f"tlskit bench: {e}", file=sys.stderr)
         return 2
-    png = args.png or (args.html.with_suffix(".png") if args.html else None)
-    if png is not None:
-        write_report(results, png, args.html)
     if args.json:
         print(json.dumps(bench_json(results), indent=2))
     else:
         render_bench(results, print)
+    if png is not None:  # after the results, so that a report that cannot be written does not lose them
+        try:
+            write_report(results, png, args.html)
+        except OSError as e:
+            print(f"tlskit bench: error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+            return 2
     if all(not r.samples for r in results):
         return 3
     return 1 if any(r.errors for r in results) else 0
+
+
+def _cannot_write(path: Path) -> str | None:
+    """Why *path* cannot be opened for writing (None if it can); a file created to find out is removed."""
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
