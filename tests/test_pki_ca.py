@@ -339,3 +339,30 @@ def test_openssl_verify_crl_check_accepts_good_and_rejects_revoked(tmp_path: Pat
     again = _openssl("verify", "-crl_check_all", "-CAfile", str(d / "root.pem"), "-untrusted",
                      str(d / "intermediate.pem"), "-CRLfile", str(d / "crl.pem"), str(bad.chain_path))
     assert again.returncode != 0 and "certificate revoked" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize("given", ["./nope.pem", "nope.crt", "issued/web"])
+def test_cli_revoke_of_a_missing_certificate_file_says_the_file_does_not_exist(
+    given: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "'./nope.pem' is not a hexadecimal serial number", as if a serial had been meant."""
+    d = tmp_path / "ca"
+    assert main(["ca", "init", str(d)]) == 0
+    capsys.readouterr()
+    assert main(["ca", "revoke", str(d), given]) == 2
+    assert capsys.readouterr().err == f"tlskit ca revoke: error: {given}: no such certificate file\n"
+    assert main(["ca", "revoke", str(d), "zz99"]) == 2  # neither a serial nor a file: both are said
+    err = capsys.readouterr().err
+    assert "'zz99' is not a hexadecimal serial number" in err and "no certificate file of that name" in err
+    assert main(["ca", "revoke", str(d), str(d / "ca.json")]) == 2
+    assert "ca.json: not a PEM or DER certificate" in capsys.readouterr().err
+
+
+def test_cli_revoke_accepts_a_der_certificate_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "ca"
+    assert main(["ca", "init", str(d)]) == 0
+    assert main(["ca", "issue", str(d), "localhost"]) == 0
+    cert = x509.load_pem_x509_certificates((d / "issued" / "localhost.pem").read_bytes())[0]
+    (tmp_path / "leaf.der").write_bytes(_der(cert))
+    assert main(["ca", "revoke", str(d), str(tmp_path / "leaf.der")]) == 0
+    assert f"revoked serial {format_serial(cert.serial_number)}" in capsys.readouterr().out

@@ -25,7 +25,7 @@ examples:
   tlskit ca issue ./ca localhost 127.0.0.1                 server certificate -> ./ca/issued/localhost.pem/.key
   tlskit ca issue ./ca web --client --server --spiffe spiffe://cluster.local/ns/default/sa/web --out web
   tlskit ca list ./ca
-  tlskit ca revoke ./ca 4F1A...C3 --reason keyCompromise   (or the certificate file instead of the serial)
+  tlskit ca revoke ./ca 4F1A...C3 --reason keyCompromise   (or the certificate file, PEM or DER)
   tlskit ca crl ./ca                                        writes ./ca/crl.pem and ./ca/crl.der
   tlskit ca ocsp-serve ./ca --port 8080                     OCSP (GET/POST) and /crl.der
 
@@ -142,15 +142,11 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from ..pki.ca import CertificateAuthority, parse_reason, parse_serial
+    from ..pki.ca import CertificateAuthority, parse_reason
 
     try:
         ca = CertificateAuthority(args.dir)
-        path = Path(args.serial)
-        if path.is_file():
-            serial = x509.load_pem_x509_certificates(path.read_bytes())[0].serial_number
-        else:
-            serial = parse_serial(args.serial)
+        serial = _serial_or_certificate(args.serial)
         record = ca.revoke(serial, parse_reason(args.reason))
         ca.crl()
     except (ConfigError, OSError, ValueError) as exc:
@@ -158,6 +154,31 @@ def _revoke(args: argparse.Namespace) -> int:
     print(f"revoked serial {record.serial} at {record.revoked_at} ({record.reason}); "
           f"CRL updated: {ca.directory / 'crl.pem'}")
     return 0
+
+
+def _serial_or_certificate(text: str) -> int:
+    """The serial ``ca revoke`` was given: hex as ``ca list`` shows it, or that of a certificate file (PEM or
+    DER). A path that names no file is said to be missing, not to be a bad serial number."""
+    from ..pki.ca import parse_serial
+
+    path = Path(text)
+    if path.is_file():
+        data = path.read_bytes()
+        try:
+            if b"-----BEGIN" in data:
+                return x509.load_pem_x509_certificates(data)[0].serial_number
+            return x509.load_der_x509_certificate(data).serial_number
+        except ValueError as exc:
+            raise ConfigError(f"{text}: not a PEM or DER certificate ({exc})") from None
+    if path.exists():
+        raise ConfigError(f"{text}: not a certificate file")
+    if "/" in text or path.suffix.lower() in (".pem", ".crt", ".cer", ".der"):
+        raise ConfigError(f"{text}: no such certificate file")
+    try:
+        return parse_serial(text)
+    except ConfigError:
+        raise ConfigError(f"{text!r} is not a hexadecimal serial number (see `tlskit ca list DIR`) "
+                          "and no certificate file of that name exists") from None
 
 
 def _crl(args: argparse.Namespace) -> int:
