@@ -56,8 +56,36 @@ def test_show_reports_a_bad_file_in_one_line_and_fails(tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_bytes(os.urandom(81))
     shown = stek("show", bad)
-    assert shown.returncode == 1
+    assert shown.returncode == 2  # a key file that cannot be used, as for rotate and new (show exited 1)
     assert shown.stderr.count("\n") == 1 and "81 bytes; a ticket key file holds 80 bytes (or 48)" in shown.stderr
+
+
+def test_show_json_of_a_bad_file_prints_no_document(tmp_path: Path) -> None:
+    """It printed `[]`, which reads as "no keys"; the other --json tools print nothing on a usage error."""
+    bad, good = tmp_path / "bad.key", tmp_path / "good.key"
+    bad.write_bytes(os.urandom(81))
+    assert stek("new", good).returncode == 0
+    for paths in ([bad], [good, bad]):
+        shown = stek("show", *paths, "--json")
+        assert shown.returncode == 2 and shown.stdout == ""
+        assert shown.stderr.startswith("tlskit stek show: error: ") and shown.stderr.count("\n") == 1
+
+
+def test_show_of_a_missing_path_offers_a_directory_or_a_file(tmp_path: Path) -> None:
+    """It said "create one with `tlskit stek new DIR`": a key file where a rotation directory was meant."""
+    missing = tmp_path / "stek"
+    shown = stek("show", missing)
+    assert shown.returncode == 2
+    assert shown.stderr == (f"tlskit stek show: error: {missing}: no such key file or directory; make a rotation "
+                            f"directory with `mkdir -m 700 {missing} && tlskit stek rotate {missing}`, or one key "
+                            f"file with `tlskit stek new {missing}`\n")
+
+
+def test_stek_and_ca_help_give_their_exit_codes() -> None:
+    for tool in (["stek"], ["ca"]):
+        shown = subprocess.run([sys.executable, "-m", "tlskit", *tool, "--help"], capture_output=True, text=True,
+                               timeout=60)
+        assert shown.returncode == 0 and "exit status: 0 " in shown.stdout and "2 usage error" in shown.stdout
 
 
 def test_rotate_min_age_skips_a_fresh_key(tmp_path: Path) -> None:

@@ -30,6 +30,10 @@ examples:
   tlskit ca ocsp-serve ./ca --port 8080                     OCSP (GET/POST) and /crl.der
 
 Give ./ca/root.pem to peers as their CA file. Private keys are written 0600.
+
+exit status: 0 done, 2 usage error or a CA directory, file or address that
+cannot be used (one line on stderr; list --json then prints nothing on
+stdout); ocsp-serve runs until interrupted (130 on Ctrl-C).
 """
 
 

@@ -40,6 +40,11 @@ examples:
 
 A ticket opens while its key is current or previous: rotate more often than
 the ticket lifetime (RFC 8446 caps that at 7 days), and reload the servers.
+
+exit status: 0 done (rotate: also when skipped by --min-age or by another
+run's lock), 1 the --on-rotate command failed (the keys were rotated),
+2 usage error or a key file or directory that cannot be used (one line
+each on stderr; show --json then prints nothing on stdout).
 """
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -133,15 +138,20 @@ def _show(args: argparse.Namespace) -> int:
                 if not files:
                     raise ConfigError(f"{path}: no key files; run `tlskit stek rotate {path}`")
                 entries = [(slot.removesuffix(".key"), p, slot == CURRENT) for slot, p in files]
+            elif not path.exists() and not path.is_symlink():
+                raise ConfigError(f"{path}: no such key file or directory; make a rotation directory with "
+                                  f"`mkdir -m 700 {path} && tlskit stek rotate {path}`, or one key file with "
+                                  f"`tlskit stek new {path}`")
             else:
                 entries = [("file", path, not rows)]
             for role, p, encrypts in entries:
                 rows.append(_describe(role, p, encrypts, now))
         except ConfigError as e:
             print(f"tlskit stek show: error: {e}", file=sys.stderr)
-            status = 1
+            status = 2
     if args.json:
-        print(json.dumps(rows, indent=2))
+        if status == 0:  # like the other tools' --json: no document rather than one that reads "no keys"
+            print(json.dumps(rows, indent=2))
         return status
     for row in rows:
         warn = "  (readable by others: chmod 600)" if int(row["mode"], 8) & 0o077 else ""
