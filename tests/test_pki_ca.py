@@ -366,3 +366,26 @@ def test_cli_revoke_accepts_a_der_certificate_file(tmp_path: Path, capsys: pytes
     (tmp_path / "leaf.der").write_bytes(_der(cert))
     assert main(["ca", "revoke", str(d), str(tmp_path / "leaf.der")]) == 0
     assert f"revoked serial {format_serial(cert.serial_number)}" in capsys.readouterr().out
+
+
+def test_cli_ocsp_serve_on_a_port_in_use_names_the_address_port_and_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed only "error: [Errno 98] Address already in use"; `tlskit serve` names where and what to do."""
+    import socket
+
+    d = tmp_path / "ca"
+    assert main(["ca", "init", str(d)]) == 0
+    capsys.readouterr()
+    with socket.socket() as busy:
+        for port in range(47800, 47900):  # the loopback ports these tests may listen on
+            try:
+                busy.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
+        busy.listen()
+        assert main(["ca", "ocsp-serve", str(d), "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"tlskit ca ocsp-serve: error: cannot listen on 127.0.0.1 port {port}: Address already in use "
+        "(another process listens there: `ss -ltnp` names it; or choose another port)\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import errno
 import json
 import logging
 import sys
@@ -95,6 +96,13 @@ def register(sub: Any) -> None:
     p.add_argument("--validity", type=count(1, 525600), default=60, metavar="MINUTES",
                    help="thisUpdate to nextUpdate of each response (default: 60)")
     p.set_defaults(run=_ocsp_serve)
+
+
+_BIND_FIXES = {  # as tlskit.serve.listeners says them
+    errno.EADDRINUSE: " (another process listens there: `ss -ltnp` names it; or choose another port)",
+    errno.EADDRNOTAVAIL: " (not an address of this machine: `ip addr` lists them; 0.0.0.0 or :: is every one)",
+    errno.EACCES: " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+}
 
 
 def _ca_name(text: str) -> str:
@@ -225,9 +233,15 @@ def _ocsp_serve(args: argparse.Namespace) -> int:
         ca = CertificateAuthority(args.dir)
         responder = ca.responder(delegated=args.delegated, validity=dt.timedelta(minutes=args.validity))
         routes = {"/crl.der": ("application/pkix-crl", ca.current_crl_der)}
-        server = OCSPHTTPServer(responder, host=args.host, port=args.port, routes=routes)
     except (ConfigError, OSError) as exc:
         return _fail("ocsp-serve", exc)
+    try:
+        server = OCSPHTTPServer(responder, host=args.host, port=args.port, routes=routes)
+    except OSError as exc:  # worded as `tlskit serve` words the same mistake
+        where = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"tlskit ca ocsp-serve: error: cannot listen on {where} port {args.port}: {exc.strerror or exc}"
+              f"{_BIND_FIXES.get(exc.errno or 0, '')}", file=sys.stderr)
+        return 2
     signer = "delegated responder certificate" if args.delegated else "the CA key"
     print(f"OCSP responder for {ca.issuer.subject.rfc4514_string()} on {server.url}/ (signed by {signer}); "
           f"CRL at {server.url}/crl.der", flush=True)
