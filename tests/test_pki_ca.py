@@ -389,3 +389,35 @@ def test_cli_ocsp_serve_on_a_port_in_use_names_the_address_port_and_fix(
     assert capsys.readouterr().err == (
         f"tlskit ca ocsp-serve: error: cannot listen on 127.0.0.1 port {port}: Address already in use "
         "(another process listens there: `ss -ltnp` names it; or choose another port)\n")
+
+
+def test_a_serial_with_a_leading_zero_is_printed_the_same_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ca list` printed 09084D0BF7DE…, the stapling log and probe 9084D0BF7DE…: grepping one for the other failed."""
+    import logging
+
+    from tlskit.analysis.certinfo import describe_certificate
+    from tlskit.io.common import peer_cert_dict
+    from tlskit.pki.stapling import StapleCache
+
+    d = tmp_path / "ca"
+    assert main(["ca", "init", str(d)]) == 0
+    for attempt in range(400):  # a random 159-bit serial has an odd number of hex digits one time in 16
+        assert main(["ca", "issue", str(d), f"h{attempt}.test"]) == 0
+        issued = capsys.readouterr().out
+        cert = x509.load_pem_x509_certificates((d / "issued" / f"h{attempt}.test.pem").read_bytes())[0]
+        if len(f"{cert.serial_number:X}") % 2:
+            break
+    else:
+        pytest.fail("no serial with a leading zero in 400 certificates")
+    shown = format_serial(cert.serial_number)
+    assert shown.startswith("0") and f"issued serial {shown}," in issued
+    assert main(["ca", "list", str(d), "--json"]) == 0
+    assert shown in [r["serial"] for r in json.loads(capsys.readouterr().out)]
+    caplog.set_level(logging.INFO, "tlskit.pki.stapling")
+    assert StapleCache(background=False).refresh([_der(cert)]) is None  # no OCSP URL: says so, naming the serial
+    assert f"(serial {shown})" in caplog.text
+    now = dt.datetime.now(dt.UTC)
+    assert describe_certificate(_der(cert), now)["serial"] == shown == peer_cert_dict(_der(cert))["serialNumber"]
+    assert format_serial(-0xABC) == "-0ABC"

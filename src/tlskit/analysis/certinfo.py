@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import ocsp
 
+from ..pki.serials import format_serial
+
 __all__ = ["describe_certificate", "describe_ocsp", "key_type", "spki_pin"]
 
 
@@ -64,7 +66,7 @@ def describe_certificate(der: bytes, now: dt.datetime) -> dict[str, Any]:
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "sans": _sans(cert),
-        "serial": f"{cert.serial_number:X}",
+        "serial": format_serial(cert.serial_number),
         "not_before": before.isoformat(),
         "not_after": after.isoformat(),
         "days_left": (after - now).days if now <= after else -((now - after).days + 1),
@@ -87,7 +89,7 @@ def describe_ocsp(der: bytes) -> dict[str, Any]:
     if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
         return out
     out["cert_status"] = response.certificate_status.name.lower()
-    out["serial"] = f"{response.serial_number:X}"
+    out["serial"] = format_serial(response.serial_number)
     out["produced_at"] = response.produced_at_utc.isoformat()
     out["this_update"] = response.this_update_utc.isoformat()
     next_update = response.next_update_utc

@@ -23,6 +23,7 @@ from ..handshake.common import LOG_PEER
 from ..keylog import key_log_from_env
 from ..messages.extensions import extension_map, parse_server_name
 from ..messages.handshake import ClientHello, decode_handshake
+from ..pki.serials import format_serial
 from ..pki.verify import TrustStore
 
 __all__ = ["READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession", "client_config", "format_address",
@@ -261,7 +262,7 @@ def peer_cert_dict(der: bytes) -> dict[str, Any]:
         "subject": _name(cert.subject),
         "issuer": _name(cert.issuer),
         "version": cert.version.value + 1,
-        "serialNumber": _serial_hex(cert.serial_number),
+        "serialNumber": format_serial(cert.serial_number),  # as ssl.getpeercert(): 0123, not 123
         "notBefore": _asn1_time(cert.not_valid_before_utc),
         "notAfter": _asn1_time(cert.not_valid_after_utc),
     }
@@ -343,12 +344,6 @@ def _general_name(name: x509.GeneralName) -> tuple[str, str]:
         case x509.RegisteredID():
             return "Registered ID", name.value.dotted_string
     return "othername", "<unsupported>"
-
-
-def _serial_hex(serial: int) -> str:
-    """Upper-case hex padded to whole bytes, as ``ssl.getpeercert()`` prints it (``0123``, not ``123``)."""
-    text = f"{serial:X}"
-    return "0" * (len(text) % 2) + text
 
 
 def format_address(address: Any) -> str:

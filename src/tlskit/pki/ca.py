@@ -42,6 +42,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from ..errors import ConfigError
 from .identity import parse_spiffe_id
 from .ocsp import CertStatus, OCSPResponder
+from .serials import format_serial, parse_serial
 
 __all__ = [
     "DEFAULT_BACKDATE",
@@ -101,14 +102,6 @@ class IssuedCertificate:
     key_path: Path
 
 
-def parse_serial(text: str) -> int:
-    """A serial as printed by ``openssl x509 -serial`` or ``ca list``: hex, optional ``0x`` and colons."""
-    cleaned = text.strip().removeprefix("serial=").replace(":", "").lower().removeprefix("0x")
-    if not cleaned or not re.fullmatch(r"[0-9a-f]+", cleaned):
-        raise ConfigError(f"{text!r} is not a hexadecimal serial number (see `tlskit ca list DIR`)")
-    return int(cleaned, 16)
-
-
 def parse_reason(text: str) -> x509.ReasonFlags:
     """``keyCompromise``, ``key-compromise`` and ``key_compromise`` all name RFC 5280's keyCompromise."""
     key = text.replace("-", "").replace("_", "").lower()
@@ -116,12 +109,6 @@ def parse_reason(text: str) -> x509.ReasonFlags:
         raise ConfigError(f"unknown revocation reason {text!r}; use one of "
                           f"{', '.join(flag.value for flag in REASONS.values())}")
     return REASONS[key]
-
-
-def format_serial(serial: int) -> str:
-    """Upper-case hex of even length, as ``openssl x509 -serial`` prints it (and ``ca list`` shows it)."""
-    text = f"{serial:X}"
-    return "0" * (len(text) % 2) + text
 
 
 class CertificateAuthority:

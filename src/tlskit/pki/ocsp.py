@@ -28,6 +28,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from ..enums import AlertDescription
 from ..errors import CertificateError, CertificateRevoked
+from .serials import format_serial
 
 __all__ = [
     "DEFAULT_SKEW",
@@ -186,7 +187,7 @@ def _verify_ocsp_response(der: bytes, cert: x509.Certificate, issuer: x509.Certi
     if single.certificate_status == ocsp.OCSPCertStatus.REVOKED:
         revoked_at, reason = single.revocation_time_utc, single.revocation_reason
         raise CertificateRevoked(
-            f"certificate {_label(cert)} (serial {cert.serial_number:X}) is revoked: OCSP says revoked at "
+            f"certificate {_label(cert)} (serial {format_serial(cert.serial_number)}) is revoked: OCSP says revoked at "
             f"{_fmt(revoked_at) if revoked_at else '?'} for {reason_name(reason)}",
             serial=cert.serial_number, revoked_at=revoked_at, reason=reason_name(reason))
     status: Literal["good", "unknown"] = (
@@ -206,9 +207,9 @@ def _matching_single(response: ocsp.OCSPResponse, cert: x509.Certificate, issuer
             continue
         if (single.issuer_name_hash, single.issuer_key_hash) == cert_id_hashes(issuer, single.hash_algorithm):
             return single
-    about = ", ".join(f"{s:X}" for s in serials) or "nothing"
+    about = ", ".join(format_serial(s) for s in serials) or "nothing"
     raise CertificateError(_BAD, f"OCSP response is about serial {about}, not certificate {_label(cert)} "
-                                 f"(serial {cert.serial_number:X}) issued by {_label(issuer)}")
+                                 f"(serial {format_serial(cert.serial_number)}) issued by {_label(issuer)}")
 
 
 def _responder_is(response: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:

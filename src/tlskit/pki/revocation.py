@@ -39,6 +39,7 @@ from .ocsp import (
     verify_ocsp_response,
 )
 from .ocsp_http import OCSP_REQUEST_TYPE, fetch
+from .serials import format_serial
 from .verify import TrustStore
 
 __all__ = ["HttpFetcher", "Mode", "RevocationPolicy", "crl_urls"]
@@ -74,7 +75,7 @@ def _must_staple(cert: x509.Certificate) -> bool:
 
 
 def _label(cert: x509.Certificate) -> str:
-    return f"{cert.subject.rfc4514_string() or '<empty subject>'!r} (serial {cert.serial_number:X})"
+    return f"{cert.subject.rfc4514_string() or '<empty subject>'!r} (serial {format_serial(cert.serial_number)})"
 
 
 def _default_fetcher(timeout: float) -> HttpFetcher:

@@ -30,6 +30,7 @@ from cryptography.x509 import ocsp
 from ..errors import CertificateError, CertificateRevoked, ConfigError
 from .ocsp import MAX_AGE_WITHOUT_NEXT_UPDATE, OCSPStatus, build_request, ocsp_urls, verify_ocsp_response
 from .ocsp_http import post_ocsp
+from .serials import format_serial
 
 if TYPE_CHECKING:
     from ..config import CertifiedKey
@@ -47,7 +48,7 @@ def _expiry(status: OCSPStatus) -> dt.datetime:
 
 
 def _label(cert: x509.Certificate) -> str:
-    return f"{cert.subject.rfc4514_string() or '<empty subject>'} (serial {cert.serial_number:X})"
+    return f"{cert.subject.rfc4514_string() or '<empty subject>'} (serial {format_serial(cert.serial_number)})"
 
 
 @dataclass(slots=True)
