@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tlskit.tickets.files import file_mode, read_key_file
@@ -90,8 +92,15 @@ def test_stek_and_ca_help_give_their_exit_codes() -> None:
 
 def test_rotate_min_age_skips_a_fresh_key(tmp_path: Path) -> None:
     stek("rotate", tmp_path)
-    skipped = stek("rotate", tmp_path, "--min-age", "50m")
-    assert skipped.returncode == 0 and "not rotated: current.key is younger than 3000s" in skipped.stdout
+    skipped = stek("rotate", tmp_path, "--min-age", "50m")  # it said "younger than 3000s"
+    assert skipped.returncode == 0
+    assert re.fullmatch(r".*: not rotated: current\.key is \d+s old, younger than the minimum age 50m\n",
+                        skipped.stdout), skipped.stdout
+    old = time.time() - 7000
+    os.utime(tmp_path / "current.key", (old, old))
+    skipped = stek("rotate", tmp_path, "--min-age", "2h")
+    assert re.fullmatch(r".*: not rotated: current\.key is 1h 56m 4\ds old, younger than the minimum age 2h\n",
+                        skipped.stdout), skipped.stdout
     bad = stek("rotate", tmp_path, "--min-age", "soon")
     assert bad.returncode == 2 and "give a duration like 90s, 30m, 1h or 1d" in bad.stderr
 

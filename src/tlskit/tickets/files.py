@@ -199,8 +199,10 @@ def rotate_key_dir(
             return Rotation(rotated=False, skipped="another rotation holds the lock")
         current, previous, nxt = d / CURRENT, d / PREVIOUS, d / NEXT
         old = read_key_file(current) if current.exists() else None
-        if old is not None and min_age > 0 and clock() - current.stat().st_mtime < min_age:
-            return Rotation(rotated=False, current=old.name, skipped=f"current.key is younger than {min_age:g}s")
+        age = clock() - current.stat().st_mtime if old is not None else 0.0
+        if old is not None and min_age > 0 and age < min_age:
+            return Rotation(rotated=False, current=old.name, skipped=f"current.key is {_elapsed(age)} old, younger "
+                                                                    f"than the minimum age {_duration(min_age)}")
         promoted = read_key_file(nxt) if nxt.exists() else None
         new_current = promoted if promoted is not None else TicketKey.generate(random)
         try:
@@ -214,6 +216,27 @@ def rotate_key_dir(
             for key in (old, promoted, new_current):
                 if key is not None:
                     key.wipe()
+
+
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
+
+
+def _duration(seconds: float) -> str:
+    """A whole number of the largest unit, as ``--min-age`` is written: 3000 → ``50m``, 90 → ``90s``."""
+    for unit, size in _UNITS:
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _elapsed(seconds: float) -> str:
+    """How old a file is, to the second and without rounding up: 2965.7 → ``49m 25s``."""
+    left, parts = max(0, int(seconds)), []
+    for unit, size in _UNITS:
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join([*parts, f"{left}s"] if left or not parts else parts)
 
 
 def file_mode(path: StrPath) -> int:
