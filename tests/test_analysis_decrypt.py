@@ -139,7 +139,10 @@ def test_decrypt_openssl_0rtt_matches_tshark(pki: Pki, tmp_path: Path) -> None:
     _assert_same_as_tshark(pcap, keylog, streams)
 
 
-def test_decrypt_exit_status_without_keys_and_for_a_non_capture(pki: Pki, tmp_path: Path) -> None:
+def test_decrypt_exit_status_without_keys_and_for_a_non_capture(pki: Pki, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A key log without one valid line (empty, or the capture given twice) only said "no key log entry for
+    client random ..." per stream."""
     keylog, pcap = tmp_path / "keys.log", tmp_path / "c.pcap"
     with KeyLogFile(keylog) as sink, OurServer(server_config(pki, key_log=sink), http_hello) as server, \
             capture(server.port, pcap=pcap):
@@ -147,7 +150,13 @@ def test_decrypt_exit_status_without_keys_and_for_a_non_capture(pki: Pki, tmp_pa
                      extra=("--resolve", f"localhost:{server.port}:127.0.0.1"))
     empty = tmp_path / "empty.log"
     empty.write_text("")
-    assert main(["decrypt", str(pcap), "--keylog", str(empty)]) == 1
+    for useless in (empty, pcap):
+        assert main(["decrypt", str(pcap), "--keylog", str(useless)]) == 1
+        assert capsys.readouterr().err == (
+            f"tlskit decrypt: no NSS key log lines in {useless} (expected lines like "
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET <random> <secret>); nothing can be decrypted\n")
+    assert main(["decrypt", str(pcap), "--keylog", str(keylog)]) == 0
+    assert capsys.readouterr().err == ""
     not_a_capture = tmp_path / "x.pcap"
     not_a_capture.write_bytes(b"hello")
     assert main(["decrypt", str(not_a_capture), "--keylog", str(keylog)]) == 2

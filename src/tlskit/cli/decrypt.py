@@ -21,8 +21,9 @@ examples:
 0-RTT (CLIENT_EARLY_TRAFFIC_SECRET) and post-KeyUpdate records are decrypted; TLS 1.2 streams are listed
 but not decrypted.
 
-exit status: 0 every TLS record decrypted, 1 some record could not be (missing key, capture gap),
-2 usage error or unreadable file, 3 no TLS connection in the capture.
+exit status: 0 every TLS record decrypted, 1 some record could not be (missing key, capture gap; a key
+log without one NSS key log line is said on stderr), 2 usage error or unreadable file, 3 no TLS connection
+in the capture.
 """
 
 
@@ -47,6 +48,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.decrypt import decrypt_capture, exit_status, render_text, stream_json, write_payloads
     from ..analysis.pcap import CaptureError
+    from ..analysis.records import parse_key_log
 
     try:
         key_log = args.keylog.read_text(encoding="ascii", errors="replace")
@@ -58,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     except CaptureError as e:
         print(f"tlskit decrypt: error: {e}", file=sys.stderr)
         return 2
+    if not parse_key_log(key_log):  # else every stream only says "no key log entry for client random ..."
+        print(f"tlskit decrypt: no NSS key log lines in {args.keylog} (expected lines like "
+              "CLIENT_HANDSHAKE_TRAFFIC_SECRET <random> <secret>); nothing can be decrypted", file=sys.stderr)
     if args.write_dir is not None:
         try:
             for path in write_payloads(streams, args.write_dir):
