@@ -135,8 +135,8 @@ def test_a_certbot_style_renewal_is_picked_up(tmp_path: Path, env: dict[str, str
             assert time.monotonic() < deadline, "the renewed certificate was not picked up"
             time.sleep(0.2)
         line = served.wait_log("reloaded \\(files changed\\)")  # and it says what changed:
-        assert re.search(r"; new certificate localhost,second\.example \(serial [0-9a-f]+, expires 20\d\d-\d\d-\d\d\); "
-                         r"certificate localhost,first\.example \(serial [0-9a-f]+, expires [0-9-]+\) removed$",
+        assert re.search(r"; new certificate localhost,second\.example \(serial [0-9A-F]+, expires 20\d\d-\d\d-\d\d\); "
+                         r"certificate localhost,first\.example \(serial [0-9A-F]+, expires [0-9-]+\) removed$",
                          line.strip()), line
     finally:
         served.stop()

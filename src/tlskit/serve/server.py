@@ -33,6 +33,7 @@ from ..io.asyncio import TLSProtocol
 from ..io.common import TLSSession, with_env_key_log
 from ..pki.identity import SpiffeAllowList
 from ..pki.revocation import RevocationPolicy
+from ..pki.serials import format_serial
 from ..pki.verify import TrustStore
 from ..tickets.files import load_key_files
 from ..tickets.keyring import TicketKey, TicketKeyRing
@@ -109,7 +110,7 @@ def reload_changes(old: Site, new: Site) -> str:
 def _leaf_summary(ck: CertifiedKey) -> str:
     leaf = x509.load_der_x509_certificate(ck.chain[0])
     names = ",".join(ck.dns_names[:3]) + (",..." if len(ck.dns_names) > 3 else "") or leaf.subject.rfc4514_string()
-    return f"{names} (serial {leaf.serial_number:x}, expires {leaf.not_valid_after_utc:%Y-%m-%d})"
+    return f"{names} (serial {format_serial(leaf.serial_number)}, expires {leaf.not_valid_after_utc:%Y-%m-%d})"
 
 
 def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previous: Site | None = None) -> Site:
