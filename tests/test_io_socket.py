@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
 import re
@@ -745,3 +746,84 @@ def test_non_blocking_makefile_writer_retries_without_duplicates(pki: PKI) -> No
         tls.sendall(b"")  # nothing to send after the write side is closed: no error, as ssl
         received = server.join()
     assert server.error is None and received == data
+
+
+def test_starttls_wraps_a_connected_socket_as_a_client(pki: PKI) -> None:
+    """STARTTLS (SMTP, IMAP, FTP): plain text first, then TLS on the same socket, against Python's ssl; there was
+    no public client-side wrap (smtplib.starttls() and ftplib's FTP_TLS need one), and ftplib reads ``family``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.cert_pem, pki.key_pem)
+
+    def handler(raw: socket.socket) -> bytes:
+        assert raw.recv(100) == b"STARTTLS\r\n"
+        raw.sendall(b"220 go ahead\r\n")
+        with ctx.wrap_socket(raw, server_side=True) as s:
+            data = s.recv(100)
+            s.sendall(data.upper())
+            return data
+
+    server = Peer(socket.create_server(("127.0.0.1", 0)), handler)
+    plain = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    plain.sendall(b"STARTTLS\r\n")
+    assert plain.recv(100) == b"220 go ahead\r\n"
+    with tlskit.wrap_socket(plain, server_name="localhost", cafile=pki.ca_pem) as tls:
+        assert tls.family == socket.AF_INET and tls.type == socket.SOCK_STREAM
+        tls.sendall(b"ehlo over tls")
+        assert tls.recv(100) == b"EHLO OVER TLS"
+        assert tls.version() == "TLSv1.3"
+    assert server.join() == b"ehlo over tls"
+
+
+def test_makefile_fails_for_good_after_a_timeout_instead_of_losing_the_start_of_a_line(pki: PKI) -> None:
+    """socket.SocketIO refuses to read after a timeout: the buffered reader above may have dropped what it had
+    of a line. Ours went on, and the next readline returned the rest of the line as if it were whole."""
+    def handler(tls: TLSSocket) -> None:
+        tls.sendall(b"HEADER-PART-")
+        time.sleep(0.6)
+        tls.sendall(b"REST\n")
+        time.sleep(0.5)
+
+    server = tlskit_server(pki, handler)
+    with connect("localhost", server.port, cafile=pki.ca_pem, timeout=0.3) as tls, tls.makefile("rb") as f:
+        assert f.mode == "rb"
+        with pytest.raises(TimeoutError):
+            f.readline()
+        time.sleep(0.5)
+        with pytest.raises(OSError, match="timed out object"):
+            f.readline()
+    server.join()
+
+
+def test_shutdown_does_not_wait_for_a_peer_that_reads_nothing(pki: PKI) -> None:
+    """shutdown() sends close_notify as a courtesy: behind records a timed-out sendall kept, to a peer that reads
+    nothing, on a socket made blocking again, it waited for ever (ssl's shutdown sends nothing and returns)."""
+    stop = threading.Event()
+
+    def handler(tls: TLSSocket) -> None:
+        tls.do_handshake()
+        stop.wait(15)
+
+    server = tlskit_server(pki, handler)
+    tls = connect("localhost", server.port, cafile=pki.ca_pem, timeout=2)
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    with pytest.raises(TimeoutError):
+        tls.sendall(b"x" * 50_000_000)
+    tls.settimeout(None)
+    started = time.monotonic()
+    tls.shutdown(socket.SHUT_RDWR)
+    assert time.monotonic() - started < 3
+    tls.close()
+    stop.set()
+    server.join()
+
+
+def test_io_after_close_is_an_oserror_not_a_valueerror(pki: PKI) -> None:
+    server = tlskit_server(pki, echo_until_eof)
+    tls = connect("localhost", server.port, cafile=pki.ca_pem, timeout=5)
+    tls.close()
+    with pytest.raises(OSError):
+        tls.settimeout(1)  # EBADF from the socket, as ssl (the timeout is set all the same)
+    with pytest.raises(OSError) as info:
+        tls.recv(10)
+    assert not isinstance(info.value, ValueError) and info.value.errno == errno.EBADF
+    server.join()

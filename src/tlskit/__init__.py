@@ -26,7 +26,7 @@ from .errors import (
     WantWriteError,
 )
 from .io.asyncio import open_connection, start_server
-from .io.socket import connect, listen, wrap_server_socket
+from .io.socket import connect, listen, wrap_server_socket, wrap_socket
 from .pki.verify import TrustStore
 
 __version__ = "0.1.0"
@@ -61,4 +61,5 @@ __all__ = [
     "open_connection",
     "start_server",
     "wrap_server_socket",
+    "wrap_socket",
 ]

@@ -36,7 +36,7 @@ from .common import (
 )
 from .ktls import KernelTLS, KTLSOption, KTLSPolicy, enable, policy
 
-__all__ = ["TLSListener", "TLSSocket", "connect", "listen", "wrap_server_socket"]
+__all__ = ["TLSListener", "TLSSocket", "connect", "listen", "wrap_server_socket", "wrap_socket"]
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -106,8 +106,9 @@ class TLSSocket(ConnectionInfo):
 
     def recv(self, bufsize: int = READ_SIZE, flags: int = 0) -> bytes:
         """Up to ``bufsize`` bytes of application data; ``b""`` at EOF. It returns as soon as some data is
-        there, with everything decrypted so far up to ``bufsize`` (so ``select`` stays true to what is left
-        unread; what is decrypted and not yet read is ``pending()``, as with ``ssl``)."""
+        there, with everything decrypted so far up to ``bufsize``. A read from the socket takes up to 64 KiB,
+        several records: what is decrypted and not yet returned is ``pending()``, which ``select`` cannot see
+        (as with ``ssl``, where it happens less often): a select loop reads while ``pending()``."""
         _no_flags(flags)
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")  # as socket.recv (b"" would read as EOF)
@@ -237,7 +238,8 @@ class TLSSocket(ConnectionInfo):
             if how in (socket.SHUT_WR, socket.SHUT_RDWR) and self._send_lock.acquire(blocking=False):
                 try:
                     with contextlib.suppress(TimeoutError, BlockingIOError):
-                        self._close_notify()
+                        timeout = self._sock.gettimeout()  # a peer that reads nothing cannot hold it for ever
+                        self._close_notify(0.0 if timeout == 0 else time.monotonic() + min(timeout or 1.0, 1.0))
                 finally:
                     self._send_lock.release()
         finally:
@@ -360,6 +362,10 @@ class TLSSocket(ConnectionInfo):
     def fileno(self) -> int:
         return self._sock.fileno()
 
+    family = property(lambda self: self._sock.family, doc="as ``socket.family`` (ftplib reads it)")
+    type = property(lambda self: self._sock.type, doc="as ``socket.type``")
+    proto = property(lambda self: self._sock.proto, doc="as ``socket.proto``")
+
     def gettimeout(self) -> float | None:
         return self._sock.gettimeout()
 
@@ -406,6 +412,8 @@ class TLSSocket(ConnectionInfo):
         """Until the socket is readable (POLLIN) or writable (POLLOUT): at once or BlockingIOError when
         ``deadline`` is 0.0 (non-blocking), else TimeoutError at the deadline."""
         remaining = 0.0 if deadline == 0.0 else deadline - time.monotonic()
+        if self._sock.fileno() < 0:
+            raise OSError(errno.EBADF, "Bad file descriptor")  # closed (as a socket's own calls say)
         if remaining >= 0:
             poller = select.poll()
             poller.register(self._sock, events)
@@ -574,12 +582,14 @@ class TLSSocket(ConnectionInfo):
             self._unsent = out[sent:]
             raise
 
-    def _close_notify(self) -> None:
+    def _close_notify(self, deadline: float | None = None) -> None:
+        """Queue close_notify and write it (after any records an interrupted write kept) by ``deadline``
+        (default: the socket's timeout)."""
         if self.conn.handshake_complete:
             with self._send_lock:
                 with self._lock:
                     self.conn.close()
-                self._write_engine_output(self._deadline())
+                self._write_engine_output(self._deadline() if deadline is None else deadline)
 
     def _decref(self) -> None:
         self._refs -= 1
@@ -596,16 +606,32 @@ class _RawTLSIO(io.RawIOBase):
         self._reading = reading
         self._writing = writing
         self._limit = limit  # the buffer above: what it keeps to retry when a non-blocking write would block
+        self._timed_out = False
 
     def readinto(self, buffer: WriteableBuffer, /) -> int | None:
-        """Bytes read into ``buffer``; None when a non-blocking socket has none yet (``socket.SocketIO``)."""
+        """Bytes read into ``buffer``; None when a non-blocking socket has none yet (``socket.SocketIO``). After
+        a timeout, reading fails for good, as ``socket.SocketIO``'s: the buffer above may have dropped what it had
+        read of a line, and the next read would go on mid-stream as if nothing was lost."""
         self._checkClosed()
         if not self._reading:
             raise io.UnsupportedOperation("not readable")
+        if self._timed_out:
+            raise OSError("cannot read from timed out object")
         try:
             return self._tls.recv_into(buffer)
         except BlockingIOError:
             return None
+        except TimeoutError:
+            self._timed_out = True
+            raise
+
+    @property
+    def mode(self) -> str:
+        return "rwb" if self._reading and self._writing else "rb" if self._reading else "wb"
+
+    @property
+    def name(self) -> int:
+        return self._tls.fileno()
 
     def write(self, data: ReadableBuffer, /) -> int | None:
         """Bytes taken; None when a non-blocking socket takes none now (the buffer above retries the same data,
@@ -664,6 +690,30 @@ def connect(
     except BaseException:
         sock.close()
         raise
+    return tls
+
+
+def wrap_socket(
+    sock: socket.socket,
+    *,
+    server_name: str,
+    cafile: str | os.PathLike[str] | None = None,
+    trust: TrustStore | None = None,
+    alpn: Iterable[str] = (),
+    config: ClientConfig | None = None,
+    do_handshake: bool = True,
+    ktls: KTLSOption = False,
+    suppress_ragged_eofs: bool = True,
+    **config_overrides: Any,
+) -> TLSSocket:
+    """TLS as a client on a connected socket (STARTTLS: SMTP, IMAP, FTP; ``ssl``'s ``wrap_socket``); keywords
+    as ``connect``, ``server_name`` required. The socket's timeout bounds the handshake; on a failure ``sock`` is
+    left open (the caller owns it)."""
+    cfg = client_config(server_name, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn, config=config,
+                        overrides=config_overrides)
+    tls = TLSSocket(sock, TLSSession(cfg), ktls=ktls, suppress_ragged_eofs=suppress_ragged_eofs)
+    if do_handshake:
+        tls.do_handshake()
     return tls
 
 
