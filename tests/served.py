@@ -205,10 +205,14 @@ def raw_exchange(served: Served, request: bytes) -> bytes:
         return out
 
 
+class _UpstreamServer(http.server.ThreadingHTTPServer):
+    request_queue_size = 256  # a proxy opens a connection per request: 100 HTTP/2 streams at once (default 5)
+
+
 @contextlib.contextmanager
 def echo_upstream() -> Iterator[int]:
     """The port of an ``EchoUpstream`` on 127.0.0.1, for the duration of the block."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+    server = _UpstreamServer(("127.0.0.1", 0), EchoUpstream)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server.server_address[1]

@@ -240,6 +240,33 @@ def test_proxy_over_http2_forwards_request_bodies(tmp_path: Path, upstream: int)
     _no_traceback(served)
 
 
+def test_a_client_that_keeps_to_the_stream_limit_is_never_refused_through_the_proxy(tmp_path: Path,
+                                                                                      upstream: int) -> None:
+    """§5.1.2 counts open and half-closed streams. A proxied stream's task went on after its END_STREAM (closing
+    the upstream connection), and the tasks were counted: nghttp -m 300, which opens a stream as one ends, had 100
+    of 300 refused. Here 100 streams stay in flight and each one that ends is replaced at once."""
+    served = _serve(tmp_path, "--proxy", f"http://127.0.0.1:{upstream}")
+    try:
+        client = Client(served)
+        client.pump(lambda: client.conn.remote_settings.max_concurrent_streams == MAX_CONCURRENT_STREAMS)
+        in_flight = {client.request(f"/r{i}") for i in range(MAX_CONCURRENT_STREAMS)}
+        done: set[int] = set()
+        while len(done) < 3 * MAX_CONCURRENT_STREAMS and not client.reset:
+            client.pump(lambda waiting=frozenset(in_flight): bool(waiting & (client.ended | client.reset.keys())))
+            finished = in_flight & (client.ended | client.reset.keys())
+            in_flight -= finished
+            done |= finished
+            for _ in finished:
+                if len(done) + len(in_flight) < 3 * MAX_CONCURRENT_STREAMS:
+                    in_flight.add(client.request(f"/r{len(done) + len(in_flight)}"))
+        assert not client.reset, sorted(client.reset.items())[:5]
+        assert all(client.status(sid) == 200 for sid in done)
+        client.close()
+    finally:
+        served.stop()
+    _no_traceback(served)
+
+
 def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path, upstream: int) -> None:
     """RFC 9110 §10.1.1: a client that waits for 100 Continue gets it as soon as the route reads the body."""
     served = _serve(tmp_path, "--proxy", f"http://127.0.0.1:{upstream}")
