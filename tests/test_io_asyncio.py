@@ -794,3 +794,38 @@ def test_a_server_side_bug_is_logged_as_an_error_with_its_traceback(pki: PKI, ca
     [record] = [r for r in caplog.records if r.name == "tlskit.io"]
     assert record.levelno == logging.ERROR and record.exc_info is not None, record
     assert isinstance(record.exc_info[1], KeyError) and "internal_error" in record.getMessage()
+
+
+@pytest.mark.parametrize("half_close", [False, True])
+def test_a_client_answers_the_servers_close_notify_unless_it_half_closes(pki: PKI, half_close: bool) -> None:
+    """Against Python's ssl server: after its close_notify, our client stayed half-open until the app closed, so
+    the server's wait_closed() hung (30 s) and is_closing() told a connection pool nothing (review). It now closes
+    as ssl's client does; half_close=True keeps the write side open until the app closes."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.cert_pem, pki.key_pem)
+    took: list[float] = []
+
+    async def main() -> None:
+        closed = asyncio.get_running_loop().create_future()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"bye")
+            writer.close()
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+            closed.set_result(time.monotonic() - started)
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ctx)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await open_connection("127.0.0.1", port, server_name="localhost", cafile=pki.ca_pem,
+                                                   half_close=half_close)
+            assert await reader.read() == b"bye"
+            await asyncio.sleep(0.5)  # the app does nothing more for a while
+            assert writer.is_closing() is not half_close
+            writer.close()
+            took.append(await asyncio.wait_for(closed, 10))
+
+    run(main())
+    assert (took[0] > 0.4) if half_close else (took[0] < 0.4), took  # closed by the app, or at once

@@ -611,17 +611,21 @@ async def open_connection(
     handshake_timeout: float | None = 30.0,
     limit: int = 1 << 16,
     ktls: KTLSOption = False,
+    half_close: bool = False,
     **overrides: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect, complete the handshake and return streams; arguments as ``tlskit.io.socket.connect``.
 
-    Raises the handshake's ``TLSError`` (``HandshakeTimeout`` after ``handshake_timeout`` seconds).
+    Raises the handshake's ``TLSError`` (``HandshakeTimeout`` after ``handshake_timeout`` seconds). After the
+    server's close_notify the connection closes (ours goes back), as with ``ssl``: the server's ``wait_closed``
+    returns and ``writer.is_closing()`` tells a pool the connection is done. ``half_close=True`` keeps the write
+    side open for more (TLS 1.3 allows it) until the app closes.
     """
     cfg = client_config(host, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
                         config=config, overrides=overrides)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
-    app = asyncio.StreamReaderProtocol(reader, loop=loop)
+    app = _ClientStreams(reader, loop, half_close)
     waiter: asyncio.Future[None] = loop.create_future()
     tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter, ktls=ktls)
     try:
@@ -673,6 +677,19 @@ async def start_server(
                            early_data=early_data)
 
     return await loop.create_server(factory, host, port, **kw)
+
+
+class _ClientStreams(asyncio.StreamReaderProtocol):
+    """The client's streams: the server's close_notify ends the connection unless ``half_close`` (asyncio's own
+    streams end it only over ``ssl``, which they recognise by an ``sslcontext`` tlskit has not got)."""
+
+    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop, half_close: bool) -> None:
+        super().__init__(reader, loop=loop)
+        self._half_close = half_close
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return self._half_close
 
 
 def _can_write_eof(raw: asyncio.Transport) -> bool:
