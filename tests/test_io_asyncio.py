@@ -829,3 +829,41 @@ def test_a_client_answers_the_servers_close_notify_unless_it_half_closes(pki: PK
 
     run(main())
     assert (took[0] > 0.4) if half_close else (took[0] < 0.4), took  # closed by the app, or at once
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_start_tls_upgrades_a_plain_asyncio_connection(pki: PKI, use_uvloop: bool) -> None:
+    """STARTTLS over asyncio streams (asyncio's StreamWriter.start_tls has no tlskit transport to give): the
+    plain exchange, then a handshake on the same connection with Python's ssl, whose server upgrades with
+    loop.start_tls; the new streams carry TLS (review)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.cert_pem, pki.key_pem)
+
+    async def main() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            assert await reader.readline() == b"STARTTLS\r\n"
+            writer.write(b"220 go ahead\r\n")
+            await writer.drain()
+            await writer.start_tls(ctx)
+            line = await reader.readline()
+            writer.write(line.upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"STARTTLS\r\n")
+            assert await reader.readline() == b"220 go ahead\r\n"
+            tls_reader, tls_writer = await tlskit.start_tls(writer, server_name="localhost", cafile=pki.ca_pem)
+            assert tls_writer.get_extra_info("cipher")[1] == "TLSv1.3"
+            tls_writer.write(b"ehlo over tls\n")
+            assert await tls_reader.readline() == b"EHLO OVER TLS\n"
+            tls_writer.close()
+
+    if use_uvloop:
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(asyncio.wait_for(main(), 20))
+    else:
+        run(main())

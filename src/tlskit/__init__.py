@@ -25,7 +25,7 @@ from .errors import (
     WantReadError,
     WantWriteError,
 )
-from .io.asyncio import open_connection, start_server
+from .io.asyncio import open_connection, start_server, start_tls
 from .io.socket import connect, listen, wrap_server_socket, wrap_socket
 from .pki.verify import TrustStore
 
@@ -60,6 +60,7 @@ __all__ = [
     "listen",
     "open_connection",
     "start_server",
+    "start_tls",
     "wrap_server_socket",
     "wrap_socket",
 ]

@@ -39,7 +39,7 @@ from ..pki.verify import TrustStore
 from .common import TLSSession, client_config, format_address, with_env_key_log
 from .ktls import KTLSOption, KTLSStream, policy
 
-__all__ = ["TLSProtocol", "TLSTransport", "open_connection", "start_server"]
+__all__ = ["TLSProtocol", "TLSTransport", "open_connection", "start_server", "start_tls"]
 
 _WARN_AFTER_DROPPED = 5  # asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
 _log = logging.getLogger("tlskit.io")
@@ -633,6 +633,42 @@ async def open_connection(
         await waiter
     except BaseException:
         waiter.cancel()  # cancelled while connecting, the handshake's failure has nobody left to report to
+        tls.close(abort=True)
+        raise
+    return reader, asyncio.StreamWriter(tls.transport, app, reader, loop)
+
+
+async def start_tls(
+    writer: asyncio.StreamWriter,
+    *,
+    server_name: str,
+    cafile: str | os.PathLike[str] | None = None,
+    trust: TrustStore | None = None,
+    alpn: Iterable[str] = (),
+    config: ClientConfig | None = None,
+    handshake_timeout: float | None = 30.0,
+    limit: int = 1 << 16,
+    half_close: bool = False,
+    **overrides: Any,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """STARTTLS on a plain asyncio connection (SMTP, IMAP; ``StreamWriter.start_tls`` with ``ssl``): a client
+    handshake on ``writer``'s transport, and new streams over TLS (the old ones must not be used again).
+    Arguments as ``open_connection``, ``server_name`` required."""
+    cfg = client_config(server_name, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
+                        config=config, overrides=overrides)
+    loop = asyncio.get_running_loop()
+    raw = cast(asyncio.Transport, writer.transport)
+    await writer.drain()  # what the plain protocol still had to send goes before the ClientHello
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    app = _ClientStreams(reader, loop, half_close)
+    waiter: asyncio.Future[None] = loop.create_future()
+    tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter)
+    raw.set_protocol(tls)
+    tls.connection_made(raw)
+    raw.resume_reading()  # the plain protocol may have paused it
+    try:
+        await waiter
+    except BaseException:
         tls.close(abort=True)
         raise
     return reader, asyncio.StreamWriter(tls.transport, app, reader, loop)
