@@ -624,10 +624,7 @@ async def open_connection(
     cfg = client_config(host, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
                         config=config, overrides=overrides)
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=limit, loop=loop)
-    app = _ClientStreams(reader, loop, half_close)
-    waiter: asyncio.Future[None] = loop.create_future()
-    tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter, ktls=ktls)
+    tls, waiter, streams = _client(cfg, limit, half_close, handshake_timeout, ktls)
     try:
         await loop.create_connection(lambda: tls, host, port)
         await waiter
@@ -635,7 +632,7 @@ async def open_connection(
         waiter.cancel()  # cancelled while connecting, the handshake's failure has nobody left to report to
         tls.close(abort=True)
         raise
-    return reader, asyncio.StreamWriter(tls.transport, app, reader, loop)
+    return streams()
 
 
 async def start_tls(
@@ -656,13 +653,9 @@ async def start_tls(
     Arguments as ``open_connection``, ``server_name`` required."""
     cfg = client_config(server_name, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
                         config=config, overrides=overrides)
-    loop = asyncio.get_running_loop()
     raw = cast(asyncio.Transport, writer.transport)
     await writer.drain()  # what the plain protocol still had to send goes before the ClientHello
-    reader = asyncio.StreamReader(limit=limit, loop=loop)
-    app = _ClientStreams(reader, loop, half_close)
-    waiter: asyncio.Future[None] = loop.create_future()
-    tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter)
+    tls, waiter, streams = _client(cfg, limit, half_close, handshake_timeout, False)
     raw.set_protocol(tls)
     tls.connection_made(raw)
     raw.resume_reading()  # the plain protocol may have paused it
@@ -671,7 +664,19 @@ async def start_tls(
     except BaseException:
         tls.close(abort=True)
         raise
-    return reader, asyncio.StreamWriter(tls.transport, app, reader, loop)
+    return streams()
+
+
+def _client(cfg: ClientConfig, limit: int, half_close: bool, handshake_timeout: float | None, ktls: KTLSOption
+            ) -> tuple[TLSProtocol, asyncio.Future[None], Callable[[], tuple[asyncio.StreamReader,
+                                                                              asyncio.StreamWriter]]]:
+    """A client ``TLSProtocol`` over new streams: it, the future its handshake resolves, and the streams for after."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    app = _ClientStreams(reader, loop, half_close)
+    waiter: asyncio.Future[None] = loop.create_future()
+    tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter, ktls=ktls)
+    return tls, waiter, lambda: (reader, asyncio.StreamWriter(tls.transport, app, reader, loop))
 
 
 async def start_server(
