@@ -861,6 +861,17 @@ def test_start_tls_upgrades_a_plain_asyncio_connection(pki: PKI, use_uvloop: boo
             tls_writer.write(b"ehlo over tls\n")
             assert await tls_reader.readline() == b"EHLO OVER TLS\n"
             tls_writer.close()
+            await tls_writer.wait_closed()
+            # the usual `finally: writer.close(); await writer.wait_closed()` on the old streams ends too
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), 5)
+            # a failed handshake (the server is not trusted) aborts the connection and ends the old streams
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"STARTTLS\r\n")
+            assert await reader.readline() == b"220 go ahead\r\n"
+            with pytest.raises(CertificateError):
+                await tlskit.start_tls(writer, server_name="localhost")  # the system roots: not our test CA
+            await asyncio.wait_for(writer.wait_closed(), 5)
 
     if use_uvloop:
         uvloop = pytest.importorskip("uvloop")

@@ -649,13 +649,17 @@ async def start_tls(
     **overrides: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """STARTTLS on a plain asyncio connection (SMTP, IMAP; ``StreamWriter.start_tls`` with ``ssl``): a client
-    handshake on ``writer``'s transport, and new streams over TLS (the old ones must not be used again).
-    Arguments as ``open_connection``, ``server_name`` required."""
+    handshake on ``writer``'s transport, and new streams over TLS. Arguments as ``open_connection``,
+    ``server_name`` required. The old streams are done: plaintext their reader still held is dropped (never
+    taken as sent over TLS: CVE-2011-0411), their ``wait_closed()`` returns when the TLS connection ends, and
+    closing them closes it without close_notify. A failed or cancelled handshake aborts the connection (as
+    ``loop.start_tls``)."""
     cfg = client_config(server_name, server_name=server_name, cafile=cafile, trust=trust, alpn=alpn,
                         config=config, overrides=overrides)
     raw = cast(asyncio.Transport, writer.transport)
     await writer.drain()  # what the plain protocol still had to send goes before the ClientHello
-    tls, waiter, streams = _client(cfg, limit, half_close, handshake_timeout, False)
+    plain = raw.get_protocol()
+    tls, waiter, streams = _client(cfg, limit, half_close, handshake_timeout, False, also_lost=plain.connection_lost)
     raw.set_protocol(tls)
     tls.connection_made(raw)
     raw.resume_reading()  # the plain protocol may have paused it
@@ -663,17 +667,20 @@ async def start_tls(
         await waiter
     except BaseException:
         tls.close(abort=True)
+        plain.connection_lost(None)  # the old streams end with it (the new ones never started)
         raise
     return streams()
 
 
-def _client(cfg: ClientConfig, limit: int, half_close: bool, handshake_timeout: float | None, ktls: KTLSOption
+def _client(cfg: ClientConfig, limit: int, half_close: bool, handshake_timeout: float | None, ktls: KTLSOption,
+            also_lost: Callable[[Exception | None], object] | None = None
             ) -> tuple[TLSProtocol, asyncio.Future[None], Callable[[], tuple[asyncio.StreamReader,
                                                                               asyncio.StreamWriter]]]:
-    """A client ``TLSProtocol`` over new streams: it, the future its handshake resolves, and the streams for after."""
+    """A client ``TLSProtocol`` over new streams: it, the future its handshake resolves, and the streams for after.
+    ``also_lost``: told when the connection ends (the plain streams STARTTLS replaced)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
-    app = _ClientStreams(reader, loop, half_close)
+    app = _ClientStreams(reader, loop, half_close, also_lost)
     waiter: asyncio.Future[None] = loop.create_future()
     tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter, ktls=ktls)
     return tls, waiter, lambda: (reader, asyncio.StreamWriter(tls.transport, app, reader, loop))
@@ -724,13 +731,20 @@ class _ClientStreams(asyncio.StreamReaderProtocol):
     """The client's streams: the server's close_notify ends the connection unless ``half_close`` (asyncio's own
     streams end it only over ``ssl``, which they recognise by an ``sslcontext`` tlskit has not got)."""
 
-    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop, half_close: bool) -> None:
+    def __init__(self, reader: asyncio.StreamReader, loop: asyncio.AbstractEventLoop, half_close: bool,
+                 also_lost: Callable[[Exception | None], object] | None = None) -> None:
         super().__init__(reader, loop=loop)
         self._half_close = half_close
+        self._also_lost = also_lost
 
     def eof_received(self) -> bool:
         super().eof_received()
         return self._half_close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._also_lost is not None:
+            self._also_lost(exc)
 
 
 def _can_write_eof(raw: asyncio.Transport) -> bool:

@@ -521,7 +521,8 @@ class _Connection:
         # refused streams of clients that kept to the limit (found with nghttp). The streams accepted before this
         # one, not all h2 has seen: of a burst in one read, the last ones are refused.
         h2_streams = self.h2.streams
-        if sum(1 for other in self.streams if (st := h2_streams.get(other)) is not None and st.open) \
+        if len(self.tasks) >= _H2_STREAM_CEILING or sum(  # (tasks tidying up are bounded too)
+                1 for other in self.streams if (st := h2_streams.get(other)) is not None and st.open) \
                 >= MAX_CONCURRENT_STREAMS:  # a stream error: the client may retry it
             self._refuse(sid, ErrorCodes.REFUSED_STREAM)
             self._costly()
