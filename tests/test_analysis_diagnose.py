@@ -250,30 +250,42 @@ frontend fe_mtls
 """
 
 
-def test_haproxy_log_lines_from_a_real_haproxy(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@contextlib.contextmanager
+def _haproxy(lab: Lab, tmp_path: Path, name: str) -> Iterator[tuple[int, int, Path]]:
+    """A real HAProxy (``HAPROXY_CFG``) with a certificate for ``name``: its two ports (TLS 1.3; mTLS) and log."""
     haproxy = shutil.which("haproxy") or require("haproxy")
-    cert, key = lab.leaf("haproxy")
+    cert, key = lab.leaf(name)
     pem = tmp_path / "combined.pem"
     pem.write_bytes(cert.read_bytes() + key.read_bytes())
     p1, p2 = free_port(), free_port()
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(HAPROXY_CFG.format(p1=p1, p2=p2, pem=pem, ca=lab.cafile))
     log = tmp_path / "haproxy.log"
-    stranger = lab.leaf("hap-stranger", ca=make_ca("another stranger"), client_auth=True)
     with log.open("wb") as out:
         proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             wait_listening(p2, proc=proc, what="haproxy")  # type: ignore[arg-type]
-            _s_client(p1, lab.cafile, "-tls1_2")  # version mismatch
-            _s_client(p1, lab.cafile, "-ciphersuites", "TLS_AES_128_GCM_SHA256")  # cipher mismatch
-            _s_client(p2, lab.cafile, "-cert", str(stranger[0]), "-key", str(stranger[1]))  # untrusted client
-            deadline = time.monotonic() + 5
-            while log.read_text().count("\n") < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            yield p1, p2, log
         finally:
             proc.terminate()
             proc.wait(5)
+
+
+def _wait_lines(log: Path, count: int) -> None:
+    """Until ``log`` has ``count`` lines (HAProxy writes them after the connection; 5 s at most)."""
+    deadline = time.monotonic() + 5
+    while log.read_text().count("\n") < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_haproxy_log_lines_from_a_real_haproxy(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stranger = lab.leaf("hap-stranger", ca=make_ca("another stranger"), client_auth=True)
+    with _haproxy(lab, tmp_path, "haproxy") as (p1, p2, log):
+        _s_client(p1, lab.cafile, "-tls1_2")  # version mismatch
+        _s_client(p1, lab.cafile, "-ciphersuites", "TLS_AES_128_GCM_SHA256")  # cipher mismatch
+        _s_client(p2, lab.cafile, "-cert", str(stranger[0]), "-key", str(stranger[1]))  # untrusted client
+        _wait_lines(log, 3)
     lines = log.read_text().splitlines()
     diagnosis = diagnose_haproxy(lines)
     assert [f.cause for f in diagnosis.findings] == ["handshake_failure_unlogged", "handshake_failure_unlogged",
@@ -451,31 +463,14 @@ def test_haproxy_connection_closed_and_files_that_are_not_haproxy_logs(
     """A real HAProxy's "Connection closed during SSL handshake" was `unknown`; the request log line of a frontend
     named fe_tls13 counted as an unknown failure (its name says TLS); and a file with no HAProxy line at all
     read "0 failure(s) ... no handshake failure found", exit 0, as if HAProxy had logged only successes."""
-    haproxy = shutil.which("haproxy") or require("haproxy")
-    cert, key = lab.leaf("haproxy-closed")
-    pem = tmp_path / "combined.pem"
-    pem.write_bytes(cert.read_bytes() + key.read_bytes())
-    p1, p2 = free_port(), free_port()
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG.format(p1=p1, p2=p2, pem=pem, ca=lab.cafile))
-    log = tmp_path / "haproxy.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            wait_listening(p2, proc=proc, what="haproxy")  # type: ignore[arg-type]
-            ok = run_client([require("openssl"), "s_client", "-connect", f"{HOST}:{p1}", "-CAfile", str(lab.cafile),
-                             "-servername", "localhost", "-ign_eof", "-quiet"], data=b"GET / HTTP/1.0\r\n\r\n")
-            assert "ok" in ok.stdout, ok
-            with socket.create_connection((HOST, p1)) as sock:  # half a ClientHello, then close
-                sock.sendall(b"\x16\x03\x01\x00\x05\x01\x00")
-                time.sleep(0.2)
-            deadline = time.monotonic() + 5
-            while log.read_text().count("\n") < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            proc.terminate()
-            proc.wait(5)
+    with _haproxy(lab, tmp_path, "haproxy-closed") as (p1, _, log):
+        ok = run_client([require("openssl"), "s_client", "-connect", f"{HOST}:{p1}", "-CAfile", str(lab.cafile),
+                         "-servername", "localhost", "-ign_eof", "-quiet"], data=b"GET / HTTP/1.0\r\n\r\n")
+        assert "ok" in ok.stdout, ok
+        with socket.create_connection((HOST, p1)) as sock:  # half a ClientHello, then close
+            sock.sendall(b"\x16\x03\x01\x00\x05\x01\x00")
+            time.sleep(0.2)
+        _wait_lines(log, 2)
     lines = log.read_text().splitlines()
     request = [line for line in lines if " 200 " in line]
     closed = [line for line in lines if "Connection closed during SSL handshake" in line]
