@@ -13,12 +13,12 @@ import fcntl
 import math
 import struct
 import termios
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from ..io.asyncio import TLSTransport
 
-__all__ = ["Channel", "unsent"]
+__all__ = ["Channel", "unsent", "wait_with_progress"]
 
 HIGH_WATER = 1 << 18  # plaintext buffered unread (pipelined requests, a body): pause reading from the socket
 _SLACK = 0.001  # a timer may fire this much early (libuv counts milliseconds): it still counts as expired
@@ -120,22 +120,19 @@ class Channel(asyncio.Protocol):
         """Wait while the transport has paused writing (one task at a time; it may be another than read's). A
         client that reads nothing for ``send_timeout`` seconds meanwhile is cut off: the connection is aborted
         and TimeoutError raised (as nginx's ``send_timeout``)."""
-        while self.paused and not self._lost:
-            before = self.unsent()
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    while self.paused and not self._lost:
-                        waiter = self._drained = self._loop.create_future()
-                        await waiter
-            except TimeoutError:
-                # Progress is what leaves the socket's send queue: asyncio resumes writing only once the kernel
-                # freed a third of a send buffer of megabytes, which a slow but steady reader may take longer
-                # than send_timeout to read (curl --limit-rate 1M was cut off at a 1 s timeout).
-                if before is None or self.unsent() == before:
-                    self.abort()
-                    raise
+        try:
+            await wait_with_progress(lambda: self.paused and not self._lost, self._resumed, self.send_timeout,
+                                     self.unsent)
+        except TimeoutError:
+            self.abort()
+            raise
         if self._lost:
             raise ConnectionResetError("the connection was lost")
+
+    async def _resumed(self) -> None:
+        while self.paused and not self._lost:
+            waiter = self._drained = self._loop.create_future()
+            await waiter
 
     def unsent(self) -> tuple[int, int] | None:
         """What has not reached the client (``unsent``)."""
@@ -178,15 +175,11 @@ class Channel(asyncio.Protocol):
         ``drain``. A draining server waits for this. ``linger=False``: an idle connection, closed without waiting
         for the client's own close."""
         self.close(linger=linger)
-        while self.write_pending and not self._lost:
-            before = self.unsent()
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    await self.wait_closed()
-            except TimeoutError:
-                if before is None or self.unsent() == before:
-                    self.abort()
-                    return
+        try:
+            await wait_with_progress(lambda: bool(self.write_pending) and not self._lost, self.wait_closed,
+                                     self.send_timeout, self.unsent)
+        except TimeoutError:
+            self.abort()
 
     @property
     def write_pending(self) -> int:
@@ -228,6 +221,22 @@ class Channel(asyncio.Protocol):
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+
+async def wait_with_progress(waiting: Callable[[], bool], wait: Callable[[], Awaitable[object]], timeout: float | None,
+                             unsent: Callable[[], tuple[int, int] | None]) -> None:
+    """Await ``wait()`` while ``waiting()``; TimeoutError once ``timeout`` seconds pass with nothing leaving the
+    socket (``unsent`` unchanged, or unknown). Progress, not the time until asyncio resumes writing: it waits for
+    the kernel to free a third of a send buffer of megabytes, which a slow but steady peer may take longer than
+    the timeout to read (curl --limit-rate 1M was cut off at a 1 s timeout)."""
+    while waiting():
+        before = unsent()
+        try:
+            async with asyncio.timeout(timeout):
+                await wait()
+        except TimeoutError:
+            if before is None or unsent() == before:
+                raise
 
 
 def unsent(transport: asyncio.WriteTransport, sock: Any) -> tuple[int, int] | None:

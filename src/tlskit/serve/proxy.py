@@ -23,7 +23,7 @@ from typing import Any
 import h11
 
 from ..errors import TLSError
-from .channel import unsent
+from .channel import unsent, wait_with_progress
 from .exchange import HTTPExchange
 from .http1 import HTTPError, Request
 from .settings import ProxyRoute
@@ -137,14 +137,11 @@ class _Upstream(asyncio.Protocol):
         nginx: proxy_send_timeout, between two successive writes). Progress is what leaves the socket's send
         queue: asyncio resumes writing only once the kernel freed a third of a send buffer of megabytes, which
         a slow but steady upstream may take longer than the timeout to read."""
-        while not self._writable.is_set():
-            before = self._unsent()
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    await self._writable.wait()
-            except TimeoutError:
-                if before is None or self._unsent() == before:
-                    raise TimeoutError(f"the upstream took none of the request for {self.send_timeout} s") from None
+        try:
+            await wait_with_progress(lambda: not self._writable.is_set(), self._writable.wait, self.send_timeout,
+                                     self._unsent)
+        except TimeoutError:
+            raise TimeoutError(f"the upstream took none of the request for {self.send_timeout} s") from None
         if self._error is not None:
             raise ConnectionResetError(f"the upstream connection was lost: {self._error}")
 
