@@ -98,8 +98,9 @@ class SessionState:
             head = _STATE_HEAD.size
         else:
             return None
+        cipher = CipherSuite.of(suite)
         try:
-            suite_params(CipherSuite.of(suite))  # sealed by a node that knows a suite this one does not
+            suite_params(cipher)  # sealed by a node that knows a suite this one does not
         except ValueError:
             return None
         try:
@@ -115,7 +116,7 @@ class SessionState:
         except (DecodeError, UnicodeDecodeError):
             return None
         return cls(
-            suite=CipherSuite.of(suite),
+            suite=cipher,
             psk=psk,
             issued_at=issued_ms / 1000,
             authenticated_at=authenticated_ms / 1000,
