@@ -311,6 +311,14 @@ def test_http_post_and_get_with_and_without_a_path_prefix(setup: Setup) -> None:
         assert info.value.code == 405
 
 
+def test_http_responder_listens_on_ipv6(setup: Setup) -> None:
+    with OCSPHTTPServer(setup.ca.responder(), host="::1") as server:
+        assert server.url.startswith("http://[::1]:")
+        answer = post_ocsp(server.url + "/", build_request(setup.good, setup.ca.issuer))
+        status = verify_ocsp_response(answer, setup.good, setup.ca.issuer, dt.datetime.now(dt.UTC))
+        assert status.status == "good"
+
+
 def test_fetch_reports_an_unreachable_responder_as_oserror() -> None:
     with OCSPHTTPServer(OCSPResponder.__new__(OCSPResponder)) as server:
         url = server.url

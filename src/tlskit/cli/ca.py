@@ -89,7 +89,8 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser("ocsp-serve", help="run the OCSP responder (and serve /crl.der) over HTTP")
     p.add_argument("dir", type=Path, metavar="DIR")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on, IPv4 or IPv6 (e.g. ::1; default: 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8080, help="TCP port; 0 picks a free one (default: 8080)")
     p.add_argument("--delegated", action="store_true",
                    help="sign with a delegated OCSP responder certificate instead of the CA key")
