@@ -6,11 +6,13 @@ import datetime as dt
 import http.client
 import os
 import shutil
+import signal
 import socket
 import ssl
 import stat
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -433,3 +435,52 @@ def test_suites_and_groups_take_commas_or_colons_in_serve_and_probe(tmp_path: Pa
         assert '"TLS_AES_256_GCM_SHA384"' in probe.stdout and '"secp384r1"' in probe.stdout, probe.stdout
     finally:
         served.stop()
+
+
+def test_serve_takes_sighup_over_before_importing_the_server() -> None:
+    """A SIGHUP's default action ends the process, and a deploy hook may send one right after starting the server:
+    the command line installs its recorder before it imports the server and the engine, which took ~0.5 s (the
+    package imported all of it on `import tlskit`), so the window is Python's own start-up."""
+    script = (
+        "import os, signal, sys\n"
+        "import tlskit.cli.main as cli\n"
+        "def parser():\n"
+        "    early = sorted(m for m in ('tlskit.config', 'tlskit.connection', 'tlskit.serve.server',"
+        " 'cryptography.x509') if m in sys.modules)\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    print('survived', early)\n"
+        "    raise SystemExit(0)\n"
+        "cli._parser = parser\n"
+        "cli.main(['serve', '--port', '0'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "survived []"), proc.stderr
+
+
+def _catches_sighup(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & 1 << (signal.SIGHUP - 1))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sighup_while_starting_is_a_reload_once_serving(tmp_path: Path, env: dict[str, str], workers: int) -> None:
+    (tmp_path / "index.html").write_text("up\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tlskit", "serve", str(tmp_path), "--host", "127.0.0.1", "--port", "0", "--workers",
+         str(workers)], env={**env, "PYTHONUNBUFFERED": "1"}, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not _catches_sighup(process.pid):
+            assert process.poll() is None and time.monotonic() < deadline, "never took SIGHUP over"
+            time.sleep(0.002)
+        process.send_signal(signal.SIGHUP)
+        assert process.stdout is not None and process.stdout.readline().startswith("Serving ")
+        assert process.stderr is not None
+        while "reloaded (SIGHUP while starting)" not in (line := process.stderr.readline()):
+            assert line, "the server ended without reloading"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err

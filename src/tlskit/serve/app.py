@@ -7,10 +7,8 @@ import asyncio
 import ipaddress
 import logging
 import resource
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -20,6 +18,7 @@ from .listeners import bind
 from .metrics import ServeMetrics, serve_metrics
 from .server import ServeProcess, Site, build_site
 from .settings import Flags, Listener, ProxyRoute, StaticRoute, load_settings
+from .startup import remember_sighup
 
 _log = logging.getLogger("tlskit.serve")
 
@@ -30,9 +29,7 @@ Announce = Callable[[str], None]
 
 def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) -> int:
     """The whole command; returns the exit status (2: bad configuration, 1: cannot listen)."""
-    early_hup: list[int] = []  # a reload asked for while starting: its default action would end the process
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGHUP, lambda signum, frame: early_hup.append(signum))
+    early_hup = remember_sighup()  # a reload asked for while starting: its default action would end the process
     say: Announce = announce or (lambda line: print(line, flush=True))
     try:
         settings = load_settings(flags)
@@ -56,7 +53,7 @@ def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) 
         from .workers import Supervisor
 
         supervisor = Supervisor(site, flags, sockets, quiet=quiet)
-        supervisor.early_reload = lambda: bool(early_hup)
+        supervisor.early_reload = early_hup
         return supervisor.run(say)
     metrics = ServeMetrics() if settings.metrics else None
     metrics_port = None
@@ -68,7 +65,7 @@ def run(flags: Flags, *, quiet: bool = False, announce: Announce | None = None) 
                   f"{settings.metrics.port}: {e.strerror or e}", file=sys.stderr)
             return 1
     process = ServeProcess(site, flags, sockets, metrics=metrics)
-    process.early_reload = lambda: bool(early_hup)
+    process.early_reload = early_hup
 
     def ready() -> None:
         for line in announcement(site, sockets, metrics_port):
