@@ -1,18 +1,13 @@
 """Clock-skew tolerance inside real handshakes (ClientAuth.clock_skew, ClientConfig.clock_skew): a CA whose
 clock runs two minutes ahead of ours issues with notBefore = its now (no backdate), so its certificates are
 "not yet valid" here for two minutes; three minutes of tolerance admit them, none refuses them.
-
-Until the engine passes the fields to tlskit.pki.verify (``skew=``), these tests are expected failures
-(strict: they turn into ordinary tests the moment the fields exist).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,13 +19,8 @@ from tlskit.errors import CertificateError
 from tlskit.pki.ca import CertificateAuthority, IssuedCertificate
 from tlskit.pki.verify import TrustStore, clear_cache
 
-WIRED = "clock_skew" in {f.name for f in dataclasses.fields(ClientAuth)} and "clock_skew" in {
-    f.name for f in dataclasses.fields(ClientConfig)
-}
-pytestmark = pytest.mark.xfail(not WIRED, reason="ClientAuth/ClientConfig.clock_skew not wired yet", strict=True)
-
 AHEAD = 120.0  # seconds the CA's clock leads ours
-TOLERANT: dict[str, Any] = {"clock_skew": 180.0}  # a keyword the dataclasses gain when wired
+TOLERANT = 180.0  # seconds of clock skew admitted
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +57,7 @@ def test_server_tolerates_a_client_certificate_from_a_ca_ahead_of_it(ca: Certifi
     server_key = CertifiedKey.from_pem_files(server_cert.chain_path, server_cert.key_path)
     client = ClientConfig(server_name="api.test", trust=trust, certificate=client_cert)
     tolerant = ServerConfig(certificates=(server_key,),
-                            client_auth=ClientAuth(mode="required", trust=trust, **TOLERANT))
+                            client_auth=ClientAuth(mode="required", trust=trust, clock_skew=TOLERANT))
     _, s = run(client, tolerant)
     assert s.handshake_complete
     clear_cache()
@@ -85,7 +75,7 @@ def test_server_tolerates_a_client_certificate_from_a_ca_ahead_of_it(ca: Certifi
 def test_client_tolerates_a_server_certificate_from_a_ca_ahead_of_it(ca: CertificateAuthority, tmp_path: Path) -> None:
     trust = TrustStore(roots=(ca.root,))
     server = ServerConfig(certificates=(issue(ca, tmp_path, ["fresh.test"]),))
-    c, _ = run(ClientConfig(server_name="fresh.test", trust=trust, **TOLERANT), server)
+    c, _ = run(ClientConfig(server_name="fresh.test", trust=trust, clock_skew=TOLERANT), server)
     assert c.handshake_complete
     clear_cache()
     c = Connection(ClientConfig(server_name="fresh.test", trust=trust))

@@ -1,13 +1,11 @@
 """Single-use tickets (RFC 8446 §8.1): each ticket resumes at most once, checked in the shared ReplayStore.
 
 The store side (``psk.claim_ticket``, ``psk.ticket_use_key``, a replay store holding entries with different
-windows) is tested here now. The engine tests at the bottom run once ``ServerConfig`` has a
-``single_use_tickets`` flag wired into the server's PSK acceptance; until then they are skipped.
+windows), then the engine with ``ServerConfig.single_use_tickets``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pytest
@@ -141,10 +139,7 @@ def test_replay_store_reinserts_an_expired_key_with_its_new_window() -> None:
     assert not store.check_and_insert(b"k", 100)
 
 
-# --- engine (runs once ServerConfig.single_use_tickets is wired) ---------------------------------------------
-
-WIRED = "single_use_tickets" in {f.name for f in dataclasses.fields(ServerConfig)}
-needs_wiring = pytest.mark.skipif(not WIRED, reason="ServerConfig.single_use_tickets is not wired yet")
+# --- engine ----------------------------------------------------------------------------------------------------
 
 RING = TicketKeyRing([TicketKey.from_bytes(bytes([3]) * 80)])
 
@@ -167,7 +162,6 @@ def ticketed_store(clock: Clock) -> MemorySessionStore:
     return tickets
 
 
-@needs_wiring
 def test_single_use_ticket_resumes_once_then_full_handshake() -> None:
     clock = Clock()
     tickets = ticketed_store(clock)
@@ -183,7 +177,6 @@ def test_single_use_ticket_resumes_once_then_full_handshake() -> None:
         assert pair.client_complete.resumed is expect_resumed
 
 
-@needs_wiring
 def test_single_use_ticket_is_not_resumed_when_the_store_is_down() -> None:
     clock = Clock()
     tickets = ticketed_store(clock)
@@ -191,7 +184,6 @@ def test_single_use_ticket_is_not_resumed_when_the_store_is_down() -> None:
     assert not pair.server_complete.resumed  # fail closed: a full handshake, not an unchecked resumption
 
 
-@needs_wiring
 def test_single_use_ticket_survives_hello_retry_request() -> None:
     # The ticket is offered in both ClientHellos of one connection: claimed once, resumed once.
     clock = Clock()
@@ -201,7 +193,6 @@ def test_single_use_ticket_survives_hello_retry_request() -> None:
     assert pair.server_complete.resumed and pair.server_complete.hello_retry
 
 
-@needs_wiring
 def test_single_use_ticket_gives_0rtt_once_even_in_a_fresh_client_hello() -> None:
     # The binder check stops byte-for-byte replays; single use also stops a new ClientHello (new binder)
     # with a ticket that has been used before.
