@@ -63,6 +63,7 @@ class Client:
         self.bodies: dict[int, bytearray] = {}
         self.headers: dict[int, dict[bytes, bytes]] = {}
         self.ended: set[int] = set()
+        self.ended_on_headers: set[int] = set()  # END_STREAM on the response's HEADERS frame
         self.informational: list[tuple[int, bytes]] = []  # (stream, :status) of 1xx responses
         self.reset: dict[int, int] = {}
         self.goaway: tuple[int, int] | None = None  # (last stream id, error code)
@@ -101,6 +102,8 @@ class Client:
                 match event:
                     case h2.events.ResponseReceived():
                         self.headers[event.stream_id] = dict(event.headers)
+                        if event.stream_ended is not None:
+                            self.ended_on_headers.add(event.stream_id)
                     case h2.events.InformationalResponseReceived():
                         self.informational.append((event.stream_id, dict(event.headers)[b":status"]))
                     case h2.events.DataReceived():
@@ -215,6 +218,29 @@ def test_malformed_preface_gets_goaway_and_close_without_traceback(served: Serve
     goaway = received.find(b"\x07\x00\x00\x00\x00\x00")
     assert goaway > 0 and received[goaway + 10:goaway + 14] == b"\x00\x00\x00\x01", received
     time.sleep(0.3)
+    _no_traceback(served)
+
+
+def test_responses_without_content_end_on_their_headers_frame(tmp_path: Path, root: Path, upstream: int) -> None:
+    """RFC 9113 §8.1: HEAD of a file streamed from disk (over the in-memory cache's size), a proxied 204 and a
+    proxied HEAD (the echo upstream answers 501) end with END_STREAM on HEADERS, no empty DATA frame after it (as
+    nginx); a GET still has DATA."""
+    served = _serve(tmp_path, toml=f'[[route]]\npath = "/api/"\nproxy = "http://127.0.0.1:{upstream}"\n'
+                                   f'[[route]]\nroot = "{root}"\n')
+    try:
+        client = Client(served)
+        head, get = client.request("/big.bin", "HEAD"), client.request("/big.bin")
+        no_content, proxied_head = client.request("/api/204"), client.request("/api/x", "HEAD")
+        sids = {head, get, no_content, proxied_head}
+        client.pump(lambda: client.ended >= sids)
+        assert [client.status(sid) for sid in (head, get, no_content, proxied_head)] == [200, 200, 204, 501]
+        assert client.headers[head][b"content-length"] == b"%d" % len(BIG) and bytes(client.bodies[get]) == BIG
+        assert client.ended_on_headers & sids == sids - {get}
+        assert not client.bodies.keys() & (sids - {get})  # not even an empty DATA frame
+        client.close()
+        served.access(r'"HEAD /big\.bin HTTP/2\.0" 200 0 ')
+    finally:
+        served.stop()
     _no_traceback(served)
 
 

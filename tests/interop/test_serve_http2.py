@@ -71,6 +71,17 @@ def test_curl_head_range_and_404_over_http2(h2_site: Served) -> None:
     h2_site.access(r'"GET /missing HTTP/2\.0" 404 ')
 
 
+def test_nghttp_sees_a_head_response_end_on_its_headers_frame(h2_site: Served) -> None:
+    """RFC 9113 §8.1: END_STREAM on HEADERS (flags 0x5), no empty DATA frame, for HEAD of a file streamed from disk."""
+    nghttp = require("nghttp")
+    result = subprocess.run([nghttp, "-nv", "-H", ":method: HEAD", h2_site.url("/big.bin")],  # (nghttp verifies no
+                            capture_output=True, text=True, timeout=30, check=False)              # certificate)
+    response = [line for line in result.stdout.splitlines() if "recv HEADERS frame" in line or "recv DATA" in line]
+    assert len(response) == 1 and "HEADERS" in response[0] and "flags=0x05" in response[0], \
+        (tool_version("nghttp"), result.stdout)
+    h2_site.access(r'"HEAD /big\.bin HTTP/2\.0" 200 0 ')
+
+
 def test_curl_several_urls_on_one_http2_connection_in_parallel(h2_site: Served) -> None:
     urls = [h2_site.url(p) for p in ("/", "/style.css", "/big.bin", "/index.html")]
     result = _curl(h2_site, "--http2", "--parallel", "-o", "/dev/null", "-o", "/dev/null",

@@ -68,6 +68,7 @@ _H2_STREAM_CEILING = MAX_CONCURRENT_STREAMS + MAX_CLIENT_RESETS
 HEADER_LIST_DECODED = 4  # header lists up to 4 times max_header_bytes get 431; larger ones end the connection
 CONNECTION_WINDOW = 1 << 24  # receive window for the whole connection: a stalled stream does not block the rest
 _SERVER = (b"server", b"tlskit")
+_NO_CONTENT = (204, 304)  # statuses whose responses have no content (RFC 9110 §15.3.5, §15.4.5)
 _PSEUDO = (b":method", b":scheme", b":authority", b":path")
 _Failed = (TimeoutError, ConnectionError, TLSError, h2.exceptions.ProtocolError)
 _REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
@@ -100,12 +101,13 @@ class StreamExchange:
     """One stream's request body in and response out; the ``HTTPExchange`` routes use, plus ``simple``."""
 
     __slots__ = ("_chunks", "_end", "_ended", "_in_end", "_out", "_received", "_window", "arrived", "body_bytes",
-                 "conn", "expects_continue", "status", "stream_id")
+                 "conn", "expects_continue", "head", "status", "stream_id")
 
     def __init__(self, conn: _Connection, stream_id: int, in_end: bool, expects_continue: bool = False) -> None:
         self.conn, self.stream_id = conn, stream_id
         self.expects_continue = expects_continue and not in_end  # "Expect: 100-continue" not answered yet
         self.status = 0
+        self.head = False  # the request is HEAD: its response has no content
         self.body_bytes = 0
         self._received = 0
         self._chunks: deque[tuple[bytes, int]] = deque()  # request body: (data, flow-controlled length)
@@ -168,6 +170,10 @@ class StreamExchange:
 
     def send_head(self, status: int, fields: Sequence[Field], phrase: bytes | None = None, *,
                   end: bool = False) -> None:
+        """The HEADERS frame; it carries END_STREAM when the response has no content (RFC 9113 §8.1: no empty
+        DATA frame after it, as nginx): the answer to HEAD, 204, 304 (RFC 9110 §6.4.1) or Content-Length: 0."""
+        end = end or self.head or status in _NO_CONTENT or any(
+            name == b"content-length" and value.strip() == b"0" for _, name, value in fields)
         self.status = status
         headers = [(b":status", b"%d" % status), *((name, value) for _, name, value in fields),
                    (b"date", http1.http_date().encode()), _SERVER]
@@ -177,10 +183,9 @@ class StreamExchange:
 
     def respond(self, status: int, fields: Sequence[Field], body: bytes = b"", *, send_body: bool = True) -> None:
         """Head and as much of the body as the client's windows take now; ``finish`` sends the rest."""
-        if not (body and send_body):
-            self.send_head(status, fields, end=True)
+        self.send_head(status, fields, end=not (body and send_body))
+        if self._ended:  # (a response without content: its fields describe the body, which is not sent)
             return
-        self.send_head(status, fields)
         self._out.append(body)
         self._end = True
         self._push()
@@ -193,6 +198,8 @@ class StreamExchange:
 
     async def write(self, data: bytes, *, flush: bool = False) -> None:
         """Body bytes, sent as the windows allow (``flush`` changes nothing: DATA frames go out at once)."""
+        if data and self._ended:  # as h11 refuses them over HTTP/1.1 (a route's bug: the stream is reset)
+            raise _StreamFailed(f"{len(data)} body bytes for a response without content")
         if data:
             self._out.append(data)
         await self.flush()
@@ -591,6 +598,7 @@ class _Connection:
         started = time.monotonic()
         request = _request(raw, self.peer, self.state, early, stream.stream_id == 1, body)
         oversized = header_list_size(raw) > self.limits.max_header_bytes
+        stream.head = request.method == "HEAD"
         try:
             await self._exchange(request, stream, oversized)
             await stream.finish()
