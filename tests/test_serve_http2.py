@@ -505,6 +505,22 @@ def test_rapid_reset_is_answered_with_goaway_and_reset_streams_are_forgotten(tmp
     _no_traceback(served)
 
 
+def test_a_stream_whose_window_stays_shut_is_reset_with_cancel(tmp_path: Path, root: Path) -> None:
+    """A client may keep a stream's window shut; after idle_timeout the server gives up on the stream with CANCEL
+    (RFC 9113 §7: no longer needed), not INTERNAL_ERROR (it did not fail)."""
+    served = _serve(tmp_path, str(root), toml="[http]\nidle_timeout = 0.5\n")
+    try:
+        client = Client(served)
+        client.consume = False  # 300 KB through the initial 64 KiB window: the rest waits for credit never given
+        stalled = client.request("/big.bin")
+        client.pump(lambda: stalled in client.reset, timeout=5)
+        assert client.reset[stalled] == ErrorCodes.CANCEL and client.status(stalled) == 200
+        client.close()
+    finally:
+        served.stop()
+    _no_traceback(served)
+
+
 def test_streams_finish_when_the_client_returns_credit_a_window_at_a_time(tmp_path: Path, root: Path) -> None:
     """WINDOW_UPDATEs that arrive while a stream waits for the transport must not be lost (clients often give a
     window's credit back at once when it is used up)."""

@@ -94,7 +94,11 @@ class _H2Connection(h2.connection.H2Connection):
 
 
 class _StreamFailed(Exception):
-    """The stream cannot continue (the response already started): reset it."""
+    """The stream cannot continue (the response already started): reset it with ``error_code`` (RFC 9113 §7)."""
+
+    def __init__(self, why: str, error_code: ErrorCodes = ErrorCodes.INTERNAL_ERROR) -> None:
+        super().__init__(why)
+        self.error_code = error_code
 
 
 class StreamExchange:
@@ -222,7 +226,9 @@ class StreamExchange:
             try:
                 await asyncio.wait_for(self._window.wait(), conn.limits.idle_timeout)
             except TimeoutError:
-                raise _StreamFailed("the client kept its flow-control window shut") from None
+                # CANCEL (§7: the stream is no longer needed), not INTERNAL_ERROR: nothing failed here, and the client
+                # broke no rule (nginx says PROTOCOL_ERROR for its send_timeout, though keeping a window shut is legal)
+                raise _StreamFailed("the client kept its flow-control window shut", ErrorCodes.CANCEL) from None
 
     async def finish(self) -> None:
         """After the route: the rest of a ``respond`` body, END_STREAM if the route did not send it."""
@@ -609,7 +615,8 @@ class _Connection:
             _log.debug("%s: stream %d failed: %s", self.peer, stream.stream_id, e)
             with contextlib.suppress(*_Failed):
                 if not self.closed:
-                    self.h2.reset_stream(stream.stream_id, ErrorCodes.INTERNAL_ERROR)
+                    code = e.error_code if isinstance(e, _StreamFailed) else ErrorCodes.INTERNAL_ERROR
+                    self.h2.reset_stream(stream.stream_id, code)
                     self.send()
         finally:  # also when the client reset the stream or closed the connection (the task is cancelled then)
             self._forget(stream)
