@@ -634,7 +634,8 @@ def test_client_goaway_is_kept_from_h2_whatever_the_reads() -> None:
 
 def test_streams_over_max_concurrent_streams_are_refused_not_the_connection(served: Served) -> None:
     """RFC 9113 §5.1.2: HEADERS over SETTINGS_MAX_CONCURRENT_STREAMS is a stream error (REFUSED_STREAM); once the
-    client has reset its streams in flight, a new one on the same connection is served."""
+    client has reset its streams in flight, a new one on the same connection is served. When the connection ends,
+    one log line names the peer, SNI and how many streams were refused why."""
     client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
     client.consume = False  # every response stalls on its stream's window: the stream stays open
     client.conn.increment_flow_control_window((1 << 31) - 1 - 65535)  # but not on the connection's
@@ -650,6 +651,7 @@ def test_streams_over_max_concurrent_streams_are_refused_not_the_connection(serv
     client.pump(lambda: after in client.ended)
     assert client.status(after) == 200 and client.goaway is None
     client.close()
+    served.wait_log(r"127\.0\.0\.1 sni=localhost: HTTP/2 streams refused: 3 over SETTINGS_MAX_CONCURRENT_STREAMS$")
     _no_traceback(served)
 
 
@@ -712,7 +714,8 @@ def test_malformed_trailers_count_as_resets_so_a_flood_ends_the_connection(serve
 
 def test_streams_refused_while_draining_after_a_client_goaway_stay_bounded(served: Served) -> None:
     """After a client's GOAWAY the server drains: new streams are refused. A client that keeps opening them while
-    one stream stays in flight (its window shut) is cut off like a rapid-reset flood, not refused forever."""
+    one stream stays in flight (its window shut) is cut off like a rapid-reset flood, not refused forever. The
+    refusals are summed up in one log line naming the peer and SNI, not written to the access log."""
     client = Client(served, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
     client.consume = False
     slow = client.request("/big.bin")
@@ -731,6 +734,8 @@ def test_streams_refused_while_draining_after_a_client_goaway_stay_bounded(serve
         cut_off = True
     assert cut_off or (client.closed and client.goaway is not None
                        and client.goaway[1] == ErrorCodes.ENHANCE_YOUR_CALM)
+    served.wait_log(r"127\.0\.0\.1 sni=localhost: HTTP/2 streams refused: 2\d\d after GOAWAY$")
+    assert not any('"GET /index.html' in line for line in served.log)
     _no_traceback(served)
 
 

@@ -358,6 +358,7 @@ class _Connection:
         self.last_stream = 0  # the highest stream id accepted (named in the draining GOAWAY)
         self.requests = 0  # streams opened by the client
         self.resets = 0  # streams that cost us and served nothing: reset by the client in flight, refused, malformed
+        self.refused: dict[str, int] = {}  # streams refused before any response, by why (``_refused``)
         self.data_frames = 0  # DATA frames sent: each may earn a stream and a connection WINDOW_UPDATE
         self.draining = False
         self.closed = False
@@ -526,7 +527,7 @@ class _Connection:
     def _request(self, sid: int, event: h2.events.RequestReceived, early: bool) -> None:
         self.requests += 1
         if self.draining or self.closed:
-            self._refuse(sid, ErrorCodes.REFUSED_STREAM)
+            self._refused(sid, event, "after GOAWAY", ErrorCodes.REFUSED_STREAM)
             self._costly()  # draining can last (a slow stream in flight): new streams stay bounded
             return
         # §5.1.2 counts open and half-closed streams: one whose END_STREAM went both ways is closed, though its
@@ -537,7 +538,7 @@ class _Connection:
         if len(self.tasks) >= _H2_STREAM_CEILING or sum(  # (tasks tidying up are bounded too)
                 1 for other in self.streams if (st := h2_streams.get(other)) is not None and st.open) \
                 >= MAX_CONCURRENT_STREAMS:  # a stream error: the client may retry it
-            self._refuse(sid, ErrorCodes.REFUSED_STREAM)
+            self._refused(sid, event, "over SETTINGS_MAX_CONCURRENT_STREAMS", ErrorCodes.REFUSED_STREAM)
             self._costly()
             return
         if header_list_size(event.headers or ()) > self.limits.max_header_bytes:
@@ -547,7 +548,7 @@ class _Connection:
             if self.closed:
                 return
         elif not _valid(event.headers, _REQUEST, self.peer):  # §8.1.1: malformed, a stream error
-            self._refuse(sid, ErrorCodes.PROTOCOL_ERROR)
+            self._refused(sid, event, "malformed", ErrorCodes.PROTOCOL_ERROR)
             self._costly()
             return
         self.last_stream = max(self.last_stream, sid)
@@ -564,6 +565,27 @@ class _Connection:
     def _refuse(self, sid: int, error: ErrorCodes) -> None:
         with contextlib.suppress(h2.exceptions.StreamClosedError):  # the client reset it in the same read
             self.h2.reset_stream(sid, error)
+
+    def _refused(self, sid: int, event: h2.events.RequestReceived, why: str, error: ErrorCodes) -> None:
+        """Reset a stream no response was started for, and count it for ``log_refused``. Not in the access log:
+        no status was sent (one made up would skew the per-status metrics too), a REFUSED_STREAM request is
+        retried by the client (§8.7: not processed), so it would be logged twice, and nginx logs none either."""
+        self._refuse(sid, error)
+        self.refused[why] = self.refused.get(why, 0) + 1
+        if _log.isEnabledFor(logging.DEBUG):
+            pseudo = {name: value for name, value in event.headers or () if name in (b":method", b":path")}
+            _log.debug("%s sni=%s: HTTP/2 stream %d refused (%s, %s): %r %r", self.peer, self._sni(),
+                       sid, why, error.name, pseudo.get(b":method"), pseudo.get(b":path"))
+
+    def log_refused(self) -> None:
+        """One line per connection that had streams refused, when it ends (a line per stream: debug level)."""
+        if self.refused:
+            counts = ", ".join(f"{count} {why}" for why, count in self.refused.items())
+            _log.info("%s sni=%s: HTTP/2 streams refused: %s", self.peer, self._sni(), counts)
+
+    def _sni(self) -> str:
+        fields = self.state.fields  # (the ClientHello's name is gone once the handshake is over)
+        return fields.sni if fields is not None else self.state.server_name()
 
     def _abort(self, sid: int) -> bool:
         """Cancel a stream's task; it stops counting against ``MAX_CONCURRENT_STREAMS`` at once, as the client
@@ -737,6 +759,7 @@ async def serve_h2_connection(channel: Channel, state: TLSState, *, router: Call
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        conn.log_refused()
         if metrics:
             metrics.active.dec()
         await channel.close_gracefully()
