@@ -655,6 +655,38 @@ def test_streams_over_max_concurrent_streams_are_refused_not_the_connection(serv
     _no_traceback(served)
 
 
+def test_over_300_streams_in_one_read_are_refused_each_not_the_connection(served: Served) -> None:
+    """RFC 9113 §5.1.2 asks for REFUSED_STREAM on each stream over the limit, however many arrive at once. h2
+    ends the connection past its own ceiling (300 open streams) within one receive_data: the server feeds it the
+    read in runs, refusing the streams of one before h2 counts the next. (A client with no history of served
+    requests would trip the rapid-reset defence instead: this one has served 150 first.)"""
+    client = Client(served)
+    warm = [client.request("/index.html") for _ in range(MAX_CONCURRENT_STREAMS)]
+    client.pump(lambda: client.ended >= set(warm))
+    warm += [client.request("/index.html") for _ in range(50)]
+    client.pump(lambda: client.ended >= set(warm))
+    settings = client.conn.remote_settings  # lift h2's own limit: it would refuse to open more than 100
+    settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+    settings.acknowledge()
+    burst = []
+    for _ in range(320):  # encoded, not sent: all in one write of ~5 KB, one TLS record, one read
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                                       (b":path", b"/index.html")], end_stream=True)
+        burst.append(sid)
+    client.flush()
+    client.pump(lambda: client.ended | client.reset.keys() >= set(burst) or client.closed)
+    assert client.goaway is None and not client.closed
+    served_now = [sid for sid in burst if sid in client.ended]
+    assert len(served_now) == MAX_CONCURRENT_STREAMS and all(client.status(sid) == 200 for sid in served_now)
+    assert [client.reset[sid] for sid in burst if sid not in client.ended] == [ErrorCodes.REFUSED_STREAM] * 220
+    after = client.request("/index.html")
+    client.pump(lambda: after in client.ended)
+    assert client.status(after) == 200
+    client.close()
+    _no_traceback(served)
+
+
 def test_malformed_request_headers_reset_their_stream_only(served: Served) -> None:
     """RFC 9113 §8.1.1: a malformed request (no :path, an uppercase field name) is a stream error: RST_STREAM with
     PROTOCOL_ERROR, and the other streams on the connection are served."""

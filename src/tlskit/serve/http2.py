@@ -63,8 +63,12 @@ MAX_CONCURRENT_STREAMS = 100
 # flood detected").
 IDLE_FRAMES = 10_000
 MAX_CLIENT_RESETS = 200  # streams in flight a client may cancel (if they are half its streams or more): then GOAWAY
-# What h2 enforces: over it, in one read, h2 ends the connection (it raises before decoding the HEADERS block).
+# What h2 enforces: over it, in one receive_data, h2 ends the connection (it raises before decoding the HEADERS
+# block). So h2 is fed at most _BLOCKS_PER_PART header blocks at a time and ``_request`` refuses the streams over
+# MAX_CONCURRENT_STREAMS between: h2 holds at most the streams accepted plus one run's open (§5.1.2: REFUSED_STREAM
+# for each, however many come in one read; a flood of them ends the connection all the same, in ``_costly``).
 _H2_STREAM_CEILING = MAX_CONCURRENT_STREAMS + MAX_CLIENT_RESETS
+_BLOCKS_PER_PART = MAX_CONCURRENT_STREAMS
 HEADER_LIST_DECODED = 4  # header lists up to 4 times max_header_bytes get 431; larger ones end the connection
 CONNECTION_WINDOW = 1 << 24  # receive window for the whole connection: a stalled stream does not block the rest
 _SERVER = (b"server", b"tlskit")
@@ -287,7 +291,9 @@ class _InboundFrames:
     or DATA and treats any further frame but GOAWAY (WINDOW_UPDATE, DATA, RST_STREAM) as a protocol error, so the
     streams in flight could neither be answered nor follow flow control, even with their frames written past h2.
     A well-formed GOAWAY on stream 0 outside a header block is therefore kept from h2; any other, malformed ones
-    included, goes to h2, which raises the protocol error. Only frame headers are looked at: payloads pass on."""
+    included, goes to h2, which raises the protocol error. Only frame headers are looked at: payloads pass on.
+    A run ends after every ``_BLOCKS_PER_PART`` header blocks, so the streams of one run are refused or started
+    before h2 counts the next ones against its ceiling."""
 
     __slots__ = ("_held", "_left", "_preface", "block_bytes", "block_since", "idle", "in_block", "malformed")
 
@@ -306,6 +312,7 @@ class _InboundFrames:
         if self._held:
             data, self._held = self._held + data, b""
         parts: list[bytes | GoAwayFrame] = []
+        blocks = 0  # header blocks ended in this run
         start, pos = 0, min(self._preface, len(data))
         self._preface -= pos
         while pos < len(data):
@@ -336,6 +343,11 @@ class _InboundFrames:
                     self.block_since, self.block_bytes = time.monotonic(), 0
                 self.in_block = not flags & _END_HEADERS
                 self.block_bytes = self.block_bytes + length if self.in_block else 0
+                blocks += not self.in_block
+                if blocks == _BLOCKS_PER_PART:  # the run ends with this frame (h2 keeps a frame cut short)
+                    blocks, end = 0, min(pos + 9 + length, len(data))
+                    parts.append(data[start:end])
+                    start = end
             pos, self._left = pos + 9, length
         if start < len(data) - len(self._held):
             parts.append(data[start:len(data) - len(self._held)])
