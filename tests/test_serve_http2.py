@@ -25,7 +25,7 @@ import h2.events
 import h2.settings
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import DataFrame, GoAwayFrame
 
 from tests.served import ChannelTransport, EchoUpstream, Served, start
 from tlskit.serve.accesslog import TLSFields
@@ -67,6 +67,7 @@ class Client:
         self.informational: list[tuple[int, bytes]] = []  # (stream, :status) of 1xx responses
         self.reset: dict[int, int] = {}
         self.goaway: tuple[int, int] | None = None  # (last stream id, error code)
+        self.reset_frames: list[int] = []  # the stream of each RST_STREAM frame, in order
         self._frames = b""
         self.closed = False
         self.consume = True  # give flow-control credit back as data arrives
@@ -123,6 +124,8 @@ class Client:
         out = b""
         while len(self._frames) >= 9 and len(self._frames) >= 9 + (size := int.from_bytes(self._frames[:3], "big")):
             frame, self._frames = self._frames[:9 + size], self._frames[9 + size:]
+            if frame[3] == 0x3:
+                self.reset_frames.append(int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF)
             if frame[3] == 0x7:
                 self.goaway = (int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF, int.from_bytes(frame[13:17], "big"))
             else:
@@ -703,6 +706,27 @@ def test_malformed_request_headers_reset_their_stream_only(served: Served) -> No
     again = client.request("/index.html")
     client.pump(lambda: again in client.ended)
     assert client.status(again) == 200
+    client.close()
+    _no_traceback(served)
+
+
+def test_data_the_client_had_in_flight_on_a_stream_the_server_reset_is_ignored(served: Served) -> None:
+    """RFC 9113 §5.1: frames on a stream after we sent its RST_STREAM are ignored. h2 answered each DATA frame with
+    RST_STREAM (STREAM_CLOSED): as many frames back as the client had in flight. Their bytes still go back to the
+    connection window (else 17 MB would be a FLOW_CONTROL_ERROR)."""
+    client = Client(served, strict=False)
+    refused = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(refused, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                                       (b":path", b"/"), (b"X-Upper", b"1")])  # malformed: PROTOCOL_ERROR
+    client.flush()
+    client.pump(lambda: refused in client.reset)
+    assert client.reset[refused] == ErrorCodes.PROTOCOL_ERROR
+    in_flight = b"".join(DataFrame(refused, data=b"x" * 16384).serialize() for _ in range(3))
+    client.sock.sendall(in_flight * 350)  # 17 MB: over the connection window (16 MiB) unless credit comes back
+    after = client.request("/index.html")  # after the DATA frames: its answer comes after their RSTs
+    client.pump(lambda: after in client.ended)
+    assert client.status(after) == 200
+    assert client.reset_frames == [refused] and client.goaway is None
     client.close()
     _no_traceback(served)
 

@@ -39,9 +39,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from h2.stream import StreamClosedBy
 from h2.utilities import HeaderValidationFlags, validate_headers
 from hpack.exceptions import HPACKError
-from hyperframe.frame import Frame, GoAwayFrame
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
 
 from ..errors import TLSError
 from . import http1
@@ -84,9 +85,11 @@ _CARRY_NOTHING = (0x2, 0x4, 0x6, 0x8)  # PRIORITY, SETTINGS, PING, WINDOW_UPDATE
 
 class _H2Connection(h2.connection.H2Connection):
     """h2's server state machine, with COMPRESSION_ERROR for a header block HPACK cannot decode (RFC 9113 §4.3),
-    where h2 says PROTOCOL_ERROR: h2 sends its GOAWAY with the code of the exception it is raising. This leans on
-    h2 internals (4.2-4.4: ``_receive_frame``, and ``ProtocolError ... from`` the HPACK error); if they change,
-    the code falls back to PROTOCOL_ERROR, and test_connection_errors_carry_the_code_rfc9113_names fails."""
+    where h2 says PROTOCOL_ERROR: h2 sends its GOAWAY with the code of the exception it is raising; and DATA on a
+    stream we reset ignored (§5.1), where h2 answers each frame with RST_STREAM. This leans on h2 internals
+    (4.2-4.4: ``_receive_frame``, ``ProtocolError ... from`` the HPACK error, ``_handle_data_on_closed_stream``);
+    if they change, the code falls back to h2's behaviour, and test_connection_errors_carry_the_code_rfc9113_names
+    or test_data_the_client_had_in_flight_on_a_stream_the_server_reset_is_ignored fails."""
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         try:
@@ -95,6 +98,16 @@ class _H2Connection(h2.connection.H2Connection):
             if type(e) is h2.exceptions.ProtocolError and isinstance(e.__cause__, HPACKError):
                 e.error_code = ErrorCodes.COMPRESSION_ERROR  # not DenialOfServiceError (oversized list): calm
             raise
+
+    def _handle_data_on_closed_stream(self, events: list[h2.events.Event], exc: h2.exceptions.StreamClosedError,
+                                      frame: DataFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        """§5.1: "An endpoint MUST ignore frames that it receives on closed streams after it has sent a RST_STREAM
+        frame": a client uploading when we reset its stream had a window's worth in flight, a frame back for each
+        (h2's STREAM_CLOSED) is noise. Their bytes still count for the connection window (h2's WINDOW_UPDATE)."""
+        frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
+        if self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM:
+            frames = [f for f in frames if not isinstance(f, RstStreamFrame)]
+        return frames, events
 
 
 class _StreamFailed(Exception):
