@@ -310,7 +310,9 @@ def test_unknown_code_points_are_cached_and_bounded() -> None:
     first = ExtensionType.of(0x3377)
     assert first is ExtensionType.of(0x3377) and first.name == "unknown_0x3377" and first == 0x3377
     for value in range(0x4000, 0x4000 + 3 * enums._UNKNOWN_CACHED):
-        assert ExtensionType.of(value) == value  # still answered past the bound, just not remembered
+        member = ExtensionType.of(value)  # still answered past the bound, just not remembered
+        assert isinstance(member, ExtensionType) and member == value and member.name == f"unknown_{value:#06x}"
+    assert ExtensionType(0x7777).name == "unknown_0x7777" and ExtensionType(0x7777) == 0x7777  # (Enum's own way)
     known = len(ExtensionType._value2member_map_)
     assert len(enums.member_lookup(ExtensionType)) == known + enums._UNKNOWN_CACHED
     assert ExtensionType.of(ExtensionType.key_share) is ExtensionType.key_share
