@@ -20,7 +20,7 @@ from tests.certs import KeyType, make_ca, make_leaf, write_pem
 from tests.interop.peers import tool_version
 
 _HERE = Path(__file__).parent
-_TOOLS = ("openssl", "gnutls-cli", "curl", "tshark", "tcpdump", "nginx")
+_TOOLS = ("openssl", "gnutls-cli", "curl", "tshark", "tcpdump", "nginx", "java")
 
 T = TypeVar("T", bound=contextlib.AbstractContextManager[object])
 

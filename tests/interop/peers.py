@@ -34,7 +34,8 @@ GNUTLS_TLS13 = "NORMAL:-VERS-ALL:+VERS-TLS1.3"
 
 StrPath = str | os.PathLike[str]
 
-_APT_PACKAGE = {"gnutls-cli": "gnutls-bin", "gnutls-serv": "gnutls-bin", "dumpcap": "wireshark-common"}
+_APT_PACKAGE = {"gnutls-cli": "gnutls-bin", "gnutls-serv": "gnutls-bin", "dumpcap": "wireshark-common",
+                "java": "openjdk-17-jdk-headless", "javac": "openjdk-17-jdk-headless"}
 
 
 class PeerError(RuntimeError):
@@ -63,6 +64,7 @@ _VERSION_ARGS = {
     "tshark": ["--version"],
     "tcpdump": ["--version"],
     "nginx": ["-v"],
+    "java": ["-version"],
 }
 
 
