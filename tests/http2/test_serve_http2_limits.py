@@ -17,11 +17,13 @@ import h2.events
 import h2.settings
 import pytest
 from h2.errors import ErrorCodes
+from hpack.table import table_entry_size
 from hyperframe.frame import DataFrame, GoAwayFrame
 
 from tests.http2.peer import BIG, Client, no_traceback, serve_h2
 from tests.served import Served
-from tlskit.serve.http2 import MAX_CONCURRENT_STREAMS, _InboundFrames
+from tlskit.serve.h2frames import InboundFrames
+from tlskit.serve.http2 import MAX_CONCURRENT_STREAMS
 
 
 def test_rapid_reset_is_answered_with_goaway_and_reset_streams_are_forgotten(tmp_path: Path, root: Path) -> None:
@@ -178,7 +180,7 @@ def test_client_goaway_is_kept_from_h2_whatever_the_reads() -> None:
     after = client.data_to_send()
     sent = before + GoAwayFrame(0, last_stream_id=0, error_code=0, additional_data=b"bye").serialize() + after
     for size in (1, 5, 9, 17, 4096, len(sent)):
-        inbound, passed, goaways = _InboundFrames(), b"", []
+        inbound, passed, goaways = InboundFrames(blocks_per_part=MAX_CONCURRENT_STREAMS), b"", []
         for i in range(0, len(sent), size):
             for part in inbound.split(sent[i:i + size], 16384):
                 if isinstance(part, GoAwayFrame):
@@ -426,7 +428,7 @@ def test_a_header_block_left_open_is_bounded_in_size_and_time(tmp_path: Path, ro
             client.sock.sendall(opening.serialize())
             started = time.monotonic()
             if slow:
-                client.pump(lambda c=client: bool(c.conn.remote_settings), timeout=5)  # type: ignore[misc]
+                client.pump(lambda c=client: bool(c.conn.remote_settings), timeout=5)
                 for _ in range(20):  # one empty CONTINUATION every 0.4 s, until the server answers
                     if select.select([client.sock], [], [], 0.4)[0]:
                         break  # (writing on would meet a closed socket: its RST drops the GOAWAY unread)
@@ -436,7 +438,7 @@ def test_a_header_block_left_open_is_bounded_in_size_and_time(tmp_path: Path, ro
                     for _ in range(10):
                         client.sock.sendall(ContinuationFrame(1, data=b"\x00" * 16_000).serialize())
             with contextlib.suppress(OSError):  # (its acknowledgements may meet the closed connection)
-                client.pump(lambda c=client: c.goaway is not None, timeout=10)  # type: ignore[misc]
+                client.pump(lambda c=client: c.goaway is not None, timeout=10)
             assert client.goaway is not None, slow
             assert client.goaway[1] == (ErrorCodes.PROTOCOL_ERROR if slow else ErrorCodes.ENHANCE_YOUR_CALM)
             if slow:
@@ -528,3 +530,24 @@ def test_a_client_that_returns_credit_for_every_data_frame_is_not_a_flood(tmp_pa
         assert client.goaway is None and received == 12 << 20
     finally:
         served.stop()
+
+
+def test_the_response_header_table_stays_small_whatever_the_client_allows(served: Served) -> None:
+    """A client announcing SETTINGS_HEADER_TABLE_SIZE 2^31-1 made every new response field value (each Range's
+    Content-Range here) a table entry for good, each response costing more than the last (h2's encoder searches its
+    table linearly): the encoder keeps to 4096 bytes (RFC 7541 §4.2), evicting, and the client's decoder agrees."""
+    client = Client(served, {h2.settings.SettingCodes.HEADER_TABLE_SIZE: 2**31 - 1})
+    try:
+        for batch in range(4):
+            sids = {client.request("/big.bin", headers=((b"range", b"bytes=%d-%d" % (n, n)),)): n
+                    for n in range(batch * 50, batch * 50 + 50)}
+            client.pump(lambda sids=sids: all(sid in client.ended for sid in sids))
+            for sid, n in sids.items():
+                assert client.status(sid) == 206 and bytes(client.bodies[sid]) == BIG[n:n + 1]
+                assert client.headers[sid][b"content-range"] == b"bytes %d-%d/%d" % (n, n, len(BIG))
+        entries = client.conn.decoder.header_table.dynamic_entries
+        held = sum(table_entry_size(name, value) for name, value in entries)
+        assert 0 < held <= 4096, held  # 200 Content-Ranges are ~12 kB of entries
+    finally:
+        client.close()
+    no_traceback(served)

@@ -17,7 +17,7 @@ GOAWAY, then the connection closes. SIGTERM (``ConnectionTracker.drain``) sends 
 accepted, finishes the streams in flight and refuses newer ones (REFUSED_STREAM: the client retries them
 elsewhere); a GOAWAY from the client does the same (§6.8). h2 cannot send after its own GOAWAY, so the draining
 one is written with hyperframe and h2's final GOAWAY follows the last stream; the client's never reaches h2
-(``_InboundFrames``).
+(``InboundFrames``).
 
 0-RTT (RFC 8470): a stream whose HEADERS were read in a chunk that began within the early data counts as
 early (conservative: a chunk straddling the end of early data marks its streams early); only GET, HEAD and
@@ -39,16 +39,15 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from h2.stream import StreamClosedBy
 from h2.utilities import HeaderValidationFlags, validate_headers
-from hpack.exceptions import HPACKError
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame, RstStreamFrame
+from hyperframe.frame import GoAwayFrame
 
 from ..errors import TLSError
 from . import http1
 from .accesslog import access_log
 from .channel import Channel
 from .exchange import Field
+from .h2frames import H2ServerConnection, InboundFrames
 from .http1 import ConnectionTracker, HTTPError, Request, Router, TLSState, checked, record_request, route_for
 from .metrics import ServeMetrics
 from .settings import HTTPLimits
@@ -65,11 +64,11 @@ MAX_CONCURRENT_STREAMS = 100
 IDLE_FRAMES = 10_000
 MAX_CLIENT_RESETS = 200  # streams in flight a client may cancel (if they are half its streams or more): then GOAWAY
 # What h2 enforces: over it, in one receive_data, h2 ends the connection (it raises before decoding the HEADERS
-# block). So h2 is fed at most _BLOCKS_PER_PART header blocks at a time and ``_request`` refuses the streams over
-# MAX_CONCURRENT_STREAMS between: h2 holds at most the streams accepted plus one run's open (§5.1.2: REFUSED_STREAM
-# for each, however many come in one read; a flood of them ends the connection all the same, in ``_costly``).
+# block). So h2 is fed at most MAX_CONCURRENT_STREAMS header blocks at a time (``InboundFrames``) and ``_request``
+# refuses the streams over MAX_CONCURRENT_STREAMS between: h2 holds at most the streams accepted plus one run's
+# open (§5.1.2: REFUSED_STREAM for each, however many come in one read; a flood of them ends the connection all
+# the same, in ``_costly``).
 _H2_STREAM_CEILING = MAX_CONCURRENT_STREAMS + MAX_CLIENT_RESETS
-_BLOCKS_PER_PART = MAX_CONCURRENT_STREAMS
 HEADER_LIST_DECODED = 4  # header lists up to 4 times max_header_bytes get 431; larger ones end the connection
 CONNECTION_WINDOW = 1 << 24  # receive window for the whole connection: a stalled stream does not block the rest
 _SERVER = (b"server", b"tlskit")
@@ -78,36 +77,6 @@ _PSEUDO = (b":method", b":scheme", b":authority", b":path")
 _Failed = (TimeoutError, ConnectionError, TLSError, h2.exceptions.ProtocolError)
 _REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
 _TRAILERS = _REQUEST._replace(is_trailer=True)
-_GOAWAY, _HEADER_BLOCK, _END_HEADERS = 0x7, (0x1, 0x5, 0x9), 0x4  # frame types (HEADERS, PUSH_PROMISE, CONTINUATION)
-_DATA, _SETTINGS, _CONTINUATION, _ACK = 0x0, 0x4, 0x9, 0x1
-_CARRY_NOTHING = (0x2, 0x4, 0x6, 0x8)  # PRIORITY, SETTINGS, PING, WINDOW_UPDATE
-
-
-class _H2Connection(h2.connection.H2Connection):
-    """h2's server state machine, with COMPRESSION_ERROR for a header block HPACK cannot decode (RFC 9113 §4.3),
-    where h2 says PROTOCOL_ERROR: h2 sends its GOAWAY with the code of the exception it is raising; and DATA on a
-    stream we reset ignored (§5.1), where h2 answers each frame with RST_STREAM. This leans on h2 internals
-    (4.2-4.4: ``_receive_frame``, ``ProtocolError ... from`` the HPACK error, ``_handle_data_on_closed_stream``);
-    if they change, the code falls back to h2's behaviour, and test_connection_errors_carry_the_code_rfc9113_names
-    or test_data_the_client_had_in_flight_on_a_stream_the_server_reset_is_ignored fails."""
-
-    def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
-        try:
-            return super()._receive_frame(frame)
-        except h2.exceptions.ProtocolError as e:
-            if type(e) is h2.exceptions.ProtocolError and isinstance(e.__cause__, HPACKError):
-                e.error_code = ErrorCodes.COMPRESSION_ERROR  # not DenialOfServiceError (oversized list): calm
-            raise
-
-    def _handle_data_on_closed_stream(self, events: list[h2.events.Event], exc: h2.exceptions.StreamClosedError,
-                                      frame: DataFrame) -> tuple[list[Frame], list[h2.events.Event]]:
-        """§5.1: "An endpoint MUST ignore frames that it receives on closed streams after it has sent a RST_STREAM
-        frame": a client uploading when we reset its stream had a window's worth in flight, a frame back for each
-        (h2's STREAM_CLOSED) is noise. Their bytes still count for the connection window (h2's WINDOW_UPDATE)."""
-        frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
-        if self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM:
-            frames = [f for f in frames if not isinstance(f, RstStreamFrame)]
-        return frames, events
 
 
 class _StreamFailed(Exception):
@@ -297,76 +266,6 @@ def _taken(future: asyncio.Future[None]) -> None:
 _PUSH_BATCH = 1 << 16  # DATA bytes handed to the transport at once (frames coalesce into full TLS records)
 
 
-class _InboundFrames:
-    """What the client sends, as runs of bytes for h2 and the GOAWAY frames between them (RFC 9113 §6.8).
-
-    h2 takes a GOAWAY from the peer as the end of the connection: its state machine then refuses to send HEADERS
-    or DATA and treats any further frame but GOAWAY (WINDOW_UPDATE, DATA, RST_STREAM) as a protocol error, so the
-    streams in flight could neither be answered nor follow flow control, even with their frames written past h2.
-    A well-formed GOAWAY on stream 0 outside a header block is therefore kept from h2; any other, malformed ones
-    included, goes to h2, which raises the protocol error. Only frame headers are looked at: payloads pass on.
-    A run ends after every ``_BLOCKS_PER_PART`` header blocks, so the streams of one run are refused or started
-    before h2 counts the next ones against its ceiling."""
-
-    __slots__ = ("_held", "_left", "_preface", "block_bytes", "block_since", "idle", "in_block", "malformed")
-
-    def __init__(self) -> None:
-        self._preface = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # passed on: h2 checks it
-        self._held = b""  # a frame header, or a GOAWAY frame, not complete yet
-        self._left = 0  # payload bytes of the current frame still to pass on
-        self.in_block = False  # inside a header block: HEADERS or PUSH_PROMISE without END_HEADERS, CONTINUATION
-        self.block_bytes = 0  # encoded bytes of the header block still open (0: none is)
-        self.block_since = 0.0  # when it began (time.monotonic)
-        self.idle = 0  # frames that carry nothing: empty DATA, PRIORITY, SETTINGS, PING, WINDOW_UPDATE, unknown
-        # a SETTINGS ACK with a payload: FRAME_SIZE_ERROR (§6.5), where h2 (hyperframe) says PROTOCOL_ERROR
-        self.malformed = False
-
-    def split(self, data: bytes, max_frame_size: int) -> list[bytes | GoAwayFrame]:
-        if self._held:
-            data, self._held = self._held + data, b""
-        parts: list[bytes | GoAwayFrame] = []
-        blocks = 0  # header blocks ended in this run
-        start, pos = 0, min(self._preface, len(data))
-        self._preface -= pos
-        while pos < len(data):
-            if self._left:
-                step = min(self._left, len(data) - pos)
-                pos, self._left = pos + step, self._left - step
-                continue
-            if len(data) - pos < 9:
-                self._held = data[pos:]
-                break
-            length, kind, flags = int.from_bytes(data[pos:pos + 3], "big"), data[pos + 3], data[pos + 4]
-            if (kind == _GOAWAY and not self.in_block and 8 <= length <= max_frame_size
-                    and not int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF):
-                if len(data) - pos < 9 + length:
-                    self._held = data[pos:]
-                    break
-                goaway = GoAwayFrame(0)
-                goaway.parse_body(memoryview(data[pos + 9:pos + 9 + length]))
-                parts += [data[start:pos], goaway] if start < pos else [goaway]
-                start = pos = pos + 9 + length
-                continue
-            if kind == _SETTINGS and flags & _ACK and length and not data[pos + 5:pos + 9].strip(b"\0"):
-                self.malformed = True  # (on a stream, h2's PROTOCOL_ERROR is the right code)
-            if kind in _CARRY_NOTHING or kind > _CONTINUATION or (kind == _DATA and not length and not flags & 1):
-                self.idle += 1
-            if kind in _HEADER_BLOCK:
-                if not self.in_block:
-                    self.block_since, self.block_bytes = time.monotonic(), 0
-                self.in_block = not flags & _END_HEADERS
-                self.block_bytes = self.block_bytes + length if self.in_block else 0
-                blocks += not self.in_block
-                if blocks == _BLOCKS_PER_PART:  # the run ends with this frame (h2 keeps a frame cut short)
-                    blocks, end = 0, min(pos + 9 + length, len(data))
-                    parts.append(data[start:end])
-                    start = end
-            pos, self._left = pos + 9, length
-        if start < len(data) - len(self._held):
-            parts.append(data[start:len(data) - len(self._held)])
-        return parts
-
-
 class _Connection:
     """The h2 state machine over one ``Channel``: reads frames, starts a task per stream, writes frames."""
 
@@ -375,9 +274,9 @@ class _Connection:
         self.channel, self.state, self.router, self.limits = channel, state, router, limits
         self.tracker, self.metrics, self.logged, self.peer = tracker, metrics, logged, peer
         # h2's header checks raise out of receive_data as a connection error: ``_request`` makes them, per stream
-        self.h2 = _H2Connection(config=h2.config.H2Configuration(
+        self.h2 = H2ServerConnection(config=h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=False))
-        self.inbound = _InboundFrames()
+        self.inbound = InboundFrames(blocks_per_part=MAX_CONCURRENT_STREAMS)
         self.streams: dict[int, StreamExchange] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.last_stream = 0  # the highest stream id accepted (named in the draining GOAWAY)
