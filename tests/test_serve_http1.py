@@ -533,6 +533,26 @@ def test_a_response_is_logged_even_when_the_unread_request_body_then_stalls(
     assert any('"POST /index.html HTTP/1.1" 405' in r.getMessage() for r in caplog.records), caplog.text
 
 
+def test_a_body_trickling_after_its_answer_is_discarded_for_a_bounded_time(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 405 to a POST whose body then comes a byte at a time, each within the read timeout: the server drops it
+    for DISCARD_TIME in all (nginx's lingering_time), then ends the connection; it used to read for ever."""
+    monkeypatch.setattr(http1, "DISCARD_TIME", 0.5)
+
+    async def go() -> None:
+        conn = Conn(root, HTTPLimits(idle_timeout=0.3), ConnectionTracker())
+        conn.send(b"POST /index.html HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nx")
+        started = asyncio.get_running_loop().time()
+        assert conn.task is not None
+        while not conn.task.done() and asyncio.get_running_loop().time() - started < 3:
+            conn.send(b"x")
+            await asyncio.sleep(0.05)
+        await conn.finished()
+        assert conn.statuses() == [405] and asyncio.get_running_loop().time() - started < 1.5
+
+    run(go)
+
+
 def test_empty_lines_before_a_request_still_count_toward_the_0rtt_offset(root: Path) -> None:
     """The first 2 bytes were 0-RTT data and are an empty line (skipped, RFC 9112 §2.2): the POST after them
     began after the early data, so it is not answered 425 Too Early (it gets the static route's 405)."""

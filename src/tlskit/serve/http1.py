@@ -50,6 +50,7 @@ __all__ = ["EARLY_SAFE_METHODS", "ConnectionTracker", "Exchange", "Field", "HTTP
 
 _log = logging.getLogger("tlskit.serve")
 FLUSH_SIZE = 1 << 16
+DISCARD_TIME = 30.0  # seconds a request body the server does not read may take to finish (nginx's lingering_time)
 _REASONS = {100: "Continue", 200: "OK", 206: "Partial Content", 301: "Moved Permanently", 304: "Not Modified",
             400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
             410: "Gone", 411: "Length Required", 412: "Precondition Failed", 413: "Content Too Large",
@@ -250,14 +251,17 @@ class Exchange:
     def started(self) -> bool:
         return self.status != 0
 
-    async def receive(self) -> bytes | None:
-        """The next part of the request body, None at its end; over ``max_body_bytes`` raises HTTPError(413)."""
+    async def receive(self, *, until: float | None = None) -> bytes | None:
+        """The next part of the request body, None at its end; over ``max_body_bytes`` raises HTTPError(413).
+        Each read may take ``idle_timeout``; ``until`` (the loop's clock) also bounds them all (TimeoutError)."""
         conn = self.conn
         while (event := conn.next_event()) is h11.NEED_DATA:
             if conn.they_are_waiting_for_100_continue:  # RFC 9110 §10.1.1: the route reads the body, so ask for it
                 self._send(_CONTINUE)
                 self._write()
             self.channel.set_timeout(self.limits.idle_timeout)
+            if until is not None:
+                self.channel.deadline = min(self.channel.deadline, until)
             data = await self.channel.read()
             if not data:  # EOF (close_notify, FIN) inside the body: the client left (499), not a malformed body
                 raise ConnectionError("the client closed the connection inside a request body")
@@ -291,7 +295,11 @@ class Exchange:
         return True
 
     async def discard_body(self) -> None:
-        while not self.skip_body() and await self.receive() is not None:
+        """Read and drop the rest of the request body, for ``DISCARD_TIME`` at most in all (then TimeoutError, and
+        the connection ends): a client trickling a body the server did not want, a byte within each read's
+        timeout, held the connection for as long as it liked (nginx: lingering_time)."""
+        until = asyncio.get_running_loop().time() + DISCARD_TIME
+        while not self.skip_body() and await self.receive(until=until) is not None:
             pass
 
     async def start(self, status: int, headers: Sequence[tuple[str, str]], reason_phrase: str | None = None) -> None:
