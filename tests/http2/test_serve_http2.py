@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import time
@@ -328,3 +329,38 @@ def test_streams_queue_nothing_while_the_transport_is_paused(root: Path) -> None
 
     queued = asyncio.run(run())
     assert (1 << 16) < queued < 4 * (1 << 16), queued  # about the high-water mark and one batch, not 50 x 64 KiB
+
+
+def test_a_stream_reads_no_more_of_a_file_than_the_client_windows_take(root: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client opening streams of a large file with INITIAL_WINDOW_SIZE 0 had each read a 64 KiB chunk it could not
+    send (100 streams: 7.5 MB a connection, held until the idle timeout): reads wait for the window and take what
+    it allows (in process, counting the bytes ``os.pread`` returns)."""
+    read: list[int] = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, offset: read.append(len(b := real_pread(fd, n, offset))) or b)
+
+    async def run() -> tuple[int, int]:
+        state = TLSState(TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="h2", resumed=False,
+                                   early_data=False, handshake_ms=0.0, client="-"))
+        channel, transport, task = _serve_in_process(root, state, ChannelTransport)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        for n in range(20):
+            client.send_headers(1 + 2 * n, [(b":method", b"GET"), (b":scheme", b"https"),
+                                            (b":authority", b"localhost"), (b":path", b"/big.bin")], end_stream=True)
+        channel.data_received(client.data_to_send())
+        await asyncio.sleep(0.3)
+        shut = sum(read)
+        client.receive_data(bytes(transport.data))
+        client.increment_flow_control_window(1000, stream_id=1)
+        channel.data_received(client.data_to_send())
+        await asyncio.sleep(0.3)
+        opened = sum(read)
+        transport.close()
+        await asyncio.wait_for(task, 5)
+        return shut, opened
+
+    shut, opened = asyncio.run(run())
+    assert shut == 0 and opened == 1000, (shut, opened)  # not 20 x 64 KiB, then exactly what one window allowed

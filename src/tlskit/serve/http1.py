@@ -332,6 +332,10 @@ class Exchange:
         self._send(_END)
         await self.flush()
 
+    async def writable(self) -> int:
+        """Body bytes to hand over now: any amount (``write`` waits while the transport has paused writing)."""
+        return FLUSH_SIZE
+
     async def flush(self) -> None:
         """Write what is buffered; wait only while the transport has paused writing."""
         self._write()

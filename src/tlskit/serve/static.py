@@ -333,7 +333,7 @@ async def send_file(exchange: HTTPExchange, file: BinaryIO, offset: int, count: 
     fd = file.fileno()
     remaining = count
     while remaining > 0:
-        chunk = os.pread(fd, min(CHUNK, remaining), offset)
+        chunk = os.pread(fd, min(CHUNK, remaining, await exchange.writable()), offset)
         if not chunk:
             raise ConnectionError("the file shrank while it was being sent")
         remaining -= len(chunk)
