@@ -453,7 +453,7 @@ def _unknown_frame() -> bytes:
     return (0).to_bytes(3, "big") + bytes([0x20, 0]) + (0).to_bytes(4, "big")  # type 0x20: to be ignored
 
 
-@pytest.mark.parametrize("kind", ["empty-data", "window-update", "priority", "unknown", "ping"])
+@pytest.mark.parametrize("kind", ["empty-data", "window-update", "priority", "unknown", "ping", "data-on-closed"])
 def test_a_flood_of_frames_that_carry_nothing_ends_the_connection(served: Served, kind: str) -> None:
     """Each was processed without limit (CVE-2019-9518/-9515/-9512): one connection held the worker at 100%
     CPU and another connection's request took 3 s instead of 0.1; nginx says "http2 flood detected". A few
@@ -465,11 +465,15 @@ def test_a_flood_of_frames_that_carry_nothing_ends_the_connection(served: Served
     client.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"localhost"),
                                    (b":path", b"/index.html")])  # its body stays open
     client.flush()
+    done = client.request("/index.html")
+    client.pump(lambda: done in client.ended)  # a stream closed both ways: DATA on it gets h2's RST_STREAM each
 
     def frame(i: int) -> bytes:
         match kind:
             case "empty-data":
                 return DataFrame(sid).serialize()
+            case "data-on-closed":
+                return DataFrame(done, data=b"x").serialize()
             case "window-update":
                 return WindowUpdateFrame(0, window_increment=1).serialize()
             case "priority":

@@ -54,6 +54,7 @@ class H2ServerConnection(h2.connection.H2Connection):
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
         self.encoder = _ResponseEncoder()
+        self.closed_stream_data = 0  # DATA frames on closed streams: each costs us a frame back, the flood check counts
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         try:
@@ -68,6 +69,7 @@ class H2ServerConnection(h2.connection.H2Connection):
         """§5.1: "An endpoint MUST ignore frames that it receives on closed streams after it has sent a RST_STREAM
         frame": a client uploading when we reset its stream had a window's worth in flight, a frame back for each
         (h2's STREAM_CLOSED) is noise. Their bytes still count for the connection window (h2's WINDOW_UPDATE)."""
+        self.closed_stream_data += 1
         frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
         if self._stream_closed_by(frame.stream_id) is StreamClosedBy.SEND_RST_STREAM:
             frames = [f for f in frames if not isinstance(f, RstStreamFrame)]

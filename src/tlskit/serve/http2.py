@@ -396,9 +396,7 @@ class _Connection:
             if inbound.block_bytes > HEADER_LIST_DECODED * limits.max_header_bytes:  # encoded: decoding only grows it
                 self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a header block of over {inbound.block_bytes} bytes")
                 break
-            if inbound.idle > IDLE_FRAMES + 100 * self.requests + 2 * self.data_frames:
-                self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a flood of {inbound.idle} frames that carry nothing "
-                                                            "(empty DATA, WINDOW_UPDATE, PRIORITY, SETTINGS, PING ...)")
+            if self._flooded():
                 break
             for part in parts:
                 if self.closed:
@@ -430,7 +428,18 @@ class _Connection:
                     if self.closed:  # h2 has sent its GOAWAY (rapid reset): it would refuse to reset streams
                         break
                     self._event(event, early)
+            if not self.closed and self._flooded():  # (DATA on closed streams is counted as h2 meets it)
+                break
             self.send()
+
+    def _flooded(self) -> bool:
+        """Too many frames that carry nothing for what the client's use explains: GOAWAY ENHANCE_YOUR_CALM."""
+        idle = self.inbound.idle + self.h2.closed_stream_data
+        if idle <= IDLE_FRAMES + 100 * self.requests + 2 * self.data_frames:
+            return False
+        self._give_up(ErrorCodes.ENHANCE_YOUR_CALM, f"a flood of {idle} frames that carry nothing (empty DATA, "
+                                                    "WINDOW_UPDATE, PRIORITY, SETTINGS, PING, DATA on closed streams)")
+        return True
 
     def _event(self, event: h2.events.Event, early: bool) -> None:
         match event:
