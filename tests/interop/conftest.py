@@ -17,6 +17,7 @@ from typing import TypeVar
 import pytest
 
 from tests.certs import KeyType, make_ca, make_leaf, write_pem
+from tests.interop.nss import nss_version
 from tests.interop.peers import tool_version
 
 _HERE = Path(__file__).parent
@@ -32,7 +33,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return ["interop peers: " + "; ".join(f"{tool}: {tool_version(tool)}" for tool in _TOOLS)]
+    versions = [f"{tool}: {tool_version(tool)}" for tool in _TOOLS]
+    return ["interop peers: " + "; ".join([*versions, f"tstclnt/selfserv: {nss_version()}"])]
 
 
 @dataclass(frozen=True)
