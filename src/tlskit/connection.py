@@ -192,6 +192,12 @@ class Connection:
     def closed(self) -> bool:
         return self._error is not None or (self._peer_closed and self._sent_close)
 
+    @property
+    def error(self) -> TLSError | None:
+        """What ended the connection: an ``AlertError`` (our alert is queued, §6.2), a ``RemoteAlert`` or an EOF;
+        None while it is usable."""
+        return self._error
+
     def receive_data(self, data: bytes) -> None:
         """Bytes from the transport; ``b""`` means the transport reached EOF."""
         if self._error is not None:

@@ -7,6 +7,8 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -26,8 +28,8 @@ from ..messages.handshake import ClientHello, decode_handshake
 from ..pki.serials import format_serial
 from ..pki.verify import TrustStore
 
-__all__ = ["READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession", "client_config", "format_address",
-           "peer_cert_dict", "with_env_key_log"]
+__all__ = ["ALERT_LINGER", "READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession", "client_config",
+           "close_after_alert", "format_address", "peer_cert_dict", "with_env_key_log"]
 
 READ_SIZE = 1 << 16  # bytes per transport read: four full records
 WRITE_SIZE = 1 << 18  # plaintext handed to the engine per call: sixteen full records
@@ -352,3 +354,24 @@ def format_address(address: Any) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address) if address else "unknown peer"
+
+
+ALERT_LINGER = 0.5  # seconds a socket that sent a fatal alert waits for the peer's close (``close_after_alert``)
+
+
+def close_after_alert(sock: socket.socket) -> None:
+    """Close after our fatal alert so that the peer reads it (RFC 8446 §6.2): closing with bytes of the peer's
+    still unread makes the kernel reset the connection, and a peer still writing then fails with a broken pipe
+    before it reads the alert (Java's JSSE reported that, not our bad_certificate). Half-close, read and drop
+    until the peer closes too, ``ALERT_LINGER`` seconds at most (ours is sent: nothing waits on the peer)."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + ALERT_LINGER
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(READ_SIZE):
+                break
+    except OSError:  # reset, gone or out of time: nothing more to wait for
+        pass
+    finally:
+        sock.close()

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from ..config import ClientConfig, ServerConfig
-from ..errors import HandshakeTimeout, TLSError, UnexpectedEOF, WantReadError, WantWriteError
+from ..errors import AlertError, HandshakeTimeout, TLSError, UnexpectedEOF, WantReadError, WantWriteError
 from ..pki.verify import TrustStore
 from .common import (
     READ_SIZE,
@@ -31,6 +31,7 @@ from .common import (
     ConnectionInfo,
     TLSSession,
     client_config,
+    close_after_alert,
     format_address,
     with_env_key_log,
 )
@@ -307,7 +308,10 @@ class TLSSocket(ConnectionInfo):
         except (OSError, TLSError):
             pass
         finally:
-            sock.close()
+            if isinstance(self.conn.error, AlertError):
+                close_after_alert(sock)
+            else:
+                sock.close()
 
     def __enter__(self) -> TLSSocket:
         return self
@@ -686,9 +690,13 @@ def connect(
     sock = socket.create_connection((host, port), timeout)
     try:
         tls = TLSSocket(sock, TLSSession(cfg), ktls=ktls, suppress_ragged_eofs=suppress_ragged_eofs)
-        tls.do_handshake()
     except BaseException:
         sock.close()
+        raise
+    try:
+        tls.do_handshake()
+    except BaseException:
+        tls.close()  # (after our alert: waits briefly for the peer to read it)
         raise
     return tls
 
