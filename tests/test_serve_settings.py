@@ -328,3 +328,29 @@ def test_route_hosts_keep_the_form_clients_send(tmp_path: Path) -> None:
     path = write(tmp_path, '[[route]]\npath = "/"\nroot = "www"\nhosts = ["::ffff:127.0.0.1", "Example.TEST"]\n')
     (route,) = load_settings(Flags(config=path)).routes
     assert route.hosts == ("[::ffff:127.0.0.1]", "example.test")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("client_ca", '"site.key"'), ("client_crl", '["site.key"]'), ("staple_file", '"site.pem"'),
+    ("ticket_key_files", '["short.key"]'),
+])
+def test_a_file_that_does_not_load_names_its_setting_and_line(tmp_path: Path, key: str, value: str) -> None:
+    """Files read when the site is built (not when the settings are) said "site.toml: trust file ..." or only
+    the file's own name (a CRL, a staple, a ticket key): no line, no setting."""
+    from tlskit.serve.server import build_site
+
+    ca_line = 'client_ca = "ca.pem"\n' if key == "client_crl" else ""
+    path = write(tmp_path, f'[[certificate]]\ncert = "site.pem"\nkey = "site.key"\n[tls]\n{ca_line}{key} = {value}\n')
+    (tmp_path / "ca.pem").write_bytes(make_ca().pem)
+    (tmp_path / "short.key").write_bytes(b"k" * 50)  # a ticket key file holds 80 or 48 bytes
+    with pytest.raises(SettingsError) as info:
+        build_site(load_settings(Flags(config=path)))
+    line = 6 if ca_line else 5
+    assert str(info.value).startswith(f"{path}:{line}: [tls]: '{key}' "), info.value
+    assert "\n" not in str(info.value)
+    if key in ("staple_file", "ticket_key_files"):  # given as a flag, the flag is named
+        flag = Flags(root=tmp_path, cert=tmp_path / "site.pem", key=tmp_path / "site.key",
+                     **({"staple_file": tmp_path / "site.pem"} if key == "staple_file" else
+                        {"ticket_keys": (tmp_path / "short.key",)}))
+        with pytest.raises(SettingsError, match=f"^--{'staple-file' if key == 'staple_file' else 'ticket-key'}: "):
+            build_site(load_settings(flag))

@@ -129,11 +129,15 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
         dev = dev_certificate()
         specs = (CertificateSpec(cert=dev.cert, key=dev.key),)
     store = CertificateStore.load(specs)
-    where = settings.source or "settings"
+    where = f"{settings.source or 'settings'}: "
     stateful = Stateful.carry(previous.stateful if previous is not None else None, settings)
     keys = stateful.ticket_keys
     if keys is None and settings.session_tickets and settings.ticket_key_files:
-        keys = load_key_files(settings.ticket_key_files)
+        try:
+            keys = load_key_files(settings.ticket_key_files)
+        except ConfigError as e:  # its message names the key file; the origin, the setting or flag
+            stateful.close_except(previous.stateful if previous is not None else None)
+            raise SettingsError(f"{settings.origins.get('ticket_key_files', '')}{e}") from None
         ticket_key = None
     elif keys is None and settings.session_tickets:
         ticket_key = ticket_key or TicketKey.generate(os.urandom, time.time())
@@ -145,12 +149,12 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
         if settings.verify_client != "none" and settings.client_ca is not None:
             allowed = SpiffeAllowList(settings.allow_spiffe) if settings.allow_spiffe else None
             # As nginx's ssl_crl: a client whose chain lacks a current CRL for any certificate is refused (fail closed).
-            where = settings.source or "--client-crl"  # named by the config file, else by the flag
+            where = settings.origins.get("client_crl", "")  # the setting's file and line, or the flag
             revocation = (RevocationPolicy(mode="hard-fail", crl_files=settings.client_crl, crl_check_all=True)
                           if settings.client_crl else None)
-            where = settings.source or "--client-ca"
+            where = settings.origins.get("client_ca", "")
             trust = TrustStore.from_pem_file(settings.client_ca)
-            where = settings.source or "settings"
+            where = f"{settings.source or 'settings'}: "
             auth = ClientAuth(mode=settings.verify_client,  # type: ignore[arg-type]  # checked by settings
                               trust=trust, allowed_ids=allowed, revocation=revocation)
             if revocation is not None and auth.trust is not None:
@@ -169,7 +173,7 @@ def build_site(settings: Settings, ticket_key: TicketKey | None = None, *, previ
                               client_auth=auth)
     except ConfigError as e:
         stateful.close_except(previous.stateful if previous is not None else None)
-        raise SettingsError(f"{where}: {e}") from None
+        raise SettingsError(f"{where}{e}") from None
     secrets = _secrets(settings, specs, dev)
     routes: list[Route] = [StaticFiles(r, secrets=secrets) if isinstance(r, StaticRoute) else ReverseProxy(r)
                            for r in settings.routes]

@@ -133,6 +133,9 @@ class Settings:
     drain_timeout: float = 10.0  # SIGTERM: how long open requests may finish
     cert_poll_interval: float = 2.0  # seconds between certificate mtime checks; 0 turns it off
     ktls: str = "auto"  # kernel TLS TX + sendfile: off | auto | require (tlskit.serve.ktls)
+    # where each file setting read at build time came from, to prefix its loading errors: "site.toml:8: [tls]:
+    # 'client_ca' " or "--client-ca: " (keys: ticket_key_files, staple_file, client_ca, client_crl)
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def watched_files(self) -> tuple[Path, ...]:
         """Files whose change triggers a reload: certificates, keys and the config file itself."""
@@ -421,7 +424,12 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
             check_rotation(rotate, lifetime)
         except ConfigError as e:
             refuse("ticket_rotate", rotate_flag, str(e))
-    return {"session_tickets": tickets, "ticket_key_files": ticket_files,
+    origins = {key: f"{flag}: " if given else t.origin(key) for key, flag, given in (
+        ("ticket_key_files", "--ticket-key", flags.ticket_keys is not None),
+        ("staple_file", "--staple-file", flags.staple_file is not None),
+        ("client_ca", "--client-ca", flags.client_ca is not None),
+        ("client_crl", "--client-crl", flags.client_crl is not None))}
+    return {"session_tickets": tickets, "ticket_key_files": ticket_files, "origins": origins,
             "ticket_rotate": rotate, "early_data": early, "max_early_data_size": max_early,
             "early_data_window": window, "redis": redis,
             "stapling": stapling, "staple_file": staple_file, "client_ca": client_ca, "client_crl": client_crl,
@@ -695,9 +703,13 @@ class _Table:
             return "top level"
         return f"[[{self.name}]] #{self.index + 1}" if self.index is not None else f"[{self.name}]"
 
-    def fail(self, key: str | None, message: str) -> NoReturn:
+    def origin(self, key: str | None) -> str:
+        """The start of a message about ``key``: ``site.toml:8: [tls]: 'client_ca' ``."""
         what = f"'{key}' " if key else ""
-        raise SettingsError(f"{self.where.prefix(self.name, self.index, key)}{self.label()}: {what}{message}")
+        return f"{self.where.prefix(self.name, self.index, key)}{self.label()}: {what}"
+
+    def fail(self, key: str | None, message: str) -> NoReturn:
+        raise SettingsError(f"{self.origin(key)}{message}")
 
     def table(self, key: str) -> _Table:
         value = self.data.get(key, {})

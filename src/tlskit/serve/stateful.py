@@ -84,7 +84,7 @@ class Stateful:
             if previous is not None and previous.staple_spec == staple_spec:
                 new.staples = previous.staples
             elif s.stapling:
-                new.staples = staple_from_file(s.staple_file) if s.staple_file is not None else StapleCache()
+                new.staples = _staple_file(s) if s.staple_file is not None else StapleCache()
         except BaseException:
             new.close_except(previous)
             raise
@@ -107,6 +107,15 @@ class Stateful:
             close = getattr(mine, "close", None)
             if mine is not None and mine is not theirs and close is not None:
                 close()
+
+
+def _staple_file(s: Settings) -> StapleFile:
+    """``staple_file``, its loading error prefixed by the setting's file and line (or the flag)."""
+    assert s.staple_file is not None
+    try:
+        return staple_from_file(s.staple_file)
+    except ConfigError as e:  # names the DER file and the fix
+        raise SettingsError(f"{s.origins.get('staple_file', '')}{e}") from None
 
 
 def _ticket_keys(s: Settings) -> TicketKeys | None:
