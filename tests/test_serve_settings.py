@@ -354,3 +354,15 @@ def test_a_file_that_does_not_load_names_its_setting_and_line(tmp_path: Path, ke
                         {"ticket_keys": (tmp_path / "short.key",)}))
         with pytest.raises(SettingsError, match=f"^--{'staple-file' if key == 'staple_file' else 'ticket-key'}: "):
             build_site(load_settings(flag))
+
+
+def test_an_rsa_key_below_2048_bits_is_refused_naming_the_key_file(tmp_path: Path) -> None:
+    """A 1024-bit RSA certificate started silently and every client refused it (OpenSSL 3 does not even load it:
+    `openssl s_server` and nginx stop with "ee key too small")."""
+    make_leaf(make_ca(), ["localhost"], key_type="rsa1024").write(tmp_path, "weak")
+    path = write(tmp_path, '[[certificate]]\ncert = "weak.pem"\nkey = "weak.key"\n')
+    with pytest.raises(SettingsError) as info:
+        CertificateStore.load(load_settings(Flags(config=path)).certificates)
+    assert str(info.value).startswith(f"{path}:1: [[certificate]] #1: {tmp_path / 'weak.key'}: a 1024-bit RSA key, "
+                                      "which clients refuse"), info.value
+    assert "2048 bits or more, or an ECDSA key" in str(info.value)

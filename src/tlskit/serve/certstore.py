@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..config import CertifiedKey
 from ..enums import SignatureScheme
@@ -28,6 +29,8 @@ from .settings import CertificateSpec, SettingsError
 _log = logging.getLogger("tlskit.serve")
 
 __all__ = ["CertificateStore", "files_fingerprint"]
+
+MIN_RSA_BITS = 2048  # OpenSSL 3 will not load a smaller one ("ee key too small": nginx, s_server do not start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,10 @@ class CertificateStore:
                 ck = CertifiedKey.from_pem_files(spec.cert, spec.key)
             except ConfigError as e:  # its message names the PEM file and the problem; the origin, the setting
                 raise SettingsError(f"{spec.origin}{e}") from None
+            if isinstance(ck.private_key, rsa.RSAPrivateKey) and ck.private_key.key_size < MIN_RSA_BITS:
+                raise SettingsError(f"{spec.origin}{spec.key}: a {ck.private_key.key_size}-bit RSA key, which clients "
+                                    f"refuse (OpenSSL's default security level; CA/B Forum BR §6.1.5): issue the "
+                                    f"certificate for a new key of {MIN_RSA_BITS} bits or more, or an ECDSA key")
             loaded.append(ck)
             for problem in _chain_problems(ck, spec.names):
                 _log.warning("%s%s: %s", spec.origin, spec.cert, problem)
