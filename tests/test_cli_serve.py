@@ -299,6 +299,26 @@ def test_key_not_matching_certificate_exits_2(tmp_path: Path, capsys: pytest.Cap
     assert err.count("\n") == 1 and "does not match" in err
 
 
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("encrypted", "the private key is encrypted and no passphrase was given: decrypt it with `openssl pkey -in "),
+    ("certificate", "holds a certificate, not a private key: give the key file"),
+    ("der", "no PEM private key found (expected '-----BEGIN PRIVATE KEY-----'); this looks like DER: convert it"),
+])
+def test_a_key_file_that_does_not_load_says_how_to_fix_it(tmp_path: Path, kind: str, expected: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """It was cryptography's message only: "Password was not given but private key is encrypted", "Valid PEM but
+    no BEGIN/END delimiters for a private key found", "Unable to load PEM file. See https://... MalformedFraming"."""
+    leaf = make_leaf(make_ca())
+    cert, key = leaf.write(tmp_path, "site")
+    encoding, form = ((serialization.Encoding.DER, serialization.NoEncryption()) if kind == "der" else
+                      (serialization.Encoding.PEM, serialization.BestAvailableEncryption(b"secret")))
+    key.write_bytes(cert.read_bytes() if kind == "certificate" else
+                    leaf.key.private_bytes(encoding, serialization.PrivateFormat.PKCS8, form))
+    assert main(["serve", str(tmp_path), "--cert", str(cert), "--key", str(key)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: --cert/--key: {key}: {expected}" in err, err
+
+
 def test_a_chain_file_cut_short_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A fullchain half written (the intermediate's PEM block cut short) loaded as the leaf alone: a reload in
     that moment served a chain without its intermediate."""

@@ -161,12 +161,27 @@ class CertifiedKey:
         try:
             key = serialization.load_pem_private_key(key_pem, password)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{key_file}: not a usable PEM private key ({e})") from None
+            raise ConfigError(f"{key_file}: {_key_file_problem(key_file, key_pem, password, e)}") from None
         chain = tuple(c.public_bytes(serialization.Encoding.DER) for c in certs)
         try:
             return cls(chain=chain, private_key=key)
         except ConfigError as e:
             raise ConfigError(f"{cert_file} / {key_file}: {e}") from None
+
+
+def _key_file_problem(key_file: str | os.PathLike[str], key_pem: bytes, password: bytes | None,
+                      error: Exception) -> str:
+    """Why a private key file did not load, with the fix for the usual cases (cryptography's message has none)."""
+    if password is None and b"ENCRYPTED" in key_pem:  # PKCS#8 "ENCRYPTED PRIVATE KEY", or "Proc-Type: 4,ENCRYPTED"
+        return (f"the private key is encrypted and no passphrase was given: decrypt it with `openssl pkey -in "
+                f"{os.fspath(key_file)} -out KEY.pem` (keep KEY.pem mode 0600) and give KEY.pem")
+    if b"PRIVATE KEY-----" not in key_pem and b"-----BEGIN CERTIFICATE-----" in key_pem:
+        return "holds a certificate, not a private key: give the key file that goes with the certificate"
+    if b"-----BEGIN" not in key_pem:
+        hint = (f"; this looks like DER: convert it with `openssl pkey -inform der -in {os.fspath(key_file)} -out "
+                "KEY.pem`" if key_pem[:1] == b"\x30" else "")
+        return f"no PEM private key found (expected '-----BEGIN PRIVATE KEY-----'){hint}"
+    return f"not a usable PEM private key ({error})"
 
 
 def _check_common(
