@@ -366,3 +366,17 @@ def test_an_rsa_key_below_2048_bits_is_refused_naming_the_key_file(tmp_path: Pat
     assert str(info.value).startswith(f"{path}:1: [[certificate]] #1: {tmp_path / 'weak.key'}: a 1024-bit RSA key, "
                                       "which clients refuse"), info.value
     assert "2048 bits or more, or an ECDSA key" in str(info.value)
+
+
+def test_metrics_on_a_listeners_port_is_refused_naming_the_line(tmp_path: Path) -> None:
+    """It failed at start with "cannot serve metrics on 127.0.0.1 port 8443: Address already in use" (status 1),
+    which does not say that the port's other user is the server itself."""
+    message = error(tmp_path, '[[listen]]\naddress = "0.0.0.0"\nport = 8443\n\n[metrics]\nport = 8443\n')
+    assert message == (f"{tmp_path / 'site.toml'}:6: [metrics]: 'port' 8443 is also the port of a listener "
+                       "(0.0.0.0): give metrics its own"), message
+    with pytest.raises(SettingsError, match=r"^--metrics-port: 9000 is also the port of a listener \(localhost\)"):
+        load_settings(Flags(root=tmp_path, port=9000, metrics_port=9000))
+    # another address, or another port: fine
+    elsewhere = '[[listen]]\naddress = "10.0.0.1"\nport = 8443\n[metrics]\nport = 8443\n'
+    assert load_settings(Flags(config=write(tmp_path, elsewhere))).metrics is not None
+    load_settings(Flags(root=tmp_path, port=9000, metrics_port=9001))

@@ -9,12 +9,13 @@ port and the kernel spreads connections between them.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 from collections.abc import Sequence
 
 from .settings import Listener
 
-__all__ = ["ListenError", "bind"]
+__all__ = ["ListenError", "addresses_collide", "bind"]
 
 
 class ListenError(OSError):
@@ -87,3 +88,16 @@ _BIND_FIXES = {
     errno.EADDRNOTAVAIL: " (not an address of this machine: `ip addr` lists them; 0.0.0.0 or :: is every one)",
     errno.EACCES: " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
 }
+
+
+def addresses_collide(a: str, b: str) -> bool:
+    """Binding ``a`` and ``b`` on one port fails: the same address, or one is the wildcard of the other's family
+    (localhost is 127.0.0.1 and ::1; other host names are not resolved, and a dual-stack ``::`` not considered)."""
+    def ips(address: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        try:
+            names = ("127.0.0.1", "::1") if address.lower() == "localhost" else (address.partition("%")[0],)
+            return [ipaddress.ip_address(name) for name in names]
+        except ValueError:  # a host name
+            return []
+    return a == b or any(x.version == y.version and (x == y or x.is_unspecified or y.is_unspecified)
+                         for x in ips(a) for y in ips(b))
