@@ -13,9 +13,9 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 
-from .settings import Listener
+from .settings import Listener, Settings
 
-__all__ = ["ListenError", "addresses_collide", "bind"]
+__all__ = ["ListenError", "addresses_collide", "bind", "metrics_port_clash"]
 
 
 class ListenError(OSError):
@@ -101,3 +101,15 @@ def addresses_collide(a: str, b: str) -> bool:
             return []
     return a == b or any(x.version == y.version and (x == y or x.is_unspecified or y.is_unspecified)
                          for x in ips(a) for y in ips(b))
+
+
+def metrics_port_clash(s: Settings) -> str | None:
+    """Why metrics cannot have their port: a listener's on the same address (it failed at start with "cannot
+    serve metrics ...: Address already in use", which does not say that the port's other user is this server)."""
+    metrics = s.metrics
+    if metrics is None or not metrics.port:  # (port 0: a free one)
+        return None
+    for listener in s.listeners:
+        if listener.port == metrics.port and addresses_collide(listener.address, metrics.address):
+            return f"{listener.port} is also the port of a listener ({listener.address}): give metrics its own"
+    return None

@@ -282,24 +282,13 @@ def _build(doc: dict[str, Any], where: _Where, base: Path, flags: Flags) -> Sett
         server.fail("ktls", f"{settings.ktls!r}: use \"off\", \"auto\" or \"require\"")
     server.finish()
     settings = _apply_flags(settings, flags)
-    _check_metrics_port(settings, flags, metrics_t)
+    from .listeners import metrics_port_clash  # (it imports this module)
+
+    if (clash := metrics_port_clash(settings)) is not None:
+        if flags.metrics_port is not None or metrics_t is None:
+            raise SettingsError(f"--metrics-port: {clash}")
+        metrics_t.fail("port", clash)
     return settings
-
-
-def _check_metrics_port(s: Settings, flags: Flags, t: _Table | None) -> None:
-    """Metrics on a listener's port and address failed at start with "cannot serve metrics ...: Address already
-    in use", which does not say that the port's other user is this server."""
-    from .listeners import addresses_collide  # (it imports this module)
-
-    metrics = s.metrics
-    if metrics is None or not metrics.port:  # (port 0: a free one)
-        return
-    for listener in s.listeners:
-        if listener.port == metrics.port and addresses_collide(listener.address, metrics.address):
-            message = f"{listener.port} is also the port of a listener ({listener.address}): give metrics its own"
-            if flags.metrics_port is not None or t is None:
-                raise SettingsError(f"--metrics-port: {message}")
-            t.fail("port", message)
 
 
 def _apply_flags(s: Settings, flags: Flags) -> Settings:
