@@ -24,6 +24,7 @@ from h2.errors import ErrorCodes
 
 from tests.http2.peer import BIG, Client, no_traceback, serve_h2
 from tests.served import ChannelTransport, EchoUpstream, Served
+from tlskit.serve import http1
 from tlskit.serve.accesslog import TLSFields
 from tlskit.serve.channel import Channel
 from tlskit.serve.http1 import ConnectionTracker, Router, TLSState
@@ -364,3 +365,36 @@ def test_a_stream_reads_no_more_of_a_file_than_the_client_windows_take(root: Pat
 
     shut, opened = asyncio.run(run())
     assert shut == 0 and opened == 1000, (shut, opened)  # not 20 x 64 KiB, then exactly what one window allowed
+
+
+def test_a_request_body_trickling_in_is_discarded_for_a_bounded_time(root: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GET whose body comes a byte at a time, each within the read timeout: the static route drops the body
+    before answering, for http1.DISCARD_TIME in all as over HTTP/1.1, then resets the stream (CANCEL); it used to
+    read for as long as the client kept sending (in process, DISCARD_TIME 0.5 s)."""
+    monkeypatch.setattr(http1, "DISCARD_TIME", 0.5)
+
+    async def run() -> tuple[dict[int, int], float]:
+        state = TLSState(TLSFields(version="TLSv1.3", suite="-", group="-", sni="-", alpn="h2", resumed=False,
+                                   early_data=False, handshake_ms=0.0, client="-"))
+        channel, transport, task = _serve_in_process(root, state, ChannelTransport)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost"),
+                                (b":path", b"/index.html"), (b"content-length", b"1000")])
+        loop = asyncio.get_running_loop()
+        started, reset, seen = loop.time(), {}, 0
+        while not reset and loop.time() - started < 3:
+            client.send_data(1, b"x")
+            channel.data_received(client.data_to_send())
+            await asyncio.sleep(0.05)
+            events = client.receive_data(bytes(transport.data[seen:]))
+            seen = len(transport.data)
+            reset = {e.stream_id: e.error_code for e in events if isinstance(e, h2.events.StreamReset)}
+        took = loop.time() - started
+        transport.close()
+        await asyncio.wait_for(task, 5)
+        return reset, took
+
+    reset, took = asyncio.run(run())
+    assert reset == {1: ErrorCodes.CANCEL} and took < 2, (reset, took)

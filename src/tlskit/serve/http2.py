@@ -120,8 +120,9 @@ class StreamExchange:
         self._in_end = self._in_end or end
         self.arrived.set()
 
-    async def receive(self) -> bytes | None:
-        """The next part of the request body, None at its end; over ``max_body_bytes`` raises HTTPError(413)."""
+    async def receive(self, *, until: float | None = None) -> bytes | None:
+        """The next part of the request body, None at its end; over ``max_body_bytes`` raises HTTPError(413).
+        Each wait may take ``idle_timeout``; ``until`` (the loop's clock) also bounds them all (TimeoutError)."""
         limits = self.conn.limits
         while not self._chunks:
             if self._in_end:
@@ -131,7 +132,10 @@ class StreamExchange:
                 self.conn.h2.send_headers(self.stream_id, [(b":status", b"100")])
                 self.conn.send()
             self.arrived.clear()
-            await asyncio.wait_for(self.arrived.wait(), limits.idle_timeout)
+            wait = limits.idle_timeout
+            if until is not None and (wait := min(wait, until - asyncio.get_running_loop().time())) <= 0:
+                raise TimeoutError("the request body did not end in time")
+            await asyncio.wait_for(self.arrived.wait(), wait)
         data, flow_length = self._chunks.popleft()
         self.conn.acknowledge(self.stream_id, flow_length)
         self._received += len(data)
@@ -149,8 +153,14 @@ class StreamExchange:
         return self._in_end
 
     async def discard_body(self) -> None:
-        while not self.skip_body() and await self.receive() is not None:
-            pass
+        """Drop the rest of the request body, for ``http1.DISCARD_TIME`` at most in all, as over HTTP/1.1; then
+        the stream is reset (CANCEL): a body trickling in held its stream, and the connection, for ever."""
+        until = asyncio.get_running_loop().time() + http1.DISCARD_TIME
+        try:
+            while not self.skip_body() and await self.receive(until=until) is not None:
+                pass
+        except TimeoutError:
+            raise _StreamFailed("the request body it did not want did not end in time", ErrorCodes.CANCEL) from None
 
     # --- the response ------------------------------------------------------------------------------
 
