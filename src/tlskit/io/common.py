@@ -356,22 +356,24 @@ def format_address(address: Any) -> str:
     return str(address) if address else "unknown peer"
 
 
-ALERT_LINGER = 0.5  # seconds a socket that sent a fatal alert waits for the peer's close (``close_after_alert``)
+ALERT_LINGER = 0.5  # seconds ``connect()`` waits, after a failed handshake, for the peer to read our alert
 
 
-def close_after_alert(sock: socket.socket) -> None:
+def close_after_alert(sock: socket.socket, linger: float) -> None:
     """Close after our fatal alert so that the peer reads it (RFC 8446 §6.2): closing with bytes of the peer's
     still unread makes the kernel reset the connection, and a peer still writing then fails with a broken pipe
-    before it reads the alert (Java's JSSE reported that, not our bad_certificate). Half-close, read and drop
-    until the peer closes too, ``ALERT_LINGER`` seconds at most (ours is sent: nothing waits on the peer)."""
+    before it reads the alert (Java's JSSE reported that, not our bad_certificate). Half-close, drop what has
+    arrived and, for ``linger`` seconds at most, read on until the peer closes too (0: no waiting, for a
+    close() that must not hang: a server's, a non-blocking socket's)."""
     try:
         sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + ALERT_LINGER
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
+        deadline = time.monotonic() + linger
+        while True:
+            left = deadline - time.monotonic()
+            sock.settimeout(left if left > 0 else 0.0)  # (0.0: non-blocking, BlockingIOError once drained)
             if not sock.recv(READ_SIZE):
                 break
-    except OSError:  # reset, gone or out of time: nothing more to wait for
+    except OSError:  # drained, reset, gone or out of time: nothing more to wait for
         pass
     finally:
         sock.close()

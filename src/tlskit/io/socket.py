@@ -26,6 +26,7 @@ from ..config import ClientConfig, ServerConfig
 from ..errors import AlertError, HandshakeTimeout, TLSError, UnexpectedEOF, WantReadError, WantWriteError
 from ..pki.verify import TrustStore
 from .common import (
+    ALERT_LINGER,
     READ_SIZE,
     WRITE_SIZE,
     ConnectionInfo,
@@ -291,7 +292,9 @@ class TLSSocket(ConnectionInfo):
         if self._refs <= 0:
             self._real_close()
 
-    def _real_close(self) -> None:
+    def _real_close(self, linger: float = 0.0) -> None:
+        """After our fatal alert: ``close_after_alert`` (``linger``: how long it may wait; 0, as close() must not
+        hang, drops only what has arrived)."""
         sock = self._sock
         if sock.fileno() < 0:
             return
@@ -309,7 +312,7 @@ class TLSSocket(ConnectionInfo):
             pass
         finally:
             if isinstance(self.conn.error, AlertError):
-                close_after_alert(sock)
+                close_after_alert(sock, linger)
             else:
                 sock.close()
 
@@ -696,7 +699,7 @@ def connect(
     try:
         tls.do_handshake()
     except BaseException:
-        tls.close()  # (after our alert: waits briefly for the peer to read it)
+        tls._real_close(ALERT_LINGER)  # after our alert: waits briefly for the peer to have read it
         raise
     return tls
 
