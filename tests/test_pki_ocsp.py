@@ -312,6 +312,8 @@ def test_http_post_and_get_with_and_without_a_path_prefix(setup: Setup) -> None:
 
 
 def test_http_responder_listens_on_ipv6(setup: Setup) -> None:
+    with OCSPHTTPServer(setup.ca.responder(), host="") as server:  # every IPv4 interface, as before
+        assert server.server_address[0] == "0.0.0.0"
     with OCSPHTTPServer(setup.ca.responder(), host="::1") as server:
         assert server.url.startswith("http://[::1]:")
         answer = post_ocsp(server.url + "/", build_request(setup.good, setup.ca.issuer))

@@ -46,8 +46,9 @@ class OCSPHTTPServer(socketserver.ThreadingTCPServer):
                  routes: Mapping[str, tuple[str, Callable[[], bytes]]] | None = None) -> None:
         self.responder = responder
         self.routes = dict(routes or {})  # path -> (content type, body factory)
-        # The family of what ``host`` names (socketserver's default is IPv4 only): "::1" or "::" listen on IPv6.
-        self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        # socketserver's default is IPv4 only: an IPv6 address ("::1", "::") listens on IPv6; names and "" (every
+        # interface) stay IPv4, as before
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
 
