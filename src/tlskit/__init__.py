@@ -55,6 +55,8 @@ def __getattr__(name: str) -> object:
     """The re-exported names, imported from their modules on first use; the subpackages by name too."""
     home = _HOMES.get(name)
     if home is None:
+        if not name.isidentifier():  # (hasattr(tlskit, "a.b") must answer False, not import tlskit.a)
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         try:
             return importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as e:
