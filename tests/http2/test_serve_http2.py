@@ -352,12 +352,20 @@ def test_a_stream_reads_no_more_of_a_file_than_the_client_windows_take(root: Pat
             client.send_headers(1 + 2 * n, [(b":method", b"GET"), (b":scheme", b"https"),
                                             (b":authority", b"localhost"), (b":path", b"/big.bin")], end_stream=True)
         channel.data_received(client.data_to_send())
-        await asyncio.sleep(0.3)
+        loop, heads, seen = asyncio.get_running_loop(), set(), 0
+        deadline = loop.time() + 5
+        while len(heads) < 20 and loop.time() < deadline:  # every stream has answered its head, then waits
+            await asyncio.sleep(0.01)
+            events = client.receive_data(bytes(transport.data[seen:]))
+            seen = len(transport.data)
+            heads |= {e.stream_id for e in events if isinstance(e, h2.events.ResponseReceived)}
         shut = sum(read)
-        client.receive_data(bytes(transport.data))
         client.increment_flow_control_window(1000, stream_id=1)
         channel.data_received(client.data_to_send())
-        await asyncio.sleep(0.3)
+        while sum(read) < 1000 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for _ in range(10):  # a few more turns of the loop: nothing else may be read
+            await asyncio.sleep(0)
         opened = sum(read)
         transport.close()
         await asyncio.wait_for(task, 5)
