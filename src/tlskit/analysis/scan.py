@@ -81,8 +81,14 @@ class ScanReport:
 
     @property
     def complete(self) -> bool:
-        """Every check ran: an untested check is no pass, so a grade without them is provisional (at best)."""
-        return not self.skipped
+        """Every check ran: an untested check is no pass, so a grade without them is provisional (at best). The
+        certificate left unchecked (tlskit's client could not finish a handshake) is one of them."""
+        return not self.not_tested
+
+    @property
+    def not_tested(self) -> list[str]:
+        """The checks left out: by the connection budget, and the certificate when it could not be looked at."""
+        return self.skipped + ([self.unchecked] if self.unchecked is not None else [])
 
     @property
     def exit_status(self) -> int:
@@ -235,8 +241,6 @@ def _grade(report: ScanReport) -> None:
             add(("B", f"TLS 1.2 suite without forward secrecy: {suite}"))
     if report.trusted is not None:
         add(("F", f"certificate not trusted: {report.trusted}"))
-    if report.unchecked is not None:
-        add(("A", report.unchecked))
     chain = report.full.peer_chain() if report.full is not None else report.legacy_chain
     if chain:
         leaf = describe_certificate(chain[0], report.now)
@@ -306,7 +310,7 @@ def scan_json(report: ScanReport) -> dict[str, Any]:
         "handshake": _full(report),
         "tls12_certificate": _legacy(report),
         "connections": report.connections,
-        "not_tested": report.skipped,
+        "not_tested": report.not_tested,
         "error": report.unresolved,
     }
 
@@ -376,7 +380,8 @@ def render_scan(report: ScanReport, out: Callable[[str], None]) -> None:
     if report.grade == "-":
         out("  grade: - (no TLS version was accepted: nothing to grade)")
     elif not report.complete:
-        out(f"  grade: {report.grade} (provisional: at best {report.grade}; {len(report.skipped)} check(s) not tested "
-            "within --max-connections)")
+        left = [f"{len(report.skipped)} check(s) not tested within --max-connections"] if report.skipped else []
+        left += [report.unchecked] if report.unchecked is not None else []
+        out(f"  grade: {report.grade} (provisional: at best {report.grade}; {'; '.join(left)})")
     else:
         out(f"  grade: {report.grade}")

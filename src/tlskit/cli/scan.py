@@ -20,11 +20,12 @@ examples:
 
 A scan opens at most --max-connections connections (default 60), each bounded by --timeout. Checks left
 when the budget runs out are listed as not tested and do not count as passes: the grade is shown as
-provisional ("at best"), JSON has "grade_complete": false, and an A or B exits 4.
+provisional ("at best"), JSON has "grade_complete": false, and an A or B exits 4. So is the certificate of a
+server tlskit's client cannot finish a handshake with (one that takes only a CCM suite or X448).
 
 exit status: 0 grade A or B, 1 grade C or worse (even if incomplete: untested checks can only lower it),
 2 usage error, 3 nothing answered TLS (including a name that does not resolve, as for probe),
-4 grade A or B so far but incomplete (connection budget reached).
+4 grade A or B so far but incomplete (connection budget reached, or the certificate not checked).
 """
 
 
