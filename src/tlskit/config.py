@@ -217,6 +217,12 @@ class EarlyDataPolicy:
     freshness_window: float = 10.0
     accept: Callable[[str | None, str | None], bool] | None = None
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_early_data_size < 1 << 32:  # a uint32 in the ticket's early_data extension (§4.2.10)
+            raise ConfigError(f"max_early_data_size must be 0..2^32-1 bytes, not {self.max_early_data_size}")
+        if not self.freshness_window > 0:
+            raise ConfigError(f"freshness_window must be a positive number of seconds, not {self.freshness_window}")
+
     def allows(self, server_name: str | None, alpn: str | None) -> bool:
         return self.accept is None or self.accept(server_name, alpn)
 
@@ -237,6 +243,58 @@ class ClientAuth:
             raise ConfigError(f"client_auth mode {self.mode!r}: use 'none', 'optional' or 'required'")
         if self.mode != "none" and self.trust is None:
             raise ConfigError("client_auth needs trust=TrustStore(...) with the CAs that issue client certificates")
+
+
+_LISTS: dict[str, type[CipherSuite] | type[NamedGroup] | type[SignatureScheme] | type[PskKeyExchangeMode] | None] = {
+    "alpn": None, "cipher_suites": CipherSuite, "groups": NamedGroup, "key_share_groups": NamedGroup,
+    "signature_algorithms": SignatureScheme, "psk_modes": PskKeyExchangeMode, "certificates": None,
+}
+
+
+def _normalize(config: ClientConfig | ServerConfig, objects: tuple[tuple[str, type, str], ...]) -> None:
+    """The argument mistakes a caller makes, told at the call (a wrong type failed deep inside, or only at the
+    first handshake as internal_error): a list given as one string (``alpn="h2"`` offered "h" and "2"), names
+    where enum members belong (taken: ``cipher_suites=("TLS_AES_128_GCM_SHA256",)``), lists (made tuples, so
+    the config stays hashable), and objects of the wrong type."""
+    for name, enum in _LISTS.items():
+        value = getattr(config, name, None)
+        if value is None:
+            continue
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence | set | frozenset):
+            example = "(\"h2\", \"http/1.1\")" if name == "alpn" else "(...,)"
+            raise ConfigError(f"{name} takes a sequence, e.g. {name}={example}, not {type(value).__name__} {value!r}")
+        items = tuple(value)
+        if enum is not None:
+            try:
+                items = tuple(enum[v] if isinstance(v, str) else enum(v) for v in items)
+            except (KeyError, ValueError):
+                choices = [m.name for m in _CHOICES.get(name, list(enum))]
+                raise ConfigError(f"{name}: {list(value)!r} is not a {enum.__name__} name; use some of {choices}") \
+                    from None
+        elif name == "alpn" and not all(isinstance(p, str) for p in items):
+            raise ConfigError(f"alpn takes protocol names as str, e.g. (\"h2\", \"http/1.1\"), not {items!r}")
+        elif name == "certificates" and not all(isinstance(c, CertifiedKey) for c in items):
+            raise ConfigError("certificates takes CertifiedKey objects (CertifiedKey.from_pem_files(cert, key))")
+        object.__setattr__(config, name, items)
+    for name, kind, fix in objects:
+        value = getattr(config, name, None)
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(f"{name} takes a {kind.__name__}, not {type(value).__name__} {value!r}{fix}")
+    if not isinstance(config.pad_to, int) or config.pad_to < 0:
+        raise ConfigError(f"pad_to must be a block size >= 0 (0: no padding), not {config.pad_to!r}")
+
+
+_CHOICES: dict[str, Sequence[CipherSuite | NamedGroup]] = {
+    "cipher_suites": tuple(SUITES), "groups": SUPPORTED_GROUPS, "key_share_groups": SUPPORTED_GROUPS}
+_CLIENT_OBJECTS: tuple[tuple[str, type, str], ...] = (
+    ("server_name", str, ""),
+    ("trust", TrustStore, ": TrustStore.from_pem_file(\"ca.pem\") (connect() and open_connection() take cafile=)"),
+    ("certificate", CertifiedKey, ": CertifiedKey.from_pem_files(cert, key)"),
+)
+_SERVER_OBJECTS: tuple[tuple[str, type, str], ...] = (
+    ("early_data", EarlyDataPolicy, ""),
+    ("client_auth", ClientAuth, ""),
+)
 
 
 def _session_scope(config: ClientConfig) -> str:
@@ -301,6 +359,7 @@ class ClientConfig:
         return tuple(g for g in CLIENT_KEY_SHARES if g in self.groups) or self.groups[:1]
 
     def __post_init__(self) -> None:
+        _normalize(self, _CLIENT_OBJECTS)
         _check_common(self.cipher_suites, self.groups, self.alpn, self.key_update_after_records)
         for g in self.key_share_groups or ():
             if g not in self.groups:
@@ -374,7 +433,10 @@ class ServerConfig:
     client_auth: ClientAuth | None = None
 
     def __post_init__(self) -> None:
+        _normalize(self, _SERVER_OBJECTS)
         _check_common(self.cipher_suites, self.groups, self.alpn, self.key_update_after_records)
+        if not 0 <= self.ticket_count <= 16:
+            raise ConfigError(f"ticket_count must be 0..16 (tickets sent after a handshake), not {self.ticket_count}")
         if not 0 < self.ticket_lifetime <= 604800:
             raise ConfigError("ticket_lifetime must be 1..604800 seconds (7 days, RFC 8446 §4.6.1)")
         interval = getattr(self.ticket_keys, "rotation_interval", None)

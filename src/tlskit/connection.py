@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from .config import ClientConfig, ServerConfig
 from .crypto import keyschedule
@@ -59,6 +59,19 @@ from .record import (
 from .stores.base import StoredTicket
 
 __all__ = ["Connection", "TrafficSecrets"]
+
+def _byte_string(data: object, where: str) -> bytes:
+    """``data`` as a flat byte string (a memoryview of wider items counted in bytes, as the record header must);
+    TypeError for what is not one (a str: encode it first). A bytearray or memoryview comes back as a memoryview
+    of bytes, which the record layer takes where it takes bytes (as the front ends' views always were)."""
+    if isinstance(data, str):
+        raise TypeError(f"{where} takes bytes, not str (encode it first)")
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{where} takes bytes, bytearray or a memoryview, not {type(data).__name__}") from None
+    return cast(bytes, view if view.format == "B" and view.ndim == 1 else view.cast("B"))
+
 
 _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
 _APPLICATION_DATA = ContentType.application_data
@@ -124,6 +137,8 @@ class Connection:
     def __init__(self, config: ClientConfig | ServerConfig, *, initial_state: object | None = None) -> None:
         """``initial_state`` replaces the first handshake state (e.g. a ``ClientStart`` with an injected
         ClientHello to replay RFC 8448); leave it None otherwise."""
+        if not isinstance(config, ClientConfig | ServerConfig):
+            raise TypeError(f"Connection takes a ClientConfig or a ServerConfig, not {type(config).__name__}")
         self.config = config
         self.is_client = isinstance(config, ClientConfig)
         self._reader = RecordReader()
@@ -199,7 +214,10 @@ class Connection:
         return self._error
 
     def receive_data(self, data: bytes) -> None:
-        """Bytes from the transport; ``b""`` means the transport reached EOF."""
+        """Bytes from the transport; ``b""`` means the transport reached EOF. Anything but bytes, bytearray or a
+        memoryview is a TypeError here (a caller's mistake: the connection stays usable)."""
+        if type(data) is not bytes:
+            data = _byte_string(data, "receive_data")
         if self._error is not None:
             raise ConnectionClosedError(f"connection already failed: {self._error}")
         if not data:
@@ -255,8 +273,10 @@ class Connection:
         early data (§4.2.10) up to the ticket's limit, and is resent after the handshake if the server
         rejects it (``HandshakeComplete.early_data_accepted`` says which happened). A server may call it once
         its flight is out (0.5-RTT data, §2.3: e.g. the answer to a 0-RTT request), except while it is
-        still waiting for a client certificate.
+        still waiting for a client certificate. Anything but bytes, bytearray or a memoryview is a TypeError.
         """
+        if type(data) is not bytes:
+            data = _byte_string(data, "send_data")
         write = self._write
         if (
             self._complete is not None
@@ -313,10 +333,19 @@ class Connection:
         self._send_alert(AlertDescription.close_notify)
         self._sent_close = True
 
-    def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
-        """RFC 8446 §7.5 exporter (as RFC 5705 with TLS 1.3's rules)."""
+    def export_keying_material(self, label: bytes, context: bytes | None, length: int) -> bytes:
+        """RFC 8446 §7.5 exporter (as RFC 5705 with TLS 1.3's rules: no context and an empty one are the same,
+        so ``context=None`` is b""); ``length`` up to 255 hash lengths (HKDF-Expand)."""
+        if self._error is not None:
+            raise ConnectionClosedError(f"connection failed: {self._error}")
         if self._session is None:
             raise ConfigError("keying material can be exported only after the handshake")
+        if not isinstance(label, bytes) or not isinstance(context, bytes | None):
+            raise TypeError("export_keying_material(label: bytes, context: bytes | None, length: int)")
+        params = self._session.params
+        if not isinstance(length, int) or not 0 < length <= 255 * params.hash_len:
+            raise ValueError(f"length must be 1..{255 * params.hash_len} bytes, not {length!r}")
+        context = context or b""
         return keyschedule.export_keying_material(
             self._session.params, self._session.exporter_master_secret, label, context, length
         )

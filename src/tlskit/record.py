@@ -191,9 +191,10 @@ class RecordEncryptor:
             tail += bytes(padded - size - 1)
         header = _OPAQUE_HEADER + (size + len(tail) + _TAG_LEN).to_bytes(2, "big")
         seq = self.seq
-        self.seq = seq + 1
         inner = data + tail if type(data) is bytes else b"".join((data, tail))  # a memoryview has no +
-        return header + self._aead.encrypt((self._iv ^ seq).to_bytes(12, "big"), inner, header)
+        sealed = self._aead.encrypt((self._iv ^ seq).to_bytes(12, "big"), inner, header)
+        self.seq = seq + 1  # (only once sealed: a failure must not leave the nonce a record ahead of the peer)
+        return header + sealed
 
 
 class RecordDecryptor:

@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ..events import HandshakeComplete
 from ..pki.verify import TrustStore
-from .common import TLSSession, client_config, format_address, with_env_key_log
+from .common import TLSSession, client_config, format_address, server_config, with_env_key_log
 from .ktls import KTLSOption, KTLSStream, policy
 
 __all__ = ["TLSProtocol", "TLSTransport", "open_connection", "start_server", "start_tls"]
@@ -705,7 +705,7 @@ async def start_server(
     Extra keywords go to ``loop.create_server`` (``reuse_port``, ``backlog``, ``sock``...).
     """
     loop = asyncio.get_running_loop()
-    config = with_env_key_log(config)
+    config = with_env_key_log(server_config(config))
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

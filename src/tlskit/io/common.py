@@ -29,7 +29,7 @@ from ..pki.serials import format_serial
 from ..pki.verify import TrustStore
 
 __all__ = ["ALERT_LINGER", "READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession", "client_config",
-           "close_after_alert", "format_address", "peer_cert_dict", "with_env_key_log"]
+           "close_after_alert", "format_address", "peer_cert_dict", "server_config", "with_env_key_log"]
 
 READ_SIZE = 1 << 16  # bytes per transport read: four full records
 WRITE_SIZE = 1 << 18  # plaintext handed to the engine per call: sixteen full records
@@ -377,3 +377,10 @@ def close_after_alert(sock: socket.socket, linger: float) -> None:
         pass
     finally:
         sock.close()
+
+
+def server_config(config: object) -> ServerConfig:
+    """``config`` if it is a ServerConfig: a ClientConfig given to a server made its "server" sockets clients."""
+    if not isinstance(config, ServerConfig):
+        raise TypeError(f"a server takes a ServerConfig, not {type(config).__name__}")
+    return config

@@ -34,6 +34,7 @@ from .common import (
     client_config,
     close_after_alert,
     format_address,
+    server_config,
     with_env_key_log,
 )
 from .ktls import KernelTLS, KTLSOption, KTLSPolicy, enable, policy
@@ -731,6 +732,7 @@ def wrap_socket(
 def wrap_server_socket(sock: socket.socket, config: ServerConfig, *, ktls: KTLSOption = False,
                        suppress_ragged_eofs: bool = True) -> TLSSocket:
     """Serve TLS on an accepted socket; the handshake runs on ``do_handshake()`` or the first I/O."""
+    server_config(config)
     return TLSSocket(sock, TLSSession(with_env_key_log(config)), ktls=ktls,
                      suppress_ragged_eofs=suppress_ragged_eofs)
 
@@ -740,6 +742,7 @@ class TLSListener:
     slow client cannot stall the accept loop)."""
 
     def __init__(self, sock: socket.socket, config: ServerConfig, *, ktls: KTLSOption = False) -> None:
+        server_config(config)
         self.socket = sock
         self.config = with_env_key_log(config)
         self.ktls = ktls
