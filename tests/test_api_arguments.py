@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.pairing import client_config, handshake, server_config
+from tests.pairing import client_config, handshake, records, server_config
 from tlskit import ClientConfig, Connection, EarlyDataPolicy, ServerConfig, listen, start_server, wrap_server_socket
 from tlskit.enums import CipherSuite, NamedGroup
 from tlskit.errors import AlertError, ConfigError, ConnectionClosedError
@@ -107,3 +107,17 @@ def test_a_client_config_where_a_server_one_belongs_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="ServerConfig"):
         asyncio.run(start_server(lambda r, w: None, "127.0.0.1", 0, config=client))  # type: ignore[arg-type]
     assert isinstance(server_config(), ServerConfig)
+
+
+def test_close_before_the_handshake_completes_cancels_it() -> None:
+    """§6.1: user_canceled, then close_notify, and the handshake goes no further. The client used to send a bare
+    close_notify, then go on: HandshakeComplete, and its Finished sent after its own close_notify."""
+    client, server = Connection(client_config()), Connection(server_config())
+    client.start()
+    server.receive_data(client.data_to_send())
+    client.close()
+    assert records(client.data_to_send()) == [(21, b"\x01\x5a"), (21, b"\x01\x00")]  # warning user_canceled, close
+    client.receive_data(server.data_to_send())  # the server's flight: dropped
+    assert client.data_to_send() == b"" and client.events() == [] and not client.handshake_complete
+    client.receive_data(b"")  # the server closes: nothing to complain about
+    assert client.closed and client.error is None

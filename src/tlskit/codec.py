@@ -7,9 +7,11 @@ encoders never compute lengths by hand.
 
 from __future__ import annotations
 
+from typing import cast
+
 from .errors import DecodeError
 
-__all__ = ["Reader", "Writer"]
+__all__ = ["Reader", "Writer", "byte_string"]
 
 
 class Reader:
@@ -154,3 +156,16 @@ class _Prefixed:
         if n >= 1 << (8 * width):
             raise ValueError(f"vector of {n} bytes does not fit a {width}-byte length")
         buf[at : at + width] = n.to_bytes(width, "big")
+
+
+def byte_string(data: object, where: str) -> bytes:
+    """``data`` as a flat byte string (a memoryview of wider items counted in bytes, as the record header must);
+    TypeError for what is not one (a str: encode it first). A bytearray or memoryview comes back as a memoryview
+    of bytes, which the record layer takes where it takes bytes (as the front ends' views always were)."""
+    if isinstance(data, str):
+        raise TypeError(f"{where} takes bytes, not str (encode it first)")
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{where} takes bytes, bytearray or a memoryview, not {type(data).__name__}") from None
+    return cast(bytes, view if view.format == "B" and view.ndim == 1 else view.cast("B"))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
 
+from .codec import byte_string
 from .config import ClientConfig, ServerConfig
 from .crypto import keyschedule
 from .crypto.suites import SuiteParams
@@ -60,19 +61,7 @@ from .stores.base import StoredTicket
 
 __all__ = ["Connection", "TrafficSecrets"]
 
-def _byte_string(data: object, where: str) -> bytes:
-    """``data`` as a flat byte string (a memoryview of wider items counted in bytes, as the record header must);
-    TypeError for what is not one (a str: encode it first). A bytearray or memoryview comes back as a memoryview
-    of bytes, which the record layer takes where it takes bytes (as the front ends' views always were)."""
-    if isinstance(data, str):
-        raise TypeError(f"{where} takes bytes, not str (encode it first)")
-    try:
-        view = memoryview(data)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{where} takes bytes, bytearray or a memoryview, not {type(data).__name__}") from None
-    return cast(bytes, view if view.format == "B" and view.ndim == 1 else view.cast("B"))
-
-
+_CLOSURE_ALERTS = (AlertDescription.close_notify, AlertDescription.user_canceled)  # §6.1: sent as warnings
 _CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
 _APPLICATION_DATA = ContentType.application_data
 _HANDSHAKE_RECORD_PREFIX = b"\x16\x03\x03"  # content type handshake, legacy_record_version 0x0303
@@ -105,6 +94,7 @@ class Connection:
 
     __slots__ = (
         "_alpn",
+        "_canceled",
         "_ccs_ok",
         "_client_random",
         "_complete",
@@ -155,6 +145,7 @@ class Connection:
         self._session: Session | None = None
         self._peer_closed = False
         self._sent_close = False
+        self._canceled = False  # close() before the handshake completed: nothing more is taken from the peer
         self._ccs_ok = False
         self._client_random = b""
         self._max_fragment = MAX_PLAINTEXT
@@ -217,9 +208,12 @@ class Connection:
         """Bytes from the transport; ``b""`` means the transport reached EOF. Anything but bytes, bytearray or a
         memoryview is a TypeError here (a caller's mistake: the connection stays usable)."""
         if type(data) is not bytes:
-            data = _byte_string(data, "receive_data")
+            data = byte_string(data, "receive_data")
         if self._error is not None:
             raise ConnectionClosedError(f"connection already failed: {self._error}")
+        if self._canceled:  # we ended the handshake (close()): the peer's answer, or its EOF, changes nothing
+            self._peer_closed = self._peer_closed or not data
+            return
         if not data:
             self._eof()
             return
@@ -276,7 +270,7 @@ class Connection:
         still waiting for a client certificate. Anything but bytes, bytearray or a memoryview is a TypeError.
         """
         if type(data) is not bytes:
-            data = _byte_string(data, "send_data")
+            data = byte_string(data, "send_data")
         write = self._write
         if (
             self._complete is not None
@@ -327,9 +321,16 @@ class Connection:
         self._update_write_key(request_peer)
 
     def close(self) -> None:
-        """Send close_notify (§6.1) and stop sending; the peer may still send until it closes too."""
+        """Send close_notify (§6.1) and stop sending; the peer may still send until it closes too.
+
+        Before the handshake completes this cancels it (§6.1): user_canceled, then close_notify, and the handshake
+        goes no further: what the peer still sends is dropped (it went on, and even sent its Finished after our
+        close_notify)."""
         if self._sent_close or self._error is not None:
             return
+        if self._complete is None:
+            self._send_alert(AlertDescription.user_canceled)
+            self._canceled = True
         self._send_alert(AlertDescription.close_notify)
         self._sent_close = True
 
@@ -421,7 +422,7 @@ class Connection:
         self._events.append(ConnectionClosed(by_peer=False, alert=error.description, error=error))
 
     def _send_alert(self, description: AlertDescription) -> None:
-        body = alert_bytes(description, fatal=description is not AlertDescription.close_notify)
+        body = alert_bytes(description, fatal=description not in _CLOSURE_ALERTS)
         if self._write is None:
             self._out += plaintext_records(ContentType.alert, body)
         else:
