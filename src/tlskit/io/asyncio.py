@@ -614,7 +614,8 @@ async def open_connection(
     half_close: bool = False,
     **overrides: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect, complete the handshake and return streams; arguments as ``tlskit.io.socket.connect``.
+    """Connect, complete the handshake and return streams; arguments as ``tlskit.io.socket.connect``, but
+    ``handshake_timeout`` where ``connect`` has ``timeout``.
 
     Raises the handshake's ``TLSError`` (``HandshakeTimeout`` after ``handshake_timeout`` seconds). After the
     server's close_notify the connection closes (ours goes back), as with ``ssl``: the server's ``wait_closed``
