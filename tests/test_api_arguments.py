@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import tlskit
 from tests.pairing import client_config, handshake, records, server_config
 from tlskit import ClientConfig, Connection, EarlyDataPolicy, ServerConfig, listen, start_server, wrap_server_socket
 from tlskit.enums import CipherSuite, NamedGroup
@@ -121,3 +122,12 @@ def test_close_before_the_handshake_completes_cancels_it() -> None:
     assert client.data_to_send() == b"" and client.events() == [] and not client.handshake_complete
     client.receive_data(b"")  # the server closes: nothing to complain about
     assert client.closed and client.error is None
+
+
+def test_the_front_end_clients_refuse_a_string_alpn_and_0rtt_they_cannot_send() -> None:
+    with pytest.raises(ConfigError, match="alpn takes a sequence"):
+        tlskit.connect("127.0.0.1", 9, alpn="h2")  # (before connecting: port 9 is never tried)
+    with pytest.raises(ConfigError, match="do not send 0-RTT"):
+        tlskit.connect("127.0.0.1", 9, early_data=True)
+    with pytest.raises(ConfigError, match="alpn takes a sequence"):
+        asyncio.run(tlskit.open_connection("127.0.0.1", 9, alpn="http/1.1"))

@@ -69,6 +69,8 @@ def client_config(
         changes["trust"] = TrustStore.from_pem_file(cafile)
     elif trust is not None:
         changes["trust"] = trust
+    if isinstance(alpn, str):  # (tuple("h2") offered "h" and "2")
+        raise ConfigError(f"alpn takes a sequence, e.g. alpn=(\"h2\", \"http/1.1\"), not the str {alpn!r}")
     alpn = tuple(alpn)
     if alpn:
         changes["alpn"] = alpn
@@ -77,6 +79,8 @@ def client_config(
     except TypeError as e:  # an unknown keyword: say which field names exist
         fields = sorted(f.name for f in dataclasses.fields(ClientConfig))
         raise ConfigError(f"{e}; ClientConfig fields are {fields}") from None
+    if cfg.early_data:  # (it was accepted, and the handshake quietly went without 0-RTT)
+        raise ConfigError("the blocking and asyncio clients do not send 0-RTT data: drive a tlskit.Connection for it")
     return with_env_key_log(cfg)
 
 
