@@ -63,6 +63,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="session")
+def client_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A client identity (clientAuth EKU, CN "tlskit interop client") from a CA of its own: ``cafile`` is what a
+    server must trust."""
+    directory = tmp_path_factory.mktemp("client-pki")
+    root = make_ca("tlskit interop client root")
+    cert, key = make_leaf(root, names=[], common_name="tlskit interop client", client_auth=True,
+                          server_auth=False).write(directory, "client")
+    return Pki(cafile=write_pem(directory / "ca.pem", [root]), cert=cert, key=key)
+
+
+@pytest.fixture(scope="session")
 def pki_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[KeyType], Pki]:
     """``pki_of("rsa2048")``: a server PKI whose leaf has that key type, made once per session (per worker)."""
     made: dict[KeyType, Pki] = {}

@@ -42,16 +42,6 @@ def classpath(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_peer(tmp_path_factory.mktemp("jsse"))
 
 
-@pytest.fixture(scope="module")
-def client_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A client identity (clientAuth EKU) from a CA of its own: ``cafile`` is what a server must trust."""
-    directory = tmp_path_factory.mktemp("client-pki")
-    root = make_ca("tlskit interop client root")
-    cert, key = make_leaf(root, names=[], common_name="tlskit java client", client_auth=True,
-                          server_auth=False).write(directory, "client")
-    return Pki(cafile=write_pem(directory / "ca.pem", [root]), cert=cert, key=key)
-
-
 def ok(report: JavaReport) -> JavaReport:
     """``report`` once checked to be a TLS 1.3 handshake without error."""
     assert report.error_type is None, f"{JAVA}: {report.error_type}: {report.error_message}"
@@ -276,7 +266,7 @@ def test_our_client_certificate_with_java_server(classpath: Path, pki: Pki, clie
         with pytest.raises(RemoteAlert) as caught:
             echo_with(server, pki.cafile, b"no certificate\n")
         refused = server.wait_reports(2)[1]
-    assert report.peer == "CN=tlskit java client", f"{JAVA}: {report}"
+    assert report.peer == "CN=tlskit interop client", f"{JAVA}: {report}"
     # An empty Certificate gets bad_certificate from JSSE, where RFC 8446 §4.4.2.4 says certificate_required.
     assert caught.value.description is AlertDescription.bad_certificate, f"{JAVA}: {caught.value}"
     assert refused.error_message == "Empty client certificate chain", f"{JAVA}: {refused}"

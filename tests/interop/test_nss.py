@@ -49,16 +49,6 @@ def request_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """A client identity (clientAuth EKU) from a CA of its own: ``cafile`` is what a server must trust."""
-    directory = tmp_path_factory.mktemp("nss-client-pki")
-    root = make_ca("tlskit interop client root")
-    cert, key = make_leaf(root, names=[], common_name="tlskit nss client", client_auth=True,
-                          server_auth=False).write(directory, "client")
-    return Pki(cafile=write_pem(directory / "ca.pem", [root]), cert=cert, key=key)
-
-
-@pytest.fixture(scope="module")
 def db_for(tmp_path_factory: pytest.TempPathFactory, client_pki: Pki) -> Callable[[Pki], NssDb]:
     """``db_for(pki)``: a tstclnt database trusting ``pki``'s root and holding the client identity ``client``.
     One database per root: every interop PKI names its root alike, and NSS finds issuers by name."""
