@@ -260,7 +260,7 @@ def _normalize(config: ClientConfig | ServerConfig, objects: tuple[tuple[str, ty
         value = getattr(config, name, None)
         if value is None:
             continue
-        if isinstance(value, str | bytes) or not isinstance(value, Sequence | set | frozenset):
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):  # (a set: no preference order)
             example = "(\"h2\", \"http/1.1\")" if name == "alpn" else "(...,)"
             raise ConfigError(f"{name} takes a sequence, e.g. {name}={example}, not {type(value).__name__} {value!r}")
         items = tuple(value)
