@@ -34,7 +34,8 @@ def ring(seed: int = 1) -> TicketKeyRing:
 
 
 class BrokenStore:
-    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None,
+                         **clock: float | None) -> bool:
         raise ConnectionError("redis is down")
 
 
@@ -259,6 +260,23 @@ def test_replayed_zero_rtt_hello_is_accepted_once() -> None:
     assert events_of(again.events(), EarlyData) == []
     out = again.data_to_send()
     assert out  # the handshake still goes on (as 1-RTT) — the replayed data was skipped, not processed
+
+
+def test_a_wall_clock_stepped_back_lets_no_replay_through_the_memory_store() -> None:
+    """The replay store timed its entries by the monotonic clock and the age check by the wall clock: once the wall
+    clock had stepped back 25 s (NTP), the check took the same ClientHello again after its entry had expired (fleet
+    review). The store now times entries by the clock the age check used."""
+    tickets, wall, mono = MemorySessionStore(), Clock(), Clock()
+    replay = MemoryReplayStore(clock=mono)
+    first_connection(tickets, wall, early_data=EARLY_4K, replay_store=replay)
+    _, server, flight = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
+    server.receive_data(flight)
+    assert events_of(server.events(), EarlyData)
+    mono.now += 30
+    wall.now += 30 - 25  # 30 s later, with the wall clock stepped back 25 s: the ticket age looks 5 s, fresh
+    again = Connection(early_server(wall, replay))  # type: ignore[arg-type]
+    again.receive_data(flight)
+    assert events_of(again.events(), EarlyData) == []
 
 
 def test_zero_rtt_refused_when_replay_store_is_down_and_data_resent_as_1rtt() -> None:
@@ -554,7 +572,8 @@ def test_a_replay_store_that_answers_neither_true_nor_false_refuses_0rtt() -> No
     """A truthy answer that is not True (1, or the coroutine of an async store called without await) has not shown
     the hello is new: 0-RTT is refused (fail closed), and early_data_accepted is False, not the answer itself."""
     class Vague:
-        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> object:
+        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None,
+                             **clock: float | None) -> object:
             return 1
 
     tickets, clock = MemorySessionStore(), Clock()

@@ -29,7 +29,8 @@ class Clock:
 
 
 class BrokenStore:
-    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None,
+                         **clock: float | None) -> bool:
         raise ConnectionError("redis is down")
 
 
@@ -38,9 +39,10 @@ class RecordingStore(MemoryReplayStore):
         super().__init__(clock=clock)
         self.calls: list[tuple[bytes, float, float | None]] = []
 
-    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None,
+                         **clock: float | None) -> bool:
         self.calls.append((key, window_seconds, history_seconds))
-        return super().check_and_insert(key, window_seconds, history_seconds)
+        return super().check_and_insert(key, window_seconds, history_seconds, **clock)
 
 
 def state(issued_at: float, lifetime: int = 7200) -> SessionState:
@@ -101,7 +103,8 @@ def test_claim_fails_closed() -> None:
     assert not claim_ticket(full, b"b", st, time.time())  # OverflowError: refused, not forgotten
 
     class Truthy:  # e.g. an async store called without await: a coroutine, truthy every time (review)
-        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> object:
+        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None,
+                             **clock: float | None) -> object:
             return object()
 
     assert claim_ticket(Truthy(), b"t", st, time.time()) is False  # type: ignore[arg-type]

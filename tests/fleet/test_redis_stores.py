@@ -16,7 +16,7 @@ from tests.fleet.conftest import RedisServer
 from tests.interop.peers import free_port, wait_listening
 from tlskit.enums import CipherSuite
 from tlskit.errors import ConfigError
-from tlskit.stores import ReplayHistoryUnknown, StoredTicket
+from tlskit.stores import ReplayClockSkew, ReplayHistoryUnknown, StoredTicket
 from tlskit.stores.redis import RedisReplayStore, RedisSessionStore
 
 
@@ -30,6 +30,18 @@ def test_replay_store_accepts_each_key_once(redis_server: RedisServer, prefix: s
     assert b.check_and_insert(b"binder-2", 10)
     ttl = redis_server.client().pttl(prefix.encode() + b"binder-1")
     assert isinstance(ttl, int) and 9000 < ttl <= 10000
+
+
+def test_replay_store_refuses_a_server_whose_clock_is_off_redis_s(redis_server: RedisServer, prefix: str) -> None:
+    """Entries expire by Redis's clock, the age check runs on each server's: a server 25 s behind took a replayed
+    0-RTT ClientHello once its entry had expired (fleet review). Past max_skew the store says so (and records the
+    key all the same); within it, it answers as ever."""
+    redis_server.age_replay_set(prefix)
+    store = RedisReplayStore(redis_server.client(), prefix)
+    with pytest.raises(ReplayClockSkew, match=r"-2\d\.\d s off Redis's"):
+        store.check_and_insert(b"skewed", 30, now=time.time() - 25, max_skew=5)
+    assert not store.check_and_insert(b"skewed", 30, now=time.time(), max_skew=5)  # recorded all the same
+    assert store.check_and_insert(b"on-time", 30, now=time.time() + 1, max_skew=5)
 
 
 def test_replay_store_accepts_again_after_the_window(redis_server: RedisServer, prefix: str) -> None:
@@ -195,3 +207,25 @@ def test_session_store_skips_expired_tickets(redis_server: RedisServer, prefix: 
     assert store.take("example.com", 200) == _ticket(1, lifetime=1000)
     ttl = redis_server.client().ttl(prefix + "example.com")
     assert ttl == -2  # emptied list is gone
+
+
+def test_a_server_whose_clock_is_off_redis_s_refuses_0rtt(redis_server: RedisServer, prefix: str) -> None:
+    """In the engine, with everything else consistent (the ticket, the client and the server on a clock 25 s behind
+    Redis's, so the age check passes): that server refuses 0-RTT, as its age check and the store's expiry would
+    disagree by 25 s; on Redis's time the same exchange is accepted."""
+    from tests.pairing import events_of
+    from tests.test_engine_resumption import EARLY_4K, Clock, early_server, first_connection, zero_rtt_attempt
+    from tlskit.connection import Connection
+    from tlskit.events import EarlyData
+    from tlskit.stores.memory import MemorySessionStore
+
+    redis_server.age_replay_set(prefix)
+    store = RedisReplayStore(redis_server.client(), prefix)
+    for offset, accepted in ((-25.0, False), (0.0, True)):
+        tickets, clock = MemorySessionStore(), Clock()
+        clock.now += offset
+        first_connection(tickets, clock, early_data=EARLY_4K, replay_store=store)
+        _, _, flight = zero_rtt_attempt(tickets, clock, early_server(clock, store))
+        server = Connection(early_server(clock, store))  # type: ignore[arg-type]
+        server.receive_data(flight)
+        assert bool(events_of(server.events(), EarlyData)) is accepted, offset

@@ -18,7 +18,7 @@ from ..errors import AlertError, DecodeError
 from ..messages import extensions as ext
 from ..messages.extensions import Extension, OfferedPsks, PskIdentity
 from ..messages.handshake import NewSessionTicket
-from ..stores.base import ReplayHistoryUnknown, ReplayStore, StoredTicket
+from ..stores.base import ReplayClockSkew, ReplayHistoryUnknown, ReplayStore, StoredTicket
 from ..tickets.sealing import open_ticket, seal_ticket
 from .common import log_peer
 
@@ -203,6 +203,9 @@ def accept_psk(
     return None
 
 
+REPLAY_WINDOWS = 3  # a ClientHello stays in the replay store this many freshness windows (early_data_acceptable)
+
+
 def early_data_acceptable(
     config: ServerConfig,
     accepted: AcceptedPsk,
@@ -236,11 +239,13 @@ def early_data_acceptable(
     store = config.replay_store
     if store is None:
         return False
+    window = policy.freshness_window
     try:
-        # Remember the hello for twice the window: a ClientHello passes the two-sided age check for up to
-        # 2 * window after it was made (client clock ahead), and must be refused for all of that (§8.2, §8.3).
-        fresh = store.check_and_insert(replay_key, 2 * policy.freshness_window)
-    except ReplayHistoryUnknown as e:  # just started, or lost its entries: a replay would look new (§8.2)
+        # A ClientHello passes one server's two-sided age check for 2 * window (§8.3); servers whose clocks are
+        # each within window/2 of the store's (checked, else refused) take it within 3 * window of its first
+        # acceptance: it is remembered that long (a server 25 s behind took a replay once the entry had expired)
+        fresh = store.check_and_insert(replay_key, REPLAY_WINDOWS * window, now=now, max_skew=window / 2)
+    except (ReplayHistoryUnknown, ReplayClockSkew) as e:  # lost entries, or a clock off the fleet's (§8.2, §8.3)
         log.info("%s0-RTT refused for %s: %s", log_peer(), server_name, e)
         return False
     except Exception as e:  # any store failure means "cannot prove it is not a replay" (§8, fail closed)
@@ -268,7 +273,8 @@ def claim_ticket(store: ReplayStore | None, identity: bytes, state: SessionState
         return False
     try:  # a use could date back to the ticket's issue: the store must hold that much history
         # anything but True (None, a coroutine from an async store) has not shown this is the first use
-        return store.check_and_insert(ticket_use_key(identity), remaining, max(0.0, now - state.issued_at)) is True
+        return store.check_and_insert(ticket_use_key(identity), remaining, max(0.0, now - state.issued_at),
+                                      now=now) is True
     except ReplayHistoryUnknown as e:
         log.info("%ssingle-use ticket refused: %s", log_peer(), e)
         return False

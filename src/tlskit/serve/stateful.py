@@ -17,7 +17,7 @@ from typing import Any
 from ..config import CertifiedKey
 from ..errors import ConfigError
 from ..pki.stapling import StapleCache, StapleFile, staple_from_file
-from ..stores.base import ReplayHistoryUnknown, ReplayStore
+from ..stores.base import ReplayClockSkew, ReplayHistoryUnknown, ReplayStore
 from ..stores.memory import MemoryReplayStore
 from ..tickets.keyring import TicketKeys
 from ..tickets.rotation import DEFAULT_ROTATION, RotatingTicketKeys
@@ -40,16 +40,17 @@ class FailFastReplayStore:
         self.store, self.cooldown, self.clock = store, cooldown, clock
         self._until = 0.0
 
-    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
-        now = self.clock()
-        if now < self._until:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None, *,
+                         now: float | None = None, max_skew: float | None = None) -> bool:
+        started = self.clock()
+        if started < self._until:
             raise ConnectionError(f"the replay store failed less than {self.cooldown:g} s ago")
         try:
-            return self.store.check_and_insert(key, window_seconds, history_seconds)
-        except ReplayHistoryUnknown:
+            return self.store.check_and_insert(key, window_seconds, history_seconds, now=now, max_skew=max_skew)
+        except (ReplayHistoryUnknown, ReplayClockSkew):
             raise  # it answered: not a failure to back off from
         except Exception:
-            self._until = now + self.cooldown
+            self._until = started + self.cooldown
             raise
 
 

@@ -11,14 +11,24 @@ from ..enums import CipherSuite
 class ReplayStore(Protocol):
     """The 0-RTT seen-set (RFC 8446 §8.2): shared by every server that shares the ticket keys."""
 
-    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None, *,
+                         now: float | None = None, max_skew: float | None = None) -> bool:
         """True if ``key`` was not seen within the window (and record it for ``window_seconds``).
 
         ``history_seconds`` (default: the window): how far back an earlier insertion of ``key`` could lie. A
         store that does not hold that much history (it was just made, or lost its entries) cannot say the key
-        is new and raises ``ReplayHistoryUnknown``. Any exception means the store cannot vouch for the key, and
-        the server then refuses 0-RTT, or the single-use ticket (fail closed)."""
+        is new and raises ``ReplayHistoryUnknown``. ``now`` is the caller's clock, the one its freshness check
+        used: a store with a clock of its own (Redis) raises ``ReplayClockSkew`` when the two differ by more than
+        ``max_skew`` seconds, a store in the caller's process times its entries by ``now``. Any exception means
+        the store cannot vouch for the key, and the server then refuses 0-RTT, or the single-use ticket (fail
+        closed)."""
         ...
+
+
+class ReplayClockSkew(Exception):
+    """The server's clock and the shared replay store's differ by more than the freshness check allows: the
+    store's entries would expire before that server's check stops taking the same ClientHello (RFC 8446 §8.3),
+    so the server refuses 0-RTT until its clock is right (NTP)."""
 
 
 class ReplayHistoryUnknown(Exception):

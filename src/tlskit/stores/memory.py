@@ -33,8 +33,14 @@ class MemoryReplayStore:
         self._lock = threading.Lock()
         self._history_from: float | None = clock() if replaces_lost else None
 
-    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
-        now = self._clock()
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None, *,
+                         now: float | None = None, max_skew: float | None = None) -> bool:
+        """``now`` (the caller's clock, which its freshness check used) times the entries when given: a wall
+        clock stepped back would otherwise take a ClientHello again after a monotonic expiry (§8.3). Calls must
+        then all give it, or none."""
+        started = self._clock()
+        if now is None:
+            now = started
         with self._lock:
             seen, deadlines = self._seen, self._deadlines
             while deadlines and deadlines[0][0] <= now:
@@ -50,7 +56,7 @@ class MemoryReplayStore:
             seen[key] = expires  # recorded even when refused below: its replay after that must be caught too
             heapq.heappush(deadlines, (expires, key))
         if self._history_from is not None:
-            held = now - self._history_from
+            held = started - self._history_from
             needed = window_seconds if history_seconds is None else history_seconds
             if held < needed:  # a key the lost store saw in that time would be taken for new
                 raise ReplayHistoryUnknown(

@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from ..enums import CipherSuite
 from ..errors import ConfigError
-from .base import ReplayHistoryUnknown, StoredTicket
+from .base import ReplayClockSkew, ReplayHistoryUnknown, StoredTicket
 
 DEFAULT_TIMEOUT = 0.25  # seconds; a handshake waits at most this long for a store that is down
 
@@ -36,10 +36,11 @@ def redis_client(url: str, *, timeout: float = DEFAULT_TIMEOUT) -> redis.Redis:
 
 
 # KEYS[1]: the entry, KEYS[2]: the epoch, "RUN_ID:MS" (the Redis process, and its time in ms, when this set began);
-# ARGV: window ms, history ms. Returns 1: new, 0: seen within the window, -N: new to a set that holds only N ms
-# of history. The epoch starts again when it is missing (first use, a flush, a restart without persistence) or
-# names another process (a restart that reloaded a snapshot older than the last writes, a failover to a
-# replica): either may have lost entries. One script, so the check and the insert are atomic.
+# ARGV: window ms, history ms. Returns {1: new, 0: seen within the window, -N: new to a set that holds only N ms
+# of history; Redis's time in ms}. The epoch starts again when it is missing (first use, a flush, a restart
+# without persistence) or names another process (a restart that reloaded a snapshot older than the last
+# writes, a failover to a replica): either may have lost entries. One script, so the check and the insert are
+# atomic.
 _EPOCH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -57,13 +58,13 @@ end
 _BEGIN = _EPOCH + "return now - began()"
 _CHECK_AND_INSERT = _EPOCH + """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-  return 0
+  return {0, now}
 end
 local held = now - began()
 if held < tonumber(ARGV[2]) then
-  return -math.max(1, held)
+  return {-math.max(1, held), now}
 end
-return 1
+return {1, now}
 """
 
 
@@ -103,10 +104,18 @@ class RedisReplayStore:
     def from_url(cls, url: str, prefix: str = "tlskit:0rtt:", *, timeout: float = DEFAULT_TIMEOUT) -> RedisReplayStore:
         return cls(redis_client(url, timeout=timeout), prefix)
 
-    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+    def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None, *,
+                         now: float | None = None, max_skew: float | None = None) -> bool:
+        """As ``ReplayStore``; entries expire by Redis's clock, so a caller's ``now`` further than ``max_skew``
+        from it raises ``ReplayClockSkew`` (the entry is recorded all the same)."""
         window_ms = max(1, math.ceil(window_seconds * 1000))
         history_ms = window_ms if history_seconds is None else max(0, math.ceil(history_seconds * 1000))
-        answer = int(self._script(keys=[self._prefix + key, self.epoch_key], args=[window_ms, history_ms]))
+        reply = self._script(keys=[self._prefix + key, self.epoch_key], args=[window_ms, history_ms])
+        answer, redis_ms = int(reply[0]), int(reply[1])
+        if now is not None and max_skew is not None and abs(now * 1000 - redis_ms) > max_skew * 1000:
+            raise ReplayClockSkew(
+                f"this server's clock is {(now * 1000 - redis_ms) / 1000:+.1f} s off Redis's; the replay check "
+                f"allows {max_skew:g} s (run NTP on both)")
         if answer < 0:
             raise ReplayHistoryUnknown(
                 f"the replay set in Redis holds {-answer / 1000:.1f} s of history (new, or its data was lost: "
