@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -380,3 +381,23 @@ def test_metrics_on_a_listeners_port_is_refused_naming_the_line(tmp_path: Path) 
     elsewhere = '[[listen]]\naddress = "10.0.0.1"\nport = 8443\n[metrics]\nport = 8443\n'
     assert load_settings(Flags(config=write(tmp_path, elsewhere))).metrics is not None
     load_settings(Flags(root=tmp_path, port=9000, metrics_port=9001))
+
+
+def test_ticket_key_files_take_redis_for_the_replay_set_and_warn_without_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Servers sharing ticket key files with --early-data each kept their own replay set, so each took a replayed
+    ClientHello once (fleet review; DESIGN §3: the set is shared by every server that shares the keys), and
+    --redis was refused beside key files. Now --redis gives them the shared replay set (the keys still come from
+    the files), and without it a warning says so."""
+    from tlskit.serve.stateful import FailFastReplayStore, Stateful
+    from tlskit.stores.memory import MemoryReplayStore
+
+    key = tmp_path / "a.key"
+    key.write_bytes(bytes(80))
+    s = load_settings(Flags(ticket_keys=(key,), early_data=True, redis="redis://127.0.0.1:6390/0", root=tmp_path))
+    shared = Stateful.carry(None, s)
+    assert shared.ticket_keys is None and isinstance(shared.replay_store, FailFastReplayStore)  # keys: the files
+    with caplog.at_level(logging.WARNING, "tlskit.serve"):
+        own = Stateful.carry(None, load_settings(Flags(ticket_keys=(key,), early_data=True, root=tmp_path)))
+    assert isinstance(own.replay_store, MemoryReplayStore)
+    assert "replay set is this server's own" in caplog.text and "--redis URL" in caplog.text

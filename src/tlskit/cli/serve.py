@@ -92,7 +92,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                           "refused after a start, for 3 windows (RFC 8446 §8.2; default 10)")
     tls.add_argument("--redis", metavar="URL",
                      help="share ticket keys and the 0-RTT replay set with other servers through Redis "
-                          "(redis://host:port/db); without Redis a node keeps serving and refuses 0-RTT")
+                          "(redis://host:port/db; with --ticket-key files, only the replay set); without Redis a "
+                          "node keeps serving and refuses 0-RTT")
     pki = serve.add_argument_group("OCSP stapling and client certificates")
     pki.add_argument("--no-stapling", dest="stapling", action="store_false", default=None,
                      help="do not staple OCSP responses (default: staple when the certificate names a responder)")

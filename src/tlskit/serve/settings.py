@@ -116,7 +116,7 @@ class Settings:
     early_data: bool = False  # 0-RTT (RFC 8446 §4.2.10) with RFC 8470 rules: safe methods only, else 425
     max_early_data_size: int = 16384
     early_data_window: float = 10.0  # seconds: ticket-age tolerance and how long a ClientHello is remembered
-    redis: str | None = None  # fleet: ticket key ring (RedisTicketKeys) and 0-RTT seen-set (RedisReplayStore)
+    redis: str | None = None  # fleet: ticket key ring (RedisTicketKeys; not with key files) and 0-RTT seen-set
     stapling: bool = True  # OCSP staples from the responder each leaf names (AIA), fetched in the background
     staple_file: Path | None = None  # a DER OCSP response kept fresh by something else (nginx ssl_stapling_file)
     client_ca: Path | None = None  # mTLS: PEM roots that issue client certificates
@@ -422,10 +422,9 @@ def _tls_security(t: _Table, flags: Flags, tickets: bool, ticket_files: tuple[Pa
     if uses and not tickets:
         key, flag, given = uses[0]
         refuse(key, flag if given else "", "needs session tickets, but [tls] session_tickets is false")
-    if ticket_files and (rotate is not None or redis is not None):
-        other = "--ticket-rotate" if rotate is not None else "--redis"
-        refuse("ticket_key_files", rotate_flag or redis_flag, f"ticket key files are rotated outside the server "
-               f"(`tlskit stek rotate`); {other} makes its own keys: give one or the other")
+    if ticket_files and rotate is not None:  # (with --redis, the files' keys are used and Redis holds the replay set)
+        refuse("ticket_key_files", rotate_flag, "ticket key files are rotated outside the server (`tlskit stek "
+               "rotate`); --ticket-rotate makes its own keys: give one or the other")
     if rotate is not None:
         try:
             check_rotation(rotate, lifetime)

@@ -82,6 +82,10 @@ class Stateful:
             elif s.early_data:
                 new.replay_store = (FailFastReplayStore(_redis_replay(s.redis)) if s.redis
                                     else MemoryReplayStore(replaces_lost=True))  # §8.2
+                if s.ticket_key_files and not s.redis:  # DESIGN §3: shared by every server sharing the keys
+                    _log.warning("0-RTT with ticket key files: the replay set is this server's own, so servers "
+                                 "sharing these keys each take a replayed ClientHello once; give them one with "
+                                 "--redis URL (the keys still come from the files)")
             if previous is not None and previous.staple_spec == staple_spec:
                 new.staples = previous.staples
             elif s.stapling:
@@ -120,8 +124,8 @@ def _staple_file(s: Settings) -> StapleFile:
 
 
 def _ticket_keys(s: Settings) -> TicketKeys | None:
-    if not s.session_tickets or (s.redis is None and s.ticket_rotate is None):
-        return None
+    if not s.session_tickets or s.ticket_key_files or (s.redis is None and s.ticket_rotate is None):
+        return None  # (key files: ``build_site`` loads them; Redis, if given, holds only the replay set)
     interval = s.ticket_rotate or DEFAULT_ROTATION
     if s.redis is None:
         return RotatingTicketKeys(rotation_interval=interval, ticket_lifetime=s.ticket_lifetime)
