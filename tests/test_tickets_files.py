@@ -121,7 +121,9 @@ def test_write_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 def test_rotation_moves_current_to_previous_and_makes_a_new_current(tmp_path: Path) -> None:
     first = rotate_key_dir(tmp_path)
     assert first.rotated and first.retired is None
-    assert [k.name for k in load_key_dir(tmp_path).keys] == [first.current]
+    keys = load_key_dir(tmp_path).keys  # and a previous.key that opens nothing: servers given both files start
+    assert len(keys) == 2 and keys[0].name == first.current  # from the first run (they refused a missing one)
+    assert load_key_files([tmp_path / "current.key", tmp_path / "previous.key"]).keys[0].name == first.current
     second = rotate_key_dir(tmp_path)
     ring = load_key_dir(tmp_path)
     assert [k.name for k in ring.keys] == [second.current, first.current]
@@ -197,3 +199,20 @@ def test_readers_always_find_whole_key_files_during_rotations(tmp_path: Path) ->
     for t in readers:
         t.join()
     assert errors == []
+
+
+def test_rotate_names_the_mistake_of_a_file_given_for_the_directory(tmp_path: Path) -> None:
+    key = tmp_path / "k.key"
+    write_key_file(key, TicketKey.generate(os.urandom))
+    with pytest.raises(ConfigError, match=r"a file, not a directory: give the directory that holds"):
+        rotate_key_dir(key)  # (it said to create it with mkdir -m 700 k.key)
+
+
+def test_a_wrapped_base64_key_file_is_recognised(tmp_path: Path) -> None:
+    """`openssl rand -base64 80` wraps at 64 columns: the newline inside made the hint miss it (fleet review)."""
+    encoded = base64.encodebytes(os.urandom(80))  # (wrapped, as openssl does)
+    assert encoded.count(b"\n") > 1
+    path = tmp_path / "b64.key"
+    path.write_bytes(encoded)
+    with pytest.raises(ConfigError, match="looks base64-encoded"):
+        read_key_file(path)

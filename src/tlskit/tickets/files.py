@@ -56,7 +56,7 @@ def read_key_file(path: StrPath) -> TicketKey:
 
 def _explain_size(path: Path, data: bytes) -> None:
     try:
-        decoded = base64.b64decode(data.strip(), validate=True)
+        decoded = base64.b64decode(b"".join(data.split()), validate=True)  # (`openssl rand -base64 80` wraps)
     except (binascii.Error, ValueError):
         decoded = b""
     if len(decoded) in (80, 48):
@@ -192,6 +192,9 @@ def rotate_key_dir(
     and a reader sees whole files; each file's mtime is when its key entered that slot.
     """
     d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"{d}: a file, not a directory: give the directory that holds (or is to hold) "
+                          f"{CURRENT} and {PREVIOUS}, e.g. {d.parent}")
     if not d.is_dir():
         raise ConfigError(f"{d}: not a directory; create it with `mkdir -m 700 {d}`")
     with _locked(d) as acquired:
@@ -205,15 +208,19 @@ def rotate_key_dir(
                                                                     f"than the minimum age {_duration(min_age)}")
         promoted = read_key_file(nxt) if nxt.exists() else None
         new_current = promoted if promoted is not None else TicketKey.generate(random)
+        filler = None
         try:
             if old is not None:
                 write_key_file(previous, old, force=True)
+            elif not previous.exists():  # a first rotation: a previous.key that opens nothing, so a server given
+                filler = TicketKey.generate(random)  # both files (as nginx is) starts from the first run
+                write_key_file(previous, filler)
             write_key_file(current, new_current, force=True)
             if promoted is not None:
                 write_key_file(nxt, TicketKey.generate(random), force=True)
             return Rotation(rotated=True, current=new_current.name, retired=old.name if old else None)
         finally:
-            for key in (old, promoted, new_current):
+            for key in (old, promoted, new_current, filler):
                 if key is not None:
                     key.wipe()
 
