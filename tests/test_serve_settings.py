@@ -401,3 +401,19 @@ def test_ticket_key_files_take_redis_for_the_replay_set_and_warn_without_it(
         own = Stateful.carry(None, load_settings(Flags(ticket_keys=(key,), early_data=True, root=tmp_path)))
     assert isinstance(own.replay_store, MemoryReplayStore)
     assert "replay set is this server's own" in caplog.text and "--redis URL" in caplog.text
+
+
+def test_a_reload_that_rotated_the_ticket_key_files_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tlskit stek rotate` then SIGHUP logged "no change", so an operator could not see the rotation take effect
+    (fleet review): the reload line names the keys now in use."""
+    from tlskit.serve.server import build_site, reload_changes
+    from tlskit.tickets.files import rotate_key_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the development certificate
+    rotate_key_dir(tmp_path)
+    flags = Flags(ticket_keys=(tmp_path / "current.key", tmp_path / "previous.key"), root=tmp_path)
+    before = build_site(load_settings(flags))
+    assert reload_changes(before, build_site(load_settings(flags), previous=before)) == "no change"
+    rotated = rotate_key_dir(tmp_path)
+    changes = reload_changes(before, build_site(load_settings(flags), previous=before))
+    assert changes.startswith(f"ticket keys now {rotated.current.hex()}, "), changes

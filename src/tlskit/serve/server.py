@@ -104,7 +104,15 @@ def reload_changes(old: Site, new: Site) -> str:
     parts += [f"certificate {_leaf_summary(ck)} removed" for leaf, ck in before.items() if leaf not in after]
     parts += [f"chain of {_leaf_summary(ck)} changed" for leaf, ck in after.items()
               if leaf in before and ck.chain != before[leaf].chain]
+    old_keys, new_keys = _key_names(old.config.ticket_keys), _key_names(new.config.ticket_keys)
+    if old_keys and new_keys and old_keys != new_keys:  # (key files re-read: a rotation is worth seeing)
+        parts.append(f"ticket keys now {', '.join(new_keys)} (encrypting with the first; were {', '.join(old_keys)})")
     return "; ".join(parts) if parts else "no change"
+
+
+def _key_names(keys: object) -> tuple[str, ...]:
+    """The names of a fixed key ring's keys (hex, as `tlskit stek show`), first the encrypting one."""
+    return tuple(key.name.hex() for key in keys.keys) if isinstance(keys, TicketKeyRing) else ()
 
 
 def _leaf_summary(ck: CertifiedKey) -> str:
