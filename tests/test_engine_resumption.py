@@ -279,6 +279,28 @@ def test_a_wall_clock_stepped_back_lets_no_replay_through_the_memory_store() -> 
     assert events_of(again.events(), EarlyData) == []
 
 
+def test_a_wall_clock_stepped_forward_then_back_lets_no_replay_through_the_memory_store() -> None:
+    """Timing entries by the caller's clock alone (the fix above) let a jump ahead expire every entry at the next
+    0-RTT handshake; after NTP stepped the clock back, a ClientHello from before the jump passed again (review of
+    that fix). An entry now lives until both its deadlines have passed, the store's monotonic one and the caller's."""
+    tickets, wall, mono = MemorySessionStore(), Clock(), Clock()
+    replay = MemoryReplayStore(clock=mono)
+    first_connection(tickets, wall, early_data=EARLY_4K, replay_store=replay)
+    _, server, flight = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
+    server.receive_data(flight)
+    assert events_of(server.events(), EarlyData)
+    mono.now += 1
+    wall.now += 3600 + 1  # the wall clock jumps an hour ahead; another client's 0-RTT handshake runs the expiry
+    _, other, fresh = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
+    other.receive_data(fresh)
+    assert events_of(other.events(), EarlyData)
+    mono.now += 1
+    wall.now -= 3600  # NTP steps it back
+    again = Connection(early_server(wall, replay))  # type: ignore[arg-type]
+    again.receive_data(flight)
+    assert events_of(again.events(), EarlyData) == []
+
+
 def test_zero_rtt_refused_when_replay_store_is_down_and_data_resent_as_1rtt() -> None:
     tickets, clock = MemorySessionStore(), Clock()
     first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())

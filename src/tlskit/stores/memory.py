@@ -26,8 +26,8 @@ class MemoryReplayStore:
         whose history would reach back that far (``ReplayHistoryUnknown``; RFC 8446 §8.2: "When
         implementations are freshly started, they SHOULD reject 0-RTT as long as any portion of their
         recording window overlaps the startup time")."""
-        self._seen: dict[bytes, float] = {}
-        self._deadlines: list[tuple[float, bytes]] = []  # heap; stale pairs are skipped when popped
+        self._seen: dict[bytes, tuple[float, float]] = {}  # key -> (deadline by our clock, by the caller's)
+        self._deadlines: list[tuple[float, bytes]] = []  # heap by our clock; stale pairs are skipped when popped
         self._max = max_entries
         self._clock = clock
         self._lock = threading.Lock()
@@ -35,28 +35,35 @@ class MemoryReplayStore:
 
     def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None, *,
                          now: float | None = None, max_skew: float | None = None) -> bool:
-        """``now`` (the caller's clock, which its freshness check used) times the entries when given: a wall
-        clock stepped back would otherwise take a ClientHello again after a monotonic expiry (§8.3). Calls must
-        then all give it, or none."""
-        started = self._clock()
-        if now is None:
-            now = started
+        """An entry lives until both its deadlines have passed: by this store's clock (monotonic) and by the
+        caller's ``now`` (the clock its freshness check used, when given). A wall clock stepped back would
+        otherwise take a ClientHello again after a monotonic expiry, and one stepped forward then back would
+        have expired every entry by the caller's clock alone (§8.3)."""
+        mono = self._clock()
+        wall = mono if now is None else now
         with self._lock:
             seen, deadlines = self._seen, self._deadlines
-            while deadlines and deadlines[0][0] <= now:
+            while deadlines and deadlines[0][0] <= mono:
                 expires, old = heapq.heappop(deadlines)
-                if seen.get(old) == expires:
-                    del seen[old]
+                entry = seen.get(old)
+                if entry is None or entry[0] != expires:
+                    continue  # replaced since
+                if entry[1] > wall:  # still live by the caller's clock: look again when that much has passed
+                    again = mono + (entry[1] - wall)
+                    seen[old] = (again, entry[1])
+                    heapq.heappush(deadlines, (again, old))
+                    continue
+                del seen[old]
             previous = seen.get(key)
-            if previous is not None and previous > now:
+            if previous is not None and (previous[0] > mono or previous[1] > wall):
                 return False
             if len(seen) >= self._max:
                 raise OverflowError("replay store is full")
-            expires = now + window_seconds
-            seen[key] = expires  # recorded even when refused below: its replay after that must be caught too
+            expires = mono + window_seconds
+            seen[key] = (expires, wall + window_seconds)  # recorded even when refused below: its replay too
             heapq.heappush(deadlines, (expires, key))
         if self._history_from is not None:
-            held = started - self._history_from
+            held = mono - self._history_from
             needed = window_seconds if history_seconds is None else history_seconds
             if held < needed:  # a key the lost store saw in that time would be taken for new
                 raise ReplayHistoryUnknown(
