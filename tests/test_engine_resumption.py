@@ -301,6 +301,25 @@ def test_a_wall_clock_stepped_forward_then_back_lets_no_replay_through_the_memor
     assert events_of(again.events(), EarlyData) == []
 
 
+def test_a_replay_store_written_before_the_clock_keywords_still_works(caplog: pytest.LogCaptureFixture) -> None:
+    """ReplayStore.check_and_insert gained now= and max_skew=: a store written to the earlier interface raised
+    TypeError and 0-RTT was refused for good (review); it is called without them, with a warning."""
+    class Earlier:
+        def __init__(self) -> None:
+            self.inner = MemoryReplayStore()
+
+        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+            return self.inner.check_and_insert(key, window_seconds, history_seconds)
+
+    tickets, clock, store = MemorySessionStore(), Clock(), Earlier()
+    first_connection(tickets, clock, early_data=EARLY_4K, replay_store=store)
+    with caplog.at_level("WARNING", "tlskit"):
+        _, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock, store))
+        server.receive_data(flight)
+    assert events_of(server.events(), EarlyData)
+    assert "takes no now=/max_skew=" in caplog.text
+
+
 def test_zero_rtt_refused_when_replay_store_is_down_and_data_resent_as_1rtt() -> None:
     tickets, clock = MemorySessionStore(), Clock()
     first_connection(tickets, clock, early_data=EARLY_4K, replay_store=MemoryReplayStore())

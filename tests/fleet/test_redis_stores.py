@@ -229,3 +229,25 @@ def test_a_server_whose_clock_is_off_redis_s_refuses_0rtt(redis_server: RedisSer
         server = Connection(early_server(clock, store))  # type: ignore[arg-type]
         server.receive_data(flight)
         assert bool(events_of(server.events(), EarlyData)) is accepted, offset
+
+
+def test_single_use_marks_outlive_the_ticket_by_the_clock_margin_and_a_skewed_server_is_refused(
+        redis_server: RedisServer, prefix: str) -> None:
+    """A single-use ticket's mark expired by Redis's clock when the claiming server reckoned the ticket expired, so
+    a server 25 s behind took the ticket again after that (review). The mark now lives 2 * SINGLE_USE_SKEW longer,
+    and a server further off than SINGLE_USE_SKEW is refused."""
+    import hashlib
+
+    from tests.test_tickets_single_use import state
+    from tlskit.handshake.psk import SINGLE_USE_SKEW, claim_ticket
+
+    redis_server.age_replay_set(prefix)
+    store, client = RedisReplayStore(redis_server.client(), prefix), redis_server.client()
+    now = time.time()
+    ticket = state(issued_at=now - 58.5, lifetime=60)  # 1.5 s left by this server's clock
+    assert claim_ticket(store, b"ticket", ticket, now)
+    ttl = client.pttl(prefix.encode() + b"\x01" + hashlib.sha256(b"ticket").digest())
+    assert isinstance(ttl, int) and ttl > (1.5 + 2 * SINGLE_USE_SKEW - 1) * 1000, ttl
+    assert not claim_ticket(store, b"ticket", ticket, time.time() - 25)  # a server 25 s behind: still taken
+    other = state(issued_at=now - 10, lifetime=60)
+    assert not claim_ticket(store, b"other", other, time.time() - SINGLE_USE_SKEW - 15)  # too far off: refused

@@ -88,8 +88,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="accept 0-RTT data from resumed clients (RFC 8470: GET/HEAD/OPTIONS only, others "
                           "425 Too Early; proxied requests get Early-Data: 1)")
     tls.add_argument("--early-data-window", type=seconds, metavar="SECONDS",
-                     help="0-RTT freshness window: ticket-age tolerance; a ClientHello is remembered, and 0-RTT "
-                          "refused after a start, for 3 windows (RFC 8446 §8.2; default 10)")
+                     help="0-RTT freshness window: ticket-age tolerance, how long (twice it; three times with "
+                          "--redis) a ClientHello is remembered and 0-RTT refused after a start (RFC 8446 §8.2; "
+                          "default 10)")
     tls.add_argument("--redis", metavar="URL",
                      help="share ticket keys and the 0-RTT replay set with other servers through Redis "
                           "(redis://host:port/db; with --ticket-key files, only the replay set); without Redis a "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import logging
 import struct
 from dataclasses import dataclass
@@ -203,7 +204,30 @@ def accept_psk(
     return None
 
 
-REPLAY_WINDOWS = 3  # a ClientHello stays in the replay store this many freshness windows (early_data_acceptable)
+SINGLE_USE_SKEW = 30.0  # seconds a server's clock may be off the replay store's for single-use tickets (claim_ticket)
+_TAKES_CLOCK: dict[type, bool] = {}  # by store class: its check_and_insert takes now= and max_skew=
+
+
+def _check_and_insert(store: ReplayStore, key: bytes, window: float, history: float | None, now: float,
+                      max_skew: float) -> bool:
+    """``store.check_and_insert`` with the caller's clock, for stores written to the interface before it took one
+    (they raised TypeError, and 0-RTT was refused for good): those are called without it, as before."""
+    kind = type(store)
+    takes = _TAKES_CLOCK.get(kind)
+    if takes is None:
+        try:
+            parameters = list(inspect.signature(store.check_and_insert).parameters.values())
+        except (TypeError, ValueError):  # pragma: no cover - a callable without a signature: try the keywords
+            parameters = []
+        takes = not parameters or any(p.name == "now" or p.kind is p.VAR_KEYWORD for p in parameters)
+        if len(_TAKES_CLOCK) < 64:
+            _TAKES_CLOCK[kind] = takes
+        if not takes:
+            log.warning("replay store %s takes no now=/max_skew=: its entries cannot follow this server's clock "
+                        "(see tlskit.stores.ReplayStore)", kind.__name__)
+    if takes:
+        return store.check_and_insert(key, window, history, now=now, max_skew=max_skew)
+    return store.check_and_insert(key, window, history)
 
 
 def early_data_acceptable(
@@ -241,12 +265,15 @@ def early_data_acceptable(
         return False
     window = policy.freshness_window
     try:
-        # A ClientHello passes one server's two-sided age check for 2 * window (§8.3); servers whose clocks are
-        # each within window/2 of the store's (checked, else refused) take it within 3 * window of its first
-        # acceptance: it is remembered that long (a server 25 s behind took a replay once the entry had expired)
-        fresh = store.check_and_insert(replay_key, REPLAY_WINDOWS * window, now=now, max_skew=window / 2)
-    except (ReplayHistoryUnknown, ReplayClockSkew) as e:  # lost entries, or a clock off the fleet's (§8.2, §8.3)
+        # A ClientHello passes one server's two-sided age check for 2 * window (§8.3): it is remembered that long.
+        # A store with a clock of its own (Redis) refuses servers more than window/2 off it and keeps the entry
+        # 2 * window/2 longer: the servers' acceptance periods span that (one 25 s behind took a replay before).
+        fresh = _check_and_insert(store, replay_key, 2 * window, None, now, window / 2)
+    except ReplayHistoryUnknown as e:  # just started, or lost its entries: a replay would look new (§8.2)
         log.info("%s0-RTT refused for %s: %s", log_peer(), server_name, e)
+        return False
+    except ReplayClockSkew as e:  # this server's clock is off the fleet's: an operator must fix it
+        log.warning("%s0-RTT refused for %s: %s", log_peer(), server_name, e)
         return False
     except Exception as e:  # any store failure means "cannot prove it is not a replay" (§8, fail closed)
         log.warning("%s0-RTT refused for %s: replay store unavailable (%s)", log_peer(), server_name, e)
@@ -273,10 +300,13 @@ def claim_ticket(store: ReplayStore | None, identity: bytes, state: SessionState
         return False
     try:  # a use could date back to the ticket's issue: the store must hold that much history
         # anything but True (None, a coroutine from an async store) has not shown this is the first use
-        return store.check_and_insert(ticket_use_key(identity), remaining, max(0.0, now - state.issued_at),
-                                      now=now) is True
+        return _check_and_insert(store, ticket_use_key(identity), remaining, max(0.0, now - state.issued_at), now,
+                                 SINGLE_USE_SKEW) is True
     except ReplayHistoryUnknown as e:
         log.info("%ssingle-use ticket refused: %s", log_peer(), e)
+        return False
+    except ReplayClockSkew as e:
+        log.warning("%ssingle-use ticket refused: %s", log_peer(), e)
         return False
     except Exception as e:  # unavailable: we cannot prove this is the first use
         log.warning("%ssingle-use ticket refused: ticket store unavailable (%s)", log_peer(), e)

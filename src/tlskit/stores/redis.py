@@ -106,10 +106,13 @@ class RedisReplayStore:
 
     def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None, *,
                          now: float | None = None, max_skew: float | None = None) -> bool:
-        """As ``ReplayStore``; entries expire by Redis's clock, so a caller's ``now`` further than ``max_skew``
-        from it raises ``ReplayClockSkew`` (the entry is recorded all the same)."""
-        window_ms = max(1, math.ceil(window_seconds * 1000))
-        history_ms = window_ms if history_seconds is None else max(0, math.ceil(history_seconds * 1000))
+        """As ``ReplayStore``. Entries expire by Redis's clock, not the servers': a caller's ``now`` further than
+        ``max_skew`` from it raises ``ReplayClockSkew`` (the entry is recorded all the same), and entries live,
+        and history is needed, 2 * ``max_skew`` longer, as servers within that of Redis's clock (each checked) may
+        take a key that much later (or have taken it that much earlier) than the caller reckons."""
+        margin = 2 * max_skew if now is not None and max_skew is not None else 0.0
+        window_ms = max(1, math.ceil((window_seconds + margin) * 1000))
+        history_ms = window_ms if history_seconds is None else max(0, math.ceil((history_seconds + margin) * 1000))
         reply = self._script(keys=[self._prefix + key, self.epoch_key], args=[window_ms, history_ms])
         answer, redis_ms = int(reply[0]), int(reply[1])
         if now is not None and max_skew is not None and abs(now * 1000 - redis_ms) > max_skew * 1000:
