@@ -345,3 +345,25 @@ def test_encryptor_exposes_secret_for_export() -> None:
     next_secret = ks.next_traffic_secret(SHA256, encryptor.secret)
     sealed = RecordEncryptor(SHA256, next_secret).seal(APP, b"after update")
     assert RecordDecryptor(SHA256, next_secret).open(*_split(sealed)[0]) == (APP, b"after update")
+
+
+def test_a_failed_multi_record_seal_leaves_the_sequence_number_where_it_was() -> None:
+    """Data over one record's limit is sealed record by record: if one fails, none goes out, so the next record must
+    take the first one's nonce (the earlier ones had advanced it: every later record failed at the peer; review)."""
+    params = suite_params(CipherSuite.TLS_AES_128_GCM_SHA256)
+    enc = RecordEncryptor(params, bytes(32), max_fragment=100)
+    real = enc._aead
+
+    class FailsSecond:
+        calls = 0
+
+        def encrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+            FailsSecond.calls += 1
+            if FailsSecond.calls == 2:
+                raise MemoryError("out of memory")
+            return real.encrypt(nonce, data, aad)
+
+    enc._aead = FailsSecond()  # type: ignore[assignment]
+    with pytest.raises(MemoryError):
+        enc.seal(ContentType.application_data, bytes(250))
+    assert enc.seq == 0

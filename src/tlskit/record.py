@@ -181,8 +181,12 @@ class RecordEncryptor:
         """One or more protected records carrying ``data``, concatenated."""
         size = len(data)
         if size > self.max_fragment:
-            step = self.max_fragment
-            return b"".join([self.seal(content_type, data[i : i + step]) for i in range(0, size, step)])
+            step, first = self.max_fragment, self.seq
+            try:
+                return b"".join([self.seal(content_type, data[i : i + step]) for i in range(0, size, step)])
+            except BaseException:
+                self.seq = first  # none of them goes out: the next record must use the first one's nonce
+                raise
         if not size and content_type is not _APPLICATION_DATA:
             raise ValueError(f"cannot send a zero-length {content_type.name} record")
         tail = _TYPE_BYTE[content_type]
