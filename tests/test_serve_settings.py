@@ -417,3 +417,20 @@ def test_a_reload_that_rotated_the_ticket_key_files_says_so(tmp_path: Path, monk
     rotated = rotate_key_dir(tmp_path)
     changes = reload_changes(before, build_site(load_settings(flags), previous=before))
     assert changes.startswith(f"ticket keys now {rotated.current.hex()}, "), changes
+
+
+def test_a_reload_that_adds_or_drops_key_files_beside_redis_changes_the_ticket_keys(tmp_path: Path) -> None:
+    """With --redis unchanged, a reload that added ticket key files kept the Redis key ring (the files were ignored),
+    and one that dropped them kept none (a local key: other servers could not resume; review)."""
+    from tlskit.serve.stateful import Stateful
+
+    key = tmp_path / "a.key"
+    key.write_bytes(bytes(80))
+    url = "redis://127.0.0.1:6390/0"  # (nothing listens: the ring waits for Redis)
+    redis_only = Stateful.carry(None, load_settings(Flags(redis=url, root=tmp_path)))
+    with_files = Stateful.carry(redis_only, load_settings(Flags(redis=url, ticket_keys=(key,), root=tmp_path)))
+    assert redis_only.ticket_keys is not None and with_files.ticket_keys is None  # None: build_site loads the files
+    again = Stateful.carry(with_files, load_settings(Flags(redis=url, root=tmp_path)))
+    assert again.ticket_keys is not None
+    for s in (redis_only, with_files, again):
+        s.close_except(None)

@@ -68,7 +68,7 @@ class Stateful:
     @classmethod
     def carry(cls, previous: Stateful | None, settings: Settings) -> Stateful:
         s = settings
-        keys_spec = (s.session_tickets, s.ticket_rotate, s.redis, s.ticket_lifetime)
+        keys_spec = (s.session_tickets, s.ticket_rotate, s.redis, s.ticket_lifetime, bool(s.ticket_key_files))
         replay_spec = (s.early_data, s.redis)
         staple_spec = (s.stapling, s.staple_file)
         new = cls(keys_spec, None, replay_spec, None, staple_spec, None)
