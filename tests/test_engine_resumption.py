@@ -301,6 +301,63 @@ def test_a_wall_clock_stepped_forward_then_back_lets_no_replay_through_the_memor
     assert events_of(again.events(), EarlyData) == []
 
 
+def test_a_wall_clock_stepped_back_after_the_entry_expired_lets_no_replay_through() -> None:
+    """Both deadlines past, the entry let go, then NTP steps the wall clock back 21 s: the ClientHello is fresh
+    again by the age check and new to the store (review of the two-deadline fix). A step back is noticed (the wall
+    clock against the monotonic one), and every key is refused until the clock is past where it was."""
+    tickets, wall, mono = MemorySessionStore(), Clock(), Clock()
+    replay = MemoryReplayStore(clock=mono)
+    first_connection(tickets, wall, early_data=EARLY_4K, replay_store=replay)
+    _, server, flight = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
+    server.receive_data(flight)
+    assert events_of(server.events(), EarlyData)
+    mono.now += 21
+    wall.now += 21  # past both deadlines: another client's 0-RTT handshake lets the entry go
+    _, other, fresh = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
+    other.receive_data(fresh)
+    assert events_of(other.events(), EarlyData)
+    mono.now += 1
+    wall.now -= 21  # NTP steps it back
+    again = Connection(early_server(wall, replay))  # type: ignore[arg-type]
+    again.receive_data(flight)
+    assert events_of(again.events(), EarlyData) == []
+
+
+def test_a_store_behind_a_forwarding_wrapper_is_told_apart_by_what_it_takes() -> None:
+    """The keyword check went by the store's class (or signature): a wrapper forwarding *args/**kwargs to a store
+    of the earlier interface was taken as clock-aware, and 0-RTT refused for good; one cached per wrapper class
+    stripped the keywords from a clock-aware store behind the same class (review)."""
+    class Forwarding:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def check_and_insert(self, *args: object, **kwargs: object) -> bool:
+            return self.inner.check_and_insert(*args, **kwargs)  # type: ignore[attr-defined, no-any-return]
+
+    class Earlier:
+        def __init__(self) -> None:
+            self.inner = MemoryReplayStore()
+
+        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None) -> bool:
+            return self.inner.check_and_insert(key, window_seconds, history_seconds)
+
+    class Recording(MemoryReplayStore):
+        seen: list[object] = []
+
+        def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None,
+                             **clock: float | None) -> bool:
+            Recording.seen.append(clock.get("now"))
+            return super().check_and_insert(key, window_seconds, history_seconds, **clock)
+
+    for inner in (Earlier(), Recording()):
+        tickets, clock, store = MemorySessionStore(), Clock(), Forwarding(inner)
+        first_connection(tickets, clock, early_data=EARLY_4K, replay_store=store)
+        _, server, flight = zero_rtt_attempt(tickets, clock, early_server(clock, store))
+        server.receive_data(flight)
+        assert events_of(server.events(), EarlyData), type(inner).__name__
+    assert Recording.seen == [clock.now]  # the clock-aware store got the server's clock
+
+
 def test_a_replay_store_written_before_the_clock_keywords_still_works(caplog: pytest.LogCaptureFixture) -> None:
     """ReplayStore.check_and_insert gained now= and max_skew=: a store written to the earlier interface raised
     TypeError and 0-RTT was refused for good (review); it is called without them, with a warning."""

@@ -108,3 +108,11 @@ def test_history_is_per_check_a_ticket_mark_needs_the_history_since_its_ticket_w
         store.check_and_insert(b"mark-old", 7200.0, history_seconds=3660.0)
     assert store.check_and_insert(b"mark-new", 7200.0, history_seconds=30.0)
     assert not store.check_and_insert(b"mark-new", 7200.0, history_seconds=31.0)
+
+
+def test_an_entry_looked_at_again_is_always_later_by_the_store_s_clock() -> None:
+    """Re-queued by the caller's clock (still live there), an entry's next look must be strictly later by the
+    store's clock: at a large clock value the difference rounded away, and the store popped it for ever (review)."""
+    store = MemoryReplayStore(clock=lambda: 1e17)  # (floats 16 apart there: + 0.2 is lost, the deadline is now)
+    assert store.check_and_insert(b"k", 0.2, now=0.1)
+    assert not store.check_and_insert(b"k", 0.2, now=0.15)  # still live by the caller's clock (no endless loop)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import inspect
 import logging
 import struct
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -205,28 +205,26 @@ def accept_psk(
 
 
 SINGLE_USE_SKEW = 30.0  # seconds a server's clock may be off the replay store's for single-use tickets (claim_ticket)
-_TAKES_CLOCK: dict[type, bool] = {}  # by store class: its check_and_insert takes now= and max_skew=
+_OLD_STYLE: weakref.WeakSet[object] = weakref.WeakSet()  # stores whose check_and_insert takes no now=/max_skew=
 
 
 def _check_and_insert(store: ReplayStore, key: bytes, window: float, history: float | None, now: float,
                       max_skew: float) -> bool:
-    """``store.check_and_insert`` with the caller's clock, for stores written to the interface before it took one
-    (they raised TypeError, and 0-RTT was refused for good): those are called without it, as before."""
-    kind = type(store)
-    takes = _TAKES_CLOCK.get(kind)
-    if takes is None:
+    """``store.check_and_insert`` with the caller's clock; a store written to the interface before it took one
+    (it raised TypeError naming the keyword, and 0-RTT was refused for good) is called without it, as before.
+    Told apart by what it does, per store object (not its class or signature: wrappers and proxies forward)."""
+    if store not in _OLD_STYLE:
         try:
-            parameters = list(inspect.signature(store.check_and_insert).parameters.values())
-        except (TypeError, ValueError):  # pragma: no cover - a callable without a signature: try the keywords
-            parameters = []
-        takes = not parameters or any(p.name == "now" or p.kind is p.VAR_KEYWORD for p in parameters)
-        if len(_TAKES_CLOCK) < 64:
-            _TAKES_CLOCK[kind] = takes
-        if not takes:
-            log.warning("replay store %s takes no now=/max_skew=: its entries cannot follow this server's clock "
-                        "(see tlskit.stores.ReplayStore)", kind.__name__)
-    if takes:
-        return store.check_and_insert(key, window, history, now=now, max_skew=max_skew)
+            return store.check_and_insert(key, window, history, now=now, max_skew=max_skew)
+        except TypeError as e:
+            if "'now'" not in str(e) and "'max_skew'" not in str(e):
+                raise
+            try:
+                _OLD_STYLE.add(store)
+                log.warning("replay store %s takes no now=/max_skew=: its entries cannot follow this server's "
+                            "clock (see tlskit.stores.ReplayStore)", type(store).__name__)
+            except TypeError:  # not weakly referenceable: told again next time
+                pass
     return store.check_and_insert(key, window, history)
 
 

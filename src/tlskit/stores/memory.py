@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 from .base import ReplayHistoryUnknown, StoredTicket
+
+STEP_TOLERANCE = 1.0  # seconds a caller's clock may go back against ours before it counts as a step (NTP slew)
 
 
 class MemoryReplayStore:
@@ -32,6 +35,21 @@ class MemoryReplayStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._history_from: float | None = clock() if replaces_lost else None
+        self._offset: float | None = None  # the caller's clock minus ours, at its highest
+        self._stepped_until = -math.inf  # (our clock) refusing until then: the caller's clock stepped back
+        self._stepped_by = 0.0
+
+    def _watch_steps(self, mono: float, wall: float, window: float) -> None:
+        """A caller's clock stepped back repeats times whose entries this store has let go (both deadlines were
+        past): a ClientHello from then would pass the age check again, and be new here. Until the clock is past
+        where it was (plus a window), every key is refused (``ReplayHistoryUnknown``)."""
+        offset = wall - mono
+        if self._offset is None or offset > self._offset:
+            self._offset = offset
+        elif self._offset - offset > STEP_TOLERANCE:
+            self._stepped_by = self._offset - offset
+            self._stepped_until = max(self._stepped_until, mono + self._stepped_by + window)
+            self._offset = offset
 
     def check_and_insert(self, key: bytes, window_seconds: float, history_seconds: float | None = None, *,
                          now: float | None = None, max_skew: float | None = None) -> bool:
@@ -42,6 +60,7 @@ class MemoryReplayStore:
         mono = self._clock()
         wall = mono if now is None else now
         with self._lock:
+            self._watch_steps(mono, wall, window_seconds)
             seen, deadlines = self._seen, self._deadlines
             while deadlines and deadlines[0][0] <= mono:
                 expires, old = heapq.heappop(deadlines)
@@ -49,7 +68,7 @@ class MemoryReplayStore:
                 if entry is None or entry[0] != expires:
                     continue  # replaced since
                 if entry[1] > wall:  # still live by the caller's clock: look again when that much has passed
-                    again = mono + (entry[1] - wall)
+                    again = max(mono + (entry[1] - wall), math.nextafter(mono, math.inf))  # (always later)
                     seen[old] = (again, entry[1])
                     heapq.heappush(deadlines, (again, old))
                     continue
@@ -62,6 +81,9 @@ class MemoryReplayStore:
             expires = mono + window_seconds
             seen[key] = (expires, wall + window_seconds)  # recorded even when refused below: its replay too
             heapq.heappush(deadlines, (expires, key))
+        if mono < self._stepped_until:
+            raise ReplayHistoryUnknown(f"the clock stepped back {self._stepped_by:.1f} s: keys it had let go of "
+                                       "would be taken for new until it is past where it was (RFC 8446 §8.3)")
         if self._history_from is not None:
             held = mono - self._history_from
             needed = window_seconds if history_seconds is None else history_seconds
