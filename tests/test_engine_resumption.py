@@ -262,62 +262,35 @@ def test_replayed_zero_rtt_hello_is_accepted_once() -> None:
     assert out  # the handshake still goes on (as 1-RTT) — the replayed data was skipped, not processed
 
 
-def test_a_wall_clock_stepped_back_lets_no_replay_through_the_memory_store() -> None:
-    """The replay store timed its entries by the monotonic clock and the age check by the wall clock: once the wall
-    clock had stepped back 25 s (NTP), the check took the same ClientHello again after its entry had expired (fleet
-    review). The store now times entries by the clock the age check used."""
+# (monotonic s, wall s, another client's 0-RTT handshake after the step) steps between a hello and its replay
+_CLOCK_STEPS = {
+    # the entry timed by the monotonic clock expired while the wall clock, stepped back 25 s, found it fresh
+    "back-25s": [(30.0, 30.0 - 25.0, False)],
+    # timed by the wall clock alone, a jump ahead let every entry go at the next 0-RTT handshake (review)
+    "forward-then-back": [(1.0, 3600.0 + 1.0, True), (1.0, -3600.0, False)],
+    # both deadlines past and the entry let go, then a step back made the hello fresh and new again (review)
+    "back-after-the-purge": [(21.0, 21.0, True), (1.0, -21.0, False)],
+}
+
+
+@pytest.mark.parametrize("steps", list(_CLOCK_STEPS.values()), ids=list(_CLOCK_STEPS))
+def test_a_wall_clock_step_lets_no_replay_through_the_memory_store(steps: list[tuple[float, float, bool]]) -> None:
+    """The age check runs on the wall clock, the memory store's entries expire by its monotonic one: whatever NTP
+    does to the wall clock, a ClientHello taken once is not taken again (§8.3). An entry lives until both its
+    deadlines have passed, and a step back refuses every key until the clock is past where it was."""
     tickets, wall, mono = MemorySessionStore(), Clock(), Clock()
     replay = MemoryReplayStore(clock=mono)
     first_connection(tickets, wall, early_data=EARLY_4K, replay_store=replay)
     _, server, flight = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
     server.receive_data(flight)
     assert events_of(server.events(), EarlyData)
-    mono.now += 30
-    wall.now += 30 - 25  # 30 s later, with the wall clock stepped back 25 s: the ticket age looks 5 s, fresh
-    again = Connection(early_server(wall, replay))  # type: ignore[arg-type]
-    again.receive_data(flight)
-    assert events_of(again.events(), EarlyData) == []
-
-
-def test_a_wall_clock_stepped_forward_then_back_lets_no_replay_through_the_memory_store() -> None:
-    """Timing entries by the caller's clock alone (the fix above) let a jump ahead expire every entry at the next
-    0-RTT handshake; after NTP stepped the clock back, a ClientHello from before the jump passed again (review of
-    that fix). An entry now lives until both its deadlines have passed, the store's monotonic one and the caller's."""
-    tickets, wall, mono = MemorySessionStore(), Clock(), Clock()
-    replay = MemoryReplayStore(clock=mono)
-    first_connection(tickets, wall, early_data=EARLY_4K, replay_store=replay)
-    _, server, flight = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
-    server.receive_data(flight)
-    assert events_of(server.events(), EarlyData)
-    mono.now += 1
-    wall.now += 3600 + 1  # the wall clock jumps an hour ahead; another client's 0-RTT handshake runs the expiry
-    _, other, fresh = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
-    other.receive_data(fresh)
-    assert events_of(other.events(), EarlyData)
-    mono.now += 1
-    wall.now -= 3600  # NTP steps it back
-    again = Connection(early_server(wall, replay))  # type: ignore[arg-type]
-    again.receive_data(flight)
-    assert events_of(again.events(), EarlyData) == []
-
-
-def test_a_wall_clock_stepped_back_after_the_entry_expired_lets_no_replay_through() -> None:
-    """Both deadlines past, the entry let go, then NTP steps the wall clock back 21 s: the ClientHello is fresh
-    again by the age check and new to the store (review of the two-deadline fix). A step back is noticed (the wall
-    clock against the monotonic one), and every key is refused until the clock is past where it was."""
-    tickets, wall, mono = MemorySessionStore(), Clock(), Clock()
-    replay = MemoryReplayStore(clock=mono)
-    first_connection(tickets, wall, early_data=EARLY_4K, replay_store=replay)
-    _, server, flight = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
-    server.receive_data(flight)
-    assert events_of(server.events(), EarlyData)
-    mono.now += 21
-    wall.now += 21  # past both deadlines: another client's 0-RTT handshake lets the entry go
-    _, other, fresh = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
-    other.receive_data(fresh)
-    assert events_of(other.events(), EarlyData)
-    mono.now += 1
-    wall.now -= 21  # NTP steps it back
+    for mono_step, wall_step, another in steps:
+        mono.now += mono_step
+        wall.now += wall_step
+        if another:  # another client's 0-RTT handshake runs the store's expiry
+            _, other, fresh = zero_rtt_attempt(tickets, wall, early_server(wall, replay))
+            other.receive_data(fresh)
+            assert events_of(other.events(), EarlyData)
     again = Connection(early_server(wall, replay))  # type: ignore[arg-type]
     again.receive_data(flight)
     assert events_of(again.events(), EarlyData) == []
