@@ -20,9 +20,8 @@ class ReplayStore(Protocol):
         is new and raises ``ReplayHistoryUnknown``. ``now`` is the caller's clock, the one its freshness check
         used: a store with a clock of its own (Redis) raises ``ReplayClockSkew`` when the two differ by more than
         ``max_skew`` seconds and keeps entries that much longer either way, a store in the caller's process times
-        its entries by ``now`` as well as its own clock. Any exception means
-        the store cannot vouch for the key, and the server then refuses 0-RTT, or the single-use ticket (fail
-        closed)."""
+        its entries by ``now`` as well as its own clock. Any exception means the store cannot vouch for the key,
+        and the server then refuses 0-RTT, or the single-use ticket (fail closed)."""
         ...
 
 
