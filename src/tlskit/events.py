@@ -24,6 +24,8 @@ class HandshakeComplete:
     early_data_accepted: bool = False
     hello_retry: bool = False
     ocsp_response: bytes | None = None
+    # The leaf (DER) we sent in our Certificate (§4.4.2): a server's on a full handshake, else None.
+    local_certificate: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

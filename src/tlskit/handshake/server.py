@@ -333,6 +333,7 @@ def _server_flight(
             server_name=offer.server_name,
             peer_certificates=accepted.state.client_chain if accepted is not None else (),
             resumed=accepted is not None,
+            local_certificate=certified[0].chain[0] if certified is not None else None,
             early_data_accepted=early,
             hello_retry=hello_retry,
         ),

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from ..config import ClientConfig, ServerConfig
@@ -28,8 +30,9 @@ from ..messages.handshake import ClientHello, decode_handshake
 from ..pki.serials import format_serial
 from ..pki.verify import TrustStore
 
-__all__ = ["ALERT_LINGER", "READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession", "client_config",
-           "close_after_alert", "format_address", "peer_cert_dict", "server_config", "with_env_key_log"]
+__all__ = ["ALERT_LINGER", "CHANNEL_BINDING_TYPES", "READ_SIZE", "WRITE_SIZE", "ConnectionInfo", "TLSSession",
+           "client_config", "close_after_alert", "format_address", "peer_cert_dict", "server_config",
+           "server_end_point", "with_env_key_log"]
 
 READ_SIZE = 1 << 16  # bytes per transport read: four full records
 WRITE_SIZE = 1 << 18  # plaintext handed to the engine per call: sixteen full records
@@ -140,6 +143,61 @@ class ConnectionInfo:
     def export_keying_material(self, label: bytes, context: bytes, length: int) -> bytes:
         """RFC 8446 §7.5 exporter."""
         return self.conn.export_keying_material(label, context, length)
+
+    @property
+    def session_reused(self) -> bool:
+        """Whether the handshake resumed a session from a ticket (RFC 8446 §2.2), as ``ssl`` reports it."""
+        done = self.conn.negotiated
+        return done is not None and done.resumed
+
+    def compression(self) -> None:
+        """None, as ``ssl`` reports it: TLS 1.3 has no compression (RFC 8446 §4.1.2)."""
+        return None
+
+    def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
+        """Channel binding data (RFC 5056) for ``cb_type``, or None until the handshake completes (as ``ssl``).
+
+        ``"tls-exporter"`` (RFC 9266, the binding for TLS 1.3): 32 bytes of the exporter
+        ``EXPORTER-Channel-Binding`` with no context. ``"tls-server-end-point"`` (RFC 5929 §4.1, what SCRAM-PLUS
+        in PostgreSQL uses): the server certificate hashed with its signature's hash (SHA-256 for MD5 and
+        SHA-1). ``ssl``'s default ``"tls-unique"`` is not defined for TLS 1.3 (RFC 9266 §1): ValueError, as any
+        type not in ``CHANNEL_BINDING_TYPES``.
+        """
+        if cb_type not in CHANNEL_BINDING_TYPES:
+            advice = " (it is not defined for TLS 1.3, RFC 9266: use 'tls-exporter')" if cb_type == "tls-unique" else ""
+            raise ValueError(f"{cb_type!r} channel binding type not implemented{advice}; "
+                             f"tlskit offers {', '.join(CHANNEL_BINDING_TYPES)}")
+        done = self.conn.negotiated
+        if done is None:
+            return None
+        if cb_type == "tls-exporter":
+            return self.conn.export_keying_material(b"EXPORTER-Channel-Binding", b"", 32)
+        server_leaf = done.local_certificate if self.server_side else next(iter(done.peer_certificates), None)
+        if server_leaf is None:
+            raise ValueError("tls-server-end-point: this side did not see the server's certificate "
+                             "(a server's own on a resumed handshake is not kept; use 'tls-exporter')")
+        return server_end_point(server_leaf)
+
+
+CHANNEL_BINDING_TYPES = ("tls-exporter", "tls-server-end-point")
+
+
+def server_end_point(certificate: bytes) -> bytes:
+    """``tls-server-end-point`` channel binding data (RFC 5929 §4.1) of a DER certificate: its hash under the
+    hash of its own signature algorithm, SHA-256 in place of MD5 and SHA-1; undefined (ValueError) for
+    algorithms with no single hash, such as Ed25519."""
+    try:
+        algorithm = x509.load_der_x509_certificate(certificate).signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        algorithm = None
+    if algorithm is None:
+        raise ValueError("tls-server-end-point is not defined for this certificate's signature algorithm "
+                         "(RFC 5929 §4.1 needs one hash function; use 'tls-exporter')")
+    if isinstance(algorithm, hashes.MD5 | hashes.SHA1):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(certificate)
+    return digest.finalize()
 
 
 class TLSSession(ConnectionInfo):
