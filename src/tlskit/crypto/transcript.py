@@ -19,9 +19,11 @@ class Transcript:
 
     __slots__ = ("_hash", "add", "hash_name")
 
-    def __init__(self, hash_name: str) -> None:
+    def __init__(self, hash_name: str, state: hashlib._Hash | None = None) -> None:
         self.hash_name = hash_name
-        self._reset(_CONSTRUCTORS[hash_name]() if hash_name in _CONSTRUCTORS else hashlib.new(hash_name))
+        if state is None:
+            state = _CONSTRUCTORS[hash_name]() if hash_name in _CONSTRUCTORS else hashlib.new(hash_name)
+        self._reset(state)
 
     def _reset(self, state: hashlib._Hash) -> None:
         self._hash = state
@@ -33,10 +35,7 @@ class Transcript:
 
     def copy(self) -> Transcript:
         """An independent copy (e.g. for the PSK binder's partial ClientHello, §4.2.11.2)."""
-        clone = Transcript.__new__(Transcript)
-        clone.hash_name = self.hash_name
-        clone._reset(self._hash.copy())
-        return clone
+        return Transcript(self.hash_name, self._hash.copy())  # not ``__new__``: compiled by mypyc, that runs __init__
 
     def replace_with_message_hash(self) -> None:
         """After HelloRetryRequest: replace Hash(ClientHello1) by the message_hash message (§4.4.1)."""

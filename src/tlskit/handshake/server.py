@@ -6,6 +6,7 @@ import datetime
 import hmac
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -426,7 +427,7 @@ class ExpectEndOfEarlyData:
     """§4.5: 0-RTT data flows (as ``EarlyData`` events) until the client's EndOfEarlyData."""
 
     after: _AfterServerFinished
-    next_state: object
+    next_state: Any  # not ``object``: a mypyc-compiled dataclass fails to resolve that annotation (KeyError)
 
     def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
         if not isinstance(msg, EndOfEarlyData):

@@ -69,10 +69,13 @@ def extensions_from_block(block: bytes) -> tuple[Extension, ...]:
             raise AlertError(AlertDescription.illegal_parameter, f"duplicate extension {ext_type:#06x}")
         seen.add(ext_type)
         kind = known(ext_type)
-        e: Extension = _NEW_EXTENSION(Extension)  # as ``_extension``, inlined: a dozen per ClientHello
-        _SET_TYPE(e, ExtensionType.of(ext_type) if kind is None else kind)
-        _SET_DATA(e, block[pos : pos + n])
-        out.append(e)
+        if _SLOTS_WRITABLE:
+            e: Extension = _NEW_EXTENSION(Extension)  # as ``_extension``, inlined: a dozen per ClientHello
+            _SET_TYPE(e, ExtensionType.of(ext_type) if kind is None else kind)
+            _SET_DATA(e, block[pos : pos + n])
+            out.append(e)
+        else:
+            out.append(Extension(ExtensionType.of(ext_type) if kind is None else kind, block[pos : pos + n]))
         pos += n
     return tuple(out)
 
@@ -83,8 +86,8 @@ _EXTENSION_TYPES: dict[int, ExtensionType] = member_lookup(ExtensionType)  # gro
 # The slots of the frozen ``Extension``: setting them directly builds the same value as ``Extension(t, d)``
 # without the frozen dataclass's ``object.__setattr__`` round trips (a ClientHello carries a dozen).
 _NEW_EXTENSION = object.__new__
-_SET_TYPE = Extension.__dict__["type"].__set__
-_SET_DATA = Extension.__dict__["data"].__set__
+_SET_TYPE = vars(Extension)["type"].__set__
+_SET_DATA = vars(Extension)["data"].__set__
 
 
 def _extension(ext_type: ExtensionType, data: bytes) -> Extension:
@@ -93,6 +96,21 @@ def _extension(ext_type: ExtensionType, data: bytes) -> Extension:
     _SET_TYPE(e, ext_type)
     _SET_DATA(e, data)
     return e
+
+
+def _slots_writable() -> bool:
+    """Whether the slot shortcut builds a real ``Extension``: not when the module is compiled with mypyc, whose
+    native class refuses ``object.__new__`` (its constructor is as fast as the shortcut anyway)."""
+    try:
+        e: Extension = _NEW_EXTENSION(Extension)
+        _SET_TYPE(e, ExtensionType.server_name)
+        _SET_DATA(e, b"")
+    except (TypeError, AttributeError):
+        return False
+    return e == Extension(ExtensionType.server_name, b"")
+
+
+_SLOTS_WRITABLE = _slots_writable()
 
 
 def _members(of: Callable[[int], _E], known: dict[int, _E], values: Iterable[int]) -> list[_E]:
@@ -297,7 +315,7 @@ _NAMED_GROUPS: dict[int, NamedGroup] = member_lookup(NamedGroup)
 _SIGNATURE_SCHEMES: dict[int, SignatureScheme] = member_lookup(SignatureScheme)
 
 
-def supported_versions_client_body(versions: Iterable[ProtocolVersion]) -> bytes:
+def supported_versions_client_body(versions: Iterable[int]) -> bytes:  # int: compiled, the type is checked
     w = Writer()
     with w.prefixed(1):
         for v in versions:

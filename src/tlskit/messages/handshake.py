@@ -92,11 +92,18 @@ def finished_bytes(verify_data: bytes) -> bytes:
     return handshake_bytes(HandshakeType.finished, verify_data)
 
 
+# Each message's ``TYPE`` is a class attribute of a slot-less base class rather than a ``ClassVar`` in the
+# dataclass body: mypyc (when the engine is compiled) turns such a ``ClassVar`` into a dataclass field
+# (mypyc/mypyc#1122). ``Message.TYPE`` and ``message.TYPE`` are the same either way.
+class _ClientHelloType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.client_hello
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ClientHello:
+class ClientHello(_ClientHelloType):
     """§4.1.2."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.client_hello
     random: bytes
     legacy_session_id: bytes
     cipher_suites: tuple[CipherSuite, ...]
@@ -164,11 +171,15 @@ class ClientHello:
 _CIPHER_SUITES: dict[int, CipherSuite] = member_lookup(CipherSuite)
 
 
+class _ServerHelloType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.server_hello
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ServerHello:
+class ServerHello(_ServerHelloType):
     """§4.1.3; a HelloRetryRequest is a ServerHello whose random is ``HRR_RANDOM``."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.server_hello
     random: bytes
     legacy_session_id: bytes
     cipher_suite: CipherSuite
@@ -215,11 +226,15 @@ class ServerHello:
         )
 
 
+class _EncryptedExtensionsType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.encrypted_extensions
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class EncryptedExtensions:
+class EncryptedExtensions(_EncryptedExtensionsType):
     """§4.3.1."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.encrypted_extensions
     extensions: tuple[Extension, ...] = ()
 
     def encode(self) -> bytes:
@@ -233,11 +248,15 @@ class EncryptedExtensions:
         return cls(extensions=extensions)
 
 
+class _CertificateRequestType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate_request
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class CertificateRequest:
+class CertificateRequest(_CertificateRequestType):
     """§4.3.2."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate_request
     context: bytes = b""
     extensions: tuple[Extension, ...]
 
@@ -264,11 +283,15 @@ class CertificateEntry:
     extensions: tuple[Extension, ...] = ()
 
 
+class _CertificateType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Certificate:
+class Certificate(_CertificateType):
     """§4.4.2."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate
     context: bytes = b""
     entries: tuple[CertificateEntry, ...]
 
@@ -294,11 +317,15 @@ class Certificate:
         return cls(context=context, entries=tuple(entries))
 
 
+class _CertificateVerifyType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate_verify
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class CertificateVerify:
+class CertificateVerify(_CertificateVerifyType):
     """§4.4.3."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.certificate_verify
     algorithm: SignatureScheme
     signature: bytes
 
@@ -314,11 +341,15 @@ class CertificateVerify:
         return cls(algorithm=algorithm, signature=signature)
 
 
+class _FinishedType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.finished
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Finished:
+class Finished(_FinishedType):
     """§4.4.4; the length of verify_data is checked against the suite's hash by the handshake."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.finished
     verify_data: bytes
 
     def encode(self) -> bytes:
@@ -331,11 +362,15 @@ class Finished:
         return cls(verify_data=bytes(body))
 
 
+class _EndOfEarlyDataType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.end_of_early_data
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class EndOfEarlyData:
+class EndOfEarlyData(_EndOfEarlyDataType):
     """§4.5."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.end_of_early_data
 
     def encode(self) -> bytes:
         return bytes((self.TYPE, 0, 0, 0))
@@ -347,11 +382,15 @@ class EndOfEarlyData:
         return cls()
 
 
+class _NewSessionTicketType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.new_session_ticket
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class NewSessionTicket:
+class NewSessionTicket(_NewSessionTicketType):
     """§4.6.1."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.new_session_ticket
     lifetime: int
     age_add: int
     nonce: bytes
@@ -399,11 +438,15 @@ class NewSessionTicket:
 _TICKET_EXTENSIONS = ALLOWED[HandshakeType.new_session_ticket]
 
 
+class _KeyUpdateType:
+    __slots__ = ()
+    TYPE: ClassVar[HandshakeType] = HandshakeType.key_update
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class KeyUpdate:
+class KeyUpdate(_KeyUpdateType):
     """§4.6.3."""
 
-    TYPE: ClassVar[HandshakeType] = HandshakeType.key_update
     request_update: KeyUpdateRequest
 
     def encode(self) -> bytes:
@@ -470,7 +513,7 @@ class HandshakeBuffer:
     def __bool__(self) -> bool:
         return len(self._buf) > self._pos
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Append a record's payload. A payload that starts on a message boundary (the usual case) is kept as
         it is and messages are sliced out of it; only a message split across records is copied together."""
         buf, pos = self._buf, self._pos
