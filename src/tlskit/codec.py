@@ -7,8 +7,6 @@ encoders never compute lengths by hand.
 
 from __future__ import annotations
 
-from typing import cast
-
 from .errors import DecodeError
 
 __all__ = ["Reader", "Writer", "byte_string"]
@@ -159,13 +157,12 @@ class _Prefixed:
 
 
 def byte_string(data: object, where: str) -> bytes:
-    """``data`` as a flat byte string (a memoryview of wider items counted in bytes, as the record header must);
-    TypeError for what is not one (a str: encode it first). A bytearray or memoryview comes back as a memoryview
-    of bytes, which the record layer takes where it takes bytes (as the front ends' views always were)."""
+    """``data`` as bytes: a bytearray or memoryview is copied (a view of wider items is counted in bytes, as the
+    record header must count it); TypeError for what is not a byte string (a str: encode it first)."""
     if isinstance(data, str):
         raise TypeError(f"{where} takes bytes, not str (encode it first)")
     try:
         view = memoryview(data)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{where} takes bytes, bytearray or a memoryview, not {type(data).__name__}") from None
-    return cast(bytes, view if view.format == "B" and view.ndim == 1 else view.cast("B"))
+    return view.tobytes()

@@ -204,11 +204,12 @@ class Connection:
         None while it is usable."""
         return self._error
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes from the transport; ``b""`` means the transport reached EOF. Anything but bytes, bytearray or a
         memoryview is a TypeError here (a caller's mistake: the connection stays usable)."""
-        if type(data) is not bytes:
-            data = byte_string(data, "receive_data")
+        self._receive_bytes(data if type(data) is bytes else byte_string(data, "receive_data"))
+
+    def _receive_bytes(self, data: bytes) -> None:
         if self._error is not None:
             raise ConnectionClosedError(f"connection already failed: {self._error}")
         if self._canceled:  # we ended the handshake (close()): the peer's answer, or its EOF, changes nothing
@@ -260,7 +261,7 @@ class Connection:
         self._events = []
         return events
 
-    def send_data(self, data: bytes) -> None:
+    def send_data(self, data: bytes | bytearray | memoryview) -> None:
         """Queue application data (§5.2); records are split at the negotiated size limit.
 
         A client that offered 0-RTT may call this before the handshake completes: the data goes out as
@@ -269,8 +270,9 @@ class Connection:
         its flight is out (0.5-RTT data, §2.3: e.g. the answer to a 0-RTT request), except while it is
         still waiting for a client certificate. Anything but bytes, bytearray or a memoryview is a TypeError.
         """
-        if type(data) is not bytes:
-            data = byte_string(data, "send_data")
+        self._send_bytes(data if type(data) is bytes else byte_string(data, "send_data"))
+
+    def _send_bytes(self, data: bytes) -> None:
         write = self._write
         if (
             self._complete is not None
