@@ -237,9 +237,18 @@ def fmt_ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
 
+def engine_build() -> str:
+    """Which tlskit engine this process runs: "compiled" (mypyc, ``TLSKIT_COMPILE=1``) or "pure Python"."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tlskit.connection")
+    return "pure Python" if spec is None or str(spec.origin).endswith(".py") else "compiled"
+
+
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], notes: Sequence[str] = ()) -> None:
-    """A ``rich`` table when rich is installed, else aligned plain text."""
+    """A ``rich`` table when rich is installed, else aligned plain text; the notes name the tlskit engine build."""
     cells = [[str(c) for c in row] for row in rows]
+    notes = [*notes, f"tlskit engine: {engine_build()} (compiled: TLSKIT_COMPILE=1 pip install --no-build-isolation .)"]
     try:
         from rich.console import Console
         from rich.table import Table
@@ -265,6 +274,8 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
 
 def emit_json(obj: Any) -> None:
+    if isinstance(obj, dict):
+        obj = {**obj, "tlskit_engine": engine_build()}
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
 

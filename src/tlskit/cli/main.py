@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -80,7 +81,10 @@ def _analysis_tools() -> list[ModuleType]:
 
 
 def _version() -> str:
+    """The version and which engine build runs: the mypyc-compiled one (``TLSKIT_COMPILE=1``) or pure Python."""
+    spec = importlib.util.find_spec("tlskit.connection")  # (found, not imported: the CLI starts fast)
+    build = "pure Python" if spec is None or str(spec.origin).endswith(".py") else "compiled engine"
     try:
-        return metadata.version("tlskit")
+        return f"{metadata.version('tlskit')} ({build})"
     except metadata.PackageNotFoundError:
-        return "unknown"
+        return f"unknown ({build})"
