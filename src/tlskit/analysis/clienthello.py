@@ -156,9 +156,11 @@ class Answer:
         return self.kind in ("server_hello", "hello_retry")
 
 
-def send_hello(host: str, port: int, spec: HelloSpec, *, timeout: float = 5.0) -> Answer:
-    """Send one crafted ClientHello on a new TCP connection and classify the first answer."""
+def send_hello(host: str, port: int, spec: HelloSpec, *, timeout: float = 5.0, limit: int = 1 << 18) -> Answer:
+    """Send one crafted ClientHello on a new TCP connection and classify the first answer: within ``timeout``
+    seconds in all and ``limit`` bytes read, however the server drips or streams them."""
     start = time.perf_counter()
+    deadline = start + timeout
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
@@ -171,14 +173,28 @@ def send_hello(host: str, port: int, spec: HelloSpec, *, timeout: float = 5.0) -
                 answer = _classify(bytes(buf))
                 if answer is not None:
                     return _timed(answer, start)
-                data = sock.recv(16384)
+                if len(buf) > limit:
+                    return _timed(Answer(kind="not_tls", raw=bytes(buf[:64]),
+                                         detail=f"no ServerHello or alert within the first {limit} bytes"), start)
+                data = _recv_by(sock, deadline)
                 if not data:
                     return _timed(Answer(kind="eof", raw=bytes(buf), detail="closed without a reply"), start)
                 buf += data
         except TimeoutError:
-            return _timed(Answer(kind="timeout", raw=bytes(buf), detail=f"no reply within {timeout:g} s"), start)
+            what = f"no complete reply ({len(buf)} bytes)" if buf else "no reply"
+            return _timed(Answer(kind="timeout", raw=bytes(buf), detail=f"{what} within {timeout:g} s"), start)
         except OSError as e:
             return _timed(Answer(kind="reset", raw=bytes(buf), detail=str(e.strerror or e)), start)
+
+
+def _recv_by(sock: socket.socket, deadline: float) -> bytes:
+    """``sock.recv`` that raises TimeoutError once ``deadline`` (``perf_counter``) has passed: a socket timeout
+    alone restarts with every byte, so a server sending one now and then would hold us for ever."""
+    remaining = deadline - time.perf_counter()
+    if remaining <= 0:
+        raise TimeoutError
+    sock.settimeout(remaining)
+    return sock.recv(16384)
 
 
 def _timed(answer: Answer, start: float) -> Answer:
@@ -233,7 +249,8 @@ def fetch_legacy_chain(host: str, port: int, spec: HelloSpec, *, timeout: float 
                        limit: int = 1 << 18) -> tuple[tuple[bytes, ...], str]:
     """The certificate_list of a TLS 1.0-1.2 server (RFC 5246 §7.4.2: its Certificate message goes in the clear,
     after the ServerHello), from a crafted legacy hello: (DER certificates, "") or ((), why there are none).
-    Reads at most ``limit`` bytes."""
+    Reads at most ``limit`` bytes, within ``timeout`` seconds in all."""
+    deadline = time.perf_counter() + timeout
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
@@ -266,7 +283,7 @@ def fetch_legacy_chain(host: str, port: int, spec: HelloSpec, *, timeout: float 
                         return (), "the server sent no Certificate"
                 if len(records) + len(messages) > limit:
                     return (), f"no Certificate within the first {limit} bytes"
-                data = sock.recv(16384)
+                data = _recv_by(sock, deadline)
                 if not data:
                     return (), "closed before the Certificate"
                 records += data

@@ -1,0 +1,79 @@
+"""The operator tools as clients of servers that misbehave on purpose: each connection stays within the tool's
+timeout and a bounded buffer, whatever the server sends, and how often."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from tlskit.analysis.clienthello import HelloSpec, send_hello
+
+HOST = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def hostile_server(behave: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
+    """A loopback server whose every connection reads the ClientHello, then runs ``behave`` until stopped."""
+    stop = threading.Event()
+    listener = socket.create_server((HOST, 0))
+    listener.settimeout(0.1)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    def handle(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(5)
+            conn.recv(65536)
+            behave(conn, stop)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def drip(conn: socket.socket, stop: threading.Event) -> None:
+    """A handshake record header announcing 16 KiB, then its body one byte every 50 ms (slowloris), for 3 s."""
+    conn.sendall(b"\x16\x03\x03\x40\x00")
+    give_up = time.monotonic() + 3
+    while not stop.wait(0.05) and time.monotonic() < give_up:
+        conn.sendall(b"\x02")
+
+
+def endless_server_hello(conn: socket.socket, stop: threading.Event) -> None:
+    """A ServerHello header announcing 2^24-1 bytes, then full handshake records of zeros (4 MiB of them)."""
+    conn.sendall(b"\x16\x03\x03\x00\x04\x02\xff\xff\xff")
+    record = b"\x16\x03\x03\x40\x00" + bytes(0x4000)
+    for _ in range(256):
+        if stop.is_set():
+            break
+        conn.sendall(record)
+
+
+def test_crafted_hello_to_a_dripping_server_gives_up_at_the_timeout() -> None:
+    with hostile_server(drip) as port:
+        began = time.monotonic()
+        answer = send_hello(HOST, port, HelloSpec(server_name="localhost"), timeout=0.5)
+        took = time.monotonic() - began
+    assert answer.kind == "timeout" and "within 0.5 s" in answer.detail
+    assert took < 2, f"{took:.1f} s: a byte every 50 ms kept restarting the socket timeout"
+
+
+def test_crafted_hello_to_an_endless_server_hello_stops_at_the_byte_limit() -> None:
+    with hostile_server(endless_server_hello) as port:
+        answer = send_hello(HOST, port, HelloSpec(server_name="localhost"), timeout=3)
+    assert answer.kind == "not_tls" and "no ServerHello or alert within the first" in answer.detail
+    assert len(answer.raw) <= 64
