@@ -9,7 +9,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from tlskit.analysis.bench import BenchOptions, Target, run_bench
 from tlskit.analysis.clienthello import HelloSpec, send_hello
+from tlskit.config import ClientConfig
 
 HOST = "127.0.0.1"
 
@@ -77,3 +79,13 @@ def test_crafted_hello_to_an_endless_server_hello_stops_at_the_byte_limit() -> N
         answer = send_hello(HOST, port, HelloSpec(server_name="localhost"), timeout=3)
     assert answer.kind == "not_tls" and "no ServerHello or alert within the first" in answer.detail
     assert len(answer.raw) <= 64
+
+
+def test_bench_against_a_dripping_server_ends_near_its_duration() -> None:
+    with hostile_server(drip) as port:
+        target = Target(host=HOST, port=port, config=ClientConfig(server_name="localhost", verify_peer=False))
+        began = time.monotonic()
+        [result] = run_bench(BenchOptions(targets=(target,), duration=0.3, timeout=0.5))
+        took = time.monotonic() - began
+    assert not result.samples and result.errors[0].startswith("TimeoutError")
+    assert took < 2, f"{took:.1f} s: the handshake outlived its timeout"

@@ -95,8 +95,10 @@ class BenchResult:
 def handshake_once(target: Target, timeout: float, *, want_ticket: bool = False,
                    early_data: bytes | None = None) -> tuple[float, HandshakeComplete]:
     """One handshake with tlskit's client: (latency in seconds from TCP connect to Finished, what it settled).
-    ``want_ticket`` then waits (up to ``timeout``) for a NewSessionTicket to refill the session store."""
+    ``want_ticket`` then waits for a NewSessionTicket to refill the session store. All of it within ``timeout``
+    seconds: a per-recv socket timeout would restart with every byte a dripping server sends."""
     start = time.perf_counter()
+    deadline = start + timeout
     latency: float | None = None
     with socket.create_connection((target.host, target.port), timeout=timeout) as sock:
         conn = Connection(target.config)
@@ -107,6 +109,10 @@ def handshake_once(target: Target, timeout: float, *, want_ticket: bool = False,
         sock.sendall(conn.data_to_send())
         ticket = False
         while latency is None or (want_ticket and not ticket):
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise TimeoutError(f"handshake not done within {timeout:g} s")
+            sock.settimeout(remaining)
             data = sock.recv(65536)
             conn.receive_data(data)
             ticket = ticket or any(isinstance(e, SessionTicketReceived) for e in conn.events())
