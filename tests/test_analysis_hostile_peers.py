@@ -9,8 +9,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import pytest
+
 from tlskit.analysis.bench import BenchOptions, Target, run_bench
 from tlskit.analysis.clienthello import HelloSpec, send_hello
+from tlskit.analysis.handshake import run_handshake
+from tlskit.analysis.scan import ScanOptions, scan
+from tlskit.cli.main import main
 from tlskit.config import ClientConfig
 
 HOST = "127.0.0.1"
@@ -89,3 +94,18 @@ def test_bench_against_a_dripping_server_ends_near_its_duration() -> None:
         took = time.monotonic() - began
     assert not result.samples and result.errors[0].startswith("TimeoutError")
     assert took < 2, f"{took:.1f} s: the handshake outlived its timeout"
+
+
+@pytest.mark.parametrize("tool", ["probe", "scan", "diagnose", "bench"])
+def test_a_name_with_an_empty_label_is_a_usage_error_for_every_tool(
+        tool: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([tool, "foo..bar:47199", "--json", "--timeout", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "bad target 'foo..bar:47199'" in err
+
+
+def test_a_name_idna_cannot_encode_is_a_resolve_failure_of_the_library_too() -> None:
+    trace = run_handshake("a" * 64 + ".example", 47199, ClientConfig(verify_peer=False), timeout=1)
+    assert trace.failure == "resolve" and "label" in (trace.error or "")
+    report = scan(ScanOptions(host="foo..bar", port=47199, timeout=1))
+    assert report.unresolved is not None and report.exit_status == 3

@@ -97,7 +97,8 @@ def test_nan_durations_in_the_config_are_refused(tmp_path: Path) -> None:
         assert result.returncode == 2 and "must be a finite number" in result.stderr, (text, result.stderr)
 
 
-@pytest.mark.parametrize("target", [":443", "", "localhost:99999", "[::1", "host:", "[::1]x"])
+@pytest.mark.parametrize("target", [":443", "", "localhost:99999", "[::1", "host:", "[::1]x", "foo..bar",
+                                    "a" * 64 + ".example"])
 def test_bad_targets_are_usage_errors(target: str) -> None:
     from tlskit.analysis.probe import parse_target
 

@@ -108,7 +108,7 @@ def run_handshake(
     start = clock()
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as e:
+    except (OSError, UnicodeError) as e:  # UnicodeError: a name IDNA cannot encode (an empty or long label)
         trace.failure, trace.error = "resolve", f"cannot resolve {host}: {e}"
         return trace
     sock: socket.socket | None = None

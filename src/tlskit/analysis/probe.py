@@ -28,7 +28,7 @@ EXIT_CERTIFICATE = 4  # handshake refused because the certificate did not verify
 
 def parse_target(target: str, default_port: int = 443) -> tuple[str, int]:
     """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address; ValueError for anything else (an empty
-    host, a port that is no number in 1-65535, an unclosed bracket)."""
+    host, a port that is no number in 1-65535, an unclosed bracket, a name with an empty or over-long label)."""
     bad = ValueError(f"bad target {target!r} (HOST[:PORT], [IPv6]:PORT; PORT 1-65535)")
     if target.startswith("["):
         host, bracket, rest = target[1:].partition("]")
@@ -41,7 +41,20 @@ def parse_target(target: str, default_port: int = 443) -> tuple[str, int]:
         host, text = target, str(default_port)
     if not host or not text.isdigit() or not 0 < int(text) < 65536:
         raise bad
+    if not _resolvable(host):
+        raise ValueError(f"bad target {target!r}: a label of the name is empty or over 63 characters "
+                         "(RFC 1035 §2.3.4)")
     return host, int(text)
+
+
+def _resolvable(host: str) -> bool:
+    """Whether ``getaddrinfo`` can take ``host``: it IDNA-encodes names and raises UnicodeError, no OSError,
+    for a label that is empty or too long."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return ":" in host  # an IPv6 literal is no name (and never encoded)
+    return True
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -118,8 +118,8 @@ def scan(options: ScanOptions, progress: Callable[[str], None] | None = None) ->
     report = ScanReport(options=options)
     try:  # once, not once per version: four "Name or service not known" lines read as four refusals
         socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)
-    except OSError as e:
-        report.unresolved = f"cannot resolve {options.host}: {e.strerror or e}"
+    except (OSError, UnicodeError) as e:  # UnicodeError: a name IDNA cannot encode (an empty or long label)
+        report.unresolved = f"cannot resolve {options.host}: {getattr(e, 'strerror', None) or e}"
         return report
     budget = _Budget(report)
     sni = options.host if options.sni is None else (options.sni or None)

@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         host, port = parse_target(args.target)
-    except ValueError:
-        print(f"tlskit probe: error: bad target {args.target!r} (HOST[:PORT])", file=sys.stderr)
+    except ValueError as e:
+        print(f"tlskit probe: error: {e}", file=sys.stderr)
         return 2
     if args.key and not args.cert:
         print("tlskit probe: error: --key goes with --cert (the client certificate it belongs to)", file=sys.stderr)

@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         host, port = parse_target(args.target)
-    except ValueError:
-        print(f"tlskit scan: error: bad target {args.target!r} (HOST[:PORT])", file=sys.stderr)
+    except ValueError as e:
+        print(f"tlskit scan: error: {e}", file=sys.stderr)
         return 2
     options = ScanOptions(host=host, port=port, sni=args.sni, cafile=args.cafile, timeout=args.timeout,
                           max_connections=max(1, args.max_connections))
