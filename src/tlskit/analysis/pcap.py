@@ -84,11 +84,16 @@ def _address(ip: Any) -> tuple[str, str]:
 
 
 def read_streams(path: str | os.PathLike[str]) -> list[TcpStream]:
-    """Every TCP connection in the capture with payload or a SYN, in order of first packet."""
+    """Every TCP connection in the capture with payload or a SYN, in order of first packet. A capture cut short
+    (a copy taken while tcpdump wrote it, a full disk) keeps the packets before the cut, each stream noting it;
+    CaptureError only when not even the first packet can be read."""
     flows: dict[tuple[Endpoint, Endpoint], _Flow] = {}
+    packets = 0
+    cut: str | None = None
     try:
         with open(path, "rb") as fh:
             for ts, buf, link in _packets(fh, os.fspath(path)):
+                packets += 1
                 ip = _ip_layer(buf, link)
                 if not isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) or not isinstance(ip.data, dpkt.tcp.TCP):
                     continue
@@ -106,7 +111,11 @@ def read_streams(path: str | os.PathLike[str]) -> list[TcpStream]:
     except OSError as e:
         raise CaptureError(f"cannot read {os.fspath(path)}: {e.strerror or e}") from None
     except (dpkt.dpkt.NeedData, dpkt.dpkt.UnpackError) as e:
-        raise CaptureError(f"{os.fspath(path)} is truncated or corrupt ({e})") from None
+        why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if not packets:
+            raise CaptureError(f"{os.fspath(path)} is truncated or corrupt before its first packet ({why})") from None
+        cut = (f"the capture is truncated or corrupt after packet {packets} ({why}): what came later is "
+               "missing")
     streams: list[TcpStream] = []
     done: set[tuple[Endpoint, Endpoint]] = set()
     for (a, b), flow in sorted(flows.items(), key=lambda item: item[1].first_time):
@@ -114,7 +123,7 @@ def read_streams(path: str | os.PathLike[str]) -> list[TcpStream]:
             continue
         done.update({(a, b), (b, a)})
         reverse = flows.get((b, a), _Flow(first_time=flow.first_time))
-        notes: list[str] = []
+        notes: list[str] = [cut] if cut else []
         a_data, a_times = _reassemble(flow, notes, f"{a[0]}:{a[1]}")
         b_data, b_times = _reassemble(reverse, notes, f"{b[0]}:{b[1]}")
         if not a_data and not b_data:
