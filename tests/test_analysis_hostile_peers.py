@@ -109,3 +109,11 @@ def test_a_name_idna_cannot_encode_is_a_resolve_failure_of_the_library_too() -> 
     assert trace.failure == "resolve" and "label" in (trace.error or "")
     report = scan(ScanOptions(host="foo..bar", port=47199, timeout=1))
     assert report.unresolved is not None and report.exit_status == 3
+
+
+def test_bench_resumed_against_a_silent_server_exits_3_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with hostile_server(lambda conn, stop: stop.wait(3)) as port:
+        status = main(["bench", f"{HOST}:{port}", "-k", "--mode", "resumed", "--timeout", "0.3", "--json"])
+    out, err = capsys.readouterr()
+    assert status == 3 and out == "" and err.count("\n") == 1
+    assert err.startswith("tlskit bench: error: --mode resumed: the first handshake") and "TimeoutError" in err

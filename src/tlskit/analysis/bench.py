@@ -22,10 +22,14 @@ from ..errors import ConfigError, TLSError, UnexpectedEOF
 from ..events import HandshakeComplete, SessionTicketReceived
 from ..stores.memory import MemorySessionStore
 
-__all__ = ["BenchOptions", "BenchResult", "Target", "render_bench", "run_bench", "write_report"]
+__all__ = ["BenchOptions", "BenchResult", "PrimingError", "Target", "render_bench", "run_bench", "write_report"]
 
 HARD_MAX_COUNT = 100_000
 HARD_MAX_SECONDS = 600.0
+
+
+class PrimingError(Exception):
+    """--mode resumed/0rtt: the untimed first handshake, which fetches the ticket, failed (no run happened)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,7 +148,9 @@ def run_bench(options: BenchOptions, on_progress: Callable[[int, float], None] |
             try:
                 handshake_once(target, options.timeout, want_ticket=True)
             except (OSError, TLSError) as e:
-                raise NotImplementedError(f"--mode {options.mode}: priming {target.label} failed: {e}") from None
+                why = f"{type(e).__name__}: {e}" if isinstance(e, TimeoutError) else str(e)
+                raise PrimingError(f"--mode {options.mode}: the first handshake with {target.label}, for a ticket, "
+                                   f"failed: {why}") from None
     early = b"HEAD / HTTP/1.0\r\n\r\n" if options.mode == "0rtt" else None
     results = [BenchResult(target=t) for t in targets]
     count = min(options.count or HARD_MAX_COUNT, HARD_MAX_COUNT)

@@ -23,7 +23,8 @@ Bounded by --count and --duration (at most 100000 handshakes and 600 s). Only be
 as 0-RTT data and reports how often the server accepted it.
 
 exit status: 0 every handshake succeeded, 1 some failed, 2 usage error (or --png/--html cannot be written:
-checked before the run; a failure after it prints the results first), 3 none succeeded.
+checked before the run; a failure after it prints the results first), 3 none succeeded (with --mode
+resumed/0rtt: also when the first handshake, which fetches the ticket, fails; one line on stderr, no JSON).
 """
 
 
@@ -53,7 +54,15 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.bench import BenchOptions, Target, bench_json, render_bench, run_bench, write_report
+    from ..analysis.bench import (
+        BenchOptions,
+        PrimingError,
+        Target,
+        bench_json,
+        render_bench,
+        run_bench,
+        write_report,
+    )
     from ..analysis.probe import parse_target
     from ..config import ClientConfig
     from ..errors import ConfigError
@@ -92,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
                 task = progress.add_task("bench", total=total, done=0)
                 results = run_bench(options, lambda done, elapsed: progress.update(
                     task, completed=done if args.count else elapsed, done=done))
-    except NotImplementedError as e:
-        print(f"tlskit bench: {e}", file=sys.stderr)
-        return 2
+    except PrimingError as e:  # no handshake was timed: as when none succeeded
+        print(f"tlskit bench: error: {e}", file=sys.stderr)
+        return 3
     if args.json:
         print(json.dumps(bench_json(results), indent=2))
     else:
