@@ -1,4 +1,4 @@
-"""Reading captures that are cut short or broken: synthetic pcapng files written with dpkt."""
+"""Captures cut short or broken (synthetic pcapng files written with dpkt), and key logs with bad lines."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import dpkt
 import pytest
 
 from tlskit.analysis.pcap import CaptureError, read_streams
+from tlskit.analysis.records import parse_key_log
 
 
 def _segment(seq: int, payload: bytes) -> bytes:
@@ -47,3 +48,16 @@ def test_a_capture_cut_before_its_first_packet_is_an_error(tmp_path: Path) -> No
     path.write_bytes(path.read_bytes()[: ends[0] - 20])
     with pytest.raises(CaptureError, match="before its first packet"):
         read_streams(path)
+
+
+def test_a_key_log_line_with_a_secret_of_no_hash_length_is_skipped_not_taken() -> None:
+    """A later line with a short or odd-length secret used to replace the good one (or raise ValueError)."""
+    random, secret = "ab" * 32, "cd" * 48
+    text = "\n".join([
+        f"SERVER_HANDSHAKE_TRAFFIC_SECRET {random} {secret}",
+        f"SERVER_HANDSHAKE_TRAFFIC_SECRET {random} 00",
+        f"CLIENT_HANDSHAKE_TRAFFIC_SECRET {random} abc",
+        f"CLIENT_TRAFFIC_SECRET_0 {random} {'ef' * 32}",
+    ])
+    assert parse_key_log(text) == {bytes.fromhex(random): {"SERVER_HANDSHAKE_TRAFFIC_SECRET": bytes.fromhex(secret),
+                                                           "CLIENT_TRAFFIC_SECRET_0": bytes.fromhex("ef" * 32)}}

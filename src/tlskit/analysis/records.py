@@ -32,12 +32,14 @@ __all__ = [
 
 Direction = Literal["client", "server"]
 _HEADER = 5
-_KEYLOG_LINE = re.compile(r"^([A-Z_0-9]+) ([0-9a-fA-F]{64}) ([0-9a-fA-F]+)\s*$")
+# the secret: a SHA-256 or SHA-384 length (TLS 1.3 traffic secrets; TLS 1.2's 48-byte master secret)
+_KEYLOG_LINE = re.compile(r"^([A-Z_0-9]+) ([0-9a-fA-F]{64}) ([0-9a-fA-F]{96}|[0-9a-fA-F]{64})\s*$")
 
 
 def parse_key_log(text: str) -> dict[bytes, dict[str, bytes]]:
     """NSS key log lines (``LABEL client_random secret``, hex) by client random, then label; other lines
-    (comments, blanks, TLS 1.2 ``CLIENT_RANDOM``) are kept too and ignored by the TLS 1.3 decoder."""
+    (comments, blanks, TLS 1.2 ``CLIENT_RANDOM``) are kept too and ignored by the TLS 1.3 decoder. A line whose
+    secret is not 32 or 48 bytes is skipped: it would otherwise replace a good line for the same connection."""
     out: dict[bytes, dict[str, bytes]] = {}
     for line in text.splitlines():
         match = _KEYLOG_LINE.match(line.strip())
