@@ -14,7 +14,7 @@ from typing import Protocol
 
 from .codec import byte_string
 from .config import ClientConfig, ServerConfig
-from .crypto import keyschedule
+from .crypto import groups, keyschedule
 from .crypto.suites import SuiteParams
 from .enums import (
     AlertDescription,
@@ -697,7 +697,7 @@ class _HandshakeContext:
         return self._conn.config
 
     def random(self, n: int) -> bytes:
-        return self._conn.config.random(n)
+        return groups.random_bytes(self._conn.config.random, n)
 
     def now(self) -> float:
         return self._conn.config.clock()

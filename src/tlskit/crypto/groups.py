@@ -181,10 +181,22 @@ class _HybridShare:
         return kem_secret + _x25519_exchange(self._x25519, server_share[_MLKEM_CT_LEN:])
 
 
+def random_bytes(random: Callable[[int], bytes], n: int) -> bytes:
+    """``random(n)`` as bytes. An injected source may return a bytearray or memoryview (the pure engine always
+    took them); the compiled engine checks a ``bytes`` return at the call, so it is called untyped here."""
+    source: Callable[[int], object] = random
+    data = source(n)
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"random({n}) returned {type(data).__name__}, not bytes")
+
+
 def _ec_private_bytes(group: NamedGroup, random: Callable[[int], bytes]) -> bytes:
     """A uniform scalar in [1, n-1] from size+8 random bytes (FIPS 186-5 A.2.1)."""
     _, size, order = _CURVES[group]
-    scalar = int.from_bytes(random(size + 8), "big") % (order - 1) + 1
+    scalar = int.from_bytes(random_bytes(random, size + 8), "big") % (order - 1) + 1
     return scalar.to_bytes(size, "big")
 
 
@@ -210,11 +222,11 @@ def client_key_share(group: NamedGroup, random: Callable[[int], bytes]) -> Clien
     if group == NamedGroup.x25519:
         # With the OS's CSPRNG (the default) OpenSSL's own generation is the same randomness, and faster than
         # importing raw bytes; an injected ``random`` (test vectors) is honoured byte for byte.
-        return _X25519Share(None if random is os.urandom else random(_X25519_LEN))
+        return _X25519Share(None if random is os.urandom else random_bytes(random, _X25519_LEN))
     if group in _CURVES:
         return _ECShare(group, _ec_private_bytes(group, random))
     if group == NamedGroup.X25519MLKEM768:
-        return _HybridShare(random(64), random(_X25519_LEN))
+        return _HybridShare(random_bytes(random, 64), random_bytes(random, _X25519_LEN))
     raise ValueError(f"unsupported group {group!r}")
 
 
@@ -243,7 +255,7 @@ def server_key_share(group: NamedGroup, client_share: bytes, random: Callable[[i
         if random is os.urandom:
             private = _x25519_generate()
             return private.public_key().public_bytes_raw(), _x25519_exchange(private, client_share)
-        return server_key_share_from_private(group, client_share, random(_X25519_LEN))
+        return server_key_share_from_private(group, client_share, random_bytes(random, _X25519_LEN))
     if group in _CURVES:
         peer = _ec_peer(group, client_share)
         key = _ec_private(group, _ec_private_bytes(group, random))
@@ -257,7 +269,7 @@ def server_key_share(group: NamedGroup, client_share: bytes, random: Callable[[i
             raise _illegal("invalid ML-KEM-768 encapsulation key") from None
         kem_secret, ciphertext = encapsulation_key.encapsulate()
         x_public, x_secret = server_key_share_from_private(
-            NamedGroup.x25519, client_share[_MLKEM_EK_LEN:], random(_X25519_LEN)
+            NamedGroup.x25519, client_share[_MLKEM_EK_LEN:], random_bytes(random, _X25519_LEN)
         )
         return ciphertext + x_public, kem_secret + x_secret
     raise ValueError(f"unsupported group {group!r}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..codec import Reader
-from ..crypto import keyschedule
+from ..crypto import groups, keyschedule
 from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import Transcript
 from ..enums import AlertDescription, CipherSuite, ExtensionType
@@ -334,7 +334,7 @@ def issue_tickets(
     out = []
     for i in range(config.ticket_count):
         nonce = i.to_bytes(1, "big")
-        age_add = int.from_bytes(config.random(4), "big")
+        age_add = int.from_bytes(groups.random_bytes(config.random, 4), "big")
         state = SessionState(
             suite=params.suite,
             psk=keyschedule.resumption_psk(params, resumption_master_secret, nonce),
