@@ -87,6 +87,11 @@ class CertifiedKey:
     ca_names: frozenset[bytes] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        for name in ("chain", "schemes", "dns_names"):  # a list is taken (the compiled engine needs the tuple)
+            if not isinstance(getattr(self, name), tuple):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.ocsp_response, bytearray | memoryview):
+            object.__setattr__(self, "ocsp_response", bytes(self.ocsp_response))
         if not self.chain:
             raise ConfigError("CertifiedKey needs at least the leaf certificate")
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -395,11 +396,16 @@ def _certificate_request(config: ServerConfig) -> bytes:
 
 def _certificate(config: ServerConfig, cert: CertifiedKey, offer: Offer) -> bytes:
     """§4.4.2 with the OCSP staple in the leaf's entry when the client asked (§4.4.2.1)."""
-    staple = None
+    staple: object = None
     if offer.status_request:
-        staple = config.ocsp_staple(cert) if config.ocsp_staple is not None else cert.ocsp_response
+        hook: Callable[[CertifiedKey], object] | None = config.ocsp_staple  # untyped: a bytearray is taken too
+        staple = hook(cert) if hook is not None else cert.ocsp_response
+    if isinstance(staple, bytearray | memoryview):
+        staple = bytes(staple)
     if not staple:
         return cert.certificate_message  # encoded once per certificate, not per handshake
+    if not isinstance(staple, bytes):
+        raise TypeError(f"ocsp_staple returned {type(staple).__name__}, not bytes")
     entries = [CertificateEntry(cert_data=c) for c in cert.chain]
     entries[0] = CertificateEntry(
         cert_data=cert.chain[0],
