@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 
-from tests.pairing import certified, client_config, handshake, server_config
-from tlskit.config import CertifiedKey
-from tlskit.events import SessionTicketReceived
+from tests.pairing import certified, client_config, handshake, pump, server_config
+from tlskit.config import CertifiedKey, EarlyDataPolicy
+from tlskit.connection import Connection
+from tlskit.events import HandshakeComplete, SessionTicketReceived
+from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
 from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
 
@@ -40,3 +42,23 @@ def test_certified_key_takes_lists() -> None:
 def test_ocsp_staple_callback_may_return_a_bytearray() -> None:
     pair = handshake(client_config(request_ocsp=True), server_config(ocsp_staple=lambda cert: bytearray(b"s")))
     assert pair.client_complete.ocsp_response == b"s"
+
+
+def test_early_data_accept_may_answer_any_truthy_value() -> None:
+    assert EarlyDataPolicy(accept=lambda name, alpn: 1).allows("a", None) is True  # type: ignore[arg-type,return-value]
+    assert EarlyDataPolicy(accept=lambda name, alpn: None).allows("a", None) is False  # type: ignore[arg-type,return-value]
+    keys = TicketKeyRing([TicketKey.generate(os.urandom)])
+    for answer in (None, "yes"):
+        policy = EarlyDataPolicy(accept=lambda name, alpn, a=answer: a)  # type: ignore[misc]
+        server = server_config(ticket_keys=keys, replay_store=MemoryReplayStore(), early_data=policy)
+        tickets = MemorySessionStore()
+        first = handshake(client_config(session_store=tickets), server)
+        first.server.send_data(b"x")
+        first.pump()
+        client = Connection(client_config(session_store=tickets, early_data=True))
+        client.start()
+        client.send_data(b"early")
+        peer = Connection(server)
+        pump(client, peer)
+        done = [e for e in peer.events() if isinstance(e, HandshakeComplete)]
+        assert len(done) == 1 and done[0].resumed and done[0].early_data_accepted is (answer is not None)

@@ -229,7 +229,7 @@ class EarlyDataPolicy:
             raise ConfigError(f"freshness_window must be a positive number of seconds, not {self.freshness_window}")
 
     def allows(self, server_name: str | None, alpn: str | None) -> bool:
-        return self.accept is None or self.accept(server_name, alpn)
+        return self.accept is None or bool(self.accept(server_name, alpn))  # a truthy answer, e.g. None or 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
