@@ -3,12 +3,15 @@ compiled one (mypyc, TLSKIT_COMPILE=1) checks each annotation at run time, so CI
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
+import pickle
 
 from tests.pairing import certified, client_config, handshake, pump, server_config
 from tlskit.config import CertifiedKey, EarlyDataPolicy
 from tlskit.connection import Connection
-from tlskit.events import HandshakeComplete, SessionTicketReceived
+from tlskit.events import ApplicationData, HandshakeComplete, SessionTicketReceived
 from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
 from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
@@ -62,3 +65,19 @@ def test_early_data_accept_may_answer_any_truthy_value() -> None:
         pump(client, peer)
         done = [e for e in peer.events() if isinstance(e, HandshakeComplete)]
         assert len(done) == 1 and done[0].resumed and done[0].early_data_accepted is (answer is not None)
+
+
+def test_events_pickle_and_copy() -> None:
+    keys = TicketKeyRing([TicketKey.generate(os.urandom)])
+    pair = handshake(server_cfg=server_config(ticket_keys=keys))
+    pair.server.send_data(b"hello")
+    pair.pump()
+    pair.collect()
+    events = pair.client_events
+    assert any(isinstance(e, SessionTicketReceived) for e in events)
+    assert any(isinstance(e, ApplicationData) for e in events)
+    for event in events:
+        for clone in (pickle.loads(pickle.dumps(event)), copy.copy(event), copy.deepcopy(event)):
+            assert clone == event and type(clone) is type(event)
+    assert dataclasses.replace(pair.client_complete, resumed=True) != pair.client_complete
+    assert isinstance(pickle.loads(pickle.dumps(pair.client_complete)), HandshakeComplete)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copyreg
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 from .enums import AlertDescription, CipherSuite, NamedGroup, ProtocolVersion, SignatureScheme
 from .errors import TLSError
@@ -84,3 +86,18 @@ Event = (
     | AlertReceived
     | ConnectionClosed
 )
+
+
+def _rebuild(cls: Callable[..., object], values: dict[str, object]) -> object:
+    return cls(**values)
+
+
+def _reduce(value: object) -> tuple[Callable[..., object], tuple[object, ...]]:
+    """Pickle and copy an event by its fields. The pure build's frozen slots dataclasses restore their state
+    with ``object.__setattr__``; compiled they are native classes whose frozen ``__setattr__`` refuses it."""
+    return _rebuild, (type(value), {f.name: getattr(value, f.name) for f in fields(value)})  # type: ignore[arg-type]
+
+
+for _cls in (HandshakeComplete, ApplicationData, EarlyData, KeyUpdated, SessionTicketReceived, AlertReceived,
+             ConnectionClosed, NewSessionTicket):
+    copyreg.pickle(_cls, _reduce)
