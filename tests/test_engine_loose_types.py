@@ -12,6 +12,7 @@ from tests.pairing import certified, client_config, handshake, pump, server_conf
 from tlskit.config import CertifiedKey, EarlyDataPolicy
 from tlskit.connection import Connection
 from tlskit.events import ApplicationData, HandshakeComplete, SessionTicketReceived
+from tlskit.stores.base import StoredTicket
 from tlskit.stores.memory import MemoryReplayStore, MemorySessionStore
 from tlskit.tickets.keyring import TicketKey, TicketKeyRing
 
@@ -81,3 +82,17 @@ def test_events_pickle_and_copy() -> None:
             assert clone == event and type(clone) is type(event)
     assert dataclasses.replace(pair.client_complete, resumed=True) != pair.client_complete
     assert isinstance(pickle.loads(pickle.dumps(pair.client_complete)), HandshakeComplete)
+
+
+def test_a_session_store_may_hand_back_the_peer_chain_as_a_list() -> None:
+    class JSONishStore(MemorySessionStore):
+        def take(self, server_name: str, now: float) -> StoredTicket | None:
+            ticket = super().take(server_name, now)
+            return None if ticket is None else dataclasses.replace(ticket, peer_chain=list(ticket.peer_chain))
+
+    keys, tickets = TicketKeyRing([TicketKey.generate(os.urandom)]), JSONishStore()
+    first = handshake(client_config(session_store=tickets), server_config(ticket_keys=keys))
+    first.server.send_data(b"x")
+    first.pump()
+    again = handshake(client_config(session_store=tickets), server_config(ticket_keys=keys))
+    assert again.client_complete.resumed and again.client_complete.peer_certificates == certified("ec256").chain

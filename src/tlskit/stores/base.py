@@ -52,6 +52,10 @@ class StoredTicket:
     max_early_data_size: int
     peer_chain: tuple[bytes, ...] = ()  # the server's chain as it was verified: a resumed session reports it (§4.6.1)
 
+    def __post_init__(self) -> None:  # a store that keeps tickets as JSON hands back a list (compiled: a TypeError)
+        if not isinstance(self.peer_chain, tuple):
+            object.__setattr__(self, "peer_chain", tuple(self.peer_chain))
+
     def expired(self, now: float) -> bool:
         return now - self.received_at >= self.lifetime
 
