@@ -258,7 +258,7 @@ def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
     """The record protection write key and IV of a traffic secret (§7.3).
 
     HKDF-Expand-Label(secret, "key", "", key_length) and (secret, "iv", "", iv_length): each is one HMAC
-    block, so both share the padded secret (key and IV are never longer than the hash).
+    block (key and IV are never longer than the hash), so both start from the same hashed pad blocks.
     """
     new, block = _HASHES[params.hash_name]
     infos = _KEY_IV_INFO.get((params.key_len, params.iv_len))
@@ -266,11 +266,13 @@ def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
         infos = (_label_prefix(b"key", params.key_len) + b"\x00\x01", _label_prefix(b"iv", params.iv_len) + b"\x00\x01")
         _KEY_IV_INFO[(params.key_len, params.iv_len)] = infos
     padded = (secret if len(secret) <= block else new(secret).digest()).ljust(block, b"\0")
-    inner, outer = padded.translate(_IPAD), padded.translate(_OPAD)
-    return (
-        new(outer + new(inner + infos[0]).digest()).digest()[: params.key_len],
-        new(outer + new(inner + infos[1]).digest()).digest()[: params.iv_len],
-    )
+    inner, outer = new(padded.translate(_IPAD)), new(padded.translate(_OPAD))  # the pad blocks, hashed once
+    key_inner, key_outer = inner.copy(), outer.copy()
+    key_inner.update(infos[0])
+    key_outer.update(key_inner.digest())
+    inner.update(infos[1])
+    outer.update(inner.digest())
+    return key_outer.digest()[: params.key_len], outer.digest()[: params.iv_len]
 
 
 def resumption_psk(params: SuiteParams, resumption_master_secret: bytes, ticket_nonce: bytes) -> bytes:
