@@ -84,11 +84,15 @@ def test_events_pickle_and_copy() -> None:
     assert isinstance(pickle.loads(pickle.dumps(pair.client_complete)), HandshakeComplete)
 
 
-def test_a_session_store_may_hand_back_the_peer_chain_as_a_list() -> None:
+def test_a_session_store_may_hand_back_lists_ints_and_buffers() -> None:
     class JSONishStore(MemorySessionStore):
         def take(self, server_name: str, now: float) -> StoredTicket | None:
             ticket = super().take(server_name, now)
-            return None if ticket is None else dataclasses.replace(ticket, peer_chain=list(ticket.peer_chain))
+            if ticket is None:
+                return None
+            return dataclasses.replace(ticket, peer_chain=[bytearray(c) for c in ticket.peer_chain],
+                                       cipher_suite=int(ticket.cipher_suite), ticket=bytearray(ticket.ticket),
+                                       psk=memoryview(ticket.psk))  # as a JSON or database row gives them back
 
     keys, tickets = TicketKeyRing([TicketKey.generate(os.urandom)]), JSONishStore()
     first = handshake(client_config(session_store=tickets), server_config(ticket_keys=keys))

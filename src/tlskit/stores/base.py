@@ -52,9 +52,17 @@ class StoredTicket:
     max_early_data_size: int
     peer_chain: tuple[bytes, ...] = ()  # the server's chain as it was verified: a resumed session reports it (§4.6.1)
 
-    def __post_init__(self) -> None:  # a store that keeps tickets as JSON hands back a list (compiled: a TypeError)
-        if not isinstance(self.peer_chain, tuple):
-            object.__setattr__(self, "peer_chain", tuple(self.peer_chain))
+    def __post_init__(self) -> None:
+        """A store that keeps tickets as JSON or in a database hands back lists, ints and buffers; the engine
+        (checked at run time when compiled) takes bytes, tuples and the enum."""
+        for name in ("ticket", "psk"):
+            value = getattr(self, name)
+            if isinstance(value, bytearray | memoryview):
+                object.__setattr__(self, name, bytes(value))
+        if not isinstance(self.peer_chain, tuple) or not all(type(c) is bytes for c in self.peer_chain):
+            object.__setattr__(self, "peer_chain", tuple(bytes(c) for c in self.peer_chain))
+        if not isinstance(self.cipher_suite, CipherSuite):
+            object.__setattr__(self, "cipher_suite", CipherSuite(self.cipher_suite))
 
     def expired(self, now: float) -> bool:
         return now - self.received_at >= self.lifetime
