@@ -61,6 +61,7 @@ import shutil
 import signal
 import socket
 import ssl
+import statistics
 import struct
 import subprocess
 import sys
@@ -678,7 +679,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.full_only:
         plan = {"full": args.handshakes}
     results: dict[str, Any] = {"server_cpus": sorted(server_cpus or cpus), "client_cpus": sorted(client_cpus or cpus),
-                               "clients": args.clients, "client": lib, "servers": {}}
+                               "clients": args.clients, "client": lib, "servers": {}, "rounds": {}}
     for round_ in range(args.rounds):
         for name, (argv, port) in servers.items():
             with _server(argv, port, name, server_cpus) as pid:
@@ -701,6 +702,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
                     if mode not in row or rank(r) < rank(row[mode]):
                         row[mode] = r
+                    results["rounds"].setdefault(name, {}).setdefault(mode, []).append(r)
                     print(f"  round {round_ + 1} {name:<20} {MODES[mode]:<20} {r['per_second']:8.0f}/s  server "
                           f"{r['cpu_ms_per_op']:.3f} CPU s/1000, busy {100 * r['server_busy']:3.0f}%  client "
                           f"{1000 * r['client_cpu'] / r['count']:.3f} CPU s/1000, busy "
@@ -722,6 +724,17 @@ def _ratios(servers: dict[str, Any], ours: str, other: str) -> dict[str, dict[st
     return out
 
 
+def _paired(results: dict[str, Any], ours: str, other: str) -> dict[str, list[float]]:
+    """tlskit's CPU efficiency against ``other`` round by round (the two ran back to back in each round, so a
+    VM that slows down or speeds up between rounds moves both): other's CPU per op / ours, per round."""
+    rounds = results.get("rounds", {})
+    out: dict[str, list[float]] = {}
+    for mode, mine in rounds.get(ours, {}).items():
+        theirs = rounds.get(other, {}).get(mode, [])
+        out[mode] = [b["cpu_ms_per_op"] / a["cpu_ms_per_op"] for a, b in zip(mine, theirs, strict=False)]
+    return out
+
+
 def report(results: dict[str, Any]) -> None:
     servers = results["servers"]
     print(f"server on CPU {results['server_cpus']}, load generator on CPU {results['client_cpus']} "
@@ -740,12 +753,16 @@ def report(results: dict[str, Any]) -> None:
     print("baselines: python ssl+asyncio = minimal HTTP (readuntil + one prebuilt response); python ssl+h11 = the "
           "same HTTP work as tlskit (h11 parsing and framing, os.stat, the same header fields)")
     print("ratios tlskit / other (>1: tlskit better): ops/s, and CPU efficiency = other's CPU s/1000 / tlskit's "
-          "(the per-worker figure; ops/s marked * had a server below 90% busy, so it is not a capacity ratio)")
+          "(the per-worker figure; ops/s marked * had a server below 90% busy, so it is not a capacity ratio); "
+          "by round: the same ratio per round, each from two runs back to back (robust to a VM that changes speed)")
     for other in BASELINES:
         for mode, q in _ratios(servers, "tlskit serve", other).items():
             busy = min(servers["tlskit serve"][mode]["server_busy"], servers[other][mode]["server_busy"])
+            paired = sorted(_paired(results, "tlskit serve", other).get(mode, []))
+            by_round = (f"  by round: median {statistics.median(paired):.2f}x ({', '.join(f'{x:.2f}' for x in paired)})"
+                        if len(paired) > 1 else "")
             print(f"  vs {other:<19} {MODES[mode]:<20} ops/s {q['throughput']:5.2f}x{'*' if busy < 0.9 else ' '}  "
-                  f"CPU efficiency {q['cpu_efficiency']:5.2f}x")
+                  f"CPU efficiency {q['cpu_efficiency']:5.2f}x{by_round}")
     disturbed = [f"{name} {MODES[mode]}" for name, row in servers.items() for mode, r in row.items()
                  if r["other_load"] > 0.1]
     if disturbed:
@@ -787,6 +804,7 @@ def main() -> None:
     if args.json:
         results["ratios"] = {other: _ratios(results["servers"], "tlskit serve", other)
                              for other in BASELINES}
+        results["cpu_efficiency_by_round"] = {other: _paired(results, "tlskit serve", other) for other in BASELINES}
         print(json.dumps(results, indent=2))
         return
     report(results)
