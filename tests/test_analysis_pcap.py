@@ -61,3 +61,12 @@ def test_a_key_log_line_with_a_secret_of_no_hash_length_is_skipped_not_taken() -
     ])
     assert parse_key_log(text) == {bytes.fromhex(random): {"SERVER_HANDSHAKE_TRAFFIC_SECRET": bytes.fromhex(secret),
                                                            "CLIENT_TRAFFIC_SECRET_0": bytes.fromhex("ef" * 32)}}
+
+
+def test_a_stream_captured_in_one_direction_only_says_so(tmp_path: Path) -> None:
+    """A one-sided capture (or a silent peer) is not "every record decrypted": the missing side is named."""
+    path = tmp_path / "one-way.pcapng"
+    _pcapng(path, [b"\x16\x03\x01\x00\x05hello"])
+    [stream] = read_streams(path)
+    assert stream.server_data == b""
+    assert any("nothing from 127.0.0.1:443" in note and "one direction" in note for note in stream.notes)

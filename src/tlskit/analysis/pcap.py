@@ -128,6 +128,10 @@ def read_streams(path: str | os.PathLike[str]) -> list[TcpStream]:
         b_data, b_times = _reassemble(reverse, notes, f"{b[0]}:{b[1]}")
         if not a_data and not b_data:
             continue
+        if not a_data or not b_data:  # not "every record decrypted": half of the conversation is not there
+            silent = b if a_data else a
+            notes.append(f"nothing from {silent[0]}:{silent[1]} in the capture: only one direction was captured, "
+                         "or that side sent no data")
         a_is_client = flow.syn_only or (not reverse.syn_only and _looks_like_client_hello(a_data))
         if not a_is_client and not reverse.syn_only and not _looks_like_client_hello(b_data):
             a_is_client = True  # neither side's start is telling; keep capture order

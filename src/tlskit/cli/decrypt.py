@@ -21,9 +21,9 @@ examples:
 0-RTT (CLIENT_EARLY_TRAFFIC_SECRET) and post-KeyUpdate records are decrypted; TLS 1.2 streams are listed
 but not decrypted.
 
-exit status: 0 every TLS record decrypted, 1 some record could not be (missing key, capture gap; a key
-log without one NSS key log line is said on stderr), 2 usage error or unreadable file, 3 no TLS connection
-in the capture.
+exit status: 0 every TLS record decrypted, 1 some record could not be (missing key, capture gap, a capture
+cut short or of one direction only; a key log without one NSS key log line is said on stderr), 2 usage error or
+unreadable file, 3 no TLS connection in the capture.
 """
 
 
