@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.loopback import thread_per_connection
 from tlskit.analysis.bench import BenchOptions, Target, run_bench
 from tlskit.analysis.clienthello import HelloSpec, send_hello
 from tlskit.analysis.handshake import run_handshake
@@ -24,32 +25,15 @@ HOST = "127.0.0.1"
 @contextlib.contextmanager
 def hostile_server(behave: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
     """A loopback server whose every connection reads the ClientHello, then runs ``behave`` until stopped."""
-    stop = threading.Event()
-    listener = socket.create_server((HOST, 0))
-    listener.settimeout(0.1)
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    def handle(conn: socket.socket) -> None:
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
         with conn, contextlib.suppress(OSError):
             conn.settimeout(5)
             conn.recv(65536)
             behave(conn, stop)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
+    with thread_per_connection(handle, HOST) as port:
+        yield port
 
 
 def drip(conn: socket.socket, stop: threading.Event) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.peers import require
+from tests.loopback import thread_per_connection
 from tests.served import Served, start
 
 # What the scripted upstream answers, by the last path segment (it reads the request head first).
@@ -33,11 +34,7 @@ _ANSWERS = {
 
 @contextlib.contextmanager
 def scripted_upstream() -> Iterator[int]:
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def answer(conn: socket.socket) -> None:
+    def answer(conn: socket.socket, _stop: threading.Event) -> None:
         with conn:
             conn.settimeout(5)
             head = b""
@@ -53,22 +50,8 @@ def scripted_upstream() -> Iterator[int]:
                 target = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
                 conn.sendall(_ANSWERS.get(target.rstrip(b"/").rsplit(b"/", 1)[-1], _ANSWERS[b"ok"]))
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with thread_per_connection(answer) as port:
+        yield port
 
 
 @pytest.fixture
