@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ..events import HandshakeComplete
 from ..pki.verify import TrustStore
-from .common import TLSSession, client_config, format_address, server_config, with_env_key_log
+from .common import TLSSession, client_config, forget_tracebacks, format_address, server_config, with_env_key_log
 from .ktls import KTLSOption, KTLSStream, policy
 
 __all__ = ["TLSProtocol", "TLSTransport", "open_connection", "start_server", "start_tls"]
@@ -50,6 +50,9 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 _DEFER_LIMIT = 1 << 16  # bytes of application data that may wait for a deferred flush
 FAILURE_LINGER = 2.0  # seconds a connection we refused with an alert waits for the peer to close (see _linger)
 SHUTDOWN_TIMEOUT = 30.0  # seconds close() waits for the peer to read what is queued and close (asyncio's default)
+
+
+_DETACHED = asyncio.Protocol()  # a lost connection's app: it is told nothing more
 
 
 class TLSProtocol(asyncio.Protocol):
@@ -68,6 +71,11 @@ class TLSProtocol(asyncio.Protocol):
     the app paused (``pause_writing``: ``drain()`` waits) until the handshake completes and they are sent.
     ``close()``/``write_eof()`` always wait for the handshake to complete. If it fails, the app gets
     ``connection_lost(error)`` and nothing still held is sent.
+
+    At ``connection_lost`` the protocol lets go of the app and of its transport, as asyncio's ``SSLProtocol``
+    does: the transport (which the app may still hold: ``get_extra_info`` keeps working) refers to the
+    protocol, not back, so a finished connection's objects leave no reference cycle and are freed at once,
+    not by the garbage collector (``transport`` is None from then on).
     """
 
     def __init__(
@@ -86,7 +94,7 @@ class TLSProtocol(asyncio.Protocol):
         self.plain_http_reply = plain_http_reply  # server: sent instead of our alert to a plain HTTP request
         self.on_handshake = on_handshake
         self.app = app
-        self.transport = TLSTransport(self)
+        self.transport: TLSTransport | None = TLSTransport(self)  # None once the connection is lost
         self._handshake_timeout = handshake_timeout
         self._waiter = waiter
         self._raw: asyncio.Transport | None = None
@@ -171,10 +179,12 @@ class TLSProtocol(asyncio.Protocol):
             self._ktls.connection_lost()
         if self.session.negotiated is None and self._error is None:  # the peer went away mid-handshake
             self._handshake_failed(UnexpectedEOF(f"the transport closed during the TLS handshake ({exc or 'EOF'})"))
-        if not self._app_connected:
-            return
-        self._app_connected = self._established = False
-        self.app.connection_lost(self._error or exc)
+        forget_tracebacks(self._error)  # (they refer to frames that refer to us: a cycle)
+        forget_tracebacks(exc)
+        if self._app_connected:
+            self._app_connected = self._established = False
+            self.app.connection_lost(self._error or exc)
+        self.app, self.transport = _DETACHED, None  # no cycle through the app or its transport (see the class)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -296,8 +306,9 @@ class TLSProtocol(asyncio.Protocol):
         """The stream handler returned: if the peer has closed (close_notify or TCP), close our side too, as
         asyncio's ssl transport would have (else the connection sat in CLOSE-WAIT); otherwise when it does."""
         self._app_done = True
-        if (self._peer_done or self.session.eof) and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and (self._peer_done or self.session.eof) and not transport.is_closing():
+            transport.close()
 
     def _shutdown_timed_out(self) -> None:
         """The peer neither read what we sent nor closed within SHUTDOWN_TIMEOUT (asyncio: ssl_shutdown_timeout)."""
@@ -361,7 +372,7 @@ class TLSProtocol(asyncio.Protocol):
                     if not (self._early_app and session.plaintext):
                         return
                     self._app_connected = True  # on 0-RTT data; the handshake completes later
-                    self.app.connection_made(self.transport)
+                    self.app.connection_made(self._app_transport())
                     self._sync_pause()
                 else:
                     self._handshake_done()
@@ -387,7 +398,7 @@ class TLSProtocol(asyncio.Protocol):
             self._eof_delivered = True
             self._keep_open = bool(cast(asyncio.Protocol, app).eof_received())  # BufferedProtocol has it too
             if not self._keep_open or self._app_done:  # (a handler that has returned answers nothing more)
-                self.transport.close()
+                self._app_transport().close()
         if defer and self._flush_soon is None:  # after the app's task was scheduled: it runs first
             self._flush_soon = asyncio.get_running_loop().call_soon(self._flush)
 
@@ -400,7 +411,7 @@ class TLSProtocol(asyncio.Protocol):
         if self.on_handshake is not None:
             self.on_handshake(self, None)
         if not early:
-            self.app.connection_made(self.transport)
+            self.app.connection_made(self._app_transport())
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         held, self._held = self._held, []
@@ -412,13 +423,18 @@ class TLSProtocol(asyncio.Protocol):
         self._handshake_ended.set()
         self._established = self._app_connected
 
+    def _app_transport(self) -> TLSTransport:
+        """The app's transport, while the app is connected (before ``connection_lost``)."""
+        assert self.transport is not None, "the connection was lost"
+        return self.transport
+
     def _sync_pause(self) -> None:
         """Pause the app while the TCP transport is paused or its writes are held; resume it when neither."""
         if not self._app_connected:
             return
         paused = not self._writable.is_set() or bool(self._held)
         if paused != self._app_paused:
-            self._app_paused = self.transport._protocol_paused = paused
+            self._app_paused = self._app_transport()._protocol_paused = paused
             self.app.pause_writing() if paused else self.app.resume_writing()
 
     def _fail(self, error: TLSError, *, abort: bool = False) -> None:
@@ -684,7 +700,8 @@ def _client(cfg: ClientConfig, limit: int, half_close: bool, handshake_timeout: 
     app = _ClientStreams(reader, loop, half_close, also_lost)
     waiter: asyncio.Future[None] = loop.create_future()
     tls = TLSProtocol(TLSSession(cfg), app, handshake_timeout=handshake_timeout, waiter=waiter, ktls=ktls)
-    return tls, waiter, lambda: (reader, asyncio.StreamWriter(tls.transport, app, reader, loop))
+    transport = tls._app_transport()  # (the streams may be made after the connection was lost)
+    return tls, waiter, lambda: (reader, asyncio.StreamWriter(transport, app, reader, loop))
 
 
 async def start_server(

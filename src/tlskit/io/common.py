@@ -410,6 +410,17 @@ def _general_name(name: x509.GeneralName) -> tuple[str, str]:
     return "othername", "<unsupported>"
 
 
+def forget_tracebacks(error: BaseException | None) -> None:
+    """Drop the tracebacks of a lost connection's ``error`` and of the exceptions it was raised from. They refer
+    to the frames it passed through, whose locals (``self``) hold the error in turn: a reference cycle that kept
+    the whole connection for the garbage collector. (Whatever logs an error does so when it happens.)"""
+    seen = 0
+    while error is not None and seen < 8:
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+        seen += 1
+
+
 def format_address(address: Any) -> str:
     """``host:port`` (``[v6]:port``) for a socket address, for log lines."""
     if isinstance(address, tuple) and len(address) >= 2:

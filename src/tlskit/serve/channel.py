@@ -24,6 +24,10 @@ HIGH_WATER = 1 << 18  # plaintext buffered unread (pipelined requests, a body): 
 _SLACK = 0.001  # a timer may fire this much early (libuv counts milliseconds): it still counts as expired
 
 
+def _connected_once(channel: Channel) -> None:
+    raise RuntimeError("connection_made() twice on one Channel")
+
+
 class Channel(asyncio.Protocol):
     """One connection's plaintext stream. ``connected(channel)`` runs at ``connection_made`` (it starts the
     handler task); ``deadline`` is the loop time after which a ``read()`` still waiting raises TimeoutError."""
@@ -52,7 +56,8 @@ class Channel(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.handler = self._connected(self)  # held here: the loop keeps only weak references to tasks
+        connected, self._connected = self._connected, _connected_once  # it may hold what holds us: no cycle
+        self.handler = connected(self)  # held here: the loop keeps only weak references to tasks
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -162,6 +167,12 @@ class Channel(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def release(self) -> None:
+        """The handler is done: forget the connection's error. Once raised by ``read()`` its traceback holds
+        that frame, which holds this channel: a reference cycle that kept the connection for the collector."""
+        if self._error is not None:
+            self._error = ConnectionResetError("the connection was lost")
 
     async def wait_closed(self) -> None:
         if not self._lost:

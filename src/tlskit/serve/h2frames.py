@@ -56,6 +56,13 @@ class H2ServerConnection(h2.connection.H2Connection):
         self.encoder = _ResponseEncoder()
         self.closed_stream_data = 0  # DATA frames on closed streams: each costs us a frame back, the flood check counts
 
+    def release(self) -> None:
+        """The connection is over: h2 keeps bound methods of itself in its frame dispatch table, a reference
+        cycle that would keep this connection (and its streams) for the garbage collector."""
+        table = getattr(self, "_frame_dispatch_table", None)
+        if isinstance(table, dict):
+            table.clear()
+
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         try:
             return super()._receive_frame(frame)

@@ -721,4 +721,5 @@ async def serve_h2_connection(channel: Channel, state: TLSState, *, router: Call
         if metrics:
             metrics.active.dec()
         await channel.close_gracefully()
+        conn.h2.release()
         tracker.remove(entry)

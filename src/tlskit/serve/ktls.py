@@ -5,7 +5,6 @@ KTLS; sendfile on``. ``require`` refuses to start where the kernel cannot do it 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -46,9 +45,9 @@ def option(mode: str) -> ktls.KTLSOption:
     return "auto" if mode == "auto" and ktls.probe().available else False
 
 
-def label(transport: asyncio.BaseTransport | None) -> str:
-    """``tx`` or ``off``: what the access log and metrics report for a connection."""
-    kernel = transport.get_extra_info("ktls") if transport is not None else None
+def label(kernel: object) -> str:
+    """``tx`` or ``off``: what the access log and metrics report for a connection, from its
+    ``get_extra_info("ktls")``."""
     return "tx" if isinstance(kernel, ktls.KernelTLS) and kernel.tx else "off"
 
 
@@ -67,7 +66,7 @@ async def send_file(exchange: Exchange, file: BinaryIO, offset: int, count: int)
     sent) otherwise, and the caller writes the body as records."""
     channel = exchange.channel
     transport = channel.transport
-    if not isinstance(transport, TLSTransport) or label(transport) != "tx":
+    if not isinstance(transport, TLSTransport) or label(transport.get_extra_info("ktls")) != "tx":
         return False
     await exchange.flush()  # the response head Exchange has buffered goes before the file
     parts = exchange.conn.send_with_data_passthrough(h11.Data(data=_Span(count)))  # type: ignore[arg-type]

@@ -374,7 +374,7 @@ class ServeProcess:
         done = protocol.session.negotiated
         if error is None and done is not None:
             self.metrics.handshake_done(done, protocol.handshake_seconds)
-            self.metrics.ktls.labels(ktls.label(protocol.transport)).inc()
+            self.metrics.ktls.labels(ktls.label(protocol.extra_info("ktls"))).inc()
         elif plain:
             self.metrics.handshake_failures.labels("plain_http").inc()
             self.metrics.requests.labels("400").inc()
@@ -399,7 +399,7 @@ class ServeProcess:
             if done is None:
                 return None
             return dataclasses.replace(TLSFields.from_handshake(done, tls.handshake_seconds),
-                                       ktls=ktls.label(tls.transport))
+                                       ktls=ktls.label(tls.extra_info("ktls")))
 
         async def handshake() -> TLSFields:
             await tls.wait_handshake()
@@ -416,8 +416,11 @@ class ServeProcess:
                          client_auth=site.config.client_auth is not None,
                          server_name=lambda: tls.session.client_server_name() or "-")
         serve = serve_h2_connection if tls.session.conn.alpn == "h2" else serve_connection
-        await serve(channel, state, router=lambda: self.site.router, limits=site.settings.http,  # reloads too
-                    tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
+        try:
+            await serve(channel, state, router=lambda: self.site.router, limits=site.settings.http,  # reloads too
+                        tracker=self.tracker, metrics=self.metrics, log_access=site.settings.access_log)
+        finally:
+            channel.release()
 
     async def _drain(self) -> None:
         for server in self._servers:

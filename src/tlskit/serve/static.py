@@ -178,8 +178,8 @@ class StaticFiles:
                 return (str(path), True) if self.listing else (HTTPError(404), False)
             if url_path.endswith("/"):  # "/index.html/": a file is no directory (nginx: 404)
                 return HTTPError(404), False
-        except HTTPError as e:
-            return e, False
+        except HTTPError as e:  # cached: without its traceback (its frames hold this object, and the request)
+            return e.with_traceback(None), False
         except (OSError, RuntimeError, ValueError):  # a name too long, a symlink loop: nothing to serve (nginx: 404)
             return HTTPError(404), False
         return str(path), False
