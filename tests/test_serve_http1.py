@@ -748,3 +748,51 @@ def test_a_closing_connection_keeps_sending_while_the_client_reads(reads: bool) 
             assert 0.25 < took < 2, took
 
     run(go)
+
+
+_CASES = [  # (request, status, header fields, fast): each as `tlskit serve` or a route may send it
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200, [("content-length", "3")], True),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200, [("content-length", "3")], False),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200,
+     [("content-length", "3"), ("Connection", "close")], True),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200, [("content-length", "3"), ("connection", "close")], True),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200, [("content-length", "3"), ("connection", "keep-alive")], False),
+    (b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n", 200, [("content-length", "3")], True),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 204, [], False),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 304, [("etag", '"x"')], False),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200, [], False),  # no length: chunked
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200, [("transfer-encoding", "chunked"), ("content-length", "3")], False),
+    (b"GET / HTTP/1.0\r\n\r\n", 200, [("content-length", "3")], False),  # HTTP/1.0: h11 closes, adds Connection
+    (b"GET / HTTP/1.0\r\n\r\n", 200, [], False),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "headers", "fast"), _CASES)
+def test_h11_sends_the_same_bytes_without_the_clean_up(request_bytes: bytes, status: int,
+                                                       headers: list[tuple[str, str]], fast: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ServerConnection`` skips h11's second validation of a response only where h11's rebuilt response
+    would be the same: the bytes on the wire and h11's states afterwards are h11's own, for each kind of
+    response (h11 is the reference here); ``fast`` says whether the shortcut must have been taken."""
+    fell_back = []
+    clean_up = h11.Connection._clean_up_response_headers_for_sending
+
+    def spy(self: h11.Connection, response: h11.Response) -> h11.Response:
+        fell_back.append(response.status_code)
+        return clean_up(self, response)
+
+    def exchange(kind: type[h11.Connection]) -> tuple[bytes, object, object, bool]:
+        conn = kind(h11.SERVER)
+        conn.receive_data(request_bytes)
+        request = conn.next_event()
+        assert isinstance(request, h11.Request) and conn.next_event() == h11.EndOfMessage()
+        out = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+        if status not in (204, 304) and request.method != b"HEAD":
+            out += conn.send(h11.Data(data=b"abc")) or b""
+        out += conn.send(h11.EndOfMessage()) or b""
+        return out, conn.our_state, conn.their_state, conn._cstate.keep_alive
+
+    expected = exchange(h11.Connection)
+    monkeypatch.setattr(h11.Connection, "_clean_up_response_headers_for_sending", spy)
+    assert exchange(http1.ServerConnection) == expected
+    assert (not fell_back) == fast, f"h11's clean-up {'skipped' if not fell_back else 'ran'}"
