@@ -20,8 +20,13 @@ Figures: (a) throughput, and (b) the SERVER's CPU seconds per 1000 operations, f
 the measured batch. (b) is the per-worker cost and holds whether or not the client kept up; (a) is the
 worker's capacity only when "busy" (server CPU / wall time) is near 100%. Ratios tlskit/other are given
 both ways (>1: tlskit better). "other" is CPU used meanwhile by processes that are neither server nor client
-(/proc/stat): above 10% the row is disturbed; each server is measured --rounds times and the least
-disturbed round is kept.
+(/proc/stat; the servers not being measured idle meanwhile): above 10% the row is disturbed; each server is
+measured --rounds times and the least disturbed round is kept.
+
+Rounds: every server runs for the whole benchmark; a round measures each server once, back to back, in an
+order that alternates from round to round. This VM's speed moves by 10-30% from one second to the next, so
+a single pair of runs says little: the ratio that counts is the median over many rounds ("by round"), e.g.
+``--full-only --rounds 40 --handshakes 1000`` (about 2 minutes for two servers).
 
 Pinned for every server: the same ~1 KiB file, the same ECDSA P-256 certificate (tlskit's development CA),
 TLS 1.3, x25519 and TLS_AES_128_GCM_SHA256 (the client offers only those, so every server negotiates them;
@@ -41,7 +46,7 @@ Loopback only.
 
     python bench/serve.py                       # about 2 minutes; nginx, wrk and pyOpenSSL optional
     python bench/serve.py --handshakes 4000 --requests 40000 --rounds 1 --json
-    python bench/serve.py --server tlskit --server python-ssl --full-only
+    python bench/serve.py --server tlskit --server python-ssl --full-only --rounds 40 --handshakes 1000
     python bench/serve.py --server tlskit --server python-ssl --server python-ssl-h11 --rounds 1
 
 The machine has 2 cores (server on one, load generator on the other): compare the servers with each other,
@@ -680,9 +685,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         plan = {"full": args.handshakes}
     results: dict[str, Any] = {"server_cpus": sorted(server_cpus or cpus), "client_cpus": sorted(client_cpus or cpus),
                                "clients": args.clients, "client": lib, "servers": {}, "rounds": {}}
-    for round_ in range(args.rounds):
-        for name, (argv, port) in servers.items():
-            with _server(argv, port, name, server_cpus) as pid:
+    with contextlib.ExitStack() as running:
+        # Every server runs for the whole benchmark (each idles while another is measured); a round measures
+        # each once, back to back, in an order that alternates between rounds, so a VM that changes speed
+        # moves both sides of a round's ratio alike.
+        pids = {name: running.enter_context(_server(argv, port, name, server_cpus))
+                for name, (argv, port) in servers.items()}
+        for round_ in range(args.rounds):
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for name in order:
+                port, pid = servers[name][1], pids[name]
                 row = results["servers"].setdefault(name, {})
                 for mode, total in plan.items():
                     _wait_quiet()
@@ -690,26 +702,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         r = _run_wrk(port, total, args.clients, pid, wrk_script, client_cpus)
                     else:
                         r = _run_load(lib, mode, port, total, args.clients, pid, conf, client_cpus)
-                    r["per_second"] = r["count"] / r["seconds"]
-                    r["cpu_ms_per_op"] = 1000 * r["server_cpu"] / r["count"]  # = CPU seconds per 1000
-                    r["server_busy"] = r["server_cpu"] / r["seconds"]
-                    other = max(0.0, r.pop("machine_cpu") - r["server_cpu"] - r["client_cpu"]) / r["seconds"]
-                    r["other_load"] = other
-                    r["round"] = round_ + 1
-                    # several rounds: keep an undisturbed one if any, and of those the lowest server CPU per op
-                    def rank(x: dict[str, Any]) -> tuple[bool, float]:
-                        return x["other_load"] > 0.1, x["cpu_ms_per_op"]
-
-                    if mode not in row or rank(r) < rank(row[mode]):
-                        row[mode] = r
-                    results["rounds"].setdefault(name, {}).setdefault(mode, []).append(r)
-                    print(f"  round {round_ + 1} {name:<20} {MODES[mode]:<20} {r['per_second']:8.0f}/s  server "
-                          f"{r['cpu_ms_per_op']:.3f} CPU s/1000, busy {100 * r['server_busy']:3.0f}%  client "
-                          f"{1000 * r['client_cpu'] / r['count']:.3f} CPU s/1000, busy "
-                          f"{100 * r['client_cpu'] / r['seconds']:3.0f}%  errors {r['errors']}  other processes "
-                          f"{100 * other:.0f}% of a CPU{'  (DISTURBED)' if other > 0.1 else ''}", file=sys.stderr)
+                    _record(r, row, results["rounds"].setdefault(name, {}).setdefault(mode, []), round_, name, mode)
     shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def _record(r: dict[str, Any], row: dict[str, Any], rounds: list[dict[str, Any]], round_: int, name: str,
+            mode: str) -> None:
+    """Add one measured batch: derived figures, kept in ``row`` if it is the server's best so far, printed."""
+    r["per_second"] = r["count"] / r["seconds"]
+    r["cpu_ms_per_op"] = 1000 * r["server_cpu"] / r["count"]  # = CPU seconds per 1000
+    r["server_busy"] = r["server_cpu"] / r["seconds"]
+    other = max(0.0, r.pop("machine_cpu") - r["server_cpu"] - r["client_cpu"]) / r["seconds"]
+    r["other_load"] = other
+    r["round"] = round_ + 1
+
+    def rank(x: dict[str, Any]) -> tuple[bool, float]:  # an undisturbed run first, then the lowest CPU per op
+        return x["other_load"] > 0.1, x["cpu_ms_per_op"]
+
+    if mode not in row or rank(r) < rank(row[mode]):
+        row[mode] = r
+    rounds.append(r)
+    print(f"  round {round_ + 1} {name:<20} {MODES[mode]:<20} {r['per_second']:8.0f}/s  server "
+          f"{r['cpu_ms_per_op']:.3f} CPU s/1000, busy {100 * r['server_busy']:3.0f}%  client "
+          f"{1000 * r['client_cpu'] / r['count']:.3f} CPU s/1000, busy "
+          f"{100 * r['client_cpu'] / r['seconds']:3.0f}%  errors {r['errors']}  other processes "
+          f"{100 * other:.0f}% of a CPU{'  (DISTURBED)' if other > 0.1 else ''}", file=sys.stderr)
 
 
 def _ratios(servers: dict[str, Any], ours: str, other: str) -> dict[str, dict[str, float]]:
@@ -778,7 +796,8 @@ def main() -> None:
     parser.add_argument("--server", action="append", choices=SERVERS,
                         help="server(s) to measure (repeatable; default all)")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="measure every server this many times, keep each one's least disturbed run (default 2)")
+                        help="measure every server this many times, in alternating order (the by-round ratio is "
+                             "the median over rounds); the table keeps each one's least disturbed run (default 2)")
     parser.add_argument("--full-only", action="store_true", help="only full handshakes")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
