@@ -20,7 +20,7 @@ from ..messages import extensions as ext
 from ..messages.extensions import Extension, OfferedPsks, PskIdentity
 from ..messages.handshake import NewSessionTicket
 from ..stores.base import ReplayClockSkew, ReplayHistoryUnknown, ReplayStore, StoredTicket
-from ..tickets.sealing import open_ticket, seal_ticket
+from ..tickets.sealing import open_ticket, seal_tickets
 from .common import log_peer
 
 if TYPE_CHECKING:
@@ -331,10 +331,16 @@ def issue_tickets(
         return []
     key = keys.encryption_key()
     max_early = config.early_data.max_early_data_size if config.early_data is not None else 0
-    out = []
-    for i in range(config.ticket_count):
+    count = config.ticket_count
+    # one call to the random source for every ticket: 4 bytes of age_add, then 12 of sealing nonce, per ticket;
+    # the slices are disjoint, so each value is as independent and unpredictable as a call of its own
+    randomness = groups.random_bytes(config.random, _TICKET_RANDOM * count)
+    nonces = []
+    states = []
+    age_adds = []
+    for i in range(count):
         nonce = i.to_bytes(1, "big")
-        age_add = int.from_bytes(groups.random_bytes(config.random, 4), "big")
+        age_add = int.from_bytes(randomness[i * _TICKET_RANDOM : i * _TICKET_RANDOM + 4], "big")
         state = SessionState(
             suite=params.suite,
             psk=keyschedule.resumption_psk(params, resumption_master_secret, nonce),
@@ -347,15 +353,18 @@ def issue_tickets(
             alpn=alpn,
             client_chain=client_chain,
         )
-        exts: tuple[Extension, ...] = ()
-        if max_early:
-            exts = (Extension(ExtensionType.early_data, ext.early_data_nst_body(max_early)),)
-        msg = NewSessionTicket(
-            lifetime=lifetime,
-            age_add=age_add,
-            nonce=nonce,
-            ticket=seal_ticket(key, state.encode(), config.random),
-            extensions=exts,
-        )
-        out.append(msg.encode())
-    return out
+        nonces.append(nonce)
+        age_adds.append(age_add)
+        states.append(state.encode())
+    seal_nonces = b"".join([randomness[i * _TICKET_RANDOM + 4 : (i + 1) * _TICKET_RANDOM] for i in range(count)])
+    tickets = seal_tickets(key, states, seal_nonces)
+    exts: tuple[Extension, ...] = ()
+    if max_early:
+        exts = (Extension(ExtensionType.early_data, ext.early_data_nst_body(max_early)),)
+    return [
+        NewSessionTicket(lifetime=lifetime, age_add=age_add, nonce=nonce, ticket=ticket, extensions=exts).encode()
+        for age_add, nonce, ticket in zip(age_adds, nonces, tickets, strict=True)
+    ]
+
+
+_TICKET_RANDOM = 16  # random bytes per ticket: age_add (4) and the sealing nonce (12)
