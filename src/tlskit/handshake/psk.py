@@ -18,7 +18,7 @@ from ..enums import AlertDescription, CipherSuite, ExtensionType
 from ..errors import AlertError, DecodeError
 from ..messages import extensions as ext
 from ..messages.extensions import Extension, OfferedPsks, PskIdentity
-from ..messages.handshake import NewSessionTicket
+from ..messages.handshake import new_session_ticket_bytes
 from ..stores.base import ReplayClockSkew, ReplayHistoryUnknown, ReplayStore, StoredTicket
 from ..tickets.sealing import open_ticket, seal_tickets
 from .common import log_peer
@@ -56,35 +56,9 @@ class SessionState:
     client_chain: tuple[bytes, ...] = ()  # the client's certificates, when it authenticated (§4.2.11)
 
     def encode(self) -> bytes:
-        psk = self.psk
-        name = (self.server_name or "").encode("ascii")
-        alpn = (self.alpn or "").encode("latin-1")
-        for field in (psk, name, alpn):
-            if len(field) > 0xFF:
-                raise ValueError(f"vector of {len(field)} bytes does not fit a 1-byte length")
-        chain = b"".join([len(cert).to_bytes(3, "big") + cert for cert in self.client_chain])
-        head = _STATE_HEAD.pack(
-            _STATE_VERSION,
-            self.suite,
-            int(self.issued_at * 1000),
-            int(self.authenticated_at * 1000),
-            self.age_add,
-            self.lifetime,
-            self.max_early_data,
-        )
-        return b"".join(
-            (
-                head,
-                bytes((len(psk),)),
-                psk,
-                bytes((len(name),)),
-                name,
-                bytes((len(alpn),)),
-                alpn,
-                len(chain).to_bytes(3, "big"),
-                chain,
-            )
-        )
+        head = _state_head(self.suite, self.issued_at, self.authenticated_at, self.lifetime, self.max_early_data)
+        tail = _state_tail(self.server_name, self.alpn, self.client_chain)
+        return _state_bytes(head, self.age_add, self.psk, tail)
 
     @classmethod
     def decode(cls, data: bytes) -> SessionState | None:
@@ -128,6 +102,39 @@ class SessionState:
             alpn=alpn,
             client_chain=tuple(chain),
         )
+
+
+def _state_head(suite: int, issued_at: float, authenticated_at: float, lifetime: int, max_early_data: int) -> bytes:
+    """``_STATE_HEAD`` with a zero age_add, which ``_state_bytes`` fills in (the one head field that differs
+    between the tickets of one handshake)."""
+    return _STATE_HEAD.pack(
+        _STATE_VERSION, suite, int(issued_at * 1000), int(authenticated_at * 1000), 0, lifetime, max_early_data
+    )
+
+
+_AGE_ADD_AT = 1 + 2 + 8 + 8  # offset of age_add in _STATE_HEAD
+
+
+def _state_tail(server_name: str | None, alpn: str | None, client_chain: tuple[bytes, ...]) -> bytes:
+    """The encoded state after the PSK: server name, ALPN and the client chain."""
+    name = (server_name or "").encode("ascii")
+    alpn_bytes = (alpn or "").encode("latin-1")
+    for field in (name, alpn_bytes):
+        if len(field) > 0xFF:
+            raise ValueError(f"vector of {len(field)} bytes does not fit a 1-byte length")
+    chain = b"".join([len(cert).to_bytes(3, "big") + cert for cert in client_chain])
+    return b"".join(
+        (bytes((len(name),)), name, bytes((len(alpn_bytes),)), alpn_bytes, len(chain).to_bytes(3, "big"), chain)
+    )
+
+
+def _state_bytes(head: bytes, age_add: int, psk: bytes, tail: bytes) -> bytes:
+    """The whole encoded ``SessionState`` from its shared head and tail, its age_add and its PSK."""
+    if len(psk) > 0xFF:
+        raise ValueError(f"vector of {len(psk)} bytes does not fit a 1-byte length")
+    return b"".join(
+        (head[:_AGE_ADD_AT], age_add.to_bytes(4, "big"), head[_AGE_ADD_AT + 4 :], bytes((len(psk),)), psk, tail)
+    )
 
 
 def obfuscated_age(ticket: StoredTicket, now: float) -> int:
@@ -335,34 +342,22 @@ def issue_tickets(
     # one call to the random source for every ticket: 4 bytes of age_add, then 12 of sealing nonce, per ticket;
     # the slices are disjoint, so each value is as independent and unpredictable as a call of its own
     randomness = groups.random_bytes(config.random, _TICKET_RANDOM * count)
-    nonces = []
-    states = []
-    age_adds = []
-    for i in range(count):
-        nonce = i.to_bytes(1, "big")
-        age_add = int.from_bytes(randomness[i * _TICKET_RANDOM : i * _TICKET_RANDOM + 4], "big")
-        state = SessionState(
-            suite=params.suite,
-            psk=keyschedule.resumption_psk(params, resumption_master_secret, nonce),
-            issued_at=now,
-            authenticated_at=authenticated,
-            age_add=age_add,
-            lifetime=lifetime,
-            max_early_data=max_early,
-            server_name=server_name,
-            alpn=alpn,
-            client_chain=client_chain,
-        )
-        nonces.append(nonce)
-        age_adds.append(age_add)
-        states.append(state.encode())
+    # what every ticket of this handshake shares is encoded once: the state's head and tail, the extensions
+    head = _state_head(params.suite, now, authenticated, lifetime, max_early)
+    tail = _state_tail(server_name, alpn, client_chain)
+    extensions = ext.extensions_block(
+        [ext.extension_bytes(ExtensionType.early_data, ext.early_data_nst_body(max_early))] if max_early else []
+    )
+    nonces = [i.to_bytes(1, "big") for i in range(count)]
+    age_adds = [int.from_bytes(randomness[i * _TICKET_RANDOM : i * _TICKET_RANDOM + 4], "big") for i in range(count)]
+    states = [
+        _state_bytes(head, age_add, keyschedule.resumption_psk(params, resumption_master_secret, nonce), tail)
+        for age_add, nonce in zip(age_adds, nonces, strict=True)
+    ]
     seal_nonces = b"".join([randomness[i * _TICKET_RANDOM + 4 : (i + 1) * _TICKET_RANDOM] for i in range(count)])
     tickets = seal_tickets(key, states, seal_nonces)
-    exts: tuple[Extension, ...] = ()
-    if max_early:
-        exts = (Extension(ExtensionType.early_data, ext.early_data_nst_body(max_early)),)
     return [
-        NewSessionTicket(lifetime=lifetime, age_add=age_add, nonce=nonce, ticket=ticket, extensions=exts).encode()
+        new_session_ticket_bytes(lifetime, age_add, nonce, ticket, extensions)
         for age_add, nonce, ticket in zip(age_adds, nonces, tickets, strict=True)
     ]
 

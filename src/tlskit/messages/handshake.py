@@ -87,6 +87,26 @@ def certificate_verify_bytes(algorithm: int, signature: bytes) -> bytes:
     )
 
 
+def new_session_ticket_bytes(lifetime: int, age_add: int, nonce: bytes, ticket: bytes, extensions: bytes) -> bytes:
+    """NewSessionTicket (§4.6.1) from its fields and its encoded extensions block."""
+    if len(nonce) > 0xFF or len(ticket) > 0xFFFF:
+        raise ValueError("NewSessionTicket nonce or ticket too long for its length prefix")
+    return handshake_bytes(
+        HandshakeType.new_session_ticket,
+        b"".join(
+            (
+                lifetime.to_bytes(4, "big"),
+                age_add.to_bytes(4, "big"),
+                bytes((len(nonce),)),
+                nonce,
+                len(ticket).to_bytes(2, "big"),
+                ticket,
+                extensions,
+            )
+        ),
+    )
+
+
 def finished_bytes(verify_data: bytes) -> bytes:
     """Finished (§4.4.4)."""
     return handshake_bytes(HandshakeType.finished, verify_data)
@@ -398,23 +418,8 @@ class NewSessionTicket(_NewSessionTicketType):
     extensions: tuple[Extension, ...] = ()
 
     def encode(self) -> bytes:
-        nonce, ticket = self.nonce, self.ticket
-        if len(nonce) > 0xFF or len(ticket) > 0xFFFF:
-            raise ValueError("NewSessionTicket nonce or ticket too long for its length prefix")
-        return handshake_bytes(
-            self.TYPE,
-            b"".join(
-                (
-                    self.lifetime.to_bytes(4, "big"),
-                    self.age_add.to_bytes(4, "big"),
-                    bytes((len(nonce),)),
-                    nonce,
-                    len(ticket).to_bytes(2, "big"),
-                    ticket,
-                    extensions_block([extension_bytes(e.type, e.data) for e in self.extensions]),
-                )
-            ),
-        )
+        extensions = extensions_block([extension_bytes(e.type, e.data) for e in self.extensions])
+        return new_session_ticket_bytes(self.lifetime, self.age_add, self.nonce, self.ticket, extensions)
 
     @classmethod
     def decode(cls, body: bytes) -> NewSessionTicket:
