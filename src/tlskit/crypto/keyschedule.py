@@ -26,6 +26,7 @@ __all__ = [
     "hkdf_extract",
     "next_traffic_secret",
     "resumption_psk",
+    "resumption_psks",
     "traffic_key_iv",
 ]
 
@@ -280,6 +281,15 @@ def resumption_psk(params: SuiteParams, resumption_master_secret: bytes, ticket_
     return hkdf_expand_label(
         params.hash_name, resumption_master_secret, b"resumption", ticket_nonce, params.hash_len
     )
+
+
+def resumption_psks(params: SuiteParams, resumption_master_secret: bytes, ticket_nonces: list[bytes]) -> list[bytes]:
+    """``resumption_psk`` for each of several nonces, with the secret keyed into HMAC once: each PSK is one
+    HKDF-Expand block (its length is the hash's, RFC 5869 §2.3, N = 1)."""
+    keyed = _KeyedHmac(params.hash_name, resumption_master_secret)
+    length = params.hash_len
+    prefix = _label_prefix(b"resumption", length)
+    return [keyed.digest(prefix + bytes((len(nonce),)) + nonce + b"\x01") for nonce in ticket_nonces]
 
 
 def export_keying_material(

@@ -350,10 +350,8 @@ def issue_tickets(
     )
     nonces = [i.to_bytes(1, "big") for i in range(count)]
     age_adds = [int.from_bytes(randomness[i * _TICKET_RANDOM : i * _TICKET_RANDOM + 4], "big") for i in range(count)]
-    states = [
-        _state_bytes(head, age_add, keyschedule.resumption_psk(params, resumption_master_secret, nonce), tail)
-        for age_add, nonce in zip(age_adds, nonces, strict=True)
-    ]
+    psks = keyschedule.resumption_psks(params, resumption_master_secret, nonces)
+    states = [_state_bytes(head, age_add, psk, tail) for age_add, psk in zip(age_adds, psks, strict=True)]
     seal_nonces = b"".join([randomness[i * _TICKET_RANDOM + 4 : (i + 1) * _TICKET_RANDOM] for i in range(count)])
     tickets = seal_tickets(key, states, seal_nonces)
     return [
