@@ -796,3 +796,42 @@ def test_h11_sends_the_same_bytes_without_the_clean_up(request_bytes: bytes, sta
     monkeypatch.setattr(h11.Connection, "_clean_up_response_headers_for_sending", spy)
     assert exchange(http1.ServerConnection) == expected
     assert (not fell_back) == fast, f"h11's clean-up {'skipped' if not fell_back else 'ran'}"
+
+
+@pytest.mark.parametrize("request_bytes", [b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                                           b"GET / HTTP/1.0\r\n\r\n"])
+def test_a_response_to_a_closing_client_says_close_itself(request_bytes: bytes,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that asked to close (or speaks HTTP/1.0) gets ``Connection: close`` from ``Exchange`` itself, so
+    h11's clean-up (which would add it by rebuilding and validating the response again) is skipped, and the
+    bytes are those h11 would send."""
+    fell_back = []
+    clean_up = h11.Connection._clean_up_response_headers_for_sending
+
+    def spy(self: h11.Connection, response: h11.Response) -> h11.Response:
+        fell_back.append(response.status_code)
+        return clean_up(self, response)
+
+    async def go() -> None:
+        monkeypatch.setattr(http1.time, "time", lambda: 1_700_000_000.0)
+        date = http1.http_date()
+        reference = h11.Connection(h11.SERVER)
+        reference.receive_data(request_bytes)
+        reference.next_event(), reference.next_event()
+        expected = b"".join(reference.send(event) or b"" for event in (
+            h11.Response(status_code=200, headers=[("content-length", "3"), ("date", date), ("server", "tlskit")],
+                         reason=b"OK"),
+            h11.Data(data=b"abc"), h11.EndOfMessage()))
+        conn = http1.ServerConnection(h11.SERVER)
+        conn.receive_data(request_bytes)
+        assert isinstance(conn.next_event(), h11.Request) and conn.next_event() == h11.EndOfMessage()
+        channel = Channel(lambda _: None)
+        transport = ChannelTransport(channel)
+        channel.connection_made(transport)
+        monkeypatch.setattr(h11.Connection, "_clean_up_response_headers_for_sending", spy)
+        Exchange(conn, channel, HTTPLimits(), close_after=False).respond(200, checked([("content-length", "3")]),
+                                                                          b"abc")
+        assert bytes(transport.data) == expected and b"Connection: close\r\n" in expected
+        assert not fell_back and conn.our_state is h11.MUST_CLOSE
+
+    run(go)

@@ -379,7 +379,10 @@ class Exchange:
         """The response head from ``checked`` fields (buffered: the body follows, then ``end()``); adds Date,
         Server and (when closing) Connection."""
         self.status = status
-        close = self.close_after or (self._tracker is not None and self._tracker.draining)
+        # Connection: close also when the client asked for it (or is HTTP/1.0): h11 would add it, rebuilding and
+        # validating the whole response again (ServerConnection skips that only when it is there already)
+        close = (self.close_after or not self.conn._cstate.keep_alive
+                 or (self._tracker is not None and self._tracker.draining))
         self._send(_response(status, fields, close) if phrase is None else
                    _build_response(status, fields, close, phrase))
 
