@@ -105,13 +105,14 @@ class TLSProtocol(asyncio.Protocol):
         self._error: TLSError | None = None
         self._ktls_policy = policy(ktls)
         self._ktls: KTLSStream | None = None  # kTLS TX after the handshake (``tlskit.io.ktls``)
-        self._writable = asyncio.Event()  # cleared while the TCP transport asks us to pause (sendfile)
-        self._writable.set()
+        self._tcp_paused = False  # the TCP transport asked us to pause (pause_writing without resume_writing)
+        self._writable: asyncio.Event | None = None  # set while not _tcp_paused; made when sendfile() first waits
         self._app_paused = False  # what we last told the app: pause_writing() without resume_writing() yet
         self._early_app = early_data
         self._held: list[bytes] = []  # app writes while in early data, sent once the handshake completes
         self._close_held: bool | None = None  # close() while in early data: False close, True write_eof
-        self._handshake_ended = asyncio.Event()
+        self._handshake_over = False  # the handshake completed or failed (and on_handshake ran)
+        self._handshake_ended: asyncio.Event | None = None  # set then; made only when wait_handshake() must wait
         self._flush_soon: asyncio.Handle | None = None  # a deferred _flush (see _deliver)
         self._deferred = 0  # application bytes written while the flush is deferred
         self._established = False  # the handshake completed with the app connected (until connection_lost)
@@ -187,11 +188,15 @@ class TLSProtocol(asyncio.Protocol):
         self.app, self.transport = _DETACHED, None  # no cycle through the app or its transport (see the class)
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._tcp_paused = True
+        if self._writable is not None:
+            self._writable.clear()
         self._sync_pause()
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._tcp_paused = False
+        if self._writable is not None:
+            self._writable.set()
         self._sync_pause()
 
     # --- what TLSTransport asks for -------------------------------------------------------------------
@@ -208,7 +213,9 @@ class TLSProtocol(asyncio.Protocol):
 
     async def wait_handshake(self) -> HandshakeComplete:
         """The handshake's outcome: ``HandshakeComplete``, or its ``TLSError`` raised."""
-        if self.session.negotiated is None and self._error is None:
+        if self.session.negotiated is None and self._error is None and not self._handshake_over:
+            if self._handshake_ended is None:  # most connections never wait: no Event for them
+                self._handshake_ended = asyncio.Event()
             await self._handshake_ended.wait()
         done = self.session.negotiated
         if done is None:
@@ -255,7 +262,10 @@ class TLSProtocol(asyncio.Protocol):
                 break
             self.write(chunk)
             sent += len(chunk)
-            await self._writable.wait()  # flow control: resume_writing() sets it once the buffer drained
+            if self._tcp_paused:  # flow control: resume_writing() sets it once the buffer drained
+                if self._writable is None:
+                    self._writable = asyncio.Event()
+                await self._writable.wait()
         return sent
 
     def write_eof(self) -> None:
@@ -364,7 +374,7 @@ class TLSProtocol(asyncio.Protocol):
             # When the handshake completes now, what it still sends (session tickets) waits until the end of
             # this loop iteration: an app that answers the request which came with the client's Finished (and
             # closes) then sends it all in one write. kTLS needs it sent before it starts.
-            defer = session.negotiated is not None and not self._handshake_ended.is_set() and self._ktls_policy is None
+            defer = session.negotiated is not None and not self._handshake_over and self._ktls_policy is None
             if not defer:
                 self._flush()
             if not self._app_connected:
@@ -376,7 +386,7 @@ class TLSProtocol(asyncio.Protocol):
                     self._sync_pause()
                 else:
                     self._handshake_done()
-            elif not self._handshake_ended.is_set() and session.negotiated is not None:
+            elif not self._handshake_over and session.negotiated is not None:
                 self._handshake_done()
         plaintext, app = session.plaintext, self.app
         if not isinstance(app, asyncio.BufferedProtocol):  # as asyncio's transports: data_received, duck-typed
@@ -420,7 +430,7 @@ class TLSProtocol(asyncio.Protocol):
         self._sync_pause()
         if self._close_held is not None:
             self.write_eof() if self._close_held else self.close()
-        self._handshake_ended.set()
+        self._end_handshake()
         self._established = self._app_connected
 
     def _app_transport(self) -> TLSTransport:
@@ -432,7 +442,7 @@ class TLSProtocol(asyncio.Protocol):
         """Pause the app while the TCP transport is paused or its writes are held; resume it when neither."""
         if not self._app_connected:
             return
-        paused = not self._writable.is_set() or bool(self._held)
+        paused = self._tcp_paused or bool(self._held)
         if paused != self._app_paused:
             self._app_paused = self._app_transport()._protocol_paused = paused
             self.app.pause_writing() if paused else self.app.resume_writing()
@@ -480,7 +490,7 @@ class TLSProtocol(asyncio.Protocol):
     def _handshake_failed(self, error: TLSError) -> None:
         self._error = error
         self._held.clear()
-        self._handshake_ended.set()
+        self._end_handshake()
         if self.on_handshake is not None:
             self.on_handshake(self, error)
         if self._waiter is not None:
@@ -498,6 +508,11 @@ class TLSProtocol(asyncio.Protocol):
             level = logging.DEBUG  # connected and hung up without a byte: a load balancer's TCP health check
         _log.log(level, "TLS handshake with %s (SNI %s) failed: %s",
                  format_address(peer), self.session.client_server_name() or "none", error, exc_info=cause)
+
+    def _end_handshake(self) -> None:
+        self._handshake_over = True
+        if self._handshake_ended is not None:
+            self._handshake_ended.set()
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
