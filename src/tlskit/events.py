@@ -30,6 +30,82 @@ class HandshakeComplete:
     local_certificate: bytes | None = None
 
 
+# The slots of the frozen ``HandshakeComplete``: setting them directly builds the same value as its constructor
+# without the frozen dataclass's ``object.__setattr__`` per field (one event per handshake; the idiom of
+# ``messages.extensions._extension``).
+_NEW_EVENT = object.__new__
+_SET_VERSION = vars(HandshakeComplete)["version"].__set__
+_SET_CIPHER_SUITE = vars(HandshakeComplete)["cipher_suite"].__set__
+_SET_GROUP = vars(HandshakeComplete)["group"].__set__
+_SET_SIGNATURE_SCHEME = vars(HandshakeComplete)["signature_scheme"].__set__
+_SET_ALPN = vars(HandshakeComplete)["alpn"].__set__
+_SET_SERVER_NAME = vars(HandshakeComplete)["server_name"].__set__
+_SET_PEER_CERTIFICATES = vars(HandshakeComplete)["peer_certificates"].__set__
+_SET_RESUMED = vars(HandshakeComplete)["resumed"].__set__
+_SET_EARLY_DATA_ACCEPTED = vars(HandshakeComplete)["early_data_accepted"].__set__
+_SET_HELLO_RETRY = vars(HandshakeComplete)["hello_retry"].__set__
+_SET_OCSP_RESPONSE = vars(HandshakeComplete)["ocsp_response"].__set__
+_SET_LOCAL_CERTIFICATE = vars(HandshakeComplete)["local_certificate"].__set__
+
+
+def handshake_complete(
+    version: ProtocolVersion,
+    cipher_suite: CipherSuite,
+    group: NamedGroup | None,
+    signature_scheme: SignatureScheme | None,
+    alpn: str | None,
+    server_name: str | None,
+    peer_certificates: tuple[bytes, ...],
+    resumed: bool,
+    early_data_accepted: bool,
+    hello_retry: bool,
+    ocsp_response: bytes | None,
+    local_certificate: bytes | None,
+) -> HandshakeComplete:
+    """``HandshakeComplete(...)`` with every field given, built through its slot descriptors (the constructor
+    when compiled with mypyc, whose native class refuses ``object.__new__``)."""
+    if not _SLOTS_WRITABLE:
+        return HandshakeComplete(
+            version=version, cipher_suite=cipher_suite, group=group, signature_scheme=signature_scheme, alpn=alpn,
+            server_name=server_name, peer_certificates=peer_certificates, resumed=resumed,
+            early_data_accepted=early_data_accepted, hello_retry=hello_retry, ocsp_response=ocsp_response,
+            local_certificate=local_certificate,
+        )
+    event: HandshakeComplete = _NEW_EVENT(HandshakeComplete)
+    _SET_VERSION(event, version)
+    _SET_CIPHER_SUITE(event, cipher_suite)
+    _SET_GROUP(event, group)
+    _SET_SIGNATURE_SCHEME(event, signature_scheme)
+    _SET_ALPN(event, alpn)
+    _SET_SERVER_NAME(event, server_name)
+    _SET_PEER_CERTIFICATES(event, peer_certificates)
+    _SET_RESUMED(event, resumed)
+    _SET_EARLY_DATA_ACCEPTED(event, early_data_accepted)
+    _SET_HELLO_RETRY(event, hello_retry)
+    _SET_OCSP_RESPONSE(event, ocsp_response)
+    _SET_LOCAL_CERTIFICATE(event, local_certificate)
+    return event
+
+
+def _slots_writable() -> bool:
+    """Whether ``handshake_complete``'s shortcut builds a real ``HandshakeComplete`` (not when compiled)."""
+    fields_ = dict(
+        version=ProtocolVersion.TLS1_3, cipher_suite=CipherSuite.TLS_AES_128_GCM_SHA256, group=None,
+        signature_scheme=None, alpn="h2", server_name="example.test", peer_certificates=(b"leaf",), resumed=True,
+        early_data_accepted=True, hello_retry=True, ocsp_response=b"ocsp", local_certificate=b"cert",
+    )
+    try:
+        event: HandshakeComplete = _NEW_EVENT(HandshakeComplete)
+        for name, value in fields_.items():
+            vars(HandshakeComplete)[name].__set__(event, value)
+    except (TypeError, AttributeError):
+        return False
+    return event == HandshakeComplete(**fields_)  # type: ignore[arg-type]
+
+
+_SLOTS_WRITABLE = _slots_writable()
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ApplicationData:
     data: bytes

@@ -26,7 +26,7 @@ from ..enums import (
     PskKeyExchangeMode,
 )
 from ..errors import AlertError, CertificateError
-from ..events import HandshakeComplete
+from ..events import HandshakeComplete, handshake_complete
 from ..messages import extensions as ext
 from ..messages.extensions import Extension, KeyShareEntry
 from ..messages.handshake import (
@@ -326,18 +326,19 @@ def _server_flight(
         c_ap=c_ap,
         exporter=exporter,
         authenticated_at=accepted.state.authenticated_at if accepted is not None else None,
-        complete=HandshakeComplete(
-            version=ProtocolVersion.TLS1_3,
-            cipher_suite=offer.suite,
-            group=group,
-            signature_scheme=scheme,
-            alpn=alpn,
-            server_name=offer.server_name,
-            peer_certificates=accepted.state.client_chain if accepted is not None else (),
-            resumed=accepted is not None,
-            local_certificate=certified[0].chain[0] if certified is not None else None,
-            early_data_accepted=early,
-            hello_retry=hello_retry,
+        complete=handshake_complete(  # positionally: HandshakeComplete's fields, in order
+            ProtocolVersion.TLS1_3,
+            offer.suite,
+            group,
+            scheme,
+            alpn,
+            offer.server_name,
+            accepted.state.client_chain if accepted is not None else (),
+            accepted is not None,  # resumed
+            early,  # early_data_accepted
+            hello_retry,
+            None,  # ocsp_response: a server's peer sends none
+            certified[0].chain[0] if certified is not None else None,  # local_certificate
         ),
     )
     next_state: object = ExpectClientCertificate(after) if request_cert else ExpectClientFinished(after)
