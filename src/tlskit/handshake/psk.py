@@ -90,18 +90,64 @@ class SessionState:
             r.finish()
         except (DecodeError, UnicodeDecodeError):
             return None
-        return cls(
-            suite=cipher,
-            psk=psk,
-            issued_at=issued_ms / 1000,
-            authenticated_at=authenticated_ms / 1000,
-            age_add=age_add,
-            lifetime=lifetime,
-            max_early_data=max_early,
-            server_name=server_name,
-            alpn=alpn,
-            client_chain=tuple(chain),
-        )
+        if cls is not SessionState or not _STATE_SLOTS_WRITABLE:
+            return cls(
+                suite=cipher,
+                psk=psk,
+                issued_at=issued_ms / 1000,
+                authenticated_at=authenticated_ms / 1000,
+                age_add=age_add,
+                lifetime=lifetime,
+                max_early_data=max_early,
+                server_name=server_name,
+                alpn=alpn,
+                client_chain=tuple(chain),
+            )
+        # the same value through the slot descriptors: the frozen dataclass's __init__ costs an
+        # object.__setattr__ per field, more than the rest of this decode (one per resumption attempt)
+        state: SessionState = _NEW_STATE(SessionState)
+        _SET_SUITE(state, cipher)
+        _SET_PSK(state, psk)
+        _SET_ISSUED_AT(state, issued_ms / 1000)
+        _SET_AUTHENTICATED_AT(state, authenticated_ms / 1000)
+        _SET_AGE_ADD(state, age_add)
+        _SET_LIFETIME(state, lifetime)
+        _SET_MAX_EARLY_DATA(state, max_early)
+        _SET_SERVER_NAME(state, server_name)
+        _SET_ALPN(state, alpn)
+        _SET_CLIENT_CHAIN(state, tuple(chain))
+        return state
+
+
+_NEW_STATE = object.__new__
+_SET_SUITE = vars(SessionState)["suite"].__set__
+_SET_PSK = vars(SessionState)["psk"].__set__
+_SET_ISSUED_AT = vars(SessionState)["issued_at"].__set__
+_SET_AUTHENTICATED_AT = vars(SessionState)["authenticated_at"].__set__
+_SET_AGE_ADD = vars(SessionState)["age_add"].__set__
+_SET_LIFETIME = vars(SessionState)["lifetime"].__set__
+_SET_MAX_EARLY_DATA = vars(SessionState)["max_early_data"].__set__
+_SET_SERVER_NAME = vars(SessionState)["server_name"].__set__
+_SET_ALPN = vars(SessionState)["alpn"].__set__
+_SET_CLIENT_CHAIN = vars(SessionState)["client_chain"].__set__
+
+
+def _state_slots_writable() -> bool:
+    """Whether ``SessionState.decode``'s slot shortcut builds a real ``SessionState``: not when compiled with
+    mypyc, whose native class refuses ``object.__new__`` (then the constructor is used)."""
+    example = SessionState(suite=CipherSuite.TLS_AES_128_GCM_SHA256, psk=bytes(32), issued_at=1.5,
+                           authenticated_at=1.25, age_add=7, lifetime=60, max_early_data=1, server_name="a.test",
+                           alpn="h2", client_chain=(b"leaf",))
+    try:
+        state: SessionState = _NEW_STATE(SessionState)
+        for name in SessionState.__slots__:
+            vars(SessionState)[name].__set__(state, getattr(example, name))
+    except (TypeError, AttributeError):
+        return False
+    return state == example
+
+
+_STATE_SLOTS_WRITABLE = _state_slots_writable()
 
 
 def _state_head(suite: int, issued_at: float, authenticated_at: float, lifetime: int, max_early_data: int) -> bytes:
