@@ -133,13 +133,15 @@ def derive_secret(params: SuiteParams, secret: bytes, label: bytes, transcript_h
 class EarlySecret:
     """Early Secret = HKDF-Extract(0, PSK) and what is derived from it (§7.1)."""
 
-    __slots__ = ("_derived", "params", "secret")
+    __slots__ = ("_derived", "_hmac", "params", "secret")
 
     def __init__(self, params: SuiteParams, psk: bytes | None = None) -> None:
         self.params = params
         self._derived: bytes | None = None
-        zeros = bytes(params.hash_len)
-        self.secret = hkdf_extract(params.hash_name, zeros, zeros if psk is None else psk)
+        # HKDF-Extract with the all-zero salt, whose HMAC pads are hashed once per hash (``_zero_salt``)
+        self.secret = _zero_salt(params.hash_name).digest(bytes(params.hash_len) if psk is None else psk)
+        # the PRK of the binder key and the "derived" salt (and 0-RTT's secrets): keyed into HMAC once
+        self._hmac = _KeyedHmac(params.hash_name, self.secret)
         if psk is None:  # a constant per suite: its "derived" salt too (see ``without_psk``)
             self._derived = self._derive(b"derived", params.empty_hash)
 
@@ -152,7 +154,7 @@ class EarlySecret:
         return shared
 
     def _derive(self, label: bytes, transcript_hash: bytes) -> bytes:
-        return derive_secret(self.params, self.secret, label, transcript_hash)
+        return self._hmac.derive_secret(label, transcript_hash)  # transcript_hash is always hash-long here
 
     def binder_key(self, external: bool = False) -> bytes:
         """``ext binder`` (external PSK) or ``res binder`` (resumption PSK) key (§4.2.11.2)."""
@@ -174,6 +176,16 @@ class EarlySecret:
 
 
 _NO_PSK: dict[int, EarlySecret] = {}  # by cipher suite
+_ZERO_SALT: dict[str, _KeyedHmac] = {}  # by hash name
+
+
+def _zero_salt(hash_name: str) -> _KeyedHmac:
+    """HMAC keyed with the zero salt of the early secret's HKDF-Extract (§7.1): hash_len zeros, padded with
+    zeros to the block, so one per hash. Shared: ``_KeyedHmac.digest`` only copies the states it keeps."""
+    keyed = _ZERO_SALT.get(hash_name)
+    if keyed is None:
+        keyed = _ZERO_SALT[hash_name] = _KeyedHmac(hash_name, b"")
+    return keyed
 
 
 class HandshakeSecret:
