@@ -596,19 +596,55 @@ def binders_length(binder_lengths: Sequence[int]) -> int:
 
 
 def parse_offered_psks(data: bytes) -> OfferedPsks:
-    r = Reader(data)
-    ids = r.sub(2, 7)
+    """OfferedPsks (§4.2.11): identities<7..2^16-1> of (identity<1..2^16-1>, u32 age), binders<33..2^16-1> of
+    binder<32..255>; read by index (a Reader and a sub-reader per list cost more than the values themselves)."""
+    end = len(data)
+    if end < 2:
+        raise DecodeError("truncated PSK identities length")
+    ids_end = 2 + ((data[0] << 8) | data[1])
+    if ids_end < 2 + 7 or ids_end > end:
+        raise DecodeError(f"PSK identities claim {ids_end - 2} bytes in a {end}-byte body (at least 7)")
     identities: list[PskIdentity] = []
-    while ids.remaining:
-        identities.append(PskIdentity(ids.vector(2, 1), ids.u32()))
-    bs = r.sub(2, 33)
+    pos = 2
+    while pos < ids_end:
+        if pos + 2 > ids_end:
+            raise DecodeError("truncated PSK identity length")
+        start = pos + 2
+        stop = start + ((data[pos] << 8) | data[pos + 1])
+        if stop == start or stop + 4 > ids_end:
+            raise DecodeError("empty or truncated PSK identity")
+        identities.append(_psk_identity(bytes(data[start:stop]), int.from_bytes(data[stop : stop + 4], "big")))
+        pos = stop + 4
+    if ids_end + 2 > end:
+        raise DecodeError("truncated PSK binders length")
+    binders_end = ids_end + 2 + ((data[ids_end] << 8) | data[ids_end + 1])
+    if binders_end < ids_end + 2 + 33 or binders_end != end:
+        raise DecodeError(f"PSK binders claim {binders_end - ids_end - 2} bytes of {end - ids_end - 2} (at least 33)")
     binders: list[bytes] = []
-    while bs.remaining:
-        binders.append(bs.vector(1, 32))
-    r.finish()
+    pos = ids_end + 2
+    while pos < binders_end:
+        stop = pos + 1 + data[pos]
+        if data[pos] < 32 or stop > binders_end:
+            raise DecodeError("PSK binder shorter than 32 bytes or truncated")
+        binders.append(bytes(data[pos + 1 : stop]))
+        pos = stop
     if len(binders) != len(identities):
         raise AlertError(AlertDescription.illegal_parameter, "PSK identities and binders differ in number")
     return OfferedPsks(tuple(identities), tuple(binders))
+
+
+def _psk_identity(identity: bytes, obfuscated_ticket_age: int) -> PskIdentity:
+    """``PskIdentity(identity, age)`` through its slot descriptors (the constructor when compiled)."""
+    if not _SLOTS_WRITABLE:
+        return PskIdentity(identity, obfuscated_ticket_age)
+    e: PskIdentity = _NEW_EXTENSION(PskIdentity)
+    _SET_PSK_IDENTITY(e, identity)
+    _SET_PSK_AGE(e, obfuscated_ticket_age)
+    return e
+
+
+_SET_PSK_IDENTITY = vars(PskIdentity)["identity"].__set__
+_SET_PSK_AGE = vars(PskIdentity)["obfuscated_ticket_age"].__set__
 
 
 def selected_psk_body(index: int) -> bytes:
