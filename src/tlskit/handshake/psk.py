@@ -231,6 +231,7 @@ def accept_psk(
     keys = config.ticket_keys
     if keys is None:
         return None
+    partial_hash: bytes | None = None  # the binders' transcript hash, the same for every identity (§4.2.11.2)
     for index, identity in enumerate(offered.identities):
         sealed = open_ticket(keys, identity.identity)
         state = SessionState.decode(sealed) if sealed is not None else None
@@ -245,11 +246,11 @@ def accept_psk(
             continue  # §4.6.1: resume only for the name the session was established for
         if now - state.authenticated_at >= MAX_SESSION_AGE:
             continue  # resumed from resumed sessions for a week: authenticate again (§4.6.1)
-        partial = raw_hello[: len(raw_hello) - ext.binders_length([len(b) for b in offered.binders])]
-        t = prefix.copy()
-        t.add(partial)
+        if partial_hash is None:
+            binders = ext.binders_length([len(b) for b in offered.binders])
+            partial_hash = prefix.digest_with(raw_hello[: len(raw_hello) - binders])
         early_secret = keyschedule.EarlySecret(params, state.psk)
-        expected = keyschedule.finished_verify_data(params, early_secret.binder_key(), t.digest())  # as binder()
+        expected = keyschedule.finished_verify_data(params, early_secret.binder_key(), partial_hash)  # as binder()
         if not hmac.compare_digest(expected, offered.binders[index]):
             raise AlertError(AlertDescription.decrypt_error, "PSK binder does not verify")
         client_age = (identity.obfuscated_ticket_age - state.age_add) & 0xFFFFFFFF
