@@ -798,6 +798,34 @@ def test_h11_sends_the_same_bytes_without_the_clean_up(request_bytes: bytes, sta
     assert (not fell_back) == fast, f"h11's clean-up {'skipped' if not fell_back else 'ran'}"
 
 
+@pytest.mark.parametrize(("headers", "parts"), [
+    ([("content-length", "6")], [b"abc", b"def"]),  # the whole length, in two parts
+    ([("content-length", "2")], [b"abc"]),  # over the length: h11's LocalProtocolError, our state ERROR
+    ([], [b"abc", b""]),  # chunked (no length); an empty part
+    (None, [b"abc"]),  # before the response: not in SEND_BODY, h11's own path and error
+])
+def test_send_body_is_h11s_data_event(headers: list[tuple[str, str]] | None, parts: list[bytes]) -> None:
+    """``ServerConnection.send_body`` (the body writer without the state machine) sends the bytes h11 sends
+    for ``Data`` and leaves h11's states as h11 does, its errors included."""
+    def exchange(fast: bool) -> tuple[bytes, str, object, object]:
+        conn = http1.ServerConnection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert isinstance(conn.next_event(), h11.Request) and conn.next_event() == h11.EndOfMessage()
+        out, error = b"", ""
+        try:
+            if headers is not None:
+                out += conn.send(h11.Response(status_code=200, headers=headers)) or b""
+            for part in parts:
+                out += b"".join(conn.send_body(part) if fast else conn.send_with_data_passthrough(h11.Data(data=part))
+                                or [])
+            out += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as e:
+            error = str(e)
+        return out, error, conn.our_state, conn.their_state
+
+    assert exchange(fast=True) == exchange(fast=False)
+
+
 @pytest.mark.parametrize("request_bytes", [b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
                                            b"GET / HTTP/1.0\r\n\r\n"])
 def test_a_response_to_a_closing_client_says_close_itself(request_bytes: bytes,

@@ -240,6 +240,22 @@ class ServerConnection(h11.Connection):
             return response
         return super()._clean_up_response_headers_for_sending(response)
 
+    def send_body(self, data: bytes) -> list[bytes]:
+        """``send_with_data_passthrough(Data(data=data))`` without the state machine's round trip, which for the
+        server's ``Data`` in SEND_BODY changes nothing (h11 0.16 ``_process_event``: no transition, the states
+        already at their fixed point; keep-alive and 100-continue look at other events): only the body writer
+        runs, checking Content-Length as before. In any other state, h11's own path (and its error)."""
+        writer = self._writer
+        if writer is None or self._cstate.states[h11.SERVER] is not h11.SEND_BODY:
+            return self.send_with_data_passthrough(h11.Data(data=data)) or []
+        parts: list[bytes] = []
+        try:
+            writer(h11.Data(data=data), parts.append)
+        except BaseException:
+            self._process_error(h11.SERVER)  # as h11 does: our state becomes ERROR
+            raise
+        return parts
+
 
 class _Counting(ServerConnection):
     """Counts the bytes fed in, so a request's offset in the stream says whether it began in 0-RTT data."""
@@ -342,7 +358,7 @@ class Exchange:
         self.send_head(status, fields)
         if body and send_body:
             self.body_bytes += len(body)
-            self._send(h11.Data(data=body))
+            self._send_body(body)
         self._send(_END)
         self._write()
 
@@ -350,7 +366,7 @@ class Exchange:
         """Body bytes; buffered up to ``FLUSH_SIZE`` unless ``flush`` (streaming a proxied response)."""
         self.body_bytes += len(data)
         self._pending += len(data)
-        self._send(h11.Data(data=data))
+        self._send_body(data)
         if flush or self._pending >= FLUSH_SIZE:
             await self.flush()
 
@@ -390,6 +406,13 @@ class Exchange:
         parts = self.conn.send_with_data_passthrough(event)
         if parts:
             self._out += parts
+
+    def _send_body(self, data: bytes) -> None:
+        conn = self.conn
+        if isinstance(conn, ServerConnection):
+            self._out += conn.send_body(data)
+        else:
+            self._send(h11.Data(data=data))
 
     def _write(self) -> None:
         out = self._out
