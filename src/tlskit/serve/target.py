@@ -48,10 +48,28 @@ def split_target(target: str, host: str) -> tuple[str, str, str | None]:
 _HOST_FIELD = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
 
 
+_HOSTS: dict[bytes, str] = {}  # valid Host values seen -> their name (a connection sends one again and again)
+_HOSTS_MAX = 1024  # entries; the cache starts over when full
+_HOST_CACHED = 260  # longest value kept (a DNS name, a port): longer ones are checked each time
+
+
 def host_name(value: bytes) -> str:
     """A Host header's name as routes match it: lower case, without the port (an IPv6 literal keeps its
     brackets, as ``split_target`` gives it). ValueError for a value that is no host[:port] (RFC 9112 §3.2:
-    a 400), such as ``a b`` or ``a/b``."""
+    a 400), such as ``a b`` or ``a/b``. Valid values are remembered (``_HOSTS``): a keep-alive request
+    skips the regex and the decoding."""
+    name = _HOSTS.get(value)
+    if name is not None:
+        return name
+    name = _host_name(value)
+    if len(value) <= _HOST_CACHED:
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        _HOSTS[bytes(value)] = name
+    return name
+
+
+def _host_name(value: bytes) -> str:
     if not _HOST_FIELD.fullmatch(value):
         raise ValueError("the Host header is not a host name or address (with an optional port)")
     host = value.decode("ascii").lower()
