@@ -140,7 +140,8 @@ def _state_slots_writable() -> bool:
                            alpn="h2", client_chain=(b"leaf",))
     try:
         state: SessionState = _NEW_STATE(SessionState)
-        for name in SessionState.__slots__:
+        for name in ("suite", "psk", "issued_at", "authenticated_at", "age_add", "lifetime", "max_early_data",
+                     "server_name", "alpn", "client_chain"):  # (not ``__slots__``: mypyc cannot read it)
             vars(SessionState)[name].__set__(state, getattr(example, name))
     except (TypeError, AttributeError):
         return False
