@@ -7,9 +7,11 @@ encoders never compute lengths by hand.
 
 from __future__ import annotations
 
+import dataclasses
+
 from .errors import DecodeError
 
-__all__ = ["Reader", "Writer", "byte_string"]
+__all__ = ["Reader", "Writer", "byte_string", "slots_settable"]
 
 
 class Reader:
@@ -166,3 +168,18 @@ def byte_string(data: object, where: str) -> bytes:
     except TypeError:
         raise TypeError(f"{where} takes bytes, bytearray or a memoryview, not {type(data).__name__}") from None
     return view.tobytes()
+
+
+def slots_settable(example: object) -> bool:
+    """Whether a frozen slots dataclass can be built by ``object.__new__`` and its slot descriptors (each
+    field's ``__set__``), skipping the frozen ``__init__``'s ``object.__setattr__`` per field on a decoding hot
+    path: rebuilds ``example`` that way and compares. False when compiled with mypyc, whose native classes refuse
+    ``object.__new__`` (the constructor is as fast there)."""
+    cls = type(example)
+    try:
+        built = object.__new__(cls)
+        for field in dataclasses.fields(example):  # type: ignore[arg-type]
+            vars(cls)[field.name].__set__(built, getattr(example, field.name))
+    except (TypeError, AttributeError, KeyError):
+        return False
+    return bool(built == example)

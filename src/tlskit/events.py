@@ -6,6 +6,7 @@ import copyreg
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
+from .codec import slots_settable
 from .enums import AlertDescription, CipherSuite, NamedGroup, ProtocolVersion, SignatureScheme
 from .errors import TLSError
 from .messages.handshake import NewSessionTicket
@@ -87,23 +88,10 @@ def handshake_complete(
     return event
 
 
-def _slots_writable() -> bool:
-    """Whether ``handshake_complete``'s shortcut builds a real ``HandshakeComplete`` (not when compiled)."""
-    fields_ = dict(
-        version=ProtocolVersion.TLS1_3, cipher_suite=CipherSuite.TLS_AES_128_GCM_SHA256, group=None,
-        signature_scheme=None, alpn="h2", server_name="example.test", peer_certificates=(b"leaf",), resumed=True,
-        early_data_accepted=True, hello_retry=True, ocsp_response=b"ocsp", local_certificate=b"cert",
-    )
-    try:
-        event: HandshakeComplete = _NEW_EVENT(HandshakeComplete)
-        for name, value in fields_.items():
-            vars(HandshakeComplete)[name].__set__(event, value)
-    except (TypeError, AttributeError):
-        return False
-    return event == HandshakeComplete(**fields_)  # type: ignore[arg-type]
-
-
-_SLOTS_WRITABLE = _slots_writable()
+_SLOTS_WRITABLE = slots_settable(HandshakeComplete(  # not when compiled with mypyc
+    version=ProtocolVersion.TLS1_3, cipher_suite=CipherSuite.TLS_AES_128_GCM_SHA256, group=None,
+    signature_scheme=None, alpn="h2", server_name="example.test", peer_certificates=(b"leaf",), resumed=True,
+    early_data_accepted=True, hello_retry=True, ocsp_response=b"ocsp", local_certificate=b"cert"))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -10,7 +10,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..codec import Reader
+from ..codec import Reader, slots_settable
 from ..crypto import groups, keyschedule
 from ..crypto.suites import SuiteParams, suite_params
 from ..crypto.transcript import Transcript
@@ -132,23 +132,9 @@ _SET_ALPN = vars(SessionState)["alpn"].__set__
 _SET_CLIENT_CHAIN = vars(SessionState)["client_chain"].__set__
 
 
-def _state_slots_writable() -> bool:
-    """Whether ``SessionState.decode``'s slot shortcut builds a real ``SessionState``: not when compiled with
-    mypyc, whose native class refuses ``object.__new__`` (then the constructor is used)."""
-    example = SessionState(suite=CipherSuite.TLS_AES_128_GCM_SHA256, psk=bytes(32), issued_at=1.5,
-                           authenticated_at=1.25, age_add=7, lifetime=60, max_early_data=1, server_name="a.test",
-                           alpn="h2", client_chain=(b"leaf",))
-    try:
-        state: SessionState = _NEW_STATE(SessionState)
-        for name in ("suite", "psk", "issued_at", "authenticated_at", "age_add", "lifetime", "max_early_data",
-                     "server_name", "alpn", "client_chain"):  # (not ``__slots__``: mypyc cannot read it)
-            vars(SessionState)[name].__set__(state, getattr(example, name))
-    except (TypeError, AttributeError):
-        return False
-    return state == example
-
-
-_STATE_SLOTS_WRITABLE = _state_slots_writable()
+_STATE_SLOTS_WRITABLE = slots_settable(SessionState(  # not when compiled with mypyc
+    suite=CipherSuite.TLS_AES_128_GCM_SHA256, psk=bytes(32), issued_at=1.5, authenticated_at=1.25, age_add=7,
+    lifetime=60, max_early_data=1, server_name="a.test", alpn="h2", client_chain=(b"leaf",)))
 
 
 def _state_head(suite: int, issued_at: float, authenticated_at: float, lifetime: int, max_early_data: int) -> bytes:

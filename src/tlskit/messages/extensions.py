@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..codec import Reader, Writer
+from ..codec import Reader, Writer, slots_settable
 from ..enums import (
     AlertDescription,
     CertificateStatusType,
@@ -98,19 +98,7 @@ def _extension(ext_type: ExtensionType, data: bytes) -> Extension:
     return e
 
 
-def _slots_writable() -> bool:
-    """Whether the slot shortcut builds a real ``Extension``: not when the module is compiled with mypyc, whose
-    native class refuses ``object.__new__`` (its constructor is as fast as the shortcut anyway)."""
-    try:
-        e: Extension = _NEW_EXTENSION(Extension)
-        _SET_TYPE(e, ExtensionType.server_name)
-        _SET_DATA(e, b"")
-    except (TypeError, AttributeError):
-        return False
-    return e == Extension(ExtensionType.server_name, b"")
-
-
-_SLOTS_WRITABLE = _slots_writable()
+_SLOTS_WRITABLE = slots_settable(Extension(ExtensionType.server_name, b""))  # not when compiled with mypyc
 
 
 def _members(of: Callable[[int], _E], known: dict[int, _E], values: Iterable[int]) -> list[_E]:
@@ -635,7 +623,7 @@ def parse_offered_psks(data: bytes) -> OfferedPsks:
 
 def _psk_identity(identity: bytes, obfuscated_ticket_age: int) -> PskIdentity:
     """``PskIdentity(identity, age)`` through its slot descriptors (the constructor when compiled)."""
-    if not _SLOTS_WRITABLE:
+    if not _PSK_SLOTS_WRITABLE:
         return PskIdentity(identity, obfuscated_ticket_age)
     e: PskIdentity = _NEW_EXTENSION(PskIdentity)
     _SET_PSK_IDENTITY(e, identity)
@@ -645,6 +633,7 @@ def _psk_identity(identity: bytes, obfuscated_ticket_age: int) -> PskIdentity:
 
 _SET_PSK_IDENTITY = vars(PskIdentity)["identity"].__set__
 _SET_PSK_AGE = vars(PskIdentity)["obfuscated_ticket_age"].__set__
+_PSK_SLOTS_WRITABLE = slots_settable(PskIdentity(b"identity", 7))
 
 
 def selected_psk_body(index: int) -> bytes:
