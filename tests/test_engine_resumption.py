@@ -85,6 +85,21 @@ def test_second_connection_resumes(mode: PskKeyExchangeMode) -> None:
     assert events_of(s, ApplicationData) == [ApplicationData(data=b"after resumption")]
 
 
+@pytest.mark.parametrize(("count", "after_resumption"), [(2, 1), (5, 1), (1, 1), (0, 0)])
+def test_a_resumed_handshake_gets_one_ticket_back(count: int, after_resumption: int) -> None:
+    """As OpenSSL (and nginx): ``ticket_count`` after a full handshake, at most one after a resumption (the client
+    spent one, §C.4), so a resumed connection does not seal tickets the client does not need."""
+    store, clock = MemorySessionStore(), Clock()
+    assert len(first_connection(store, clock, ticket_count=max(count, 1))) == max(count, 1)
+    for _ in range(3):  # and so on down a chain of resumptions: the store never runs dry
+        clock.now += 30
+        pair = handshake(client_config(session_store=store, clock=clock), servers(clock=clock, ticket_count=count))  # type: ignore[arg-type]
+        assert pair.client_complete.resumed
+        assert len(events_of(pair.client_events, SessionTicketReceived)) == after_resumption
+        if not after_resumption:
+            break
+
+
 def test_ticket_from_another_key_ring_falls_back_to_a_full_handshake() -> None:
     store, clock = MemorySessionStore(), Clock()
     first_connection(store, clock)

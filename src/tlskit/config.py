@@ -429,7 +429,7 @@ class ServerConfig:
     message_trace: Callable[[bool, bytes], None] | None = None  # (sent?, whole handshake message) for tools
     on_secret: SecretHook | None = None  # every traffic secret as it is installed (QUIC, kTLS, tools)
     ticket_keys: TicketKeys | None = None
-    ticket_count: int = 2
+    ticket_count: int = 2  # after a full handshake; after a resumption at most 1 (as OpenSSL)
     ticket_lifetime: int = 7200
     psk_modes: tuple[PskKeyExchangeMode, ...] = (PskKeyExchangeMode.psk_dhe_ke,)
     early_data: EarlyDataPolicy | None = None

@@ -364,7 +364,11 @@ def issue_tickets(
 ) -> list[bytes]:
     """NewSessionTicket messages (§4.6.1), each sealing a distinct PSK under the current ticket key.
     ``authenticated_at``: when the full handshake behind a resumed session ran (None: this one was full); its
-    tickets live no longer than ``MAX_SESSION_AGE`` from then."""
+    tickets live no longer than ``MAX_SESSION_AGE`` from then.
+
+    ``config.ticket_count`` after a full handshake; at most one after a resumption, as OpenSSL (and so nginx)
+    does: the client spent one ticket (§C.4: one per connection) and gets one back, so the tickets it holds
+    stay as many as the full handshake gave it."""
     keys = config.ticket_keys
     authenticated = now if authenticated_at is None else authenticated_at
     lifetime = min(config.ticket_lifetime, int(authenticated + MAX_SESSION_AGE - now))
@@ -372,7 +376,7 @@ def issue_tickets(
         return []
     key = keys.encryption_key()
     max_early = config.early_data.max_early_data_size if config.early_data is not None else 0
-    count = config.ticket_count
+    count = config.ticket_count if authenticated_at is None else 1
     # one call to the random source for every ticket: 4 bytes of age_add, then 12 of sealing nonce, per ticket;
     # the slices are disjoint, so each value is as independent and unpredictable as a call of its own
     randomness = groups.random_bytes(config.random, _TICKET_RANDOM * count)
