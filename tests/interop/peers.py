@@ -35,7 +35,7 @@ GNUTLS_TLS13 = "NORMAL:-VERS-ALL:+VERS-TLS1.3"
 StrPath = str | os.PathLike[str]
 
 _APT_PACKAGE = {"gnutls-cli": "gnutls-bin", "gnutls-serv": "gnutls-bin", "dumpcap": "wireshark-common",
-                "java": "openjdk-17-jdk-headless", "javac": "openjdk-17-jdk-headless",
+                "java": "openjdk-17-jdk-headless", "javac": "openjdk-17-jdk-headless", "nghttp": "nghttp2-client",
                 **dict.fromkeys(("tstclnt", "selfserv", "certutil", "pk12util"), "libnss3-tools")}
 
 
