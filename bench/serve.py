@@ -42,12 +42,18 @@ asyncio streams over the stdlib ``ssl`` on the stdlib asyncio loop:
   isolates TLS and server overhead from HTTP work;
 * ``python ssl+uvloop`` (``--server python-ssl-uvloop``): the minimal one on uvloop, for reference.
 
+And one more of tlskit's: ``tlskit+asyncio minimal`` (``--server tlskit-minimal``): the minimal server's own handler
+(no HTTP parsing, one prebuilt response) on the stdlib asyncio loop, listening with ``tlskit.start_server`` instead
+of ``asyncio.start_server(ssl=...)``, session tickets on as in serve. Its ratio against ``python ssl+asyncio`` is
+TLS stack against TLS stack, both in asyncio streams: the two servers differ in nothing else.
+
 Loopback only.
 
     python bench/serve.py                       # about 2 minutes; nginx, wrk and pyOpenSSL optional
     python bench/serve.py --handshakes 4000 --requests 40000 --rounds 1 --json
     python bench/serve.py --server tlskit --server python-ssl --full-only --rounds 40 --handshakes 1000
     python bench/serve.py --server tlskit --server python-ssl --server python-ssl-h11 --rounds 1
+    python bench/serve.py --server tlskit-minimal --server python-ssl --rounds 20 --handshakes 1000
 
 The machine has 2 cores (server on one, load generator on the other): compare the servers with each other,
 not with published figures.
@@ -123,8 +129,10 @@ http {{
 """
 
 MODES = {"full": "full handshakes", "resumed": "resumed handshakes", "keepalive": "keep-alive requests"}
-SERVERS = ["tlskit", "python-ssl", "python-ssl-h11", "python-ssl-uvloop", "nginx"]  # --server choices
+SERVERS = ["tlskit", "python-ssl", "python-ssl-h11", "python-ssl-uvloop", "nginx", "tlskit-minimal"]  # --server
 BASELINES = ("python ssl+asyncio", "python ssl+h11", "python ssl+uvloop", "nginx")  # table names, for ratios
+TLS_STACK = "tlskit+asyncio minimal"  # --server tlskit-minimal: compared with "python ssl+asyncio" alone
+COMPARED = [("tlskit serve", other) for other in BASELINES] + [(TLS_STACK, "python ssl+asyncio")]
 
 
 # --- server processes and their CPU time ------------------------------------------------------------------
@@ -512,9 +520,13 @@ def _serve_forever(handle: Any, port: int, ctx: ssl.SSLContext, use_uvloop: bool
         asyncio.run(main())
 
 
-def python_ssl_server(port: int, root: str, cert: str, key: str, use_uvloop: bool = False) -> None:
+def python_ssl_server(port: int, root: str, cert: str, key: str, use_uvloop: bool = False,
+                      stack: str = "ssl") -> None:
     """Baseline "python ssl+asyncio" (minimal HTTP): asyncio streams over ``ssl``; a request is read up to
-    its blank line and answered with one prebuilt response (no HTTP parsing, no stat)."""
+    its blank line and answered with one prebuilt response (no HTTP parsing, no stat). ``stack="tlskit"``: the
+    same handler in the same loop, over ``tlskit.start_server`` ("tlskit+asyncio minimal")."""
+    from tlskit import TLSError
+
     ctx = _server_context(cert, key)
     body = (Path(root) / "index.html").read_bytes()
     head = (f"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {len(body)}\r\n"
@@ -529,12 +541,33 @@ def python_ssl_server(port: int, root: str, cert: str, key: str, use_uvloop: boo
                 await writer.drain()
                 if close:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, TLSError):
             pass
         finally:
             writer.close()
 
-    _serve_forever(handle, port, ctx, use_uvloop)
+    if stack == "tlskit":
+        _serve_tlskit_forever(handle, port, cert, key)
+    else:
+        _serve_forever(handle, port, ctx, use_uvloop)
+
+
+def _serve_tlskit_forever(handle: Any, port: int, cert: str, key: str) -> None:
+    """``handle`` behind ``tlskit.start_server`` on the stdlib asyncio loop: the suite and group pinned as for the
+    other servers, one session ticket key (as ``tlskit serve`` makes at start)."""
+    from tlskit import CertifiedKey, CipherSuite, NamedGroup, ServerConfig, start_server
+    from tlskit.tickets.keyring import TicketKey, TicketKeyRing
+
+    config = ServerConfig(certificates=(CertifiedKey.from_pem_files(cert, key),), groups=(NamedGroup.x25519,),
+                          cipher_suites=(CipherSuite[SUITE],),
+                          ticket_keys=TicketKeyRing([TicketKey.generate(os.urandom)]))
+
+    async def main() -> None:
+        server = await start_server(handle, "127.0.0.1", port, config=config, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
 
 
 def python_ssl_h11_server(port: int, root: str, cert: str, key: str, use_uvloop: bool = False) -> None:
@@ -657,6 +690,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = _free_port()
         servers["python ssl+uvloop"] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert,
                                          key, "--uvloop"], port)
+    if "tlskit-minimal" in wanted:
+        port = _free_port()
+        servers[TLS_STACK] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert, key,
+                               "--tlskit"], port)
     if "nginx" in wanted:
         if shutil.which("nginx"):
             port = _free_port()
@@ -773,10 +810,12 @@ def report(results: dict[str, Any]) -> None:
     print("ratios tlskit / other (>1: tlskit better): ops/s, and CPU efficiency = other's CPU s/1000 / tlskit's "
           "(the per-worker figure; ops/s marked * had a server below 90% busy, so it is not a capacity ratio); "
           "by round: the same ratio per round, each from two runs back to back (robust to a VM that changes speed)")
-    for other in BASELINES:
-        for mode, q in _ratios(servers, "tlskit serve", other).items():
-            busy = min(servers["tlskit serve"][mode]["server_busy"], servers[other][mode]["server_busy"])
-            paired = sorted(_paired(results, "tlskit serve", other).get(mode, []))
+    for ours, other in COMPARED:
+        if ours != "tlskit serve" and ours in servers:
+            print(f"{ours} / {other} (the same minimal handler; TLS stack against TLS stack):")
+        for mode, q in _ratios(servers, ours, other).items():
+            busy = min(servers[ours][mode]["server_busy"], servers[other][mode]["server_busy"])
+            paired = sorted(_paired(results, ours, other).get(mode, []))
             by_round = (f"  by round: median {statistics.median(paired):.2f}x ({', '.join(f'{x:.2f}' for x in paired)})"
                         if len(paired) > 1 else "")
             print(f"  vs {other:<19} {MODES[mode]:<20} ops/s {q['throughput']:5.2f}x{'*' if busy < 0.9 else ' '}  "
@@ -805,6 +844,7 @@ def main() -> None:
                         help=argparse.SUPPRESS)
     parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--h11", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tlskit", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=["auto", "pyopenssl", "ssl"], default="auto",
                         help="load generator TLS library (default: pyopenssl when installed, else ssl)")
     parser.add_argument("--keepalive-client", choices=["auto", "wrk", "python"], default="auto",
@@ -813,7 +853,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.python_ssl_server:
         port, root, cert, key = args.python_ssl_server
-        (python_ssl_h11_server if args.h11 else python_ssl_server)(int(port), root, cert, key, args.uvloop)
+        if args.h11:
+            python_ssl_h11_server(int(port), root, cert, key, args.uvloop)
+        else:
+            python_ssl_server(int(port), root, cert, key, args.uvloop, "tlskit" if args.tlskit else "ssl")
         return
     if args.load:
         lib, mode, port, total, clients, pid = args.load
@@ -824,6 +867,8 @@ def main() -> None:
         results["ratios"] = {other: _ratios(results["servers"], "tlskit serve", other)
                              for other in BASELINES}
         results["cpu_efficiency_by_round"] = {other: _paired(results, "tlskit serve", other) for other in BASELINES}
+        results["tls_stack"] = {"ratios": _ratios(results["servers"], TLS_STACK, "python ssl+asyncio"),
+                                "cpu_efficiency_by_round": _paired(results, TLS_STACK, "python ssl+asyncio")}
         print(json.dumps(results, indent=2))
         return
     report(results)
