@@ -158,6 +158,19 @@ def test_psk_ke_uses_zero_shared_secret_and_binder_labels_differ() -> None:
     assert early.client_early_traffic_secret(ch_hash) != early.early_exporter_master_secret(ch_hash)
 
 
+@pytest.mark.parametrize("suite", [CipherSuite.TLS_AES_128_GCM_SHA256, CipherSuite.TLS_AES_256_GCM_SHA384])
+def test_full_handshake_secret_is_extract_from_the_derived_salt(suite: CipherSuite) -> None:
+    """The shared no-PSK early secret keys its "derived" salt into HMAC once (§7.1): the same Extract."""
+    p = suite_params(suite)
+    zeros = bytes(p.hash_len)
+    early = ks.EarlySecret.without_psk(p)
+    salt = ks.derive_secret(p, ks.hkdf_extract(p.hash_name, b"", zeros), b"derived", p.empty_hash)
+    for ikm in (bytes(range(32)), bytes(range(48)), None):
+        expected = ks.hkdf_extract(p.hash_name, salt, zeros if ikm is None else ikm)
+        assert early.handshake_secret(ikm).secret == expected
+        assert ks.EarlySecret(p).handshake_secret(ikm).secret == expected
+
+
 def test_next_traffic_secret_and_exporter_are_expand_label() -> None:
     secret = bytes(range(32))
     assert ks.next_traffic_secret(SHA256, secret) == ks.hkdf_expand_label(

@@ -133,17 +133,19 @@ def derive_secret(params: SuiteParams, secret: bytes, label: bytes, transcript_h
 class EarlySecret:
     """Early Secret = HKDF-Extract(0, PSK) and what is derived from it (§7.1)."""
 
-    __slots__ = ("_derived", "_hmac", "params", "secret")
+    __slots__ = ("_derived", "_hmac", "_salted", "params", "secret")
 
     def __init__(self, params: SuiteParams, psk: bytes | None = None) -> None:
         self.params = params
         self._derived: bytes | None = None
+        self._salted: _KeyedHmac | None = None
         # HKDF-Extract with the all-zero salt, whose HMAC pads are hashed once per hash (``_zero_salt``)
         self.secret = _zero_salt(params.hash_name).digest(bytes(params.hash_len) if psk is None else psk)
         # the PRK of the binder key and the "derived" salt (and 0-RTT's secrets): keyed into HMAC once
         self._hmac = _KeyedHmac(params.hash_name, self.secret)
-        if psk is None:  # a constant per suite: its "derived" salt too (see ``without_psk``)
+        if psk is None:  # a constant per suite: its "derived" salt too (see ``without_psk``), keyed into HMAC
             self._derived = self._derive(b"derived", params.empty_hash)
+            self._salted = _KeyedHmac(params.hash_name, self._derived)  # once, for every full handshake's Extract
 
     @classmethod
     def without_psk(cls, params: SuiteParams) -> EarlySecret:
@@ -170,8 +172,10 @@ class EarlySecret:
 
     def handshake_secret(self, shared_secret: bytes | None) -> HandshakeSecret:
         """Next stage; ``shared_secret=None`` for psk_ke (no (EC)DHE, §7.1 uses zeros)."""
-        salt = self._derived or self._derive(b"derived", self.params.empty_hash)
         ikm = bytes(self.params.hash_len) if shared_secret is None else shared_secret
+        if self._salted is not None:  # HKDF-Extract(derived, ikm) with the shared salt's pads hashed once
+            return HandshakeSecret(self.params, self._salted.digest(ikm))
+        salt = self._derived or self._derive(b"derived", self.params.empty_hash)
         return HandshakeSecret(self.params, hkdf_extract(self.params.hash_name, salt, ikm))
 
 
