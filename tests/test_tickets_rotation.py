@@ -155,3 +155,35 @@ def test_concurrent_handshakes_across_rotations_see_a_consistent_ring() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_sealing_reuses_one_aead_per_key_object_and_never_another_keys() -> None:
+    """``ticket_aead`` caches the AES-GCM object per key object: the same bytes as a fresh one; another key
+    object under the same name (a reload, a fleet key) gets its own; ``wipe`` drops it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from tlskit.tickets.keyring import _AEADS, TicketKeyRing
+    from tlskit.tickets.sealing import seal_tickets
+
+    name = os.urandom(16)
+    first = TicketKey(name=name, aes_key=bytearray(os.urandom(32)))
+    nonces = os.urandom(24)
+    sealed = seal_tickets(first, [b"state one", b"state two"], nonces)
+    assert sealed == [name + nonces[i * 12 : (i + 1) * 12]
+                      + AESGCM(bytes(first.aes_key)).encrypt(nonces[i * 12 : (i + 1) * 12], s, name)
+                      for i, s in enumerate([b"state one", b"state two"])]
+    assert seal_tickets(first, [b"state one"], nonces[:12]) == sealed[:1]  # from the cached object: same bytes
+    assert open_ticket(TicketKeyRing([first]), sealed[1]) == b"state two"
+    second = TicketKey(name=name, aes_key=os.urandom(32))  # same name, another secret
+    assert open_ticket(TicketKeyRing([second]), sealed[0]) is None
+    resealed = seal_tickets(second, [b"state one"], nonces[:12])
+    assert resealed != sealed[:1]
+    assert open_ticket(TicketKeyRing([second]), resealed[0]) == b"state one"
+    assert open_ticket(TicketKeyRing([first]), resealed[0]) is None
+    seal_tickets(first, [b"x"], nonces[:12])
+    assert _AEADS[name][0] is first
+    first.wipe()
+    assert name not in _AEADS  # the AES-GCM object's copy of the secret is dropped with it
+    with pytest.raises(RuntimeError, match="wiped"):
+        seal_tickets(first, [b"x"], nonces[:12])
+    assert open_ticket(TicketKeyRing([first]), sealed[0]) is None

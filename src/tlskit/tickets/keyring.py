@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from ..errors import ConfigError
 
 
@@ -73,6 +75,9 @@ class TicketKey:
         Best effort, as Python allows: copies made earlier (the ``bytes`` that ``random`` returned, a file's
         contents, an AESGCM object's own copy until it is freed) are not reached from here.
         """
+        held = _AEADS.get(self.name)
+        if held is not None and held[0] is self:  # its AES-GCM object's copy goes too (``ticket_aead``)
+            _AEADS.pop(self.name, None)
         for secret in (self.aes_key, self.hmac_key):
             if isinstance(secret, bytearray):
                 secret[:] = bytes(len(secret))
@@ -80,6 +85,26 @@ class TicketKey:
     @property
     def wiped(self) -> bool:
         return not any(self.aes_key)
+
+
+_AEADS: dict[bytes, tuple[TicketKey, AESGCM]] = {}  # by key name; the key object itself is compared on use
+
+
+def ticket_aead(key: TicketKey) -> AESGCM:
+    """The AES-GCM object of ``key``, made once per key object rather than per ticket sealed or opened
+    (its construction costs about as much as sealing a ticket). ``wipe()`` drops it; a new key object under
+    the same name gets an object of its own. Callers still check ``key.wiped`` after this call."""
+    held = _AEADS.get(key.name)
+    if held is not None and held[0] is key:
+        return held[1]
+    aead = AESGCM(key.aes_key)
+    if len(_AEADS) >= _MAX_AEADS:  # rings hold a few keys: this only trims the retired ones of long rotations
+        _AEADS.clear()
+    _AEADS[key.name] = (key, aead)
+    return aead
+
+
+_MAX_AEADS = 64
 
 
 class TicketKeys(Protocol):

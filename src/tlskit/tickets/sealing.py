@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .keyring import TicketKey, TicketKeys
+from .keyring import TicketKey, TicketKeys, ticket_aead
 
 _NAME, _NONCE = 16, 12
 
@@ -25,7 +25,7 @@ def seal_tickets(key: TicketKey, states: Sequence[bytes], nonces: bytes) -> list
     ``nonces`` holds 12 fresh random bytes per state, the i-th state sealed under the i-th 12."""
     if len(nonces) != _NONCE * len(states):
         raise ValueError(f"{len(states)} tickets need {_NONCE * len(states)} nonce bytes, not {len(nonces)}")
-    aead = AESGCM(key.aes_key)
+    aead = ticket_aead(key)  # one per key, not per handshake
     if key.wiped:  # as in seal_ticket: checked after the copy
         raise RuntimeError(f"ticket key {key.name.hex()} was retired and wiped while in use")
     name = key.name
@@ -44,6 +44,6 @@ def open_ticket(keys: TicketKeys, ticket: bytes) -> bytes | None:
     if key is None or key.wiped:  # a wiped key is zeros: anyone could seal a ticket it opens
         return None
     try:
-        return AESGCM(key.aes_key).decrypt(ticket[_NAME : _NAME + _NONCE], ticket[_NAME + _NONCE :], ticket[:_NAME])
+        return ticket_aead(key).decrypt(ticket[_NAME : _NAME + _NONCE], ticket[_NAME + _NONCE :], ticket[:_NAME])
     except InvalidTag:
         return None
