@@ -171,6 +171,18 @@ def test_full_handshake_secret_is_extract_from_the_derived_salt(suite: CipherSui
         assert ks.EarlySecret(p).handshake_secret(ikm).secret == expected
 
 
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_handshake_traffic_keys_are_key_iv_and_finished_key(suite: CipherSuite) -> None:
+    """One keying of the secret gives what ``traffic_key_iv`` and ``finished_verify_data`` derive (§7.3, §4.4.4)."""
+    p = suite_params(suite)
+    secret = bytes(range(p.hash_len))
+    key_iv, finished_key = ks.handshake_traffic_keys(p, secret)
+    assert key_iv == ks.traffic_key_iv(p, secret)
+    assert finished_key == ks.hkdf_expand_label(p.hash_name, secret, b"finished", b"", p.hash_len)
+    th = hashlib.new(p.hash_name, b"transcript").digest()
+    assert ks.verify_data(p, finished_key, th) == ks.finished_verify_data(p, secret, th)
+
+
 def test_next_traffic_secret_and_exporter_are_expand_label() -> None:
     secret = bytes(range(32))
     assert ks.next_traffic_secret(SHA256, secret) == ks.hkdf_expand_label(

@@ -663,8 +663,12 @@ class Connection:
         self._events.append(ConnectionClosed(by_peer=True, alert=description, error=error))
         raise error
 
-    def _encryptor(self, params: SuiteParams, secret: bytes) -> RecordEncryptor:
-        return RecordEncryptor(params, secret, pad_to=self.config.pad_to, max_fragment=self._max_fragment)
+    def _encryptor(
+        self, params: SuiteParams, secret: bytes, key_iv: tuple[bytes, bytes] | None = None
+    ) -> RecordEncryptor:
+        return RecordEncryptor(
+            params, secret, pad_to=self.config.pad_to, max_fragment=self._max_fragment, key_iv=key_iv
+        )
 
     def _flush_handshake(self) -> None:
         pending = self._pending_hs
@@ -713,20 +717,25 @@ class _HandshakeContext:
         conn._flush_handshake()
         conn._out += _CCS_RECORD
 
-    def set_read_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel) -> None:
+    def set_read_secret(
+        self, params: SuiteParams, secret: bytes, level: EncryptionLevel, key_iv: tuple[bytes, bytes] | None = None
+    ) -> None:
         conn = self._conn
         if conn._hs_buf:
             raise AlertError(AlertDescription.unexpected_message, "handshake message spans a key change")
         limit = conn.config.record_size_limit if conn._limit_announced else None
-        conn._read = RecordDecryptor(params, secret, max_inner=limit if limit is not None else MAX_PLAINTEXT + 1)
+        max_inner = limit if limit is not None else MAX_PLAINTEXT + 1
+        conn._read = RecordDecryptor(params, secret, max_inner=max_inner, key_iv=key_iv)
         conn._early_recv = None
         if conn.config.on_secret is not None:
             conn.config.on_secret(level, Direction.read, params.suite, secret)
 
-    def set_write_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel) -> None:
+    def set_write_secret(
+        self, params: SuiteParams, secret: bytes, level: EncryptionLevel, key_iv: tuple[bytes, bytes] | None = None
+    ) -> None:
         conn = self._conn
         conn._flush_handshake()
-        conn._write = conn._encryptor(params, secret)
+        conn._write = conn._encryptor(params, secret, key_iv)
         if conn.config.on_secret is not None:
             conn.config.on_secret(level, Direction.write, params.suite, secret)
 

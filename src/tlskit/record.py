@@ -159,11 +159,18 @@ class RecordEncryptor:
     __slots__ = ("_aead", "_iv", "max_fragment", "pad_to", "params", "secret", "seq")
 
     def __init__(
-        self, params: SuiteParams, secret: bytes, *, pad_to: int = 0, max_fragment: int = MAX_PLAINTEXT
+        self,
+        params: SuiteParams,
+        secret: bytes,
+        *,
+        pad_to: int = 0,
+        max_fragment: int = MAX_PLAINTEXT,
+        key_iv: tuple[bytes, bytes] | None = None,
     ) -> None:
+        """``key_iv``: ``traffic_key_iv(params, secret)`` when the caller derived it already."""
         if not 0 < max_fragment <= MAX_PLAINTEXT:
             raise ValueError(f"max_fragment must be in 1..{MAX_PLAINTEXT}")
-        key, iv = traffic_key_iv(params, secret)
+        key, iv = traffic_key_iv(params, secret) if key_iv is None else key_iv
         self.params = params
         self.secret = secret
         self.pad_to = pad_to
@@ -206,8 +213,16 @@ class RecordDecryptor:
 
     __slots__ = ("_aead", "_iv", "max_inner", "params", "secret", "seq")
 
-    def __init__(self, params: SuiteParams, secret: bytes, *, max_inner: int = MAX_PLAINTEXT + 1) -> None:
-        key, iv = traffic_key_iv(params, secret)
+    def __init__(
+        self,
+        params: SuiteParams,
+        secret: bytes,
+        *,
+        max_inner: int = MAX_PLAINTEXT + 1,
+        key_iv: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``key_iv``: ``traffic_key_iv(params, secret)`` when the caller derived it already."""
+        key, iv = traffic_key_iv(params, secret) if key_iv is None else key_iv
         self.params = params
         self.secret = secret
         self.seq = 0

@@ -21,6 +21,7 @@ __all__ = [
     "derive_secret",
     "export_keying_material",
     "finished_verify_data",
+    "handshake_traffic_keys",
     "hkdf_expand",
     "hkdf_expand_label",
     "hkdf_extract",
@@ -28,6 +29,7 @@ __all__ = [
     "resumption_psk",
     "resumption_psks",
     "traffic_key_iv",
+    "verify_data",
 ]
 
 _IPAD = bytes(x ^ 0x36 for x in range(256))  # translate tables: key XOR ipad / opad, byte by byte
@@ -254,10 +256,19 @@ class MasterSecret:
 def finished_verify_data(params: SuiteParams, base_key: bytes, transcript_hash: bytes) -> bytes:
     """Finished.verify_data = HMAC(finished_key, transcript hash) (§4.4.4)."""
     hash_name = params.hash_name
-    info = _FINISHED_INFO.get(params.hash_len)
+    return _digest(_digest(base_key, _finished_info(params.hash_len), hash_name), transcript_hash, hash_name)
+
+
+def verify_data(params: SuiteParams, finished_key: bytes, transcript_hash: bytes) -> bytes:
+    """Finished.verify_data from a finished_key already derived (``handshake_traffic_keys``), §4.4.4."""
+    return _digest(finished_key, transcript_hash, params.hash_name)
+
+
+def _finished_info(hash_len: int) -> bytes:
+    info = _FINISHED_INFO.get(hash_len)
     if info is None:  # HkdfLabel(hash_len, "tls13 finished", "") and HKDF-Expand's counter byte
-        info = _FINISHED_INFO[params.hash_len] = _label_prefix(b"finished", params.hash_len) + b"\x00\x01"
-    return _digest(_digest(base_key, info, hash_name), transcript_hash, hash_name)
+        info = _FINISHED_INFO[hash_len] = _label_prefix(b"finished", hash_len) + b"\x00\x01"
+    return info
 
 
 _FINISHED_INFO: dict[int, bytes] = {}
@@ -290,6 +301,19 @@ def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
     inner.update(infos[1])
     outer.update(inner.digest())
     return key_outer.digest()[: params.key_len], outer.digest()[: params.iv_len]
+
+
+def handshake_traffic_keys(params: SuiteParams, secret: bytes) -> tuple[tuple[bytes, bytes], bytes]:
+    """((key, IV), finished_key) of a handshake traffic secret (§7.3, §4.4.4): the three HKDF-Expand-Label
+    calls of one secret, keyed into HMAC once (``traffic_key_iv`` then ``finished_verify_data`` key it twice)."""
+    keyed = _KeyedHmac(params.hash_name, secret)
+    infos = _KEY_IV_INFO.get((params.key_len, params.iv_len))
+    if infos is None:
+        traffic_key_iv(params, secret)  # fills the cache
+        infos = _KEY_IV_INFO[(params.key_len, params.iv_len)]
+    key = keyed.digest(infos[0])[: params.key_len]
+    iv = keyed.digest(infos[1])[: params.iv_len]
+    return (key, iv), keyed.digest(_finished_info(params.hash_len))
 
 
 def resumption_psk(params: SuiteParams, resumption_master_secret: bytes, ticket_nonce: bytes) -> bytes:

@@ -49,11 +49,17 @@ class Context(Protocol):
     def send_change_cipher_spec(self) -> None:
         """Queue the middlebox-compatibility ChangeCipherSpec record (§D.4)."""
 
-    def set_read_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel) -> None:
-        """Protect what we receive from here on with ``secret`` (and tell ``config.on_secret``)."""
+    def set_read_secret(
+        self, params: SuiteParams, secret: bytes, level: EncryptionLevel, key_iv: tuple[bytes, bytes] | None = None
+    ) -> None:
+        """Protect what we receive from here on with ``secret`` (and tell ``config.on_secret``); ``key_iv``:
+        its ``traffic_key_iv`` when already derived."""
 
-    def set_write_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel) -> None:
-        """Protect what we send from here on with ``secret`` (queued messages go out under the old key first)."""
+    def set_write_secret(
+        self, params: SuiteParams, secret: bytes, level: EncryptionLevel, key_iv: tuple[bytes, bytes] | None = None
+    ) -> None:
+        """Protect what we send from here on with ``secret`` (queued messages go out under the old key first);
+        ``key_iv`` as in ``set_read_secret``."""
 
     def set_send_record_limit(self, limit: int) -> None:
         """The peer's RFC 8449 record_size_limit: our protected records carry at most ``limit - 1`` bytes."""
@@ -108,7 +114,11 @@ def unexpected(expected: str, msg: HandshakeMessage) -> AlertError:
 
 def check_finished(params: SuiteParams, base_key: bytes, transcript: Transcript, msg: Finished) -> None:
     """§4.4.4: a wrong verify_data is ``decrypt_error``."""
-    expected = keyschedule.finished_verify_data(params, base_key, transcript.digest())
+    check_verify_data(params, keyschedule.finished_verify_data(params, base_key, transcript.digest()), msg)
+
+
+def check_verify_data(params: SuiteParams, expected: bytes, msg: Finished) -> None:
+    """``check_finished`` with the expected verify_data computed by the caller."""
     if len(msg.verify_data) != params.hash_len:
         raise AlertError(AlertDescription.decode_error, "Finished has the wrong length for the suite")
     if not _constant_time_eq(expected, msg.verify_data):

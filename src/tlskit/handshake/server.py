@@ -42,6 +42,7 @@ from ..messages.handshake import (
     ServerHello,
     certificate_verify_bytes,
     encrypted_extensions_bytes,
+    finished_bytes,
     server_hello_bytes,
 )
 from ..pki.verify import verify_client_path
@@ -50,9 +51,8 @@ from .common import (
     Context,
     Session,
     check_certificate_verify,
-    check_finished,
+    check_verify_data,
     log_peer,
-    make_finished,
     unexpected,
 )
 from .negotiation import Offer, choose_alpn, choose_certificate, choose_group, read_offer
@@ -283,7 +283,8 @@ def _server_flight(
         ctx.key_log("SERVER_HANDSHAKE_TRAFFIC_SECRET", s_hs)
     if ExtensionType.record_size_limit in offer.exts:  # RFC 8449: binds every protected record we send
         ctx.set_send_record_limit(ext.parse_record_size_limit(offer.exts[ExtensionType.record_size_limit]))
-    ctx.set_write_secret(params, s_hs, EncryptionLevel.handshake)
+    s_keys, s_finished = keyschedule.handshake_traffic_keys(params, s_hs)  # s_hs keyed into HMAC once
+    ctx.set_write_secret(params, s_hs, EncryptionLevel.handshake, s_keys)
 
     ee = _encrypted_extensions(config, offer, alpn, early)
     ctx.send_handshake(ee)
@@ -304,7 +305,7 @@ def _server_flight(
         cv = certificate_verify_bytes(scheme, signature)
         ctx.send_handshake(cv)
         transcript.add(cv)
-    fin = make_finished(params, s_hs, transcript)
+    fin = finished_bytes(keyschedule.verify_data(params, s_finished, transcript.digest()))  # as make_finished
     ctx.send_handshake(fin)
     transcript.add(fin)
     master = hs.master_secret()
@@ -323,6 +324,7 @@ def _server_flight(
         transcript=transcript,
         master=master,
         c_hs=c_hs,
+        c_hs_keys=keyschedule.handshake_traffic_keys(params, c_hs),
         c_ap=c_ap,
         exporter=exporter,
         authenticated_at=accepted.state.authenticated_at if accepted is not None else None,
@@ -341,13 +343,15 @@ def _server_flight(
             certified[0].chain[0] if certified is not None else None,  # local_certificate
         ),
     )
-    next_state: object = ExpectClientCertificate(after) if request_cert else ExpectClientFinished(after)
+    # the client's Finished covers what ours did, unless EndOfEarlyData or its certificate comes first (§4.4.4)
+    finished_hash = None if early else th
+    next_state: object = ExpectClientCertificate(after) if request_cert else ExpectClientFinished(after, finished_hash)
     if early:
         assert config.early_data is not None and accepted is not None
         ctx.set_read_secret(params, client_early, EncryptionLevel.early_data)
         ctx.accept_early_data(accepted.state.max_early_data)  # the ticket's (at most today's: early_data_acceptable)
         return ExpectEndOfEarlyData(after, next_state)
-    ctx.set_read_secret(params, c_hs, EncryptionLevel.handshake)
+    ctx.set_read_secret(params, c_hs, EncryptionLevel.handshake, after.c_hs_keys[0])
     if offer.early_data:
         ctx.skip_early_data(_early_skip_budget(config, accepted))
     return next_state
@@ -423,6 +427,7 @@ class _AfterServerFinished:
     transcript: Transcript
     master: keyschedule.MasterSecret
     c_hs: bytes
+    c_hs_keys: tuple[tuple[bytes, bytes], bytes]  # c_hs's (key, IV) and finished_key (handshake_traffic_keys)
     c_ap: bytes
     exporter: bytes
     complete: HandshakeComplete
@@ -440,7 +445,7 @@ class ExpectEndOfEarlyData:
         if not isinstance(msg, EndOfEarlyData):
             raise unexpected("EndOfEarlyData", msg)
         self.after.transcript.add(raw)
-        ctx.set_read_secret(self.after.params, self.after.c_hs, EncryptionLevel.handshake)
+        ctx.set_read_secret(self.after.params, self.after.c_hs, EncryptionLevel.handshake, self.after.c_hs_keys[0])
         return self.next_state
 
 
@@ -508,12 +513,14 @@ class ExpectClientFinished:
     """§4.4.4: the client's Finished completes the handshake; tickets follow (§4.6.1)."""
 
     after: _AfterServerFinished
+    transcript_hash: bytes | None = None  # the transcript's hash when nothing was added since our Finished's
 
     def handle(self, ctx: Context, msg: HandshakeMessage, raw: bytes) -> object:
         if not isinstance(msg, Finished):
             raise unexpected("Finished", msg)
         after = self.after
-        check_finished(after.params, after.c_hs, after.transcript, msg)
+        th = self.transcript_hash if self.transcript_hash is not None else after.transcript.digest()
+        check_verify_data(after.params, keyschedule.verify_data(after.params, after.c_hs_keys[1], th), msg)
         after.transcript.add(raw)
         ctx.set_read_secret(after.params, after.c_ap, EncryptionLevel.application)
         complete = after.complete
