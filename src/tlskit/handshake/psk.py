@@ -207,14 +207,14 @@ class AcceptedPsk:
 def accept_psk(
     config: ServerConfig,
     offered: OfferedPsks,
-    raw_hello: bytes,
-    prefix: Transcript,
+    partial: Transcript,
     params: SuiteParams,
     server_name: str | None,
     now: float,
 ) -> AcceptedPsk | None:
     """The first offered ticket we can open and use with the chosen suite (§4.2.11); a bad binder on it aborts
-    the handshake with ``decrypt_error``. Tickets we cannot use are skipped (full handshake)."""
+    the handshake with ``decrypt_error``. Tickets we cannot use are skipped (full handshake). ``partial``: the
+    transcript through the ClientHello up to its binders (§4.2.11.2), which the handshake goes on from."""
     keys = config.ticket_keys
     if keys is None:
         return None
@@ -234,8 +234,7 @@ def accept_psk(
         if now - state.authenticated_at >= MAX_SESSION_AGE:
             continue  # resumed from resumed sessions for a week: authenticate again (§4.6.1)
         if partial_hash is None:
-            binders = ext.binders_length([len(b) for b in offered.binders])
-            partial_hash = prefix.digest_with(raw_hello[: len(raw_hello) - binders])
+            partial_hash = partial.digest()
         early_secret = keyschedule.EarlySecret(params, state.psk)
         expected = keyschedule.finished_verify_data(params, early_secret.binder_key(), partial_hash)  # as binder()
         if not hmac.compare_digest(expected, offered.binders[index]):

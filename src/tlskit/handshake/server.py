@@ -100,8 +100,13 @@ def _negotiate(
     HelloRetryRequest (§4.1.4). ``claimed``: the single-use ticket this connection's first ClientHello took."""
     accepted: psk.AcceptedPsk | None = None
     modes = [m for m in config.psk_modes if m in offer.psk_modes] if offer.psk_modes else []
+    rest = raw  # what of the ClientHello the transcript still lacks
     if offer.psks is not None and modes:
-        accepted = psk.accept_psk(config, offer.psks, raw, transcript, params, offer.server_name, ctx.now())
+        # the binders' transcript (§4.2.11.2) is the ClientHello up to its binders: hashed into ours, then the rest
+        cut = len(raw) - ext.binders_length([len(b) for b in offer.psks.binders])
+        transcript.add(raw[:cut])
+        rest = raw[cut:]
+        accepted = psk.accept_psk(config, offer.psks, transcript, params, offer.server_name, ctx.now())
         if accepted is not None and config.single_use_tickets:
             identity = offer.psks.identities[accepted.index].identity
             if identity == claimed or psk.claim_ticket(config.replay_store, identity, accepted.state, ctx.now()):
@@ -124,9 +129,9 @@ def _negotiate(
         if share is None:
             if not first:
                 raise AlertError(AlertDescription.illegal_parameter, "second ClientHello lacks the requested share")
-            transcript.add(raw)
+            transcript.add(rest)
             return _hello_retry(ctx, config, offer, group, params, transcript, claimed, accepted)
-    transcript.add(raw)
+    transcript.add(rest)
     return _server_flight(ctx, config, offer, params, transcript, group, share, accepted, hello_retry=not first)
 
 
