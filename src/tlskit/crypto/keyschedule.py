@@ -306,14 +306,23 @@ def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
 def handshake_traffic_keys(params: SuiteParams, secret: bytes) -> tuple[tuple[bytes, bytes], bytes]:
     """((key, IV), finished_key) of a handshake traffic secret (§7.3, §4.4.4): the three HKDF-Expand-Label
     calls of one secret, keyed into HMAC once (``traffic_key_iv`` then ``finished_verify_data`` key it twice)."""
-    keyed = _KeyedHmac(params.hash_name, secret)
+    new, block = _HASHES[params.hash_name]
     infos = _KEY_IV_INFO.get((params.key_len, params.iv_len))
     if infos is None:
         traffic_key_iv(params, secret)  # fills the cache
         infos = _KEY_IV_INFO[(params.key_len, params.iv_len)]
-    key = keyed.digest(infos[0])[: params.key_len]
-    iv = keyed.digest(infos[1])[: params.iv_len]
-    return (key, iv), keyed.digest(_finished_info(params.hash_len))
+    padded = (secret if len(secret) <= block else new(secret).digest()).ljust(block, b"\0")
+    inner, outer = new(padded.translate(_IPAD)), new(padded.translate(_OPAD))  # the pad blocks, hashed once
+    out = []
+    for info in infos:
+        h = inner.copy()
+        h.update(info)
+        o = outer.copy()
+        o.update(h.digest())
+        out.append(o.digest())
+    inner.update(_finished_info(params.hash_len))
+    outer.update(inner.digest())
+    return (out[0][: params.key_len], out[1][: params.iv_len]), outer.digest()
 
 
 def resumption_psk(params: SuiteParams, resumption_master_secret: bytes, ticket_nonce: bytes) -> bytes:
