@@ -33,13 +33,6 @@ class Transcript:
         """Hash of everything added so far; the transcript stays usable."""
         return self._hash.digest()
 
-    def digest_with(self, message: bytes) -> bytes:
-        """Hash of everything added so far followed by ``message``, which is not added (the PSK binder's
-        partial ClientHello, §4.2.11.2): one hash copy, no ``Transcript``."""
-        state = self._hash.copy()
-        state.update(message)
-        return state.digest()
-
     def copy(self) -> Transcript:
         """An independent copy (e.g. for the PSK binder's partial ClientHello, §4.2.11.2)."""
         return Transcript(self.hash_name, self._hash.copy())  # not ``__new__``: compiled by mypyc, that runs __init__
