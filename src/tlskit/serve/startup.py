@@ -16,16 +16,9 @@ from types import FrameType
 __all__ = ["remember_sighup"]
 
 
-class _Recorder:
-    """The SIGHUP handler until the server's own: counts the signals."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
+class _Recorder(dict[int, FrameType | None]):
+    """Until the server's own, SIGHUP's handler is a recorder's ``__setitem__``: a C function, so a burst of
+    signals cannot nest one Python handler frame inside another up to the recursion limit."""
 
 
 def remember_sighup() -> Callable[[], bool]:
@@ -35,8 +28,8 @@ def remember_sighup() -> Callable[[], bool]:
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: False
-    recorder = signal.getsignal(signal.SIGHUP)
+    recorder = getattr(signal.getsignal(signal.SIGHUP), "__self__", None)
     if not isinstance(recorder, _Recorder):
         recorder = _Recorder()
-        signal.signal(signal.SIGHUP, recorder)
-    return lambda: recorder.count > 0
+        signal.signal(signal.SIGHUP, recorder.__setitem__)
+    return lambda: bool(recorder)

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from ..errors import ConfigError
@@ -112,9 +113,12 @@ class Supervisor:
         self.workers: dict[int, subprocess.Popen[bytes]] = {}  # slot -> process
         # Signals wake the loop through a pipe (made in run): a signal handler that sets a threading.Event
         # deadlocks when it interrupts the main thread while that holds the Event's lock (a SIGHUP then hung the
-        # supervisor for good).
+        # supervisor for good). The handler is ``_signals.__setitem__`` (signum -> frame): C, so no Python frame
+        # of it can be interrupted by the next signal. A Python handler was, over and over in a burst of SIGHUPs,
+        # until the nested handlers hit the recursion limit and the supervisor died. The pipe is written by
+        # CPython's C-level handler (``signal.set_wakeup_fd``), as asyncio does.
         self._wake_r = self._wake_w = -1
-        self._pending: list[int] = []  # signals received, handled in the main loop
+        self._signals: dict[int, FrameType | None] = {}  # signals received, handled in the main loop
         self.early_reload: Callable[[], bool] = lambda: False  # a SIGHUP came before run() could handle it
         self._metrics_dir: str | None = None
         self._metrics_lock = -1  # its lock's descriptor (flock held while we run)
@@ -147,10 +151,11 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)  # full: the loop is awake already
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
+            signal.signal(sig, self._signals.__setitem__)
         if self.early_reload():  # one came while starting: do it once the workers run
-            self._pending.append(signal.SIGHUP)
+            self._signals[signal.SIGHUP] = None
         try:
             for slot in range(settings.workers):
                 self._spawn(slot)
@@ -160,18 +165,13 @@ class Supervisor:
         finally:
             self._stop_all()
             wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
-            os.close(wake_r)  # (a signal from now on writes nowhere, not to a reused descriptor)
+            signal.set_wakeup_fd(-1)  # (a signal from now on writes nowhere, not to a reused descriptor)
+            os.close(wake_r)
             os.close(wake_w)
             if self._metrics_dir:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
                 os.close(self._metrics_lock)
         return 0
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._pending.append(signum)
-        if self._wake_w >= 0:
-            with contextlib.suppress(OSError):  # full: the loop is awake already
-                os.write(self._wake_w, b"\0")
 
     def _spawn(self, slot: int) -> None:
         # On stdin, not in the environment: the ticket key must not show in /proc/PID/environ.
@@ -203,10 +203,10 @@ class Supervisor:
             select.select([self._wake_r], [], [], 0.2)
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 4096)
-            if self._pending:
+            if self._signals:
                 signals = set()
-                while self._pending:  # pop by pop: a handler may append meanwhile
-                    signals.add(self._pending.pop())
+                while self._signals:  # pop by pop: a handler may add one meanwhile
+                    signals.add(self._signals.popitem()[0])
                 if signals - {signal.SIGHUP}:  # SIGTERM/SIGINT
                     return
                 self._reload("SIGHUP")  # once for any number that came meanwhile, as the kernel merges them
@@ -309,8 +309,8 @@ def worker_main() -> int:
     """A worker: serve the inherited sockets with the same flags, until the supervisor says stop."""
     from .app import run_loop
 
-    hup: list[int] = []  # a SIGHUP before the loop handles it (the default action would kill us): done once up
-    signal.signal(signal.SIGHUP, lambda signum, frame: hup.append(signum))
+    hup: dict[int, FrameType | None] = {}  # a SIGHUP before the loop handles it (its default action would kill
+    signal.signal(signal.SIGHUP, hup.__setitem__)  # us): done once up. A C handler, as the supervisor's
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by the supervisor until now
     _stop_with_parent()
     if str(os.getppid()) != os.environ.get(_SUPERVISOR_ENV, str(os.getppid())):
