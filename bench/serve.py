@@ -34,7 +34,7 @@ the servers are also set to x25519). tlskit runs with its defaults (uvloop when 
 ``-q`` (no access log); nginx with ``worker_processes 1`` and access logging off. Two Python baselines, both
 asyncio streams over the stdlib ``ssl`` on the stdlib asyncio loop:
 
-* ``python ssl+asyncio`` (``--server python-ssl``; the issue's baseline): minimal HTTP, no parsing at all:
+* ``python ssl+asyncio`` (``--server python-ssl``; the issue's baseline read strictly): minimal HTTP, no parsing:
   ``readuntil`` the blank line, write one prebuilt response. Its ratio is tlskit's whole cost, TLS and HTTP;
 * ``python ssl+h11`` (``--server python-ssl-h11``): the same HTTP work as tlskit serve does for the file:
   h11 parses each request and frames the response, which carries the same fields (Date, Server,
@@ -671,7 +671,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     use_wrk = args.keepalive_client == "wrk" or (args.keepalive_client == "auto" and shutil.which("wrk"))
     dev = dev_certificate(work / "ca")
     cert, key, www = str(dev.cert), str(dev.key), str(work / "www")
-    wanted = set(args.server or ["tlskit", "python-ssl", "python-ssl-h11", "python-ssl-uvloop", "nginx"])
+    wanted = set(args.server or SERVERS)
     servers: dict[str, tuple[list[str], int]] = {}
     if "tlskit" in wanted:
         port = _free_port()
