@@ -62,7 +62,6 @@ not with published figures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import multiprocessing as mp
@@ -82,10 +81,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from serve_baselines import GROUP, SUITE  # (bench/ is sys.path[0] when this runs as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
+BASELINE_SERVERS = Path(__file__).resolve().parent / "serve_baselines.py"
 PAGE = b"<!doctype html><title>bench</title>" + b"x" * 1000 + b"\n"  # ~1 KiB, like a small HTML page
-SUITE = "TLS_AES_128_GCM_SHA256"
-GROUP = "X25519"
 WARMUP = 5  # connections (or requests) per client process before the measured batch
 
 # Read by the load generator's OpenSSL at start: the client offers one suite and one group, so every server
@@ -496,140 +496,6 @@ def _run_wrk(port: int, total: int, clients: int, server_pid: int, script: Path,
             "resumed": 0, "negotiated": "(wrk, system OpenSSL)", "client": "wrk"}
 
 
-# --- the Python ssl baselines ---------------------------------------------------------------------------
-
-def _server_context(cert: str, key: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.set_ecdh_curve(GROUP)
-    return ctx
-
-
-def _serve_forever(handle: Any, port: int, ctx: ssl.SSLContext, use_uvloop: bool) -> None:
-    async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port, ssl=ctx, backlog=1024)
-        async with server:
-            await server.serve_forever()
-
-    if use_uvloop:
-        import uvloop
-
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
-
-
-def python_ssl_server(port: int, root: str, cert: str, key: str, use_uvloop: bool = False,
-                      stack: str = "ssl") -> None:
-    """Baseline "python ssl+asyncio" (minimal HTTP): asyncio streams over ``ssl``; a request is read up to
-    its blank line and answered with one prebuilt response (no HTTP parsing, no stat). ``stack="tlskit"``: the
-    same handler in the same loop, over ``tlskit.start_server`` ("tlskit+asyncio minimal")."""
-    from tlskit import TLSError
-
-    ctx = _server_context(cert, key)
-    body = (Path(root) / "index.html").read_bytes()
-    head = (f"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {len(body)}\r\n"
-            "server: python-ssl\r\n").encode()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                request = await reader.readuntil(b"\r\n\r\n")
-                close = b"HTTP/1.0" in request.split(b"\r\n", 1)[0] or b"onnection: close" in request
-                writer.write(head + (b"connection: close\r\n\r\n" if close else b"\r\n") + body)
-                await writer.drain()
-                if close:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, TLSError):
-            pass
-        finally:
-            writer.close()
-
-    if stack == "tlskit":
-        _serve_tlskit_forever(handle, port, cert, key)
-    else:
-        _serve_forever(handle, port, ctx, use_uvloop)
-
-
-def _serve_tlskit_forever(handle: Any, port: int, cert: str, key: str) -> None:
-    """``handle`` behind ``tlskit.start_server`` on the stdlib asyncio loop: the suite and group pinned as for the
-    other servers, one session ticket key (as ``tlskit serve`` makes at start)."""
-    from tlskit import CertifiedKey, CipherSuite, NamedGroup, ServerConfig, start_server
-    from tlskit.tickets.keyring import TicketKey, TicketKeyRing
-
-    config = ServerConfig(certificates=(CertifiedKey.from_pem_files(cert, key),), groups=(NamedGroup.x25519,),
-                          cipher_suites=(CipherSuite[SUITE],),
-                          ticket_keys=TicketKeyRing([TicketKey.generate(os.urandom)]))
-
-    async def main() -> None:
-        server = await start_server(handle, "127.0.0.1", port, config=config, backlog=1024)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
-
-
-def python_ssl_h11_server(port: int, root: str, cert: str, key: str, use_uvloop: bool = False) -> None:
-    """Baseline "python ssl+h11" (the same HTTP work as tlskit serve): asyncio streams over ``ssl``; each
-    request parsed by h11 and answered through h11 with the header fields ``tlskit serve`` sends for a small
-    static file (Date, Server, Content-Type, Content-Length, ETag, Last-Modified, Accept-Ranges) after one
-    ``os.stat``, the body from memory. Like tlskit it formats Date once a second and the validators once per
-    file version, and hands h11 fields it built itself (``_parsed=True``: no per-field regexes), so the ratio
-    against it is TLS and server overhead, not HTTP work."""
-    import email.utils
-
-    import h11
-    from h11._headers import Headers
-
-    ctx = _server_context(cert, key)
-    path = os.path.join(root, "index.html")
-    body = Path(path).read_bytes()
-    fields: dict[tuple[int, int], list[tuple[bytes, bytes, bytes]]] = {}
-    date: list[Any] = [0, b""]
-
-    def response() -> h11.Response:
-        st = os.stat(path)
-        known = fields.get((st.st_size, st.st_mtime_ns))
-        if known is None:
-            known = fields[st.st_size, st.st_mtime_ns] = [
-                (b"content-type", b"content-type", b"text/html; charset=utf-8"),
-                (b"etag", b"etag", f'"{st.st_size:x}-{st.st_mtime_ns:x}"'.encode()),
-                (b"last-modified", b"last-modified", email.utils.formatdate(st.st_mtime, usegmt=True).encode()),
-                (b"accept-ranges", b"accept-ranges", b"bytes"),
-                (b"content-length", b"content-length", str(st.st_size).encode())]
-        now = int(time.time())
-        if date[0] != now:
-            date[:] = [now, email.utils.formatdate(now, usegmt=True).encode()]
-        items = [*known, (b"date", b"date", date[1]), (b"server", b"server", b"python-ssl-h11")]
-        return h11.Response(status_code=200, headers=Headers(items), reason=b"OK", http_version=b"1.1", _parsed=True)
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h11.Connection(h11.SERVER)
-        out = b""
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await reader.read(65536))
-                elif isinstance(event, h11.Request):
-                    out = (conn.send(response()) or b"") + (conn.send(h11.Data(data=body)) or b"")
-                elif isinstance(event, h11.EndOfMessage):
-                    writer.write(out + (conn.send(h11.EndOfMessage()) or b""))
-                    await writer.drain()
-                    if conn.our_state is not h11.DONE:
-                        break  # MUST_CLOSE: Connection: close or HTTP/1.0
-                    conn.start_next_cycle()
-                else:
-                    break  # ConnectionClosed
-        except (ConnectionError, ssl.SSLError, h11.ProtocolError):
-            pass
-        finally:
-            writer.close()
-
-    _serve_forever(handle, port, ctx, use_uvloop)
-
-
 # --- the run --------------------------------------------------------------------------------------------
 
 _QUIET_BUDGET = [20.0]  # seconds a whole run may spend waiting for other processes to go quiet
@@ -680,20 +546,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                     "--ciphers", SUITE, "-q"], port)
     if "python-ssl" in wanted:
         port = _free_port()
-        servers["python ssl+asyncio"] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert,
-                                          key], port)
+        servers["python ssl+asyncio"] = ([sys.executable, str(BASELINE_SERVERS), str(port), www, cert, key], port)
     if "python-ssl-h11" in wanted:
         port = _free_port()
-        servers["python ssl+h11"] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert, key,
-                                      "--h11"], port)
+        servers["python ssl+h11"] = ([sys.executable, str(BASELINE_SERVERS), str(port), www, cert, key, "--h11"], port)
     if "python-ssl-uvloop" in wanted and _has_uvloop():
         port = _free_port()
-        servers["python ssl+uvloop"] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert,
-                                         key, "--uvloop"], port)
+        servers["python ssl+uvloop"] = ([sys.executable, str(BASELINE_SERVERS), str(port), www, cert, key,
+                                         "--uvloop"], port)
     if "tlskit-minimal" in wanted:
         port = _free_port()
-        servers[TLS_STACK] = ([sys.executable, __file__, "--python-ssl-server", str(port), www, cert, key,
-                               "--tlskit"], port)
+        servers[TLS_STACK] = ([sys.executable, str(BASELINE_SERVERS), str(port), www, cert, key, "--tlskit"], port)
     if "nginx" in wanted:
         if shutil.which("nginx"):
             port = _free_port()
@@ -760,7 +623,7 @@ def _record(r: dict[str, Any], row: dict[str, Any], rounds: list[dict[str, Any]]
     if mode not in row or rank(r) < rank(row[mode]):
         row[mode] = r
     rounds.append(r)
-    print(f"  round {round_ + 1} {name:<20} {MODES[mode]:<20} {r['per_second']:8.0f}/s  server "
+    print(f"  round {round_ + 1} {name:<24} {MODES[mode]:<20} {r['per_second']:8.0f}/s  server "
           f"{r['cpu_ms_per_op']:.3f} CPU s/1000, busy {100 * r['server_busy']:3.0f}%  client "
           f"{1000 * r['client_cpu'] / r['count']:.3f} CPU s/1000, busy "
           f"{100 * r['client_cpu'] / r['seconds']:3.0f}%  errors {r['errors']}  other processes "
@@ -797,12 +660,12 @@ def report(results: dict[str, Any]) -> None:
           f"{'wrk' if any(r.get('client') == 'wrk' for row in servers.values() for r in row.values()) else 'same'})")
     print("CPU s/1000 = server CPU seconds per 1000 operations (all its processes); busy = server CPU / wall time "
           "(~100%: the figure in ops/s is the worker's capacity; lower: the load generator was the limit)")
-    print(f"{'server':<20}{'mode':<21}{'ops':>7}{'ops/s':>9}{'CPU s/1000':>12}{'busy':>6}{'client busy':>13}"
+    print(f"{'server':<24}{'mode':<21}{'ops':>7}{'ops/s':>9}{'CPU s/1000':>12}{'busy':>6}{'client busy':>13}"
           f"{'other':>7}{'errors':>7}  negotiated")
     for name, row in servers.items():
         for mode, r in row.items():
             extra = f" ({r['resumed']} resumed)" if mode == "resumed" else ""
-            print(f"{name:<20}{MODES[mode]:<21}{r['count']:>7}{r['per_second']:>9.0f}{r['cpu_ms_per_op']:>12.3f}"
+            print(f"{name:<24}{MODES[mode]:<21}{r['count']:>7}{r['per_second']:>9.0f}{r['cpu_ms_per_op']:>12.3f}"
                   f"{100 * r['server_busy']:>5.0f}%{100 * r['client_cpu'] / r['seconds']:>12.0f}%"
                   f"{100 * r['other_load']:>6.0f}%{r['errors']:>7}  {r['negotiated']}{extra}")
     print("baselines: python ssl+asyncio = minimal HTTP (readuntil + one prebuilt response); python ssl+h11 = the "
@@ -840,24 +703,12 @@ def main() -> None:
     parser.add_argument("--full-only", action="store_true", help="only full handshakes")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to CPUs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--python-ssl-server", nargs=4, metavar=("PORT", "ROOT", "CERT", "KEY"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--uvloop", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--h11", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--tlskit", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=["auto", "pyopenssl", "ssl"], default="auto",
                         help="load generator TLS library (default: pyopenssl when installed, else ssl)")
     parser.add_argument("--keepalive-client", choices=["auto", "wrk", "python"], default="auto",
                         help="keep-alive load generator (default: wrk when installed, else the Python client)")
     parser.add_argument("--load", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.python_ssl_server:
-        port, root, cert, key = args.python_ssl_server
-        if args.h11:
-            python_ssl_h11_server(int(port), root, cert, key, args.uvloop)
-        else:
-            python_ssl_server(int(port), root, cert, key, args.uvloop, "tlskit" if args.tlskit else "ssl")
-        return
     if args.load:
         lib, mode, port, total, clients, pid = args.load
         print(json.dumps(load(lib, mode, int(port), int(total), int(clients), int(pid))))
