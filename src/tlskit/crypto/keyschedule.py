@@ -282,23 +282,34 @@ def next_traffic_secret(params: SuiteParams, secret: bytes) -> bytes:
 _KEY_IV_INFO: dict[tuple[int, int], tuple[bytes, bytes]] = {}
 
 
+def _key_iv_infos(params: SuiteParams) -> tuple[bytes, bytes]:
+    """The whole HkdfLabel (empty context) and HKDF-Expand's counter byte of "key" and "iv", per length pair."""
+    infos = _KEY_IV_INFO.get((params.key_len, params.iv_len))
+    if infos is None:
+        infos = (_label_prefix(b"key", params.key_len) + b"\x00\x01", _label_prefix(b"iv", params.iv_len) + b"\x00\x01")
+        _KEY_IV_INFO[(params.key_len, params.iv_len)] = infos
+    return infos
+
+
+def _pads(params: SuiteParams, secret: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC's inner and outer hash states with ``secret``'s padded blocks absorbed (RFC 2104 §2)."""
+    new, block = _HASHES[params.hash_name]
+    padded = (secret if len(secret) <= block else new(secret).digest()).ljust(block, b"\0")
+    return new(padded.translate(_IPAD)), new(padded.translate(_OPAD))
+
+
 def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
     """The record protection write key and IV of a traffic secret (§7.3).
 
     HKDF-Expand-Label(secret, "key", "", key_length) and (secret, "iv", "", iv_length): each is one HMAC
     block (key and IV are never longer than the hash), so both start from the same hashed pad blocks.
     """
-    new, block = _HASHES[params.hash_name]
-    infos = _KEY_IV_INFO.get((params.key_len, params.iv_len))
-    if infos is None:  # the whole HkdfLabel (empty context) and HKDF-Expand's counter byte, per length pair
-        infos = (_label_prefix(b"key", params.key_len) + b"\x00\x01", _label_prefix(b"iv", params.iv_len) + b"\x00\x01")
-        _KEY_IV_INFO[(params.key_len, params.iv_len)] = infos
-    padded = (secret if len(secret) <= block else new(secret).digest()).ljust(block, b"\0")
-    inner, outer = new(padded.translate(_IPAD)), new(padded.translate(_OPAD))  # the pad blocks, hashed once
+    key_info, iv_info = _key_iv_infos(params)
+    inner, outer = _pads(params, secret)
     key_inner, key_outer = inner.copy(), outer.copy()
-    key_inner.update(infos[0])
+    key_inner.update(key_info)
     key_outer.update(key_inner.digest())
-    inner.update(infos[1])
+    inner.update(iv_info)
     outer.update(inner.digest())
     return key_outer.digest()[: params.key_len], outer.digest()[: params.iv_len]
 
@@ -306,15 +317,9 @@ def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
 def handshake_traffic_keys(params: SuiteParams, secret: bytes) -> tuple[tuple[bytes, bytes], bytes]:
     """((key, IV), finished_key) of a handshake traffic secret (§7.3, §4.4.4): the three HKDF-Expand-Label
     calls of one secret, keyed into HMAC once (``traffic_key_iv`` then ``finished_verify_data`` key it twice)."""
-    new, block = _HASHES[params.hash_name]
-    infos = _KEY_IV_INFO.get((params.key_len, params.iv_len))
-    if infos is None:
-        traffic_key_iv(params, secret)  # fills the cache
-        infos = _KEY_IV_INFO[(params.key_len, params.iv_len)]
-    padded = (secret if len(secret) <= block else new(secret).digest()).ljust(block, b"\0")
-    inner, outer = new(padded.translate(_IPAD)), new(padded.translate(_OPAD))  # the pad blocks, hashed once
+    inner, outer = _pads(params, secret)
     out = []
-    for info in infos:
+    for info in _key_iv_infos(params):
         h = inner.copy()
         h.update(info)
         o = outer.copy()
