@@ -15,6 +15,7 @@ from typing import Protocol
 from .codec import byte_string
 from .config import ClientConfig, ServerConfig
 from .crypto import groups, keyschedule
+from .crypto.keyschedule import KeyIV
 from .crypto.suites import SuiteParams
 from .enums import (
     AlertDescription,
@@ -663,12 +664,9 @@ class Connection:
         self._events.append(ConnectionClosed(by_peer=True, alert=description, error=error))
         raise error
 
-    def _encryptor(
-        self, params: SuiteParams, secret: bytes, key_iv: tuple[bytes, bytes] | None = None
-    ) -> RecordEncryptor:
-        return RecordEncryptor(
-            params, secret, pad_to=self.config.pad_to, max_fragment=self._max_fragment, key_iv=key_iv
-        )
+    def _encryptor(self, params: SuiteParams, secret: bytes, key_iv: KeyIV | None = None) -> RecordEncryptor:
+        return RecordEncryptor(params, secret, pad_to=self.config.pad_to, max_fragment=self._max_fragment,
+                               key_iv=key_iv)
 
     def _flush_handshake(self) -> None:
         pending = self._pending_hs
@@ -717,9 +715,8 @@ class _HandshakeContext:
         conn._flush_handshake()
         conn._out += _CCS_RECORD
 
-    def set_read_secret(
-        self, params: SuiteParams, secret: bytes, level: EncryptionLevel, key_iv: tuple[bytes, bytes] | None = None
-    ) -> None:
+    def set_read_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel,
+                        key_iv: KeyIV | None = None) -> None:
         conn = self._conn
         if conn._hs_buf:
             raise AlertError(AlertDescription.unexpected_message, "handshake message spans a key change")
@@ -730,9 +727,8 @@ class _HandshakeContext:
         if conn.config.on_secret is not None:
             conn.config.on_secret(level, Direction.read, params.suite, secret)
 
-    def set_write_secret(
-        self, params: SuiteParams, secret: bytes, level: EncryptionLevel, key_iv: tuple[bytes, bytes] | None = None
-    ) -> None:
+    def set_write_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel,
+                         key_iv: KeyIV | None = None) -> None:
         conn = self._conn
         conn._flush_handshake()
         conn._write = conn._encryptor(params, secret, key_iv)

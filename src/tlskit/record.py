@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag
 
-from .crypto.keyschedule import traffic_key_iv
+from .crypto.keyschedule import KeyIV, traffic_key_iv
 from .crypto.suites import SuiteParams
 from .enums import AlertDescription, ContentType
 from .errors import AlertError, DecodeError
@@ -165,7 +165,7 @@ class RecordEncryptor:
         *,
         pad_to: int = 0,
         max_fragment: int = MAX_PLAINTEXT,
-        key_iv: tuple[bytes, bytes] | None = None,
+        key_iv: KeyIV | None = None,
     ) -> None:
         """``key_iv``: ``traffic_key_iv(params, secret)`` when the caller derived it already."""
         if not 0 < max_fragment <= MAX_PLAINTEXT:
@@ -219,7 +219,7 @@ class RecordDecryptor:
         secret: bytes,
         *,
         max_inner: int = MAX_PLAINTEXT + 1,
-        key_iv: tuple[bytes, bytes] | None = None,
+        key_iv: KeyIV | None = None,
     ) -> None:
         """``key_iv``: ``traffic_key_iv(params, secret)`` when the caller derived it already."""
         key, iv = traffic_key_iv(params, secret) if key_iv is None else key_iv

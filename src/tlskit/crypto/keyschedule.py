@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from typing import TypeAlias
 
 from .suites import SuiteParams
 
 __all__ = [
     "EarlySecret",
     "HandshakeSecret",
+    "KeyIV",
     "MasterSecret",
     "derive_secret",
     "export_keying_material",
@@ -31,6 +33,8 @@ __all__ = [
     "traffic_key_iv",
     "verify_data",
 ]
+
+KeyIV: TypeAlias = tuple[bytes, bytes]  # a record protection key and IV (§7.3)
 
 _IPAD = bytes(x ^ 0x36 for x in range(256))  # translate tables: key XOR ipad / opad, byte by byte
 _OPAD = bytes(x ^ 0x5C for x in range(256))
@@ -298,7 +302,7 @@ def _pads(params: SuiteParams, secret: bytes) -> tuple[hashlib._Hash, hashlib._H
     return new(padded.translate(_IPAD)), new(padded.translate(_OPAD))
 
 
-def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
+def traffic_key_iv(params: SuiteParams, secret: bytes) -> KeyIV:
     """The record protection write key and IV of a traffic secret (§7.3).
 
     HKDF-Expand-Label(secret, "key", "", key_length) and (secret, "iv", "", iv_length): each is one HMAC
@@ -314,7 +318,7 @@ def traffic_key_iv(params: SuiteParams, secret: bytes) -> tuple[bytes, bytes]:
     return key_outer.digest()[: params.key_len], outer.digest()[: params.iv_len]
 
 
-def handshake_traffic_keys(params: SuiteParams, secret: bytes) -> tuple[tuple[bytes, bytes], bytes]:
+def handshake_traffic_keys(params: SuiteParams, secret: bytes) -> tuple[KeyIV, bytes]:
     """((key, IV), finished_key) of a handshake traffic secret (§7.3, §4.4.4): the three HKDF-Expand-Label
     calls of one secret, keyed into HMAC once (``traffic_key_iv`` then ``finished_verify_data`` key it twice)."""
     inner, outer = _pads(params, secret)

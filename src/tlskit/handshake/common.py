@@ -49,15 +49,13 @@ class Context(Protocol):
     def send_change_cipher_spec(self) -> None:
         """Queue the middlebox-compatibility ChangeCipherSpec record (§D.4)."""
 
-    def set_read_secret(
-        self, params: SuiteParams, secret: bytes, level: EncryptionLevel, key_iv: tuple[bytes, bytes] | None = None
-    ) -> None:
+    def set_read_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel,
+                        key_iv: keyschedule.KeyIV | None = None) -> None:
         """Protect what we receive from here on with ``secret`` (and tell ``config.on_secret``); ``key_iv``:
         its ``traffic_key_iv`` when already derived."""
 
-    def set_write_secret(
-        self, params: SuiteParams, secret: bytes, level: EncryptionLevel, key_iv: tuple[bytes, bytes] | None = None
-    ) -> None:
+    def set_write_secret(self, params: SuiteParams, secret: bytes, level: EncryptionLevel,
+                         key_iv: keyschedule.KeyIV | None = None) -> None:
         """Protect what we send from here on with ``secret`` (queued messages go out under the old key first);
         ``key_iv`` as in ``set_read_secret``."""
 

@@ -432,7 +432,7 @@ class _AfterServerFinished:
     transcript: Transcript
     master: keyschedule.MasterSecret
     c_hs: bytes
-    c_hs_keys: tuple[tuple[bytes, bytes], bytes]  # c_hs's (key, IV) and finished_key (handshake_traffic_keys)
+    c_hs_keys: tuple[keyschedule.KeyIV, bytes]  # c_hs's (key, IV) and finished_key (handshake_traffic_keys)
     c_ap: bytes
     exporter: bytes
     complete: HandshakeComplete
