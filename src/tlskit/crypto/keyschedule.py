@@ -64,12 +64,7 @@ class _KeyedHmac:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, hash_name: str, key: bytes) -> None:
-        new, block = _HASHES[hash_name]
-        if len(key) > block:  # pragma: no cover - TLS 1.3 secrets are never longer than the hash
-            key = new(key).digest()
-        key = key.ljust(block, b"\0")
-        self._inner = new(key.translate(_IPAD))
-        self._outer = new(key.translate(_OPAD))
+        self._inner, self._outer = _pads(hash_name, key)
 
     def digest(self, msg: bytes) -> bytes:
         """HMAC(key, msg)."""
@@ -295,9 +290,9 @@ def _key_iv_infos(params: SuiteParams) -> tuple[bytes, bytes]:
     return infos
 
 
-def _pads(params: SuiteParams, secret: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+def _pads(hash_name: str, secret: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
     """HMAC's inner and outer hash states with ``secret``'s padded blocks absorbed (RFC 2104 §2)."""
-    new, block = _HASHES[params.hash_name]
+    new, block = _HASHES[hash_name]
     padded = (secret if len(secret) <= block else new(secret).digest()).ljust(block, b"\0")
     return new(padded.translate(_IPAD)), new(padded.translate(_OPAD))
 
@@ -309,7 +304,7 @@ def traffic_key_iv(params: SuiteParams, secret: bytes) -> KeyIV:
     block (key and IV are never longer than the hash), so both start from the same hashed pad blocks.
     """
     key_info, iv_info = _key_iv_infos(params)
-    inner, outer = _pads(params, secret)
+    inner, outer = _pads(params.hash_name, secret)
     key_inner, key_outer = inner.copy(), outer.copy()
     key_inner.update(key_info)
     key_outer.update(key_inner.digest())
@@ -321,7 +316,7 @@ def traffic_key_iv(params: SuiteParams, secret: bytes) -> KeyIV:
 def handshake_traffic_keys(params: SuiteParams, secret: bytes) -> tuple[KeyIV, bytes]:
     """((key, IV), finished_key) of a handshake traffic secret (§7.3, §4.4.4): the three HKDF-Expand-Label
     calls of one secret, keyed into HMAC once (``traffic_key_iv`` then ``finished_verify_data`` key it twice)."""
-    inner, outer = _pads(params, secret)
+    inner, outer = _pads(params.hash_name, secret)
     out = []
     for info in _key_iv_infos(params):
         h = inner.copy()
