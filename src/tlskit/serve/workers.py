@@ -308,9 +308,9 @@ def _stop_with_parent() -> None:
 def worker_main() -> int:
     """A worker: serve the inherited sockets with the same flags, until the supervisor says stop."""
     from .app import run_loop
+    from .startup import remember_sighup
 
-    hup: dict[int, FrameType | None] = {}  # a SIGHUP before the loop handles it (its default action would kill
-    signal.signal(signal.SIGHUP, hup.__setitem__)  # us): done once up. A C handler, as the supervisor's
+    early_hup = remember_sighup()  # a SIGHUP before the loop handles it: reloaded once up (by default it kills)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked by the supervisor until now
     _stop_with_parent()
     if str(os.getppid()) != os.environ.get(_SUPERVISOR_ENV, str(os.getppid())):
@@ -331,7 +331,7 @@ def worker_main() -> int:
     sockets = [socket.socket(fileno=fd) for fd in spec["fds"]]
     metrics = ServeMetrics() if site.settings.metrics is not None else None
     process = ServeProcess(site, flags, sockets, metrics=metrics, watch=False, worker=True)
-    process.early_reload = lambda: bool(hup)
+    process.early_reload = early_hup
     run_loop(process.run(), site.settings.uvloop)
     return 0
 
